@@ -1,0 +1,63 @@
+"""Start the studio: parse flags, build the Studio (one ModelManager), build the UI, launch.
+
+    python app.py [--model PATH_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--share]
+                  [--auth user:password ...] [--auth-file FILE] [--device auto|cuda|mps|cpu]
+                  [--dtype auto|fp16|bf16|fp32] [--outputs DIR]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# No network at run time unless the user asks: Gradio's usage analytics and hub telemetry off.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+SHARE_WARNING = """
+################################################################################
+#  WARNING: --share without --auth. Anyone who has the public link can use     #
+#  this studio and this machine's GPU. Add --auth user:password to protect it.  #
+################################################################################
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from studio.config import settings_from_args
+    from studio.errors import StudioError
+    from studio.presets import PresetError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(argv)
+
+    from studio.service import Studio
+    from studio.ui import build_ui
+
+    try:
+        studio = Studio.from_settings(settings)
+        info = studio.model_info()
+    except PresetError as exc:
+        print(f"Presets are invalid: {exc}", file=sys.stderr)
+        return 2
+    except StudioError as exc:
+        print(f"Cannot use the model: {exc}", file=sys.stderr)
+        return 2
+    print(f"Model: {info.name} ({info.family}, {info.native_size}px){' - ' + info.notice if info.notice else ''}")
+
+    if settings.share and not settings.auth:
+        print(SHARE_WARNING, file=sys.stderr)
+    demo = build_ui(studio)
+    demo.queue(default_concurrency_limit=1)
+    studio.warm_up()
+    try:
+        demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
+                    auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],
+                    show_error=True, footer_links=["api", "settings"])
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

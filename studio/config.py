@@ -1,0 +1,84 @@
+"""Settings: what app.py parsed from its flags, in one dataclass passed down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .requests import Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED_MODEL = ROOT / "assets" / "embedded-model"
+PRESETS_DIR = ROOT / "presets"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+
+
+@dataclass
+class Settings:
+    model: str = ""                     # "" = the embedded default model
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: list[tuple[str, str]] = field(default_factory=list)
+    device: str = "auto"
+    dtype: str = "auto"
+    outputs: Path = ROOT / "outputs"
+    presets: Path = PRESETS_DIR
+    limits: Limits = field(default_factory=Limits)
+
+
+def _auth_pair(text: str) -> tuple[str, str]:
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError(f"expected user:password, got {text!r}")
+    return user, password
+
+
+def read_auth_file(path: str | Path) -> list[tuple[str, str]]:
+    """One user:password a line; blank lines and # comments are skipped."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            pairs.append(_auth_pair(line))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{path}, line {n}: {exc}") from None
+    if not pairs:
+        raise argparse.ArgumentTypeError(f"{path}: no user:password lines")
+    return pairs
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python app.py", description="Stable Diffusion studio")
+    p.add_argument("--model", default=os.environ.get("STUDIO_MODEL", ""),
+                   help="a diffusers folder or a hub id (default: the embedded model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", 7860)))
+    p.add_argument("--share", action="store_true", help="create a public Gradio link")
+    p.add_argument("--auth", type=_auth_pair, action="append", default=[], metavar="USER:PASSWORD",
+                   help="require a login (repeatable)")
+    p.add_argument("--auth-file", help="file with one user:password per line")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
+    p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
+    return p
+
+
+def settings_from_args(argv: list[str] | None = None) -> Settings:
+    p = parser()
+    args = p.parse_args(argv)
+    auth = list(args.auth)
+    if args.auth_file:
+        try:
+            auth += read_auth_file(args.auth_file)
+        except (OSError, argparse.ArgumentTypeError) as exc:
+            p.error(f"--auth-file: {exc}")
+    return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
+                    device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
+                    presets=Path(args.presets))

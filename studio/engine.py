@@ -1,0 +1,221 @@
+"""generate(): one request in, saved images out.
+
+    1. check the request against the loaded model (size, 9-channel UNet, strength x steps)
+    2. resolve the prompt (style template, negative presets)
+    3. for each batch: a fresh scheduler and pipeline object, seeded CPU generators
+    4. run with `callback_on_step_end`: progress, and Stop at the next step
+    5. inpaint: paste the result back so unmasked pixels are exactly the input's
+    6. save each image with its metadata before anyone sees it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import secrets
+from typing import Callable
+
+from PIL import Image, ImageFilter
+
+from . import __version__
+from .errors import GenerationStopped, InvalidRequest, StudioError
+from .metadata import format_parameters
+from .models import ModelManager
+from .outputs import OutputFolder
+from .presets import Presets
+from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
+from .schedulers import SCHEDULERS, build_scheduler
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+def _sha256(image: Image.Image | None) -> str | None:
+    if image is None:
+        return None
+    return hashlib.sha256(image.tobytes() + repr((image.mode, image.size)).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"studio": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def target_size(request: GenerationRequest, native: int, notes: list[str]) -> tuple[int, int]:
+    """The size to generate at: as asked, else native (txt2img) or the input's size rounded
+    down to a multiple of 8 (with a note, since the latent grid is 8 pixels)."""
+    if request.mode == "txt2img" or request.image is None:
+        return request.width or native, request.height or native
+    w, h = request.image.size
+    width = request.width or w // 8 * 8
+    height = request.height or h // 8 * 8
+    if (not request.width and width != w) or (not request.height and height != h):
+        notes.append(f"The input is {w}x{h}; generated at {width}x{height} (a multiple of 8)"
+                     + (" and pasted back at the input's size." if request.mode == "inpaint" else "."))
+    if min(width, height) < MIN_SIDE:
+        raise InvalidRequest(f"The input image is {w}x{h}; the smallest size this studio generates "
+                             f"is {MIN_SIDE}x{MIN_SIDE}.")
+    return width, height
+
+
+def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], model: str,
+                  batch_pos: int) -> dict:
+    spec = SCHEDULERS[request.scheduler]
+    fields = {"Steps": request.steps, "Sampler": spec.sampler, "Schedule type": spec.schedule,
+              "CFG scale": request.cfg_scale, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
+              "Model": model}
+    if request.mode != "txt2img":
+        fields["Denoising strength"] = request.strength
+    if request.mode == "inpaint":
+        fields["Mask blur"] = request.mask_blur
+        if request.only_masked:
+            fields["Inpaint area"] = "Only masked"
+            fields["Masked area padding"] = request.only_masked_padding
+    if request.batch_size > 1:
+        fields["Batch size"] = request.batch_size
+        fields["Batch pos"] = batch_pos
+    if request.style:
+        fields["Styles array"] = f'["{request.style}"]'
+    fields["Version"] = f"studio {__version__}"
+    return fields
+
+
+def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
+             presets: Presets, *, on_step: OnStep | None = None,
+             should_stop: ShouldStop | None = None) -> GenerationResult:
+    import torch
+
+    # 1. check inputs against the model
+    info = manager.info()
+    notes: list[str] = []
+    if info.notice and info.kind == "placeholder":
+        notes.append(info.notice)
+    width, height = target_size(request, info.native_size, notes)
+    if request.mode != "txt2img" and 0 < request.strength and int(request.steps * request.strength) < 1:
+        raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
+                             "denoising step; raise the strength or the steps.")
+
+    # 2. resolve the prompt
+    prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
+                                       request.negative_presets, request.style)
+    seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    images: list[GeneratedImage] = []
+    stopped = False
+
+    with manager.lock:
+        base = manager.base()
+        versions = _versions()
+        total_steps = [0]
+
+        for batch in range(request.batch_count):
+            seeds = [(seed + batch * request.batch_size + i) % (MAX_SEED + 1)
+                     for i in range(request.batch_size)]
+            # 3. a scheduler and pipeline object of this request's own
+            scheduler = build_scheduler(request.scheduler, base.scheduler.config, seed=seeds[0])
+            pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+            # 4. progress and Stop through the step callback
+            def on_step_end(p, i, t, kwargs, _batch=batch):
+                if should_stop is not None and should_stop():
+                    raise GenerationStopped()
+                total = p.num_timesteps * request.batch_count
+                if on_step is not None:
+                    on_step(_batch * p.num_timesteps + i + 1, total)
+                return kwargs
+
+            call = dict(prompt=prompt, negative_prompt=negative or None,
+                        num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+                        num_images_per_prompt=request.batch_size, generator=generators,
+                        callback_on_step_end=on_step_end, output_type="pil")
+            if request.mode == "txt2img":
+                call.update(height=height, width=width)
+            elif request.mode == "img2img":
+                call.update(image=request.image.resize((width, height), Image.LANCZOS),
+                            strength=request.strength)
+            else:
+                mask = _blurred_mask(request)
+                if request.only_masked:
+                    call.update(image=request.image, mask_image=mask, height=height, width=width,
+                                padding_mask_crop=request.only_masked_padding)
+                else:
+                    call.update(image=request.image.resize((width, height), Image.LANCZOS),
+                                mask_image=mask.resize((width, height), Image.LANCZOS),
+                                height=height, width=width)
+                call.update(strength=request.strength)
+
+            if request.mode != "txt2img" and request.strength == 0:
+                # No denoising at all: the input is the result (no VAE round trip).
+                outs = [call["image"] for _ in seeds]
+            else:
+                try:
+                    outs = pipe(**call).images
+                except GenerationStopped:
+                    stopped = True
+                    notes.append(f"Stopped: {len(images)} of {request.batch_count * request.batch_size} "
+                                 "images finished and were kept.")
+                    break
+                except torch.OutOfMemoryError:
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    raise StudioError(f"Out of memory at {width}x{height} with batch size "
+                                      f"{request.batch_size}; try a smaller size or batch.") from None
+
+            # 5. + 6. paste back, then save before showing
+            for i, (s, image) in enumerate(zip(seeds, outs)):
+                if request.mode == "inpaint":
+                    image = composite(image, request.image, _blurred_mask(request))
+                fields = _a1111_fields(request, s, image.size, info.name, i)
+                parameters = format_parameters(prompt, negative, fields)
+                data = {
+                    "format": 1, "mode": request.mode, "request": request.fields(),
+                    "prompt": prompt, "negative_prompt": negative, "seed": s,
+                    "batch_number": batch, "batch_pos": i, "width": image.width, "height": image.height,
+                    "generated_size": [width, height],
+                    "model": {"name": info.name, "source": info.source, "kind": info.kind,
+                              "family": info.family},
+                    "scheduler": {"name": request.scheduler, "class": type(scheduler).__name__,
+                                  "config": _plain(dict(scheduler.config))},
+                    "device": manager.device, "dtype": str(manager.dtype).replace("torch.", ""),
+                    "generator": "torch.Generator('cpu') per image, seeded with `seed`",
+                    "versions": versions,
+                    "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
+                }
+                path = outputs.save(image, parameters, data, seed=s)
+                images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
+                                             data=data))
+    return GenerationResult(request=request, images=images, seed=seed, stopped=stopped, notes=notes)
+
+
+def _plain(value):
+    """Scheduler configs hold tuples and numpy values; make them JSON-friendly."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _blurred_mask(request: GenerationRequest) -> Image.Image:
+    mask = request.mask
+    if request.mask_blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(request.mask_blur))
+    return mask
+
+
+def composite(generated: Image.Image, original: Image.Image, mask: Image.Image) -> Image.Image:
+    """The generated pixels where the mask is set, the original's exactly where it is 0."""
+    if generated.size != original.size:
+        generated = generated.resize(original.size, Image.LANCZOS)
+    return Image.composite(generated.convert("RGB"), original.convert("RGB"), mask)

@@ -1,0 +1,17 @@
+"""Typed errors the UI and the API turn into clear messages (never a stack trace)."""
+
+
+class StudioError(Exception):
+    """Base class: the message is written for the artist and shown as is."""
+
+
+class InvalidRequest(StudioError, ValueError):
+    """A request field is out of range or unreadable; raised once, at the boundary."""
+
+
+class ModelLoadError(StudioError):
+    """The model source could not be found or loaded."""
+
+
+class GenerationStopped(StudioError):
+    """Raised inside the step callback when the user pressed Stop."""

@@ -1,0 +1,282 @@
+"""ModelManager: one set of weights, loaded lazily, shared by text-to-image, image-to-image and
+inpainting through diffusers' `from_pipe`.
+
+Created once in app.py and passed down. Nothing is loaded at import or at UI build; the first
+generation loads the model onto the chosen device and later ones reuse it. A lock serialises
+loading and generation on the one device.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import EMBEDDED_MODEL, ROOT
+from .errors import InvalidRequest, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_NOTICE = (
+    "The embedded default model is not in assets/ yet, so the studio runs an UNTRAINED tiny "
+    "placeholder: every tab works, but images are noise. Start with --model PATH_OR_HUB_ID to use "
+    "a real Stable Diffusion model."
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the UI and the metadata say about a model, read from its configs (no weights)."""
+    source: str           # what the user gave (path or hub id)
+    name: str             # short display name, also A1111's "Model:" field
+    kind: str             # embedded | placeholder | folder | hub
+    family: str           # SD 1.x | SD 2.x | SDXL | tiny SD-format
+    native_size: int      # pixels per side the model was trained at
+    in_channels: int      # 4, or 9 for a dedicated inpainting UNet
+    notice: str = ""
+
+    @property
+    def inpaint_only(self) -> bool:
+        return self.in_channels == 9
+
+
+def placeholder_dir() -> Path:
+    return Path(os.environ.get("STUDIO_CACHE", ROOT / ".cache")) / "placeholder-model"
+
+
+def _is_diffusers_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and "\\" not in text
+
+
+def _config_reader(source: str, kind: str):
+    """A function name -> parsed JSON of a file inside the model, without loading weights."""
+    if kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        def read(name: str) -> dict:
+            found = try_to_load_from_cache(source, name)
+            if not isinstance(found, str):
+                return {}
+            return json.loads(Path(found).read_text(encoding="utf-8"))
+        return read
+
+    def read_local(name: str) -> dict:
+        f = Path(source) / name
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    return read_local
+
+
+def _family(unet: dict) -> str:
+    cross = unet.get("cross_attention_dim")
+    if unet.get("addition_embed_type") == "text_time" or cross == 2048:
+        return "SDXL"
+    if cross == 768:
+        return "SD 1.x"
+    if cross == 1024:
+        return "SD 2.x"
+    return "tiny SD-format"
+
+
+def describe(source: str) -> ModelInfo:
+    """Resolve a model source and read what it is. Raises ModelLoadError if it cannot be found."""
+    kind, path = "folder", source
+    notice = ""
+    if not source:
+        if _is_diffusers_folder(EMBEDDED_MODEL):
+            kind, path = "embedded", str(EMBEDDED_MODEL)
+            notice = ("The embedded default model: a tiny model of a world of coloured shapes, "
+                      "for trying the studio offline.")
+        else:
+            kind, path = "placeholder", str(placeholder_dir())
+            notice = PLACEHOLDER_NOTICE
+    elif Path(source).expanduser().exists():
+        path = str(Path(source).expanduser().resolve())
+        if not _is_diffusers_folder(Path(path)):
+            raise ModelLoadError(f"{source} is not a diffusers model folder (it has no model_index.json).")
+    elif _looks_like_hub_id(source):
+        kind = "hub"
+    else:
+        raise ModelLoadError(f"Model {source!r} was not found: it is neither an existing folder nor a "
+                             "hub id like 'owner/name'.")
+    read = _config_reader(path, kind)
+    try:
+        unet = read("unet/config.json")
+        vae = read("vae/config.json")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not read the configuration of {source or path}: {exc}") from None
+    if kind == "placeholder" and not unet:
+        unet, vae = {"sample_size": 16, "in_channels": 4}, {"block_out_channels": [1, 1, 1]}
+    scale = 2 ** (len(vae.get("block_out_channels", [1, 1, 1, 1])) - 1)
+    sample = unet.get("sample_size", 64)
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    name = {"embedded": "embedded-shapes", "placeholder": "placeholder-untrained"}.get(
+        kind, Path(path).name if kind == "folder" else source)
+    return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
+                     native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
+                     notice=notice)
+
+
+def choose_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but PyTorch sees no CUDA GPU.")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("--device mps was asked for, but this machine has no MPS backend.")
+    return requested
+
+
+def choose_dtype(requested: str, device: str):
+    import torch
+
+    table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if requested == "auto":
+        # Half precision where the hardware is made for it; full precision on the CPU.
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return table[requested]
+
+
+class ModelManager:
+    """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
+
+    def __init__(self, source: str = "", device: str = "auto", dtype: str = "auto"):
+        self.source = source
+        self.requested_device = device
+        self.requested_dtype = dtype
+        self.lock = threading.RLock()
+        self.loads = 0                 # how many times weights were read from disk
+        self._info: ModelInfo | None = None
+        self._base = None              # the loaded pipeline
+        self._derived: dict[str, Any] = {}
+        self.device: str | None = None
+        self.dtype = None
+
+    # -- what the model is ---------------------------------------------------------------------
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            self._info = describe(self.source)
+        return self._info
+
+    @property
+    def loaded(self) -> bool:
+        return self._base is not None
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load(self):
+        import torch  # noqa: F401
+        from diffusers import DiffusionPipeline
+
+        info = self.info()
+        device = choose_device(self.requested_device)
+        dtype = choose_dtype(self.requested_dtype, device)
+        if info.kind == "placeholder" and not _is_diffusers_folder(placeholder_dir()):
+            from .tiny import write_tiny_model
+            log.warning(PLACEHOLDER_NOTICE)
+            write_tiny_model(placeholder_dir())
+            self._info = info = describe(self.source)
+        path = info.source if info.kind == "hub" else (
+            str(EMBEDDED_MODEL) if info.kind == "embedded" else
+            str(placeholder_dir()) if info.kind == "placeholder" else str(Path(info.source).expanduser()))
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        try:
+            try:
+                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+            except (OSError, ValueError) as first:
+                if info.kind != "hub":
+                    raise
+                if offline:
+                    raise ModelLoadError(
+                        f"{info.source} is not in the local Hugging Face cache "
+                        f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'}) and "
+                        "HF_HUB_OFFLINE=1 forbids downloading it.") from first
+                log.info("Downloading %s from the hub (asked for with --model)", info.source)
+                pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a clear message
+            hint = " (no network: downloads are impossible offline)" if "connect" in str(exc).lower() else ""
+            raise ModelLoadError(f"Could not load model {info.source or info.name}: "
+                                 f"{type(exc).__name__}: {exc}{hint}") from exc
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        self._base, self.device, self.dtype = pipe, device, dtype
+        self._derived = {}
+        self.loads += 1
+        log.info("Loaded %s (%s) on %s as %s", info.name, info.family, device, dtype)
+        return pipe
+
+    def base(self):
+        with self.lock:
+            return self._base if self._base is not None else self._load()
+
+    def pipeline(self, mode: str):
+        """The shared pipeline for a mode; img2img and inpaint come from `from_pipe`."""
+        with self.lock:
+            if mode in self._derived:
+                return self._derived[mode]
+            from diffusers import (AutoPipelineForImage2Image, AutoPipelineForInpainting,
+                                   AutoPipelineForText2Image)
+
+            base = self.base()
+            info = self.info()
+            if info.inpaint_only and mode != "inpaint":
+                raise InvalidRequest(f"{info.name} is an inpainting model (9-channel UNet): use the "
+                                     "Inpainting tab, or load a regular model for this tab.")
+            auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
+                    "inpaint": AutoPipelineForInpainting}[mode]
+            pipe = auto.from_pipe(base)
+            pipe.set_progress_bar_config(disable=True)
+            self._derived[mode] = pipe
+            return pipe
+
+    def pipeline_with_scheduler(self, mode: str, scheduler):
+        """A pipeline object of its own for one request: same modules, its own scheduler, so a
+        running request never sees another's scheduler state."""
+        import inspect
+
+        shared = self.pipeline(mode)
+        components = dict(shared.components)
+        components["scheduler"] = scheduler
+        if "requires_safety_checker" in inspect.signature(type(shared).__init__).parameters:
+            components["requires_safety_checker"] = False
+        pipe = type(shared)(**components)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    # -- freeing ---------------------------------------------------------------------------------
+    def unload(self) -> None:
+        with self.lock:
+            self._base = None
+            self._derived = {}
+            gc.collect()
+            try:
+                import torch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+    def switch(self, source: str) -> ModelInfo:
+        """Use another model: the new one is checked first, then the old one is freed."""
+        with self.lock:
+            info = describe(source)
+            self.unload()
+            self.source, self._info = source, info
+            return info

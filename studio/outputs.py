@@ -1,0 +1,143 @@
+"""The output folder: every generated image saved as a numbered PNG with its metadata.
+
+Files appear atomically (temporary file, fsync, rename) so a crash, a full disk or a
+browser polling the gallery never sees a half-written PNG, and numbering is decided under
+a lock so concurrent generations never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from studio import metadata
+
+__all__ = ["OutputFolder"]
+
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_NUMBERED_RE = re.compile(r"(\d+)-")
+
+# One lock per folder for the whole process, so two OutputFolder objects for the same
+# root still number their files safely.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(root: Path) -> threading.Lock:
+    """The process-wide lock for `root`."""
+    key = os.path.normcase(os.path.abspath(root))
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def _number(name: str) -> int:
+    """The NNNNN prefix of a saved file name, or -1 for other files."""
+    match = _NUMBERED_RE.match(name)
+    return int(match.group(1)) if match else -1
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable; some platforms (Windows) can't open folders, so skip."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class OutputFolder:
+    """Saves images as root/YYYY-MM-DD/NNNNN-<seed>.png and lists them back."""
+
+    def __init__(self, root: str | Path, *, clock: Callable[[], datetime] = datetime.now):
+        """Nothing is created on disk until the first save (a read-only browse is free).
+
+        `clock` gives the date of the day folder; tests pass a fixed one.
+        """
+        self.root = Path(root)
+        self._clock = clock
+        self._lock = _lock_for(self.root)
+
+    def save(
+        self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int
+    ) -> Path:
+        """Write `image` with its metadata chunks and return the final path.
+
+        The PNG is encoded into a hidden temporary file outside the lock (encoding is the
+        slow part); the number is chosen and the file renamed into place under the lock.
+        On any error the temporary file is removed and the error re-raised.
+        """
+        seed_text = str(int(seed))
+        info = metadata.pnginfo(parameters, data)
+        day = self.root / self._clock().strftime("%Y-%m-%d")
+        day.mkdir(parents=True, exist_ok=True)
+
+        tmp = day / f".{secrets.token_hex(8)}.tmp"
+        # O_EXCL: never reuse someone else's file; mode 0o666 so the umask applies
+        # (mkstemp would leave every saved image readable by the owner only).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                image.save(handle, format="PNG", pnginfo=info)
+                handle.flush()
+                os.fsync(handle.fileno())
+            with self._lock:
+                number = self._next_number(day)
+                final = day / f"{number:05d}-{seed_text}.png"
+                while final.exists():  # never overwrite, e.g. a file another process made
+                    number += 1
+                    final = day / f"{number:05d}-{seed_text}.png"
+                os.replace(tmp, final)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(day)
+        return final
+
+    @staticmethod
+    def _next_number(day: Path) -> int:
+        """1 + the highest NNNNN in the day folder (1 for an empty folder)."""
+        highest = 0
+        with os.scandir(day) as entries:
+            for entry in entries:
+                if not entry.name.startswith("."):
+                    highest = max(highest, _number(entry.name))
+        return highest + 1
+
+    def history(self, limit: int = 100) -> list[Path]:
+        """Saved PNGs, newest first (by day, then number); temporary files never appear."""
+        if limit <= 0 or not self.root.is_dir():
+            return []
+        days = sorted(
+            (p for p in self.root.iterdir() if p.is_dir() and _DAY_RE.match(p.name)),
+            key=lambda p: p.name,
+            reverse=True,
+        )
+        found: list[Path] = []
+        for day in days:
+            pngs = [
+                p
+                for p in day.iterdir()
+                if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()
+            ]
+            pngs.sort(key=lambda p: (_number(p.name), p.name), reverse=True)
+            found.extend(pngs)
+            if len(found) >= limit:
+                break
+        return found[:limit]

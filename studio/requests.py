@@ -1,0 +1,261 @@
+"""GenerationRequest and GenerationResult: the one object that crosses from UI/API to the engine.
+
+`make_request(...)` is the boundary: it takes raw values (from widgets or gradio_client, so
+strings, floats and None are all possible), checks every field once and returns a frozen request
+the engine can trust. Checks that need the loaded model (its size limits, a 9-channel UNet) are
+the engine's first step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidRequest
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+
+Mode = Literal["txt2img", "img2img", "inpaint"]
+MODES: tuple[str, ...] = ("txt2img", "img2img", "inpaint")
+
+MAX_SEED = 2**32 - 1
+STEPS_RANGE = (1, 150)
+CFG_RANGE = (0.0, 30.0)
+MIN_SIDE = 64
+MAX_PROMPT_CHARS = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What this server accepts; a shared studio may lower these."""
+    max_side: int = 2048
+    max_pixels: int = 2048 * 2048
+    max_batch_size: int = 8
+    max_batch_count: int = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    mode: Mode = "txt2img"
+    prompt: str = ""
+    negative_prompt: str = ""
+    negative_presets: tuple[str, ...] = ()
+    style: str | None = None
+    scheduler: str = DEFAULT_SCHEDULER
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 0            # 0: the model's native size (txt2img) or the input image's size
+    height: int = 0
+    seed: int = -1            # -1: a random seed, chosen by the engine and recorded
+    batch_count: int = 1
+    batch_size: int = 1
+    image: Image.Image | None = field(default=None, repr=False)
+    mask: Image.Image | None = field(default=None, repr=False)   # "L": 255 = repaint
+    strength: float = 0.75
+    mask_blur: int = 4
+    only_masked: bool = False
+    only_masked_padding: int = 32
+
+    def with_size(self, width: int, height: int) -> "GenerationRequest":
+        return replace(self, width=width, height=height)
+
+    def fields(self) -> dict[str, Any]:
+        """The request as plain data (images left out), for the metadata."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("image", "mask")}
+        out["negative_presets"] = list(self.negative_presets)
+        return out
+
+
+@dataclass
+class GeneratedImage:
+    path: Path
+    image: Image.Image
+    seed: int
+    parameters: str          # A1111 infotext
+    data: dict[str, Any]     # the full JSON metadata
+
+
+@dataclass
+class GenerationResult:
+    request: GenerationRequest
+    images: list[GeneratedImage]
+    seed: int                 # the first image's seed (the one the UI offers to reuse)
+    stopped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# The boundary
+
+def _number(name: str, value: Any, *, integer: bool) -> float | int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidRequest(f"{name} is missing.")
+    if isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be a number, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise InvalidRequest(f"{name} must be a finite number, got {value!r}.")
+    if integer:
+        if number != int(number):
+            raise InvalidRequest(f"{name} must be a whole number, got {value!r}.")
+        return int(number)
+    return number
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be text.")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+    # Control characters other than newline and tab are dropped (they cannot mean anything).
+    return "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"{name} must be a list of names.")
+    return tuple(v for v in value if v.strip())
+
+
+def load_image(name: str, value: Any, mode: str = "RGB") -> Image.Image:
+    """An uploaded image (PIL, file path, or numpy array) as a fully decoded PIL image."""
+    if value is None:
+        raise InvalidRequest(f"{name}: no image was given.")
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, (str, Path)):
+            image = Image.open(value)
+        elif hasattr(value, "__array_interface__"):
+            image = Image.fromarray(value)
+        else:
+            raise InvalidRequest(f"{name}: expected an image, got {type(value).__name__}.")
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except InvalidRequest:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, TypeError) as exc:
+        raise InvalidRequest(f"{name}: the file could not be read as an image ({exc}).") from None
+    if image.width < 1 or image.height < 1:
+        raise InvalidRequest(f"{name} is empty (0 pixels).")
+    if mode == "RGB" and image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        flat.alpha_composite(rgba)
+        return flat.convert("RGB")
+    return image if mode == "keep" else image.convert(mode)
+
+
+def mask_from_image(name: str, value: Any) -> Image.Image:
+    """A mask as "L": alpha if the image has transparency (a painted layer), else luminance."""
+    image = load_image(name, value, mode="keep") if value is not None else None
+    if image is None:
+        raise InvalidRequest(f"{name}: no mask was given.")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA").getchannel("A")
+    return image.convert("L")
+
+
+def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
+                 known_presets: Sequence[str] | None = None, known_styles: Sequence[str] | None = None,
+                 **raw: Any) -> GenerationRequest:
+    """Check raw inputs once and return a trusted request, or raise InvalidRequest."""
+    if mode not in MODES:
+        raise InvalidRequest(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
+    unknown = set(raw) - set(GenerationRequest.__dataclass_fields__)
+    if unknown:
+        raise InvalidRequest(f"Unknown parameter(s): {', '.join(sorted(unknown))}.")
+    d = GenerationRequest()
+    get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
+
+    prompt = _text("Prompt", get("prompt"))
+    negative = _text("Negative prompt", get("negative_prompt"))
+
+    scheduler = get("scheduler") or DEFAULT_SCHEDULER
+    if scheduler not in SCHEDULERS:
+        raise InvalidRequest(f"Unknown scheduler {scheduler!r}. Known: {', '.join(SCHEDULERS)}.")
+
+    presets = _names("Negative presets", get("negative_presets"))
+    if known_presets is not None:
+        for p in presets:
+            if p not in known_presets:
+                raise InvalidRequest(f"Unknown negative preset {p!r}. Known: {', '.join(known_presets)}.")
+    style = get("style")
+    if style in ("", "None", None):
+        style = None
+    elif not isinstance(style, str) or (known_styles is not None and style not in known_styles):
+        raise InvalidRequest(f"Unknown style {style!r}. Known: {', '.join(known_styles or [])}.")
+
+    steps = _number("Steps", get("steps"), integer=True)
+    _in_range("Steps", steps, *STEPS_RANGE)
+    cfg = _number("CFG scale", get("cfg_scale"), integer=False)
+    _in_range("CFG scale", cfg, *CFG_RANGE)
+    seed = _number("Seed", get("seed"), integer=True)
+    if seed != -1:
+        _in_range("Seed", seed, 0, MAX_SEED)
+    batch_count = _number("Batch count", get("batch_count"), integer=True)
+    _in_range("Batch count", batch_count, 1, limits.max_batch_count)
+    batch_size = _number("Batch size", get("batch_size"), integer=True)
+    _in_range("Batch size", batch_size, 1, limits.max_batch_size)
+
+    width = _number("Width", get("width") or 0, integer=True)
+    height = _number("Height", get("height") or 0, integer=True)
+    for name, side in (("Width", width), ("Height", height)):
+        if side == 0:
+            continue
+        if side % 8:
+            raise InvalidRequest(f"{name} must be a multiple of 8, got {side} "
+                                 f"(try {side // 8 * 8} or {side // 8 * 8 + 8}).")
+        _in_range(name, side, MIN_SIDE, limits.max_side)
+    if width and height and width * height > limits.max_pixels:
+        raise InvalidRequest(f"{width}x{height} is {width * height:,} pixels; this studio allows "
+                             f"at most {limits.max_pixels:,}.")
+
+    image = mask = None
+    strength = d.strength
+    mask_blur, only_masked, padding = d.mask_blur, False, d.only_masked_padding
+    if mode in ("img2img", "inpaint"):
+        image = load_image("Input image", get("image"))
+        if image.width * image.height > limits.max_pixels * 4:
+            raise InvalidRequest(f"Input image is {image.width}x{image.height}; too large for this studio.")
+        if min(image.size) < 8:
+            raise InvalidRequest(f"Input image is {image.width}x{image.height}; it must be at least 8x8.")
+        strength = _number("Strength", get("strength"), integer=False)
+        _in_range("Strength", strength, 0.0, 1.0)
+    if mode == "inpaint":
+        mask = mask_from_image("Mask", get("mask"))
+        if mask.size != image.size:
+            raise InvalidRequest(f"The mask is {mask.width}x{mask.height} but the image is "
+                                 f"{image.width}x{image.height}; they must be the same size.")
+        if mask.getextrema()[1] == 0:
+            raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
+                                 "(white = repaint).")
+        mask_blur = _number("Mask blur", get("mask_blur"), integer=True)
+        _in_range("Mask blur", mask_blur, 0, 64)
+        only_masked = bool(get("only_masked"))
+        padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
+        _in_range("Only-masked padding", padding, 0, 256)
+
+    return GenerationRequest(
+        mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
+        scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
+        batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,
+        mask_blur=mask_blur, only_masked=only_masked, only_masked_padding=padding,
+    )

@@ -1,0 +1,51 @@
+"""The Gradio Blocks app: three tabs over one Studio. Builds widgets and wires events only."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..service import Studio
+from . import img2img, inpaint, txt2img
+from .widgets import ResultsPanel, model_banner
+
+TITLE = "Stable Diffusion Studio"
+
+
+def build_ui(studio: Studio) -> gr.Blocks:
+    try:
+        native = studio.model_info().native_size
+    except StudioError:
+        native = 512
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(model_banner(studio), elem_id="model-banner")
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
+                t2i = txt2img.build(studio, native)
+            with gr.Tab("Image to image", id="img2img", elem_id="tab-img2img"):
+                i2i, i2i_image = img2img.build(studio, native)
+            with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
+                inp, editor = inpaint.build(studio, native)
+        for panel in (t2i, i2i, inp):
+            _wire_send(panel, tabs, i2i_image, editor)
+    return demo
+
+
+def _pick(paths: list[str], selected: int) -> str:
+    if not paths:
+        raise gr.Error("Generate an image first.")
+    return paths[selected if 0 <= selected < len(paths) else 0]
+
+
+def _wire_send(panel: ResultsPanel, tabs: gr.Tabs, i2i_image: gr.Image, editor: gr.ImageEditor):
+    panel.to_img2img.click(lambda p, s: (_pick(p, s), gr.Tabs(selected="img2img")),
+                           [panel.paths, panel.selected], [i2i_image, tabs],
+                           api_visibility="private", queue=False)
+    panel.to_inpaint.click(lambda p, s: (_editor_value(_pick(p, s)), gr.Tabs(selected="inpaint")),
+                           [panel.paths, panel.selected], [editor, tabs],
+                           api_visibility="private", queue=False)
+
+
+def _editor_value(path: str) -> dict:
+    return {"background": path, "layers": [], "composite": path}

@@ -1,0 +1,37 @@
+"""Image-to-image tab: an input image plus strength. API: api_name `img2img`."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..service import Studio
+from .txt2img import GPU
+from .widgets import ResultsPanel, prompt_controls, result_outputs, results_panel, run_job
+
+
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="Input image", type="pil", image_mode=None, format="png",
+                             sources=["upload", "clipboard"], elem_id="img2img-image", height=320)
+            strength = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Strength (denoising)",
+                                 elem_id="img2img-strength")
+            c = prompt_controls("img2img", studio, native=native, size_from_input=True)
+        with gr.Column(scale=1):
+            panel = results_panel("img2img", c.seed)
+
+    def img2img(image, prompt, negative_prompt, negative_presets, style, scheduler, steps,
+                cfg_scale, width, height, seed, batch_count, batch_size, strength,
+                progress=gr.Progress(), request: gr.Request = None):
+        """Repaint an input image guided by a prompt; `strength` 0 keeps it, 1 replaces it."""
+        return run_job(studio, "img2img", dict(
+            image=image, prompt=prompt, negative_prompt=negative_prompt,
+            negative_presets=negative_presets, style=style, scheduler=scheduler, steps=steps,
+            cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_count=batch_count,
+            batch_size=batch_size, strength=strength), progress, request)
+
+    c.generate.click(img2img, [image, c.prompt, c.negative_prompt, c.negative_presets, c.style,
+                               c.scheduler, c.steps, c.cfg_scale, c.width, c.height, c.seed,
+                               c.batch_count, c.batch_size, strength],
+                     result_outputs(panel), api_name="img2img", **GPU)
+    return panel, image

@@ -1,0 +1,35 @@
+"""Text-to-image tab. The event's function signature is the API: api_name `txt2img`."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..service import Studio
+from .widgets import ResultsPanel, prompt_controls, result_outputs, results_panel, run_job
+
+GPU = dict(concurrency_id="gpu", concurrency_limit=1)
+
+
+def build(studio: Studio, native: int) -> ResultsPanel:
+    with gr.Row():
+        with gr.Column(scale=1):
+            c = prompt_controls("txt2img", studio, native=native, size_from_input=False)
+        with gr.Column(scale=1):
+            panel = results_panel("txt2img", c.seed)
+
+    def txt2img(prompt, negative_prompt, negative_presets, style, scheduler, steps, cfg_scale,
+                width, height, seed, batch_count, batch_size,
+                progress=gr.Progress(), request: gr.Request = None):
+        """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
+        full JSON metadata and the seed used."""
+        return run_job(studio, "txt2img", dict(
+            prompt=prompt, negative_prompt=negative_prompt, negative_presets=negative_presets,
+            style=style, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, width=width,
+            height=height, seed=seed, batch_count=batch_count, batch_size=batch_size),
+            progress, request)
+
+    c.generate.click(txt2img, [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler,
+                               c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,
+                               c.batch_size],
+                     result_outputs(panel), api_name="txt2img", **GPU)
+    return panel

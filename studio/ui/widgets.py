@@ -1,0 +1,177 @@
+"""Widgets every tab shares (prompt controls, results panel) and the one job runner.
+
+No torch or diffusers here: the tabs call `Studio.run` and show what it saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..errors import InvalidRequest, StudioError
+from ..requests import CFG_RANGE, STEPS_RANGE, make_request
+from ..schedulers import DEFAULT_SCHEDULER, scheduler_names
+from ..service import Studio
+
+log = logging.getLogger(__name__)
+
+NO_STYLE = "None"
+
+
+@dataclass
+class PromptControls:
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    negative_presets: gr.Dropdown
+    style: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    cfg_scale: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    seed: gr.Number
+    batch_count: gr.Slider
+    batch_size: gr.Slider
+    generate: gr.Button
+    stop: gr.Button
+
+
+@dataclass
+class ResultsPanel:
+    gallery: gr.Gallery
+    info: gr.Textbox
+    params: gr.JSON
+    used_seed: gr.Number
+    paths: gr.State
+    selected: gr.State
+    to_img2img: gr.Button
+    to_inpaint: gr.Button
+
+
+def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: bool) -> PromptControls:
+    """Prompt, presets, sampler and size controls, each with an elem_id `<tab>-<field>`."""
+    presets = studio.presets
+    lim = studio.limits
+    prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}-prompt",
+                        placeholder="a red circle on a blue background")
+    negative = gr.Textbox("", label="Negative prompt", lines=2, elem_id=f"{tab}-negative-prompt")
+    with gr.Row():
+        neg_presets = gr.Dropdown(presets.negative_names(), value=[], multiselect=True,
+                                  label="Negative presets", elem_id=f"{tab}-negative-presets")
+        style = gr.Dropdown([NO_STYLE] + presets.style_names(), value=NO_STYLE, label="Style",
+                            elem_id=f"{tab}-style")
+    with gr.Row():
+        scheduler = gr.Dropdown(scheduler_names(), value=DEFAULT_SCHEDULER, label="Sampler",
+                                elem_id=f"{tab}-scheduler")
+        steps = gr.Slider(*STEPS_RANGE, value=20, step=1, label="Steps", elem_id=f"{tab}-steps")
+        cfg = gr.Slider(*CFG_RANGE, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg-scale")
+    low = 0 if size_from_input else 64
+    hint = " (0 = the input's size)" if size_from_input else ""
+    with gr.Row():
+        width = gr.Slider(low, lim.max_side, value=0 if size_from_input else native, step=8,
+                          label="Width" + hint, elem_id=f"{tab}-width")
+        height = gr.Slider(low, lim.max_side, value=0 if size_from_input else native, step=8,
+                           label="Height" + hint, elem_id=f"{tab}-height")
+    with gr.Row():
+        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{tab}-seed")
+        random_seed = gr.Button("🎲", elem_id=f"{tab}-random-seed", scale=0, min_width=40)
+        batch_count = gr.Slider(1, lim.max_batch_count, value=1, step=1, label="Batch count",
+                                elem_id=f"{tab}-batch-count")
+        batch_size = gr.Slider(1, lim.max_batch_size, value=1, step=1, label="Batch size",
+                               elem_id=f"{tab}-batch-size")
+    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
+    def stop_this_session(request: gr.Request) -> None:
+        stop_job(studio, request)
+
+    stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
+    return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
+                          seed, batch_count, batch_size, generate, stop)
+
+
+def stop_job(studio: Studio, request: gr.Request | None) -> None:
+    if request is not None and studio.jobs.stop(request.session_hash):
+        gr.Info("Stopping after the current step…")
+
+
+def results_panel(tab: str, seed_box: gr.Number) -> ResultsPanel:
+    gallery = gr.Gallery(label="Results", format="png", columns=4, object_fit="contain",
+                         height=420, interactive=False, elem_id=f"{tab}-gallery")
+    with gr.Row():
+        used_seed = gr.Number(label="Seed used", precision=0, interactive=False,
+                              elem_id=f"{tab}-used-seed")
+        reuse = gr.Button("♻ Reuse seed", elem_id=f"{tab}-reuse-seed")
+        to_img2img = gr.Button("Send to img2img", elem_id=f"{tab}-send-img2img")
+        to_inpaint = gr.Button("Send to inpaint", elem_id=f"{tab}-send-inpaint")
+    info = gr.Textbox(label="Generation parameters", lines=4, interactive=False,
+                      elem_id=f"{tab}-info")
+    with gr.Accordion("Full parameters (JSON)", open=False):
+        params = gr.JSON(label="parameters", elem_id=f"{tab}-params")
+    paths = gr.State([])
+    selected = gr.State(0)
+    reuse.click(lambda s: s if s is not None else -1, used_seed, seed_box, api_visibility="private",
+                queue=False)
+    gallery.select(_selected, None, selected, api_visibility="private", queue=False)
+    return ResultsPanel(gallery, info, params, used_seed, paths, selected, to_img2img, to_inpaint)
+
+
+def _selected(evt: gr.SelectData) -> int:
+    return int(evt.index) if isinstance(evt.index, int) else int(evt.index[0])
+
+
+def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
+            request: gr.Request | None):
+    """Check the inputs, run the engine with progress and Stop, and return the outputs of a
+    results panel: (gallery, parameters text, parameters JSON, seed used, paths)."""
+    if raw.get("style") == NO_STYLE:
+        raw["style"] = None
+    try:
+        req = make_request(mode=mode, limits=studio.limits,
+                           known_presets=studio.presets.negative_names(),
+                           known_styles=studio.presets.style_names(), **raw)
+    except InvalidRequest as exc:
+        raise gr.Error(str(exc)) from None
+    session = request.session_hash if request is not None and request.session_hash else "anonymous"
+    flag = studio.jobs.begin(session)
+
+    def on_step(done: int, total: int) -> None:
+        progress((done, total), desc=f"Step {done}/{total}", unit="steps")
+
+    try:
+        progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
+        result = studio.run(req, on_step=on_step, should_stop=flag.is_set)
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
+        log.exception("Generation failed")
+        raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}. The studio is still "
+                       "running; the server log has the details.") from None
+    finally:
+        studio.jobs.end(session, flag)
+    for note in result.notes:
+        gr.Warning(note)
+    gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]
+    info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
+    params = [g.data for g in result.images]
+    return gallery, info, params, result.seed, [str(g.path) for g in result.images]
+
+
+def result_outputs(panel: ResultsPanel) -> list:
+    return [panel.gallery, panel.info, panel.params, panel.used_seed, panel.paths]
+
+
+def model_banner(studio: Studio) -> str:
+    try:
+        info = studio.model_info()
+    except StudioError as exc:
+        return f"**Model problem:** {exc}"
+    text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
+            f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
+    if info.notice:
+        text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
+    return text
