@@ -1,0 +1,97 @@
+"""The API, as a program or chatbot would use it: gradio_client against `python app.py`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from studio.metadata import read_metadata
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url, verbose=False)
+
+
+def _first_png(gallery) -> str:
+    path = gallery[0]["image"]
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE, "the API must return PNG, not webp"
+    return path
+
+
+def test_endpoints_have_the_request_field_names(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
+    common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
+              "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
+    assert names["/txt2img"] == common
+    assert names["/img2img"] == ["image"] + common + ["strength"]
+    assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
+                                                               "only_masked", "only_masked_padding"]
+
+
+def test_txt2img_over_the_api(client, server):
+    gallery, info, params, seed = client.predict(
+        prompt="a red circle", negative_presets=["bad hands"], steps=3, seed=11, batch_size=2,
+        api_name="/txt2img")
+    assert len(gallery) == 2 and seed == 11
+    path = _first_png(gallery)
+    assert "Seed: 11" in info and "Negative prompt: bad hands" in info
+    assert [p["seed"] for p in params] == [11, 12]
+    saved = sorted(server.outputs.rglob("*-11.png"))
+    assert saved, "the image was not saved under --outputs"
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(saved[-1])))
+    assert read_metadata(saved[-1])[1]["request"]["negative_presets"] == ["bad hands"]
+
+
+def test_img2img_over_the_api(client, tmp_path):
+    src = tmp_path / "in.png"
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(src)
+    gallery, info, params, seed = client.predict(
+        image=handle_file(str(src)), prompt="a circle", strength=0.5, steps=4, seed=3,
+        api_name="/img2img")
+    _first_png(gallery)
+    assert params[0]["mode"] == "img2img" and "Denoising strength: 0.5" in info
+
+
+def test_inpaint_over_the_api(client, tmp_path):
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(src)
+    m = Image.new("L", (64, 64), 0)
+    m.paste(255, (16, 16, 48, 48))
+    m.save(mask)
+    gallery, info, params, seed = client.predict(
+        image=handle_file(str(src)), mask=handle_file(str(mask)), prompt="a blue square",
+        steps=3, seed=5, mask_blur=0, api_name="/inpaint")
+    out = np.asarray(Image.open(_first_png(gallery)).convert("RGB"))
+    outside = np.asarray(m) == 0
+    assert np.array_equal(out[outside], np.asarray(Image.open(src))[outside])
+    assert params[0]["mode"] == "inpaint" and "Mask blur: 0" in info
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prompt="x", width=100), "multiple of 8"),
+    # Gradio's own slider and dropdown checks answer first here; either message names the limit.
+    (dict(prompt="x", steps=500), "(Steps must be between 1 and 150|greater than maximum value 150)"),
+    (dict(prompt="x", scheduler="Nope"), "(Unknown scheduler|Nope)"),
+])
+def test_bad_input_gives_a_message_and_the_server_keeps_serving(client, kwargs, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(api_name="/txt2img", **kwargs)
+    gallery, *_ = client.predict(prompt="still alive", steps=2, seed=1, api_name="/txt2img")
+    assert len(gallery) == 1
+
+
+def test_empty_mask_over_the_api(client, tmp_path):
+    src, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.new("RGB", (64, 64), "white").save(src)
+    Image.new("L", (64, 64), 0).save(mask)
+    with pytest.raises(Exception, match="mask is empty"):
+        client.predict(image=handle_file(str(src)), mask=handle_file(str(mask)), prompt="x",
+                       api_name="/inpaint")

@@ -1,0 +1,99 @@
+"""ModelManager: lazy loading, one set of weights for every tab, switching frees memory."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from studio.errors import ModelLoadError
+from studio.models import ModelManager, describe
+
+
+def test_nothing_loads_until_the_first_pipeline(tiny_model):
+    manager = ModelManager(str(tiny_model))
+    info = manager.info()  # reads configs only
+    assert (info.native_size, info.in_channels, info.family) == (64, 4, "tiny SD-format")
+    assert not manager.loaded and manager.loads == 0
+    manager.pipeline("txt2img")
+    assert manager.loaded and manager.loads == 1
+
+
+def test_all_tabs_share_the_same_weights(tiny_model):
+    manager = ModelManager(str(tiny_model))
+    t2i, i2i, inp = (manager.pipeline(m) for m in ("txt2img", "img2img", "inpaint"))
+    assert type(i2i).__name__ == "StableDiffusionImg2ImgPipeline"
+    assert type(inp).__name__ == "StableDiffusionInpaintPipeline"
+    assert t2i.unet is i2i.unet is inp.unet
+    assert t2i.vae is i2i.vae is inp.vae and t2i.text_encoder is inp.text_encoder
+    # A per-request pipeline object: same modules, its own scheduler.
+    from studio.schedulers import build_scheduler
+    own = manager.pipeline_with_scheduler("img2img", build_scheduler("Euler", t2i.scheduler.config))
+    assert own.unet is t2i.unet and own.scheduler is not i2i.scheduler
+    assert manager.loads == 1
+
+
+def test_switching_models_frees_the_old_weights(tiny_model, tiny_inpaint_model):
+    manager = ModelManager(str(tiny_model))
+    old_unet = weakref.ref(manager.pipeline("txt2img").unet)
+    manager.pipeline("img2img")
+    info = manager.switch(str(tiny_inpaint_model))
+    gc.collect()
+    assert old_unet() is None, "the old model's UNet is still referenced"
+    assert info.in_channels == 9 and not manager.loaded
+    assert manager.pipeline("inpaint").unet.config.in_channels == 9
+    assert manager.loads == 2
+
+
+def test_a_bad_switch_keeps_the_current_model(tiny_model, tmp_path):
+    manager = ModelManager(str(tiny_model))
+    unet = manager.pipeline("txt2img").unet
+    with pytest.raises(ModelLoadError):
+        manager.switch(str(tmp_path / "missing"))
+    assert manager.pipeline("txt2img").unet is unet
+
+
+@pytest.mark.parametrize("source, message", [
+    ("/definitely/not/here", "not found"),
+    ("not a model id", "not found"),
+])
+def test_unknown_sources_give_clear_messages(source, message):
+    with pytest.raises(ModelLoadError, match=message):
+        describe(source)
+
+
+def test_a_folder_without_model_index_is_refused(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ModelLoadError, match="model_index.json"):
+        describe(str(tmp_path))
+
+
+def test_broken_weights_give_a_clear_message(tiny_model, tmp_path):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    for f in (broken / "unet").glob("*.safetensors"):
+        f.write_bytes(b"not safetensors")
+    manager = ModelManager(str(broken))
+    with pytest.raises(ModelLoadError, match="Could not load model"):
+        manager.pipeline("txt2img")
+
+
+def test_hub_id_missing_offline_names_the_id(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    manager = ModelManager("someone/not-cached-model")
+    assert manager.info().kind == "hub"
+    with pytest.raises(ModelLoadError, match="someone/not-cached-model.*not in the local"):
+        manager.pipeline("txt2img")
+
+
+def test_default_without_embedded_model_is_a_labelled_placeholder(monkeypatch, tmp_path):
+    import studio.models as models
+    monkeypatch.setattr(models, "EMBEDDED_MODEL", tmp_path / "no-embedded-model")
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    manager = ModelManager("")
+    assert manager.info().kind == "placeholder" and "UNTRAINED" in manager.info().notice
+    pipe = manager.pipeline("txt2img")
+    assert pipe.unet.config.in_channels == 4 and manager.info().native_size == 64
