@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from studio.presets import PresetError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     settings = settings_from_args(argv)
 
     from studio.service import Studio
