@@ -1,0 +1,237 @@
+"""Evaluate the embedded model and print the figures of issue 3 (and write them to its README).
+
+    python -m studio.train.evaluate [--model assets/embedded-model] [--n 200] [--readme]
+
+1. prompt fidelity on held-out prompts (colour/shape pairs never seen in training), scored by
+   the pixel checker (studio/train/checker.py): colour, background, position, shape
+2. negative prompt: "a circle" with negative "red" vs none -> share of red object pixels
+3. img2img at strength 0.3 keeps the layout (object still in its cell)
+4. inpainting "a blue square" in a masked cell -> a blue object in the mask, the rest unchanged
+5. speed: median seconds per 20-step image on this machine (batch 1)
+All at the studio's default sampler, 20 steps, CFG 5, seeds 0..n-1 (deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..engine import composite
+from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
+from .checker import check, nearest_colour
+from .world import COLOURS, POSITIONS, Obj, Scene, heldout_prompts, render
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
+CFG = 5.0
+STEPS = 20
+
+
+def load(model: Path, device: str):
+    from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
+                           StableDiffusionPipeline)
+    pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32, local_files_only=True,
+                                                   safety_checker=None, requires_safety_checker=False)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return (pipe, StableDiffusionImg2ImgPipeline.from_pipe(pipe),
+            StableDiffusionInpaintPipeline.from_pipe(pipe))
+
+
+def _fresh(pipe, seed: int = 0):
+    pipe.scheduler = build_scheduler(DEFAULT_SCHEDULER, pipe.scheduler.config, seed=seed)
+    return pipe
+
+
+def _gens(seeds):
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def object_colour_share(image: Image.Image, colour: str) -> float:
+    """Among pixels that differ from the background (border median), the share nearest to
+    `colour` in the world's palette."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    border = np.concatenate([arr[:2].reshape(-1, 3), arr[-2:].reshape(-1, 3),
+                             arr[:, :2].reshape(-1, 3), arr[:, -2:].reshape(-1, 3)])
+    bg = np.median(border, axis=0)
+    obj = arr[np.sqrt(((arr - bg) ** 2).sum(-1)) > 40]
+    if len(obj) == 0:
+        return 0.0
+    names = list(COLOURS)
+    palette = np.array([COLOURS[n] for n in names], dtype=np.float32)
+    nearest = ((obj[:, None] - palette[None]) ** 2).sum(-1).argmin(1)
+    return float((nearest == names.index(colour)).mean())
+
+
+def fidelity(pipe, n: int, size: int, chunk: int = 25) -> dict:
+    items = heldout_prompts(n, seed=0)
+    scores = {k: 0 for k in ("colour", "background", "position", "shape", "all")}
+    for start in range(0, n, chunk):
+        part = items[start:start + chunk]
+        out = _fresh(pipe, start)(
+            [p for _, p in part], num_inference_steps=STEPS, guidance_scale=CFG, height=size,
+            width=size, generator=_gens(range(start, start + len(part)))).images
+        for img, (scene, _) in zip(out, part):
+            s = check(img, scene)
+            for k in scores:
+                scores[k] += bool(getattr(s, k))
+    return {k: v / n for k, v in scores.items()}
+
+
+def negative_prompt(pipe, size: int, n: int = 32) -> dict:
+    res = {}
+    for label, neg in (("without", None), ("with negative 'red'", "red")):
+        imgs = _fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
+                            num_inference_steps=STEPS, guidance_scale=CFG, height=size, width=size,
+                            generator=_gens(range(n))).images
+        res[label] = float(np.mean([object_colour_share(i, "red") for i in imgs]))
+    return res
+
+
+def img2img_layout(i2i, size: int, n: int = 50) -> float:
+    items = heldout_prompts(n, seed=1)
+    kept = 0
+    for start in range(0, n, 25):
+        part = items[start:start + 25]
+        out = _fresh(i2i, start)(
+            [p for _, p in part], image=[render(s, size) for s, _ in part], strength=0.3,
+            num_inference_steps=STEPS, guidance_scale=CFG,
+            generator=_gens(range(start, start + len(part)))).images
+        kept += sum(check(img, scene).found.get("position") == scene.objects[0].position
+                    for img, (scene, _) in zip(out, part))
+    return kept / n
+
+
+def inpaint_blue_square(inp, size: int, n: int = 24) -> dict:
+    rng = np.random.default_rng(0)
+    names = [c for c in COLOURS if c not in ("blue", "cyan", "purple")]
+    cells = list(POSITIONS)
+    blue_in_mask, changed_outside, share = 0, 0, []
+    for i in range(n):
+        bg = names[rng.integers(len(names))]
+        cell = cells[rng.integers(len(cells))]
+        base = render(Scene(objects=(), background=bg), size)
+        cx, cy = POSITIONS[cell]
+        half = size // 6
+        box = (int(cx * size) - half, int(cy * size) - half, int(cx * size) + half, int(cy * size) + half)
+        mask = Image.new("L", (size, size), 0)
+        mask.paste(255, box)
+        out = _fresh(inp, i)("a blue square", image=base, mask_image=mask, height=size, width=size,
+                             strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG,
+                             generator=_gens([i])).images[0]
+        out = composite(out, base, mask)
+        region = np.asarray(out.crop(box).convert("RGB"), dtype=np.float32).reshape(-1, 3)
+        blue = float(np.mean([nearest_colour(p) == "blue" for p in region]))
+        share.append(blue)
+        blue_in_mask += blue >= 0.25
+        outside = np.asarray(mask) == 0
+        changed_outside += int(np.any(np.asarray(out)[outside] != np.asarray(base)[outside]))
+    return {"blue object in mask (>=25% blue pixels)": blue_in_mask / n,
+            "mean blue share in mask": float(np.mean(share)),
+            "images with any changed pixel outside the mask": changed_outside}
+
+
+def speed(pipe, size: int, runs: int = 7) -> float:
+    times = []
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        _fresh(pipe, i)("a red circle on a blue background", num_inference_steps=STEPS,
+                        guidance_scale=CFG, height=size, width=size, generator=_gens([i]))
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m studio.train.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--n", type=int, default=200, help="held-out prompts (>= 200 for the record)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--readme", action="store_true", help="write the figures into MODEL/README.md")
+    p.add_argument("--quick", action="store_true", help="fewer samples everywhere (smoke)")
+    args = p.parse_args(argv)
+    pipe, i2i, inp = load(args.model, args.device)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    q = args.quick
+    t0 = time.time()
+    fig = {
+        "held-out prompts": args.n,
+        "fidelity": fidelity(pipe, args.n, size),
+        "negative prompt: red share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
+        "img2img 0.3 keeps position": img2img_layout(i2i, size, 4 if q else 50),
+        "inpaint 'a blue square'": inpaint_blue_square(inp, size, 2 if q else 24),
+        "seconds per 20-step image (median)": speed(pipe, size, 2 if q else 7),
+        "settings": {"sampler": DEFAULT_SCHEDULER, "steps": STEPS, "cfg": CFG, "size": size,
+                     "device": args.device, "torch threads": torch.get_num_threads(),
+                     "machine": f"{platform.machine()} {platform.processor()}".strip()},
+        "eval_seconds": round(time.time() - t0, 1),
+    }
+    print(json.dumps(fig, indent=2))
+    if args.readme:
+        (args.model / "evaluation.json").write_text(json.dumps(fig, indent=2), encoding="utf-8")
+        write_readme(args.model, fig)
+    return fig
+
+
+def write_readme(model: Path, fig: dict) -> None:
+    rec = json.loads((model / "training.json").read_text(encoding="utf-8"))
+    f = fig["fidelity"]
+    neg = fig["negative prompt: red share of object pixels"]
+    inp = fig["inpaint 'a blue square'"]
+    cfg = rec["config"]
+    size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
+    text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
+
+A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
+UNet2DConditionModel, CLIPTextModel with CLIP's real 49,408-token BPE vocabulary, a scheduler
+config), trained by this project on a synthetic world of coloured shapes
+(`studio/train/world.py`). It is for trying the studio offline: it knows circles, squares,
+triangles, stars and rings in {len(COLOURS)} colours on flat backgrounds, small or large, in nine
+positions — and nothing else.
+
+Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; weights are fp16
+({size_mb:.1f} MB in all) and run on the CPU in fp32.
+
+## How it was made
+    python -m studio.train.train{"" if rec["config"]["name"] == "full" else " --config " + rec["config"]["name"]}
+
+- seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
+  (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
+  {cfg["batch"]}, lr {cfg["lr"]}, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
+  {cfg["min_snr_gamma"]}, EMA {cfg["ema_decay"]})
+- parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
+  {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
+- machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
+- time: {sum(rec["timings_s"].values()) / 60:.0f} min ({", ".join(f"{k} {v:.0f}" for k, v in rec["timings_s"].items())})
+- VAE reconstruction PSNR: {rec["vae_psnr_db"]} dB
+
+## What it does (python -m studio.train.evaluate --readme)
+{fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training), {STEPS} steps,
+{DEFAULT_SCHEDULER}, CFG {CFG}, scored by the project's pixel checker:
+
+| colour | background | position | shape | all four |
+|---|---|---|---|---|
+| {f["colour"]:.0%} | {f["background"]:.0%} | {f["position"]:.0%} | {f["shape"]:.0%} | {f["all"]:.0%} |
+
+- Negative prompt: "a circle", share of red object pixels: {neg["without"]:.1%} without a
+  negative prompt, {neg["with negative 'red'"]:.1%} with negative "red".
+- img2img at strength 0.3 keeps the object in its cell: {fig["img2img 0.3 keeps position"]:.0%}.
+- Inpainting "a blue square" in a masked cell: a blue object in the mask
+  {inp["blue object in mask (>=25% blue pixels)"]:.0%} of the time (mean blue share
+  {inp["mean blue share in mask"]:.0%}); pixels outside the mask changed in
+  {inp["images with any changed pixel outside the mask"]} images.
+- Speed: {fig["seconds per 20-step image (median)"]:.2f} s per 20-step image (median, batch 1,
+  {fig["settings"]["device"]}, {fig["settings"]["torch threads"]} threads).
+"""
+    (model / "README.md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
