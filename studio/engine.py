@@ -108,6 +108,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
     images: list[GeneratedImage] = []
     stopped = False
+    mask = _blurred_mask(request) if request.mode == "inpaint" else None
 
     with manager.lock:
         base = manager.base()
@@ -141,7 +142,6 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 call.update(image=request.image.resize((width, height), Image.LANCZOS),
                             strength=request.strength)
             else:
-                mask = _blurred_mask(request)
                 if request.only_masked:
                     call.update(image=request.image, mask_image=mask, height=height, width=width,
                                 padding_mask_crop=request.only_masked_padding)
@@ -171,7 +171,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             # 5. + 6. paste back, then save before showing
             for i, (s, image) in enumerate(zip(seeds, outs)):
                 if request.mode == "inpaint":
-                    image = composite(image, request.image, _blurred_mask(request))
+                    image = composite(image, request.image, mask)
                 fields = _a1111_fields(request, s, image.size, info.name, i)
                 parameters = format_parameters(prompt, negative, fields)
                 data = {

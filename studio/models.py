@@ -39,6 +39,7 @@ class ModelInfo:
     native_size: int      # pixels per side the model was trained at
     in_channels: int      # 4, or 9 for a dedicated inpainting UNet
     notice: str = ""
+    examples: tuple[str, ...] = ()   # prompts that work with it (the model's examples.txt)
 
     @property
     def inpaint_only(self) -> bool:
@@ -121,9 +122,12 @@ def describe(source: str) -> ModelInfo:
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
     name = {"embedded": "embedded-shapes", "placeholder": "placeholder-untrained"}.get(
         kind, Path(path).name if kind == "folder" else source)
+    examples_file = Path(path) / "examples.txt"
+    examples = tuple(line.strip() for line in examples_file.read_text(encoding="utf-8").splitlines()
+                     if line.strip()) if kind != "hub" and examples_file.is_file() else ()
     return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
                      native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
-                     notice=notice)
+                     notice=notice, examples=examples)
 
 
 def choose_device(requested: str = "auto") -> str:

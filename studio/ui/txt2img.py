@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..service import Studio
-from .widgets import ResultsPanel, prompt_controls, result_outputs, results_panel, run_job
+from .widgets import (ResultsPanel, model_examples, prompt_controls, result_outputs, results_panel,
+                      run_job)
 
 GPU = dict(concurrency_id="gpu", concurrency_limit=1)
 
@@ -14,6 +15,10 @@ def build(studio: Studio, native: int) -> ResultsPanel:
     with gr.Row():
         with gr.Column(scale=1):
             c = prompt_controls("txt2img", studio, native=native, size_from_input=False)
+            examples = model_examples(studio)
+            if examples:
+                gr.Examples([[e] for e in examples], inputs=[c.prompt], label="Prompts this model knows",
+                            elem_id="txt2img-examples")
         with gr.Column(scale=1):
             panel = results_panel("txt2img", c.seed)
 

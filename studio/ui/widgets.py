@@ -165,6 +165,13 @@ def result_outputs(panel: ResultsPanel) -> list:
     return [panel.gallery, panel.info, panel.params, panel.used_seed, panel.paths]
 
 
+def model_examples(studio: Studio) -> tuple[str, ...]:
+    try:
+        return studio.model_info().examples
+    except StudioError:
+        return ()
+
+
 def model_banner(studio: Studio) -> str:
     try:
         info = studio.model_info()

@@ -1,0 +1,70 @@
+"""The shipped embedded model, through the studio as an artist would use it (all three tabs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.config import EMBEDDED_MODEL, Settings
+from studio.requests import make_request
+from studio.train.checker import check, nearest_colour
+from studio.train.world import Obj, Scene, render
+
+pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_file(),
+                                reason="assets/embedded-model is not built yet")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    from studio.service import Studio
+    return Studio.from_settings(Settings(model="", outputs=tmp_path_factory.mktemp("out")))
+
+
+def test_it_is_the_default_and_says_what_it_is(embedded):
+    info = embedded.model_info()
+    assert info.kind == "embedded" and info.native_size == 64 and info.in_channels == 4
+    assert "shape" in info.notice and info.examples
+
+
+def test_txt2img_follows_the_prompt_colours(embedded):
+    scene = Scene(objects=(Obj("circle", "red", "large", "center"),), background="blue")
+    result = embedded.run(make_request(prompt="a red circle on a blue background", seed=0,
+                                       steps=20, cfg_scale=5, batch_size=4))
+    scores = [check(g.image, scene) for g in result.images]
+    assert sum(s.background for s in scores) >= 3, [s.found for s in scores]
+    assert sum(s.colour for s in scores) >= 3, [s.found for s in scores]
+
+
+def test_img2img_keeps_the_layout(embedded):
+    scene = Scene(objects=(Obj("square", "green", "large", "top left"),), background="white")
+    result = embedded.run(make_request(mode="img2img", image=render(scene, 64), strength=0.3,
+                                       prompt="a large green square in the top left corner on a "
+                                              "white background", seed=1, steps=20, cfg_scale=5))
+    assert check(result.images[0].image, scene).found.get("position") == "top left"
+
+
+def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
+    base = render(Scene(objects=(), background="white"), 64)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+
+    def blue_share(prompt: str) -> float:
+        out = embedded.run(make_request(mode="inpaint", image=base, mask=mask, prompt=prompt,
+                                        seed=3, steps=20, cfg_scale=5, strength=1.0, mask_blur=0,
+                                        batch_size=4))
+        shares = []
+        for g in out.images:
+            arr = np.asarray(g.image)
+            assert np.array_equal(arr[np.asarray(mask) == 0], np.asarray(base)[np.asarray(mask) == 0])
+            region = arr[16:48, 16:48].reshape(-1, 3)
+            shares.append(np.mean([nearest_colour(p) == "blue" for p in region]))
+        return float(np.mean(shares))
+
+    assert blue_share("a blue square") > blue_share("a yellow square") + 0.1
+
+
+@pytest.mark.parametrize("prompt", ["🎨🔴 un cercle rouge ∆ 日本語", "red circle " * 1000, ""])
+def test_any_text_is_a_valid_prompt(embedded, prompt):
+    result = embedded.run(make_request(prompt=prompt[:10_000], seed=0, steps=4))
+    assert result.images[0].image.size == (64, 64)
