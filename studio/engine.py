@@ -113,7 +113,6 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     with manager.lock:
         base = manager.base()
         versions = _versions()
-        total_steps = [0]
 
         for batch in range(request.batch_count):
             seeds = [(seed + batch * request.batch_size + i) % (MAX_SEED + 1)

@@ -183,7 +183,6 @@ class ModelManager:
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self):
-        import torch  # noqa: F401
         from diffusers import DiffusionPipeline
 
         info = self.info()

@@ -27,7 +27,7 @@ from PIL import Image
 from ..engine import composite
 from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
 from .checker import check, nearest_colour
-from .world import COLOURS, POSITIONS, Obj, Scene, heldout_prompts, render
+from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
 CFG = 5.0

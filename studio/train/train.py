@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,11 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ROOT
+from .export import export
+from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, noise_scheduler
 from .world import make_dataset
 
 DEFAULT_OUT = ROOT / "assets" / "embedded-model"
 DEFAULT_WORK = ROOT / ".cache" / "train"
-TOKENIZER_SOURCE = ROOT / "assets" / "clip-tokenizer"
 
 
 @dataclass
@@ -72,56 +72,6 @@ CONFIGS = {
                          vae_batch=8, unet_channels=(16, 32, 32), text_dim=16, text_layers=1,
                          unet_steps=6, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0),
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Models in the exact diffusers SD layout
-
-def build_models(cfg: TrainConfig, vocab_size: int):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=cfg.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
-        layers_per_block=1, norm_num_groups=8, sample_size=cfg.size,
-    )
-    n = len(cfg.unet_channels)
-    unet = UNet2DConditionModel(
-        sample_size=cfg.size // 2 ** (len(cfg.vae_channels) - 1), in_channels=4, out_channels=4,
-        layers_per_block=cfg.unet_layers, block_out_channels=cfg.unet_channels,
-        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
-        # diffusers' UNet reads `attention_head_dim` as the number of heads: heads of 32 channels
-        cross_attention_dim=cfg.text_dim, attention_head_dim=tuple(max(1, c // 32) for c in cfg.unet_channels),
-        norm_num_groups=min(32, min(cfg.unet_channels) // 2),
-    )
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=cfg.text_dim, intermediate_size=cfg.text_dim * 4,
-        num_hidden_layers=cfg.text_layers, num_attention_heads=max(1, cfg.text_dim // 16),
-        max_position_embeddings=77, projection_dim=cfg.text_dim,
-        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-    ))
-    return vae, unet, text
-
-
-# DDPM's linear betas, not SD's scaled-linear: with scaled-linear the last step keeps
-# sqrt(alpha_bar_T) = 0.068 of the signal, and on 16x16 latents of flat-coloured pictures that
-# residual mean is as strong as the noise's own mean, so the first run learned to read the
-# background from it and ignored the prompt at sampling time (background 13% on held-out
-# prompts; cf. Lin et al. 2024, arXiv:2305.08891). Linear betas leave 0.0064.
-BETAS = dict(beta_start=0.0001, beta_end=0.02, beta_schedule="linear")
-
-
-def noise_scheduler():
-    from diffusers import DDPMScheduler
-    return DDPMScheduler(num_train_timesteps=1000, clip_sample=False, **BETAS)
-
-
-def load_tokenizer(source: Path):
-    from transformers import CLIPTokenizer
-    return CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=77)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,48 +267,6 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
     _save(ck, {"ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "done": True,
                "step": step, "stopped_early": stopped_early})
     return {"unet": ema_unet, "text": ema_text, "steps": step}
-
-
-EXAMPLE_PROMPTS = (
-    "a red circle on a blue background",
-    "a small green square in the top left corner",
-    "a large yellow star in the center on a purple background",
-    "two white triangles on a black background",
-    "a pink ring at the bottom right on a gray background",
-    "an orange circle on the left and a cyan square on the right",
-)
-
-
-def write_examples(folder: Path) -> None:
-    """Prompts the studio shows as examples for this model (one a line)."""
-    (folder / "examples.txt").write_text("\n".join(EXAMPLE_PROMPTS) + "\n", encoding="utf-8")
-
-
-def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record: dict) -> Path:
-    """A diffusers folder that `StableDiffusionPipeline.from_pretrained(out)` loads, fp16."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    vae = copy.deepcopy(vae).cpu()
-    vae.register_to_config(scaling_factor=scale)
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, **BETAS, algorithm_type="dpmsolver++", use_karras_sigmas=True, steps_offset=1,
-        timestep_spacing="leading")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=copy.deepcopy(text).cpu(),
-                                   tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.to(torch.float16)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tokenizer_dir / name, tmp / "tokenizer" / name)
-    write_examples(tmp)
-    (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
 
 
 def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: str | None = None,
