@@ -28,6 +28,8 @@ class Settings:
     outputs: Path = ROOT / "outputs"
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
+    allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
+    prediction_type: str | None = None  # override for single files
 
 
 def _auth_pair(text: str) -> tuple[str, str]:
@@ -63,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", type=_auth_pair, action="append", default=[], metavar="USER:PASSWORD",
                    help="require a login (repeatable)")
     p.add_argument("--auth-file", help="file with one user:password per line")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow .ckpt/.pt checkpoints (pickles can run code: only for files you trust)")
+    p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
+                   help="for a single-file SD 2.x model: epsilon for the 512 base model "
+                        "(default: v_prediction, as the 768-v model)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
@@ -81,4 +88,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
             p.error(f"--auth-file: {exc}")
     return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
-                    presets=Path(args.presets))
+                    presets=Path(args.presets), allow_pickle=args.allow_pickle,
+                    prediction_type=args.prediction_type)

@@ -34,7 +34,7 @@ class ModelInfo:
     """What the UI and the metadata say about a model, read from its configs (no weights)."""
     source: str           # what the user gave (path or hub id)
     name: str             # short display name, also A1111's "Model:" field
-    kind: str             # embedded | placeholder | folder | hub
+    kind: str             # embedded | placeholder | folder | file | hub
     family: str           # SD 1.x | SD 2.x | SDXL | tiny SD-format
     native_size: int      # pixels per side the model was trained at
     in_channels: int      # 4, or 9 for a dedicated inpainting UNet
@@ -88,8 +88,23 @@ def _family(unet: dict) -> str:
     return "tiny SD-format"
 
 
-def describe(source: str) -> ModelInfo:
+def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type: str | None):
+    from .checkpoints import inspect
+
+    ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
+    info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,
+                     native_size=ck.native_size, in_channels=ck.configs["unet"]["in_channels"],
+                     notice=" ".join(ck.notes))
+    return info, ck
+
+
+def describe(source: str, allow_pickle: bool = False, prediction_type: str | None = None) -> ModelInfo:
     """Resolve a model source and read what it is. Raises ModelLoadError if it cannot be found."""
+    return _resolve(source, allow_pickle, prediction_type)[0]
+
+
+def _resolve(source: str, allow_pickle: bool = False, prediction_type: str | None = None):
+    """(ModelInfo, Checkpoint or None): what `describe` says, plus a single file's inspection."""
     kind, path = "folder", source
     notice = ""
     if not source:
@@ -100,10 +115,13 @@ def describe(source: str) -> ModelInfo:
         else:
             kind, path = "placeholder", str(placeholder_dir())
             notice = PLACEHOLDER_NOTICE
+    elif Path(source).expanduser().is_file():
+        return _describe_file(source, Path(source).expanduser().resolve(), allow_pickle, prediction_type)
     elif Path(source).expanduser().exists():
         path = str(Path(source).expanduser().resolve())
         if not _is_diffusers_folder(Path(path)):
-            raise ModelLoadError(f"{source} is not a diffusers model folder (it has no model_index.json).")
+            raise ModelLoadError(f"{source} is not a diffusers model folder (it has no model_index.json) "
+                                 "nor a checkpoint file.")
     elif _looks_like_hub_id(source):
         kind = "hub"
     else:
@@ -127,7 +145,7 @@ def describe(source: str) -> ModelInfo:
                      if line.strip()) if kind != "hub" and examples_file.is_file() else ()
     return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
                      native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
-                     notice=notice, examples=examples)
+                     notice=notice, examples=examples), None
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -159,8 +177,12 @@ def choose_dtype(requested: str, device: str):
 class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
-    def __init__(self, source: str = "", device: str = "auto", dtype: str = "auto"):
+    def __init__(self, source: str = "", device: str = "auto", dtype: str = "auto",
+                 allow_pickle: bool = False, prediction_type: str | None = None):
         self.source = source
+        self.allow_pickle = allow_pickle          # .ckpt files are pickles: opt-in only
+        self.prediction_type = prediction_type    # override for single files (SD 2.x base vs 768-v)
+        self._checkpoint = None
         self.requested_device = device
         self.requested_dtype = dtype
         self.lock = threading.RLock()
@@ -174,7 +196,7 @@ class ModelManager:
     # -- what the model is ---------------------------------------------------------------------
     def info(self) -> ModelInfo:
         if self._info is None:
-            self._info = describe(self.source)
+            self._info, self._checkpoint = _resolve(self.source, self.allow_pickle, self.prediction_type)
         return self._info
 
     @property
@@ -192,7 +214,8 @@ class ModelManager:
             from .tiny import write_tiny_model
             log.warning(PLACEHOLDER_NOTICE)
             write_tiny_model(placeholder_dir())
-            self._info = info = describe(self.source)
+            self._info, self._checkpoint = _resolve(self.source)
+            info = self._info
         path = info.source if info.kind == "hub" else (
             str(EMBEDDED_MODEL) if info.kind == "embedded" else
             str(placeholder_dir()) if info.kind == "placeholder" else str(Path(info.source).expanduser()))
@@ -200,7 +223,11 @@ class ModelManager:
         kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
         try:
             try:
-                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+                if info.kind == "file":
+                    from .checkpoints import load_pipeline
+                    pipe = load_pipeline(self._checkpoint, dtype, self.allow_pickle)
+                else:
+                    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
             except (OSError, ValueError) as first:
                 if info.kind != "hub":
                     raise
@@ -279,7 +306,7 @@ class ModelManager:
     def switch(self, source: str) -> ModelInfo:
         """Use another model: the new one is checked first, then the old one is freed."""
         with self.lock:
-            info = describe(source)
+            info, checkpoint = _resolve(source, self.allow_pickle, self.prediction_type)
             self.unload()
-            self.source, self._info = source, info
+            self.source, self._info, self._checkpoint = source, info, checkpoint
             return info

@@ -25,7 +25,8 @@ class Studio:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
-        return cls(manager=ModelManager(settings.model, settings.device, settings.dtype),
+        return cls(manager=ModelManager(settings.model, settings.device, settings.dtype,
+                                        settings.allow_pickle, settings.prediction_type),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
                    limits=settings.limits)
 

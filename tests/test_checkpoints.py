@@ -1,0 +1,137 @@
+"""Single checkpoint files in the original layout: family detection from the tensors, configs
+written locally (no network, no hub cache), exact weights, and generation in every tab."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.ldm_layout import tiny_pipeline, write_single_file
+from studio.checkpoints import inspect, load_pipeline
+from studio.config import Settings
+from studio.errors import ModelLoadError
+from studio.models import describe
+from studio.requests import make_request
+from studio.service import Studio
+
+CASES = [("sd1", False), ("sd2", False), ("sdxl", False), ("sd1", True), ("sd2", True), ("sdxl", True)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One original-layout .safetensors per family, and the pipeline it was written from."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for family, inpainting in CASES:
+        pipe = tiny_pipeline(family, inpainting)
+        name = f"tiny-{family}{'-inpainting' if inpainting else ''}.safetensors"
+        out[family, inpainting] = (write_single_file(pipe, family, folder / name, torch.float32), pipe)
+    return out
+
+
+@pytest.mark.parametrize("family,inpainting", CASES)
+def test_family_is_read_from_the_tensors(files, family, inpainting):
+    path, _ = files[family, inpainting]
+    ck = inspect(path)
+    assert (ck.family, ck.inpainting) == (family, inpainting)
+    assert ck.native_size == {"sd1": 512, "sd2": 512 if inpainting else 768, "sdxl": 1024}[family]
+    assert ck.prediction_type == ("v_prediction" if family == "sd2" and not inpainting else "epsilon")
+    assert ck.configs["unet"]["in_channels"] == (9 if inpainting else 4)
+
+
+@pytest.mark.parametrize("family,inpainting", CASES)
+def test_single_file_loads_offline_with_the_exact_weights(files, family, inpainting, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")        # no hub cache to fall back on
+    path, original = files[family, inpainting]
+    loaded = load_pipeline(inspect(path), torch.float32)
+    assert type(loaded).__name__ == type(original).__name__
+    parts = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if family == "sdxl" else [])
+    for part in parts:
+        want, got = getattr(original, part).state_dict(), getattr(loaded, part).state_dict()
+        assert set(want) == set(got), part
+        different = [k for k in want if not torch.equal(want[k], got[k])]
+        assert not different, f"{part}: {different[:3]}"
+    assert loaded.scheduler.config.prediction_type == original.scheduler.config.prediction_type
+    assert loaded.tokenizer("a cat").input_ids == original.tokenizer("a cat").input_ids
+    if family in ("sd2", "sdxl"):
+        pad = (loaded.tokenizer if family == "sd2" else loaded.tokenizer_2).pad_token
+        assert pad == "!"       # OpenCLIP's padding
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_every_tab_generates_from_a_single_file(files, family, tmp_path):
+    path, _ = files[family, False]
+    studio = Studio.from_settings(Settings(model=str(path), outputs=tmp_path))
+    info = studio.model_info()
+    assert info.kind == "file" and info.family.startswith({"sd1": "SD 1", "sd2": "SD 2", "sdxl": "SDXL"}[family])
+    base = dict(prompt="a red circle", seed=3, steps=2, width=64, height=64)
+    first = studio.run(make_request(**base)).images[0]
+    again = studio.run(make_request(**base)).images[0]
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+    img2img = studio.run(make_request(mode="img2img", image=first.image, strength=0.6, **base)).images[0]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    from PIL import Image
+    inpaint = studio.run(make_request(mode="inpaint", image=first.image, mask=Image.fromarray(mask), mask_blur=0,
+                                      **base)).images[0]
+    for result in (first, img2img, inpaint):
+        assert result.path.is_file() and result.image.size == (64, 64)
+    outside = np.asarray(inpaint.image)[mask == 0]
+    assert np.array_equal(outside, np.asarray(first.image)[mask == 0])
+    assert studio.manager.loads == 1
+
+
+def test_inpainting_file_is_for_the_inpaint_tab(files, tmp_path):
+    path, _ = files["sd1", True]
+    studio = Studio.from_settings(Settings(model=str(path), outputs=tmp_path))
+    from studio.errors import InvalidRequest
+    with pytest.raises(InvalidRequest, match="inpainting model"):
+        studio.run(make_request(prompt="x", steps=1, width=64, height=64))
+
+
+def test_sidecar_yaml_and_flag_set_the_sd2_prediction_type(files, tmp_path):
+    path, _ = files["sd2", False]
+    copy = tmp_path / "base.safetensors"
+    copy.write_bytes(path.read_bytes())
+    (tmp_path / "base.yaml").write_text('model:\n  params:\n    parameterization: "eps"\n')
+    assert inspect(copy).prediction_type == "epsilon" and inspect(copy).native_size == 512
+    assert inspect(path, prediction_type="epsilon").prediction_type == "epsilon"
+    assert "v-prediction" in describe(str(path)).notice
+
+
+def test_pickled_checkpoint_needs_the_opt_in(files, tmp_path):
+    path, original = files["sd1", False]
+    from safetensors.torch import load_file
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": load_file(str(path))}, ckpt)
+    with pytest.raises(ModelLoadError, match="allow-pickle"):
+        describe(str(ckpt))
+    info = describe(str(ckpt), allow_pickle=True)
+    assert info.family == "SD 1.x"
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a safetensors file at all", "not a readable"),
+    (None, "no Stable Diffusion UNet"),
+])
+def test_bad_files_get_a_clear_message(tmp_path, content, message):
+    path = tmp_path / "x.safetensors"
+    if content is None:   # a LoRA-like file: tensors, but no UNet
+        save_file({"lora_unet_down.alpha": torch.ones(1)}, str(path))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        describe(str(path))
+
+
+def test_config_folder_has_no_weights_and_names_the_pipeline(files, tmp_path):
+    from studio.checkpoints import write_config_folder
+    folder = write_config_folder(inspect(files["sdxl", False][0]), tmp_path / "cfg")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline" and "text_encoder_2" in index
+    assert not list(folder.rglob("*.safetensors")) and not list(folder.rglob("*.bin"))
