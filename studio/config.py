@@ -28,6 +28,7 @@ class Settings:
     outputs: Path = ROOT / "outputs"
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
+    models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
 
@@ -65,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", type=_auth_pair, action="append", default=[], metavar="USER:PASSWORD",
                    help="require a login (repeatable)")
     p.add_argument("--auth-file", help="file with one user:password per line")
+    p.add_argument("--models-dir", default=os.environ.get("STUDIO_MODELS", str(ROOT / "models")),
+                   help="folder with checkpoints/, loras/, vae/ and embeddings/ (default models/)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow .ckpt/.pt checkpoints (pickles can run code: only for files you trust)")
     p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
@@ -89,4 +92,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
                     presets=Path(args.presets), allow_pickle=args.allow_pickle,
+                    models_dir=Path(args.models_dir),
                     prediction_type=args.prediction_type)

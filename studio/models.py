@@ -54,7 +54,7 @@ def _is_diffusers_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and "\\" not in text
 
@@ -122,7 +122,7 @@ def _resolve(source: str, allow_pickle: bool = False, prediction_type: str | Non
         if not _is_diffusers_folder(Path(path)):
             raise ModelLoadError(f"{source} is not a diffusers model folder (it has no model_index.json) "
                                  "nor a checkpoint file.")
-    elif _looks_like_hub_id(source):
+    elif looks_like_hub_id(source):
         kind = "hub"
     else:
         raise ModelLoadError(f"Model {source!r} was not found: it is neither an existing folder nor a "
@@ -183,6 +183,7 @@ class ModelManager:
         self.allow_pickle = allow_pickle          # .ckpt files are pickles: opt-in only
         self.prediction_type = prediction_type    # override for single files (SD 2.x base vs 768-v)
         self._checkpoint = None
+        self.allow_download = True                # a hub id named on the command line may download
         self.requested_device = device
         self.requested_dtype = dtype
         self.lock = threading.RLock()
@@ -231,6 +232,10 @@ class ModelManager:
             except (OSError, ValueError) as first:
                 if info.kind != "hub":
                     raise
+                if not self.allow_download:
+                    raise ModelLoadError(
+                        f"{info.source} is not in the local Hugging Face cache. The studio downloads "
+                        f"only models named with --model at start: python app.py --model {info.source}") from first
                 if offline:
                     raise ModelLoadError(
                         f"{info.source} is not in the local Hugging Face cache "
@@ -303,10 +308,12 @@ class ModelManager:
             except ImportError:
                 pass
 
-    def switch(self, source: str) -> ModelInfo:
-        """Use another model: the new one is checked first, then the old one is freed."""
+    def switch(self, source: str, allow_download: bool = True) -> ModelInfo:
+        """Use another model: the new one is checked first, then the old one is freed. The new
+        one loads lazily, at the next generation (or `base()`)."""
         with self.lock:
             info, checkpoint = _resolve(source, self.allow_pickle, self.prediction_type)
             self.unload()
             self.source, self._info, self._checkpoint = source, info, checkpoint
+            self.allow_download = allow_download
             return info

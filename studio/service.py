@@ -8,8 +8,10 @@ import threading
 from dataclasses import dataclass, field
 
 from .config import Settings
+from .errors import InvalidRequest
 from .jobs import JobControl
-from .models import ModelInfo, ModelManager
+from .library import EMBEDDED, ModelLibrary
+from .models import ModelInfo, ModelManager, looks_like_hub_id
 from .outputs import OutputFolder
 from .presets import Presets, load_presets
 from .requests import GenerationRequest, GenerationResult, Limits
@@ -22,16 +24,64 @@ class Studio:
     presets: Presets
     limits: Limits = field(default_factory=Limits)
     jobs: JobControl = field(default_factory=JobControl)
+    library: ModelLibrary | None = None
+    start_model: str = ""        # what --model named: trusted, it was typed on the command line
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
         return cls(manager=ModelManager(settings.model, settings.device, settings.dtype,
                                         settings.allow_pickle, settings.prediction_type),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
-                   limits=settings.limits)
+                   limits=settings.limits,
+                   library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
+                   start_model=settings.model)
 
     def model_info(self) -> ModelInfo:
         return self.manager.info()
+
+    # -- the model picker ------------------------------------------------------------------------
+    def model_choices(self, rescan: bool = False) -> list[str]:
+        """What the model picker offers: the embedded model, the --model source, the models folder."""
+        names = (self.library.scan() if rescan else self.library.names())["checkpoints"] if self.library else []
+        extra = [self.start_model] if self.start_model and self.start_model not in names else []
+        return [EMBEDDED, *extra, *names]
+
+    def current_choice(self) -> str:
+        source = self.manager.source
+        if not source:
+            return EMBEDDED
+        if self.library:
+            for name in self.library.names()["checkpoints"]:
+                if str(self.library.get("checkpoints", name).path) == source:
+                    return name
+        return source
+
+    def select_model(self, choice: str) -> ModelInfo:
+        """Switch to a model named in the picker (or the API). Paths are never taken from here:
+        a name from the models folder, the --model source, or a hub id already in the local cache."""
+        choice = str(choice or "").strip()
+        allow_download = False
+        if choice in ("", EMBEDDED):
+            source = ""
+        elif choice == self.start_model:
+            source, allow_download = choice, True
+        elif self.library and choice in self.library.names()["checkpoints"]:
+            source = str(self.library.get("checkpoints", choice).path)
+        elif looks_like_hub_id(choice):
+            from huggingface_hub import try_to_load_from_cache
+            if not isinstance(try_to_load_from_cache(choice, "model_index.json"), str):
+                raise InvalidRequest(
+                    f"{choice} is not in the local Hugging Face cache, and the studio downloads only "
+                    f"what is named at start: python app.py --model {choice}")
+            source = choice
+        else:
+            where = self.library.folder("checkpoints") if self.library else "the models folder"
+            raise InvalidRequest(f"Unknown model {choice!r}: pick one from the list, put the file in "
+                                 f"{where} and press refresh, or give a hub id (owner/name) that is "
+                                 "in the local Hugging Face cache.")
+        if source == self.manager.source:
+            return self.manager.info()
+        return self.manager.switch(source, allow_download=allow_download)
 
     def run(self, request: GenerationRequest, on_step=None, should_stop=None) -> GenerationResult:
         from .engine import generate

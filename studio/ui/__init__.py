@@ -6,8 +6,8 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..service import Studio
-from . import img2img, inpaint, txt2img
-from .widgets import ResultsPanel, model_banner
+from . import img2img, inpaint, model_bar, txt2img
+from .widgets import ResultsPanel
 
 TITLE = "Stable Diffusion Studio"
 
@@ -19,7 +19,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         native = 512
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
-        gr.Markdown(model_banner(studio), elem_id="model-banner")
+        model_bar.build(studio)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
                 t2i = txt2img.build(studio, native)

@@ -1,0 +1,85 @@
+"""The models folder: what an artist put in models/checkpoints, loras, vae and embeddings.
+
+Scanned at start and on the UI's refresh button. Anything typed into the UI or sent through the
+API names an entry of this library (or a hub id, read from the local cache only); a path is never
+taken from a request, so nothing outside the configured folders can be read, whatever `..`,
+absolute path or symlink is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidRequest
+
+KINDS = ("checkpoints", "loras", "vae", "embeddings")
+WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+EMBEDDED = "embedded (shape world)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str        # relative to the kind's folder, with forward slashes: "sd15/dreamy.safetensors"
+    path: Path
+
+
+class ModelLibrary:
+    def __init__(self, root: Path, allow_pickle: bool = False):
+        self.root = Path(root)
+        self.allow_pickle = allow_pickle
+        self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self.scan()
+
+    def folder(self, kind: str) -> Path:
+        return self.root / kind
+
+    def scan(self) -> dict[str, list[str]]:
+        """Re-read the folders; returns kind -> sorted names."""
+        suffixes = WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if self.allow_pickle else ())
+        for kind in KINDS:
+            base = self.folder(kind)
+            found: dict[str, Entry] = {}
+            if base.is_dir():
+                base_real = base.resolve()
+                for path in sorted(base.rglob("*")):
+                    real = path.resolve()
+                    if not real.is_relative_to(base_real):
+                        continue        # a symlink leading out of the folder is not offered
+                    name = path.relative_to(base).as_posix()
+                    if kind == "checkpoints" and path.is_dir() and (path / "model_index.json").is_file():
+                        found[name] = Entry(kind, name, path)
+                    elif path.is_file() and path.suffix.lower() in suffixes and not _inside_diffusers_folder(path, base):
+                        found[name] = Entry(kind, name, path)
+            self._entries[kind] = found
+        return self.names()
+
+    def names(self) -> dict[str, list[str]]:
+        return {kind: sorted(entries) for kind, entries in self._entries.items()}
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry named `name`; InvalidRequest for anything else (paths included)."""
+        entry = self._entries[kind].get(str(name).strip())
+        if entry is None:
+            self.scan()                       # a file added since the last scan
+            entry = self._entries[kind].get(str(name).strip())
+        if entry is None:
+            shown = ", ".join(sorted(self._entries[kind])[:8]) or "none"
+            raise InvalidRequest(f"No {kind[:-1] if kind.endswith('s') else kind} named {name!r} in "
+                                 f"{self.folder(kind)} (available: {shown}).")
+        # the file may have been swapped for a symlink since the scan
+        if not entry.path.resolve().is_relative_to(self.folder(kind).resolve()):
+            raise InvalidRequest(f"{name!r} leads outside {self.folder(kind)}; refused.")
+        return entry
+
+
+def _inside_diffusers_folder(path: Path, base: Path) -> bool:
+    """Weights inside a diffusers folder belong to it, not to the list of single files."""
+    parent = path.parent
+    while parent != base and base in parent.parents:
+        if (parent / "model_index.json").is_file():
+            return True
+        parent = parent.parent
+    return False

@@ -1,0 +1,46 @@
+"""The model picker above the tabs: the models folder, the --model source and the embedded model.
+
+API: `/select_model(model)` switches (names only, as listed by `/list_models`; a hub id must be in
+the local cache) and returns the banner text; `/list_models(rescan)` returns the names.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..service import Studio
+from .widgets import model_banner
+
+
+def build(studio: Studio) -> gr.Markdown:
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(studio.model_choices(), value=studio.current_choice(), label="Model",
+                             allow_custom_value=True, scale=4, elem_id="model-picker",
+                             info="models/checkpoints (single files or diffusers folders), or a "
+                                  "hub id already in the local cache")
+        refresh = gr.Button("🔄 Refresh", scale=0, min_width=60, elem_id="model-refresh")
+    banner = gr.Markdown(model_banner(studio), elem_id="model-banner")
+
+    def select_model(model: str) -> str:
+        """Switch to a model by its name in the list (see list_models). It loads at the next
+        generation. Returns a description of it: name, family, native size."""
+        try:
+            studio.select_model(model)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return model_banner(studio)
+
+    def list_models(rescan: bool = True) -> list[str]:
+        """The names select_model accepts (rescan: read the models folder again first)."""
+        return studio.model_choices(rescan=bool(rescan))
+
+    def on_refresh():
+        return gr.Dropdown(choices=list_models(True), value=studio.current_choice())
+
+    # one GPU-queue slot: a switch waits for a running generation and frees its memory after
+    picker.input(select_model, [picker], [banner], api_name="select_model",
+                 concurrency_id="gpu", concurrency_limit=1)
+    refresh.click(on_refresh, None, [picker], api_visibility="private", queue=False)
+    gr.api(list_models, api_name="list_models")
+    return banner
