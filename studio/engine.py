@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import platform
 import secrets
+from pathlib import Path
 from typing import Callable
 
 from PIL import Image, ImageFilter
@@ -21,6 +23,7 @@ from PIL import Image, ImageFilter
 from . import __version__
 from .errors import GenerationStopped, InvalidRequest, StudioError
 from .metadata import format_parameters
+from .library import ModelLibrary
 from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
@@ -66,7 +69,7 @@ def target_size(request: GenerationRequest, native: int, notes: list[str]) -> tu
 
 
 def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], model: str,
-                  batch_pos: int) -> dict:
+                  batch_pos: int, addons: dict | None = None) -> dict:
     spec = SCHEDULERS[request.scheduler]
     fields = {"Steps": request.steps, "Sampler": spec.sampler, "Schedule type": spec.schedule,
               "CFG scale": request.cfg_scale, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
@@ -83,13 +86,48 @@ def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], 
         fields["Batch pos"] = batch_pos
     if request.style:
         fields["Styles array"] = f'["{request.style}"]'
+    addons = addons or {}
+    if request.clip_skip > 1:
+        fields["Clip skip"] = request.clip_skip
+    if addons.get("vae"):
+        fields["VAE"] = addons["vae"]["name"]
+        fields["VAE hash"] = addons["vae"]["sha256"][:10]
+    if addons.get("loras"):
+        fields["Lora weights"] = ", ".join(f"{Path(r['name']).stem}: {r['weight']:g}" for r in addons["loras"])
+        fields["Lora hashes"] = ", ".join(f"{Path(r['name']).stem}: {r['sha256']}" for r in addons["loras"])
+    if addons.get("embeddings"):
+        fields["TI hashes"] = ", ".join(f"{r['name']}: {r['sha256']}" for r in addons["embeddings"])
     fields["Version"] = f"studio {__version__}"
     return fields
 
 
+def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
+                 prompt: str, negative: str) -> dict:
+    """LoRAs, embeddings and VAE of this request onto the loaded model (under its lock);
+    returns what was applied, for the metadata."""
+    from .addons import apply_embeddings, apply_loras, used_embeddings
+
+    base, family = manager.base(), manager.info().family
+    if (request.loras or request.vae) and library is None:
+        raise InvalidRequest("LoRAs and VAE files need a models folder.")
+    loras = [(name, library.get("loras", name).path, w) for name, w in request.loras]
+    applied = {"loras": apply_loras(base, manager.addons, loras, family)}
+    available = {}
+    if library is not None:
+        available = {Path(n).stem: library.get("embeddings", n).path for n in library.names()["embeddings"]}
+    used = used_embeddings([prompt, negative], available)
+    applied["embeddings"] = apply_embeddings(base, manager.addons, used, family)
+    manager.set_vae(request.vae, library.get("vae", request.vae).path if request.vae else None)
+    if request.vae:
+        from .addons import file_hash
+        applied["vae"] = {"name": request.vae, "sha256": file_hash(library.get("vae", request.vae).path)}
+    return applied
+
+
 def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
              presets: Presets, *, on_step: OnStep | None = None,
-             should_stop: ShouldStop | None = None) -> GenerationResult:
+             should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
+             ) -> GenerationResult:
     import torch
 
     # 1. check inputs against the model
@@ -113,6 +151,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     with manager.lock:
         base = manager.base()
         versions = _versions()
+        addons = apply_addons(request, manager, library, prompt, negative)
 
         for batch in range(request.batch_count):
             seeds = [(seed + batch * request.batch_size + i) % (MAX_SEED + 1)
@@ -135,6 +174,8 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                         num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
                         num_images_per_prompt=request.batch_size, generator=generators,
                         callback_on_step_end=on_step_end, output_type="pil")
+            if request.clip_skip > 1:   # A1111's N is diffusers' N - 1 layers skipped
+                call["clip_skip"] = request.clip_skip - 1
             if request.mode == "txt2img":
                 call.update(height=height, width=width)
             elif request.mode == "img2img":
@@ -155,7 +196,8 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 outs = [call["image"] for _ in seeds]
             else:
                 try:
-                    outs = pipe(**call).images
+                    with _clip_skip_compat(pipe, request.clip_skip):
+                        outs = pipe(**call).images
                 except GenerationStopped:
                     stopped = True
                     notes.append(f"Stopped: {len(images)} of {request.batch_count * request.batch_size} "
@@ -171,7 +213,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             for i, (s, image) in enumerate(zip(seeds, outs)):
                 if request.mode == "inpaint":
                     image = composite(image, request.image, mask)
-                fields = _a1111_fields(request, s, image.size, info.name, i)
+                fields = _a1111_fields(request, s, image.size, info.name, i, addons)
                 parameters = format_parameters(prompt, negative, fields)
                 data = {
                     "format": 1, "mode": request.mode, "request": request.fields(),
@@ -186,11 +228,30 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     "generator": "torch.Generator('cpu') per image, seeded with `seed`",
                     "versions": versions,
                     "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
+                    **addons,
                 }
                 path = outputs.save(image, parameters, data, seed=s)
                 images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
                                              data=data))
     return GenerationResult(request=request, images=images, seed=seed, stopped=stopped, notes=notes)
+
+
+@contextlib.contextmanager
+def _clip_skip_compat(pipe, clip_skip: int):
+    """transformers >= 5.6 flattened CLIPTextModel (no `.text_model` level), but diffusers 0.42's
+    SD 1.x/2.x clip-skip path calls `text_encoder.text_model.final_layer_norm`. For the call only,
+    point `.text_model` at the model itself, outside the module tree (LoRA loading must not see
+    it, so it is not left in place)."""
+    te = getattr(pipe, "text_encoder", None)
+    shim = (clip_skip > 1 and te is not None and "text_model" not in te.__dict__
+            and not hasattr(te, "text_model") and hasattr(te, "final_layer_norm"))
+    if shim:
+        object.__setattr__(te, "text_model", te)
+    try:
+        yield
+    finally:
+        if shim:
+            del te.__dict__["text_model"]
 
 
 def _plain(value):

@@ -38,8 +38,11 @@ class ModelLibrary:
 
     def scan(self) -> dict[str, list[str]]:
         """Re-read the folders; returns kind -> sorted names."""
-        suffixes = WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if self.allow_pickle else ())
+        pickles = WEIGHT_SUFFIXES + (PICKLE_SUFFIXES if self.allow_pickle else ())
         for kind in KINDS:
+            # Embeddings are mostly A1111 .pt files of a few vectors; they are read with torch's
+            # weights-only unpickler, which refuses anything but tensors and plain data.
+            suffixes = WEIGHT_SUFFIXES + (".pt", ".bin") if kind == "embeddings" else pickles
             base = self.folder(kind)
             found: dict[str, Entry] = {}
             if base.is_dir():

@@ -184,6 +184,8 @@ class ModelManager:
         self.prediction_type = prediction_type    # override for single files (SD 2.x base vs 768-v)
         self._checkpoint = None
         self.allow_download = True                # a hub id named on the command line may download
+        from .addons import AddonState
+        self.addons = AddonState()                # LoRAs, embeddings, VAE applied to the weights
         self.requested_device = device
         self.requested_dtype = dtype
         self.lock = threading.RLock()
@@ -251,8 +253,10 @@ class ModelManager:
                                  f"{type(exc).__name__}: {exc}{hint}") from exc
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
+        from .addons import AddonState
         self._base, self.device, self.dtype = pipe, device, dtype
         self._derived = {}
+        self.addons = AddonState()
         self.loads += 1
         log.info("Loaded %s (%s) on %s as %s", info.name, info.family, device, dtype)
         return pipe
@@ -295,11 +299,30 @@ class ModelManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def set_vae(self, name: str | None, path: Path | None) -> None:
+        """Use the VAE file `name` (None: the model's own) in every tab."""
+        with self.lock:
+            base, state = self.base(), self.addons
+            if name == state.vae:
+                return
+            if state.own_vae is None:
+                state.own_vae = base.vae
+            if name is None:
+                vae = state.own_vae
+            else:
+                from .addons import load_vae_file
+                vae = load_vae_file(path, self.dtype, self.info().family).to(self.device)
+            base.register_modules(vae=vae)
+            self._derived = {}          # from_pipe copies hold the old VAE
+            state.vae = name
+
     # -- freeing ---------------------------------------------------------------------------------
     def unload(self) -> None:
         with self.lock:
+            from .addons import AddonState
             self._base = None
             self._derived = {}
+            self.addons = AddonState()
             gc.collect()
             try:
                 import torch

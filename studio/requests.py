@@ -26,6 +26,9 @@ STEPS_RANGE = (1, 150)
 CFG_RANGE = (0.0, 30.0)
 MIN_SIDE = 64
 MAX_PROMPT_CHARS = 10_000
+LORA_WEIGHT_RANGE = (-4.0, 4.0)
+MAX_LORAS = 8
+CLIP_SKIP_RANGE = (1, 12)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class GenerationRequest:
     mask_blur: int = 4
     only_masked: bool = False
     only_masked_padding: int = 32
+    loras: tuple[tuple[str, float], ...] = ()   # (name in models/loras, weight)
+    vae: str | None = None                       # name in models/vae; None: the model's own
+    clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
@@ -66,6 +72,7 @@ class GenerationRequest:
         """The request as plain data (images left out), for the metadata."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("image", "mask")}
         out["negative_presets"] = list(self.negative_presets)
+        out["loras"] = [list(pair) for pair in self.loras]
         return out
 
 
@@ -134,6 +141,44 @@ def _names(name: str, value: Any) -> tuple[str, ...]:
     return tuple(v for v in value if v.strip())
 
 
+def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], ...]:
+    """LoRAs as [[name, weight], ...] (a table), {"data": rows} (Gradio's Dataframe), or
+    "name:weight" strings; weight 1 when left out. Empty rows are skipped."""
+    if value is None or value == "" or value == []:
+        return ()
+    if isinstance(value, dict):
+        value = value.get("data", [])
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidRequest("LoRAs must be a list of [name, weight] rows.")
+    out: list[tuple[str, float]] = []
+    for row in value:
+        if isinstance(row, str):
+            name, _, weight = row.strip().rpartition(":") if ":" in row else (row.strip(), "", 1.0)
+            row = [name, weight]
+        if not isinstance(row, (list, tuple)) or not 1 <= len(row) <= 2:
+            raise InvalidRequest(f"LoRA row {row!r}: expected [name, weight].")
+        name = row[0]
+        if name is None or (isinstance(name, str) and not name.strip()):
+            continue
+        if not isinstance(name, str):
+            raise InvalidRequest(f"LoRA name must be text, got {name!r}.")
+        name = name.strip()
+        weight = _number(f"Weight of LoRA {name!r}", row[1] if len(row) > 1 and row[1] not in ("", None)
+                         else 1.0, integer=False)
+        _in_range(f"Weight of LoRA {name!r}", weight, *LORA_WEIGHT_RANGE)
+        if known is not None and name not in known:
+            raise InvalidRequest(f"Unknown LoRA {name!r}: put it in models/loras and press refresh "
+                                 f"(available: {', '.join(known) or 'none'}).")
+        if any(name == n for n, _ in out):
+            raise InvalidRequest(f"LoRA {name!r} is listed twice.")
+        out.append((name, float(weight)))
+    if len(out) > MAX_LORAS:
+        raise InvalidRequest(f"{len(out)} LoRAs; at most {MAX_LORAS} at once.")
+    return tuple(out)
+
+
 def load_image(name: str, value: Any, mode: str = "RGB") -> Image.Image:
     """An uploaded image (PIL, file path, or numpy array) as a fully decoded PIL image."""
     if value is None:
@@ -175,6 +220,7 @@ def mask_from_image(name: str, value: Any) -> Image.Image:
 
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                  known_presets: Sequence[str] | None = None, known_styles: Sequence[str] | None = None,
+                 known_loras: Sequence[str] | None = None, known_vaes: Sequence[str] | None = None,
                  **raw: Any) -> GenerationRequest:
     """Check raw inputs once and return a trusted request, or raise InvalidRequest."""
     if mode not in MODES:
@@ -253,7 +299,18 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
         _in_range("Only-masked padding", padding, 0, 256)
 
+    loras = _loras(get("loras"), known_loras)
+    vae = get("vae")
+    if vae in ("", "None", "Automatic", None):
+        vae = None
+    elif not isinstance(vae, str) or (known_vaes is not None and vae not in known_vaes):
+        raise InvalidRequest(f"Unknown VAE {vae!r}: put it in models/vae and press refresh "
+                             f"(available: {', '.join(known_vaes or []) or 'none'}).")
+    clip_skip = _number("Clip skip", get("clip_skip"), integer=True)
+    _in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
+
     return GenerationRequest(
+        loras=loras, vae=vae, clip_skip=clip_skip,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
         batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,

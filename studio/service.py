@@ -87,7 +87,7 @@ class Studio:
         from .engine import generate
 
         return generate(request, self.manager, self.outputs, self.presets,
-                        on_step=on_step, should_stop=should_stop)
+                        on_step=on_step, should_stop=should_stop, library=self.library)
 
     def warm_up(self) -> threading.Thread:
         """Import torch and diffusers in the background so the first click does not wait."""

@@ -247,3 +247,56 @@ def write_single_file(pipe, family: str, path: Path, dtype=torch.float16) -> Pat
     sd = {k: v.detach().to(dtype).contiguous() for k, v in to_single_file(pipe, family).items()}
     save_file(sd, str(path))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Add-on files as artists get them
+
+def write_kohya_lora(pipe, path: Path, seed: int = 0, rank: int = 4, scale: float = 0.5) -> Path:
+    """A LoRA in kohya-ss/A1111 naming (lora_unet_*, lora_te_*; lora_down/lora_up/alpha) on the
+    UNet's attention projections and every text-encoder linear layer, random weights."""
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def add(key: str, module) -> None:
+        sd[key + ".lora_down.weight"] = torch.randn(rank, module.in_features, generator=g) * scale
+        sd[key + ".lora_up.weight"] = torch.randn(module.out_features, rank, generator=g) * scale
+        sd[key + ".alpha"] = torch.tensor(float(rank))
+
+    for name, module in pipe.unet.named_modules():
+        if name.endswith(("to_q", "to_k", "to_v", "to_out.0")) and "attentions" in name:
+            add("lora_unet_" + name.replace(".", "_"), module)
+    for name, module in pipe.text_encoder.named_modules():
+        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
+            name = name if name.startswith("text_model.") else "text_model." + name
+            add("lora_te_" + name.replace(".", "_"), module)
+    save_file(sd, str(path))
+    return path
+
+
+def write_a1111_embedding(path: Path, width: int, vectors: int = 2, seed: int = 0, sdxl_widths=None) -> Path:
+    """A textual-inversion embedding: A1111's .pt layout (string_to_param), or for SDXL the
+    safetensors layout with clip_l and clip_g."""
+    g = torch.Generator().manual_seed(seed)
+    if sdxl_widths:
+        from safetensors.torch import save_file
+        save_file({"clip_l": torch.randn(vectors, sdxl_widths[0], generator=g),
+                   "clip_g": torch.randn(vectors, sdxl_widths[1], generator=g)}, str(path))
+        return path
+    torch.save({"string_to_token": {"*": 265}, "name": path.stem,
+                "string_to_param": {"*": torch.randn(vectors, width, generator=g)}, "step": 100}, path)
+    return path
+
+
+def write_vae_file(vae, path: Path, seed: int = 0) -> Path:
+    """A separate VAE file as A1111 users have them (original names, no first_stage_model.), with
+    its decoder changed so it paints visibly differently from `vae`."""
+    from safetensors.torch import save_file
+    sd = {k: v.clone() for k, v in vae.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    sd["decoder.conv_out.weight"] += torch.randn(sd["decoder.conv_out.weight"].shape, generator=g) * 0.2
+    sd["decoder.conv_out.bias"] += 0.3
+    out = {k[len("first_stage_model."):]: v.contiguous() for k, v in vae_to_ldm(sd, vae.config).items()}
+    save_file(out, str(path))
+    return path

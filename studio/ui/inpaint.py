@@ -58,8 +58,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
 
     def inpaint(image, mask, prompt, negative_prompt, negative_presets, style, scheduler, steps,
                 cfg_scale, width, height, seed, batch_count, batch_size, strength, mask_blur,
-                only_masked, only_masked_padding, progress=gr.Progress(),
-                request: gr.Request = None):
+                only_masked, only_masked_padding, loras=None, vae=None, clip_skip=1,
+                progress=gr.Progress(), request: gr.Request = None):
         """Repaint the masked part of `image` (mask: white or opaque = repaint). Unmasked pixels
         come back exactly as they were."""
         return run_job(studio, "inpaint", dict(
@@ -67,7 +67,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
             negative_presets=negative_presets, style=style, scheduler=scheduler, steps=steps,
             cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_count=batch_count,
             batch_size=batch_size, strength=strength, mask_blur=mask_blur, only_masked=only_masked,
-            only_masked_padding=only_masked_padding), progress, request)
+            only_masked_padding=only_masked_padding, loras=loras, vae=vae, clip_skip=clip_skip),
+            progress, request)
 
     def inpaint_from_editor(editor_value, uploaded_mask, *rest, progress=gr.Progress(),
                             request: gr.Request = None):
@@ -76,7 +77,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
 
     shared = [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler, c.steps,
               c.cfg_scale, c.width, c.height, c.seed, c.batch_count, c.batch_size, strength,
-              mask_blur, only_masked, padding]
+              mask_blur, only_masked, padding, *c.addons()]
     c.generate.click(inpaint_from_editor, [editor, mask_upload] + shared, result_outputs(panel),
                      api_visibility="private", **GPU)
 

@@ -23,18 +23,18 @@ def build(studio: Studio, native: int) -> ResultsPanel:
             panel = results_panel("txt2img", c.seed)
 
     def txt2img(prompt, negative_prompt, negative_presets, style, scheduler, steps, cfg_scale,
-                width, height, seed, batch_count, batch_size,
+                width, height, seed, batch_count, batch_size, loras=None, vae=None, clip_skip=1,
                 progress=gr.Progress(), request: gr.Request = None):
         """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
         full JSON metadata and the seed used."""
         return run_job(studio, "txt2img", dict(
             prompt=prompt, negative_prompt=negative_prompt, negative_presets=negative_presets,
             style=style, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, width=width,
-            height=height, seed=seed, batch_count=batch_count, batch_size=batch_size),
-            progress, request)
+            height=height, seed=seed, batch_count=batch_count, batch_size=batch_size, loras=loras,
+            vae=vae, clip_skip=clip_skip), progress, request)
 
     c.generate.click(txt2img, [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler,
                                c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,
-                               c.batch_size],
+                               c.batch_size, *c.addons()],
                      result_outputs(panel), api_name="txt2img", **GPU)
     return panel

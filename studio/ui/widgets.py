@@ -35,8 +35,15 @@ class PromptControls:
     seed: gr.Number
     batch_count: gr.Slider
     batch_size: gr.Slider
+    loras: gr.Dataframe
+    vae: gr.Dropdown
+    clip_skip: gr.Slider
     generate: gr.Button
     stop: gr.Button
+
+    def addons(self) -> list:
+        """The add-on inputs every tab's event ends with (API: loras, vae, clip_skip)."""
+        return [self.loras, self.vae, self.clip_skip]
 
 
 @dataclass
@@ -83,6 +90,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         batch_size = gr.Slider(1, lim.max_batch_size, value=1, step=1, label="Batch size",
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
+    loras, vae, clip_skip = addon_controls(tab, studio)
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
         stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
@@ -91,7 +99,57 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
 
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
-                          seed, batch_count, batch_size, generate, stop)
+                          seed, batch_count, batch_size, loras, vae, clip_skip, generate, stop)
+
+
+AUTOMATIC_VAE = "Automatic"
+
+
+def _library_names(studio: Studio, kind: str, rescan: bool = False) -> list[str]:
+    if studio.library is None:
+        return []
+    return (studio.library.scan() if rescan else studio.library.names())[kind]
+
+
+def addon_controls(tab: str, studio: Studio):
+    """LoRAs with weights, a VAE file and clip skip, from the models folder."""
+    with gr.Accordion("LoRA, VAE, clip skip", open=False, elem_id=f"{tab}-addons"):
+        with gr.Row():
+            add_lora = gr.Dropdown(_library_names(studio, "loras"), value=None, label="Add a LoRA",
+                                   elem_id=f"{tab}-add-lora", scale=2,
+                                   info="from models/loras; set its weight in the table")
+            vae = gr.Dropdown([AUTOMATIC_VAE] + _library_names(studio, "vae"), value=AUTOMATIC_VAE,
+                              label="VAE", elem_id=f"{tab}-vae", scale=2,
+                              info="Automatic: the model's own")
+            clip_skip = gr.Slider(1, 12, value=1, step=1, label="Clip skip", elem_id=f"{tab}-clip-skip",
+                                  scale=1, info="2 = the penultimate text-encoder layer")
+        loras = gr.Dataframe(value=[], headers=["LoRA", "weight"], datatype=["str", "number"],
+                             column_count=(2, "fixed"), row_count=(0, "dynamic"),
+                             label="LoRAs (delete a row to remove one)", elem_id=f"{tab}-loras")
+
+    def add(name, rows):
+        rows = _rows(rows)
+        if name and all(r[0] != name for r in rows):
+            rows.append([name, 1.0])
+        return rows, gr.Dropdown(value=None)
+
+    add_lora.input(add, [add_lora, loras], [loras, add_lora], api_visibility="private", queue=False)
+    add_lora.focus(lambda: gr.Dropdown(choices=_library_names(studio, "loras", rescan=True)), None,
+                   add_lora, api_visibility="private", queue=False)
+    vae.focus(lambda: gr.Dropdown(choices=[AUTOMATIC_VAE] + _library_names(studio, "vae", rescan=True)),
+              None, vae, api_visibility="private", queue=False)
+    return loras, vae, clip_skip
+
+
+def _rows(value) -> list[list]:
+    """A Dataframe's value as a list of rows, whatever form Gradio hands it in."""
+    if value is None:
+        return []
+    if hasattr(value, "values") and hasattr(value, "columns"):   # pandas
+        return [list(r) for r in value.values.tolist()]
+    if isinstance(value, dict):
+        return [list(r) for r in value.get("data", [])]
+    return [list(r) for r in value if r and any(v not in (None, "") for v in r)]
 
 
 def stop_job(studio: Studio, request: gr.Request | None) -> None:
@@ -130,10 +188,16 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     results panel: (gallery, parameters text, parameters JSON, seed used, paths)."""
     if raw.get("style") == NO_STYLE:
         raw["style"] = None
+    if raw.get("vae") == AUTOMATIC_VAE:
+        raw["vae"] = None
+    if "loras" in raw:
+        raw["loras"] = _rows(raw["loras"])
     try:
         req = make_request(mode=mode, limits=studio.limits,
                            known_presets=studio.presets.negative_names(),
-                           known_styles=studio.presets.style_names(), **raw)
+                           known_styles=studio.presets.style_names(),
+                           known_loras=_library_names(studio, "loras"),
+                           known_vaes=_library_names(studio, "vae"), **raw)
     except InvalidRequest as exc:
         raise gr.Error(str(exc)) from None
     session = request.session_hash if request is not None and request.session_hash else "anonymous"

@@ -1,0 +1,180 @@
+"""Add-ons applied to the loaded model for one request: LoRAs with weights, textual-inversion
+embeddings used by name in a prompt, and a separate VAE.
+
+They change the shared modules in place (PEFT adapters, new token rows, the VAE module), so they
+are applied under the model lock, right before the denoising, and reset to what the request asks
+each time: a request without LoRAs runs with every adapter disabled, which gives exactly the base
+model's output (tested), and a request without a VAE gets the model's own back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidRequest, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file, first 12 hex digits (A1111's short hashes are 10 of the same digest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+@dataclass
+class AddonState:
+    """What is applied to the loaded model right now (reset when the model is unloaded)."""
+    adapters: dict[str, str] = field(default_factory=dict)     # lora name -> adapter id
+    embeddings: dict[str, str] = field(default_factory=dict)   # token -> embedding file hash
+    vae: str | None = None                                     # name of the swapped-in VAE
+    own_vae: object = None                                     # the model's own VAE module
+
+
+def _adapter_id(name: str) -> str:
+    return "lora_" + re.sub(r"\W", "_", name)
+
+
+def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], family: str) -> list[dict]:
+    """Make exactly `loras` active with their weights; returns their metadata records."""
+    records = []
+    if not loras:
+        if state.adapters:
+            pipe.disable_lora()
+        return records
+    for name, path, weight in loras:
+        if name in state.adapters:
+            continue
+        adapter = _adapter_id(name)
+        try:
+            pipe.load_lora_weights(str(path), adapter_name=adapter)
+        except Exception as exc:  # noqa: BLE001 - a LoRA that does not fit is the user's message
+            _drop_adapter(pipe, adapter)
+            raise InvalidRequest(f"LoRA {name!r} does not fit this {family} model "
+                                 f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+        found = {a for names in pipe.get_list_adapters().values() for a in names}
+        if adapter not in found:
+            raise InvalidRequest(f"LoRA {name!r} has no layers that match this {family} model "
+                                 "(made for another model family?).")
+        state.adapters[name] = adapter
+    pipe.enable_lora()
+    pipe.set_adapters([state.adapters[n] for n, _, _ in loras], [w for _, _, w in loras])
+    for name, path, weight in loras:
+        records.append({"name": name, "weight": weight, "sha256": file_hash(path)})
+    return records
+
+
+def _drop_adapter(pipe, adapter: str) -> None:
+    try:
+        pipe.delete_adapters(adapter)
+    except Exception:  # noqa: BLE001 - nothing was loaded
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Textual inversion
+
+def used_embeddings(texts: list[str], available: dict[str, Path]) -> dict[str, Path]:
+    """Embeddings named (by file stem, as whole words) in any of the prompts."""
+    used = {}
+    for token, path in available.items():
+        pattern = r"(?<![\w-])" + re.escape(token) + r"(?![\w-])"
+        if any(re.search(pattern, t) for t in texts):
+            used[token] = path
+    return used
+
+
+def _read_embedding(path: Path) -> dict:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    import torch
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def apply_embeddings(pipe, state: AddonState, used: dict[str, Path], family: str) -> list[dict]:
+    """Load the embeddings the prompts use (once per model); returns their metadata records."""
+    records = []
+    for token, path in used.items():
+        digest = file_hash(path)
+        if state.embeddings.get(token) != digest:
+            if token in state.embeddings:
+                raise InvalidRequest(f"Embedding {token!r} changed on disk since it was loaded; "
+                                     "reload the model to use the new one.")
+            _load_embedding(pipe, token, path, family)
+            state.embeddings[token] = digest
+        records.append({"name": token, "sha256": digest})
+    return records
+
+
+def _load_embedding(pipe, token: str, path: Path, family: str) -> None:
+    data = _read_embedding(path)
+    try:
+        if family.startswith("SDXL"):
+            if "clip_l" not in data or "clip_g" not in data:
+                raise InvalidRequest(f"Embedding {token!r} was made for SD 1.x/2.x (it has no clip_l/"
+                                     "clip_g vectors); it cannot be used with an SDXL model.")
+            pipe.load_textual_inversion(data["clip_l"], token=token, text_encoder=pipe.text_encoder,
+                                        tokenizer=pipe.tokenizer)
+            pipe.load_textual_inversion(data["clip_g"], token=token, text_encoder=pipe.text_encoder_2,
+                                        tokenizer=pipe.tokenizer_2)
+        else:
+            if "clip_l" in data or "clip_g" in data:
+                raise InvalidRequest(f"Embedding {token!r} was made for SDXL; the loaded model is {family}.")
+            vectors = _vectors(data)
+            width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+            if vectors.shape[-1] != width:
+                raise InvalidRequest(f"Embedding {token!r} has vectors of width {vectors.shape[-1]}, "
+                                     f"this {family} text encoder uses {width} (made for another family).")
+            pipe.load_textual_inversion({token: vectors}, token=token)
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidRequest(f"Embedding {token!r} could not be loaded: {type(exc).__name__}: {exc}") from None
+
+
+def _vectors(data: dict):
+    """The vectors of an SD 1.x/2.x embedding file (A1111 .pt/.safetensors or diffusers format)."""
+    if "string_to_param" in data:                 # A1111 / textual_inversion .pt
+        return next(iter(data["string_to_param"].values()))
+    if "emb_params" in data:                      # some safetensors exports
+        return data["emb_params"]
+    if len(data) == 1:                            # diffusers: {token: tensor}
+        return next(iter(data.values()))
+    raise InvalidRequest(f"unrecognised embedding layout (keys: {', '.join(list(data)[:5])})")
+
+
+# ---------------------------------------------------------------------------------------------
+# A separate VAE
+
+def load_vae_file(path: Path, dtype, family: str):
+    """An AutoencoderKL from a single VAE file (original or diffusers key names), offline."""
+    import tempfile
+
+    from diffusers import AutoencoderKL
+
+    from .checkpoints import VAE, _vae_config, read_shapes
+
+    shapes = read_shapes(path)
+    original = {(k if k.startswith(VAE) else VAE + k): v for k, v in shapes.items()}
+    if VAE + "encoder.conv_in.weight" not in original:
+        if "encoder.conv_in.weight" in shapes or any(k.startswith("encoder.down_blocks.") for k in shapes):
+            raise InvalidRequest(f"{path.name} is a VAE in diffusers' own layout; put its folder in "
+                                 "models/vae instead of the single file.")
+        raise InvalidRequest(f"{path.name} is not a VAE (no encoder/decoder tensors).")
+    cfg = _vae_config(original, "sdxl" if family.startswith("SDXL") else "sd1", 512)
+    import json
+    with tempfile.TemporaryDirectory(prefix="studio-vae-") as tmp:
+        (Path(tmp) / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+        try:
+            return AutoencoderKL.from_single_file(str(path), config=tmp, local_files_only=True,
+                                                  torch_dtype=dtype)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"Could not load the VAE {path.name}: {type(exc).__name__}: {exc}") from exc
