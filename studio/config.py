@@ -29,6 +29,7 @@ class Settings:
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
     models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
+    memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
 
@@ -74,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
                    help="for a single-file SD 2.x model: epsilon for the 512 base model "
                         "(default: v_prediction, as the 768-v model)")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--memory", choices=["auto", "none", "low", "offload", "sequential"], default="auto",
+                   help="memory savers: low = attention slicing + VAE slicing/tiling; offload / "
+                        "sequential = CPU offload (CUDA); auto = chosen from free GPU memory")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
@@ -92,5 +96,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
                     presets=Path(args.presets), allow_pickle=args.allow_pickle,
-                    models_dir=Path(args.models_dir),
+                    models_dir=Path(args.models_dir), memory=args.memory,
                     prediction_type=args.prediction_type)

@@ -165,6 +165,9 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             def on_step_end(p, i, t, kwargs, _batch=batch):
                 if should_stop is not None and should_stop():
                     raise GenerationStopped()
+                if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
+                    manager.inject_oom -= 1
+                    raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
                 total = p.num_timesteps * request.batch_count
                 if on_step is not None:
                     on_step(_batch * p.num_timesteps + i + 1, total)
@@ -196,18 +199,12 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 outs = [call["image"] for _ in seeds]
             else:
                 try:
-                    with _clip_skip_compat(pipe, request.clip_skip):
-                        outs = pipe(**call).images
+                    outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
                 except GenerationStopped:
                     stopped = True
                     notes.append(f"Stopped: {len(images)} of {request.batch_count * request.batch_size} "
                                  "images finished and were kept.")
                     break
-                except torch.OutOfMemoryError:
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    raise StudioError(f"Out of memory at {width}x{height} with batch size "
-                                      f"{request.batch_size}; try a smaller size or batch.") from None
 
             # 5. + 6. paste back, then save before showing
             for i, (s, image) in enumerate(zip(seeds, outs)):
@@ -234,6 +231,37 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
                                              data=data))
     return GenerationResult(request=request, images=images, seed=seed, stopped=stopped, notes=notes)
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _run_with_oom_retry(pipe, call: dict, request: GenerationRequest, manager: ModelManager,
+                        notes: list[str], width: int, height: int):
+    """Run the pipeline; on out-of-memory free the cache, turn the memory savers on and try once
+    more, telling the user what was done. A second failure is a clear message, not a crash."""
+    import torch
+
+    for attempt in (1, 2):
+        try:
+            with _clip_skip_compat(pipe, request.clip_skip):
+                return pipe(**call).images
+        except torch.OutOfMemoryError:
+            _free_device_memory()
+            if attempt == 1 and manager.savers_on():
+                log.warning("Out of memory at %dx%d; retrying with memory savers on", width, height)
+                notes.append("Ran out of memory; freed the cache and retried with attention slicing "
+                             "and VAE slicing/tiling on (memory mode 'low' from now on).")
+                continue
+            raise StudioError(f"Out of memory at {width}x{height} with batch size {request.batch_size}"
+                              f" (memory mode {manager.memory_in_use}); try a smaller size or batch, "
+                              "or the 'offload' memory mode.") from None
 
 
 @contextlib.contextmanager

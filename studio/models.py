@@ -148,6 +148,37 @@ def _resolve(source: str, allow_pickle: bool = False, prediction_type: str | Non
                      notice=notice, examples=examples), None
 
 
+MEMORY_MODES = ("auto", "none", "low", "offload", "sequential")
+MEMORY_HELP = {
+    "auto": "chosen from free memory at load: none, low or offload",
+    "none": "everything on the device, fastest",
+    "low": "attention slicing + VAE slicing and tiling (less memory, a little slower)",
+    "offload": "model CPU offload: each part moves to the GPU only while it runs (CUDA)",
+    "sequential": "sequential CPU offload: layer by layer, least memory, slowest (CUDA)",
+}
+
+
+def model_bytes(pipe) -> int:
+    return sum(p.numel() * p.element_size() for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+               if getattr(pipe, name, None) is not None for p in getattr(pipe, name).parameters())
+
+
+def resolve_memory_mode(mode: str, device: str, weights: int, free: int | None) -> str:
+    """`auto` from free device memory: room for the weights and ~1.5x more for activations ->
+    none; room for the weights -> low; less -> offload. CPU and MPS: none."""
+    if mode in ("offload", "sequential") and device != "cuda":
+        return "low"            # offloading is to the CPU from a GPU; elsewhere the savers still help
+    if mode != "auto":
+        return mode
+    if device != "cuda" or free is None:
+        return "none"
+    if free > weights * 2.5:
+        return "none"
+    if free > weights * 1.3:
+        return "low"
+    return "offload"
+
+
 def choose_device(requested: str = "auto") -> str:
     import torch
 
@@ -174,15 +205,38 @@ def choose_dtype(requested: str, device: str):
     return table[requested]
 
 
+def _place(pipe, device: str, mode: str) -> None:
+    """Put the pipeline on `device` with the memory savers of `mode` (see MEMORY_HELP)."""
+    if mode == "offload" and device == "cuda":
+        pipe.enable_model_cpu_offload()
+    elif mode == "sequential" and device == "cuda":
+        pipe.enable_sequential_cpu_offload()
+    else:
+        pipe.to(device)
+    low = mode in ("low", "offload", "sequential")
+    if low:
+        pipe.enable_attention_slicing()
+    elif hasattr(pipe, "disable_attention_slicing"):
+        pipe.disable_attention_slicing()
+    vae = pipe.vae
+    (vae.enable_slicing if low else vae.disable_slicing)()
+    (vae.enable_tiling if low else vae.disable_tiling)()
+
+
 class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
     def __init__(self, source: str = "", device: str = "auto", dtype: str = "auto",
-                 allow_pickle: bool = False, prediction_type: str | None = None):
+                 allow_pickle: bool = False, prediction_type: str | None = None, memory: str = "auto"):
         self.source = source
         self.allow_pickle = allow_pickle          # .ckpt files are pickles: opt-in only
         self.prediction_type = prediction_type    # override for single files (SD 2.x base vs 768-v)
         self._checkpoint = None
+        if memory not in MEMORY_MODES:
+            raise ModelLoadError(f"Unknown memory mode {memory!r}; one of {', '.join(MEMORY_MODES)}.")
+        self.memory = memory                      # what was asked for
+        self.memory_in_use = "none"               # what it resolved to for the loaded model
+        self.inject_oom = 0                       # test hook: raise OOM in the next N denoising calls
         self.allow_download = True                # a hub id named on the command line may download
         from .addons import AddonState
         self.addons = AddonState()                # LoRAs, embeddings, VAE applied to the weights
@@ -251,8 +305,13 @@ class ModelManager:
             hint = " (no network: downloads are impossible offline)" if "connect" in str(exc).lower() else ""
             raise ModelLoadError(f"Could not load model {info.source or info.name}: "
                                  f"{type(exc).__name__}: {exc}{hint}") from exc
-        pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
+        free = None
+        if device == "cuda":
+            import torch
+            free = torch.cuda.mem_get_info()[0]
+        self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free)
+        _place(pipe, device, self.memory_in_use)
         from .addons import AddonState
         self._base, self.device, self.dtype = pipe, device, dtype
         self._derived = {}
@@ -298,6 +357,40 @@ class ModelManager:
         pipe = type(shared)(**components)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def set_memory(self, mode: str) -> str:
+        """Change the memory mode; takes effect at once if a model is loaded. Returns a note."""
+        if mode not in MEMORY_MODES:
+            raise InvalidRequest(f"Unknown memory mode {mode!r}; one of {', '.join(MEMORY_MODES)}.")
+        with self.lock:
+            self.memory = mode
+            if self._base is None:
+                return f"Memory mode {mode}: applied when the model loads."
+            if mode in ("offload", "sequential") and self.device != "cuda":
+                raise InvalidRequest(f"Memory mode {mode} needs a CUDA GPU; this studio runs on {self.device}.")
+            if self.memory_in_use in ("offload", "sequential") or mode in ("offload", "sequential"):
+                # offload hooks cannot be removed in place: reload the weights in the new mode
+                source = self.source
+                self.unload()
+                self.source = source
+                self._info = None
+                return f"Memory mode {mode}: the model reloads at the next generation."
+            free = None
+            if self.device == "cuda":
+                import torch
+                free = torch.cuda.mem_get_info()[0] + model_bytes(self._base)
+            self.memory_in_use = resolve_memory_mode(mode, self.device, model_bytes(self._base), free)
+            _place(self._base, self.device, self.memory_in_use)
+            return f"Memory mode {mode} ({self.memory_in_use}) is on."
+
+    def savers_on(self) -> bool:
+        """After an out-of-memory error: attention slicing and VAE slicing/tiling (if not on)."""
+        with self.lock:
+            if self.memory_in_use != "none" or self._base is None:
+                return False
+            self.memory_in_use = "low"
+            _place(self._base, self.device, "low")
+            return True
 
     def set_vae(self, name: str | None, path: Path | None) -> None:
         """Use the VAE file `name` (None: the model's own) in every tab."""

@@ -30,7 +30,8 @@ class Studio:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
         return cls(manager=ModelManager(settings.model, settings.device, settings.dtype,
-                                        settings.allow_pickle, settings.prediction_type),
+                                        settings.allow_pickle, settings.prediction_type,
+                                        memory=settings.memory),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
                    limits=settings.limits,
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import StudioError
+from ..models import MEMORY_HELP, MEMORY_MODES
 from ..service import Studio
 from .widgets import model_banner
 
@@ -20,6 +21,9 @@ def build(studio: Studio) -> gr.Markdown:
                              info="models/checkpoints (single files or diffusers folders), or a "
                                   "hub id already in the local cache")
         refresh = gr.Button("🔄 Refresh", scale=0, min_width=60, elem_id="model-refresh")
+        memory = gr.Dropdown(list(MEMORY_MODES), value=studio.manager.memory, label="Memory", scale=1,
+                             elem_id="model-memory",
+                             info="; ".join(f"{k}: {v}" for k, v in MEMORY_HELP.items() if k != "none"))
     banner = gr.Markdown(model_banner(studio), elem_id="model-banner")
 
     def select_model(model: str) -> str:
@@ -35,11 +39,22 @@ def build(studio: Studio) -> gr.Markdown:
         """The names select_model accepts (rescan: read the models folder again first)."""
         return studio.model_choices(rescan=bool(rescan))
 
+    def set_memory(mode: str) -> str:
+        """Memory savers: auto, none, low (attention slicing, VAE slicing/tiling), offload or
+        sequential (CPU offload, CUDA only). Returns the model description."""
+        try:
+            gr.Info(studio.manager.set_memory(str(mode)))
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return model_banner(studio)
+
     def on_refresh():
         return gr.Dropdown(choices=list_models(True), value=studio.current_choice())
 
     # one GPU-queue slot: a switch waits for a running generation and frees its memory after
     picker.input(select_model, [picker], [banner], api_name="select_model",
+                 concurrency_id="gpu", concurrency_limit=1)
+    memory.input(set_memory, [memory], [banner], api_name="set_memory",
                  concurrency_id="gpu", concurrency_limit=1)
     refresh.click(on_refresh, None, [picker], api_visibility="private", queue=False)
     gr.api(list_models, api_name="list_models")

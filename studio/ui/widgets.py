@@ -243,6 +243,11 @@ def model_banner(studio: Studio) -> str:
         return f"**Model problem:** {exc}"
     text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
             f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
+    manager = studio.manager
+    if manager.loaded:
+        text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
+    else:
+        text += " · loads at the first generation"
     if info.notice:
         text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
     return text

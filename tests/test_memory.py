@@ -1,0 +1,59 @@
+"""Memory modes and the out-of-memory path (CPU: the savers and the retry logic; the GPU
+figures per mode are for a GPU machine)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from studio.config import Settings
+from studio.errors import InvalidRequest, StudioError
+from studio.models import resolve_memory_mode
+from studio.requests import make_request
+from studio.service import Studio
+
+GiB = 1 << 30
+
+
+def test_auto_mode_from_free_memory():
+    assert resolve_memory_mode("auto", "cuda", 5 * GiB, 40 * GiB) == "none"
+    assert resolve_memory_mode("auto", "cuda", 5 * GiB, 8 * GiB) == "low"
+    assert resolve_memory_mode("auto", "cuda", 5 * GiB, 4 * GiB) == "offload"
+    assert resolve_memory_mode("auto", "cpu", 5 * GiB, None) == "none"
+    assert resolve_memory_mode("offload", "cpu", 5 * GiB, None) == "low"
+    assert resolve_memory_mode("sequential", "cuda", 5 * GiB, 80 * GiB) == "sequential"
+
+
+@pytest.fixture
+def fresh(tiny_model, tmp_path):
+    return Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path))
+
+
+def run(studio, **kw):
+    return studio.run(make_request(**{"prompt": "a red circle", "seed": 4, "steps": 3, **kw}))
+
+
+def test_low_memory_mode_keeps_the_image(fresh):
+    plain = np.asarray(run(fresh).images[0].image, dtype=np.int16)
+    assert fresh.manager.memory_in_use == "none"
+    fresh.manager.set_memory("low")
+    assert fresh.manager.memory_in_use == "low" and fresh.manager.loads == 1
+    assert fresh.manager.base().vae.use_tiling and fresh.manager.base().vae.use_slicing
+    low = np.asarray(run(fresh).images[0].image, dtype=np.int16)
+    assert np.abs(low - plain).max() <= 2      # slicing changes float summation order only
+    with pytest.raises(InvalidRequest, match="Unknown memory mode"):
+        fresh.manager.set_memory("turbo")
+
+
+def test_oom_is_retried_with_savers_and_the_user_is_told(fresh):
+    fresh.manager.memory = "none"
+    fresh.manager.inject_oom = 1
+    result = run(fresh)
+    assert len(result.images) == 1 and result.images[0].path.is_file()
+    assert any("Ran out of memory" in n for n in result.notes)
+    assert fresh.manager.memory_in_use == "low" and fresh.manager.inject_oom == 0
+    # savers already on: a second OOM is a clear message, and the next request works
+    fresh.manager.inject_oom = 1
+    with pytest.raises(StudioError, match="Out of memory at"):
+        run(fresh)
+    assert len(run(fresh).images) == 1
