@@ -134,3 +134,18 @@ def test_clip_skip(studio):
     assert parse_parameters(read_metadata(two.path)[0])[2]["Clip skip"] == "2"
     with pytest.raises(InvalidRequest, match="Clip skip"):
         make_request(prompt="x", clip_skip=0)
+
+
+def test_embedding_named_in_a_negative_preset(models_dir, tmp_path):
+    """A negative embedding made for hands, used through a preset as artists do."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "negative.toml").write_text('["hands embedding"]\nterms = "shiny-thing, bad hands"\n')
+    (presets / "styles.toml").write_text("")
+    s = Studio.from_settings(Settings(model="", models_dir=models_dir, outputs=tmp_path / "out",
+                                      presets=presets))
+    s.select_model("sd1.safetensors")
+    preset = run(s, negative_presets=["hands embedding"])
+    assert read_metadata(preset.path)[1]["embeddings"][0]["name"] == "shiny-thing"
+    tokenizer = s.manager.base().tokenizer
+    assert "shiny-thing" in tokenizer.get_vocab()   # the preset's word is now the embedding's token
