@@ -100,6 +100,8 @@ def test_embedding_by_name_in_prompt_and_negative_prompt(studio):
     assert "TI hashes" in parse_parameters(read_metadata(neg.path)[0])[2]
     # a word that merely contains the name is not the embedding
     assert read_metadata(run(studio, prompt="a shiny-things circle").path)[1]["embeddings"] == []
+    # prompts without it are untouched by its being loaded
+    assert np.array_equal(px(run(studio, prompt="a shiny circle")), plain)
 
 
 def test_embeddings_of_the_wrong_family_get_a_clear_message(studio, models_dir, tmp_path):

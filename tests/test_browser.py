@@ -238,3 +238,35 @@ def test_bad_input_shows_message(page, server):
     src = generate_txt2img(page, server, "still working")
     assert page.request.get(src).body()[:8] == PNG_SIGNATURE
     new_png(server, before)
+
+
+@pytest.fixture(scope="module")
+def picker_server(tiny_model, tmp_path_factory):
+    """A studio with a models folder holding one original-layout SD 1.x file."""
+    from tests.conftest import start_server, stop_server
+    from tests.ldm_layout import tiny_pipeline, write_single_file
+    base = tmp_path_factory.mktemp("picker")
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    write_single_file(tiny_pipeline("sd1"), "sd1", base / "models" / "checkpoints" / "tiny-sd1.safetensors")
+    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
+    yield srv
+    stop_server(srv)
+
+
+def test_model_picker_in_browser(browser, picker_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(picker_server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#model-picker input")
+        sync_api.expect(page.locator("#model-banner")).to_contain_text("tiny SD-format")
+        page.click("#model-picker input")
+        page.locator("ul[role=listbox] li", has_text="tiny-sd1.safetensors").first.click()
+        sync_api.expect(page.locator("#model-banner")).to_contain_text("SD 1.x", timeout=UI_TIMEOUT_MS)
+        sync_api.expect(page.locator("#model-banner")).to_contain_text("512")
+        generate_txt2img(page, picker_server, "a red circle")
+        info = page.input_value("#txt2img-info textarea")
+        assert "Model: tiny-sd1" in info, info
+    finally:
+        context.close()
