@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
+import math
 import platform
 import secrets
 from pathlib import Path
@@ -21,13 +21,16 @@ from typing import Callable
 from PIL import Image, ImageFilter
 
 from . import __version__
+from .conditioning import Conditioner, denoising_steps
 from .errors import GenerationStopped, InvalidRequest, StudioError
-from .metadata import format_parameters
 from .library import ModelLibrary
+from .metadata import format_parameters
 from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
-from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
+from .prompts import parse_prompts
+from .requests import (LORA_WEIGHT_RANGE, MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest,
+                       GenerationResult)
 from .schedulers import SCHEDULERS, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -101,16 +104,42 @@ def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], 
     return fields
 
 
+def lora_list(asked: tuple[tuple[str, float], ...], tags: list[tuple[str, str]],
+              library: ModelLibrary | None) -> list[tuple[str, float]]:
+    """The request's LoRAs plus the prompt's `<lora:name:weight>` tags (by file name, with or
+    without the extension; a tag overrides the same LoRA's weight from the list)."""
+    out = dict(asked)
+    if not tags:
+        return list(out.items())
+    names = library.names()["loras"] if library is not None else []
+    for tag, weight_text in tags:
+        matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
+        if not matches:
+            raise InvalidRequest(f"<lora:{tag}> in the prompt: no such LoRA in models/loras "
+                                 f"(available: {', '.join(Path(n).stem for n in names) or 'none'}).")
+        if len(matches) > 1:
+            raise InvalidRequest(f"<lora:{tag}> matches {', '.join(matches)}; write the full name.")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise InvalidRequest(f"<lora:{tag}:{weight_text}>: the weight must be a number.") from None
+        if not (math.isfinite(weight) and LORA_WEIGHT_RANGE[0] <= weight <= LORA_WEIGHT_RANGE[1]):
+            raise InvalidRequest(f"<lora:{tag}:{weight_text}>: the weight must be between "
+                                 f"{LORA_WEIGHT_RANGE[0]:g} and {LORA_WEIGHT_RANGE[1]:g}.")
+        out[matches[0]] = weight
+    return list(out.items())
+
+
 def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
-                 prompt: str, negative: str) -> dict:
+                 prompt: str, negative: str, lora_pairs: list[tuple[str, float]]) -> dict:
     """LoRAs, embeddings and VAE of this request onto the loaded model (under its lock);
     returns what was applied, for the metadata."""
     from .addons import apply_embeddings, apply_loras, used_embeddings
 
     base, family = manager.base(), manager.info().family
-    if (request.loras or request.vae) and library is None:
+    if (lora_pairs or request.vae) and library is None:
         raise InvalidRequest("LoRAs and VAE files need a models folder.")
-    loras = [(name, library.get("loras", name).path, w) for name, w in request.loras]
+    loras = [(name, library.get("loras", name).path, w) for name, w in lora_pairs]
     applied = {"loras": apply_loras(base, manager.addons, loras, family)}
     available = {}
     if library is not None:
@@ -143,6 +172,10 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     # 2. resolve the prompt
     prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
                                        request.negative_presets, request.style)
+    parsed = parse_prompts(prompt, negative)          # <lora:..> tags, inline negatives
+    loras = lora_list(request.loras, parsed.loras, library)
+    prompt, negative = parsed.positive_text, parsed.negative
+    denoise_steps = denoising_steps(request.mode, request.steps, request.strength)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
     images: list[GeneratedImage] = []
     stopped = False
@@ -151,7 +184,9 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     with manager.lock:
         base = manager.base()
         versions = _versions()
-        addons = apply_addons(request, manager, library, prompt, negative)
+        addons = apply_addons(request, manager, library, prompt, negative, loras)
+        # 2b. the prompts as embeddings, per denoising step (emphasis, BREAK, editing)
+        cond = Conditioner(base, prompt, negative, denoise_steps, request.clip_skip)
 
         for batch in range(request.batch_count):
             seeds = [(seed + batch * request.batch_size + i) % (MAX_SEED + 1)
@@ -171,14 +206,14 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 total = p.num_timesteps * request.batch_count
                 if on_step is not None:
                     on_step(_batch * p.num_timesteps + i + 1, total)
-                return kwargs
+                return cond.update(p, i, kwargs, request.batch_size) if cond.changes else kwargs
 
-            call = dict(prompt=prompt, negative_prompt=negative or None,
-                        num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+            call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
                         num_images_per_prompt=request.batch_size, generator=generators,
-                        callback_on_step_end=on_step_end, output_type="pil")
-            if request.clip_skip > 1:   # A1111's N is diffusers' N - 1 layers skipped
-                call["clip_skip"] = request.clip_skip - 1
+                        callback_on_step_end=on_step_end, output_type="pil",
+                        **cond.pipeline_kwargs())
+            if cond.changes:
+                call["callback_on_step_end_tensor_inputs"] = cond.tensor_inputs()
             if request.mode == "txt2img":
                 call.update(height=height, width=width)
             elif request.mode == "img2img":
@@ -250,8 +285,7 @@ def _run_with_oom_retry(pipe, call: dict, request: GenerationRequest, manager: M
 
     for attempt in (1, 2):
         try:
-            with _clip_skip_compat(pipe, request.clip_skip):
-                return pipe(**call).images
+            return pipe(**call).images
         except torch.OutOfMemoryError:
             _free_device_memory()
             if attempt == 1 and manager.savers_on():
@@ -262,24 +296,6 @@ def _run_with_oom_retry(pipe, call: dict, request: GenerationRequest, manager: M
             raise StudioError(f"Out of memory at {width}x{height} with batch size {request.batch_size}"
                               f" (memory mode {manager.memory_in_use}); try a smaller size or batch, "
                               "or the 'offload' memory mode.") from None
-
-
-@contextlib.contextmanager
-def _clip_skip_compat(pipe, clip_skip: int):
-    """transformers >= 5.6 flattened CLIPTextModel (no `.text_model` level), but diffusers 0.42's
-    SD 1.x/2.x clip-skip path calls `text_encoder.text_model.final_layer_norm`. For the call only,
-    point `.text_model` at the model itself, outside the module tree (LoRA loading must not see
-    it, so it is not left in place)."""
-    te = getattr(pipe, "text_encoder", None)
-    shim = (clip_skip > 1 and te is not None and "text_model" not in te.__dict__
-            and not hasattr(te, "text_model") and hasattr(te, "final_layer_norm"))
-    if shim:
-        object.__setattr__(te, "text_model", te)
-    try:
-        yield
-    finally:
-        if shim:
-            del te.__dict__["text_model"]
 
 
 def _plain(value):

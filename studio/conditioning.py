@@ -1,0 +1,226 @@
+"""Prompt text -> the embeddings a pipeline receives, as AUTOMATIC1111 computes them.
+
+- Each (text, weight) fragment from studio/prompts.py is tokenized on its own; tokens fill
+  chunks of 75 (a BREAK closes a chunk; a chunk that would split a phrase goes back to the last
+  comma within 20 tokens), and each chunk is encoded as [BOS] + 75 + [EOS] = 77 tokens.
+- Weights multiply the chunk's token embeddings, then the chunk is rescaled so its mean is what
+  it was (A1111's "Original" emphasis), so emphasis changes the relative, not the overall, scale.
+- Chunks are concatenated along the sequence (a 150-token prompt is 154 positions); the
+  positive and negative sides are padded to the same number of chunks with empty ones.
+- SDXL: both text encoders (penultimate layer, features concatenated) and the pooled embedding
+  of the second encoder's first chunk; an empty negative prompt is zeros, as diffusers does for
+  SDXL. Clip skip N uses the N-th layer from the end (SD 1.x/2.x: then the final layer norm).
+
+`Conditioner.pipeline_kwargs()` gives prompt_embeds & co for the pipeline call, and
+`Conditioner.step_callback()` switches them between denoising steps for prompt editing and
+alternation (through `callback_on_step_end`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .prompts import BREAK, parse_attention, schedule
+
+CHUNK = 75
+COMMA_BACKTRACK = 20
+
+
+@dataclass
+class Chunk:
+    tokens: list[int]
+    weights: list[float]
+
+
+def chunk_tokens(fragments: list[tuple[list[int], float] | None], comma_id: int | None) -> list[Chunk]:
+    """Fill 75-token chunks from (token ids, weight) fragments; None is a BREAK."""
+    chunks: list[Chunk] = []
+    cur = Chunk([], [])
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal cur, last_comma
+        chunks.append(cur)
+        cur, last_comma = Chunk([], []), -1
+
+    for frag in fragments:
+        if frag is None:
+            close()
+            continue
+        ids, weight = frag
+        for tok in ids:
+            if tok == comma_id:
+                last_comma = len(cur.tokens)
+            elif len(cur.tokens) == CHUNK and last_comma != -1 and len(cur.tokens) - last_comma <= COMMA_BACKTRACK:
+                # move the words after the last comma to the next chunk
+                cut = last_comma + 1
+                rest = Chunk(cur.tokens[cut:], cur.weights[cut:])
+                cur = Chunk(cur.tokens[:cut], cur.weights[:cut])
+                close()
+                cur = rest
+            if len(cur.tokens) == CHUNK:
+                close()
+            cur.tokens.append(tok)
+            cur.weights.append(weight)
+    if cur.tokens or not chunks:
+        close()
+    return chunks
+
+
+class _Encoder:
+    """One text encoder with its tokenizer, encoding A1111-style chunks."""
+
+    def __init__(self, pipe, tokenizer, text_encoder, layer: str, clip_skip: int):
+        self.pipe, self.tok, self.te = pipe, tokenizer, text_encoder
+        self.layer, self.clip_skip = layer, clip_skip
+        self.comma = tokenizer.convert_tokens_to_ids(",</w>") if ",</w>" in tokenizer.get_vocab() else None
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
+
+    def tokenize(self, text: str) -> list[int]:
+        if hasattr(self.pipe, "maybe_convert_prompt"):      # multi-vector embeddings
+            text = self.pipe.maybe_convert_prompt(text, self.tok)
+        return self.tok(text, add_special_tokens=False, truncation=False).input_ids
+
+    def chunks(self, text: str) -> list[Chunk]:
+        frags = [None if (t == BREAK and w == -1) else (self.tokenize(t), w) for t, w in parse_attention(text)]
+        return chunk_tokens(frags, self.comma)
+
+    @torch.no_grad()
+    def encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(1, 77 * len(chunks), D) weighted embeddings, and the pooled embedding of chunk 1."""
+        device = self.te.device
+        outs, pooled = [], None
+        for c in chunks:
+            ids = [self.bos] + c.tokens + [self.eos] + [self.pad] * (CHUNK - len(c.tokens))
+            weights = [1.0] + c.weights + [1.0] * (CHUNK + 1 - len(c.tokens))
+            out = self.te(torch.tensor([ids], device=device), output_hidden_states=True)
+            if self.layer == "sd":
+                z = out.last_hidden_state if self.clip_skip <= 1 else \
+                    self.te.final_layer_norm(out.hidden_states[-self.clip_skip]) \
+                    if hasattr(self.te, "final_layer_norm") else \
+                    self.te.text_model.final_layer_norm(out.hidden_states[-self.clip_skip])
+            else:   # SDXL: penultimate layer (plus clip skip), no final norm
+                z = out.hidden_states[-(self.clip_skip + 1)]
+                if pooled is None and hasattr(out, "text_embeds"):
+                    pooled = out.text_embeds
+            w = torch.tensor(weights, dtype=z.dtype, device=device)
+            if not torch.all(w == 1):
+                mean = z.mean()
+                z = z * w[None, :, None]
+                z = z * (mean / z.mean())
+            outs.append(z)
+        return torch.cat(outs, dim=1), pooled
+
+
+@dataclass
+class Embeds:
+    prompt: torch.Tensor            # (1, L, D)
+    negative: torch.Tensor
+    pooled: torch.Tensor | None = None
+    negative_pooled: torch.Tensor | None = None
+
+
+class Conditioner:
+    """Embeddings for one request's prompts, per denoising step."""
+
+    def __init__(self, pipe, positive: str, negative: str, steps: int, clip_skip: int = 1):
+        self.pipe = pipe
+        self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
+        if self.sdxl:
+            self.encoders = [e for e in (
+                _Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "xl", clip_skip) if pipe.text_encoder is not None else None,
+                _Encoder(pipe, pipe.tokenizer_2, pipe.text_encoder_2, "xl", clip_skip)) if e is not None]
+        else:
+            self.encoders = [_Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "sd", clip_skip)]
+        self.zero_negative = self.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+        self.pos_schedule = schedule(positive, steps)
+        self.neg_schedule = schedule(negative, steps)
+        self.steps = steps
+        # the segments: (last step, positive text, negative text)
+        ends = sorted({e for e, _ in self.pos_schedule} | {e for e, _ in self.neg_schedule})
+        self.segments = [(e, _at(self.pos_schedule, e), _at(self.neg_schedule, e)) for e in ends]
+        texts = {t for _, p, n in self.segments for t in (p, n)}
+        chunked = {t: [enc.chunks(t) for enc in self.encoders] for t in texts}
+        n_chunks = max(len(c) for per in chunked.values() for c in per)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for t, per in chunked.items():
+            self._cache[t] = self._encode(t, per, n_chunks)
+
+    def _encode(self, text: str, per_encoder: list[list[Chunk]], n_chunks: int):
+        zs, pooled = [], None
+        for enc, chunks in zip(self.encoders, per_encoder):
+            chunks = chunks + [Chunk([], []) for _ in range(n_chunks - len(chunks))]
+            z, p = enc.encode(chunks)
+            zs.append(z)
+            pooled = p if p is not None else pooled
+        return torch.cat(zs, dim=-1), pooled
+
+    def chunk_report(self) -> list[dict]:
+        """What the user sees when asking how a prompt was read: per segment, the weighted
+        fragments and the token count of each chunk."""
+        enc = self.encoders[0]
+        rows = []
+        for end, pos, neg in self.segments:
+            rows.append({"until step": end, "prompt": pos, "negative": neg,
+                         "fragments": [(t, round(w, 4)) for t, w in parse_attention(pos)],
+                         "chunks": [len(c.tokens) for c in enc.chunks(pos)],
+                         "negative chunks": [len(c.tokens) for c in enc.chunks(neg)]})
+        return rows
+
+    def _pair(self, step: int) -> Embeds:
+        _, pos, neg = next(s for s in self.segments if step <= s[0])
+        z, pooled = self._cache[pos]
+        nz, npooled = self._cache[neg]
+        if self.zero_negative and not neg.strip():
+            nz = torch.zeros_like(nz)
+            npooled = torch.zeros_like(npooled) if npooled is not None else None
+        return Embeds(z, nz, pooled, npooled)
+
+    def pipeline_kwargs(self) -> dict:
+        e = self._pair(1)
+        kw = dict(prompt_embeds=e.prompt, negative_prompt_embeds=e.negative)
+        if self.sdxl:
+            kw.update(pooled_prompt_embeds=e.pooled, negative_pooled_prompt_embeds=e.negative_pooled)
+        return kw
+
+    @property
+    def changes(self) -> bool:
+        return len(self.segments) > 1
+
+    def tensor_inputs(self) -> list[str]:
+        return ["prompt_embeds", "add_text_embeds"] if self.sdxl else ["prompt_embeds"]
+
+    def update(self, pipe, step_index: int, kwargs: dict, batch: int) -> dict:
+        """In callback_on_step_end after step `step_index` (0-based): the embeddings of the next
+        step (A1111 numbers steps from 1)."""
+        nxt = step_index + 2
+        if nxt > self.steps or self._segment(nxt) == self._segment(nxt - 1):
+            return kwargs
+        e = self._pair(nxt)
+        cfg = pipe.do_classifier_free_guidance
+
+        def both(neg, pos):
+            neg, pos = neg.repeat(batch, *([1] * (neg.dim() - 1))), pos.repeat(batch, *([1] * (pos.dim() - 1)))
+            return torch.cat([neg, pos]) if cfg else pos
+
+        kwargs["prompt_embeds"] = both(e.negative, e.prompt).to(kwargs["prompt_embeds"].dtype)
+        if self.sdxl and "add_text_embeds" in kwargs:
+            kwargs["add_text_embeds"] = both(e.negative_pooled, e.pooled).to(kwargs["add_text_embeds"].dtype)
+        return kwargs
+
+    def _segment(self, step: int) -> int:
+        return next(i for i, s in enumerate(self.segments) if step <= s[0])
+
+
+def _at(sched: list[tuple[int, str]], step: int) -> str:
+    return next(t for end, t in sched if step <= end)
+
+
+def denoising_steps(mode: str, steps: int, strength: float) -> int:
+    """How many steps the pipeline will run (img2img/inpaint run `steps * strength`)."""
+    if mode == "txt2img":
+        return steps
+    return max(1, min(steps, int(steps * strength)))
