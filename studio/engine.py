@@ -153,6 +153,23 @@ def apply_addons(request: GenerationRequest, manager: ModelManager, library: Mod
     return applied
 
 
+def explain(request: GenerationRequest, manager: ModelManager, presets: Presets) -> dict:
+    """How the studio reads a request's prompts: presets and styles applied, tags and inline
+    negatives taken out, the text of each denoising step, its weighted fragments and chunks."""
+    prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
+                                       request.negative_presets, request.style)
+    parsed = parse_prompts(prompt, negative)
+    steps = denoising_steps(request.mode, request.steps, request.strength)
+    with manager.lock:
+        cond = Conditioner(manager.base(), parsed.positive_text, parsed.negative, steps, request.clip_skip)
+        report = cond.chunk_report()
+    return {"prompt as typed": request.prompt, "after presets and style": prompt,
+            "prompt": parsed.positive_text, "negative prompt": parsed.negative,
+            "moved to the negative prompt": parsed.moved_negatives,
+            "lora tags": [f"{n}:{w}" for n, w in parsed.loras], "denoising steps": steps,
+            "per step": report}
+
+
 def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
              presets: Presets, *, on_step: OnStep | None = None,
              should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
@@ -260,6 +277,10 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     "generator": "torch.Generator('cpu') per image, seeded with `seed`",
                     "versions": versions,
                     "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
+                    "parsed": {"prompt": prompt, "negative_prompt": negative,
+                               "moved_to_negative": parsed.moved_negatives,
+                               "lora_tags": [list(t) for t in parsed.loras],
+                               "schedule": [list(seg) for seg in cond.segments] if cond.changes else []},
                     **addons,
                 }
                 path = outputs.save(image, parameters, data, seed=s)

@@ -305,6 +305,8 @@ def _scan(text: str):
 def parse_attention(text: str) -> list[tuple[str, float]]:
     """[(text, weight)] with AUTOMATIC1111's emphasis rules; a BREAK is the pair ("BREAK", -1).
     Unmatched brackets: a closing one is literal text, an opening one still counts to the end.
+    (A1111 multiplies a BREAK inside brackets too, which turns it into the word "BREAK" with a
+    negative weight; here it stays a BREAK.)
 
     >>> parse_attention("a (red:1.5) [circle]")
     [('a ', 1.0), ('red', 1.5), (' ', 1.0), ('circle', 0.9090909090909091)]
@@ -314,7 +316,8 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
 
     def multiply(start: int, factor: float) -> None:
         for p in range(start, len(res)):
-            res[p][1] *= factor
+            if res[p][0] != BREAK or res[p][1] != -1.0:     # a BREAK stays a BREAK inside ( )
+                res[p][1] *= factor
 
     def literal(chars: str) -> None:
         for i, part in enumerate(_BREAK.split(chars)):

@@ -90,6 +90,10 @@ class Studio:
         return generate(request, self.manager, self.outputs, self.presets,
                         on_step=on_step, should_stop=should_stop, library=self.library)
 
+    def explain_prompt(self, request: GenerationRequest) -> dict:
+        from .engine import explain
+        return explain(request, self.manager, self.presets)
+
     def warm_up(self) -> threading.Thread:
         """Import torch and diffusers in the background so the first click does not wait."""
         def work():

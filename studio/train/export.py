@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .model import BETAS, load_tokenizer
+from .model import BETAS, PREDICTION_TYPE, load_tokenizer
 
 
 EXAMPLE_PROMPTS = (
@@ -37,8 +37,8 @@ def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record
     vae = copy.deepcopy(vae).cpu()
     vae.register_to_config(scaling_factor=scale)
     scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, **BETAS, algorithm_type="dpmsolver++", use_karras_sigmas=True, steps_offset=1,
-        timestep_spacing="leading")
+        num_train_timesteps=1000, **BETAS, prediction_type=PREDICTION_TYPE, algorithm_type="dpmsolver++",
+        use_karras_sigmas=True, steps_offset=1, timestep_spacing="leading")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=copy.deepcopy(text).cpu(),
                                    tokenizer=tokenizer, unet=copy.deepcopy(unet).cpu(),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,

@@ -7,8 +7,8 @@ Stages, each resumable from the newest checkpoint in --work (kill it and run the
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. train the
 UNet and the CLIP text encoder together, 5. export a diffusers folder (fp16 weights) to --out.
 
-Choices, each for a measured reason (issue 3): eps-prediction with DDPM's linear betas (see
-BETAS) so every SD sampler applies; 10% empty captions so classifier-free guidance
+Choices, each for a measured reason (issue 3): v-prediction on SD's scaled-linear betas (see
+studio/train/model.py for the two runs that led there) so every SD sampler applies; 10% empty captions so classifier-free guidance
 and negative prompts work; min-SNR-gamma loss weighting (Hang et al. 2023, arXiv:2303.09556) and
 an EMA of the weights to converge faster and steadier in a short CPU budget.
 """
@@ -54,7 +54,7 @@ class TrainConfig:
     unet_layers: int = 1
     text_dim: int = 64
     text_layers: int = 3
-    unet_steps: int = 5_000
+    unet_steps: int = 10_000
     batch: int = 64
     lr: float = 4e-4
     warmup: int = 200
@@ -62,7 +62,7 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
     checkpoint_every: int = 250
-    time_budget_min: float = 100.0  # stop the UNet stage early when the whole run reaches this
+    time_budget_min: float = 105.0  # stop the UNet stage early when the whole run reaches this
     extra: dict = field(default_factory=dict)
 
 
@@ -139,9 +139,9 @@ def stage_vae(cfg: TrainConfig, work: Path, vae, images: np.ndarray, device: str
     state = _load(ck) or {}
     if state.get("done"):
         vae.load_state_dict(state["model"])
-        return state["psnr"]
+        return state["psnr"], state.get("seconds")
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step = 0
+    step, began = 0, time.time()
     if state:
         log_resume("VAE", state["step"])
         vae.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
@@ -168,13 +168,14 @@ def stage_vae(cfg: TrainConfig, work: Path, vae, images: np.ndarray, device: str
             bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
         if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
             _save(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                       "rng": torch.get_rng_state()})
+                       "rng": torch.get_rng_state(), "seconds": time.time() - began + state.get("seconds", 0.0)})
         _interrupt_hook(step)
     bar.close()
     vae.eval()
     psnr = vae_psnr(vae, images[-512:], device)
-    _save(ck, {"model": vae.state_dict(), "done": True, "psnr": psnr, "step": step})
-    return psnr
+    seconds = time.time() - began + state.get("seconds", 0.0)
+    _save(ck, {"model": vae.state_dict(), "done": True, "psnr": psnr, "step": step, "seconds": seconds})
+    return psnr, None
 
 
 @torch.no_grad()
@@ -240,8 +241,9 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
             g["lr"] = _lr_at(step, cfg, cfg.unet_steps, cfg.lr)
         cond = text(tok.to(device))[0]
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        per_sample = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
-        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]   # min-SNR-gamma, eps-pred
+        target = sched.get_velocity(x0, noise, t)
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / (snr[t] + 1)  # min-SNR-gamma for v
         loss = (per_sample * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -286,8 +288,10 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
     images, captions = stage_data(cfg, work)
     timings = {"data_s": time.time() - t}
     t = time.time()
-    psnr = stage_vae(cfg, work, vae, images, device)
+    psnr, earlier = stage_vae(cfg, work, vae, images, device)
     timings["vae_s"] = time.time() - t
+    if earlier is not None:  # trained by an earlier invocation of the same command (resumed run)
+        timings["vae_s_earlier_invocation"] = earlier
     t = time.time()
     latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
     timings["latents_s"] = time.time() - t

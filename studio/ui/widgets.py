@@ -91,6 +91,27 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
     loras, vae, clip_skip = addon_controls(tab, studio)
+    with gr.Accordion("How the prompt is read", open=False, elem_id=f"{tab}-explain-panel"):
+        explain_button = gr.Button("🔍 Explain prompt", elem_id=f"{tab}-explain", size="sm")
+        explained = gr.JSON(label="chunks, weights, negatives moved, text per step",
+                            elem_id=f"{tab}-explained")
+
+    def explain_prompt(prompt, negative_prompt, negative_presets, style, steps, clip_skip=1):
+        """How the studio reads a prompt: emphasis weights, 75-token chunks, BREAK, prompt
+        editing per step, inline (-negatives) moved, <lora:> tags."""
+        try:
+            req = make_request(prompt=prompt, negative_prompt=negative_prompt,
+                               negative_presets=negative_presets,
+                               style=None if style == NO_STYLE else style, steps=steps,
+                               clip_skip=clip_skip, known_presets=studio.presets.negative_names(),
+                               known_styles=studio.presets.style_names())
+            return studio.explain_prompt(req)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+
+    explain_button.click(explain_prompt, [prompt, negative, neg_presets, style, steps, clip_skip],
+                         explained, concurrency_id="gpu", concurrency_limit=1,
+                         **({"api_name": "explain_prompt"} if tab == "txt2img" else {"api_visibility": "private"}))
     with gr.Row():
         generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
         stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")

@@ -1,0 +1,238 @@
+"""The prompt language: a table-driven parser suite (AUTOMATIC1111's examples and the seed's
+inline negatives), then what each construct does to the conditioning a pipeline receives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from studio.conditioning import CHUNK, Conditioner, chunk_tokens
+from studio.prompts import (merge_negatives, parse_attention, parse_prompts, schedule,
+                            take_inline_negatives, take_lora_tags)
+
+W = 1.1
+
+ATTENTION = [
+    ("normal text", [("normal text", 1.0)]),
+    ("an (important) word", [("an ", 1.0), ("important", W), (" word", 1.0)]),
+    ("(unbalanced", [("unbalanced", W)]),
+    ("\\(literal\\]", [("(literal]", 1.0)]),
+    ("(unnecessary)(parens)", [("unnecessaryparens", W)]),
+    ("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+     [("a ", 1.0), ("house", 1.3 * W * W), (" ", W), ("on", W / W), (" a ", W), ("hill", W * 0.5),
+      (", sun, ", W), ("sky", W ** 4), (".", W)]),
+    ("[[bad]]", [("bad", 1 / W / W)]),
+    ("(red:1.5) circle", [("red", 1.5), (" circle", 1.0)]),
+    ("(red: 1.5 ) circle", [("red", 1.5), (" circle", 1.0)]),
+    ("(negative:-1)", [("negative", -1.0)]),
+    ("closing) only]", [("closing) only]", 1.0)]),
+    ("a:b", [("a:b", 1.0)]),
+    ("(a:1.2.3)", [("a:1.2.3", W)]),
+    ("cat BREAK dog", [("cat", 1.0), ("BREAK", -1.0), ("dog", 1.0)]),
+    ("(cat BREAK dog)", [("cat", W), ("BREAK", -1.0), ("dog", W)]),
+    ("BREAKFAST", [("BREAKFAST", 1.0)]),
+    ("", [("", 1.0)]),
+]
+
+
+@pytest.mark.parametrize("text,expected", ATTENTION)
+def test_emphasis(text, expected):
+    got = parse_attention(text)
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    assert [w for _, w in got] == pytest.approx([w for _, w in expected])
+
+
+SCHEDULES = [
+    ("a [red:blue:0.5] circle", 10, [(5, "a red circle"), (10, "a blue circle")]),
+    ("a [red:blue:3] circle", 10, [(3, "a red circle"), (10, "a blue circle")]),
+    ("a [blue:4] circle", 10, [(4, "a  circle"), (10, "a blue circle")]),
+    ("a [red::4] circle", 10, [(4, "a red circle"), (10, "a  circle")]),
+    ("[red|blue]", 4, [(1, "red"), (2, "blue"), (3, "red"), (4, "blue")]),
+    ("[a|b|c]", 3, [(1, "a"), (2, "b"), (3, "c")]),
+    ("(a [red:blue:0.5]:1.2)", 4, [(2, "(a red:1.2)"), (4, "(a blue:1.2)")]),
+    ("[red:[green:blue:0.75]:0.25]", 8, [(2, "red"), (6, "green"), (8, "blue")]),
+    ("[a:b:20]", 10, [(10, "a")]),                       # past the last step: never switches
+    ("[a:b:0.0]", 10, [(10, "b")]),                      # fraction 0: the second from the start
+    ("no editing here", 10, [(10, "no editing here")]),
+    ("[unclosed:edit:0.5", 10, [(10, "[unclosed:edit:0.5")]),
+    ("[a:b:x]", 10, [(10, "[a:b:x]")]),                  # not a number: literal text
+    ("\\[a:b:0.5\\]", 10, [(10, "\\[a:b:0.5\\]")]),
+]
+
+
+@pytest.mark.parametrize("text,steps,expected", SCHEDULES)
+def test_prompt_editing_and_alternation(text, steps, expected):
+    assert schedule(text, steps) == expected
+
+
+INLINE = [
+    ("a woman, (-bad anatomy), (realistic perspectives)",
+     "a woman, (realistic perspectives)", ["bad anatomy"]),
+    ("hands (-bad hands -unnatural hands)", "hands", ["bad hands", "unnatural hands"]),
+    ("(-bad hands:1.3) portrait", "portrait", ["(bad hands:1.3)"]),
+    ("(-bad hands -bent fingers:1.2), photo", "photo", ["(bad hands:1.2)", "(bent fingers:1.2)"]),
+    ("(-bad hands, -bad feet)", "", ["bad hands", "bad feet"]),
+    ("a T-shirt, sci-fi city, (sci-fi:1.2)", "a T-shirt, sci-fi city, (sci-fi:1.2)", []),
+    ("(-bad hands, good light)", "(-bad hands, good light)", []),   # not every item is negative
+    ("(- spaced)", "(- spaced)", []),
+    ("(-1.5)", "(-1.5)", []),
+    ("\\(-not a group\\)", "\\(-not a group\\)", []),
+]
+
+
+@pytest.mark.parametrize("text,positive,negatives", INLINE)
+def test_inline_negatives(text, positive, negatives):
+    assert take_inline_negatives(text) == (positive, negatives)
+
+
+def test_lora_tags_and_negative_merging():
+    assert take_lora_tags("a <lora:ink:0.8> cat <lora:glow>") == ("a cat", [("ink", "0.8"), ("glow", "1")])
+    parsed = parse_prompts("portrait (-bad hands) <lora:ink:0.5>", "Bad Hands, blurry")
+    assert parsed.positive_text == "portrait" and parsed.loras == [("ink", "0.5")]
+    assert parsed.negative == "Bad Hands, blurry"            # not repeated
+    assert merge_negatives("a, (b, c:1.2)", ["a", "d"]) == "a, (b, c:1.2), d"
+
+
+@pytest.mark.parametrize("text", ["(((", ")))", "[[[:", "[a|", "(a:", "<lora:", "\\", "[:::]", "(-)",
+                                  "[a:b:c:d]", "((a)[b:c:0.5]", "🎨 (ünïcödé:1.2) \x00"])
+def test_malformed_input_never_raises(text):
+    parse_attention(text)
+    schedule(text, 20)
+    parse_prompts(text, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunks
+
+def test_chunks_of_75_with_break_and_comma_backtrack():
+    ids = list(range(100, 180))                               # 80 tokens, no comma
+    chunks = chunk_tokens([(ids, 1.0)], comma_id=7)
+    assert [len(c.tokens) for c in chunks] == [75, 5]
+    assert [len(c.tokens) for c in chunk_tokens([(ids[:10], 1.0), None, (ids[:3], 2.0)], 7)] == [10, 3]
+    # a comma 10 tokens before the end: the words after it move to the next chunk
+    with_comma = ids[:65] + [7] + ids[:15]
+    chunks = chunk_tokens([(with_comma, 1.0)], comma_id=7)
+    assert [len(c.tokens) for c in chunks] == [66, 15] and chunks[0].tokens[-1] == 7
+    assert [len(c.tokens) for c in chunk_tokens([([], 1.0)], 7)] == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# conditioning on real (tiny) pipelines
+
+@pytest.fixture(scope="module")
+def pipes():
+    from tests.ldm_layout import tiny_pipeline
+    return {"sd1": tiny_pipeline("sd1"), "sdxl": tiny_pipeline("sdxl")}
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_plain_prompts_match_diffusers_exactly(pipes, family):
+    pipe = pipes[family]
+    ours = Conditioner(pipe, "a red circle on a blue background", "blurry", 10).pipeline_kwargs()
+    if family == "sd1":
+        pe, ne = pipe.encode_prompt("a red circle on a blue background", "cpu", 1, True, "blurry")
+        assert torch.equal(ours["prompt_embeds"], pe) and torch.equal(ours["negative_prompt_embeds"], ne)
+    else:
+        pe, ne, pp, npool = pipe.encode_prompt("a red circle on a blue background", device="cpu",
+                                               negative_prompt="blurry")
+        assert torch.equal(ours["prompt_embeds"], pe) and torch.equal(ours["negative_prompt_embeds"], ne)
+        assert torch.equal(ours["pooled_prompt_embeds"], pp)
+        empty = Conditioner(pipe, "x", "", 10).pipeline_kwargs()
+        assert not empty["negative_prompt_embeds"].any()      # SDXL: empty negative is zeros
+
+
+def test_emphasis_changes_the_embeddings_keeping_the_mean(pipes):
+    pipe = pipes["sd1"]
+    plain = Conditioner(pipe, "a red circle", "", 4).pipeline_kwargs()["prompt_embeds"]
+    strong = Conditioner(pipe, "a (red:1.5) circle", "", 4).pipeline_kwargs()["prompt_embeds"]
+    assert not torch.allclose(plain, strong)
+    assert strong.mean().item() == pytest.approx(plain.mean().item(), rel=1e-4)
+    # only the emphasised token's position changes before the mean is restored: the others
+    # differ by one common factor
+    ratio = strong[0, 0] / plain[0, 0]
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-3)
+
+
+def test_long_prompt_and_break_make_more_chunks(pipes):
+    pipe = pipes["sd1"]
+    long = ", ".join(["red circle"] * 40)                     # > 75 tokens
+    e = Conditioner(pipe, long, "", 4).pipeline_kwargs()
+    assert e["prompt_embeds"].shape[1] == 2 * (CHUNK + 2)
+    assert e["negative_prompt_embeds"].shape == e["prompt_embeds"].shape     # padded to match
+    e = Conditioner(pipe, "red BREAK circle", "", 4).pipeline_kwargs()
+    assert e["prompt_embeds"].shape[1] == 2 * (CHUNK + 2)
+
+
+def _unet_inputs(pipe, **call):
+    """The encoder_hidden_states the UNet receives at each step."""
+    seen = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].detach().clone()),
+        with_kwargs=True)
+    try:
+        pipe(**call)
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_prompt_editing_switches_at_the_middle_step(pipes):
+    pipe = pipes["sd1"]
+    steps = 6
+    cond = Conditioner(pipe, "a [red:blue:0.5] circle", "", steps)
+    red = Conditioner(pipe, "a red circle", "", steps).pipeline_kwargs()["prompt_embeds"]
+    blue = Conditioner(pipe, "a blue circle", "", steps).pipeline_kwargs()["prompt_embeds"]
+    seen = _unet_inputs(pipe, num_inference_steps=steps, height=64, width=64, output_type="np",
+                        generator=torch.Generator().manual_seed(0), **cond.pipeline_kwargs(),
+                        callback_on_step_end=lambda p, i, t, kw: cond.update(p, i, kw, 1),
+                        callback_on_step_end_tensor_inputs=cond.tensor_inputs())
+    positives = [s[1:] for s in seen]                        # [negative, positive] under CFG
+    assert len(positives) == steps
+    assert all(torch.equal(p, red) for p in positives[:3])
+    assert all(torch.equal(p, blue) for p in positives[3:])
+
+
+def test_alternation_changes_every_step(pipes):
+    pipe = pipes["sdxl"]
+    cond = Conditioner(pipe, "a [red|blue] circle", "", 4)
+    seen = _unet_inputs(pipe, num_inference_steps=4, height=64, width=64, output_type="np",
+                        generator=torch.Generator().manual_seed(0), **cond.pipeline_kwargs(),
+                        callback_on_step_end=lambda p, i, t, kw: cond.update(p, i, kw, 1),
+                        callback_on_step_end_tensor_inputs=cond.tensor_inputs())
+    pos = [s[1:] for s in seen]
+    assert torch.equal(pos[0], pos[2]) and torch.equal(pos[1], pos[3]) and not torch.equal(pos[0], pos[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# through the studio
+
+def test_constructs_change_the_image_and_inline_negatives_equal_a_typed_negative(studio):
+    from studio.metadata import read_metadata
+    from studio.requests import make_request
+
+    def image(**kw):
+        r = studio.run(make_request(**{"seed": 3, "steps": 4, **kw})).images[0]
+        return np.asarray(r.image, dtype=np.int16), r
+    plain, _ = image(prompt="a red circle")
+    strong, _ = image(prompt="a (red:1.5) circle")
+    edited, rec = image(prompt="a [red:blue:0.5] circle")
+    assert not np.array_equal(plain, strong) and not np.array_equal(plain, edited)
+    meta = read_metadata(rec.path)[1]
+    assert meta["request"]["prompt"] == "a [red:blue:0.5] circle"        # as typed
+    assert [s[1] for s in meta["parsed"]["schedule"]] == ["a red circle", "a blue circle"]
+    inline, rec = image(prompt="a circle (-red -square:1.2)")
+    typed, _ = image(prompt="a circle", negative_prompt="(red:1.2), (square:1.2)")
+    assert np.array_equal(inline, typed)
+    assert read_metadata(rec.path)[1]["parsed"]["moved_to_negative"] == ["(red:1.2)", "(square:1.2)"]
+
+
+def test_explain_prompt(studio):
+    from studio.requests import make_request
+    out = studio.explain_prompt(make_request(prompt="(a (red:1.5) [circle]) BREAK [x|y] (-blur)",
+                                             negative_presets=["bad hands"], steps=4))
+    assert out["moved to the negative prompt"] == ["blur"]
+    assert out["negative prompt"].startswith("bad hands") and out["negative prompt"].endswith("blur")
+    assert len(out["per step"]) == 4                       # alternation: a segment per step
+    assert ["red", pytest.approx(1.65)] in [list(f) for f in out["per step"][0]["fragments"]]
+    assert len(out["per step"][0]["chunks"]) == 2          # BREAK
