@@ -124,9 +124,11 @@ class Embeds:
 
 
 class Conditioner:
-    """Embeddings for one request's prompts, per denoising step."""
+    """Embeddings for one batch's prompts, per denoising step. `positive`/`negative` are one
+    text for every image, or one per image (prompt variants)."""
 
-    def __init__(self, pipe, positive: str, negative: str, steps: int, clip_skip: int = 1):
+    def __init__(self, pipe, positive: str | list[str], negative: str | list[str], steps: int,
+                 clip_skip: int = 1):
         self.pipe = pipe
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
         if self.sdxl:
@@ -136,20 +138,27 @@ class Conditioner:
         else:
             self.encoders = [_Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "sd", clip_skip)]
         self.zero_negative = self.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
-        self.pos_schedule = schedule(positive, steps)
-        self.neg_schedule = schedule(negative, steps)
+        positives = [positive] if isinstance(positive, str) else list(positive)
+        negatives = [negative] if isinstance(negative, str) else list(negative)
+        if len(negatives) == 1:
+            negatives = negatives * len(positives)
+        if len(positives) == 1:
+            positives = positives * len(negatives)
+        if len(positives) != len(negatives):
+            raise ValueError("one negative prompt per prompt, or one for all")
+        self.per_image = len(positives)
         self.steps = steps
-        # the segments: (last step, positive text, negative text)
-        ends = sorted({e for e, _ in self.pos_schedule} | {e for e, _ in self.neg_schedule})
-        self.segments = [(e, _at(self.pos_schedule, e), _at(self.neg_schedule, e)) for e in ends]
-        texts = {t for _, p, n in self.segments for t in (p, n)}
+        scheds = [(schedule(p, steps), schedule(n, steps)) for p, n in zip(positives, negatives)]
+        ends = sorted({e for ps, ns in scheds for e, _ in ps + ns})
+        # segments: (last step, [positive text per image], [negative text per image])
+        self.segments = [(e, [_at(ps, e) for ps, _ in scheds], [_at(ns, e) for _, ns in scheds])
+                         for e in ends]
+        texts = {t for _, ps, ns in self.segments for t in ps + ns}
         chunked = {t: [enc.chunks(t) for enc in self.encoders] for t in texts}
         n_chunks = max(len(c) for per in chunked.values() for c in per)
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        for t, per in chunked.items():
-            self._cache[t] = self._encode(t, per, n_chunks)
+        self._cache = {t: self._encode(per, n_chunks) for t, per in chunked.items()}
 
-    def _encode(self, text: str, per_encoder: list[list[Chunk]], n_chunks: int):
+    def _encode(self, per_encoder: list[list[Chunk]], n_chunks: int):
         zs, pooled = [], None
         for enc, chunks in zip(self.encoders, per_encoder):
             chunks = chunks + [Chunk([], []) for _ in range(n_chunks - len(chunks))]
@@ -160,24 +169,29 @@ class Conditioner:
 
     def chunk_report(self) -> list[dict]:
         """What the user sees when asking how a prompt was read: per segment, the weighted
-        fragments and the token count of each chunk."""
+        fragments and the token count of each chunk (first image's prompt)."""
         enc = self.encoders[0]
         rows = []
-        for end, pos, neg in self.segments:
-            rows.append({"until step": end, "prompt": pos, "negative": neg,
-                         "fragments": [(t, round(w, 4)) for t, w in parse_attention(pos)],
-                         "chunks": [len(c.tokens) for c in enc.chunks(pos)],
-                         "negative chunks": [len(c.tokens) for c in enc.chunks(neg)]})
+        for end, ps, ns in self.segments:
+            rows.append({"until step": end, "prompt": ps[0], "negative": ns[0],
+                         "fragments": [(t, round(w, 4)) for t, w in parse_attention(ps[0])],
+                         "chunks": [len(c.tokens) for c in enc.chunks(ps[0])],
+                         "negative chunks": [len(c.tokens) for c in enc.chunks(ns[0])]})
         return rows
 
+    def _one(self, text: str, negative: bool):
+        z, pooled = self._cache[text]
+        if negative and self.zero_negative and not text.strip():
+            return torch.zeros_like(z), (torch.zeros_like(pooled) if pooled is not None else None)
+        return z, pooled
+
     def _pair(self, step: int) -> Embeds:
-        _, pos, neg = next(s for s in self.segments if step <= s[0])
-        z, pooled = self._cache[pos]
-        nz, npooled = self._cache[neg]
-        if self.zero_negative and not neg.strip():
-            nz = torch.zeros_like(nz)
-            npooled = torch.zeros_like(npooled) if npooled is not None else None
-        return Embeds(z, nz, pooled, npooled)
+        _, ps, ns = self.segments[self._segment(step)]
+        pos = [self._one(t, False) for t in ps]
+        neg = [self._one(t, True) for t in ns]
+        cat = lambda items: torch.cat(items) if items[0] is not None else None  # noqa: E731
+        return Embeds(cat([z for z, _ in pos]), cat([z for z, _ in neg]),
+                      cat([p for _, p in pos]), cat([p for _, p in neg]))
 
     def pipeline_kwargs(self) -> dict:
         e = self._pair(1)
@@ -193,7 +207,7 @@ class Conditioner:
     def tensor_inputs(self) -> list[str]:
         return ["prompt_embeds", "add_text_embeds"] if self.sdxl else ["prompt_embeds"]
 
-    def update(self, pipe, step_index: int, kwargs: dict, batch: int) -> dict:
+    def update(self, pipe, step_index: int, kwargs: dict, images_per_prompt: int) -> dict:
         """In callback_on_step_end after step `step_index` (0-based): the embeddings of the next
         step (A1111 numbers steps from 1)."""
         nxt = step_index + 2
@@ -203,7 +217,8 @@ class Conditioner:
         cfg = pipe.do_classifier_free_guidance
 
         def both(neg, pos):
-            neg, pos = neg.repeat(batch, *([1] * (neg.dim() - 1))), pos.repeat(batch, *([1] * (pos.dim() - 1)))
+            neg = neg.repeat_interleave(images_per_prompt, dim=0)
+            pos = pos.repeat_interleave(images_per_prompt, dim=0)
             return torch.cat([neg, pos]) if cfg else pos
 
         kwargs["prompt_embeds"] = both(e.negative, e.prompt).to(kwargs["prompt_embeds"].dtype)

@@ -15,6 +15,7 @@ import logging
 import math
 import platform
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,12 +29,14 @@ from .metadata import format_parameters
 from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
-from .prompts import parse_prompts
+from .prompts import ParsedPrompt, parse_prompts
+from .wildcards import expand_all, expand_random, has_variants
 from .requests import (LORA_WEIGHT_RANGE, MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest,
                        GenerationResult)
 from .schedulers import SCHEDULERS, build_scheduler
 
 log = logging.getLogger(__name__)
+MAX_IMAGES = 8 * 16        # every combination of variants: at most this many images a request
 
 OnStep = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -130,8 +133,35 @@ def lora_list(asked: tuple[tuple[str, float], ...], tags: list[tuple[str, str]],
     return list(out.items())
 
 
+@dataclass
+class PlannedImage:
+    seed: int
+    template: str          # the prompt after presets and style, before variants
+    prompt: str            # this image's variant
+    negative: str
+    parsed: ParsedPrompt
+
+
+def plan_images(request: GenerationRequest, template: str, neg_template: str, seed: int,
+                wildcards: Path | None) -> list[PlannedImage]:
+    """Every image of the request with its seed and prompts: random variants per image seed,
+    or every combination ("all"; then the combinations set the number of images)."""
+    limit = MAX_IMAGES
+    if request.variants == "all" and has_variants(template + neg_template):
+        pairs = [(p, n) for p in expand_all(template, wildcards, limit)
+                 for n in expand_all(neg_template, wildcards, limit)]
+        if len(pairs) > limit:
+            raise InvalidRequest(f"{len(pairs)} combinations; at most {limit} images a request.")
+        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(len(pairs))]
+    else:
+        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(request.batch_count * request.batch_size)]
+        pairs = list(zip(expand_random(template, seeds, wildcards),
+                         expand_random(neg_template, seeds, wildcards)))
+    return [PlannedImage(s, template, p, n, parse_prompts(p, n)) for s, (p, n) in zip(seeds, pairs)]
+
+
 def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
-                 prompt: str, negative: str, lora_pairs: list[tuple[str, float]]) -> dict:
+                 texts: list[str], lora_pairs: list[tuple[str, float]]) -> dict:
     """LoRAs, embeddings and VAE of this request onto the loaded model (under its lock);
     returns what was applied, for the metadata."""
     from .addons import apply_embeddings, apply_loras, used_embeddings
@@ -144,7 +174,7 @@ def apply_addons(request: GenerationRequest, manager: ModelManager, library: Mod
     available = {}
     if library is not None:
         available = {Path(n).stem: library.get("embeddings", n).path for n in library.names()["embeddings"]}
-    used = used_embeddings([prompt, negative], available)
+    used = used_embeddings(texts, available)
     applied["embeddings"] = apply_embeddings(base, manager.addons, used, family)
     manager.set_vae(request.vae, library.get("vae", request.vae).path if request.vae else None)
     if request.vae:
@@ -186,47 +216,61 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
         raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
                              "denoising step; raise the strength or the steps.")
 
-    # 2. resolve the prompt
-    prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
-                                       request.negative_presets, request.style)
-    parsed = parse_prompts(prompt, negative)          # <lora:..> tags, inline negatives
-    loras = lora_list(request.loras, parsed.loras, library)
-    prompt, negative = parsed.positive_text, parsed.negative
-    denoise_steps = denoising_steps(request.mode, request.steps, request.strength)
+    # 2. resolve the prompts: presets and style, variants per image, tags and inline negatives
+    template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
+                                             request.negative_presets, request.style)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    plan = plan_images(request, template, neg_template, seed, presets.wildcards)
+    loras = None
+    for img in plan:
+        img_loras = lora_list(request.loras, img.parsed.loras, library)
+        if loras is not None and img_loras != loras:
+            raise InvalidRequest("<lora:...> tags differ between the variants of one request; put "
+                                 "them outside the {a|b} choices.")
+        loras = img_loras
+    denoise_steps = denoising_steps(request.mode, request.steps, request.strength)
     images: list[GeneratedImage] = []
     stopped = False
     mask = _blurred_mask(request) if request.mode == "inpaint" else None
+    batches = [plan[i:i + request.batch_size] for i in range(0, len(plan), request.batch_size)]
 
     with manager.lock:
         base = manager.base()
         versions = _versions()
-        addons = apply_addons(request, manager, library, prompt, negative, loras)
-        # 2b. the prompts as embeddings, per denoising step (emphasis, BREAK, editing)
-        cond = Conditioner(base, prompt, negative, denoise_steps, request.clip_skip)
+        texts = [t for img in plan for t in (img.parsed.positive_text, img.parsed.negative)]
+        addons = apply_addons(request, manager, library, texts, loras)
+        conds: dict[tuple, Conditioner] = {}
 
-        for batch in range(request.batch_count):
-            seeds = [(seed + batch * request.batch_size + i) % (MAX_SEED + 1)
-                     for i in range(request.batch_size)]
+        for batch, members in enumerate(batches):
+            seeds = [m.seed for m in members]
+            # 2b. the prompts as embeddings, per denoising step (emphasis, BREAK, editing)
+            key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
+            if len(set(key)) == 1:
+                key = key[:1]
+            if key not in conds:
+                conds[key] = Conditioner(base, [k[0] for k in key], [k[1] for k in key],
+                                         denoise_steps, request.clip_skip)
+            cond = conds[key]
+            per_prompt = len(members) // cond.per_image
             # 3. a scheduler and pipeline object of this request's own
             scheduler = build_scheduler(request.scheduler, base.scheduler.config, seed=seeds[0])
             pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
             # 4. progress and Stop through the step callback
-            def on_step_end(p, i, t, kwargs, _batch=batch):
+            def on_step_end(p, i, t, kwargs, _batch=batch, cond=cond, per_prompt=per_prompt):
                 if should_stop is not None and should_stop():
                     raise GenerationStopped()
                 if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
                     manager.inject_oom -= 1
                     raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
-                total = p.num_timesteps * request.batch_count
+                total = p.num_timesteps * len(batches)
                 if on_step is not None:
                     on_step(_batch * p.num_timesteps + i + 1, total)
-                return cond.update(p, i, kwargs, request.batch_size) if cond.changes else kwargs
+                return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
 
             call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
-                        num_images_per_prompt=request.batch_size, generator=generators,
+                        num_images_per_prompt=per_prompt, generator=generators,
                         callback_on_step_end=on_step_end, output_type="pil",
                         **cond.pipeline_kwargs())
             if cond.changes:
@@ -254,15 +298,18 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
                 except GenerationStopped:
                     stopped = True
-                    notes.append(f"Stopped: {len(images)} of {request.batch_count * request.batch_size} "
-                                 "images finished and were kept.")
+                    notes.append(f"Stopped: {len(images)} of {len(plan)} images finished and were kept.")
                     break
 
             # 5. + 6. paste back, then save before showing
-            for i, (s, image) in enumerate(zip(seeds, outs)):
+            for i, (s, image, member) in enumerate(zip(seeds, outs, members)):
                 if request.mode == "inpaint":
                     image = composite(image, request.image, mask)
+                parsed = member.parsed
+                prompt, negative = parsed.positive_text, parsed.negative
                 fields = _a1111_fields(request, s, image.size, info.name, i, addons)
+                if member.template != member.prompt:
+                    fields["Wildcard prompt"] = member.template
                 parameters = format_parameters(prompt, negative, fields)
                 data = {
                     "format": 1, "mode": request.mode, "request": request.fields(),
@@ -277,10 +324,12 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     "generator": "torch.Generator('cpu') per image, seeded with `seed`",
                     "versions": versions,
                     "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
-                    "parsed": {"prompt": prompt, "negative_prompt": negative,
+                    "parsed": {"variant": member.prompt, "variant_negative": member.negative,
+                               "prompt": prompt, "negative_prompt": negative,
                                "moved_to_negative": parsed.moved_negatives,
                                "lora_tags": [list(t) for t in parsed.loras],
-                               "schedule": [list(seg) for seg in cond.segments] if cond.changes else []},
+                               "schedule": [[end, ps[i % len(ps)], ns[i % len(ns)]]
+                                            for end, ps, ns in cond.segments] if cond.changes else []},
                     **addons,
                 }
                 path = outputs.save(image, parameters, data, seed=s)

@@ -75,6 +75,7 @@ class Presets:
 
     negatives: dict[str, NegativePreset] = field(default_factory=dict)
     styles: dict[str, StylePreset] = field(default_factory=dict)
+    wildcards: Path | None = None      # folder of NAME.txt files for __NAME__ in prompts
 
     def negative_names(self) -> list[str]:
         """Names for the UI's multi-select, in file order."""
@@ -224,4 +225,4 @@ def load_presets(folder: str | Path) -> Presets:
             name=name, prompt=f["prompt"], negative=f.get("negative", "")
         )
 
-    return Presets(negatives=negatives, styles=styles)
+    return Presets(negatives=negatives, styles=styles, wildcards=folder / "wildcards")

@@ -64,6 +64,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()   # (name in models/loras, weight)
     vae: str | None = None                       # name in models/vae; None: the model's own
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
+    variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
@@ -308,9 +309,12 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                              f"(available: {', '.join(known_vaes or []) or 'none'}).")
     clip_skip = _number("Clip skip", get("clip_skip"), integer=True)
     _in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
+    variants = get("variants") or "random"
+    if variants not in ("random", "all"):
+        raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
 
     return GenerationRequest(
-        loras=loras, vae=vae, clip_skip=clip_skip,
+        loras=loras, vae=vae, clip_skip=clip_skip, variants=variants,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
         batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,

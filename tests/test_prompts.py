@@ -236,3 +236,50 @@ def test_explain_prompt(studio):
     assert len(out["per step"]) == 4                       # alternation: a segment per step
     assert ["red", pytest.approx(1.65)] in [list(f) for f in out["per step"][0]["fragments"]]
     assert len(out["per step"][0]["chunks"]) == 2          # BREAK
+
+
+# ---------------------------------------------------------------------------------------------
+# variants and wildcards (dynamicprompts)
+
+def test_variants_expand_per_seed_and_keep_reference_tags(tmp_path):
+    from studio.errors import InvalidRequest
+    from studio.wildcards import expand_all, expand_random, has_variants
+    (tmp_path / "colors.txt").write_text("red\nblue\n# a comment\ngreen\n")
+    text = "a {red|blue|green} circle {image} {image:ref}"
+    assert has_variants(text) and not has_variants("a circle {image}")
+    a = expand_random(text, [1, 2, 3, 1], tmp_path)
+    assert a[0] == a[3] and all(p.endswith("circle {image} {image:ref}") for p in a)
+    assert expand_random("__colors__ square", [5], tmp_path)[0] in ("red square", "blue square", "green square")
+    assert sorted(expand_all("{red|blue} {circle|square}", tmp_path, 10)) == [
+        "blue circle", "blue square", "red circle", "red square"]
+    with pytest.raises(InvalidRequest, match="no wildcard file"):
+        expand_random("__nope__", [1], tmp_path)
+    with pytest.raises(InvalidRequest, match="more than 3 combinations"):
+        expand_all("{a|b} {c|d}", tmp_path, 3)
+
+
+def test_each_variant_image_can_be_made_again_alone(studio):
+    from studio.metadata import read_metadata
+    from studio.requests import make_request
+    batch = studio.run(make_request(prompt="a {red|blue|green|white} circle", seed=10, steps=3,
+                                    batch_size=2, batch_count=2)).images
+    variants = [read_metadata(i.path)[1]["parsed"]["variant"] for i in batch]
+    assert all(v.startswith("a ") and "{" not in v for v in variants)
+    third = batch[2]
+    alone = studio.run(make_request(prompt="a {red|blue|green|white} circle", seed=third.seed,
+                                    steps=3)).images[0]
+    assert read_metadata(alone.path)[1]["parsed"]["variant"] == variants[2]
+    # same prompt and seed; batched matmuls differ from single ones only in the last bits
+    diff = np.abs(np.asarray(alone.image, dtype=np.int16) - np.asarray(third.image, dtype=np.int16))
+    assert diff.max() <= 3, diff.max()
+    assert "Wildcard prompt" in third.parameters
+
+
+def test_every_combination(studio):
+    from studio.metadata import read_metadata
+    from studio.requests import make_request
+    result = studio.run(make_request(prompt="a {red|blue} {circle|square}", variants="all", seed=1,
+                                     steps=2, batch_size=3))
+    variants = sorted(read_metadata(i.path)[1]["parsed"]["variant"] for i in result.images)
+    assert variants == ["a blue circle", "a blue square", "a red circle", "a red square"]
+    assert [i.seed for i in result.images] == [1, 2, 3, 4]

@@ -38,12 +38,13 @@ class PromptControls:
     loras: gr.Dataframe
     vae: gr.Dropdown
     clip_skip: gr.Slider
+    variants: gr.Radio
     generate: gr.Button
     stop: gr.Button
 
     def addons(self) -> list:
-        """The add-on inputs every tab's event ends with (API: loras, vae, clip_skip)."""
-        return [self.loras, self.vae, self.clip_skip]
+        """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants)."""
+        return [self.loras, self.vae, self.clip_skip, self.variants]
 
 
 @dataclass
@@ -91,6 +92,9 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
     loras, vae, clip_skip = addon_controls(tab, studio)
+    variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
+                        label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
+                        elem_id=f"{tab}-variants")
     with gr.Accordion("How the prompt is read", open=False, elem_id=f"{tab}-explain-panel"):
         explain_button = gr.Button("🔍 Explain prompt", elem_id=f"{tab}-explain", size="sm")
         explained = gr.JSON(label="chunks, weights, negatives moved, text per step",
@@ -120,7 +124,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
 
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
-                          seed, batch_count, batch_size, loras, vae, clip_skip, generate, stop)
+                          seed, batch_count, batch_size, loras, vae, clip_skip, variants, generate, stop)
 
 
 AUTOMATIC_VAE = "Automatic"
