@@ -30,6 +30,7 @@ from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
 from .prompts import ParsedPrompt, parse_prompts
+from .reference import Reference, ReferenceGuidance, select, take_reference_tags
 from .wildcards import expand_all, expand_random, has_variants
 from .requests import (LORA_WEIGHT_RANGE, MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest,
                        GenerationResult)
@@ -140,6 +141,7 @@ class PlannedImage:
     prompt: str            # this image's variant
     negative: str
     parsed: ParsedPrompt
+    reference_tags: list   # {image} / {image:name} in the prompt
 
 
 def plan_images(request: GenerationRequest, template: str, neg_template: str, seed: int,
@@ -157,7 +159,11 @@ def plan_images(request: GenerationRequest, template: str, neg_template: str, se
         seeds = [(seed + j) % (MAX_SEED + 1) for j in range(request.batch_count * request.batch_size)]
         pairs = list(zip(expand_random(template, seeds, wildcards),
                          expand_random(neg_template, seeds, wildcards)))
-    return [PlannedImage(s, template, p, n, parse_prompts(p, n)) for s, (p, n) in zip(seeds, pairs)]
+    out = []
+    for s, (p, n) in zip(seeds, pairs):
+        text, tags = take_reference_tags(p)
+        out.append(PlannedImage(s, template, p, n, parse_prompts(text, n), tags))
+    return out
 
 
 def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
@@ -228,6 +234,13 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             raise InvalidRequest("<lora:...> tags differ between the variants of one request; put "
                                  "them outside the {a|b} choices.")
         loras = img_loras
+    tags = {tuple(img.reference_tags) for img in plan}
+    if len(tags) > 1:
+        raise InvalidRequest("{image} tags differ between the variants of one request; put them "
+                             "outside the {a|b} choices.")
+    references = select([Reference(n, im) for n, im in request.references], list(tags.pop()))
+    if references and request.reference_strength == 0:
+        notes.append("Reference strength is 0: the reference images are not used.")
     denoise_steps = denoising_steps(request.mode, request.steps, request.strength)
     images: list[GeneratedImage] = []
     stopped = False
@@ -295,7 +308,9 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 outs = [call["image"] for _ in seeds]
             else:
                 try:
-                    outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
+                    with ReferenceGuidance(pipe, references, request.reference_strength, width, height,
+                                           seeds[0]):
+                        outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
                 except GenerationStopped:
                     stopped = True
                     notes.append(f"Stopped: {len(images)} of {len(plan)} images finished and were kept.")
@@ -324,6 +339,8 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     "generator": "torch.Generator('cpu') per image, seeded with `seed`",
                     "versions": versions,
                     "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
+                    "references": [{"name": r.name, "sha256": _sha256(r.image)} for r in references],
+                    "reference_strength": request.reference_strength if references else 0.0,
                     "parsed": {"variant": member.prompt, "variant_negative": member.negative,
                                "prompt": prompt, "negative_prompt": negative,
                                "moved_to_negative": parsed.moved_negatives,

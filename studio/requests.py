@@ -28,6 +28,7 @@ MIN_SIDE = 64
 MAX_PROMPT_CHARS = 10_000
 LORA_WEIGHT_RANGE = (-4.0, 4.0)
 MAX_LORAS = 8
+MAX_REFERENCES = 4
 CLIP_SKIP_RANGE = (1, 12)
 
 
@@ -65,6 +66,8 @@ class GenerationRequest:
     vae: str | None = None                       # name in models/vae; None: the model's own
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
     variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
+    references: tuple = field(default=(), repr=False)   # (name, PIL image) pairs for {image} tags
+    reference_strength: float = 0.5              # reference-only attention; 0 = off
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
@@ -74,6 +77,7 @@ class GenerationRequest:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("image", "mask")}
         out["negative_presets"] = list(self.negative_presets)
         out["loras"] = [list(pair) for pair in self.loras]
+        out["references"] = [name for name, _ in self.references]
         return out
 
 
@@ -177,6 +181,36 @@ def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], 
         out.append((name, float(weight)))
     if len(out) > MAX_LORAS:
         raise InvalidRequest(f"{len(out)} LoRAs; at most {MAX_LORAS} at once.")
+    return tuple(out)
+
+
+def _references(value: Any, limits: "Limits") -> tuple:
+    """Reference images as (name, image): from file paths (the name is the file name without
+    extension), {"name", "image"} dicts, (name, image) pairs or bare images (image1, image2...)."""
+    if value is None or value == "" or value == []:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    out: list[tuple[str, Image.Image]] = []
+    for i, item in enumerate(value, 1):
+        if isinstance(item, dict):
+            name, img = item.get("name") or item.get("orig_name"), item.get("image") or item.get("path")
+        elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+            name, img = item
+        else:
+            name, img = None, item
+        if name is None and isinstance(img, (str, Path)):
+            name = Path(str(img)).stem
+        name = (str(name).strip() if name else f"image{i}")
+        name = Path(name).stem if "." in name else name
+        image = load_image(f"Reference image {name!r}", img)
+        if image.width * image.height > limits.max_pixels * 4:
+            raise InvalidRequest(f"Reference image {name!r} is {image.width}x{image.height}; too large.")
+        if any(n == name for n, _ in out):
+            name = f"{name}{i}"
+        out.append((name, image))
+    if len(out) > MAX_REFERENCES:
+        raise InvalidRequest(f"{len(out)} reference images; at most {MAX_REFERENCES}.")
     return tuple(out)
 
 
@@ -312,9 +346,13 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     variants = get("variants") or "random"
     if variants not in ("random", "all"):
         raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
+    references = _references(get("references"), limits)
+    reference_strength = _number("Reference strength", get("reference_strength"), integer=False)
+    _in_range("Reference strength", reference_strength, 0.0, 1.0)
 
     return GenerationRequest(
-        loras=loras, vae=vae, clip_skip=clip_skip, variants=variants,
+        loras=loras, vae=vae, clip_skip=clip_skip, variants=variants, references=references,
+        reference_strength=reference_strength,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
         batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,

@@ -29,7 +29,7 @@ def test_endpoints_have_the_request_field_names(client):
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
               "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
-    addons = ["loras", "vae", "clip_skip", "variants"]
+    addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength"]
     assert names["/txt2img"] == common + addons
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
@@ -96,3 +96,18 @@ def test_empty_mask_over_the_api(client, tmp_path):
     with pytest.raises(Exception, match="mask is empty"):
         client.predict(image=handle_file(str(src)), mask=handle_file(str(mask)), prompt="x",
                        api_name="/inpaint")
+
+
+def test_prompt_language_and_references_over_the_api(client, tmp_path):
+    ref = tmp_path / "green.png"
+    Image.new("RGB", (64, 64), (30, 170, 60)).save(ref)
+    gallery, info, params, seed = client.predict(
+        prompt="a [red:blue:0.5] circle {image} (-blurry)", references=[handle_file(str(ref))],
+        reference_strength=0.7, steps=4, seed=3, api_name="/txt2img")
+    meta = params[0]
+    assert meta["references"][0]["name"] == "green" and meta["reference_strength"] == 0.7
+    assert meta["parsed"]["moved_to_negative"] == ["blurry"]
+    assert meta["request"]["prompt"] == "a [red:blue:0.5] circle {image} (-blurry)"
+    explained = client.predict(prompt="(a (red:1.5)) BREAK b", negative_prompt="", negative_presets=[],
+                               style="None", steps=4, api_name="/explain_prompt")
+    assert len(explained["per step"][0]["chunks"]) == 2

@@ -39,12 +39,16 @@ class PromptControls:
     vae: gr.Dropdown
     clip_skip: gr.Slider
     variants: gr.Radio
+    references: gr.File
+    reference_strength: gr.Slider
     generate: gr.Button
     stop: gr.Button
 
     def addons(self) -> list:
-        """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants)."""
-        return [self.loras, self.vae, self.clip_skip, self.variants]
+        """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants,
+        references, reference_strength)."""
+        return [self.loras, self.vae, self.clip_skip, self.variants, self.references,
+                self.reference_strength]
 
 
 @dataclass
@@ -95,6 +99,13 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
                         label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
                         elem_id=f"{tab}-variants")
+    with gr.Accordion("Reference images: {image} in the prompt", open=False, elem_id=f"{tab}-references-panel"):
+        references = gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                             label="Reference images ({image} = the first; {image:name} by file name)",
+                             elem_id=f"{tab}-references")
+        reference_strength = gr.Slider(0, 1, value=0.5, step=0.05, label="Reference strength",
+                                       info="0 = not used; reference-only attention",
+                                       elem_id=f"{tab}-reference-strength")
     with gr.Accordion("How the prompt is read", open=False, elem_id=f"{tab}-explain-panel"):
         explain_button = gr.Button("🔍 Explain prompt", elem_id=f"{tab}-explain", size="sm")
         explained = gr.JSON(label="chunks, weights, negatives moved, text per step",
@@ -124,7 +135,8 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
 
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
-                          seed, batch_count, batch_size, loras, vae, clip_skip, variants, generate, stop)
+                          seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
+                          reference_strength, generate, stop)
 
 
 AUTOMATIC_VAE = "Automatic"
