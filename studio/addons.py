@@ -178,3 +178,30 @@ def load_vae_file(path: Path, dtype, family: str):
                                                   torch_dtype=dtype)
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"Could not load the VAE {path.name}: {type(exc).__name__}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# IP-Adapter (reference images through an image encoder), when its weights are here
+
+IP_ADAPTER_HELP = ("IP-Adapter needs its weights in models/ip-adapter/: the adapter file for this "
+                   "model family (e.g. ip-adapter_sd15.safetensors or ip-adapter_sdxl.safetensors) "
+                   "and the CLIP image encoder as a folder models/ip-adapter/image_encoder/ "
+                   "(config.json + model.safetensors). Reference-only attention needs no weights.")
+
+
+def find_ip_adapter(folder: Path, cross_attention_dim: int) -> Path:
+    """The adapter file in `folder` whose key/value projections fit this UNet."""
+    from safetensors import safe_open
+
+    if not (folder / "image_encoder" / "config.json").is_file():
+        raise InvalidRequest(f"No IP-Adapter image encoder in {folder / 'image_encoder'}. {IP_ADAPTER_HELP}")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                key = next((k for k in f.keys() if k.endswith("to_k_ip.weight")), None)
+                if key is not None and f.get_slice(key).get_shape()[1] == cross_attention_dim:
+                    return path
+        except Exception:  # noqa: BLE001 - not an adapter file
+            continue
+    raise InvalidRequest(f"No IP-Adapter file for this model (text width {cross_attention_dim}) in "
+                         f"{folder}. {IP_ADAPTER_HELP}")

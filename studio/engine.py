@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -253,105 +254,121 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
         texts = [t for img in plan for t in (img.parsed.positive_text, img.parsed.negative)]
         addons = apply_addons(request, manager, library, texts, loras)
         conds: dict[tuple, Conditioner] = {}
+        stack = contextlib.ExitStack()
+        ip_images = None
+        use_ip = references and request.reference_strength > 0 and request.reference_method == "ip-adapter"
+        if use_ip:
+            if library is None:
+                raise InvalidRequest("IP-Adapter needs a models folder (models/ip-adapter).")
+            weights = stack.enter_context(manager.ip_adapter(library.folder("ip-adapter"),
+                                                             request.reference_strength))
+            addons["ip_adapter"] = {"file": weights.name}
+            ip_images = references[0].image if len(references) == 1 else [[r.image for r in references]]
+        guided = references if not use_ip else []
 
-        for batch, members in enumerate(batches):
-            seeds = [m.seed for m in members]
-            # 2b. the prompts as embeddings, per denoising step (emphasis, BREAK, editing)
-            key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
-            if len(set(key)) == 1:
-                key = key[:1]
-            if key not in conds:
-                conds[key] = Conditioner(base, [k[0] for k in key], [k[1] for k in key],
-                                         denoise_steps, request.clip_skip)
-            cond = conds[key]
-            per_prompt = len(members) // cond.per_image
-            # 3. a scheduler and pipeline object of this request's own
-            scheduler = build_scheduler(request.scheduler, base.scheduler.config, seed=seeds[0])
-            pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
-            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        try:
+            for batch, members in enumerate(batches):
+                seeds = [m.seed for m in members]
+                # 2b. the prompts as embeddings, per denoising step (emphasis, BREAK, editing)
+                key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
+                if len(set(key)) == 1:
+                    key = key[:1]
+                if key not in conds:
+                    conds[key] = Conditioner(base, [k[0] for k in key], [k[1] for k in key],
+                                             denoise_steps, request.clip_skip)
+                cond = conds[key]
+                per_prompt = len(members) // cond.per_image
+                # 3. a scheduler and pipeline object of this request's own
+                scheduler = build_scheduler(request.scheduler, base.scheduler.config, seed=seeds[0])
+                pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
+                generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
-            # 4. progress and Stop through the step callback
-            def on_step_end(p, i, t, kwargs, _batch=batch, cond=cond, per_prompt=per_prompt):
-                if should_stop is not None and should_stop():
-                    raise GenerationStopped()
-                if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
-                    manager.inject_oom -= 1
-                    raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
-                total = p.num_timesteps * len(batches)
-                if on_step is not None:
-                    on_step(_batch * p.num_timesteps + i + 1, total)
-                return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
+                # 4. progress and Stop through the step callback
+                def on_step_end(p, i, t, kwargs, _batch=batch, cond=cond, per_prompt=per_prompt):
+                    if should_stop is not None and should_stop():
+                        raise GenerationStopped()
+                    if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
+                        manager.inject_oom -= 1
+                        raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
+                    total = p.num_timesteps * len(batches)
+                    if on_step is not None:
+                        on_step(_batch * p.num_timesteps + i + 1, total)
+                    return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
 
-            call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
-                        num_images_per_prompt=per_prompt, generator=generators,
-                        callback_on_step_end=on_step_end, output_type="pil",
-                        **cond.pipeline_kwargs())
-            if cond.changes:
-                call["callback_on_step_end_tensor_inputs"] = cond.tensor_inputs()
-            if request.mode == "txt2img":
-                call.update(height=height, width=width)
-            elif request.mode == "img2img":
-                call.update(image=request.image.resize((width, height), Image.LANCZOS),
-                            strength=request.strength)
-            else:
-                if request.only_masked:
-                    call.update(image=request.image, mask_image=mask, height=height, width=width,
-                                padding_mask_crop=request.only_masked_padding)
-                else:
+                call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+                            num_images_per_prompt=per_prompt, generator=generators,
+                            callback_on_step_end=on_step_end, output_type="pil",
+                            **cond.pipeline_kwargs())
+                if cond.changes:
+                    call["callback_on_step_end_tensor_inputs"] = cond.tensor_inputs()
+                if ip_images is not None:
+                    call["ip_adapter_image"] = ip_images
+                if request.mode == "txt2img":
+                    call.update(height=height, width=width)
+                elif request.mode == "img2img":
                     call.update(image=request.image.resize((width, height), Image.LANCZOS),
-                                mask_image=mask.resize((width, height), Image.LANCZOS),
-                                height=height, width=width)
-                call.update(strength=request.strength)
+                                strength=request.strength)
+                else:
+                    if request.only_masked:
+                        call.update(image=request.image, mask_image=mask, height=height, width=width,
+                                    padding_mask_crop=request.only_masked_padding)
+                    else:
+                        call.update(image=request.image.resize((width, height), Image.LANCZOS),
+                                    mask_image=mask.resize((width, height), Image.LANCZOS),
+                                    height=height, width=width)
+                    call.update(strength=request.strength)
 
-            if request.mode != "txt2img" and request.strength == 0:
-                # No denoising at all: the input is the result (no VAE round trip).
-                outs = [call["image"] for _ in seeds]
-            else:
-                try:
-                    with ReferenceGuidance(pipe, references, request.reference_strength, width, height,
-                                           seeds[0]):
-                        outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
-                except GenerationStopped:
-                    stopped = True
-                    notes.append(f"Stopped: {len(images)} of {len(plan)} images finished and were kept.")
-                    break
+                if request.mode != "txt2img" and request.strength == 0:
+                    # No denoising at all: the input is the result (no VAE round trip).
+                    outs = [call["image"] for _ in seeds]
+                else:
+                    try:
+                        with ReferenceGuidance(pipe, guided, request.reference_strength, width, height,
+                                               seeds[0]):
+                            outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
+                    except GenerationStopped:
+                        stopped = True
+                        notes.append(f"Stopped: {len(images)} of {len(plan)} images finished and were kept.")
+                        break
 
-            # 5. + 6. paste back, then save before showing
-            for i, (s, image, member) in enumerate(zip(seeds, outs, members)):
-                if request.mode == "inpaint":
-                    image = composite(image, request.image, mask)
-                parsed = member.parsed
-                prompt, negative = parsed.positive_text, parsed.negative
-                fields = _a1111_fields(request, s, image.size, info.name, i, addons)
-                if member.template != member.prompt:
-                    fields["Wildcard prompt"] = member.template
-                parameters = format_parameters(prompt, negative, fields)
-                data = {
-                    "format": 1, "mode": request.mode, "request": request.fields(),
-                    "prompt": prompt, "negative_prompt": negative, "seed": s,
-                    "batch_number": batch, "batch_pos": i, "width": image.width, "height": image.height,
-                    "generated_size": [width, height],
-                    "model": {"name": info.name, "source": info.source, "kind": info.kind,
-                              "family": info.family},
-                    "scheduler": {"name": request.scheduler, "class": type(scheduler).__name__,
-                                  "config": _plain(dict(scheduler.config))},
-                    "device": manager.device, "dtype": str(manager.dtype).replace("torch.", ""),
-                    "generator": "torch.Generator('cpu') per image, seeded with `seed`",
-                    "versions": versions,
-                    "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
-                    "references": [{"name": r.name, "sha256": _sha256(r.image)} for r in references],
-                    "reference_strength": request.reference_strength if references else 0.0,
-                    "parsed": {"variant": member.prompt, "variant_negative": member.negative,
-                               "prompt": prompt, "negative_prompt": negative,
-                               "moved_to_negative": parsed.moved_negatives,
-                               "lora_tags": [list(t) for t in parsed.loras],
-                               "schedule": [[end, ps[i % len(ps)], ns[i % len(ns)]]
-                                            for end, ps, ns in cond.segments] if cond.changes else []},
-                    **addons,
-                }
-                path = outputs.save(image, parameters, data, seed=s)
-                images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
-                                             data=data))
+                # 5. + 6. paste back, then save before showing
+                for i, (s, image, member) in enumerate(zip(seeds, outs, members)):
+                    if request.mode == "inpaint":
+                        image = composite(image, request.image, mask)
+                    parsed = member.parsed
+                    prompt, negative = parsed.positive_text, parsed.negative
+                    fields = _a1111_fields(request, s, image.size, info.name, i, addons)
+                    if member.template != member.prompt:
+                        fields["Wildcard prompt"] = member.template
+                    parameters = format_parameters(prompt, negative, fields)
+                    data = {
+                        "format": 1, "mode": request.mode, "request": request.fields(),
+                        "prompt": prompt, "negative_prompt": negative, "seed": s,
+                        "batch_number": batch, "batch_pos": i, "width": image.width, "height": image.height,
+                        "generated_size": [width, height],
+                        "model": {"name": info.name, "source": info.source, "kind": info.kind,
+                                  "family": info.family},
+                        "scheduler": {"name": request.scheduler, "class": type(scheduler).__name__,
+                                      "config": _plain(dict(scheduler.config))},
+                        "device": manager.device, "dtype": str(manager.dtype).replace("torch.", ""),
+                        "generator": "torch.Generator('cpu') per image, seeded with `seed`",
+                        "versions": versions,
+                        "input_image_sha256": _sha256(request.image), "mask_sha256": _sha256(request.mask),
+                        "references": [{"name": r.name, "sha256": _sha256(r.image)} for r in references],
+                        "reference_strength": request.reference_strength if references else 0.0,
+                        "parsed": {"variant": member.prompt, "variant_negative": member.negative,
+                                   "prompt": prompt, "negative_prompt": negative,
+                                   "moved_to_negative": parsed.moved_negatives,
+                                   "lora_tags": [list(t) for t in parsed.loras],
+                                   "schedule": [[end, ps[i % len(ps)], ns[i % len(ns)]]
+                                                for end, ps, ns in cond.segments] if cond.changes else []},
+                        **addons,
+                    }
+                    path = outputs.save(image, parameters, data, seed=s)
+                    images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
+                                                 data=data))
+        finally:
+            stack.close()
     return GenerationResult(request=request, images=images, seed=seed, stopped=stopped, notes=notes)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import InvalidRequest
 
-KINDS = ("checkpoints", "loras", "vae", "embeddings")
+KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter")
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 EMBEDDED = "embedded (shape world)"

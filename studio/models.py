@@ -392,6 +392,32 @@ class ModelManager:
             _place(self._base, self.device, "low")
             return True
 
+    def ip_adapter(self, folder: Path, strength: float):
+        """A context: IP-Adapter loaded on the model (every tab) at `strength`, removed after."""
+        import contextlib
+
+        from .addons import find_ip_adapter
+
+        @contextlib.contextmanager
+        def loaded():
+            with self.lock:
+                base = self.base()
+                weights = find_ip_adapter(folder, base.unet.config.cross_attention_dim)
+                try:
+                    base.load_ip_adapter(str(folder), subfolder="", weight_name=weights.name,
+                                         image_encoder_folder="image_encoder", local_files_only=True)
+                except Exception as exc:  # noqa: BLE001
+                    raise InvalidRequest(f"Could not load the IP-Adapter {weights.name}: "
+                                         f"{type(exc).__name__}: {exc}") from None
+                base.set_ip_adapter_scale(strength)
+                self._derived = {}
+                try:
+                    yield weights
+                finally:
+                    base.unload_ip_adapter()
+                    self._derived = {}
+        return loaded()
+
     def set_vae(self, name: str | None, path: Path | None) -> None:
         """Use the VAE file `name` (None: the model's own) in every tab."""
         with self.lock:

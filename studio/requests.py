@@ -67,7 +67,8 @@ class GenerationRequest:
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
     variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
     references: tuple = field(default=(), repr=False)   # (name, PIL image) pairs for {image} tags
-    reference_strength: float = 0.5              # reference-only attention; 0 = off
+    reference_strength: float = 0.5              # 0 = off
+    reference_method: str = "reference-only"     # or "ip-adapter" (weights in models/ip-adapter)
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
@@ -349,10 +350,13 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     references = _references(get("references"), limits)
     reference_strength = _number("Reference strength", get("reference_strength"), integer=False)
     _in_range("Reference strength", reference_strength, 0.0, 1.0)
+    reference_method = get("reference_method") or "reference-only"
+    if reference_method not in ("reference-only", "ip-adapter"):
+        raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
 
     return GenerationRequest(
         loras=loras, vae=vae, clip_skip=clip_skip, variants=variants, references=references,
-        reference_strength=reference_strength,
+        reference_strength=reference_strength, reference_method=reference_method,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
         batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,

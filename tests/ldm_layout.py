@@ -300,3 +300,33 @@ def write_vae_file(vae, path: Path, seed: int = 0) -> Path:
     out = {k[len("first_stage_model."):]: v.contiguous() for k, v in vae_to_ldm(sd, vae.config).items()}
     save_file(out, str(path))
     return path
+
+
+def write_ip_adapter(unet, folder: Path, seed: int = 0, tokens: int = 4) -> Path:
+    """A tiny IP-Adapter in the layout of the real ones: folder/ip-adapter_tiny.safetensors
+    (image_proj.* + ip_adapter.N.to_k_ip/to_v_ip for every cross-attention layer, N = 1, 3, 5...)
+    and folder/image_encoder (a CLIPVisionModelWithProjection)."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=8, projection_dim=32))
+    encoder.save_pretrained(folder / "image_encoder")
+    cross = unet.config.cross_attention_dim
+    sd = {"image_proj.proj.weight": torch.randn(cross * tokens, 32, generator=g) * 0.5,
+          "image_proj.proj.bias": torch.zeros(cross * tokens),
+          "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn2.processor"):
+            inner = unet.get_submodule(name[: -len(".processor")]).to_k.out_features
+            sd[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(inner, cross, generator=g) * 0.5
+            sd[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(inner, cross, generator=g) * 0.5
+            key += 2
+    path = folder / "ip-adapter_tiny.safetensors"
+    save_file(sd, str(path))
+    return path

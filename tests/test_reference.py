@@ -70,3 +70,31 @@ def test_bad_references_get_messages(studio, tmp_path):
         make_request(prompt="x", references=[b"bytes"])
     with pytest.raises(InvalidRequest, match="Reference strength"):
         make_request(prompt="x", reference_strength=2)
+
+
+def test_ip_adapter_without_weights_is_a_clear_message(tiny_model, tmp_path):
+    from studio.config import Settings
+    from studio.service import Studio
+    s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
+                                      outputs=tmp_path / "out"))
+    with pytest.raises(InvalidRequest, match="IP-Adapter needs its weights in models/ip-adapter"):
+        s.run(make_request(prompt="a {image}", references=[("g", _green())], reference_method="ip-adapter",
+                           steps=2))
+
+
+def test_ip_adapter_with_local_weights(tiny_model, tmp_path):
+    from studio.config import Settings
+    from studio.service import Studio
+    from tests.ldm_layout import write_ip_adapter
+    s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
+                                      outputs=tmp_path / "out"))
+    write_ip_adapter(s.manager.base().unet, tmp_path / "models" / "ip-adapter")
+    plain = px(s.run(make_request(prompt="a circle", seed=2, steps=3)))
+    guided = s.run(make_request(prompt="a circle {image}", references=[("g", _green())], seed=2, steps=3,
+                                reference_method="ip-adapter", reference_strength=1.0))
+    assert not np.array_equal(px(guided), plain)
+    assert guided.images[0].data["ip_adapter"]["file"] == "ip-adapter_tiny.safetensors"
+    # removed afterwards: the plain image comes back exactly, in every tab
+    assert np.array_equal(px(s.run(make_request(prompt="a circle", seed=2, steps=3))), plain)
+    s.run(make_request(mode="img2img", image=_green(), prompt="x {image}", references=[("g", _green())],
+                       reference_method="ip-adapter", steps=3, strength=0.7))

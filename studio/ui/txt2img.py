@@ -25,6 +25,7 @@ def build(studio: Studio, native: int) -> ResultsPanel:
     def txt2img(prompt, negative_prompt, negative_presets, style, scheduler, steps, cfg_scale,
                 width, height, seed, batch_count, batch_size, loras=None, vae=None, clip_skip=1, variants="random",
                 references=None, reference_strength=0.5,
+                reference_method="reference-only",
                 progress=gr.Progress(), request: gr.Request = None):
         """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
         full JSON metadata and the seed used."""
@@ -33,7 +34,8 @@ def build(studio: Studio, native: int) -> ResultsPanel:
             style=style, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, width=width,
             height=height, seed=seed, batch_count=batch_count, batch_size=batch_size, loras=loras,
             vae=vae, clip_skip=clip_skip, variants=variants,
-            references=references, reference_strength=reference_strength), progress, request)
+            references=references, reference_strength=reference_strength,
+            reference_method=reference_method), progress, request)
 
     c.generate.click(txt2img, [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler,
                                c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,

@@ -41,14 +41,15 @@ class PromptControls:
     variants: gr.Radio
     references: gr.File
     reference_strength: gr.Slider
+    reference_method: gr.Radio
     generate: gr.Button
     stop: gr.Button
 
     def addons(self) -> list:
         """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants,
-        references, reference_strength)."""
+        references, reference_strength, reference_method)."""
         return [self.loras, self.vae, self.clip_skip, self.variants, self.references,
-                self.reference_strength]
+                self.reference_strength, self.reference_method]
 
 
 @dataclass
@@ -104,8 +105,10 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
                              label="Reference images ({image} = the first; {image:name} by file name)",
                              elem_id=f"{tab}-references")
         reference_strength = gr.Slider(0, 1, value=0.5, step=0.05, label="Reference strength",
-                                       info="0 = not used; reference-only attention",
-                                       elem_id=f"{tab}-reference-strength")
+                                       info="0 = not used", elem_id=f"{tab}-reference-strength")
+        reference_method = gr.Radio(["reference-only", "ip-adapter"], value="reference-only",
+                                    label="Method", elem_id=f"{tab}-reference-method",
+                                    info="reference-only needs no weights; IP-Adapter needs models/ip-adapter")
     with gr.Accordion("How the prompt is read", open=False, elem_id=f"{tab}-explain-panel"):
         explain_button = gr.Button("🔍 Explain prompt", elem_id=f"{tab}-explain", size="sm")
         explained = gr.JSON(label="chunks, weights, negatives moved, text per step",
@@ -136,7 +139,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
                           seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
-                          reference_strength, generate, stop)
+                          reference_strength, reference_method, generate, stop)
 
 
 AUTOMATIC_VAE = "Automatic"
