@@ -123,14 +123,14 @@ def test_chunks_of_75_with_break_and_comma_backtrack():
 @pytest.fixture(scope="module")
 def pipes():
     from tests.ldm_layout import tiny_pipeline
-    return {"sd1": tiny_pipeline("sd1"), "sdxl": tiny_pipeline("sdxl")}
+    return {"sd1": tiny_pipeline("sd1"), "sd2": tiny_pipeline("sd2"), "sdxl": tiny_pipeline("sdxl")}
 
 
-@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
 def test_plain_prompts_match_diffusers_exactly(pipes, family):
     pipe = pipes[family]
     ours = Conditioner(pipe, "a red circle on a blue background", "blurry", 10).pipeline_kwargs()
-    if family == "sd1":
+    if family in ("sd1", "sd2"):   # SD 2.x: OpenCLIP's "!" padding
         pe, ne = pipe.encode_prompt("a red circle on a blue background", "cpu", 1, True, "blurry")
         assert torch.equal(ours["prompt_embeds"], pe) and torch.equal(ours["negative_prompt_embeds"], ne)
     else:
@@ -225,6 +225,15 @@ def test_constructs_change_the_image_and_inline_negatives_equal_a_typed_negative
     typed, _ = image(prompt="a circle", negative_prompt="(red:1.2), (square:1.2)")
     assert np.array_equal(inline, typed)
     assert read_metadata(rec.path)[1]["parsed"]["moved_to_negative"] == ["(red:1.2)", "(square:1.2)"]
+
+
+def test_typed_negative_presets_and_inline_negatives_do_not_repeat_terms(studio):
+    from studio.requests import make_request
+    out = studio.explain_prompt(make_request(prompt="hands (-extra fingers -blurry)",
+                                             negative_prompt="Bad Hands, blurry",
+                                             negative_presets=["bad hands"], steps=4))
+    terms = [t.strip().lower() for t in out["negative prompt"].split(",")]
+    assert terms.count("bad hands") == 1 and terms.count("blurry") == 1 and terms.count("extra fingers") == 1
 
 
 def test_explain_prompt(studio):
