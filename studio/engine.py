@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import platform
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,15 +28,13 @@ from .metadata import format_parameters
 from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
-from .prompts import ParsedPrompt, parse_prompts
-from .reference import Reference, ReferenceGuidance, select, take_reference_tags
-from .wildcards import expand_all, expand_random, has_variants
-from .requests import (LORA_WEIGHT_RANGE, MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest,
-                       GenerationResult)
+from .plan import apply_addons, lora_list, plan_images
+from .prompts import parse_prompts
+from .reference import Reference, ReferenceGuidance, select
+from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
 from .schedulers import SCHEDULERS, build_scheduler
 
 log = logging.getLogger(__name__)
-MAX_IMAGES = 8 * 16        # every combination of variants: at most this many images a request
 
 OnStep = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -107,87 +103,6 @@ def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], 
         fields["TI hashes"] = ", ".join(f"{r['name']}: {r['sha256']}" for r in addons["embeddings"])
     fields["Version"] = f"studio {__version__}"
     return fields
-
-
-def lora_list(asked: tuple[tuple[str, float], ...], tags: list[tuple[str, str]],
-              library: ModelLibrary | None) -> list[tuple[str, float]]:
-    """The request's LoRAs plus the prompt's `<lora:name:weight>` tags (by file name, with or
-    without the extension; a tag overrides the same LoRA's weight from the list)."""
-    out = dict(asked)
-    if not tags:
-        return list(out.items())
-    names = library.names()["loras"] if library is not None else []
-    for tag, weight_text in tags:
-        matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
-        if not matches:
-            raise InvalidRequest(f"<lora:{tag}> in the prompt: no such LoRA in models/loras "
-                                 f"(available: {', '.join(Path(n).stem for n in names) or 'none'}).")
-        if len(matches) > 1:
-            raise InvalidRequest(f"<lora:{tag}> matches {', '.join(matches)}; write the full name.")
-        try:
-            weight = float(weight_text)
-        except ValueError:
-            raise InvalidRequest(f"<lora:{tag}:{weight_text}>: the weight must be a number.") from None
-        if not (math.isfinite(weight) and LORA_WEIGHT_RANGE[0] <= weight <= LORA_WEIGHT_RANGE[1]):
-            raise InvalidRequest(f"<lora:{tag}:{weight_text}>: the weight must be between "
-                                 f"{LORA_WEIGHT_RANGE[0]:g} and {LORA_WEIGHT_RANGE[1]:g}.")
-        out[matches[0]] = weight
-    return list(out.items())
-
-
-@dataclass
-class PlannedImage:
-    seed: int
-    template: str          # the prompt after presets and style, before variants
-    prompt: str            # this image's variant
-    negative: str
-    parsed: ParsedPrompt
-    reference_tags: list   # {image} / {image:name} in the prompt
-
-
-def plan_images(request: GenerationRequest, template: str, neg_template: str, seed: int,
-                wildcards: Path | None) -> list[PlannedImage]:
-    """Every image of the request with its seed and prompts: random variants per image seed,
-    or every combination ("all"; then the combinations set the number of images)."""
-    limit = MAX_IMAGES
-    if request.variants == "all" and has_variants(template + neg_template):
-        pairs = [(p, n) for p in expand_all(template, wildcards, limit)
-                 for n in expand_all(neg_template, wildcards, limit)]
-        if len(pairs) > limit:
-            raise InvalidRequest(f"{len(pairs)} combinations; at most {limit} images a request.")
-        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(len(pairs))]
-    else:
-        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(request.batch_count * request.batch_size)]
-        pairs = list(zip(expand_random(template, seeds, wildcards),
-                         expand_random(neg_template, seeds, wildcards)))
-    out = []
-    for s, (p, n) in zip(seeds, pairs):
-        text, tags = take_reference_tags(p)
-        out.append(PlannedImage(s, template, p, n, parse_prompts(text, n), tags))
-    return out
-
-
-def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
-                 texts: list[str], lora_pairs: list[tuple[str, float]]) -> dict:
-    """LoRAs, embeddings and VAE of this request onto the loaded model (under its lock);
-    returns what was applied, for the metadata."""
-    from .addons import apply_embeddings, apply_loras, used_embeddings
-
-    base, family = manager.base(), manager.info().family
-    if (lora_pairs or request.vae) and library is None:
-        raise InvalidRequest("LoRAs and VAE files need a models folder.")
-    loras = [(name, library.get("loras", name).path, w) for name, w in lora_pairs]
-    applied = {"loras": apply_loras(base, manager.addons, loras, family)}
-    available = {}
-    if library is not None:
-        available = {Path(n).stem: library.get("embeddings", n).path for n in library.names()["embeddings"]}
-    used = used_embeddings(texts, available)
-    applied["embeddings"] = apply_embeddings(base, manager.addons, used, family)
-    manager.set_vae(request.vae, library.get("vae", request.vae).path if request.vae else None)
-    if request.vae:
-        from .addons import file_hash
-        applied["vae"] = {"name": request.vae, "sha256": file_hash(library.get("vae", request.vae).path)}
-    return applied
 
 
 def explain(request: GenerationRequest, manager: ModelManager, presets: Presets) -> dict:

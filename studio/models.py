@@ -19,6 +19,7 @@ from typing import Any
 
 from .config import EMBEDDED_MODEL, ROOT
 from .errors import InvalidRequest, ModelLoadError
+from .memory import MEMORY_MODES, model_bytes, place, resolve_memory_mode
 
 log = logging.getLogger(__name__)
 
@@ -148,37 +149,6 @@ def _resolve(source: str, allow_pickle: bool = False, prediction_type: str | Non
                      notice=notice, examples=examples), None
 
 
-MEMORY_MODES = ("auto", "none", "low", "offload", "sequential")
-MEMORY_HELP = {
-    "auto": "chosen from free memory at load: none, low or offload",
-    "none": "everything on the device, fastest",
-    "low": "attention slicing + VAE slicing and tiling (less memory, a little slower)",
-    "offload": "model CPU offload: each part moves to the GPU only while it runs (CUDA)",
-    "sequential": "sequential CPU offload: layer by layer, least memory, slowest (CUDA)",
-}
-
-
-def model_bytes(pipe) -> int:
-    return sum(p.numel() * p.element_size() for name in ("unet", "vae", "text_encoder", "text_encoder_2")
-               if getattr(pipe, name, None) is not None for p in getattr(pipe, name).parameters())
-
-
-def resolve_memory_mode(mode: str, device: str, weights: int, free: int | None) -> str:
-    """`auto` from free device memory: room for the weights and ~1.5x more for activations ->
-    none; room for the weights -> low; less -> offload. CPU and MPS: none."""
-    if mode in ("offload", "sequential") and device != "cuda":
-        return "low"            # offloading is to the CPU from a GPU; elsewhere the savers still help
-    if mode != "auto":
-        return mode
-    if device != "cuda" or free is None:
-        return "none"
-    if free > weights * 2.5:
-        return "none"
-    if free > weights * 1.3:
-        return "low"
-    return "offload"
-
-
 def choose_device(requested: str = "auto") -> str:
     import torch
 
@@ -203,24 +173,6 @@ def choose_dtype(requested: str, device: str):
         # Half precision where the hardware is made for it; full precision on the CPU.
         return torch.float16 if device in ("cuda", "mps") else torch.float32
     return table[requested]
-
-
-def _place(pipe, device: str, mode: str) -> None:
-    """Put the pipeline on `device` with the memory savers of `mode` (see MEMORY_HELP)."""
-    if mode == "offload" and device == "cuda":
-        pipe.enable_model_cpu_offload()
-    elif mode == "sequential" and device == "cuda":
-        pipe.enable_sequential_cpu_offload()
-    else:
-        pipe.to(device)
-    low = mode in ("low", "offload", "sequential")
-    if low:
-        pipe.enable_attention_slicing()
-    elif hasattr(pipe, "disable_attention_slicing"):
-        pipe.disable_attention_slicing()
-    vae = pipe.vae
-    (vae.enable_slicing if low else vae.disable_slicing)()
-    (vae.enable_tiling if low else vae.disable_tiling)()
 
 
 class ModelManager:
@@ -311,7 +263,7 @@ class ModelManager:
             import torch
             free = torch.cuda.mem_get_info()[0]
         self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free)
-        _place(pipe, device, self.memory_in_use)
+        place(pipe, device, self.memory_in_use)
         from .addons import AddonState
         self._base, self.device, self.dtype = pipe, device, dtype
         self._derived = {}
@@ -380,7 +332,7 @@ class ModelManager:
                 import torch
                 free = torch.cuda.mem_get_info()[0] + model_bytes(self._base)
             self.memory_in_use = resolve_memory_mode(mode, self.device, model_bytes(self._base), free)
-            _place(self._base, self.device, self.memory_in_use)
+            place(self._base, self.device, self.memory_in_use)
             return f"Memory mode {mode} ({self.memory_in_use}) is on."
 
     def savers_on(self) -> bool:
@@ -389,7 +341,7 @@ class ModelManager:
             if self.memory_in_use != "none" or self._base is None:
                 return False
             self.memory_in_use = "low"
-            _place(self._base, self.device, "low")
+            place(self._base, self.device, "low")
             return True
 
     def ip_adapter(self, folder: Path, strength: float):

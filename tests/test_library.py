@@ -7,7 +7,6 @@ import os
 import shutil
 
 import pytest
-import torch
 from gradio_client import Client
 
 from studio.config import Settings

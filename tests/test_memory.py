@@ -8,7 +8,7 @@ import pytest
 
 from studio.config import Settings
 from studio.errors import InvalidRequest, StudioError
-from studio.models import resolve_memory_mode
+from studio.memory import resolve_memory_mode
 from studio.requests import make_request
 from studio.service import Studio
 

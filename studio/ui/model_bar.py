@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import StudioError
-from ..models import MEMORY_HELP, MEMORY_MODES
+from ..memory import MEMORY_HELP, MEMORY_MODES
 from ..service import Studio
 from .widgets import model_banner
 
