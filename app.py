@@ -1,8 +1,10 @@
 """Start the studio: parse flags, build the Studio (one ModelManager), build the UI, launch.
 
-    python app.py [--model PATH_OR_HUB_ID] [--host 127.0.0.1] [--port 7860] [--share]
-                  [--auth user:password ...] [--auth-file FILE] [--device auto|cuda|mps|cpu]
-                  [--dtype auto|fp16|bf16|fp32] [--outputs DIR]
+    python app.py [--model FILE_FOLDER_OR_HUB_ID] [--models-dir models] [--host 127.0.0.1]
+                  [--port 7860] [--share] [--auth user:password ...] [--auth-file FILE]
+                  [--device auto|cuda|mps|cpu] [--dtype auto|fp16|bf16|fp32]
+                  [--memory auto|none|low|offload|sequential] [--allow-pickle]
+                  [--prediction-type epsilon|v_prediction] [--outputs DIR]
 """
 
 from __future__ import annotations
