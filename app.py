@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.share and not settings.auth:
         print(SHARE_WARNING, file=sys.stderr)
     demo = build_ui(studio)
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     studio.warm_up()
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,

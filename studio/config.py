@@ -29,6 +29,7 @@ class Settings:
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
     models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
+    queue_size: int = 16                # generations waiting at most (Gradio queue)
     memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
@@ -79,9 +80,31 @@ def parser() -> argparse.ArgumentParser:
                    help="memory savers: low = attention slicing + VAE slicing/tiling; offload / "
                         "sequential = CPU offload (CUDA); auto = chosen from free GPU memory")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
+    g = p.add_argument_group("limits for a shared studio (per request, per user)")
+    g.add_argument("--max-side", type=int, default=2048, help="largest width or height (default 2048)")
+    g.add_argument("--max-steps", type=int, default=150, help="most denoising steps (default 150)")
+    g.add_argument("--max-batch", type=int, default=8, help="largest batch size (default 8)")
+    g.add_argument("--max-batch-count", type=int, default=16, help="most batches a request (default 16)")
+    g.add_argument("--jobs-per-minute", type=int, default=0,
+                   help="jobs a user may start a minute (login name, else browser session; 0 = no limit)")
+    g.add_argument("--queue-size", type=int, default=16,
+                   help="generations waiting at most; more get 'the queue is full' (default 16)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
     return p
+
+
+def _limits(p: argparse.ArgumentParser, args) -> Limits:
+    for name in ("max_side", "max_steps", "max_batch", "max_batch_count", "queue_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_side < 64 or args.max_side % 8:
+        p.error("--max-side must be a multiple of 8, at least 64")
+    if args.jobs_per_minute < 0:
+        p.error("--jobs-per-minute must be 0 (no limit) or more")
+    return Limits(max_side=args.max_side, max_pixels=args.max_side ** 2,
+                  max_batch_size=args.max_batch, max_batch_count=args.max_batch_count,
+                  max_steps=args.max_steps, jobs_per_minute=args.jobs_per_minute)
 
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:
@@ -96,5 +119,6 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
                     presets=Path(args.presets), allow_pickle=args.allow_pickle,
-                    models_dir=Path(args.models_dir), memory=args.memory,
+                    models_dir=Path(args.models_dir), memory=args.memory, queue_size=args.queue_size,
+                    limits=_limits(p, args),
                     prediction_type=args.prediction_type)

@@ -39,6 +39,8 @@ class Limits:
     max_pixels: int = 2048 * 2048
     max_batch_size: int = 8
     max_batch_count: int = 16
+    max_steps: int = 150
+    jobs_per_minute: int = 0        # per user (login name, else browser session); 0 = no limit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,7 +288,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         raise InvalidRequest(f"Unknown style {style!r}. Known: {', '.join(known_styles or [])}.")
 
     steps = _number("Steps", get("steps"), integer=True)
-    _in_range("Steps", steps, *STEPS_RANGE)
+    _in_range("Steps", steps, STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps))
     cfg = _number("CFG scale", get("cfg_scale"), integer=False)
     _in_range("CFG scale", cfg, *CFG_RANGE)
     seed = _number("Seed", get("seed"), integer=True)

@@ -33,7 +33,7 @@ class Studio:
                                         settings.allow_pickle, settings.prediction_type,
                                         memory=settings.memory),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
-                   limits=settings.limits,
+                   limits=settings.limits, jobs=JobControl(settings.limits.jobs_per_minute),
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
                    start_model=settings.model)
 

@@ -79,7 +79,8 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     with gr.Row():
         scheduler = gr.Dropdown(scheduler_names(), value=DEFAULT_SCHEDULER, label="Sampler",
                                 elem_id=f"{tab}-scheduler")
-        steps = gr.Slider(*STEPS_RANGE, value=20, step=1, label="Steps", elem_id=f"{tab}-steps")
+        steps = gr.Slider(STEPS_RANGE[0], min(STEPS_RANGE[1], lim.max_steps), value=min(20, lim.max_steps),
+                          step=1, label="Steps", elem_id=f"{tab}-steps")
         cfg = gr.Slider(*CFG_RANGE, value=7.0, step=0.5, label="CFG scale", elem_id=f"{tab}-cfg-scale")
     low = 0 if size_from_input else 64
     hint = " (0 = the input's size)" if size_from_input else ""
@@ -241,6 +242,11 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     except InvalidRequest as exc:
         raise gr.Error(str(exc)) from None
     session = request.session_hash if request is not None and request.session_hash else "anonymous"
+    user = getattr(request, "username", None) or session
+    try:
+        studio.jobs.admit(user)
+    except InvalidRequest as exc:
+        raise gr.Error(str(exc)) from None
     flag = studio.jobs.begin(session)
 
     def on_step(done: int, total: int) -> None:

@@ -1,0 +1,75 @@
+"""A studio shared with a group: per-user limits, the queue bound, confined paths."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client
+
+from studio.config import settings_from_args
+from studio.errors import InvalidRequest
+from studio.jobs import JobControl
+from studio.requests import Limits, make_request
+from tests.conftest import start_server, stop_server
+
+
+def test_jobs_per_minute_per_user():
+    jobs = JobControl(jobs_per_minute=2)
+    jobs.admit("ann", now=0)
+    jobs.admit("ann", now=10)
+    with pytest.raises(InvalidRequest, match="2 jobs a minute per user; try again in 50 s"):
+        jobs.admit("ann", now=10)
+    jobs.admit("bob", now=10)          # another user is not affected
+    jobs.admit("ann", now=60.5)        # the first one has left the window
+    JobControl().admit("anyone")       # 0 = no limit
+
+
+def test_limits_from_the_command_line():
+    s = settings_from_args(["--max-steps", "10", "--max-side", "512", "--max-batch", "2",
+                            "--jobs-per-minute", "3", "--queue-size", "4"])
+    assert s.limits == Limits(max_side=512, max_pixels=512 * 512, max_batch_size=2, max_batch_count=16,
+                              max_steps=10, jobs_per_minute=3)
+    assert s.queue_size == 4
+    with pytest.raises(InvalidRequest, match="Steps must be between 1 and 10"):
+        make_request(prompt="x", steps=11, limits=s.limits)
+    with pytest.raises(InvalidRequest, match="Width must be between 64 and 512"):
+        make_request(prompt="x", width=520, steps=5, limits=s.limits)
+    with pytest.raises(SystemExit):
+        settings_from_args(["--max-side", "100"])
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("limited")
+    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--jobs-per-minute", "3",
+                       "--max-steps", "30", "--queue-size", "1")
+    yield srv
+    stop_server(srv)
+
+
+def test_limits_over_the_api(limited):
+    client = Client(limited.url, verbose=False)
+    with pytest.raises(Exception, match="(maximum value|between 1 and) 30"):   # Gradio checks the slider too
+        client.predict(prompt="x", steps=40, api_name="/txt2img")
+    # the refused request above does not count; three jobs pass, the fourth is over the limit
+    for i in range(3):
+        client.predict(prompt="x", steps=1, seed=i, api_name="/txt2img")
+    with pytest.raises(Exception, match="3 jobs a minute per user"):
+        client.predict(prompt="x", steps=1, api_name="/txt2img")
+    # another user (a new session) still may
+    Client(limited.url, verbose=False).predict(prompt="x", steps=1, api_name="/txt2img")
+
+
+def test_a_full_queue_says_so_instead_of_waiting(limited):
+    clients = [Client(limited.url, verbose=False) for _ in range(4)]
+    jobs = [c.submit(prompt="slow", steps=30, batch_size=4, batch_count=2, api_name="/txt2img")
+            for c in clients]
+    errors = []
+    for job in jobs:
+        try:
+            job.result(timeout=120)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+    assert any("Queue is full" in e for e in errors), errors
+    assert len(errors) < len(jobs)     # the running one finished
