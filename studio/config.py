@@ -30,6 +30,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
     queue_size: int = 16                # generations waiting at most (Gradio queue)
+    content_filter: str = "auto"        # auto (on with --share) | on | off
     memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
                    help="jobs a user may start a minute (login name, else browser session; 0 = no limit)")
     g.add_argument("--queue-size", type=int, default=16,
                    help="generations waiting at most; more get 'the queue is full' (default 16)")
+    g.add_argument("--content-filter", choices=["auto", "on", "off"], default="auto",
+                   help="prompt blocklist (presets/blocklist.txt) and, with its weights in "
+                        "models/safety-checker, the image safety checker; auto = on with --share")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
     return p
@@ -120,5 +124,6 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
                     presets=Path(args.presets), allow_pickle=args.allow_pickle,
                     models_dir=Path(args.models_dir), memory=args.memory, queue_size=args.queue_size,
+                    content_filter=args.content_filter,
                     limits=_limits(p, args),
                     prediction_type=args.prediction_type)

@@ -31,6 +31,7 @@ from .presets import Presets
 from .plan import apply_addons, lora_list, plan_images
 from .prompts import parse_prompts
 from .reference import Reference, ReferenceGuidance, select
+from .safety import ContentFilter
 from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
 from .schedulers import SCHEDULERS, build_scheduler
 
@@ -125,7 +126,7 @@ def explain(request: GenerationRequest, manager: ModelManager, presets: Presets)
 def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
              presets: Presets, *, on_step: OnStep | None = None,
              should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
-             ) -> GenerationResult:
+             content_filter: ContentFilter | None = None) -> GenerationResult:
     import torch
 
     # 1. check inputs against the model
@@ -143,6 +144,9 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                                              request.negative_presets, request.style)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
     plan = plan_images(request, template, neg_template, seed, presets.wildcards)
+    if content_filter is not None:
+        for text in dict.fromkeys(img.prompt for img in plan):
+            content_filter.check_prompt(text)
     loras = None
     for img in plan:
         img_loras = lora_list(request.loras, img.parsed.loras, library)
@@ -246,8 +250,13 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                         notes.append(f"Stopped: {len(images)} of {len(plan)} images finished and were kept.")
                         break
 
-                # 5. + 6. paste back, then save before showing
+                # 5. + 6. paste back, check (shared studios), then save before showing
+                flags = content_filter.flagged(outs, manager.device) if content_filter else [False] * len(outs)
+                if any(flags):
+                    notes.append(f"{sum(flags)} image(s) flagged by the safety checker were not saved or shown.")
                 for i, (s, image, member) in enumerate(zip(seeds, outs, members)):
+                    if flags[i]:
+                        continue
                     if request.mode == "inpaint":
                         image = composite(image, request.image, mask)
                     parsed = member.parsed

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import Settings
 from .errors import InvalidRequest
@@ -15,6 +16,7 @@ from .models import ModelInfo, ModelManager, looks_like_hub_id
 from .outputs import OutputFolder
 from .presets import Presets, load_presets
 from .requests import GenerationRequest, GenerationResult, Limits
+from .safety import ContentFilter
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Studio:
     jobs: JobControl = field(default_factory=JobControl)
     library: ModelLibrary | None = None
     start_model: str = ""        # what --model named: trusted, it was typed on the command line
+    content_filter: ContentFilter = field(default_factory=lambda: ContentFilter(False, Path()))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
@@ -35,7 +38,10 @@ class Studio:
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
                    limits=settings.limits, jobs=JobControl(settings.limits.jobs_per_minute),
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
-                   start_model=settings.model)
+                   start_model=settings.model,
+                   content_filter=ContentFilter(
+                       settings.content_filter == "on" or (settings.content_filter == "auto" and settings.share),
+                       settings.presets / "blocklist.txt", settings.models_dir / "safety-checker"))
 
     def model_info(self) -> ModelInfo:
         return self.manager.info()
@@ -88,7 +94,8 @@ class Studio:
         from .engine import generate
 
         return generate(request, self.manager, self.outputs, self.presets,
-                        on_step=on_step, should_stop=should_stop, library=self.library)
+                        on_step=on_step, should_stop=should_stop, library=self.library,
+                        content_filter=self.content_filter)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
         from .engine import explain

@@ -73,3 +73,66 @@ def test_a_full_queue_says_so_instead_of_waiting(limited):
             errors.append(str(exc))
     assert any("Queue is full" in e for e in errors), errors
     assert len(errors) < len(jobs)     # the running one finished
+
+
+# ---------------------------------------------------------------------------------------------
+# content safety
+
+def test_blocklist_matches_whole_words_and_phrases(tmp_path):
+    from studio.safety import ContentFilter
+    (tmp_path / "b.txt").write_text("# comment\nnude\nexplicit sex\n")
+    f = ContentFilter(True, tmp_path / "b.txt")
+    for text in ["a NUDE figure", "explicit   sex scene", "(nude:1.2)"]:
+        with pytest.raises(InvalidRequest, match="content filter blocks"):
+            f.check_prompt(text)
+    for text in ["a nudes-free denuded landscape", "explicit instructions", "a red circle"]:
+        f.check_prompt(text)
+    ContentFilter(False, tmp_path / "b.txt").check_prompt("nude")      # off: nothing is checked
+
+
+def test_filter_is_on_with_share_and_blocks_before_generating(tiny_model, tmp_path):
+    from studio.config import Settings
+    from studio.service import Studio
+    assert not Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path)).content_filter.enabled
+    s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", share=True))
+    assert s.content_filter.enabled and "no image check" in s.content_filter.status()
+    for prompt in ["a nude figure", "a {red|nude} figure"]:     # variants are checked too
+        with pytest.raises(InvalidRequest, match="'nude'"):
+            s.run(make_request(prompt=prompt, variants="all", steps=1))
+    assert not list((tmp_path / "out").rglob("*.png"))
+    s.run(make_request(prompt="a red circle", negative_prompt="nude", steps=1))   # negatives are fine
+
+
+def _tiny_safety_checker(folder, flag_everything: bool):
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2},
+                     vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                     projection_dim=16)
+    checker = StableDiffusionSafetyChecker(cfg)
+    with torch.no_grad():     # thresholds: cosine similarity is always above -2, never above 2
+        checker.concept_embeds_weights.fill_(-2.0 if flag_everything else 2.0)
+        checker.special_care_embeds_weights.fill_(2.0)
+    checker.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_safety_checker_keeps_flagged_images_unsaved_and_unseen(tiny_model, tmp_path, flag):
+    from studio.config import Settings
+    from studio.service import Studio
+    _tiny_safety_checker(tmp_path / "models" / "safety-checker", flag_everything=flag)
+    s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", models_dir=tmp_path / "models",
+                                      content_filter="on"))
+    assert "checked by the safety checker" in s.content_filter.status()
+    result = s.run(make_request(prompt="a red circle", steps=2, batch_size=2))
+    saved = list((tmp_path / "out").rglob("*.png"))
+    if flag:
+        assert result.images == [] and saved == []
+        assert any("flagged by the safety checker" in n for n in result.notes)
+    else:
+        assert len(result.images) == 2 and len(saved) == 2

@@ -296,4 +296,6 @@ def model_banner(studio: Studio) -> str:
         text += " · loads at the first generation"
     if info.notice:
         text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
+    if studio.content_filter.enabled:
+        text += f"\n\n🛡 {studio.content_filter.status().capitalize()}."
     return text
