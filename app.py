@@ -47,9 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cannot use the model: {exc}", file=sys.stderr)
         return 2
     print(f"Model: {info.name} ({info.family}, {info.native_size}px){' - ' + info.notice if info.notice else ''}")
+    stale = studio.outputs.remove_stale()
+    if stale:
+        print(f"Removed {stale} unfinished temporary file(s) from {settings.outputs} (an earlier crash)")
 
     if settings.share and not settings.auth:
         print(SHARE_WARNING, file=sys.stderr)
+    if studio.content_filter.enabled or settings.share:
+        print(studio.content_filter.status().capitalize())
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     studio.warm_up()

@@ -289,6 +289,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                         **addons,
                     }
                     path = outputs.save(image, parameters, data, seed=s)
+                    log.info("Saved %s", path)
                     images.append(GeneratedImage(path=path, image=image, seed=s, parameters=parameters,
                                                  data=data))
         finally:

@@ -110,6 +110,22 @@ class OutputFolder:
         _fsync_dir(day)
         return final
 
+    def remove_stale(self) -> int:
+        """Delete hidden temporary files a killed process left behind (call at start, before
+        any save); returns how many. Finished images are never touched."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        for day in self.root.iterdir():
+            if day.is_dir() and _DAY_RE.match(day.name):
+                for tmp in day.glob(".*.tmp"):
+                    try:
+                        tmp.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        return removed
+
     @staticmethod
     def _next_number(day: Path) -> int:
         """1 + the highest NNNNN in the day folder (1 for an empty folder)."""

@@ -270,3 +270,25 @@ def test_model_picker_in_browser(browser, picker_server):
         assert "Model: tiny-sd1" in info, info
     finally:
         context.close()
+
+
+def test_login_page_in_browser(browser, tiny_model, tmp_path):
+    from tests.conftest import start_server, stop_server
+    srv = start_server(tiny_model, tmp_path / "outputs", tmp_path / "server.log", "--auth", "ann:s3cret")
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(srv.url, wait_until="domcontentloaded")
+        page.wait_for_selector("input[type=password]")
+        assert page.locator("#txt2img-prompt").count() == 0      # nothing of the studio before login
+        page.locator("input[type=text]").first.fill("ann")
+        page.fill("input[type=password]", "wrong")
+        page.locator("button[type=submit], button:has-text('Login')").first.click()
+        sync_api.expect(page.get_by_text("Incorrect", exact=False).first).to_be_visible()
+        page.fill("input[type=password]", "s3cret")
+        page.locator("button[type=submit], button:has-text('Login')").first.click()
+        page.wait_for_selector("#txt2img-prompt textarea")
+    finally:
+        context.close()
+        stop_server(srv)

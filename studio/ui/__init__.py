@@ -6,7 +6,7 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..service import Studio
-from . import img2img, inpaint, model_bar, txt2img
+from . import history, img2img, inpaint, model_bar, txt2img
 from .widgets import ResultsPanel
 
 TITLE = "Stable Diffusion Studio"
@@ -27,6 +27,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 i2i, i2i_image = img2img.build(studio, native)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
                 inp, editor = inpaint.build(studio, native)
+            with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
+                history_gallery, show_history = history.build(studio)
+        history_tab.select(show_history, None, history_gallery, api_visibility="private", queue=False)
         for panel in (t2i, i2i, inp):
             _wire_send(panel, tabs, i2i_image, editor)
     return demo

@@ -1,0 +1,52 @@
+"""Faults: the server killed with SIGKILL in the middle of a batch loses nothing it reported as
+saved and leaves no partial file; after a restart the history is exactly the finished images."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+from gradio_client import Client
+from PIL import Image
+
+from studio.metadata import read_metadata
+from tests.conftest import start_server, stop_server
+
+
+def test_kill_9_in_the_middle_of_a_batch(tiny_model, tmp_path):
+    outputs = tmp_path / "outputs"
+    srv = start_server(tiny_model, outputs, tmp_path / "first.log")
+    client = Client(srv.url, verbose=False)
+    job = client.submit(prompt="a red circle", steps=12, batch_size=1, batch_count=40, seed=100,
+                        api_name="/txt2img")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(outputs.rglob("*.png"))) < 3:
+        time.sleep(0.05)
+    os.kill(srv.process.pid, signal.SIGKILL)          # no chance to clean up
+    srv.process.wait(10)
+    threading.Thread(target=lambda: job.cancel(), daemon=True).start()
+
+    reported = re.findall(r"Saved (\S+\.png)", (tmp_path / "first.log").read_text())
+    on_disk = sorted(outputs.rglob("*.png"))
+    assert 3 <= len(reported) < 40, "the kill must land in the middle of the batch"
+    for path in reported:                              # everything reported as saved is there...
+        assert os.path.exists(path)
+    for path in on_disk:                               # ...and every PNG is whole, with metadata
+        with Image.open(path) as im:
+            im.load()
+        assert read_metadata(path)[1]["prompt"] == "a red circle"
+    assert not [p for p in outputs.rglob("*") if p.is_file() and p.suffix != ".png"
+                and not p.name.startswith(".")], "an unexpected file"
+
+    again = start_server(tiny_model, outputs, tmp_path / "second.log")
+    try:
+        assert not list(outputs.rglob(".*.tmp")), "a temporary file survived the restart"
+        history = Client(again.url, verbose=False).predict(1000, api_name="/history")
+        assert sorted(h["file"] for h in history) == sorted(str(p) for p in on_disk)
+        assert sorted(h["seed"] for h in history) == list(range(100, 100 + len(on_disk)))
+    finally:
+        stop_server(again)
+    stop_server(srv)
