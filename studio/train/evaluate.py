@@ -209,6 +209,9 @@ def write_readme(model: Path, fig: dict) -> None:
     ref_without, ref_with = fig["reference image (green circle): green share of object pixels"].values()
     cfg = rec["config"]
     size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
+    earlier = ("\n- resumed run: the VAE stage was done by an earlier invocation of the same command "
+               "(same config and seed), its time is counted above"
+               if "vae_s_earlier_invocation" in rec["timings_s"] else "")
     text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
@@ -233,6 +236,8 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
 - time: {sum(rec["timings_s"].values()) / 60:.0f} min ({", ".join(f"{k} {v:.0f}" for k, v in rec["timings_s"].items())})
 - VAE reconstruction PSNR: {rec["vae_psnr_db"]} dB
+- objective: v-prediction on Stable Diffusion's scaled-linear noise schedule (why:
+  `studio/train/model.py`){earlier}
 
 ## What it does (python -m studio.train.evaluate --readme)
 {fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training), {STEPS} steps,
