@@ -28,9 +28,9 @@ from .metadata import format_parameters
 from .models import ModelManager
 from .outputs import OutputFolder
 from .presets import Presets
-from .plan import apply_addons, lora_list, plan_images
+from .plan import apply_addons, plan_images, request_loras, request_references
 from .prompts import parse_prompts
-from .reference import Reference, ReferenceGuidance, select
+from .reference import ReferenceGuidance
 from .safety import ContentFilter
 from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
 from .schedulers import SCHEDULERS, build_scheduler
@@ -147,18 +147,8 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     if content_filter is not None:
         for text in dict.fromkeys(img.prompt for img in plan):
             content_filter.check_prompt(text)
-    loras = None
-    for img in plan:
-        img_loras = lora_list(request.loras, img.parsed.loras, library)
-        if loras is not None and img_loras != loras:
-            raise InvalidRequest("<lora:...> tags differ between the variants of one request; put "
-                                 "them outside the {a|b} choices.")
-        loras = img_loras
-    tags = {tuple(img.reference_tags) for img in plan}
-    if len(tags) > 1:
-        raise InvalidRequest("{image} tags differ between the variants of one request; put them "
-                             "outside the {a|b} choices.")
-    references = select([Reference(n, im) for n, im in request.references], list(tags.pop()))
+    loras = request_loras(plan, request, library)
+    references = request_references(plan, request)
     if references and request.reference_strength == 0:
         notes.append("Reference strength is 0: the reference images are not used.")
     denoise_steps = denoising_steps(request.mode, request.steps, request.strength)

@@ -12,7 +12,7 @@ from .errors import InvalidRequest
 from .library import ModelLibrary
 from .models import ModelManager
 from .prompts import ParsedPrompt, parse_prompts
-from .reference import take_reference_tags
+from .reference import Reference, select, take_reference_tags
 from .requests import LORA_WEIGHT_RANGE, MAX_SEED, GenerationRequest
 from .wildcards import expand_all, expand_random, has_variants
 
@@ -75,6 +75,28 @@ def plan_images(request: GenerationRequest, template: str, neg_template: str, se
         text, tags = take_reference_tags(p)
         out.append(PlannedImage(s, template, p, n, parse_prompts(text, n), tags))
     return out
+
+
+def request_loras(plan: list[PlannedImage], request: GenerationRequest,
+                  library: ModelLibrary | None) -> list[tuple[str, float]]:
+    """The LoRAs of the whole request (the list plus the prompt's tags, the same for every image)."""
+    loras = None
+    for img in plan:
+        img_loras = lora_list(request.loras, img.parsed.loras, library)
+        if loras is not None and img_loras != loras:
+            raise InvalidRequest("<lora:...> tags differ between the variants of one request; put "
+                                 "them outside the {a|b} choices.")
+        loras = img_loras
+    return loras or []
+
+
+def request_references(plan: list[PlannedImage], request: GenerationRequest) -> list[Reference]:
+    """The attached reference images the prompt's {image} tags select (the same for every image)."""
+    tags = {tuple(img.reference_tags) for img in plan}
+    if len(tags) > 1:
+        raise InvalidRequest("{image} tags differ between the variants of one request; put them "
+                             "outside the {a|b} choices.")
+    return select([Reference(n, im) for n, im in request.references], list(tags.pop()))
 
 
 def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,

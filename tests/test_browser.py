@@ -286,6 +286,7 @@ def test_login_page_in_browser(browser, tiny_model, tmp_path):
         page.fill("input[type=password]", "wrong")
         page.locator("button[type=submit], button:has-text('Login')").first.click()
         sync_api.expect(page.get_by_text("Incorrect", exact=False).first).to_be_visible()
+        page.locator("input[type=text]").first.fill("ann")      # the form is cleared after a failure
         page.fill("input[type=password]", "s3cret")
         page.locator("button[type=submit], button:has-text('Login')").first.click()
         page.wait_for_selector("#txt2img-prompt textarea")
