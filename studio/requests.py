@@ -139,8 +139,29 @@ def _text(name: str, value: Any) -> str:
     return "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
 
 
+def _empty(value: Any) -> bool:
+    """None, "" or an empty list/tuple (never compares arrays or other objects with ==)."""
+    return value is None or (isinstance(value, str) and value == "") or (
+        isinstance(value, (list, tuple)) and len(value) == 0)
+
+
+def _or_zero(value: Any) -> Any:
+    """0 (the model's or input's own size) for nothing; anything else as given."""
+    return 0 if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _word(label: str, value: Any, default: str | None, empty: tuple[str, ...] = ("",)) -> str | None:
+    """A name picked from a list: text or nothing (`default`); any other type is refused
+    before it is compared with anything."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{label} must be a name (text), got {type(value).__name__}.")
+    return default if value.strip() in empty else value
+
+
 def _names(name: str, value: Any) -> tuple[str, ...]:
-    if value is None or value == "":
+    if _empty(value):
         return ()
     if isinstance(value, str):
         value = [value]
@@ -152,7 +173,7 @@ def _names(name: str, value: Any) -> tuple[str, ...]:
 def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], ...]:
     """LoRAs as [[name, weight], ...] (a table), {"data": rows} (Gradio's Dataframe), or
     "name:weight" strings; weight 1 when left out. Empty rows are skipped."""
-    if value is None or value == "" or value == []:
+    if _empty(value):
         return ()
     if isinstance(value, dict):
         value = value.get("data", [])
@@ -190,18 +211,21 @@ def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], 
 def _references(value: Any, limits: "Limits") -> tuple:
     """Reference images as (name, image): from file paths (the name is the file name without
     extension), {"name", "image"} dicts, (name, image) pairs or bare images (image1, image2...)."""
-    if value is None or value == "" or value == []:
+    if _empty(value):
         return ()
     if not isinstance(value, (list, tuple)):
         value = [value]
     out: list[tuple[str, Image.Image]] = []
     for i, item in enumerate(value, 1):
         if isinstance(item, dict):
-            name, img = item.get("name") or item.get("orig_name"), item.get("image") or item.get("path")
+            name = item.get("name") if item.get("name") is not None else item.get("orig_name")
+            img = item.get("image") if item.get("image") is not None else item.get("path")
         elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
             name, img = item
         else:
             name, img = None, item
+        if not isinstance(name, str):
+            name = None
         if name is None and isinstance(img, (str, Path)):
             name = Path(str(img)).stem
         name = (str(name).strip() if name else f"image{i}")
@@ -286,7 +310,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     prompt = _text("Prompt", get("prompt"))
     negative = _text("Negative prompt", get("negative_prompt"))
 
-    scheduler = get("scheduler") or DEFAULT_SCHEDULER
+    scheduler = _word("Scheduler", get("scheduler"), DEFAULT_SCHEDULER)
     if scheduler not in SCHEDULERS:
         raise InvalidRequest(f"Unknown scheduler {scheduler!r}. Known: {', '.join(SCHEDULERS)}.")
 
@@ -295,10 +319,8 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         for p in presets:
             if p not in known_presets:
                 raise InvalidRequest(f"Unknown negative preset {p!r}. Known: {', '.join(known_presets)}.")
-    style = get("style")
-    if style in ("", "None", None):
-        style = None
-    elif not isinstance(style, str) or (known_styles is not None and style not in known_styles):
+    style = _word("Style", get("style"), None, ("", "None"))
+    if style is not None and known_styles is not None and style not in known_styles:
         raise InvalidRequest(f"Unknown style {style!r}. Known: {', '.join(known_styles or [])}.")
 
     steps = _number("Steps", get("steps"), integer=True)
@@ -313,8 +335,8 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     batch_size = _number("Batch size", get("batch_size"), integer=True)
     _in_range("Batch size", batch_size, 1, limits.max_batch_size)
 
-    width = _number("Width", get("width") or 0, integer=True)
-    height = _number("Height", get("height") or 0, integer=True)
+    width = _number("Width", _or_zero(get("width")), integer=True)
+    height = _number("Height", _or_zero(get("height")), integer=True)
     for name, side in (("Width", width), ("Height", height)):
         if side == 0:
             continue
@@ -347,26 +369,29 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                                  "(white = repaint).")
         mask_blur = _number("Mask blur", get("mask_blur"), integer=True)
         _in_range("Mask blur", mask_blur, 0, 64)
-        only_masked = bool(get("only_masked"))
+        only_masked = get("only_masked")
+        if only_masked in (None, ""):
+            only_masked = False
+        if not isinstance(only_masked, (bool, int)) or isinstance(only_masked, int) and only_masked not in (0, 1):
+            raise InvalidRequest(f"Only masked must be true or false, got {only_masked!r}.")
+        only_masked = bool(only_masked)
         padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
         _in_range("Only-masked padding", padding, 0, 256)
 
     loras = _loras(get("loras"), known_loras)
-    vae = get("vae")
-    if vae in ("", "None", "Automatic", None):
-        vae = None
-    elif not isinstance(vae, str) or (known_vaes is not None and vae not in known_vaes):
+    vae = _word("VAE", get("vae"), None, ("", "None", "Automatic"))
+    if vae is not None and known_vaes is not None and vae not in known_vaes:
         raise InvalidRequest(f"Unknown VAE {vae!r}: put it in models/vae and press refresh "
                              f"(available: {', '.join(known_vaes or []) or 'none'}).")
     clip_skip = _number("Clip skip", get("clip_skip"), integer=True)
     _in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
-    variants = get("variants") or "random"
+    variants = _word("Variants", get("variants"), "random")
     if variants not in ("random", "all"):
         raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
     references = _references(get("references"), limits)
     reference_strength = _number("Reference strength", get("reference_strength"), integer=False)
     _in_range("Reference strength", reference_strength, 0.0, 1.0)
-    reference_method = get("reference_method") or "reference-only"
+    reference_method = _word("Reference method", get("reference_method"), "reference-only")
     if reference_method not in ("reference-only", "ip-adapter"):
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
 
