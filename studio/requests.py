@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .errors import InvalidRequest
+from .images import load_image, mask_from_image
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -239,59 +240,6 @@ def _references(value: Any, limits: "Limits") -> tuple:
     if len(out) > MAX_REFERENCES:
         raise InvalidRequest(f"{len(out)} reference images; at most {MAX_REFERENCES}.")
     return tuple(out)
-
-
-MAX_INPUT_PIXELS = 4 * 2048 * 2048   # any uploaded image: checked from its header, before decoding
-
-
-def load_image(name: str, value: Any, mode: str = "RGB", max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """An uploaded image (PIL, file path, or numpy array) as a fully decoded PIL image. Its size
-    is checked from the header first, so a huge or forged image is refused before any decoding."""
-    if value is None:
-        raise InvalidRequest(f"{name}: no image was given.")
-    try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, (str, Path)):
-            image = Image.open(value)
-        elif hasattr(value, "__array_interface__"):
-            shape = getattr(value, "shape", ())
-            if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
-                raise InvalidRequest(f"{name}: an array of shape {shape} is not an image.")
-            image = Image.fromarray(value)
-        else:
-            raise InvalidRequest(f"{name}: expected an image, got {type(value).__name__}.")
-        if image.width * image.height > max_pixels:
-            raise InvalidRequest(f"{name} is {image.width}x{image.height}; this studio takes images "
-                                 f"of at most {max_pixels:,} pixels.")
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except InvalidRequest:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, TypeError, SyntaxError, EOFError,
-            Image.DecompressionBombError, MemoryError) as exc:
-        raise InvalidRequest(f"{name}: the file could not be read as an image ({exc}).") from None
-    if image.width < 1 or image.height < 1:
-        raise InvalidRequest(f"{name} is empty (0 pixels).")
-    if mode == "RGB" and image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat.alpha_composite(rgba)
-        return flat.convert("RGB")
-    try:
-        return image if mode == "keep" else image.convert(mode)
-    except (ValueError, OSError) as exc:
-        raise InvalidRequest(f"{name}: images of mode {image.mode} cannot be used ({exc}).") from None
-
-
-def mask_from_image(name: str, value: Any) -> Image.Image:
-    """A mask as "L": alpha if the image has transparency (a painted layer), else luminance."""
-    image = load_image(name, value, mode="keep") if value is not None else None
-    if image is None:
-        raise InvalidRequest(f"{name}: no mask was given.")
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA").getchannel("A")
-    return image.convert("L")
 
 
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),

@@ -253,10 +253,15 @@ def picker_server(tiny_model, tmp_path_factory):
     stop_server(srv)
 
 
-def test_model_picker_in_browser(browser, picker_server):
+def _fresh_page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
+    return context, page
+
+
+def test_model_picker_in_browser(browser, picker_server):
+    context, page = _fresh_page(browser)
     try:
         page.goto(picker_server.url, wait_until="domcontentloaded")
         page.wait_for_selector("#model-picker input")
@@ -275,9 +280,7 @@ def test_model_picker_in_browser(browser, picker_server):
 def test_login_page_in_browser(browser, tiny_model, tmp_path):
     from tests.conftest import start_server, stop_server
     srv = start_server(tiny_model, tmp_path / "outputs", tmp_path / "server.log", "--auth", "ann:s3cret")
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
+    context, page = _fresh_page(browser)
     try:
         page.goto(srv.url, wait_until="domcontentloaded")
         page.wait_for_selector("input[type=password]")
