@@ -20,13 +20,21 @@ from .errors import InvalidRequest, ModelLoadError
 log = logging.getLogger(__name__)
 
 
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
 def file_hash(path: Path) -> str:
-    """SHA-256 of a file, first 12 hex digits (A1111's short hashes are 10 of the same digest)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    """SHA-256 of a file, first 12 hex digits. Remembered per (path, size, mtime): a LoRA of a
+    few hundred MB is hashed once, not at every request that uses it."""
+    st = Path(path).stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()[:12]
+    return _HASHES[key]
 
 
 @dataclass

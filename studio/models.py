@@ -9,145 +9,17 @@ loading and generation on the one device.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import EMBEDDED_MODEL, ROOT
 from .errors import InvalidRequest, ModelLoadError
 from .memory import MEMORY_MODES, model_bytes, place, resolve_memory_mode
+from .sources import PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir, resolve
 
 log = logging.getLogger(__name__)
-
-PLACEHOLDER_NOTICE = (
-    "The embedded default model is not in assets/ yet, so the studio runs an UNTRAINED tiny "
-    "placeholder: every tab works, but images are noise. Start with --model PATH_OR_HUB_ID to use "
-    "a real Stable Diffusion model."
-)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the UI and the metadata say about a model, read from its configs (no weights)."""
-    source: str           # what the user gave (path or hub id)
-    name: str             # short display name, also A1111's "Model:" field
-    kind: str             # embedded | placeholder | folder | file | hub
-    family: str           # SD 1.x | SD 2.x | SDXL | tiny SD-format
-    native_size: int      # pixels per side the model was trained at
-    in_channels: int      # 4, or 9 for a dedicated inpainting UNet
-    notice: str = ""
-    examples: tuple[str, ...] = ()   # prompts that work with it (the model's examples.txt)
-
-    @property
-    def inpaint_only(self) -> bool:
-        return self.in_channels == 9
-
-
-def placeholder_dir() -> Path:
-    return Path(os.environ.get("STUDIO_CACHE", ROOT / ".cache")) / "placeholder-model"
-
-
-def _is_diffusers_folder(path: Path) -> bool:
-    return (path / "model_index.json").is_file()
-
-
-def looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~")) and "\\" not in text
-
-
-def _config_reader(source: str, kind: str):
-    """A function name -> parsed JSON of a file inside the model, without loading weights."""
-    if kind == "hub":
-        from huggingface_hub import try_to_load_from_cache
-
-        def read(name: str) -> dict:
-            found = try_to_load_from_cache(source, name)
-            if not isinstance(found, str):
-                return {}
-            return json.loads(Path(found).read_text(encoding="utf-8"))
-        return read
-
-    def read_local(name: str) -> dict:
-        f = Path(source) / name
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-    return read_local
-
-
-def _family(unet: dict) -> str:
-    cross = unet.get("cross_attention_dim")
-    if unet.get("addition_embed_type") == "text_time" or cross == 2048:
-        return "SDXL"
-    if cross == 768:
-        return "SD 1.x"
-    if cross == 1024:
-        return "SD 2.x"
-    return "tiny SD-format"
-
-
-def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type: str | None):
-    from .checkpoints import inspect
-
-    ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
-    info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,
-                     native_size=ck.native_size, in_channels=ck.configs["unet"]["in_channels"],
-                     notice=" ".join(ck.notes))
-    return info, ck
-
-
-def describe(source: str, allow_pickle: bool = False, prediction_type: str | None = None) -> ModelInfo:
-    """Resolve a model source and read what it is. Raises ModelLoadError if it cannot be found."""
-    return _resolve(source, allow_pickle, prediction_type)[0]
-
-
-def _resolve(source: str, allow_pickle: bool = False, prediction_type: str | None = None):
-    """(ModelInfo, Checkpoint or None): what `describe` says, plus a single file's inspection."""
-    kind, path = "folder", source
-    notice = ""
-    if not source:
-        if _is_diffusers_folder(EMBEDDED_MODEL):
-            kind, path = "embedded", str(EMBEDDED_MODEL)
-            notice = ("The embedded default model: a tiny model of a world of coloured shapes, "
-                      "for trying the studio offline.")
-        else:
-            kind, path = "placeholder", str(placeholder_dir())
-            notice = PLACEHOLDER_NOTICE
-    elif Path(source).expanduser().is_file():
-        return _describe_file(source, Path(source).expanduser().resolve(), allow_pickle, prediction_type)
-    elif Path(source).expanduser().exists():
-        path = str(Path(source).expanduser().resolve())
-        if not _is_diffusers_folder(Path(path)):
-            raise ModelLoadError(f"{source} is not a diffusers model folder (it has no model_index.json) "
-                                 "nor a checkpoint file.")
-    elif looks_like_hub_id(source):
-        kind = "hub"
-    else:
-        raise ModelLoadError(f"Model {source!r} was not found: it is neither an existing folder nor a "
-                             "hub id like 'owner/name'.")
-    read = _config_reader(path, kind)
-    try:
-        unet = read("unet/config.json")
-        vae = read("vae/config.json")
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"Could not read the configuration of {source or path}: {exc}") from None
-    if kind == "placeholder" and not unet:
-        unet, vae = {"sample_size": 16, "in_channels": 4}, {"block_out_channels": [1, 1, 1]}
-    scale = 2 ** (len(vae.get("block_out_channels", [1, 1, 1, 1])) - 1)
-    sample = unet.get("sample_size", 64)
-    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-    name = {"embedded": "embedded-shapes", "placeholder": "placeholder-untrained"}.get(
-        kind, Path(path).name if kind == "folder" else source)
-    examples_file = Path(path) / "examples.txt"
-    examples = tuple(line.strip() for line in examples_file.read_text(encoding="utf-8").splitlines()
-                     if line.strip()) if kind != "hub" and examples_file.is_file() else ()
-    return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
-                     native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
-                     notice=notice, examples=examples), None
-
 
 def choose_device(requested: str = "auto") -> str:
     import torch
@@ -205,7 +77,7 @@ class ModelManager:
     # -- what the model is ---------------------------------------------------------------------
     def info(self) -> ModelInfo:
         if self._info is None:
-            self._info, self._checkpoint = _resolve(self.source, self.allow_pickle, self.prediction_type)
+            self._info, self._checkpoint = resolve(self.source, self.allow_pickle, self.prediction_type)
         return self._info
 
     @property
@@ -223,11 +95,9 @@ class ModelManager:
             from .tiny import write_tiny_model
             log.warning(PLACEHOLDER_NOTICE)
             write_tiny_model(placeholder_dir())
-            self._info, self._checkpoint = _resolve(self.source)
+            self._info, self._checkpoint = resolve(self.source)
             info = self._info
-        path = info.source if info.kind == "hub" else (
-            str(EMBEDDED_MODEL) if info.kind == "embedded" else
-            str(placeholder_dir()) if info.kind == "placeholder" else str(Path(info.source).expanduser()))
+        path = info.location
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
         try:
@@ -406,7 +276,7 @@ class ModelManager:
         """Use another model: the new one is checked first, then the old one is freed. The new
         one loads lazily, at the next generation (or `base()`)."""
         with self.lock:
-            info, checkpoint = _resolve(source, self.allow_pickle, self.prediction_type)
+            info, checkpoint = resolve(source, self.allow_pickle, self.prediction_type)
             self.unload()
             self.source, self._info, self._checkpoint = source, info, checkpoint
             self.allow_download = allow_download

@@ -12,7 +12,8 @@ from .config import Settings
 from .errors import InvalidRequest
 from .jobs import JobControl
 from .library import EMBEDDED, ModelLibrary
-from .models import ModelInfo, ModelManager, looks_like_hub_id
+from .models import ModelManager
+from .sources import ModelInfo, looks_like_hub_id
 from .outputs import OutputFolder
 from .presets import Presets, load_presets
 from .requests import GenerationRequest, GenerationResult, Limits

@@ -14,7 +14,7 @@ from tests.ldm_layout import tiny_pipeline, write_single_file
 from studio.checkpoints import inspect, load_pipeline
 from studio.config import Settings
 from studio.errors import ModelLoadError
-from studio.models import describe
+from studio.sources import describe
 from studio.requests import make_request
 from studio.service import Studio
 

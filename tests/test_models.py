@@ -8,7 +8,8 @@ import weakref
 import pytest
 
 from studio.errors import ModelLoadError
-from studio.models import ModelManager, describe
+from studio.models import ModelManager
+from studio.sources import describe
 
 
 def test_nothing_loads_until_the_first_pipeline(tiny_model):
@@ -90,8 +91,8 @@ def test_hub_id_missing_offline_names_the_id(monkeypatch, tmp_path):
 
 
 def test_default_without_embedded_model_is_a_labelled_placeholder(monkeypatch, tmp_path):
-    import studio.models as models
-    monkeypatch.setattr(models, "EMBEDDED_MODEL", tmp_path / "no-embedded-model")
+    import studio.sources as sources
+    monkeypatch.setattr(sources, "EMBEDDED_MODEL", tmp_path / "no-embedded-model")
     monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
     manager = ModelManager("")
     assert manager.info().kind == "placeholder" and "UNTRAINED" in manager.info().notice
