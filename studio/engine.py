@@ -24,6 +24,7 @@ from . import __version__
 from .conditioning import Conditioner, denoising_steps
 from .errors import GenerationStopped, InvalidRequest, StudioError
 from .library import ModelLibrary
+from .memory import free_device_memory
 from .metadata import format_parameters
 from .models import ModelManager
 from .outputs import OutputFolder
@@ -287,15 +288,6 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
     return GenerationResult(request=request, images=images, seed=seed, stopped=stopped, notes=notes)
 
 
-def _free_device_memory() -> None:
-    import gc
-
-    import torch
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _run_with_oom_retry(pipe, call: dict, request: GenerationRequest, manager: ModelManager,
                         notes: list[str], width: int, height: int):
     """Run the pipeline; on out-of-memory free the cache, turn the memory savers on and try once
@@ -306,7 +298,7 @@ def _run_with_oom_retry(pipe, call: dict, request: GenerationRequest, manager: M
         try:
             return pipe(**call).images
         except torch.OutOfMemoryError:
-            _free_device_memory()
+            free_device_memory()
             if attempt == 1 and manager.savers_on():
                 log.warning("Out of memory at %dx%d; retrying with memory savers on", width, height)
                 notes.append("Ran out of memory; freed the cache and retried with attention slicing "

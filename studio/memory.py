@@ -57,3 +57,16 @@ def place(pipe, device: str, mode: str) -> None:
     vae = pipe.vae
     (vae.enable_slicing if low else vae.disable_slicing)()
     (vae.enable_tiling if low else vae.disable_tiling)()
+
+
+def free_device_memory() -> None:
+    """Collect garbage and hand cached CUDA blocks back (after an unload or an OOM)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

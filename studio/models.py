@@ -8,7 +8,6 @@ loading and generation on the one device.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidRequest, ModelLoadError
-from .memory import MEMORY_MODES, model_bytes, place, resolve_memory_mode
+from .memory import MEMORY_MODES, free_device_memory, model_bytes, place, resolve_memory_mode
 from .sources import PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir, resolve
 
 log = logging.getLogger(__name__)
@@ -264,13 +263,7 @@ class ModelManager:
             self._base = None
             self._derived = {}
             self.addons = AddonState()
-            gc.collect()
-            try:
-                import torch
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:
-                pass
+            free_device_memory()
 
     def switch(self, source: str, allow_download: bool = True) -> ModelInfo:
         """Use another model: the new one is checked first, then the old one is freed. The new
