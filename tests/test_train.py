@@ -31,9 +31,14 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out, work, TOKENIZER_SOURCE)
     assert (work / "vae.pt").exists() and not out.exists()
-    # ... then again in the UNet stage (the VAE resumes and finishes first) ...
+    # ... then in the decoder fine-tune (the VAE resumes and finishes first) ...
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out, work, TOKENIZER_SOURCE)
+    assert torch.load(work / "decoder.pt", weights_only=False)["step"] == 3
+    # ... then in the UNet stage (the decoder resumes and finishes first) ...
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, work, TOKENIZER_SOURCE)
+    assert torch.load(work / "decoder.pt", weights_only=False)["done"]
     assert torch.load(work / "unet.pt", weights_only=False)["step"] == 3
     # ... and the same command once more finishes from the UNet checkpoint.
     monkeypatch.delenv("STUDIO_TRAIN_INTERRUPT_AT")

@@ -209,9 +209,13 @@ def write_readme(model: Path, fig: dict) -> None:
     ref_without, ref_with = fig["reference image (green circle): green share of object pixels"].values()
     cfg = rec["config"]
     size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
-    earlier = ("\n- resumed run: the VAE stage was done by an earlier invocation of the same command "
-               "(same config and seed), its time is counted above"
-               if "vae_s_earlier_invocation" in rec["timings_s"] else "")
+    decoder = (f", {rec['vae_psnr_db_after_decoder_finetune']} dB after fine-tuning the decoder "
+               f"{cfg.get('decoder_steps')} steps on the frozen encoder's latents (held-out images)"
+               if "vae_psnr_db_after_decoder_finetune" in rec else "")
+    done_before = [k.split("_s_")[0] for k in rec["timings_s"] if k.endswith("_s_earlier_invocation")]
+    earlier = (f"\n- resumed run: the {', '.join(done_before)} stage(s) were done by an earlier invocation "
+               "of the same command (same config and seed); their time is counted above"
+               if done_before else "")
     text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
@@ -235,7 +239,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
 - time: {sum(rec["timings_s"].values()) / 60:.0f} min ({", ".join(f"{k} {v:.0f}" for k, v in rec["timings_s"].items())})
-- VAE reconstruction PSNR: {rec["vae_psnr_db"]} dB
+- VAE reconstruction PSNR: {rec["vae_psnr_db"]} dB{decoder}
 - objective: v-prediction on Stable Diffusion's scaled-linear noise schedule (why:
   `studio/train/model.py`){earlier}
 
