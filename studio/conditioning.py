@@ -72,9 +72,11 @@ def chunk_tokens(fragments: list[tuple[list[int], float] | None], comma_id: int 
 class _Encoder:
     """One text encoder with its tokenizer, encoding A1111-style chunks."""
 
-    def __init__(self, pipe, tokenizer, text_encoder, layer: str, clip_skip: int):
+    def __init__(self, pipe, tokenizer, text_encoder, layer: str, clip_skip: int, cache=None,
+                 state: tuple = ()):
         self.pipe, self.tok, self.te = pipe, tokenizer, text_encoder
         self.layer, self.clip_skip = layer, clip_skip
+        self.cache, self.state = cache, state    # EmbeddingCache (studio/fast.py) and its key prefix
         self.comma = tokenizer.convert_tokens_to_ids(",</w>") if ",</w>" in tokenizer.get_vocab() else None
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
@@ -88,9 +90,17 @@ class _Encoder:
         frags = [None if (t == BREAK and w == -1) else (self.tokenize(t), w) for t, w in parse_attention(text)]
         return chunk_tokens(frags, self.comma)
 
-    @torch.no_grad()
     def encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(1, 77 * len(chunks), D) weighted embeddings, and the pooled embedding of chunk 1."""
+        """(1, 77 * len(chunks), D) weighted embeddings, and the pooled embedding of chunk 1;
+        from the cache when these chunks were encoded before with the same weights loaded."""
+        if self.cache is None:
+            return self._encode(chunks)
+        key = (*self.state, self.layer, self.clip_skip, self.tok.name_or_path, len(self.tok),
+               tuple((tuple(c.tokens), tuple(c.weights)) for c in chunks))
+        return self.cache.get(key, lambda: self._encode(chunks))
+
+    @torch.no_grad()
+    def _encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = self.te.device
         outs, pooled = [], None
         for c in chunks:
@@ -128,15 +138,17 @@ class Conditioner:
     text for every image, or one per image (prompt variants)."""
 
     def __init__(self, pipe, positive: str | list[str], negative: str | list[str], steps: int,
-                 clip_skip: int = 1):
+                 clip_skip: int = 1, cache=None, state: tuple = ()):
         self.pipe = pipe
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
         if self.sdxl:
             self.encoders = [e for e in (
-                _Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "xl", clip_skip) if pipe.text_encoder is not None else None,
-                _Encoder(pipe, pipe.tokenizer_2, pipe.text_encoder_2, "xl", clip_skip)) if e is not None]
+                _Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "xl", clip_skip, cache, (*state, 1))
+                if pipe.text_encoder is not None else None,
+                _Encoder(pipe, pipe.tokenizer_2, pipe.text_encoder_2, "xl", clip_skip, cache, (*state, 2)))
+                if e is not None]
         else:
-            self.encoders = [_Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "sd", clip_skip)]
+            self.encoders = [_Encoder(pipe, pipe.tokenizer, pipe.text_encoder, "sd", clip_skip, cache, state)]
         self.zero_negative = self.sdxl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
         positives = [positive] if isinstance(positive, str) else list(positive)
         negatives = [negative] if isinstance(negative, str) else list(negative)

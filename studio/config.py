@@ -34,6 +34,10 @@ class Settings:
     memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
+    fast: str = "auto"                  # fast path: auto (CUDA) | on | off (studio/fast.py)
+    compile: bool | None = None         # torch.compile the UNet and VAE decoder (None: with CUDA)
+    compile_mode: str = "default"
+    compile_cache: Path = ROOT / ".cache" / "compile"
 
 
 def _auth_pair(text: str) -> tuple[str, str]:
@@ -81,6 +85,16 @@ def parser() -> argparse.ArgumentParser:
                    help="memory savers: low = attention slicing + VAE slicing/tiling; offload / "
                         "sequential = CPU offload (CUDA); auto = chosen from free GPU memory")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
+    f = p.add_argument_group("speed (studio/fast.py; measure with python bench/speed.py)")
+    f.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
+                   help="fast path: channels-last + torch.compile + text-embedding cache; auto = on CUDA")
+    f.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the UNet and VAE decoder (default: with CUDA when --fast is on)")
+    f.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="inductor mode (reduce-overhead uses CUDA graphs)")
+    f.add_argument("--compile-cache", default=str(ROOT / ".cache" / "compile"),
+                   help="folder for compiled kernels, reused after a restart")
     g = p.add_argument_group("limits for a shared studio (per request, per user)")
     g.add_argument("--max-side", type=int, default=2048, help="largest width or height (default 2048)")
     g.add_argument("--max-steps", type=int, default=150, help="most denoising steps (default 150)")
@@ -126,4 +140,5 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
                     models_dir=Path(args.models_dir), memory=args.memory, queue_size=args.queue_size,
                     content_filter=args.content_filter,
                     limits=_limits(p, args),
-                    prediction_type=args.prediction_type)
+                    prediction_type=args.prediction_type, fast=args.fast, compile=args.compile,
+                    compile_mode=args.compile_mode, compile_cache=Path(args.compile_cache))

@@ -31,6 +31,7 @@ from .outputs import OutputFolder
 from .presets import Presets
 from .plan import apply_addons, plan_images, request_loras, request_references
 from .prompts import parse_prompts
+from .deepcache import feature_cache
 from .reference import ReferenceGuidance
 from .safety import ContentFilter
 from .requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
@@ -95,6 +96,8 @@ def _a1111_fields(request: GenerationRequest, seed: int, size: tuple[int, int], 
     addons = addons or {}
     if request.clip_skip > 1:
         fields["Clip skip"] = request.clip_skip
+    if request.feature_cache:
+        fields["Feature cache"] = request.feature_cache
     if addons.get("vae"):
         fields["VAE"] = addons["vae"]["name"]
         fields["VAE hash"] = addons["vae"]["sha256"][:10]
@@ -164,6 +167,10 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
         texts = [t for img in plan for t in (img.parsed.positive_text, img.parsed.negative)]
         addons = apply_addons(request, manager, library, texts, loras)
         conds: dict[tuple, Conditioner] = {}
+        # what the text encoders' outputs depend on besides the text: the loaded weights and LoRAs
+        # (embedding files change the token ids, and their hashes are part of the key too)
+        text_state = (manager.loads, tuple((r["name"], r["weight"], r["sha256"]) for r in addons["loras"]),
+                      tuple(sorted(manager.addons.embeddings.items())))
         stack = contextlib.ExitStack()
         ip_images = None
         use_ip = references and request.reference_strength > 0 and request.reference_method == "ip-adapter"
@@ -175,6 +182,13 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             addons["ip_adapter"] = {"file": weights.name}
             ip_images = references[0].image if len(references) == 1 else [[r.image for r in references]]
         guided = references if not use_ip else []
+        # 3b. the feature cache (DeepCache) counts UNet calls: reference-only adds calls of its own,
+        # and a compiled UNet would recompile for the stand-in blocks
+        cache_every = request.feature_cache
+        if cache_every and (guided and request.reference_strength > 0 or manager.fast.compile):
+            why = "reference-only guidance" if guided else "torch.compile (--no-compile to use it)"
+            notes.append(f"Feature cache is off for this generation: it does not combine with {why}.")
+            cache_every = 0
 
         try:
             for batch, members in enumerate(batches):
@@ -185,7 +199,8 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     key = key[:1]
                 if key not in conds:
                     conds[key] = Conditioner(base, [k[0] for k in key], [k[1] for k in key],
-                                             denoise_steps, request.clip_skip)
+                                             denoise_steps, request.clip_skip,
+                                             manager.text_cache, text_state)
                 cond = conds[key]
                 per_prompt = len(members) // cond.per_image
                 # 3. a scheduler and pipeline object of this request's own
@@ -234,7 +249,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 else:
                     try:
                         with ReferenceGuidance(pipe, guided, request.reference_strength, width, height,
-                                               seeds[0]):
+                                               seeds[0]), feature_cache(pipe.unet, cache_every):
                             outs = _run_with_oom_retry(pipe, call, request, manager, notes, width, height)
                     except GenerationStopped:
                         stopped = True

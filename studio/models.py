@@ -50,7 +50,9 @@ class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
     def __init__(self, source: str = "", device: str = "auto", dtype: str = "auto",
-                 allow_pickle: bool = False, prediction_type: str | None = None, memory: str = "auto"):
+                 allow_pickle: bool = False, prediction_type: str | None = None, memory: str = "auto",
+                 fast: str = "auto", compile: bool | None = None, compile_mode: str = "default",
+                 compile_cache: Path | None = None):
         self.source = source
         self.allow_pickle = allow_pickle          # .ckpt files are pickles: opt-in only
         self.prediction_type = prediction_type    # override for single files (SD 2.x base vs 768-v)
@@ -59,6 +61,12 @@ class ModelManager:
             raise ModelLoadError(f"Unknown memory mode {memory!r}; one of {', '.join(MEMORY_MODES)}.")
         self.memory = memory                      # what was asked for
         self.memory_in_use = "none"               # what it resolved to for the loaded model
+        from .fast import COMPILE_MODES, FAST_MODES, EmbeddingCache, FastPath
+        if fast not in FAST_MODES or compile_mode not in COMPILE_MODES:
+            raise ModelLoadError(f"Unknown fast mode {fast!r} / compile mode {compile_mode!r}.")
+        self.fast_request = (fast, compile, compile_mode, compile_cache)
+        self.fast = FastPath()                    # what the fast path does for the loaded model
+        self.text_cache = EmbeddingCache()        # text-encoder outputs for repeated prompts
         self.inject_oom = 0                       # test hook: raise OOM in the next N denoising calls
         self.allow_download = True                # a hub id named on the command line may download
         from .addons import AddonState
@@ -133,6 +141,13 @@ class ModelManager:
             free = torch.cuda.mem_get_info()[0]
         self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free)
         place(pipe, device, self.memory_in_use)
+        from .fast import apply_fast, resolve_fast
+        fast, compile, compile_mode, cache = self.fast_request
+        if self.memory_in_use in ("offload", "sequential"):
+            compile = False             # accelerate's offload hooks move weights in and out
+        self.fast = resolve_fast(fast, device, compile, compile_mode, cache)
+        apply_fast(pipe, self.fast)
+        self.text_cache.clear()
         from .addons import AddonState
         self._base, self.device, self.dtype = pipe, device, dtype
         self._derived = {}
@@ -263,6 +278,7 @@ class ModelManager:
             self._base = None
             self._derived = {}
             self.addons = AddonState()
+            self.text_cache.clear()
             free_device_memory()
 
     def switch(self, source: str, allow_download: bool = True) -> ModelInfo:

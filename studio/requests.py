@@ -31,6 +31,7 @@ LORA_WEIGHT_RANGE = (-4.0, 4.0)
 MAX_LORAS = 8
 MAX_REFERENCES = 4
 CLIP_SKIP_RANGE = (1, 12)
+FEATURE_CACHE_RANGE = (0, 10)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()   # (name in models/loras, weight)
     vae: str | None = None                       # name in models/vae; None: the model's own
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
+    feature_cache: int = 0                       # DeepCache interval (studio/deepcache.py); 0 = off
     variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
     references: tuple = field(default=(), repr=False)   # (name, PIL image) pairs for {image} tags
     reference_strength: float = 0.5              # 0 = off
@@ -333,6 +335,10 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                              f"(available: {', '.join(known_vaes or []) or 'none'}).")
     clip_skip = _number("Clip skip", get("clip_skip"), integer=True)
     _in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
+    feature_cache = _number("Feature cache", get("feature_cache"), integer=True)
+    _in_range("Feature cache", feature_cache, *FEATURE_CACHE_RANGE)
+    if feature_cache == 1:
+        raise InvalidRequest("Feature cache 1 would run the full UNet every step: use 0 (off) or 2 and up.")
     variants = _word("Variants", get("variants"), "random")
     if variants not in ("random", "all"):
         raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
@@ -344,7 +350,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
 
     return GenerationRequest(
-        loras=loras, vae=vae, clip_skip=clip_skip, variants=variants, references=references,
+        loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants, references=references,
         reference_strength=reference_strength, reference_method=reference_method,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,

@@ -35,7 +35,9 @@ class Studio:
     def from_settings(cls, settings: Settings) -> "Studio":
         return cls(manager=ModelManager(settings.model, settings.device, settings.dtype,
                                         settings.allow_pickle, settings.prediction_type,
-                                        memory=settings.memory),
+                                        memory=settings.memory, fast=settings.fast,
+                                        compile=settings.compile, compile_mode=settings.compile_mode,
+                                        compile_cache=settings.compile_cache),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
                    limits=settings.limits, jobs=JobControl(settings.limits.jobs_per_minute),
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),

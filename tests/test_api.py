@@ -30,7 +30,7 @@ def test_endpoints_have_the_request_field_names(client):
     common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
               "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
-              "reference_method"]
+              "reference_method", "feature_cache"]
     assert names["/txt2img"] == common + addons
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",

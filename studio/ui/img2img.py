@@ -24,7 +24,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
                 cfg_scale, width, height, seed, batch_count, batch_size, strength, loras=None,
                 vae=None, clip_skip=1, variants="random",
                 references=None, reference_strength=0.5,
-                reference_method="reference-only", progress=gr.Progress(), request: gr.Request = None):
+                reference_method="reference-only", feature_cache=0, progress=gr.Progress(), request: gr.Request = None):
         """Repaint an input image guided by a prompt; `strength` 0 keeps it, 1 replaces it."""
         return run_job(studio, "img2img", dict(
             image=image, prompt=prompt, negative_prompt=negative_prompt,
@@ -32,7 +32,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
             cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_count=batch_count,
             batch_size=batch_size, strength=strength, loras=loras, vae=vae, clip_skip=clip_skip, variants=variants,
             references=references, reference_strength=reference_strength,
-            reference_method=reference_method),
+            reference_method=reference_method, feature_cache=feature_cache),
             progress, request)
 
     c.generate.click(img2img, [image, c.prompt, c.negative_prompt, c.negative_presets, c.style,

@@ -60,7 +60,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
                 cfg_scale, width, height, seed, batch_count, batch_size, strength, mask_blur,
                 only_masked, only_masked_padding, loras=None, vae=None, clip_skip=1, variants="random",
                 references=None, reference_strength=0.5,
-                reference_method="reference-only",
+                reference_method="reference-only", feature_cache=0,
                 progress=gr.Progress(), request: gr.Request = None):
         """Repaint the masked part of `image` (mask: white or opaque = repaint). Unmasked pixels
         come back exactly as they were."""
@@ -71,7 +71,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
             batch_size=batch_size, strength=strength, mask_blur=mask_blur, only_masked=only_masked,
             only_masked_padding=only_masked_padding, loras=loras, vae=vae, clip_skip=clip_skip, variants=variants,
             references=references, reference_strength=reference_strength,
-            reference_method=reference_method),
+            reference_method=reference_method, feature_cache=feature_cache),
             progress, request)
 
     def inpaint_from_editor(editor_value, uploaded_mask, *rest, progress=gr.Progress(),

@@ -25,7 +25,7 @@ def build(studio: Studio, native: int) -> ResultsPanel:
     def txt2img(prompt, negative_prompt, negative_presets, style, scheduler, steps, cfg_scale,
                 width, height, seed, batch_count, batch_size, loras=None, vae=None, clip_skip=1, variants="random",
                 references=None, reference_strength=0.5,
-                reference_method="reference-only",
+                reference_method="reference-only", feature_cache=0,
                 progress=gr.Progress(), request: gr.Request = None):
         """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
         full JSON metadata and the seed used."""
@@ -35,7 +35,7 @@ def build(studio: Studio, native: int) -> ResultsPanel:
             height=height, seed=seed, batch_count=batch_count, batch_size=batch_size, loras=loras,
             vae=vae, clip_skip=clip_skip, variants=variants,
             references=references, reference_strength=reference_strength,
-            reference_method=reference_method), progress, request)
+            reference_method=reference_method, feature_cache=feature_cache), progress, request)
 
     c.generate.click(txt2img, [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler,
                                c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,

@@ -42,14 +42,15 @@ class PromptControls:
     references: gr.File
     reference_strength: gr.Slider
     reference_method: gr.Radio
+    feature_cache: gr.Slider
     generate: gr.Button
     stop: gr.Button
 
     def addons(self) -> list:
         """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants,
-        references, reference_strength, reference_method)."""
+        references, reference_strength, reference_method, feature_cache)."""
         return [self.loras, self.vae, self.clip_skip, self.variants, self.references,
-                self.reference_strength, self.reference_method]
+                self.reference_strength, self.reference_method, self.feature_cache]
 
 
 @dataclass
@@ -97,7 +98,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         batch_size = gr.Slider(1, lim.max_batch_size, value=1, step=1, label="Batch size",
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
-    loras, vae, clip_skip = addon_controls(tab, studio)
+    loras, vae, clip_skip, feature_cache = addon_controls(tab, studio)
     variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
                         label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
                         elem_id=f"{tab}-variants")
@@ -140,7 +141,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
                           seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
-                          reference_strength, reference_method, generate, stop)
+                          reference_strength, reference_method, feature_cache, generate, stop)
 
 
 AUTOMATIC_VAE = "Automatic"
@@ -153,8 +154,8 @@ def _library_names(studio: Studio, kind: str, rescan: bool = False) -> list[str]
 
 
 def addon_controls(tab: str, studio: Studio):
-    """LoRAs with weights, a VAE file and clip skip, from the models folder."""
-    with gr.Accordion("LoRA, VAE, clip skip", open=False, elem_id=f"{tab}-addons"):
+    """LoRAs with weights, a VAE file and clip skip, from the models folder; the feature cache."""
+    with gr.Accordion("LoRA, VAE, clip skip, feature cache", open=False, elem_id=f"{tab}-addons"):
         with gr.Row():
             add_lora = gr.Dropdown(_library_names(studio, "loras"), value=None, label="Add a LoRA",
                                    elem_id=f"{tab}-add-lora", scale=2,
@@ -167,6 +168,10 @@ def addon_controls(tab: str, studio: Studio):
         loras = gr.Dataframe(value=[], headers=["LoRA", "weight"], datatype=["str", "number"],
                              column_count=(2, "fixed"), row_count=(0, "dynamic"),
                              label="LoRAs (delete a row to remove one)", elem_id=f"{tab}-loras")
+        feature_cache = gr.Slider(0, 5, value=0, step=1, label="Feature cache (DeepCache)",
+                                  elem_id=f"{tab}-feature-cache",
+                                  info="0 = off; N = the full UNet every N-th step, the deep features "
+                                       "reused in between: faster, a little less faithful")
 
     def add(name, rows):
         rows = _rows(rows)
@@ -179,7 +184,7 @@ def addon_controls(tab: str, studio: Studio):
                    add_lora, api_visibility="private", queue=False)
     vae.focus(lambda: gr.Dropdown(choices=[AUTOMATIC_VAE] + _library_names(studio, "vae", rescan=True)),
               None, vae, api_visibility="private", queue=False)
-    return loras, vae, clip_skip
+    return loras, vae, clip_skip, feature_cache
 
 
 def _rows(value) -> list[list]:
@@ -292,6 +297,7 @@ def model_banner(studio: Studio) -> str:
     manager = studio.manager
     if manager.loaded:
         text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
+        text += f", fast path: {manager.fast.describe()}"
     else:
         text += " · loads at the first generation"
     if info.notice:
