@@ -129,6 +129,7 @@ def explain(request: GenerationRequest, manager: ModelManager, presets: Presets)
 
 def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
              presets: Presets, *, on_step: OnStep | None = None,
+             on_preview: Callable[[Callable[[], Image.Image]], None] | None = None,
              should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
              content_filter: ContentFilter | None = None) -> GenerationResult:
     import torch
@@ -218,14 +219,18 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                     total = p.num_timesteps * len(batches)
                     if on_step is not None:
                         on_step(_batch * p.num_timesteps + i + 1, total)
+                    if on_preview is not None and "latents" in kwargs and i + 1 < p.num_timesteps:
+                        # the caller decides whether to look: the picture is made only then
+                        on_preview(lambda latents=kwargs["latents"]: manager.preview(latents))
                     return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
 
                 call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
                             num_images_per_prompt=per_prompt, generator=generators,
                             callback_on_step_end=on_step_end, output_type="pil",
                             **cond.pipeline_kwargs())
-                if cond.changes:
-                    call["callback_on_step_end_tensor_inputs"] = cond.tensor_inputs()
+                if cond.changes or on_preview is not None:
+                    call["callback_on_step_end_tensor_inputs"] = (
+                        ["latents"] + (cond.tensor_inputs() if cond.changes else []))
                 if ip_images is not None:
                     call["ip_adapter_image"] = ip_images
                 if request.mode == "txt2img":

@@ -78,6 +78,7 @@ class ModelManager:
         self._info: ModelInfo | None = None
         self._base = None              # the loaded pipeline
         self._derived: dict[str, Any] = {}
+        self._preview = None           # (weakref to the VAE, its LatentPreview)
         self.device: str | None = None
         self.dtype = None
 
@@ -270,6 +271,45 @@ class ModelManager:
             base.register_modules(vae=vae)
             self._derived = {}          # from_pipe copies hold the old VAE
             state.vae = name
+
+    def compile_warm_up(self) -> float:
+        """Load the model and run one 2-step picture at its native size (batch 1, CFG on), so
+        that torch.compile builds its graphs now; returns the seconds it took. Nothing is saved."""
+        import time
+
+        import torch
+
+        started = time.perf_counter()
+        with self.lock:
+            pipe = self.pipeline("inpaint" if self.info().inpaint_only else "txt2img")
+            size = self.info().native_size
+            kwargs = dict(prompt="", num_inference_steps=2, height=size, width=size,
+                          generator=torch.Generator("cpu").manual_seed(0), output_type="pil")
+            if self.info().inpaint_only:
+                from PIL import Image
+                kwargs.update(image=Image.new("RGB", (size, size)), mask_image=Image.new("L", (size, size), 255))
+            pipe(**kwargs)
+        seconds = time.perf_counter() - started
+        log.info("Warm-up (%s) done in %.1f s", self.fast.describe(), seconds)
+        return seconds
+
+    # -- live previews ---------------------------------------------------------------------------
+    def preview(self, latents):
+        """A cheap RGB picture of the first image in `latents` (studio/preview.py); the linear map
+        is fitted once per VAE, so a swapped-in VAE file gets its own."""
+        import weakref
+
+        from .preview import MAX_LINEAR_ERROR, LatentPreview, decoded_preview
+
+        with self.lock:
+            vae = self.base().vae
+            ref, fitted = self._preview if self._preview else (None, None)
+            if ref is None or ref() is not vae:
+                fitted = LatentPreview.fit(vae)
+                self._preview = (weakref.ref(vae), fitted)
+            if fitted.error > MAX_LINEAR_ERROR:
+                return decoded_preview(vae, latents)
+            return fitted.preview(latents)
 
     # -- freeing ---------------------------------------------------------------------------------
     def unload(self) -> None:

@@ -4,6 +4,7 @@ never imports torch or diffusers (the engine is imported on first use, or by `wa
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from .outputs import OutputFolder
 from .presets import Presets, load_presets
 from .requests import GenerationRequest, GenerationResult, Limits
 from .safety import ContentFilter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -93,21 +96,37 @@ class Studio:
             return self.manager.info()
         return self.manager.switch(source, allow_download=allow_download)
 
-    def run(self, request: GenerationRequest, on_step=None, should_stop=None) -> GenerationResult:
+    def run(self, request: GenerationRequest, on_step=None, should_stop=None,
+            on_preview=None) -> GenerationResult:
         from .engine import generate
 
         return generate(request, self.manager, self.outputs, self.presets,
-                        on_step=on_step, should_stop=should_stop, library=self.library,
+                        on_step=on_step, on_preview=on_preview, should_stop=should_stop,
+                        library=self.library,
                         content_filter=self.content_filter)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
         from .engine import explain
         return explain(request, self.manager, self.presets)
 
-    def warm_up(self) -> threading.Thread:
-        """Import torch and diffusers in the background so the first click does not wait."""
+    def warm_up(self, compile_now: bool | None = None) -> threading.Thread:
+        """Import torch and diffusers in the background so the first click does not wait; when
+        the fast path compiles (CUDA by default), also load the model and run a 2-step picture
+        at its native size so the compilation happens while the page is already usable (a
+        request that comes first waits on the model lock, it does not fail)."""
         def work():
             from . import engine  # noqa: F401
+            from .models import choose_device
+            fast, compile, _, _ = self.manager.fast_request
+            device = choose_device(self.manager.requested_device)
+            will = compile if compile is not None else (fast == "on" or fast == "auto") and device == "cuda"
+            if not (compile_now if compile_now is not None else will and fast != "off"):
+                return
+            try:
+                self.manager.compile_warm_up()
+            except Exception:  # noqa: BLE001 - the first real request will say what is wrong
+                log.warning("Compilation warm-up failed; the first generation compiles instead",
+                            exc_info=True)
         t = threading.Thread(target=work, name="warm-up", daemon=True)
         t.start()
         return t

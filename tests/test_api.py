@@ -112,3 +112,15 @@ def test_prompt_language_and_references_over_the_api(client, tmp_path):
     explained = client.predict(prompt="(a (red:1.5)) BREAK b", negative_prompt="", negative_presets=[],
                                style="None", steps=4, api_name="/explain_prompt")
     assert len(explained["per step"][0]["chunks"]) == 2
+
+
+def test_live_previews_stream_before_the_saved_image(client, server):
+    # long enough (150 steps, batch 8) that previews (at most two a second) come before the end
+    job = client.submit(prompt="a red circle", steps=150, seed=21, batch_size=8, api_name="/txt2img")
+    gallery, info, params, seed = job.result(timeout=300)
+    outputs = job.outputs()
+    assert len(outputs) >= 2, "no preview was streamed"
+    previews = [o[0] for o in outputs[:-1]]
+    assert all(len(g) == 1 and g[0]["caption"] == "preview" for g in previews)
+    assert len(gallery) == 8 and all(g["caption"].startswith("seed ") for g in gallery)
+    assert all(p["seed"] == 21 + i for i, p in enumerate(params))

@@ -109,11 +109,16 @@ def set_steps(page, tab: str, steps: str = STEPS) -> None:
     box.press("Enter")
 
 
-def gallery_image(page, tab: str, server):
-    """Wait for the first image of a tab's gallery; fail with the page's error toasts and the
-    server log if none comes."""
+def gallery_image(page, tab: str, server, info_before: str = ""):
+    """Wait for the first saved image of a tab's gallery — live previews come first, and the
+    parameters box is filled only with the result — and fail with the page's error toasts and
+    the server log if none comes."""
     img = page.locator(f"#{tab}-gallery img").first
     try:
+        page.wait_for_function(
+            "([sel, before]) => { const t = document.querySelector(sel);"
+            " return t && t.value.includes('Seed:') && t.value !== before; }",
+            arg=[f"#{tab}-info textarea", info_before], timeout=GENERATION_TIMEOUT_MS)
         img.wait_for(state="visible", timeout=GENERATION_TIMEOUT_MS)
     except sync_api.TimeoutError:
         toasts = page.locator(".toast-body").all_inner_texts()
@@ -130,8 +135,9 @@ def generate_txt2img(page, server, prompt: str) -> str:
     open_tab(page, "txt2img")
     page.fill("#txt2img-prompt textarea", prompt)
     set_steps(page, "txt2img")
+    info_before = page.input_value("#txt2img-info textarea")
     page.click("#txt2img-generate")
-    return gallery_image(page, "txt2img", server).get_attribute("src")
+    return gallery_image(page, "txt2img", server, info_before).get_attribute("src")
 
 
 def white_pixels(page, clip: dict) -> int:
@@ -214,8 +220,9 @@ def test_inpaint_paint_stroke_in_browser(page, server):
     assert white >= wanted, f"the brush stroke did not show on the canvas ({white_before} -> {white})"
 
     before = pngs(server.outputs)
+    info_before = page.input_value("#inpaint-info textarea")
     page.click("#inpaint-generate")
-    src = gallery_image(page, "inpaint", server).get_attribute("src")
+    src = gallery_image(page, "inpaint", server, info_before).get_attribute("src")
 
     saved = new_png(server, before)
     assert Path(unquote(urlparse(src).path)).name == saved.name

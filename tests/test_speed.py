@@ -162,3 +162,67 @@ def test_speed_benchmark_prints_its_table(tmp_path):
     assert any("plain" in r for r in rows) and any("studio + feature cache 3" in r for r in rows)
     assert "GFLOP" in text and "weights reloaded 0 time(s)" in text
     assert (tmp_path / "speed.json").exists()
+
+
+def test_live_previews_are_cheap_pictures_of_the_final_image(embedded):
+    made = []
+    req = make_request(prompt="a large red circle on a blue background", seed=5, steps=20,
+                       width=64, height=64)
+    result = embedded.run(req, on_preview=lambda make: made.append(make()))
+    assert len(made) == 19                                    # every step but the last
+    last = np.asarray(made[-1].convert("RGB"), dtype=np.float64)
+    final = np.asarray(result.images[0].image.resize(made[-1].size), dtype=np.float64)
+    assert last.shape == (64, 64, 3)                          # 16x16 latents, shown 4x
+    # this tiny VAE is far from linear, so its previews are real (small) decodes
+    assert embedded.manager._preview[1].error > 20
+    assert np.abs(last - final).mean() < 10, np.abs(last - final).mean()
+    early = np.asarray(made[0].convert("RGB"), dtype=np.float64)
+    assert np.abs(early - final).mean() > np.abs(last - final).mean()
+
+
+class _LinearVAE(torch.nn.Module):
+    """An encoder that is exactly linear per 8x8 cell (RGB mean -> 4 channels): the fit must
+    recover its inverse."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = torch.nn.Parameter(torch.tensor([[0.5, -0.2, 0.1], [0.1, 0.4, -0.3],
+                                                  [-0.2, 0.1, 0.6], [0.3, 0.3, 0.3]]))
+        self.config = type("C", (), {"scaling_factor": 0.5, "force_upcast": False})()
+
+    def encode(self, x):
+        cells = torch.nn.functional.avg_pool2d((x + 1) / 2, 8)             # (n, 3, h, w) in 0..1
+        z = torch.einsum("nchw,kc->nkhw", cells, self.m) + 0.1
+        return type("O", (), {"latent_dist": type("D", (), {"mode": lambda self_: z})()})()
+
+
+def test_latent_preview_fits_a_linear_encoder_exactly():
+    from studio.preview import LatentPreview
+    vae = _LinearVAE()
+    fit = LatentPreview.fit(vae)
+    assert fit.error < 0.5
+    colour = torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
+    latents = (torch.einsum("nchw,kc->nkhw", colour, vae.m) + 0.1) * 0.5
+    pixel = np.asarray(fit.preview(latents.detach()))[0, 0]
+    assert np.abs(pixel - np.array([230, 51, 26])).max() <= 2
+
+
+def test_compiled_fast_path_warms_up_in_the_background_and_matches_the_plain_path(tmp_path):
+    import shutil
+    if not shutil.which("g++"):
+        if os.environ.get("STUDIO_REQUIRE_COMPILER"):
+            pytest.fail("g++ is required here: torch.compile's CPU backend builds C++")
+        pytest.skip("no C++ compiler for torch.compile's CPU backend")
+    cache = tmp_path / "compile"
+    fast = Studio(manager=ModelManager("", device="cpu", fast="on", compile=True, compile_cache=cache),
+                  outputs=OutputFolder(tmp_path / "fast"), presets=load_presets(PRESETS_DIR))
+    plain = Studio(manager=ModelManager("", device="cpu", fast="off"),
+                   outputs=OutputFolder(tmp_path / "plain"), presets=load_presets(PRESETS_DIR))
+    warm = fast.warm_up()               # compiles for the native size while nothing waits on it
+    warm.join(timeout=600)
+    assert not warm.is_alive()
+    assert fast.manager.loaded and fast.manager.fast.compile
+    assert any(cache.rglob("*")), "inductor did not write to --compile-cache"
+    a = np.asarray(_run(fast, steps=20).image, dtype=np.int16)
+    b = np.asarray(_run(plain, steps=20).image, dtype=np.int16)
+    assert np.abs(a - b).max() <= 3

@@ -26,7 +26,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
                 references=None, reference_strength=0.5,
                 reference_method="reference-only", feature_cache=0, progress=gr.Progress(), request: gr.Request = None):
         """Repaint an input image guided by a prompt; `strength` 0 keeps it, 1 replaces it."""
-        return run_job(studio, "img2img", dict(
+        yield from run_job(studio, "img2img", dict(
             image=image, prompt=prompt, negative_prompt=negative_prompt,
             negative_presets=negative_presets, style=style, scheduler=scheduler, steps=steps,
             cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_count=batch_count,

@@ -64,7 +64,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
                 progress=gr.Progress(), request: gr.Request = None):
         """Repaint the masked part of `image` (mask: white or opaque = repaint). Unmasked pixels
         come back exactly as they were."""
-        return run_job(studio, "inpaint", dict(
+        yield from run_job(studio, "inpaint", dict(
             image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt,
             negative_presets=negative_presets, style=style, scheduler=scheduler, steps=steps,
             cfg_scale=cfg_scale, width=width, height=height, seed=seed, batch_count=batch_count,
@@ -77,7 +77,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
     def inpaint_from_editor(editor_value, uploaded_mask, *rest, progress=gr.Progress(),
                             request: gr.Request = None):
         image, mask = editor_to_image_and_mask(editor_value, uploaded_mask)
-        return inpaint(image, mask, *rest, progress=progress, request=request)
+        yield from inpaint(image, mask, *rest, progress=progress, request=request)
 
     shared = [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler, c.steps,
               c.cfg_scale, c.width, c.height, c.seed, c.batch_count, c.batch_size, strength,

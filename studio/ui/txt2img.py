@@ -29,7 +29,7 @@ def build(studio: Studio, native: int) -> ResultsPanel:
                 progress=gr.Progress(), request: gr.Request = None):
         """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
         full JSON metadata and the seed used."""
-        return run_job(studio, "txt2img", dict(
+        yield from run_job(studio, "txt2img", dict(
             prompt=prompt, negative_prompt=negative_prompt, negative_presets=negative_presets,
             style=style, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, width=width,
             height=height, seed=seed, batch_count=batch_count, batch_size=batch_size, loras=loras,

@@ -5,7 +5,11 @@ No torch or diffusers here: the tabs call `Studio.run` and show what it saved.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import queue
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,7 @@ from ..service import Studio
 log = logging.getLogger(__name__)
 
 NO_STYLE = "None"
+PREVIEW_EVERY_S = 0.5       # live previews: at most two a second
 
 
 @dataclass
@@ -230,8 +235,9 @@ def _selected(evt: gr.SelectData) -> int:
 
 def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
             request: gr.Request | None):
-    """Check the inputs, run the engine with progress and Stop, and return the outputs of a
-    results panel: (gallery, parameters text, parameters JSON, seed used, paths)."""
+    """Check the inputs, run the engine with progress, live previews and Stop, and yield the
+    outputs of a results panel: previews while it runs, then (gallery, parameters text,
+    parameters JSON, seed used, paths)."""
     if raw.get("style") == NO_STYLE:
         raw["style"] = None
     if raw.get("vae") == AUTOMATIC_VAE:
@@ -257,9 +263,45 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     def on_step(done: int, total: int) -> None:
         progress((done, total), desc=f"Step {done}/{total}", unit="steps")
 
+    previews: queue.Queue = queue.Queue(maxsize=1)
+    last = [time.monotonic()]
+
+    def on_preview(make) -> None:
+        # at most one picture per PREVIEW_EVERY_S, made only when it will be shown
+        if time.monotonic() - last[0] >= PREVIEW_EVERY_S and previews.empty():
+            last[0] = time.monotonic()
+            try:
+                previews.put_nowait(make())
+            except Exception:  # noqa: BLE001 - a preview that cannot be made is skipped
+                log.debug("no preview", exc_info=True)
+
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread()     # replaced below; is_alive() is False until then
+
+    def work() -> None:
+        try:
+            outcome["result"] = studio.run(req, on_step=on_step, should_stop=flag.is_set,
+                                           on_preview=on_preview)
+        except BaseException as exc:  # noqa: BLE001 - handed to the event below
+            outcome["error"] = exc
+
     try:
         progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
-        result = studio.run(req, on_step=on_step, should_stop=flag.is_set)
+        # the engine runs beside this generator so previews can be shown while it works;
+        # copy_context keeps Gradio's progress tracker reachable from the worker
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                  name=f"generate-{session[:8]}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            try:
+                picture = previews.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            yield [(picture, "preview")], gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        result = outcome["result"]
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
@@ -267,13 +309,15 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
         raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}. The studio is still "
                        "running; the server log has the details.") from None
     finally:
+        if worker.is_alive():       # the event was cancelled (page closed): stop at the next step
+            flag.set()
         studio.jobs.end(session, flag)
     for note in result.notes:
         gr.Warning(note)
     gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]
     info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
     params = [g.data for g in result.images]
-    return gallery, info, params, result.seed, [str(g.path) for g in result.images]
+    yield gallery, info, params, result.seed, [str(g.path) for g in result.images]
 
 
 def result_outputs(panel: ResultsPanel) -> list:
