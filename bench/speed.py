@@ -228,14 +228,16 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
 
 # ------------------------------------------------------------------------------------- driver
 
-def _variants(device: str) -> list[tuple[str, dict]]:
+def _variants(device: str, compiled: bool = True) -> list[tuple[str, dict]]:
     cold = tempfile.mkdtemp(prefix="studio-compile-")
     if device == "cuda":
         return [("plain", {}), ("studio", {"cache_dir": cold}), ("studio, warm cache", {"cache_dir": cold}),
                 ("studio, no compile", {"compile": False}),
                 ("studio + feature cache 3", {"feature_cache": 3, "compile": False})]
+    extra = [("studio --fast on --compile", {"fast": "on", "compile": True, "cache_dir": cold}),
+             ("  same, warm compile cache", {"fast": "on", "compile": True, "cache_dir": cold})]
     return [("plain", {}), ("studio", {}), ("studio --fast on", {"fast": "on"}),
-            ("studio + feature cache 3", {"feature_cache": 3})]
+            *(extra if compiled else []), ("studio + feature cache 3", {"feature_cache": 3})]
 
 
 def _psnr(a: Path, b: Path) -> float | None:
@@ -260,6 +262,7 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", choices=list(CASES))
     p.add_argument("--steps", type=int, help="override every case's step count")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after the first image")
+    p.add_argument("--no-compile", action="store_true", help="leave out the compiled variants on the CPU")
     p.add_argument("--out", type=Path, help="folder for the pictures and JSON (default: a temp folder)")
     p.add_argument("--child", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -289,7 +292,7 @@ def main() -> None:
     rows = []
     for case in cases:
         case_device = CASES[case][5] or device
-        for label, opts in _variants(case_device):
+        for label, opts in _variants(case_device, not args.no_compile):
             path = "plain" if label == "plain" else "studio"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, path,
                    "--repeats", str(args.repeats), "--out", str(out)]
@@ -313,7 +316,7 @@ def main() -> None:
             rec["label"] = label
             png = out / f"{case}-{path}.png"
             if path == "studio":        # the next studio variant writes the same name
-                slug = "".join(c if c.isalnum() else "_" for c in label)
+                slug = "".join(c if c.isalnum() else "_" for c in label.strip())
                 png = png.rename(out / f"{case}--{slug}.png")
             rec["png"] = str(png)
             rows.append(rec)

@@ -152,7 +152,7 @@ def test_fast_path_on_cpu_matches_the_plain_path(tmp_path):
 def test_speed_benchmark_prints_its_table(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--cases", "embedded",
-                          "--steps", "3", "--repeats", "1", "--out", str(tmp_path)],
+                          "--steps", "3", "--repeats", "1", "--no-compile", "--out", str(tmp_path)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
