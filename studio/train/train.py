@@ -4,8 +4,9 @@
     python -m studio.train.train --config smoke   # seconds; what the tests run
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
-again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. train the
-UNet and the CLIP text encoder together, 5. export a diffusers folder (fp16 weights) to --out.
+again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
+the VAE decoder on those latents, 5. train the UNet and the CLIP text encoder together, 6. export
+a diffusers folder (fp16 weights) to --out. Stages 2-4 live in studio/train/autoencoder.py.
 
 Choices, each for a measured reason (issue 3): v-prediction on SD's scaled-linear betas (see
 studio/train/model.py for the two runs that led there) so every SD sampler applies; 10% empty captions so classifier-free guidance
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import random
@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ROOT
+from .autoencoder import stage_decoder, stage_latents, stage_vae
+from .common import RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume
 from .export import export
 from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, noise_scheduler
 from .world import make_dataset
@@ -76,52 +78,6 @@ CONFIGS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints: one file per stage, written atomically
-
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
-
-
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1 - decay)
-
-
-def _lr_at(step: int, cfg: TrainConfig, total: int, base: float) -> float:
-    if step < cfg.warmup:
-        return base * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-RESUMED: list[str] = []
-
-
-def log_resume(stage: str, step: int) -> None:
-    RESUMED.append(f"{stage} from step {step}")
-    print(f"Resuming {stage} from its checkpoint at step {step}", flush=True)
-
-
-def _interrupt_hook(step: int) -> None:
-    """STUDIO_TRAIN_INTERRUPT_AT=N raises KeyboardInterrupt after optimizer step N of a stage:
-    how the tests prove that an interrupted run resumes (a real Ctrl-C lands in the same place)."""
-    at = os.environ.get("STUDIO_TRAIN_INTERRUPT_AT")
-    if at and step == int(at):
-        raise KeyboardInterrupt(f"interrupted at step {step} (STUDIO_TRAIN_INTERRUPT_AT)")
-
-
-def _bar(total: int, initial: int, desc: str):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=2.0)
-
 
 # ---------------------------------------------------------------------------------------------
 # Stages
@@ -135,132 +91,6 @@ def stage_data(cfg: TrainConfig, work: Path):
     np.savez(path, images=images, captions=np.array(captions))
     return images, captions
 
-
-def stage_vae(cfg: TrainConfig, work: Path, vae, images: np.ndarray, device: str) -> float:
-    ck = work / "vae.pt"
-    state = _load(ck) or {}
-    if state.get("done"):
-        vae.load_state_dict(state["model"])
-        return state["psnr"], state.get("seconds")
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    step, began = 0, time.time()
-    if state:
-        log_resume("VAE", state["step"])
-        vae.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
-        torch.set_rng_state(state["rng"])
-    vae.to(device).train()
-    data = torch.from_numpy(images)
-    bar = _bar(cfg.vae_steps, step, "VAE")
-    gen = torch.Generator().manual_seed(cfg.seed + 1 + step)
-    while step < cfg.vae_steps:
-        idx = torch.randint(len(data), (cfg.vae_batch,), generator=gen)
-        x = data[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg, cfg.vae_steps, cfg.vae_lr)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=None)).sample
-        mse = F.mse_loss(rec, x)
-        loss = mse + F.l1_loss(rec, x) * 0.5 + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
-        if step % cfg.checkpoint_every == 0 or step == cfg.vae_steps:
-            _save(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                       "rng": torch.get_rng_state(), "seconds": time.time() - began + state.get("seconds", 0.0)})
-        _interrupt_hook(step)
-    bar.close()
-    vae.eval()
-    psnr = vae_psnr(vae, images[-512:], device)
-    seconds = time.time() - began + state.get("seconds", 0.0)
-    _save(ck, {"model": vae.state_dict(), "done": True, "psnr": psnr, "step": step, "seconds": seconds})
-    return psnr, None
-
-
-@torch.no_grad()
-def vae_psnr(vae, images: np.ndarray, device: str) -> float:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-    rec = torch.cat([vae.decode(vae.encode(b).latent_dist.mode()).sample for b in x.split(128)])
-    mse = F.mse_loss(rec.clamp(-1, 1), x).item()
-    return 10 * math.log10(4 / mse)
-
-
-@torch.no_grad()
-def stage_latents(cfg: TrainConfig, work: Path, vae, images: np.ndarray, device: str):
-    path = work / "latents.pt"
-    if path.exists():
-        d = torch.load(path)
-        return d["latents"], d["scale"]
-    x = torch.from_numpy(images)
-    lat = torch.cat([vae.encode(b.permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device))
-                     .latent_dist.mode().cpu() for b in x.split(256)])
-    scale = float(1.0 / lat.std())
-    torch.save({"latents": lat, "scale": scale}, path)
-    return lat, scale
-
-
-def stage_decoder(cfg: TrainConfig, work: Path, vae, latents: torch.Tensor, images: np.ndarray,
-                  device: str) -> dict:
-    """Fine-tune the VAE decoder (and post-quant conv) on the frozen encoder's latents, as
-    Stable Diffusion's ft-MSE VAE did: the latent space, and so the UNet, are unchanged. Measured
-    on this model: 3 minutes took the held-out PSNR from 23.9 to 25.6 dB and the checker's score
-    of plain reconstructions from colour 62% / shape 73% to 77% / 83%; the last 512 images (an eighth of a
-    smaller set) are held out."""
-    ck = work / "decoder.pt"
-    state = _load(ck) or {}
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    n_held = min(512, max(1, len(latents) // 8))
-    held = slice(len(latents) - n_held, None)
-    before = state.get("psnr_before") or _decoded_psnr(vae, latents[held], images[held], device)
-    if state.get("done"):
-        vae.load_state_dict(state["model"])
-        return {"psnr_before": before, "psnr": state["psnr"], "seconds": state["seconds"]}
-    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
-    step, began = 0, time.time()
-    if state:
-        log_resume("VAE decoder", state["step"])
-        vae.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); step = state["step"]
-    vae.to(device).train()
-    data = torch.from_numpy(images)
-    n = len(latents) - n_held
-    gen = torch.Generator().manual_seed(cfg.seed + 3 + step)
-    bar = _bar(cfg.decoder_steps, step, "VAE decoder")
-    while step < cfg.decoder_steps:
-        idx = torch.randint(n, (cfg.vae_batch,), generator=gen)
-        x = data[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-        for g in opt.param_groups:
-            g["lr"] = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps))
-        rec = vae.decode(latents[idx].to(device)).sample
-        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x) * 0.5
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0:
-            _save(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
-                       "psnr_before": before, "seconds": time.time() - began + state.get("seconds", 0.0)})
-        _interrupt_hook(step)
-    bar.close()
-    vae.eval()
-    psnr = _decoded_psnr(vae, latents[held], images[held], device)
-    seconds = time.time() - began + state.get("seconds", 0.0)
-    _save(ck, {"model": vae.state_dict(), "done": True, "psnr": psnr, "psnr_before": before,
-               "step": step, "seconds": seconds})
-    return {"psnr_before": before, "psnr": psnr, "seconds": seconds}
-
-
-@torch.no_grad()
-def _decoded_psnr(vae, latents: torch.Tensor, images: np.ndarray, device: str) -> float:
-    was = vae.training
-    vae.eval()
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    rec = torch.cat([vae.decode(b.to(device)).sample.cpu() for b in latents.split(128)])
-    vae.train(was)
-    return 10 * math.log10(4 / F.mse_loss(rec.clamp(-1, 1), x).item())
 
 
 def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: torch.Tensor,

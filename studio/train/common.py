@@ -1,0 +1,60 @@
+"""Shared by the training stages: atomic checkpoints, resume log, interruption hook (tests),
+learning-rate schedule, EMA and the progress bar."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: one file per stage, written atomically
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def _lr_at(step: int, cfg: TrainConfig, total: int, base: float) -> float:
+    if step < cfg.warmup:
+        return base * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+RESUMED: list[str] = []
+
+
+def log_resume(stage: str, step: int) -> None:
+    RESUMED.append(f"{stage} from step {step}")
+    print(f"Resuming {stage} from its checkpoint at step {step}", flush=True)
+
+
+def _interrupt_hook(step: int) -> None:
+    """STUDIO_TRAIN_INTERRUPT_AT=N raises KeyboardInterrupt after optimizer step N of a stage:
+    how the tests prove that an interrupted run resumes (a real Ctrl-C lands in the same place)."""
+    at = os.environ.get("STUDIO_TRAIN_INTERRUPT_AT")
+    if at and step == int(at):
+        raise KeyboardInterrupt(f"interrupted at step {step} (STUDIO_TRAIN_INTERRUPT_AT)")
+
+
+def _bar(total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=2.0)
