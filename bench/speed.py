@@ -146,8 +146,6 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
                 kw.update(image=image, strength=0.75 if mode == "img2img" else 1.0)
             if mask is not None:
                 kw["mask_image"] = mask
-            total = [0]
-
             def cb(p, i, t, kwargs):
                 stamp(i, p.num_timesteps)
                 return kwargs
@@ -155,10 +153,8 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
                           generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=cb,
                           **kw).images[0]
             _sync(device)
-            del total
             return result
     else:
-        from studio.fast import resolve_fast  # noqa: F401 - imported here so its cost is counted
         from studio.models import ModelManager
         from studio.outputs import OutputFolder
         from studio.config import PRESETS_DIR
