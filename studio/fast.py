@@ -100,8 +100,9 @@ def apply_fast(pipe, fast: FastPath) -> None:
         mode = None if fast.compile_mode == "default" else fast.compile_mode
         # nn.Module.compile compiles in place: the pipelines keep their UNet/VAE classes and
         # configs. dynamic=False: one static graph per resolution and batch.
-        pipe.unet.compile(mode=mode, dynamic=False)
-        pipe.vae.decoder.compile(mode=mode, dynamic=False)
+        for module in (getattr(pipe, "unet", None), getattr(getattr(pipe, "vae", None), "decoder", None)):
+            if module is not None:
+                module.compile(mode=mode, dynamic=False)
     if fast.enabled:
         log.info("Fast path: %s", fast.describe())
 

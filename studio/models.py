@@ -46,6 +46,13 @@ def choose_dtype(requested: str, device: str):
     return table[requested]
 
 
+class _Only:
+    """A stand-in pipeline holding just the modules given (to apply the fast path to one)."""
+
+    def __init__(self, **modules):
+        self.__dict__.update(modules)
+
+
 class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
@@ -268,6 +275,8 @@ class ModelManager:
             else:
                 from .addons import load_vae_file
                 vae = load_vae_file(path, self.dtype, self.info().family).to(self.device)
+                from .fast import apply_fast
+                apply_fast(_Only(vae=vae), self.fast)      # channels-last / compiled like the own
             base.register_modules(vae=vae)
             self._derived = {}          # from_pipe copies hold the old VAE
             state.vae = name
