@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 NO_STYLE = "None"
 PREVIEW_EVERY_S = 0.5       # live previews: at most two a second
+_DONE = object()
 
 
 @dataclass
@@ -263,7 +264,7 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     def on_step(done: int, total: int) -> None:
         progress((done, total), desc=f"Step {done}/{total}", unit="steps")
 
-    previews: queue.Queue = queue.Queue(maxsize=1)
+    previews: queue.Queue = queue.Queue()     # pictures, then _DONE when the engine returns
     last = [time.monotonic()]
 
     def on_preview(make) -> None:
@@ -284,6 +285,8 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
                                            on_preview=on_preview)
         except BaseException as exc:  # noqa: BLE001 - handed to the event below
             outcome["error"] = exc
+        finally:
+            previews.put(_DONE)
 
     try:
         progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
@@ -292,11 +295,7 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
         worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
                                   name=f"generate-{session[:8]}", daemon=True)
         worker.start()
-        while worker.is_alive():
-            try:
-                picture = previews.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        while (picture := previews.get()) is not _DONE:
             yield [(picture, "preview")], gr.skip(), gr.skip(), gr.skip(), gr.skip()
         worker.join()
         if "error" in outcome:
