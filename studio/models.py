@@ -46,13 +46,6 @@ def choose_dtype(requested: str, device: str):
     return table[requested]
 
 
-class _Only:
-    """A stand-in pipeline holding just the modules given (to apply the fast path to one)."""
-
-    def __init__(self, **modules):
-        self.__dict__.update(modules)
-
-
 class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
@@ -275,11 +268,19 @@ class ModelManager:
             else:
                 from .addons import load_vae_file
                 vae = load_vae_file(path, self.dtype, self.info().family).to(self.device)
+                from types import SimpleNamespace
+
                 from .fast import apply_fast
-                apply_fast(_Only(vae=vae), self.fast)      # channels-last / compiled like the own
+                apply_fast(SimpleNamespace(vae=vae), self.fast)   # channels-last / compiled like the own
             base.register_modules(vae=vae)
             self._derived = {}          # from_pipe copies hold the old VAE
             state.vae = name
+
+    def will_compile(self) -> bool:
+        """Whether loading will compile the UNet (the fast path's rule, before anything loads)."""
+        from .fast import resolve_fast
+        fast, compile, mode, cache = self.fast_request
+        return resolve_fast(fast, choose_device(self.requested_device), compile, mode, cache).compile
 
     def compile_warm_up(self) -> float:
         """Load the model and run one 2-step picture at its native size (batch 1, CFG on), so

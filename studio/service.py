@@ -109,18 +109,14 @@ class Studio:
         from .engine import explain
         return explain(request, self.manager, self.presets)
 
-    def warm_up(self, compile_now: bool | None = None) -> threading.Thread:
+    def warm_up(self) -> threading.Thread:
         """Import torch and diffusers in the background so the first click does not wait; when
         the fast path compiles (CUDA by default), also load the model and run a 2-step picture
         at its native size so the compilation happens while the page is already usable (a
         request that comes first waits on the model lock, it does not fail)."""
         def work():
             from . import engine  # noqa: F401
-            from .models import choose_device
-            fast, compile, _, _ = self.manager.fast_request
-            device = choose_device(self.manager.requested_device)
-            will = compile if compile is not None else (fast == "on" or fast == "auto") and device == "cuda"
-            if not (compile_now if compile_now is not None else will and fast != "off"):
+            if not self.manager.will_compile():
                 return
             try:
                 self.manager.compile_warm_up()
