@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from ..config import ROOT
 
 if TYPE_CHECKING:
@@ -54,6 +56,26 @@ def build_models(cfg: TrainConfig, vocab_size: int):
 # and every sampler's usual range (sigma_max 14.6).
 BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 PREDICTION_TYPE = "v_prediction"
+
+
+def timesteps(cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Uniform timesteps, with `high_noise_share` of the batch moved to t >= high_noise_from."""
+    t = torch.randint(0, 1000, (cfg.batch,), generator=gen)
+    high = torch.randint(cfg.high_noise_from, 1000, (cfg.batch,), generator=gen)
+    pick = torch.rand(cfg.batch, generator=gen) < cfg.high_noise_share
+    return torch.where(pick, high, t)
+
+
+def loss_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Per-sample weight of the v-prediction loss: min-SNR-gamma (Hang et al. 2023) in x0 terms,
+    min(snr, gamma), but floored at `snr_floor` so the high-noise steps keep their weight.
+
+    Why (issue 3, measured): plain min-SNR gives t = 999 a weight of 0.005 against ~0.8 at mid
+    noise, and the high-noise steps are where the layout is set. The same UNet trained on t = 999
+    alone learns to put objects in the prompted cell within ~1,000 steps, while 10,000 steps of
+    uniform t under min-SNR left position at chance (8%)."""
+    x0_weight = torch.clamp(snr, min=cfg.snr_floor, max=cfg.min_snr_gamma)
+    return x0_weight / (snr + 1)  # a v error is an x0 error scaled by sqrt(snr + 1)
 
 
 def noise_scheduler():

@@ -5,13 +5,16 @@
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
-the VAE decoder on those latents, 5. train the UNet and the CLIP text encoder together, 6. export
-a diffusers folder (fp16 weights) to --out. Stages 2-4 live in studio/train/autoencoder.py.
+the VAE decoder on those latents, 5. train the UNet and the CLIP text encoder together, 6. train
+a 9-channel inpainting UNet from it (studio/train/inpaint.py), 7. export a diffusers folder
+(fp16 weights) to --out. Stages 2-4 live in studio/train/autoencoder.py.
 
 Choices, each for a measured reason (issue 3): v-prediction on SD's scaled-linear betas (see
 studio/train/model.py for the two runs that led there) so every SD sampler applies; 10% empty captions so classifier-free guidance
-and negative prompts work; min-SNR-gamma loss weighting (Hang et al. 2023, arXiv:2303.09556) and
-an EMA of the weights to converge faster and steadier in a short CPU budget.
+and negative prompts work; min-SNR-gamma loss weighting (Hang et al. 2023, arXiv:2303.09556),
+floored so that the high-noise steps, where the layout is set, keep their weight, and a share of
+every batch drawn from high noise (see `loss_weight`); an EMA of the weights to converge faster
+and steadier in a short CPU budget.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,7 +39,8 @@ from ..config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
 from .common import RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume
 from .export import export
-from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, noise_scheduler
+from .inpaint import stage_inpaint
+from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, loss_weight, noise_scheduler, timesteps
 from .world import make_dataset
 
 DEFAULT_OUT = ROOT / "assets" / "embedded-model"
@@ -58,13 +64,18 @@ class TrainConfig:
     unet_layers: int = 1
     text_dim: int = 64
     text_layers: int = 3
-    unet_steps: int = 10_000
+    unet_steps: int = 7_500
     batch: int = 64
     lr: float = 4e-4
     warmup: int = 200
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
+    snr_floor: float = 1.0          # x0-space loss weight never below this (0: plain min-SNR)
+    high_noise_share: float = 0.4   # share of each batch drawn from t >= high_noise_from
+    high_noise_from: int = 900      # sigma >= 8.3: the input shows next to nothing of the picture
     ema_decay: float = 0.999
+    inpaint_steps: int = 2_000      # stage 6: the 9-channel inpainting UNet (studio/train/inpaint.py)
+    inpaint_lr: float = 2e-4
     checkpoint_every: int = 250
     time_budget_min: float = 105.0  # stop the UNet stage early when the whole run reaches this
     extra: dict = field(default_factory=dict)
@@ -74,7 +85,8 @@ CONFIGS = {
     "full": TrainConfig(),
     "smoke": TrainConfig(name="smoke", n_images=48, vae_channels=(8, 16, 16), vae_steps=4, decoder_steps=4,
                          vae_batch=8, unet_channels=(16, 32, 32), text_dim=16, text_layers=1,
-                         unet_steps=6, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0),
+                         unet_steps=6, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0,
+                         inpaint_steps=4),
 }
 
 
@@ -91,6 +103,14 @@ def stage_data(cfg: TrainConfig, work: Path):
     np.savez(path, images=images, captions=np.array(captions))
     return images, captions
 
+
+
+def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of every caption, and of the empty caption (dropout), padded to 77."""
+    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                    return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    return ids, empty
 
 
 def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: torch.Tensor,
@@ -112,9 +132,7 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
     for m in (unet, text, ema_unet, ema_text):
         m.to(device)
     unet.train(); text.train()
-    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True,
-                    return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    ids, empty = _tokens(tokenizer, captions)
     sched = noise_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
@@ -129,7 +147,7 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
         drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
         tok[drop] = empty
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, 1000, (cfg.batch,), generator=gen).to(device)
+        t = timesteps(cfg, gen).to(device)
         noisy = sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg, cfg.unet_steps, cfg.lr)
@@ -137,7 +155,7 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         target = sched.get_velocity(x0, noise, t)
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / (snr[t] + 1)  # min-SNR-gamma for v
+        weight = loss_weight(snr[t], cfg)
         loss = (per_sample * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,8 +185,27 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
     return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
 
 
+def reuse_autoencoder(folder: Path, cfg: TrainConfig):
+    """The VAE of a model folder this command wrote (stages 2-4 done then), with its PSNR figures
+    and the seconds those stages took, read from the folder's training.json: retraining the UNet
+    on an unchanged latent space need not retrain the autoencoder."""
+    from diffusers import AutoencoderKL
+
+    record_path = folder / "training.json"
+    if not record_path.exists():
+        raise SystemExit(f"--autoencoder {folder}: no training.json there (not written by this command)")
+    rec = json.loads(record_path.read_text(encoding="utf-8"))
+    if tuple(rec["config"]["vae_channels"]) != tuple(cfg.vae_channels) or rec["config"]["size"] != cfg.size:
+        raise SystemExit(f"--autoencoder {folder}: its VAE was trained with another config")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
+    earlier = {f"{stage}_s_earlier_invocation": sum(v for k, v in rec["timings_s"].items()
+                                                    if k.startswith(f"{stage}_s"))
+               for stage in ("vae", "decoder")}
+    return vae, rec["vae_psnr_db"], rec["vae_psnr_db_after_decoder_finetune"], earlier
+
+
 def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: str | None = None,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, autoencoder: Path | None = None, command: str | None = None) -> dict:
     started = time.time()
     RESUMED.clear()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -183,36 +220,56 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
     t = time.time()
     images, captions = stage_data(cfg, work)
     timings = {"data_s": time.time() - t}
-    t = time.time()
-    psnr, earlier = stage_vae(cfg, work, vae, images, device)
-    timings["vae_s"] = time.time() - t
-    if earlier is not None:  # trained by an earlier invocation of the same command (resumed run)
-        timings["vae_s_earlier_invocation"] = earlier
-    t = time.time()
-    latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
-    timings["latents_s"] = time.time() - t
-    t = time.time()
-    decoder = stage_decoder(cfg, work, vae, latents, images, device)
-    timings["decoder_s"] = time.time() - t
-    if decoder["seconds"] > timings["decoder_s"] + 1:
-        timings["decoder_s_earlier_invocation"] = decoder["seconds"]
+    if autoencoder is None:
+        t = time.time()
+        psnr, earlier = stage_vae(cfg, work, vae, images, device)
+        timings["vae_s"] = time.time() - t
+        if earlier is not None:  # trained by an earlier invocation of the same command (resumed run)
+            timings["vae_s_earlier_invocation"] = earlier
+        t = time.time()
+        latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
+        timings["latents_s"] = time.time() - t
+        t = time.time()
+        decoder = stage_decoder(cfg, work, vae, latents, images, device)
+        timings["decoder_s"] = time.time() - t
+        if decoder["seconds"] > timings["decoder_s"] + 1:
+            timings["decoder_s_earlier_invocation"] = decoder["seconds"]
+        psnr_after = decoder["psnr"]
+    else:
+        vae, psnr, psnr_after, earlier_timings = reuse_autoencoder(autoencoder, cfg)
+        timings.update(earlier_timings)
+        t = time.time()
+        latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
+        timings["latents_s"] = time.time() - t
     t = time.time()
     trained = stage_unet(cfg, work, unet, text, tokenizer, latents, scale, captions, device, started)
     timings["unet_s"] = time.time() - t
     if trained.get("seconds") and trained["seconds"] > timings["unet_s"] + 1:
         timings["unet_s_earlier_invocation"] = trained["seconds"]
+    t = time.time()
+    ids, empty = _tokens(tokenizer, captions)
+    inpaint = stage_inpaint(cfg, work, trained["unet"], trained["text"], vae, ids, empty, latents, scale,
+                            images, device)
+    timings["inpaint_s"] = time.time() - t
+    if inpaint["seconds"] > timings["inpaint_s"] + 1:
+        timings["inpaint_s_earlier_invocation"] = inpaint["seconds"]
     record = {
+        "command": command or "python -m studio.train.train",
         "config": asdict(cfg), "device": device, "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
-        "vae_psnr_db_after_decoder_finetune": round(decoder["psnr"], 2), "unet_steps_done": trained["steps"],
+        "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
+        "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": trained["steps"],
+        "inpaint_steps_done": inpaint["steps"],
         "resumed": list(RESUMED), "latent_scale": scale, "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "wall_clock_s_this_invocation": round(time.time() - started, 1),
         "params": {"vae": sum(p.numel() for p in vae.parameters()),
                    "unet": sum(p.numel() for p in unet.parameters()),
-                   "text_encoder": sum(p.numel() for p in text.parameters())},
+                   "text_encoder": sum(p.numel() for p in text.parameters()),
+                   "inpaint_unet": sum(p.numel() for p in inpaint["unet"].parameters())},
     }
-    export(out, vae.cpu(), trained["unet"], trained["text"], tokenizer_dir, scale, record)
+    export(out, vae.cpu(), trained["unet"], trained["text"], tokenizer_dir, scale, record,
+           inpaint_unet=inpaint["unet"])
     return record
 
 
@@ -231,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-images", type=int)
     p.add_argument("--time-budget-min", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--autoencoder", type=Path, metavar="MODEL_FOLDER",
+                   help="reuse the VAE of a model folder this command wrote (skips stages 2-4)")
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
@@ -239,7 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(cfg, **overrides)
     work = args.work or DEFAULT_WORK / cfg.name
     out = args.out or (DEFAULT_OUT if cfg.name == "full" else work / "model")
-    record = train(cfg, out, work, args.tokenizer, args.device, args.threads)
+    if args.autoencoder and args.autoencoder.resolve() == out.resolve():
+        src = work / "autoencoder-source"  # the folder is rewritten at export: keep a copy
+        if not src.exists():
+            shutil.copytree(args.autoencoder, src)
+        args.autoencoder = src
+    command = " ".join(["python -m studio.train.train", *(argv if argv is not None else sys.argv[1:])])
+    record = train(cfg, out, work, args.tokenizer, args.device, args.threads, args.autoencoder, command)
     print(json.dumps(record, indent=2, default=str))
     print(f"model written to {out}")
 
