@@ -167,6 +167,10 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
         versions = _versions()
         texts = [t for img in plan for t in (img.parsed.positive_text, img.parsed.negative)]
         addons = apply_addons(request, manager, library, texts, loras)
+        own_inpaint = request.mode == "inpaint" and bool(info.inpaint_unet)
+        if own_inpaint and addons["loras"]:
+            notes.append(f"LoRAs act on the text encoder only here: {info.name} inpaints with its own "
+                         "9-channel UNet, which has no LoRA layers.")
         conds: dict[tuple, Conditioner] = {}
         # what the text encoders' outputs depend on besides the text: the loaded weights and LoRAs
         # (embedding files change the token ids, and their hashes are part of the key too)
@@ -282,7 +286,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                         "batch_number": batch, "batch_pos": i, "width": image.width, "height": image.height,
                         "generated_size": [width, height],
                         "model": {"name": info.name, "source": info.source, "kind": info.kind,
-                                  "family": info.family},
+                                  "family": info.family, "inpainting_unet": own_inpaint},
                         "scheduler": {"name": request.scheduler, "class": type(scheduler).__name__,
                                       "config": _plain(dict(scheduler.config))},
                         "device": manager.device, "dtype": str(manager.dtype).replace("torch.", ""),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ class ModelManager:
         self._info: ModelInfo | None = None
         self._base = None              # the loaded pipeline
         self._derived: dict[str, Any] = {}
+        self._own_inpaint = None       # the model's own inpainting UNet, once loaded
         self._preview = None           # (weakref to the VAE, its LatentPreview)
         self.device: str | None = None
         self.dtype = None
@@ -176,10 +178,32 @@ class ModelManager:
                                      "Inpainting tab, or load a regular model for this tab.")
             auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
                     "inpaint": AutoPipelineForInpainting}[mode]
-            pipe = auto.from_pipe(base)
+            own = {"unet": self._inpaint_unet(base)} if mode == "inpaint" and info.inpaint_unet else {}
+            pipe = auto.from_pipe(base, **own)
             pipe.set_progress_bar_config(disable=True)
             self._derived[mode] = pipe
             return pipe
+
+    def _inpaint_unet(self, base):
+        """The model's own 9-channel inpainting UNet, beside the shared VAE and text encoder, in
+        the loaded weights' dtype and on their device, with the same fast path."""
+        from diffusers import UNet2DConditionModel
+
+        from .fast import apply_fast
+        if self._own_inpaint is not None:
+            return self._own_inpaint
+        info = self.info()
+        try:
+            unet = UNet2DConditionModel.from_pretrained(info.inpaint_unet, torch_dtype=self.dtype,
+                                                        local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Could not load the inpainting UNet of {info.name} "
+                                 f"({info.inpaint_unet}): {exc}") from exc
+        unet.to(self.device).eval()
+        apply_fast(SimpleNamespace(unet=unet), self.fast)
+        log.info("Inpainting with %s's own 9-channel UNet", info.name)
+        self._own_inpaint = unet
+        return unet
 
     def pipeline_with_scheduler(self, mode: str, scheduler):
         """A pipeline object of its own for one request: same modules, its own scheduler, so a
@@ -268,7 +292,6 @@ class ModelManager:
             else:
                 from .addons import load_vae_file
                 vae = load_vae_file(path, self.dtype, self.info().family).to(self.device)
-                from types import SimpleNamespace
 
                 from .fast import apply_fast
                 apply_fast(SimpleNamespace(vae=vae), self.fast)   # channels-last / compiled like the own
@@ -327,6 +350,7 @@ class ModelManager:
             from .addons import AddonState
             self._base = None
             self._derived = {}
+            self._own_inpaint = None
             self.addons = AddonState()
             self.text_cache.clear()
             free_device_memory()

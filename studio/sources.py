@@ -31,6 +31,7 @@ class ModelInfo:
     notice: str = ""
     examples: tuple[str, ...] = ()   # prompts that work with it (the model's examples.txt)
     location: str = ""               # where to load it from: a folder, a file, or the hub id
+    inpaint_unet: str = ""           # a 9-channel UNet that comes with the model (its subfolder)
 
     @property
     def inpaint_only(self) -> bool:
@@ -137,4 +138,19 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
     return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
                      native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
                      notice=notice, examples=examples,
-                     location=source if kind == "hub" else str(Path(path).expanduser())), None
+                     location=source if kind == "hub" else str(Path(path).expanduser()),
+                     inpaint_unet=_inpaint_unet(read, path, kind)), None
+
+
+INPAINT_FOLDER = "inpaint-unet"
+
+
+def _inpaint_unet(read, path: str, kind: str) -> str:
+    """The model's own inpainting UNet: a subfolder `inpaint-unet` with a 9-channel
+    UNet2DConditionModel (the embedded model ships one; studio/train/inpaint.py says why)."""
+    if kind == "hub":
+        return ""
+    config = read(f"{INPAINT_FOLDER}/config.json")
+    if config.get("in_channels") != 9:
+        return ""
+    return str(Path(path).expanduser() / INPAINT_FOLDER)

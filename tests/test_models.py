@@ -98,3 +98,53 @@ def test_default_without_embedded_model_is_a_labelled_placeholder(monkeypatch, t
     assert manager.info().kind == "placeholder" and "UNTRAINED" in manager.info().notice
     pipe = manager.pipeline("txt2img")
     assert pipe.unet.config.in_channels == 4 and manager.info().native_size == 64
+
+
+@pytest.fixture(scope="module")
+def model_with_own_inpainting(tiny_model, tmp_path_factory):
+    """The tiny model plus an `inpaint-unet/` subfolder, as the embedded model ships: a 9-channel
+    UNet made from its own UNet by the training code (studio/train/inpaint.py)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from studio.train.inpaint import inpaint_unet_from
+    folder = tmp_path_factory.mktemp("own-inpaint") / "tiny-with-inpaint"
+    shutil.copytree(tiny_model, folder)
+    inpaint_unet_from(UNet2DConditionModel.from_pretrained(folder / "unet")).save_pretrained(
+        folder / "inpaint-unet")
+    return folder
+
+
+def test_a_model_with_its_own_inpainting_unet_uses_it_in_the_inpaint_tab_only(model_with_own_inpainting):
+    manager = ModelManager(str(model_with_own_inpainting))
+    info = manager.info()
+    assert info.in_channels == 4 and info.inpaint_unet.endswith("inpaint-unet")
+    t2i, inp = manager.pipeline("txt2img"), manager.pipeline("inpaint")
+    assert t2i.unet.config.in_channels == 4 and inp.unet.config.in_channels == 9
+    assert inp.vae is t2i.vae and inp.text_encoder is t2i.text_encoder
+    assert inp.unet.dtype == t2i.unet.dtype and inp.unet.device == t2i.unet.device
+    # cached with the loaded weights, dropped with them
+    assert manager.pipeline_with_scheduler("inpaint", t2i.scheduler).unet is inp.unet
+    manager.unload()
+    assert manager.pipeline("inpaint").unet is not inp.unet
+
+
+def test_the_own_inpainting_unet_generates_and_is_recorded(model_with_own_inpainting, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from studio.config import Settings
+    from studio.requests import make_request
+    from studio.service import Studio
+    studio = Studio.from_settings(Settings(model=str(model_with_own_inpainting), outputs=tmp_path))
+    base = Image.new("RGB", (64, 64), (200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    result = studio.run(make_request(mode="inpaint", image=base, mask=mask, prompt="a blue square",
+                                     seed=0, steps=3, mask_blur=0))
+    out = np.asarray(result.images[0].image)
+    assert np.array_equal(out[np.asarray(mask) == 0], np.asarray(base)[np.asarray(mask) == 0])
+    assert result.images[0].data["model"]["inpainting_unet"] is True
+    txt = studio.run(make_request(prompt="a blue square", seed=0, steps=2))
+    assert txt.images[0].data["model"]["inpainting_unet"] is False

@@ -52,6 +52,67 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
         assert (out / "tokenizer" / name).is_file()
     assert json.loads((out / "training.json").read_text())["config"]["name"] == "smoke"
     assert pipe.vae.config.scaling_factor == pytest.approx(record["latent_scale"])
+    assert record["inpaint_steps_done"] == cfg.inpaint_steps
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    unet9 = UNet2DConditionModel.from_pretrained(out / "inpaint-unet")
+    assert unet9.config.in_channels == 9 and unet9.dtype == torch.float16
+    inpaint = StableDiffusionInpaintPipeline.from_pipe(pipe, unet=unet9.float())
+    from PIL import Image
+    painted = inpaint("a blue square", image=Image.new("RGB", (64, 64)), mask_image=Image.new("L", (64, 64), 255),
+                      num_inference_steps=2, height=64, width=64, output_type="np").images[0]
+    assert painted.shape == (64, 64, 3)
     image = pipe("a red circle 🎨 " * 200, num_inference_steps=2, height=64, width=64,
                  output_type="np").images[0]
     assert image.shape == (64, 64, 3)
+
+
+def test_the_inpainting_unet_starts_as_the_text_to_image_unet():
+    """Zero-initialised mask and masked-image channels: whatever they hold, the 9-channel copy
+    predicts exactly what the original predicts from the noisy latents alone."""
+    from diffusers import UNet2DConditionModel
+
+    from studio.train.inpaint import inpaint_unet_from
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
+                                attention_head_dim=2, norm_num_groups=4).eval()
+    unet9 = inpaint_unet_from(unet).eval()
+    assert unet9.config.in_channels == 9 and unet.config.in_channels == 4
+    x, extra, text = torch.randn(2, 4, 8, 8), torch.randn(2, 5, 8, 8), torch.randn(2, 3, 8)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, text).sample, unet9(torch.cat([x, extra], 1), t, text).sample)
+
+
+def test_training_masks_cover_the_object_or_a_region():
+    from studio.train.inpaint import draw_masks, object_boxes
+    from studio.train.world import Obj, Scene, render
+    import numpy as np
+    img = np.asarray(render(Scene((Obj("square", "red", "small", "top left"),), "blue"), 64))
+    boxes = object_boxes(img[None])
+    (x0, y0, x1, y1), = boxes[0]
+    assert x1 <= 32 and y1 <= 32 and (x1 - x0) > 8          # the object, in the top left
+    masks = draw_masks(boxes * 400, 64, torch.Generator().manual_seed(0))
+    assert masks.shape == (400, 1, 64, 64) and set(masks.unique().tolist()) == {0.0, 1.0}
+    covers_object = (masks[:, 0, y0:y1, x0:x1].mean(dim=(1, 2)) == 1).float().mean()
+    everything = (masks.flatten(1).mean(1) == 1).float().mean()
+    assert 0.5 <= covers_object <= 0.8 and 0.05 <= everything <= 0.15
+
+
+def test_loss_weight_keeps_high_noise_steps_and_min_snr_elsewhere():
+    from studio.train.model import noise_scheduler
+    from studio.train.model import loss_weight, timesteps as _timesteps
+    cfg = CONFIGS["full"]
+    ab = noise_scheduler().alphas_cumprod
+    snr = ab / (1 - ab)
+    w = loss_weight(snr, cfg)
+    x0_weight = w * (snr + 1)          # what each step weighs in x0 terms
+    assert torch.allclose(x0_weight[999], torch.tensor(1.0)) and torch.allclose(x0_weight[700], torch.tensor(1.0))
+    assert torch.allclose(x0_weight[0], torch.tensor(cfg.min_snr_gamma))   # min-SNR cap at low noise
+    plain_min_snr = torch.clamp(snr, max=cfg.min_snr_gamma)
+    assert plain_min_snr[999] < 0.01                   # what the old weighting gave the last step
+    t = torch.cat([_timesteps(cfg, torch.Generator().manual_seed(i)) for i in range(100)])
+    high = (t >= cfg.high_noise_from).float().mean()
+    expected = cfg.high_noise_share + (1 - cfg.high_noise_share) * (1000 - cfg.high_noise_from) / 1000
+    assert abs(high - expected) < 0.03

@@ -7,6 +7,8 @@
 2. negative prompt: "a circle" with negative "red" vs none -> share of red object pixels
 3. img2img at strength 0.3 keeps the layout (object still in its cell)
 4. inpainting "a blue square" in a masked cell -> a blue object in the mask, the rest unchanged
+   (with the model's own 9-channel inpainting UNet when it has one, as the studio does; the
+   text-to-image UNet's latent blending is printed beside it)
 5. a reference image of a green circle ({image}, reference-only attention): green share without/with
 6. speed: median seconds per 20-step image on this machine (batch 1)
 All at the studio's default sampler, 20 steps, CFG 5, seeds 0..n-1 (deterministic).
@@ -28,6 +30,7 @@ from PIL import Image
 from ..engine import composite
 from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
 from .checker import check, nearest_colour
+from .inpaint import INPAINT_FOLDER
 from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
@@ -42,8 +45,14 @@ def load(model: Path, device: str):
                                                    safety_checker=None, requires_safety_checker=False)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return (pipe, StableDiffusionImg2ImgPipeline.from_pipe(pipe),
-            StableDiffusionInpaintPipeline.from_pipe(pipe))
+    blend = StableDiffusionInpaintPipeline.from_pipe(pipe)
+    own = None
+    if (model / INPAINT_FOLDER / "config.json").is_file():   # what the studio's Inpainting tab uses
+        from diffusers import UNet2DConditionModel
+        unet9 = UNet2DConditionModel.from_pretrained(model / INPAINT_FOLDER, torch_dtype=torch.float32)
+        own = StableDiffusionInpaintPipeline.from_pipe(pipe, unet=unet9.to(device))
+        own.set_progress_bar_config(disable=True)
+    return pipe, StableDiffusionImg2ImgPipeline.from_pipe(pipe), own or blend, blend if own else None
 
 
 def _fresh(pipe, seed: int = 0):
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--readme", action="store_true", help="write the figures into MODEL/README.md")
     p.add_argument("--quick", action="store_true", help="fewer samples everywhere (smoke)")
     args = p.parse_args(argv)
-    pipe, i2i, inp = load(args.model, args.device)
+    pipe, i2i, inp, blend = load(args.model, args.device)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     q = args.quick
     t0 = time.time()
@@ -187,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         "negative prompt: red share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
         "img2img 0.3 keeps position": img2img_layout(i2i, size, 4 if q else 50),
         "inpaint 'a blue square'": inpaint_blue_square(inp, size, 2 if q else 24),
+        "inpainting UNet": blend is not None,
         "reference image (green circle): green share of object pixels": reference_green(pipe, size, 2 if q else 24),
         "seconds per 20-step image (median)": speed(pipe, size, 2 if q else 7),
         "settings": {"sampler": DEFAULT_SCHEDULER, "steps": STEPS, "cfg": CFG, "size": size,
@@ -194,6 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "machine": f"{platform.machine()} {platform.processor()}".strip()},
         "eval_seconds": round(time.time() - t0, 1),
     }
+    if blend is not None:   # for comparison: the text-to-image UNet with latent blending
+        fig["inpaint 'a blue square', text-to-image UNet (latent blending)"] = inpaint_blue_square(
+            blend, size, 2 if q else 24)
     print(json.dumps(fig, indent=2))
     if args.readme:
         (args.model / "evaluation.json").write_text(json.dumps(fig, indent=2), encoding="utf-8")
@@ -208,14 +221,28 @@ def write_readme(model: Path, fig: dict) -> None:
     inp = fig["inpaint 'a blue square'"]
     ref_without, ref_with = fig["reference image (green circle): green share of object pixels"].values()
     cfg = rec["config"]
+    blend = fig.get("inpaint 'a blue square', text-to-image UNet (latent blending)")
+    inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
+    blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
+                  f"{blend['blue object in mask (>=25% blue pixels)']:.0%}." if blend else "")
+    floor = (f" floored at {cfg['snr_floor']}, {cfg['high_noise_share']:.0%} of each batch at "
+             f"t >= {cfg['high_noise_from']}" if cfg.get("snr_floor") else "")
+    inpaint_stage = (f"\n- inpainting UNet (9 input channels, `inpaint-unet/`): "
+                     f"{rec['inpaint_steps_done']} steps from the trained UNet, text encoder frozen"
+                     if rec.get("inpaint_steps_done") else "")
     size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
     decoder = (f", {rec['vae_psnr_db_after_decoder_finetune']} dB after fine-tuning the decoder "
                f"{cfg.get('decoder_steps')} steps on the frozen encoder's latents (held-out images)"
                if "vae_psnr_db_after_decoder_finetune" in rec else "")
-    done_before = [k.split("_s_")[0] for k in rec["timings_s"] if k.endswith("_s_earlier_invocation")]
+    done_before = [k.split("_s_")[0] for k in rec["timings_s"] if k.endswith("_s_earlier_invocation")
+                   and not (rec.get("autoencoder_from") and k.startswith(("vae", "decoder")))]
     earlier = (f"\n- resumed run: the {', '.join(done_before)} stage(s) were done by an earlier invocation "
                "of the same command (same config and seed); their time is counted above"
                if done_before else "")
+    if rec.get("autoencoder_from"):
+        earlier += ("\n- the autoencoder (VAE and decoder stages) is the previous model's, made by this "
+                    "command and reused with --autoencoder (the latent space is unchanged); its "
+                    "training time is counted above")
     text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
@@ -229,12 +256,12 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 ({size_mb:.1f} MB in all) and run on the CPU in fp32.
 
 ## How it was made
-    python -m studio.train.train{"" if rec["config"]["name"] == "full" else " --config " + rec["config"]["name"]}
+    {rec.get("command") or "python -m studio.train.train"}
 
 - seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
   {cfg["batch"]}, lr {cfg["lr"]}, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
-  {cfg["min_snr_gamma"]}, EMA {cfg["ema_decay"]})
+  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){inpaint_stage}
 - parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
@@ -254,10 +281,10 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - Negative prompt: "a circle", share of red object pixels: {neg["without"]:.1%} without a
   negative prompt, {neg["with negative 'red'"]:.1%} with negative "red".
 - img2img at strength 0.3 keeps the object in its cell: {fig["img2img 0.3 keeps position"]:.0%}.
-- Inpainting "a blue square" in a masked cell: a blue object in the mask
+- Inpainting "a blue square" in a masked cell{inp_how}: a blue object in the mask
   {inp["blue object in mask (>=25% blue pixels)"]:.0%} of the time (mean blue share
   {inp["mean blue share in mask"]:.0%}); pixels outside the mask changed in
-  {inp["images with any changed pixel outside the mask"]} images.
+  {inp["images with any changed pixel outside the mask"]} images.{blend_line}
 - Reference image (a green circle, reference-only attention) for "a circle on a gray
   background": green share of object pixels {ref_without:.1%} without, {ref_with:.1%} with it.
 - Speed: {fig["seconds per 20-step image (median)"]:.2f} s per 20-step image (median, batch 1,

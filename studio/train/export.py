@@ -29,8 +29,11 @@ def write_examples(folder: Path) -> None:
     (folder / "examples.txt").write_text("\n".join(EXAMPLE_PROMPTS) + "\n", encoding="utf-8")
 
 
-def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record: dict) -> Path:
-    """A diffusers folder that `StableDiffusionPipeline.from_pretrained(out)` loads, fp16."""
+def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record: dict,
+           inpaint_unet=None) -> Path:
+    """A diffusers folder that `StableDiffusionPipeline.from_pretrained(out)` loads, fp16; the
+    inpainting UNet, if any, in its subfolder (not a pipeline component: the studio pairs it with
+    the same VAE and text encoder through `from_pipe(pipe, unet=...)`)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -49,6 +52,10 @@ def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record
     pipe.save_pretrained(tmp, safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tokenizer_dir / name, tmp / "tokenizer" / name)
+    if inpaint_unet is not None:
+        from .inpaint import INPAINT_FOLDER
+        copy.deepcopy(inpaint_unet).cpu().to(torch.float16).save_pretrained(
+            tmp / INPAINT_FOLDER, safe_serialization=True)
     write_examples(tmp)
     (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
