@@ -147,7 +147,9 @@ def test_emphasis_changes_the_embeddings_keeping_the_mean(pipes):
     plain = Conditioner(pipe, "a red circle", "", 4).pipeline_kwargs()["prompt_embeds"]
     strong = Conditioner(pipe, "a (red:1.5) circle", "", 4).pipeline_kwargs()["prompt_embeds"]
     assert not torch.allclose(plain, strong)
-    assert strong.mean().item() == pytest.approx(plain.mean().item(), rel=1e-4)
+    # the tiny encoder's final layer norm (weight 1, bias 0) leaves a mean of ~1e-8: compare it on
+    # the scale of the embeddings, not relative to that float noise
+    assert abs(strong.mean().item() - plain.mean().item()) <= 1e-4 * plain.abs().mean().item()
     # only the emphasised token's position changes before the mean is restored: the others
     # differ by one common factor
     ratio = strong[0, 0] / plain[0, 0]

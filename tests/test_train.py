@@ -55,7 +55,10 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
     assert record["inpaint_steps_done"] == cfg.inpaint_steps
     from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
     unet9 = UNet2DConditionModel.from_pretrained(out / "inpaint-unet")
-    assert unet9.config.in_channels == 9 and unet9.dtype == torch.float16
+    assert unet9.config.in_channels == 9 and "_name_or_path" not in json.loads((out / "vae" / "config.json").read_text())
+    from safetensors import safe_open
+    with safe_open(out / "inpaint-unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert f.get_tensor("conv_in.weight").dtype == torch.float16
     inpaint = StableDiffusionInpaintPipeline.from_pipe(pipe, unet=unet9.float())
     from PIL import Image
     painted = inpaint("a blue square", image=Image.new("RGB", (64, 64)), mask_image=Image.new("L", (64, 64), 255),
