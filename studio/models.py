@@ -187,11 +187,11 @@ class ModelManager:
     def _inpaint_unet(self, base):
         """The model's own 9-channel inpainting UNet, beside the shared VAE and text encoder, in
         the loaded weights' dtype and on their device, with the same fast path."""
+        if self._own_inpaint is not None:
+            return self._own_inpaint
         from diffusers import UNet2DConditionModel
 
         from .fast import apply_fast
-        if self._own_inpaint is not None:
-            return self._own_inpaint
         info = self.info()
         try:
             unet = UNet2DConditionModel.from_pretrained(info.inpaint_unet, torch_dtype=self.dtype,

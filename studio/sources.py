@@ -12,6 +12,8 @@ from pathlib import Path
 from .config import EMBEDDED_MODEL, ROOT
 from .errors import ModelLoadError
 
+INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
+
 PLACEHOLDER_NOTICE = (
     "The embedded default model is not in assets/ yet, so the studio runs an UNTRAINED tiny "
     "placeholder: every tab works, but images are noise. Start with --model PATH_OR_HUB_ID to use "
@@ -142,12 +144,9 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
                      inpaint_unet=_inpaint_unet(read, path, kind)), None
 
 
-INPAINT_FOLDER = "inpaint-unet"
-
-
 def _inpaint_unet(read, path: str, kind: str) -> str:
     """The model's own inpainting UNet: a subfolder `inpaint-unet` with a 9-channel
-    UNet2DConditionModel (the embedded model ships one; studio/train/inpaint.py says why)."""
+    UNet2DConditionModel, as the embedded model's training writes (studio/train/inpaint.py)."""
     if kind == "hub":
         return ""
     config = read(f"{INPAINT_FOLDER}/config.json")

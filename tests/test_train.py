@@ -119,3 +119,16 @@ def test_loss_weight_keeps_high_noise_steps_and_min_snr_elsewhere():
     high = (t >= cfg.high_noise_from).float().mean()
     expected = cfg.high_noise_share + (1 - cfg.high_noise_share) * (1000 - cfg.high_noise_from) / 1000
     assert abs(high - expected) < 0.03
+
+
+def test_autoencoder_of_an_earlier_run_is_reused_with_its_time(tmp_path):
+    from diffusers import AutoencoderKL
+    cfg = CONFIGS["smoke"]
+    first = train(cfg, tmp_path / "a", tmp_path / "work-a", TOKENIZER_SOURCE)
+    second = train(cfg, tmp_path / "b", tmp_path / "work-b", TOKENIZER_SOURCE, autoencoder=tmp_path / "a")
+    assert not (tmp_path / "work-b" / "vae.pt").exists()          # stages 2-4 skipped
+    a, b = (AutoencoderKL.from_pretrained(tmp_path / n / "vae").state_dict() for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert second["timings_s"]["vae_s_earlier_invocation"] == pytest.approx(first["timings_s"]["vae_s"], abs=0.2)
+    assert second["vae_psnr_db"] == first["vae_psnr_db"]
+    assert "_name_or_path" not in json.loads((tmp_path / "b" / "vae" / "config.json").read_text())

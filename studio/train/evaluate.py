@@ -30,7 +30,7 @@ from PIL import Image
 from ..engine import composite
 from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
 from .checker import check, nearest_colour
-from .inpaint import INPAINT_FOLDER
+from ..sources import INPAINT_FOLDER
 from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"

@@ -53,13 +53,9 @@ def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tokenizer_dir / name, tmp / "tokenizer" / name)
     if inpaint_unet is not None:
-        from .inpaint import INPAINT_FOLDER
+        from ..sources import INPAINT_FOLDER
         copy.deepcopy(inpaint_unet).cpu().to(torch.float16).save_pretrained(
             tmp / INPAINT_FOLDER, safe_serialization=True)
-    for config in tmp.rglob("config.json"):   # a reused VAE remembers where it was read from
-        data = json.loads(config.read_text(encoding="utf-8"))
-        if data.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     write_examples(tmp)
     (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)

@@ -30,8 +30,6 @@ from .common import _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, lo
 if TYPE_CHECKING:
     from .train import TrainConfig
 
-INPAINT_FOLDER = "inpaint-unet"   # subfolder of the exported model (studio/sources.py reads it)
-
 
 def inpaint_unet_from(unet):
     """A 9-channel copy of `unet` whose mask and masked-image input channels start at zero."""

@@ -113,8 +113,8 @@ def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]
     return ids, empty
 
 
-def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: torch.Tensor,
-               scale: float, captions: list[str], device: str, started: float) -> dict:
+def stage_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empty: torch.Tensor,
+               latents: torch.Tensor, scale: float, device: str, started: float) -> dict:
     ck = work / "unet.pt"
     state = _load(ck) or {}
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
@@ -132,7 +132,6 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
     for m in (unet, text, ema_unet, ema_text):
         m.to(device)
     unet.train(); text.train()
-    ids, empty = _tokens(tokenizer, captions)
     sched = noise_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
@@ -185,23 +184,25 @@ def stage_unet(cfg: TrainConfig, work: Path, unet, text, tokenizer, latents: tor
     return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
 
 
-def reuse_autoencoder(folder: Path, cfg: TrainConfig):
-    """The VAE of a model folder this command wrote (stages 2-4 done then), with its PSNR figures
-    and the seconds those stages took, read from the folder's training.json: retraining the UNet
-    on an unchanged latent space need not retrain the autoencoder."""
-    from diffusers import AutoencoderKL
+def reuse_autoencoder(folder: Path, vae):
+    """Load into `vae` (built from this config) the VAE of a model folder this command wrote
+    (stages 2-4 done then); returns its PSNR figures and the seconds those stages took, read from
+    the folder's training.json: retraining the UNet on an unchanged latent space need not retrain
+    the autoencoder."""
+    from safetensors.torch import load_file
 
     record_path = folder / "training.json"
     if not record_path.exists():
         raise SystemExit(f"--autoencoder {folder}: no training.json there (not written by this command)")
     rec = json.loads(record_path.read_text(encoding="utf-8"))
-    if tuple(rec["config"]["vae_channels"]) != tuple(cfg.vae_channels) or rec["config"]["size"] != cfg.size:
-        raise SystemExit(f"--autoencoder {folder}: its VAE was trained with another config")
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32)
+    try:
+        vae.load_state_dict(load_file(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    except (OSError, RuntimeError) as exc:
+        raise SystemExit(f"--autoencoder {folder}: its VAE does not fit this config ({exc})") from None
     earlier = {f"{stage}_s_earlier_invocation": sum(v for k, v in rec["timings_s"].items()
                                                     if k.startswith(f"{stage}_s"))
                for stage in ("vae", "decoder")}
-    return vae, rec["vae_psnr_db"], rec["vae_psnr_db_after_decoder_finetune"], earlier
+    return rec["vae_psnr_db"], rec["vae_psnr_db_after_decoder_finetune"], earlier
 
 
 def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: str | None = None,
@@ -236,18 +237,18 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
             timings["decoder_s_earlier_invocation"] = decoder["seconds"]
         psnr_after = decoder["psnr"]
     else:
-        vae, psnr, psnr_after, earlier_timings = reuse_autoencoder(autoencoder, cfg)
+        psnr, psnr_after, earlier_timings = reuse_autoencoder(autoencoder, vae)
         timings.update(earlier_timings)
         t = time.time()
         latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
         timings["latents_s"] = time.time() - t
     t = time.time()
-    trained = stage_unet(cfg, work, unet, text, tokenizer, latents, scale, captions, device, started)
+    ids, empty = _tokens(tokenizer, captions)
+    trained = stage_unet(cfg, work, unet, text, ids, empty, latents, scale, device, started)
     timings["unet_s"] = time.time() - t
     if trained.get("seconds") and trained["seconds"] > timings["unet_s"] + 1:
         timings["unet_s_earlier_invocation"] = trained["seconds"]
     t = time.time()
-    ids, empty = _tokens(tokenizer, captions)
     inpaint = stage_inpaint(cfg, work, trained["unet"], trained["text"], vae, ids, empty, latents, scale,
                             images, device)
     timings["inpaint_s"] = time.time() - t
