@@ -40,11 +40,16 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
         train(cfg, out, work, TOKENIZER_SOURCE)
     assert torch.load(work / "decoder.pt", weights_only=False)["done"]
     assert torch.load(work / "unet.pt", weights_only=False)["step"] == 3
-    # ... and the same command once more finishes from the UNet checkpoint.
+    # ... then in the detail phase (the UNet stage resumes and finishes first) ...
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, work, TOKENIZER_SOURCE)
+    assert torch.load(work / "unet.pt", weights_only=False)["done"]
+    assert torch.load(work / "unet-detail.pt", weights_only=False)["step"] == 3
+    # ... and the same command once more finishes from the detail checkpoint.
     monkeypatch.delenv("STUDIO_TRAIN_INTERRUPT_AT")
     record = train(cfg, out, work, TOKENIZER_SOURCE)
-    assert record["resumed"] == ["UNet+text from step 3"]
-    assert record["unet_steps_done"] == cfg.unet_steps
+    assert record["resumed"] == ["UNet+text detail from step 3"]
+    assert record["unet_steps_done"] == cfg.unet_steps and record["detail_steps_done"] == cfg.detail_steps
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, dtype=torch.float32)
     assert pipe.unet.dtype == torch.float32
@@ -132,3 +137,23 @@ def test_autoencoder_of_an_earlier_run_is_reused_with_its_time(tmp_path):
     assert second["timings_s"]["vae_s_earlier_invocation"] == pytest.approx(first["timings_s"]["vae_s"], abs=0.2)
     assert second["vae_psnr_db"] == first["vae_psnr_db"]
     assert "_name_or_path" not in json.loads((tmp_path / "b" / "vae" / "config.json").read_text())
+
+
+def test_the_detail_phase_starts_from_the_layout_phases_ema(tmp_path):
+    """With a learning rate of 0 the detail phase changes nothing, so the exported UNet and text
+    encoder are the layout phase's EMA weights (not its raw ones, and not a fresh start)."""
+    from dataclasses import replace
+
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+    cfg = replace(CONFIGS["smoke"], detail_lr=0.0)
+    train(cfg, tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    layout = torch.load(tmp_path / "w" / "unet.pt", weights_only=False)
+    detail = torch.load(tmp_path / "w" / "unet-detail.pt", weights_only=False)
+    assert detail["done"] and detail["step"] == cfg.detail_steps
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "m" / "unet").state_dict()
+    text = CLIPTextModel.from_pretrained(tmp_path / "m" / "text_encoder").state_dict()
+    for exported, ema in ((unet, layout["ema_unet"]), (text, layout["ema_text"])):
+        assert all(torch.equal(exported[k], ema[k].half().to(exported[k].dtype)) for k in ema if k in exported)
+    moved = sum(not torch.equal(detail["ema_unet"][k], layout["ema_unet"][k]) for k in layout["ema_unet"])
+    assert moved == 0

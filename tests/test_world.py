@@ -123,6 +123,16 @@ def test_heldout_split_and_prompts(heldout):
                      position_phrase(o.position)):
             assert word in prompt
         assert prompt in (full_caption(scene, 0), full_caption(scene, 1))
+    from studio.train.world import POSITIONS
+    short = heldout_prompts(200, seed=2, position=False)
+    assert {(s.objects[0].colour, s.objects[0].shape) for s, _ in short} == HELDOUT_PAIRS
+    for scene, prompt in short:
+        (o,) = scene.objects
+        assert prompt.startswith(("a ", "an ")) and f"{o.colour} {o.shape} on a" in prompt
+        assert prompt.endswith(f"{scene.background} background")
+        assert not any(word in prompt.split() for p in POSITIONS for word in p.split() + ["middle", "corner", "side"])
+    assert any(o.size in p for (s, p) in short for o in s.objects) and any(
+        not p.split()[1] in ("small", "large") for _, p in short)
     _, caps, scenes = make_dataset(20, seed=0, split="heldout")
     assert all((s.objects[0].colour, s.objects[0].shape) in HELDOUT_PAIRS for s in scenes)
 

@@ -3,13 +3,14 @@
     python -m studio.train.evaluate [--model assets/embedded-model] [--n 200] [--readme]
 
 1. prompt fidelity on held-out prompts (colour/shape pairs never seen in training), scored by
-   the pixel checker (studio/train/checker.py): colour, background, position, shape
-2. negative prompt: "a circle" with negative "red" vs none -> share of red object pixels
+   the pixel checker (studio/train/checker.py): colour, background, position, shape; and on
+   held-out prompts that name no position ("a red circle on a blue background")
+2. negative prompt: "a circle" with its usual colour as the negative prompt vs none -> that colour's share
 3. img2img at strength 0.3 keeps the layout (object still in its cell)
 4. inpainting "a blue square" in a masked cell -> a blue object in the mask, the rest unchanged
    (with the model's own 9-channel inpainting UNet when it has one, as the studio does; the
    text-to-image UNet's latent blending is printed beside it)
-5. a reference image of a green circle ({image}, reference-only attention): green share without/with
+5. a reference image of a pink circle ({image}, reference-only attention): pink share without/with
 6. speed: median seconds per 20-step image on this machine (batch 1)
 All at the studio's default sampler, 20 steps, CFG 5, seeds 0..n-1 (deterministic).
 """
@@ -80,9 +81,13 @@ def object_colour_share(image: Image.Image, colour: str) -> float:
     return float((nearest == names.index(colour)).mean())
 
 
-def fidelity(pipe, n: int, size: int, chunk: int = 25) -> dict:
-    items = heldout_prompts(n, seed=0)
-    scores = {k: 0 for k in ("colour", "background", "position", "shape", "all")}
+def fidelity(pipe, n: int, size: int, chunk: int = 25, position: bool = True) -> dict:
+    """Shares of `n` held-out prompts whose picture has the asked colour, background, position
+    and shape (and all of them); with `position=False` the prompts name no position and it is
+    not scored."""
+    items = heldout_prompts(n, seed=0 if position else 2, position=position)
+    keys = ("colour", "background", "position", "shape") if position else ("colour", "background", "shape")
+    scores = {k: 0 for k in keys + ("all",)}
     for start in range(0, n, chunk):
         part = items[start:start + chunk]
         out = _fresh(pipe, start)(
@@ -90,19 +95,25 @@ def fidelity(pipe, n: int, size: int, chunk: int = 25) -> dict:
             width=size, generator=_gens(range(start, start + len(part)))).images
         for img, (scene, _) in zip(out, part):
             s = check(img, scene)
-            for k in scores:
+            for k in keys:
                 scores[k] += bool(getattr(s, k))
+            scores["all"] += all(getattr(s, k) for k in keys)
     return {k: v / n for k, v in scores.items()}
 
 
 def negative_prompt(pipe, size: int, n: int = 32) -> dict:
-    res = {}
-    for label, neg in (("without", None), ("with negative 'red'", "red")):
-        imgs = _fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
+    """ "a circle" names no colour, so the model paints its own favourite: the negative prompt is
+    that colour's name, and the share of its object pixels is compared without/with it."""
+    def shares(neg: str | None) -> list:
+        return _fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
                             num_inference_steps=STEPS, guidance_scale=CFG, height=size, width=size,
                             generator=_gens(range(n))).images
-        res[label] = float(np.mean([object_colour_share(i, "red") for i in imgs]))
-    return res
+    plain = shares(None)
+    favourite = max(COLOURS, key=lambda c: np.mean([object_colour_share(i, c) for i in plain]))
+    negated = shares(favourite)
+    return {"colour": favourite,
+            "without": float(np.mean([object_colour_share(i, favourite) for i in plain])),
+            "with it as the negative prompt": float(np.mean([object_colour_share(i, favourite) for i in negated]))}
 
 
 def img2img_layout(i2i, size: int, n: int = 50) -> float:
@@ -148,12 +159,17 @@ def inpaint_blue_square(inp, size: int, n: int = 24) -> dict:
             "images with any changed pixel outside the mask": changed_outside}
 
 
-def reference_green(pipe, size: int, n: int = 24, strength: float = 0.8) -> dict:
-    """Reference-only attention with a green circle as the reference: the share of green object
-    pixels for "a circle on a gray background" without and with it (same seeds)."""
+REFERENCE_COLOUR = "pink"   # not what the model paints for a colourless "a circle" (green)
+REFERENCE_KEY = f"reference image ({REFERENCE_COLOUR} circle): {REFERENCE_COLOUR} share of object pixels"
+
+
+def reference_colour(pipe, size: int, n: int = 24, strength: float = 0.8,
+                     colour: str = REFERENCE_COLOUR) -> dict:
+    """Reference-only attention with a circle of `colour` as the reference: the share of object
+    pixels of that colour for "a circle on a gray background" without and with it (same seeds)."""
     from ..reference import Reference, ReferenceGuidance
     from .world import Obj
-    ref = Reference("green", render(Scene((Obj("circle", "green", "large", "center"),), "gray"), size))
+    ref = Reference(colour, render(Scene((Obj("circle", colour, "large", "center"),), "gray"), size))
     res = {}
     for label, s in (("without reference", 0.0), (f"with reference (strength {strength})", strength)):
         shares = []
@@ -162,7 +178,7 @@ def reference_green(pipe, size: int, n: int = 24, strength: float = 0.8) -> dict
             with ReferenceGuidance(p, [ref], s, size, size, seed=i):
                 img = p("a circle on a gray background", num_inference_steps=STEPS, guidance_scale=CFG,
                         height=size, width=size, generator=_gens([i])).images[0]
-            shares.append(object_colour_share(img, "green"))
+            shares.append(object_colour_share(img, colour))
         res[label] = float(np.mean(shares))
     return res
 
@@ -193,11 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
     fig = {
         "held-out prompts": args.n,
         "fidelity": fidelity(pipe, args.n, size),
-        "negative prompt: red share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
+        "fidelity, prompts without a position word": fidelity(pipe, args.n, size, position=False),
+        "negative prompt: the favourite colour's share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
         "img2img 0.3 keeps position": img2img_layout(i2i, size, 4 if q else 50),
         "inpaint 'a blue square'": inpaint_blue_square(inp, size, 2 if q else 24),
         "inpainting UNet": blend is not None,
-        "reference image (green circle): green share of object pixels": reference_green(pipe, size, 2 if q else 24),
+        REFERENCE_KEY: reference_colour(pipe, size, 2 if q else 24),
         "seconds per 20-step image (median)": speed(pipe, size, 2 if q else 7),
         "settings": {"sampler": DEFAULT_SCHEDULER, "steps": STEPS, "cfg": CFG, "size": size,
                      "device": args.device, "torch threads": torch.get_num_threads(),
@@ -217,16 +234,25 @@ def main(argv: list[str] | None = None) -> dict:
 def write_readme(model: Path, fig: dict) -> None:
     rec = json.loads((model / "training.json").read_text(encoding="utf-8"))
     f = fig["fidelity"]
-    neg = fig["negative prompt: red share of object pixels"]
+    neg = fig["negative prompt: the favourite colour's share of object pixels"]
     inp = fig["inpaint 'a blue square'"]
-    ref_without, ref_with = fig["reference image (green circle): green share of object pixels"].values()
+    ref_without, ref_with = fig[REFERENCE_KEY].values()
     cfg = rec["config"]
+    g = fig.get("fidelity, prompts without a position word")
+    nopos_row = (f'| without ("a red triangle on a blue background") | {g["colour"]:.0%} | '
+                 f'{g["background"]:.0%} | - | {g["shape"]:.0%} | {g["all"]:.0%} |\n' if g else "")
     blend = fig.get("inpaint 'a blue square', text-to-image UNet (latent blending)")
     inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
     blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
                   f"{blend['blue object in mask (>=25% blue pixels)']:.0%}." if blend else "")
     floor = (f" floored at {cfg['snr_floor']}, {cfg['high_noise_share']:.0%} of each batch at "
              f"t >= {cfg['high_noise_from']}" if cfg.get("snr_floor") else "")
+    detail_how = ("plain min-SNR-gamma, uniform timesteps" if not cfg.get("detail_snr_floor")
+                  and not cfg.get("detail_high_noise_share") else
+                  f"weight floored at {cfg.get('detail_snr_floor')}, {cfg.get('detail_high_noise_share', 0):.0%} "
+                  f"of each batch at t >= {cfg['high_noise_from']}")
+    detail_stage = (f"\n- then {rec['detail_steps_done']} detail steps from those EMA weights (fresh "
+                    f"optimiser, lr {cfg['detail_lr']}, {detail_how})" if rec.get("detail_steps_done") else "")
     inpaint_stage = (f"\n- inpainting UNet (9 input channels, `inpaint-unet/`): "
                      f"{rec['inpaint_steps_done']} steps from the trained UNet, text encoder frozen"
                      if rec.get("inpaint_steps_done") else "")
@@ -261,7 +287,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
   {cfg["batch"]}, lr {cfg["lr"]}, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
-  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){inpaint_stage}
+  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){detail_stage}{inpaint_stage}
 - parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
@@ -274,19 +300,20 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 {fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training), {STEPS} steps,
 {DEFAULT_SCHEDULER}, CFG {CFG}, scored by the project's pixel checker:
 
-| colour | background | position | shape | all four |
-|---|---|---|---|---|
-| {f["colour"]:.0%} | {f["background"]:.0%} | {f["position"]:.0%} | {f["shape"]:.0%} | {f["all"]:.0%} |
-
-- Negative prompt: "a circle", share of red object pixels: {neg["without"]:.1%} without a
-  negative prompt, {neg["with negative 'red'"]:.1%} with negative "red".
+| prompts | colour | background | position | shape | all |
+|---|---|---|---|---|---|
+| with a position ("a large red triangle in the top left corner on a blue background") | {f["colour"]:.0%} | {f["background"]:.0%} | {f["position"]:.0%} | {f["shape"]:.0%} | {f["all"]:.0%} |
+{nopos_row}
+- Negative prompt: "a circle" (no colour named) comes out {neg["colour"]}: {neg["without"]:.0%} of
+  the object pixels without a negative prompt, {neg["with it as the negative prompt"]:.0%} with the
+  negative prompt "{neg["colour"]}".
 - img2img at strength 0.3 keeps the object in its cell: {fig["img2img 0.3 keeps position"]:.0%}.
 - Inpainting "a blue square" in a masked cell{inp_how}: a blue object in the mask
   {inp["blue object in mask (>=25% blue pixels)"]:.0%} of the time (mean blue share
   {inp["mean blue share in mask"]:.0%}); pixels outside the mask changed in
   {inp["images with any changed pixel outside the mask"]} images.{blend_line}
-- Reference image (a green circle, reference-only attention) for "a circle on a gray
-  background": green share of object pixels {ref_without:.1%} without, {ref_with:.1%} with it.
+- Reference image (a {REFERENCE_COLOUR} circle, reference-only attention) for "a circle on a gray
+  background": {REFERENCE_COLOUR} share of object pixels {ref_without:.1%} without, {ref_with:.1%} with it.
 - Speed: {fig["seconds per 20-step image (median)"]:.2f} s per 20-step image (median, batch 1,
   {fig["settings"]["device"]}, {fig["settings"]["torch threads"]} threads).
 """

@@ -125,7 +125,7 @@ def stage_inpaint(cfg: TrainConfig, work: Path, base_unet, text, vae, ids: torch
             cond = text(tok.to(device))[0]
         small = F.interpolate(masks, size=(lat_side, lat_side))   # as the pipeline resizes it
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = timesteps(cfg, gen).to(device)
+        t = timesteps(cfg, gen, cfg.detail_high_noise_share).to(device)
         inp = torch.cat([sched.add_noise(x0, noise, t), small, masked], dim=1)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg, cfg.inpaint_steps, cfg.inpaint_lr)

@@ -58,15 +58,17 @@ BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 PREDICTION_TYPE = "v_prediction"
 
 
-def timesteps(cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Uniform timesteps, with `high_noise_share` of the batch moved to t >= high_noise_from."""
+def timesteps(cfg: TrainConfig, gen: torch.Generator, share: float | None = None) -> torch.Tensor:
+    """Uniform timesteps, with a share of the batch (`share`, default `cfg.high_noise_share`)
+    moved to t >= high_noise_from."""
+    share = cfg.high_noise_share if share is None else share
     t = torch.randint(0, 1000, (cfg.batch,), generator=gen)
     high = torch.randint(cfg.high_noise_from, 1000, (cfg.batch,), generator=gen)
-    pick = torch.rand(cfg.batch, generator=gen) < cfg.high_noise_share
+    pick = torch.rand(cfg.batch, generator=gen) < share
     return torch.where(pick, high, t)
 
 
-def loss_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def loss_weight(snr: torch.Tensor, cfg: TrainConfig, floor: float | None = None) -> torch.Tensor:
     """Per-sample weight of the v-prediction loss: min-SNR-gamma (Hang et al. 2023) in x0 terms,
     min(snr, gamma), but floored at `snr_floor` so the high-noise steps keep their weight.
 
@@ -76,11 +78,10 @@ def loss_weight(snr: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     prediction from pure noise in the prompted cell after ~1,000 steps. With this weighting and
     40% of each batch at t >= 900 the full run learned it between steps 3,000 and 5,000 (x0 from
     pure noise in the prompted cell: 10% at 3,000, 96% at 5,000); with 30% at t >= 700 it had
-    not by step 2,250. The binding comes suddenly, after a plateau. That 7,500-step model was
-    not shipped: held-out colour 55% / shape 53% (shipped: 67% / 77%), and prompts with no
-    position word came out in washed-out colours ("a red circle on a blue background": 1 of 8
-    red, mostly brown)."""
-    x0_weight = torch.clamp(snr, min=cfg.snr_floor, max=cfg.min_snr_gamma)
+    not by step 2,250. The binding comes suddenly, after a plateau. It costs colour and shape,
+    which the detail phase then brings back without either (`train.unet_phases`)."""
+    floor = cfg.snr_floor if floor is None else floor
+    x0_weight = torch.clamp(snr, min=floor, max=cfg.min_snr_gamma)
     return x0_weight / (snr + 1)  # a v error is an x0 error scaled by sqrt(snr + 1)
 
 

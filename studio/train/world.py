@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SIZE_RADIUS", "POSITIONS", "HELDOUT_PAIRS",
     "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render",
-    "position_phrase", "caption", "full_caption", "sample_scene", "heldout_prompts",
+    "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts",
     "make_dataset", "contact_sheet",
 ]
 
@@ -267,6 +267,14 @@ def full_caption(scene: Scene, variant: int = 0) -> str:
     return f"{noun} on {bg}, {pos}"
 
 
+def short_caption(scene: Scene, variant: int = 0) -> str:
+    """A fixed evaluation phrasing with no position word ("a red circle on a blue background";
+    odd variants name the size too): the model must then choose the place itself."""
+    o = scene.objects[0]
+    noun = _a(f"{o.size} {o.colour} {o.shape}" if variant % 2 else f"{o.colour} {o.shape}")
+    return f"{noun} on {_a(f'{scene.background} background')}"
+
+
 # --------------------------------------------------------------------------------- sampling
 
 _TRAIN_PAIRS: tuple[tuple[str, str], ...] = tuple(
@@ -312,11 +320,14 @@ def sample_scene(rng: random.Random, split: Literal["train", "heldout"] = "train
     return Scene((a, b), _pick_background({colour, colour2}, rng, train=True))
 
 
-def heldout_prompts(n: int = 200, seed: int = 0) -> list[tuple[Scene, str]]:
-    """A fixed evaluation set: distinct single-object held-out scenes with full captions.
+def heldout_prompts(n: int = 200, seed: int = 0, position: bool = True) -> list[tuple[Scene, str]]:
+    """A fixed evaluation set: distinct single-object held-out scenes with full captions (with
+    `position=False`: captions without the position, `short_caption`; the scene's position then
+    means nothing).
 
     Pairs are cycled so each held-out (colour, shape) pair is asked for equally often.
     """
+    phrase = full_caption if position else short_caption
     rng = random.Random(seed)
     seen: set[Scene] = set()
     out: list[tuple[Scene, str]] = []
@@ -328,7 +339,7 @@ def heldout_prompts(n: int = 200, seed: int = 0) -> list[tuple[Scene, str]]:
             if scene not in seen:
                 break
         seen.add(scene)
-        out.append((scene, full_caption(scene, rng.randrange(2))))
+        out.append((scene, phrase(scene, rng.randrange(2))))
     return out
 
 
