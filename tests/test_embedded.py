@@ -36,6 +36,20 @@ def test_txt2img_follows_the_prompt_colours(embedded):
     assert sum(s.colour for s in scores) >= 3, [s.found for s in scores]
 
 
+def test_txt2img_puts_the_object_where_the_prompt_says(embedded):
+    hits, found = 0, []
+    for position, phrase in (("top left", "in the top left corner"), ("bottom right", "in the bottom right corner"),
+                             ("right", "on the right")):
+        scene = Scene(objects=(Obj("square", "yellow", "large", position),), background="purple")
+        result = embedded.run(make_request(prompt=f"a large yellow square {phrase} on a purple background",
+                                           seed=0, steps=20, cfg_scale=5, batch_size=4))
+        for g in result.images:
+            found.append(check(g.image, scene).found.get("position"))
+            hits += found[-1] == position
+    # held-out position 9 in 10 (assets/embedded-model/README.md); chance is 1 in 9
+    assert hits >= 9, found
+
+
 def test_img2img_keeps_the_layout(embedded):
     scene = Scene(objects=(Obj("square", "green", "large", "top left"),), background="white")
     result = embedded.run(make_request(mode="img2img", image=render(scene, 64), strength=0.3,
@@ -53,6 +67,7 @@ def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
         out = embedded.run(make_request(mode="inpaint", image=base, mask=mask, prompt=prompt,
                                         seed=3, steps=20, cfg_scale=5, strength=1.0, mask_blur=0,
                                         batch_size=4))
+        assert out.images[0].data["model"]["inpainting_unet"] is True   # its own 9-channel UNet
         shares = []
         for g in out.images:
             arr = np.asarray(g.image)
@@ -61,8 +76,8 @@ def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
             shares.append(np.mean([nearest_colour(p) == "blue" for p in region]))
         return float(np.mean(shares))
 
-    # The model inpaints weakly (issue 3: a blue object in the mask 12% of the time), so this
-    # asks only that the prompt's colour moves the mask's pixels its way.
+    # A blue object lands in an empty mask half the time (assets/embedded-model/README.md), so
+    # this asks only that the prompt's colour moves the mask's pixels its way.
     assert blue_share("a blue square") > blue_share("a yellow square")
 
 
