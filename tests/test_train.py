@@ -157,3 +157,22 @@ def test_the_detail_phase_starts_from_the_layout_phases_ema(tmp_path):
         assert all(torch.equal(exported[k], ema[k].half().to(exported[k].dtype)) for k in ema if k in exported)
     moved = sum(not torch.equal(detail["ema_unet"][k], layout["ema_unet"][k]) for k in layout["ema_unet"])
     assert moved == 0
+
+
+def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path, capsys):
+    """`python -m studio.train.evaluate --quick --readme` on a smoke model: every figure of issue 3
+    is measured and lands in the folder's README (the figures of a 6-step model mean nothing)."""
+    from studio.train.evaluate import main
+    train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    fig = main(["--model", str(tmp_path / "m"), "--quick", "--n", "4", "--readme"])
+    assert set(fig["fidelity"]) == {"colour", "background", "position", "shape", "all"}
+    assert set(fig["fidelity, prompts without a position word"]) == {"colour", "background", "shape", "all"}
+    neg = fig["negative prompt: the colour's share of object pixels"]
+    assert "red" in neg and neg["favourite colour"] in neg
+    assert fig["inpainting UNet"] is True and fig["seconds per 20-step image (median)"] > 0
+    readme = (tmp_path / "m" / "README.md").read_text()
+    for text in ("with negative \"red\"", "without (\"a red triangle", "detail steps", "inpainting UNet",
+                 "python -m studio.train.train"):
+        assert text in readme, text
+    assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 4
+    assert '"fidelity"' in capsys.readouterr().out

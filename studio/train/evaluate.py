@@ -5,7 +5,8 @@
 1. prompt fidelity on held-out prompts (colour/shape pairs never seen in training), scored by
    the pixel checker (studio/train/checker.py): colour, background, position, shape; and on
    held-out prompts that name no position ("a red circle on a blue background")
-2. negative prompt: "a circle" with its usual colour as the negative prompt vs none -> that colour's share
+2. negative prompt: "a circle" with negative "red" vs none -> share of red object pixels; the same
+   for the colour the model paints most for "a circle"
 3. img2img at strength 0.3 keeps the layout (object still in its cell)
 4. inpainting "a blue square" in a masked cell -> a blue object in the mask, the rest unchanged
    (with the model's own 9-channel inpainting UNet when it has one, as the studio does; the
@@ -102,18 +103,21 @@ def fidelity(pipe, n: int, size: int, chunk: int = 25, position: bool = True) ->
 
 
 def negative_prompt(pipe, size: int, n: int = 32) -> dict:
-    """ "a circle" names no colour, so the model paints its own favourite: the negative prompt is
-    that colour's name, and the share of its object pixels is compared without/with it."""
-    def shares(neg: str | None) -> list:
+    """ "a circle" without a negative prompt, with negative "red" (the issue's check), and with the
+    colour the model paints most for it (it names no colour, so red is rare to begin with): each
+    colour's share of the object pixels without and with its name as the negative prompt."""
+    def images(neg: str | None) -> list:
         return _fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
                             num_inference_steps=STEPS, guidance_scale=CFG, height=size, width=size,
                             generator=_gens(range(n))).images
-    plain = shares(None)
-    favourite = max(COLOURS, key=lambda c: np.mean([object_colour_share(i, c) for i in plain]))
-    negated = shares(favourite)
-    return {"colour": favourite,
-            "without": float(np.mean([object_colour_share(i, favourite) for i in plain])),
-            "with it as the negative prompt": float(np.mean([object_colour_share(i, favourite) for i in negated]))}
+
+    def share(imgs, colour: str) -> float:
+        return float(np.mean([object_colour_share(i, colour) for i in imgs]))
+
+    plain = images(None)
+    favourite = max(COLOURS, key=lambda c: share(plain, c))
+    return {colour: {"without": share(plain, colour), "with it as the negative prompt": share(images(colour), colour)}
+            for colour in dict.fromkeys(("red", favourite))} | {"favourite colour": favourite}
 
 
 def img2img_layout(i2i, size: int, n: int = 50) -> float:
@@ -210,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         "held-out prompts": args.n,
         "fidelity": fidelity(pipe, args.n, size),
         "fidelity, prompts without a position word": fidelity(pipe, args.n, size, position=False),
-        "negative prompt: the favourite colour's share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
+        "negative prompt: the colour's share of object pixels": negative_prompt(pipe, size, 4 if q else 32),
         "img2img 0.3 keeps position": img2img_layout(i2i, size, 4 if q else 50),
         "inpaint 'a blue square'": inpaint_blue_square(inp, size, 2 if q else 24),
         "inpainting UNet": blend is not None,
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
 def write_readme(model: Path, fig: dict) -> None:
     rec = json.loads((model / "training.json").read_text(encoding="utf-8"))
     f = fig["fidelity"]
-    neg = fig["negative prompt: the favourite colour's share of object pixels"]
+    neg = fig["negative prompt: the colour's share of object pixels"]
+    fav = neg["favourite colour"]
     inp = fig["inpaint 'a blue square'"]
     ref_without, ref_with = fig[REFERENCE_KEY].values()
     cfg = rec["config"]
@@ -304,9 +309,10 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 |---|---|---|---|---|---|
 | with a position ("a large red triangle in the top left corner on a blue background") | {f["colour"]:.0%} | {f["background"]:.0%} | {f["position"]:.0%} | {f["shape"]:.0%} | {f["all"]:.0%} |
 {nopos_row}
-- Negative prompt: "a circle" (no colour named) comes out {neg["colour"]}: {neg["without"]:.0%} of
-  the object pixels without a negative prompt, {neg["with it as the negative prompt"]:.0%} with the
-  negative prompt "{neg["colour"]}".
+- Negative prompt: "a circle", share of red object pixels: {neg["red"]["without"]:.1%} without a
+  negative prompt, {neg["red"]["with it as the negative prompt"]:.1%} with negative "red". The prompt names no
+  colour and the model paints it {fav} most ({neg[fav]["without"]:.0%} of the object pixels):
+  {neg[fav]["with it as the negative prompt"]:.0%} with negative "{fav}".
 - img2img at strength 0.3 keeps the object in its cell: {fig["img2img 0.3 keeps position"]:.0%}.
 - Inpainting "a blue square" in a masked cell{inp_how}: a blue object in the mask
   {inp["blue object in mask (>=25% blue pixels)"]:.0%} of the time (mean blue share
