@@ -176,3 +176,16 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
         assert text in readme, text
     assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 4
     assert '"fidelity"' in capsys.readouterr().out
+
+
+def test_a_resumed_stages_time_is_counted_once():
+    import time
+
+    from studio.train.train import _stage_time
+    timings: dict = {}
+    _stage_time(timings, "unet", time.time() - 2.0, 10.0)   # 8 s before the interruption, 2 s now
+    assert timings["unet_s"] == pytest.approx(2.0, abs=0.2)
+    assert timings["unet_s"] + timings["unet_s_earlier_invocation"] == pytest.approx(10.0, abs=1e-6)
+    fresh: dict = {}
+    _stage_time(fresh, "unet", time.time() - 2.0, 2.0)        # all done by this invocation
+    assert set(fresh) == {"unet_s"}

@@ -229,6 +229,16 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
     return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
 
 
+def _stage_time(timings: dict, key: str, began: float, total: float | None) -> None:
+    """Record stage `key`'s seconds: this invocation's, and (when it resumed a stage an earlier
+    invocation had begun or finished) the rest of `total`, the stage's seconds over every
+    invocation, so the timings add up to the whole run."""
+    this = time.time() - began
+    timings[f"{key}_s"] = this
+    if total and total > this + 1:
+        timings[f"{key}_s_earlier_invocation"] = total - this
+
+
 def train_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empty: torch.Tensor,
                latents: torch.Tensor, scale: float, device: str, started: float,
                timings: dict) -> tuple[dict, dict]:
@@ -238,9 +248,7 @@ def train_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empt
     for phase, key in zip(unet_phases(cfg), ("unet", "detail")):
         t = time.time()
         trained = stage_unet(cfg, phase, work, unet, text, ids, empty, latents, scale, device, started)
-        timings[f"{key}_s"] = time.time() - t
-        if trained.get("seconds") and trained["seconds"] > timings[f"{key}_s"] + 1:
-            timings[f"{key}_s_earlier_invocation"] = trained["seconds"]
+        _stage_time(timings, key, t, trained.get("seconds"))
         done[key] = trained["steps"]
         unet = copy.deepcopy(trained["unet"]).cpu()   # the next phase trains on from the EMA
         text = copy.deepcopy(trained["text"]).cpu()
@@ -297,9 +305,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         timings["latents_s"] = time.time() - t
         t = time.time()
         decoder = stage_decoder(cfg, work, vae, latents, images, device)
-        timings["decoder_s"] = time.time() - t
-        if decoder["seconds"] > timings["decoder_s"] + 1:
-            timings["decoder_s_earlier_invocation"] = decoder["seconds"]
+        _stage_time(timings, "decoder", t, decoder["seconds"])
         psnr_after = decoder["psnr"]
     else:
         psnr, psnr_after, earlier_timings = reuse_autoencoder(autoencoder, vae)
@@ -313,9 +319,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
     t = time.time()
     inpaint = stage_inpaint(cfg, work, trained["unet"], trained["text"], vae, ids, empty, latents, scale,
                             images, device)
-    timings["inpaint_s"] = time.time() - t
-    if inpaint["seconds"] > timings["inpaint_s"] + 1:
-        timings["inpaint_s_earlier_invocation"] = inpaint["seconds"]
+    _stage_time(timings, "inpaint", t, inpaint["seconds"])
     record = {
         "command": command or "python -m studio.train.train",
         "config": asdict(cfg), "device": device, "threads": torch.get_num_threads(),
