@@ -32,6 +32,15 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.lerp_(p, 1 - decay)
 
 
+def autocast(device: str, enabled: bool):
+    """bf16 autocast for a training forward pass (fp32 weights and optimiser state), on CUDA and
+    the CPU; a no-op elsewhere or when not `enabled`. Measured on this 2-core CPU (issue 3): a
+    VAE step 2.0 -> 1.3 s, the held-out reconstructions as good as fp32's at the same step."""
+    kind = "cuda" if device.startswith("cuda") else device
+    return torch.autocast(kind if kind in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16,
+                          enabled=enabled and kind in ("cuda", "cpu"))
+
+
 def _lr_at(step: int, cfg: TrainConfig, total: int, base: float) -> float:
     if step < cfg.warmup:
         return base * (step + 1) / cfg.warmup
