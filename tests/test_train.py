@@ -167,12 +167,13 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     fig = main(["--model", str(tmp_path / "m"), "--quick", "--n", "4", "--readme"])
     assert set(fig["fidelity"]) == {"colour", "background", "position", "shape", "all"}
     assert set(fig["fidelity, prompts without a position word"]) == {"colour", "background", "shape", "all"}
+    assert set(fig["VAE reconstructions of the held-out scenes"]) == set(fig["fidelity"])
     neg = fig["negative prompt: the colour's share of object pixels"]
     assert "red" in neg and neg["favourite colour"] in neg
     assert fig["inpainting UNet"] is True and fig["seconds per 20-step image (median)"] > 0
     readme = (tmp_path / "m" / "README.md").read_text()
-    for text in ("with negative \"red\"", "without (\"a red triangle", "detail steps", "inpainting UNet",
-                 "python -m studio.train.train"):
+    for text in ("with negative \"red\"", "without (\"a red triangle", "the VAE's reconstructions",
+                 "detail steps", "inpainting UNet", "python -m studio.train.train"):
         assert text in readme, text
     assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 4
     assert '"fidelity"' in capsys.readouterr().out
@@ -189,3 +190,16 @@ def test_a_resumed_stages_time_is_counted_once():
     fresh: dict = {}
     _stage_time(fresh, "unet", time.time() - 2.0, 2.0)        # all done by this invocation
     assert set(fresh) == {"unet_s"}
+
+
+def test_bf16_autocast_where_it_runs_and_nowhere_else():
+    from studio.train.common import autocast
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    with autocast("cpu", True):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast("cpu", False):
+        assert layer(x).dtype == torch.float32
+    with autocast("mps", True):      # not attempted on devices other than CUDA and the CPU
+        assert layer(x).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32   # weights (and so the optimiser) stay fp32

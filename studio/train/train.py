@@ -58,7 +58,8 @@ class TrainConfig:
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_steps: int = 2_500          # see stage_vae: 900 steps at 1e-3 capped held-out colour at 62%
     vae_batch: int = 32
-    vae_lr: float = 3e-3
+    vae_lr: float = 2e-3
+    vae_clip: float = 0.5           # gradient-norm clip: without it the VAE's loss spikes at this lr
     vae_bf16: bool = True           # bf16 autocast in the VAE and decoder stages (CUDA and CPU)
     kl_weight: float = 1e-6
     decoder_steps: int = 600        # decoder fine-tune on the frozen encoder's latents (see stage_decoder)
