@@ -203,3 +203,31 @@ def test_bf16_autocast_where_it_runs_and_nowhere_else():
     with autocast("mps", True):      # not attempted on devices other than CUDA and the CPU
         assert layer(x).dtype == torch.float32
     assert layer.weight.dtype == torch.float32   # weights (and so the optimiser) stay fp32
+
+
+def test_refine_decoder_changes_only_the_decoder_and_records_it(tmp_path):
+    """`--refine-decoder`: the decoder of a finished model is fine-tuned on its frozen encoder's
+    latents; the encoder, the latent scale, both UNets and the text encoder stay bit for bit, the
+    record says what was done and its time counts, and the evaluation's README says so."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from studio.train.evaluate import main as evaluate
+    from studio.train.train import main
+    train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    main(["--config", "smoke", "--refine-decoder", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
+          "--work", str(tmp_path / "w")])
+    a, b = (AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r"))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith(("decoder.", "post_quant_conv.")))
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
+    assert a.config.scaling_factor == b.config.scaling_factor
+    assert "_name_or_path" not in json.loads((tmp_path / "r" / "vae" / "config.json").read_text())
+    for sub in ("unet", "inpaint-unet"):
+        ua, ub = (UNet2DConditionModel.from_pretrained(tmp_path / n / sub).state_dict() for n in ("m", "r"))
+        assert all(torch.equal(ua[k], ub[k]) for k in ua)
+    rec = json.loads((tmp_path / "r" / "training.json").read_text())
+    (refine,) = rec["decoder_refines"]
+    assert refine["steps"] == CONFIGS["smoke"].refine_decoder_steps and "--refine-decoder" in refine["command"]
+    assert rec["timings_s"]["decoder_refine1_s"] > 0
+    evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--readme"])
+    assert "decoder alone" in (tmp_path / "r" / "README.md").read_text()

@@ -136,6 +136,7 @@ def stage_decoder(cfg: TrainConfig, work: Path, vae, latents: torch.Tensor, imag
         loss = F.mse_loss(rec, x) + F.l1_loss(rec, x) * 0.5
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.vae_clip)
         opt.step()
         step += 1
         bar.update(1)

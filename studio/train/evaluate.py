@@ -305,6 +305,11 @@ def write_readme(model: Path, fig: dict) -> None:
         earlier += ("\n- the autoencoder (VAE and decoder stages) is the previous model's, made by this "
                     "command and reused with --autoencoder (the latent space is unchanged); its "
                     "training time is counted above")
+    for r in rec.get("decoder_refines", []):
+        earlier += (f"\n- then the decoder alone fine-tuned on the frozen encoder's latents (UNets, "
+                    f"text encoder and latent space unchanged): `{r['command']}`, {r['steps']} steps, "
+                    f"lr {r['lr']}, gradient norm clipped at {r['clip']}, PSNR {r['psnr_db_before']} -> "
+                    f"{r['psnr_db']} dB, {r['seconds'] / 60:.0f} min on {r['machine']}, {r['threads']} threads")
     text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
