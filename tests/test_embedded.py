@@ -33,15 +33,9 @@ def test_the_vae_reads_back_colour_shape_pairs_it_never_saw():
     import torch
     from diffusers import AutoencoderKL
 
-    from studio.train.checker import score_many
-    from studio.train.world import heldout_prompts
+    from studio.train.evaluate import reconstruction
     vae = AutoencoderKL.from_pretrained(EMBEDDED_MODEL, subfolder="vae", torch_dtype=torch.float32).eval()
-    items = heldout_prompts(100, seed=0)
-    x = torch.from_numpy(np.stack([np.asarray(render(s, 64)) for s, _ in items])).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        rec = vae.decode(vae.encode(x.float() / 127.5 - 1).latent_dist.mode()).sample.clamp(-1, 1)
-    arrays = ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    scores = score_many(list(arrays), [s for s, _ in items])
+    scores = reconstruction(vae, 100, 64)
     assert scores["colour"] >= 0.9 and scores["position"] >= 0.95 and scores["shape"] >= 0.8, scores
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,11 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p, 1 - decay)
+
+
+def machine_name() -> str:
+    """What the training records say it ran on."""
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip()
 
 
 def autocast(device: str, enabled: bool):

@@ -2,6 +2,7 @@
 
     python -m studio.train.train                  # the full run (CPU: <= 2 h on 2 cores)
     python -m studio.train.train --config smoke   # seconds; what the tests run
+    python -m studio.train.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
@@ -24,8 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import random
 import shutil
 import sys
@@ -39,7 +38,8 @@ import torch.nn.functional as F
 
 from ..config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
-from .common import RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume
+from .common import (RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume,
+                     machine_name)
 from .export import export
 from .inpaint import stage_inpaint
 from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, loss_weight, noise_scheduler, timesteps
@@ -336,7 +336,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
     record = {
         "command": command or "python -m studio.train.train",
         "config": asdict(cfg), "device": device, "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "machine": machine_name(),
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
         "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
@@ -354,72 +354,14 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
     return record
 
 
-def refine_decoder(source: Path, out: Path, work: Path, device: str | None = None,
-                   threads: int | None = None, command: str | None = None,
-                   steps: int | None = None, lr: float | None = None, config: str = "full") -> dict:
-    """Fine-tune only the VAE decoder of a model folder this command wrote, on its frozen
-    encoder's latents of the same world: the latent space, and so the UNets and the latent
-    scale, stay as they are, and no UNet is retrained. It is how the 2026-12-01 model's decoder,
-    the cap on its colour (an unseen yellow circle read back as an orange ring; held-out
-    reconstructions right in colour 62%), was fixed without a 2-hour UNet run: 2,000 steps at
-    lr 2e-3, gradient norm clipped at 0.5, bf16 autocast took its held-out reconstructions to
-    colour 92%, shape 88.5%, and generation from the unchanged UNets (200 held-out prompts) from
-    colour 64% to 82.5%, position 91% to 96.5%, shape 78% to 85%; inpainting "a blue square" fell
-    from 58% to 29% (its UNet paints a cyan-blue that the old decoder happened to show as blue)."""
-    started = time.time()
-    RESUMED.clear()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    record_path = source / "training.json"
-    if not record_path.exists():
-        raise SystemExit(f"--refine-decoder {source}: no training.json there (not written by this command)")
-    rec = json.loads(record_path.read_text(encoding="utf-8"))
-    made = rec["config"]
-    base = CONFIGS[config]
-    cfg = replace(base, seed=made["seed"], n_images=made["n_images"], size=made["size"],
-                  decoder_steps=steps or base.refine_decoder_steps, decoder_lr=lr or base.refine_decoder_lr)
-    from diffusers import AutoencoderKL
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
-    work.mkdir(parents=True, exist_ok=True)
-    t = time.time()
-    images, _ = stage_data(cfg, work)             # the same world the model was trained on
-    data_s = time.time() - t
-    sub = work / "decoder-refine"
-    sub.mkdir(exist_ok=True)
-    latents, _ = stage_latents(cfg, sub, vae.to(device).eval(), images, device)
-    refined = stage_decoder(cfg, sub, vae, latents, images, device)
-    rec = dict(rec)
-    refines = list(rec.get("decoder_refines", []))
-    refines.append({
-        "command": command or f"python -m studio.train.train --refine-decoder {source}",
-        "steps": cfg.decoder_steps, "lr": cfg.decoder_lr, "clip": cfg.vae_clip, "bf16": cfg.vae_bf16,
-        "batch": cfg.vae_batch, "psnr_db_before": round(refined["psnr_before"], 2),
-        "psnr_db": round(refined["psnr"], 2), "seconds": round(refined["seconds"], 1),
-        "device": device, "threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
-        "torch": torch.__version__, "resumed": list(RESUMED)})
-    rec["decoder_refines"] = refines
-    timings = dict(rec["timings_s"])
-    timings[f"decoder_refine{len(refines)}_s"] = round(refined["seconds"] + data_s, 1)
-    rec["timings_s"] = timings
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    for stale in ("README.md", "evaluation.json"):   # figures of the old decoder: evaluate --readme
-        (tmp / stale).unlink(missing_ok=True)
-    shutil.rmtree(tmp / "vae")
-    vae.cpu().to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
-    vae_config = json.loads((tmp / "vae" / "config.json").read_text(encoding="utf-8"))
-    vae_config.pop("_name_or_path", None)   # where this machine loaded it from: not the model's
-    (tmp / "vae" / "config.json").write_text(json.dumps(vae_config, indent=2, sort_keys=True) + "\n",
-                                            encoding="utf-8")
-    (tmp / "training.json").write_text(json.dumps(rec, indent=2, default=str), encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    print(f"decoder refined in {time.time() - started:.0f} s: held-out PSNR "
-          f"{refined['psnr_before']:.2f} -> {refined['psnr']:.2f} dB")
-    return rec
+def _kept_source(folder: Path, out: Path, copy_to: Path) -> Path:
+    """`folder`, or when it is `out` (rewritten at export) a copy of it kept in the work folder,
+    made once so that a resumed run reads the same source."""
+    if folder.resolve() != out.resolve():
+        return folder
+    if not copy_to.exists():
+        shutil.copytree(folder, copy_to)
+    return copy_to
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -451,20 +393,13 @@ def main(argv: list[str] | None = None) -> None:
     cfg = replace(cfg, **overrides)
     work = args.work or DEFAULT_WORK / cfg.name
     out = args.out or (DEFAULT_OUT if cfg.name == "full" else work / "model")
-    if args.autoencoder and args.autoencoder.resolve() == out.resolve():
-        src = work / "autoencoder-source"  # the folder is rewritten at export: keep a copy
-        if not src.exists():
-            shutil.copytree(args.autoencoder, src)
-        args.autoencoder = src
+    if args.autoencoder:
+        args.autoencoder = _kept_source(args.autoencoder, out, work / "autoencoder-source")
     command = " ".join(["python -m studio.train.train", *(argv if argv is not None else sys.argv[1:])])
     if args.refine_decoder:
-        source = args.refine_decoder
-        if source.resolve() == out.resolve():   # the folder is rewritten: refine from a copy
-            source = work / "refine-source"
-            if not source.exists():
-                shutil.copytree(args.refine_decoder, source)
-        refine_decoder(source, out, work, args.device, args.threads, command, args.decoder_steps,
-                       config=args.config)
+        from .refine import refine_decoder
+        refine_decoder(_kept_source(args.refine_decoder, out, work / "refine-source"), out, work,
+                       args.device, args.threads, command, args.decoder_steps, config=args.config)
         print(f"model written to {out}")
         return
     record = train(cfg, out, work, args.tokenizer, args.device, args.threads, args.autoencoder, command)
