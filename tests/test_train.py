@@ -159,6 +159,39 @@ def test_the_detail_phase_starts_from_the_layout_phases_ema(tmp_path):
     assert moved == 0
 
 
+def test_a_layout_restart_goes_on_from_a_finished_layout_phase(tmp_path):
+    """Adding a layout restart to a finished run trains on from the layout phase's EMA weights
+    without retraining it, records it, and the detail phase of the old recipe is refused as
+    stale instead of silently reused."""
+    from dataclasses import replace
+
+    from diffusers import UNet2DConditionModel
+    cfg = replace(CONFIGS["smoke"], detail_lr=0.0)
+    work = tmp_path / "w"
+    train(cfg, tmp_path / "m", work, TOKENIZER_SOURCE)
+    layout_before = torch.load(work / "unet.pt", weights_only=False)
+    longer = replace(cfg, layout_restart_steps=3)
+    with pytest.raises(SystemExit, match="unet-detail.pt was trained from other weights"):
+        train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
+    (work / "unet-detail.pt").unlink()
+    with pytest.raises(SystemExit, match="inpaint.pt was trained from other weights"):
+        train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
+    (work / "inpaint.pt").unlink()
+    record = train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
+    assert record["unet_steps_done"] == cfg.unet_steps and record["layout_restart_steps_done"] == 3
+    assert record["detail_steps_done"] == cfg.detail_steps and "restart_s" in record["timings_s"]
+    layout = torch.load(work / "unet.pt", weights_only=False)
+    assert layout["seconds"] == layout_before["seconds"]          # not retrained
+    restart = torch.load(work / "unet-restart.pt", weights_only=False)
+    assert restart["done"] and restart["step"] == 3
+    moved = sum(not torch.equal(restart["ema_unet"][k], layout["ema_unet"][k]) for k in layout["ema_unet"])
+    assert moved > 0
+    # detail lr 0: the exported UNet is the restart's EMA
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "m2" / "unet").state_dict()
+    ema = restart["ema_unet"]
+    assert all(torch.equal(unet[k], ema[k].half().to(unet[k].dtype)) for k in ema if k in unet)
+
+
 def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path, capsys):
     """`python -m studio.train.evaluate --quick --readme` on a smoke model: every figure of issue 3
     is measured and lands in the folder's README (the figures of a 6-step model mean nothing)."""

@@ -3,6 +3,7 @@ learning-rate schedule, EMA and the progress bar."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -25,6 +26,25 @@ def _save(path: Path, state: dict) -> None:
 
 def _load(path: Path):
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """A hash of the modules' weights: what a stage started from, kept in its checkpoint."""
+    h = hashlib.sha1()
+    for m in modules:
+        for name, t in m.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_start(path: Path, state: dict, start: str) -> None:
+    """Refuse to resume (or reuse) a stage's checkpoint that began from other weights than the
+    run now hands it: the stages before it changed (a layout restart added, another UNet), so
+    it is stale. Checkpoints written before this check have no fingerprint and are trusted."""
+    if state and state.get("start", start) != start:
+        raise SystemExit(f"{path} was trained from other weights than this run's earlier stages give "
+                         f"it (the recipe before it changed): move it away or use another --work")
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

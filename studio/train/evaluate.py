@@ -279,6 +279,9 @@ def write_readme(model: Path, fig: dict) -> None:
                   and not cfg.get("detail_high_noise_share") else
                   f"weight floored at {cfg.get('detail_snr_floor')}, {cfg.get('detail_high_noise_share', 0):.0%} "
                   f"of each batch at t >= {cfg['high_noise_from']}")
+    restart_stage = (f"\n- then {rec['layout_restart_steps_done']} more layout steps from those EMA weights "
+                     f"(a restart: fresh optimiser, warm-up and cosine decay again, the same weighting)"
+                     if rec.get("layout_restart_steps_done") else "")
     detail_stage = (f"\n- then {rec['detail_steps_done']} detail steps from those EMA weights (fresh "
                     f"optimiser, lr {cfg['detail_lr']}, {detail_how})" if rec.get("detail_steps_done") else "")
     inpaint_stage = (f"\n- inpainting UNet (9 input channels, `inpaint-unet/`): "
@@ -320,7 +323,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
   {cfg["batch"]}, lr {cfg["lr"]}, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
-  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){detail_stage}{inpaint_stage}
+  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){restart_stage}{detail_stage}{inpaint_stage}
 - parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume
+from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, check_start, log_resume,
+                     weights_fingerprint)
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -90,6 +91,8 @@ def stage_inpaint(cfg: TrainConfig, work: Path, base_unet, text, vae, ids: torch
 
     ck = work / "inpaint.pt"
     state = _load(ck) or {}
+    start = weights_fingerprint(base_unet, text)
+    check_start(ck, state, start)
     unet = inpaint_unet_from(base_unet.cpu())
     ema = copy.deepcopy(unet)
     if state.get("done"):
@@ -143,9 +146,10 @@ def stage_inpaint(cfg: TrainConfig, work: Path, base_unet, text, vae, ids: torch
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.checkpoint_every == 0:
             _save(ck, {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                       "step": step, "seconds": time.time() - began + state.get("seconds", 0.0)})
+                       "step": step, "start": start,
+                       "seconds": time.time() - began + state.get("seconds", 0.0)})
         _interrupt_hook(step)
     bar.close()
     seconds = time.time() - began + state.get("seconds", 0.0)
-    _save(ck, {"ema": ema.state_dict(), "done": True, "step": step, "seconds": seconds})
+    _save(ck, {"ema": ema.state_dict(), "done": True, "step": step, "seconds": seconds, "start": start})
     return {"unet": ema, "steps": step, "seconds": seconds}

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from ..config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
-from .common import (RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume,
-                     machine_name)
+from .common import (RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, check_start,
+                     log_resume, machine_name, weights_fingerprint)
 from .export import export
 from .inpaint import stage_inpaint
 from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, loss_weight, noise_scheduler, timesteps
@@ -77,6 +77,7 @@ class TrainConfig:
     snr_floor: float = 1.0          # x0-space loss weight never below this (0: plain min-SNR)
     high_noise_share: float = 0.4   # share of each batch drawn from t >= high_noise_from
     high_noise_from: int = 900      # sigma >= 8.3: the input shows next to nothing of the picture
+    layout_restart_steps: int = 0   # stage 5, again from its own EMA weights (see `unet_phases`)
     detail_steps: int = 2_500       # stage 5b, from stage 5's EMA weights (see `unet_phases`)
     detail_lr: float = 4e-4
     detail_high_noise_share: float = 0.0   # also the inpainting stage's
@@ -139,6 +140,7 @@ class Phase:
     stream it draws from."""
 
     name: str
+    key: str          # its name in the record's timings and step counts
     checkpoint: str
     steps: int
     lr: float
@@ -147,8 +149,9 @@ class Phase:
     seed_offset: int
 
 
-def unet_phases(cfg: TrainConfig) -> tuple[Phase, Phase]:
-    """Stage 5 (layout) and stage 5b (detail).
+def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
+    """Stage 5 (layout), when `layout_restart_steps` is set a second layout run from its EMA
+    weights (fresh optimiser, warm-up and cosine decay again), and stage 5b (detail).
 
     Why two (issue 3, measured on 200 held-out prompts: colour / position / shape): with 40% of
     every batch at t >= 900 and the high-noise weight floored (`loss_weight`) the UNet learns to
@@ -162,10 +165,18 @@ def unet_phases(cfg: TrainConfig) -> tuple[Phase, Phase]:
       prompts with no position word colour 69%, shape 82%;
     - the same at lr 2e-4: 65% / 93% / 73%, with no position word 65% / 72%;
     - lr 2e-4 with the floor kept and 10% of each batch at t >= 900: 60% / 92% / 55%.
-    The position, once learned, is not lost when the high-noise steps lose their weight."""
-    return (Phase("UNet+text", "unet.pt", cfg.unet_steps, cfg.lr, cfg.high_noise_share, cfg.snr_floor, 2),
-            Phase("UNet+text detail", "unet-detail.pt", cfg.detail_steps, cfg.detail_lr,
-                  cfg.detail_high_noise_share, cfg.detail_snr_floor, 5))
+    The position, once learned, is not lost when the high-noise steps lose their weight.
+
+    The restart: a layout phase cut short (5,000 steps on the 2,500-step VAE, 2026-12-02:
+    position 23%; the 7,500-step run learned it between steps 3,000 and 5,000, while its lr was
+    still high) can go on from its EMA weights without redoing it."""
+    phases = [Phase("UNet+text", "unet", "unet.pt", cfg.unet_steps, cfg.lr, cfg.high_noise_share, cfg.snr_floor, 2)]
+    if cfg.layout_restart_steps:
+        phases.append(Phase("UNet+text layout restart", "restart", "unet-restart.pt", cfg.layout_restart_steps,
+                            cfg.lr, cfg.high_noise_share, cfg.snr_floor, 7))
+    phases.append(Phase("UNet+text detail", "detail", "unet-detail.pt", cfg.detail_steps, cfg.detail_lr,
+                        cfg.detail_high_noise_share, cfg.detail_snr_floor, 5))
+    return tuple(phases)
 
 
 def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torch.Tensor,
@@ -175,6 +186,8 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
     steps done and the seconds spent (over every invocation)."""
     ck = work / phase.checkpoint
     state = _load(ck) or {}
+    start = weights_fingerprint(unet, text)
+    check_start(ck, state, start)
     ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
     if state.get("done"):
         ema_unet.load_state_dict(state["ema_unet"]); ema_text.load_state_dict(state["ema_text"])
@@ -229,7 +242,7 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         if step % cfg.checkpoint_every == 0 or step == phase.steps or budget_hit:
             _save(ck, {"unet": unet.state_dict(), "text": text.state_dict(),
                        "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                       "opt": opt.state_dict(), "step": step,
+                       "opt": opt.state_dict(), "step": step, "start": start,
                        "seconds": time.time() - began + state.get("seconds", 0.0)})
         if budget_hit:
             stopped_early = True
@@ -238,7 +251,7 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
     bar.close()
     seconds = time.time() - began + state.get("seconds", 0.0)
     _save(ck, {"ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "done": True,
-               "step": step, "stopped_early": stopped_early, "seconds": seconds})
+               "step": step, "stopped_early": stopped_early, "seconds": seconds, "start": start})
     return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
 
 
@@ -255,14 +268,14 @@ def _stage_time(timings: dict, key: str, began: float, total: float | None) -> N
 def train_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empty: torch.Tensor,
                latents: torch.Tensor, scale: float, device: str, started: float,
                timings: dict) -> tuple[dict, dict]:
-    """Stages 5 and 5b; the detail phase starts from the layout phase's EMA weights. Returns the
+    """Stages 5 and 5b; each phase starts from the previous one's EMA weights. Returns the
     final EMA models and the steps of each phase; adds each phase's seconds to `timings`."""
     done = {}
-    for phase, key in zip(unet_phases(cfg), ("unet", "detail")):
+    for phase in unet_phases(cfg):
         t = time.time()
         trained = stage_unet(cfg, phase, work, unet, text, ids, empty, latents, scale, device, started)
-        _stage_time(timings, key, t, trained.get("seconds"))
-        done[key] = trained["steps"]
+        _stage_time(timings, phase.key, t, trained.get("seconds"))
+        done[phase.key] = trained["steps"]
         unet = copy.deepcopy(trained["unet"]).cpu()   # the next phase trains on from the EMA
         text = copy.deepcopy(trained["text"]).cpu()
         if phase.steps and trained["steps"] < phase.steps:   # the time budget ran out
@@ -340,6 +353,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
         "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
+        "layout_restart_steps_done": steps_done.get("restart", 0),
         "detail_steps_done": steps_done.get("detail", 0),
         "inpaint_steps_done": inpaint["steps"],
         "resumed": list(RESUMED), "latent_scale": scale, "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -375,6 +389,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"])
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--unet-steps", type=int)
+    p.add_argument("--layout-restart-steps", type=int,
+                   help="a second layout phase from the first's EMA weights (see unet_phases)")
+    p.add_argument("--detail-steps", type=int)
+    p.add_argument("--inpaint-steps", type=int)
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--n-images", type=int)
     p.add_argument("--time-budget-min", type=float)
@@ -388,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
+                                       layout_restart_steps=args.layout_restart_steps,
+                                       detail_steps=args.detail_steps, inpaint_steps=args.inpaint_steps,
                                        n_images=args.n_images, time_budget_min=args.time_budget_min,
                                        seed=args.seed).items() if v is not None}
     cfg = replace(cfg, **overrides)
