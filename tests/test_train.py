@@ -170,7 +170,7 @@ def test_a_layout_restart_goes_on_from_a_finished_layout_phase(tmp_path):
     work = tmp_path / "w"
     train(cfg, tmp_path / "m", work, TOKENIZER_SOURCE)
     layout_before = torch.load(work / "unet.pt", weights_only=False)
-    longer = replace(cfg, layout_restart_steps=3)
+    longer = replace(cfg, layout_restart_steps=(3, 2))
     with pytest.raises(SystemExit, match="unet-detail.pt was trained from other weights"):
         train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
     (work / "unet-detail.pt").unlink()
@@ -178,15 +178,16 @@ def test_a_layout_restart_goes_on_from_a_finished_layout_phase(tmp_path):
         train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
     (work / "inpaint.pt").unlink()
     record = train(longer, tmp_path / "m2", work, TOKENIZER_SOURCE)
-    assert record["unet_steps_done"] == cfg.unet_steps and record["layout_restart_steps_done"] == 3
+    assert record["unet_steps_done"] == cfg.unet_steps and record["layout_restart_steps_done"] == [3, 2]
     assert record["detail_steps_done"] == cfg.detail_steps and "restart_s" in record["timings_s"]
     layout = torch.load(work / "unet.pt", weights_only=False)
     assert layout["seconds"] == layout_before["seconds"]          # not retrained
-    restart = torch.load(work / "unet-restart.pt", weights_only=False)
-    assert restart["done"] and restart["step"] == 3
-    moved = sum(not torch.equal(restart["ema_unet"][k], layout["ema_unet"][k]) for k in layout["ema_unet"])
-    assert moved > 0
-    # detail lr 0: the exported UNet is the restart's EMA
+    first = torch.load(work / "unet-restart.pt", weights_only=False)
+    restart = torch.load(work / "unet-restart2.pt", weights_only=False)
+    assert first["done"] and first["step"] == 3 and restart["done"] and restart["step"] == 2
+    for before, after in ((layout, first), (first, restart)):
+        assert sum(not torch.equal(after["ema_unet"][k], before["ema_unet"][k]) for k in before["ema_unet"]) > 0
+    # detail lr 0: the exported UNet is the last restart's EMA
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "m2" / "unet").state_dict()
     ema = restart["ema_unet"]
     assert all(torch.equal(unet[k], ema[k].half().to(unet[k].dtype)) for k in ema if k in unet)

@@ -279,9 +279,11 @@ def write_readme(model: Path, fig: dict) -> None:
                   and not cfg.get("detail_high_noise_share") else
                   f"weight floored at {cfg.get('detail_snr_floor')}, {cfg.get('detail_high_noise_share', 0):.0%} "
                   f"of each batch at t >= {cfg['high_noise_from']}")
-    restart_stage = (f"\n- then {rec['layout_restart_steps_done']} more layout steps from those EMA weights "
-                     f"(a restart: fresh optimiser, warm-up and cosine decay again, the same weighting)"
-                     if rec.get("layout_restart_steps_done") else "")
+    restarts = rec.get("layout_restart_steps_done") or []
+    restarts = [restarts] if isinstance(restarts, int) else restarts
+    restart_stage = (f"\n- then the layout phase restarted {len(restarts)} time(s) from the previous EMA weights "
+                     f"(fresh optimiser, warm-up and cosine decay again, the same weighting): "
+                     f"{' + '.join(str(n) for n in restarts)} steps" if restarts else "")
     detail_stage = (f"\n- then {rec['detail_steps_done']} detail steps from those EMA weights (fresh "
                     f"optimiser, lr {cfg['detail_lr']}, {detail_how})" if rec.get("detail_steps_done") else "")
     inpaint_stage = (f"\n- inpainting UNet (9 input channels, `inpaint-unet/`): "

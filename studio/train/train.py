@@ -77,7 +77,7 @@ class TrainConfig:
     snr_floor: float = 1.0          # x0-space loss weight never below this (0: plain min-SNR)
     high_noise_share: float = 0.4   # share of each batch drawn from t >= high_noise_from
     high_noise_from: int = 900      # sigma >= 8.3: the input shows next to nothing of the picture
-    layout_restart_steps: int = 0   # stage 5, again from its own EMA weights (see `unet_phases`)
+    layout_restart_steps: tuple[int, ...] = ()   # stage 5 again, from its EMA weights (`unet_phases`)
     detail_steps: int = 2_500       # stage 5b, from stage 5's EMA weights (see `unet_phases`)
     detail_lr: float = 4e-4
     detail_high_noise_share: float = 0.0   # also the inpainting stage's
@@ -150,8 +150,9 @@ class Phase:
 
 
 def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
-    """Stage 5 (layout), when `layout_restart_steps` is set a second layout run from its EMA
-    weights (fresh optimiser, warm-up and cosine decay again), and stage 5b (detail).
+    """Stage 5 (layout), then for each of `layout_restart_steps` the layout phase again from the
+    previous one's EMA weights (fresh optimiser, warm-up and cosine decay again), and stage 5b
+    (detail).
 
     Why two (issue 3, measured on 200 held-out prompts: colour / position / shape): with 40% of
     every batch at t >= 900 and the high-noise weight floored (`loss_weight`) the UNet learns to
@@ -171,9 +172,10 @@ def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
     position 23%; the 7,500-step run learned it between steps 3,000 and 5,000, while its lr was
     still high) can go on from its EMA weights without redoing it."""
     phases = [Phase("UNet+text", "unet", "unet.pt", cfg.unet_steps, cfg.lr, cfg.high_noise_share, cfg.snr_floor, 2)]
-    if cfg.layout_restart_steps:
-        phases.append(Phase("UNet+text layout restart", "restart", "unet-restart.pt", cfg.layout_restart_steps,
-                            cfg.lr, cfg.high_noise_share, cfg.snr_floor, 7))
+    for i, steps in enumerate(cfg.layout_restart_steps):
+        n = "" if i == 0 else str(i + 1)
+        phases.append(Phase(f"UNet+text layout restart{n}", f"restart{n}", f"unet-restart{n}.pt", steps,
+                            cfg.lr, cfg.high_noise_share, cfg.snr_floor, 7 + 10 * i))
     phases.append(Phase("UNet+text detail", "detail", "unet-detail.pt", cfg.detail_steps, cfg.detail_lr,
                         cfg.detail_high_noise_share, cfg.detail_snr_floor, 5))
     return tuple(phases)
@@ -353,7 +355,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
         "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
-        "layout_restart_steps_done": steps_done.get("restart", 0),
+        "layout_restart_steps_done": [v for k, v in steps_done.items() if k.startswith("restart")],
         "detail_steps_done": steps_done.get("detail", 0),
         "inpaint_steps_done": inpaint["steps"],
         "resumed": list(RESUMED), "latent_scale": scale, "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -389,8 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"])
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--unet-steps", type=int)
-    p.add_argument("--layout-restart-steps", type=int,
-                   help="a second layout phase from the first's EMA weights (see unet_phases)")
+    p.add_argument("--layout-restart-steps", type=int, nargs="+",
+                   help="layout phase restarts, each from the previous one's EMA weights (see unet_phases)")
     p.add_argument("--detail-steps", type=int)
     p.add_argument("--inpaint-steps", type=int)
     p.add_argument("--vae-steps", type=int)
@@ -406,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
-                                       layout_restart_steps=args.layout_restart_steps,
+                                       layout_restart_steps=(tuple(args.layout_restart_steps)
+                                                             if args.layout_restart_steps else None),
                                        detail_steps=args.detail_steps, inpaint_steps=args.inpaint_steps,
                                        n_images=args.n_images, time_budget_min=args.time_budget_min,
                                        seed=args.seed).items() if v is not None}
