@@ -263,12 +263,12 @@ def write_readme(model: Path, fig: dict) -> None:
     ref_without, ref_with = fig[REFERENCE_KEY].values()
     cfg = rec["config"]
     g = fig.get("fidelity, prompts without a position word")
-    nopos_row = (f'| without ("a red triangle on a blue background") | {g["colour"]:.0%} | '
-                 f'{g["background"]:.0%} | - | {g["shape"]:.0%} | {g["all"]:.0%} |\n' if g else "")
+    nopos_row = (f'| without ("a red triangle on a blue background") | {g["colour"]:.1%} | '
+                 f'{g["background"]:.1%} | - | {g["shape"]:.1%} | {g["all"]:.1%} |\n' if g else "")
     r = fig.get("VAE reconstructions of the held-out scenes")
     recon_row = (f'| no prompt: the VAE\'s reconstructions of the same scenes\' renders (the decoder\'s ceiling) | '
-                 f'{r["colour"]:.0%} | {r["background"]:.0%} | {r["position"]:.0%} | {r["shape"]:.0%} | '
-                 f'{r["all"]:.0%} |\n' if r else "")
+                 f'{r["colour"]:.1%} | {r["background"]:.1%} | {r["position"]:.1%} | {r["shape"]:.1%} | '
+                 f'{r["all"]:.1%} |\n' if r else "")
     blend = fig.get("inpaint 'a blue square', text-to-image UNet (latent blending)")
     inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
     blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
@@ -296,7 +296,8 @@ def write_readme(model: Path, fig: dict) -> None:
     done_before = [k.split("_s_")[0] for k in rec["timings_s"] if k.endswith("_s_earlier_invocation")
                    and not (rec.get("autoencoder_from") and k.startswith(("vae", "decoder")))]
     earlier = (f"\n- resumed run: the {', '.join(done_before)} stage(s) were done by an earlier invocation "
-               "of the same command (same config and seed); their time is counted above"
+               "(the same seed and settings for those stages; a checkpoint that began from other weights "
+               "is refused); their time is counted above"
                if done_before else "")
     if rec.get("autoencoder_from"):
         earlier += ("\n- the autoencoder (VAE and decoder stages) is the previous model's, made by this "
@@ -340,7 +341,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 
 | prompts | colour | background | position | shape | all |
 |---|---|---|---|---|---|
-| with a position ("a large red triangle in the top left corner on a blue background") | {f["colour"]:.0%} | {f["background"]:.0%} | {f["position"]:.0%} | {f["shape"]:.0%} | {f["all"]:.0%} |
+| with a position ("a large red triangle in the top left corner on a blue background") | {f["colour"]:.1%} | {f["background"]:.1%} | {f["position"]:.1%} | {f["shape"]:.1%} | {f["all"]:.1%} |
 {nopos_row}{recon_row}
 - Negative prompt: "a circle", share of red object pixels: {neg["red"]["without"]:.1%} without a
   negative prompt, {neg["red"]["with it as the negative prompt"]:.1%} with negative "red". The prompt names no
