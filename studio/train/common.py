@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import platform
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,16 @@ def _lr_at(step: int, cfg: TrainConfig, total: int, base: float) -> float:
         return base * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _stage_time(timings: dict, key: str, began: float, total: float | None) -> None:
+    """Record stage `key`'s seconds: this invocation's, and (when it resumed a stage an earlier
+    invocation had begun or finished) the rest of `total`, the stage's seconds over every
+    invocation, so the timings add up to the whole run."""
+    this = time.time() - began
+    timings[f"{key}_s"] = this
+    if total and total > this + 1:
+        timings[f"{key}_s_earlier_invocation"] = total - this
 
 
 RESUMED: list[str] = []

@@ -280,7 +280,6 @@ def write_readme(model: Path, fig: dict) -> None:
                   f"weight floored at {cfg.get('detail_snr_floor')}, {cfg.get('detail_high_noise_share', 0):.0%} "
                   f"of each batch at t >= {cfg['high_noise_from']}")
     restarts = rec.get("layout_restart_steps_done") or []
-    restarts = [restarts] if isinstance(restarts, int) else restarts
     restart_stage = (f"\n- then the layout phase restarted {len(restarts)} time(s) from the previous EMA weights "
                      f"(fresh optimiser, warm-up and cosine decay again, the same weighting): "
                      f"{' + '.join(str(n) for n in restarts)} steps" if restarts else "")

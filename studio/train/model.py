@@ -79,7 +79,7 @@ def loss_weight(snr: torch.Tensor, cfg: TrainConfig, floor: float | None = None)
     40% of each batch at t >= 900 the full run learned it between steps 3,000 and 5,000 (x0 from
     pure noise in the prompted cell: 10% at 3,000, 96% at 5,000); with 30% at t >= 700 it had
     not by step 2,250. The binding comes suddenly, after a plateau. It costs colour and shape,
-    which the detail phase then brings back without either (`train.unet_phases`)."""
+    which the detail phase then brings back without either (`unet.unet_phases`)."""
     floor = cfg.snr_floor if floor is None else floor
     x0_weight = torch.clamp(snr, min=floor, max=cfg.min_snr_gamma)
     return x0_weight / (snr + 1)  # a v error is an x0 error scaled by sqrt(snr + 1)

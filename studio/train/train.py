@@ -7,7 +7,7 @@
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
 the VAE decoder on those latents, 5. train the UNet and the CLIP text encoder together, mostly
-for the layout, 5b. go on from its EMA weights for the details (see `unet_phases`), 6. train
+for the layout, 5b. go on from its EMA weights for the details (studio/train/unet.py), 6. train
 a 9-channel inpainting UNet from it (studio/train/inpaint.py), 7. export a diffusers folder
 (fp16 weights) to --out. Stages 2-4 live in studio/train/autoencoder.py.
 
@@ -16,14 +16,13 @@ studio/train/model.py for the two runs that led there) so every SD sampler appli
 and negative prompts work; min-SNR-gamma loss weighting (Hang et al. 2023, arXiv:2303.09556),
 floored so that the high-noise steps, where the layout is set, keep their weight, and a share of
 every batch drawn from high noise (see `loss_weight`), then a detail phase without either (see
-`unet_phases`); an EMA of the weights to converge faster
+`unet.unet_phases`); an EMA of the weights to converge faster
 and steadier in a short CPU budget.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import shutil
@@ -34,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
-from .common import (RESUMED, _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, check_start,
-                     log_resume, machine_name, weights_fingerprint)
+from .common import RESUMED, _stage_time, machine_name
 from .export import export
 from .inpaint import stage_inpaint
-from .model import TOKENIZER_SOURCE, build_models, load_tokenizer, loss_weight, noise_scheduler, timesteps
+from .model import TOKENIZER_SOURCE, build_models, load_tokenizer
+from .unet import train_unet
 from .world import make_dataset
 
 DEFAULT_OUT = ROOT / "assets" / "embedded-model"
@@ -77,8 +75,8 @@ class TrainConfig:
     snr_floor: float = 1.0          # x0-space loss weight never below this (0: plain min-SNR)
     high_noise_share: float = 0.4   # share of each batch drawn from t >= high_noise_from
     high_noise_from: int = 900      # sigma >= 8.3: the input shows next to nothing of the picture
-    layout_restart_steps: tuple[int, ...] = (2_500, 2_000)   # stage 5 again, twice (`unet_phases`)
-    detail_steps: int = 1_000       # stage 5b, from stage 5's EMA weights (see `unet_phases`)
+    layout_restart_steps: tuple[int, ...] = (2_500, 2_000)   # stage 5 again, twice (`unet.unet_phases`)
+    detail_steps: int = 1_000       # stage 5b, from stage 5's EMA weights (see `unet.unet_phases`)
     detail_lr: float = 4e-4
     detail_high_noise_share: float = 0.0   # also the inpainting stage's
     detail_snr_floor: float = 0.0          # plain min-SNR-gamma in the detail phase
@@ -132,162 +130,6 @@ def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]
                     return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
     return ids, empty
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One UNet + text-encoder training phase: its checkpoint, length, learning rate, the share of
-    each batch drawn from high noise, the loss weight's floor (`loss_weight`) and the rng
-    stream it draws from."""
-
-    name: str
-    key: str          # its name in the record's timings and step counts
-    checkpoint: str
-    steps: int
-    lr: float
-    high_noise_share: float
-    snr_floor: float
-    seed_offset: int
-
-
-def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
-    """Stage 5 (layout), then for each of `layout_restart_steps` the layout phase again from the
-    previous one's EMA weights (fresh optimiser, warm-up and cosine decay again), and stage 5b
-    (detail).
-
-    Why two (issue 3, measured on 200 held-out prompts: colour / position / shape): with 40% of
-    every batch at t >= 900 and the high-noise weight floored (`loss_weight`) the UNet learns to
-    put an object where the prompt says (position 8% -> 95% at 7,500 steps), but it is left
-    poor at what mid and low noise make: colour 55%, shape 53% (plain min-SNR, 10,000 steps:
-    67% / 77%), objects with dark fringes, and "a red circle on a blue background" brown 7
-    times in 8 whatever the sampler. So the detail phase goes on from the layout phase's EMA
-    weights with a fresh optimiser (warm-up and cosine decay again) for 2,500 steps, each
-    variant on the same layout phase:
-    - plain min-SNR, uniform timesteps, lr 4e-4 (the defaults): 64% / 91% / 78%, and on
-      prompts with no position word colour 69%, shape 82%;
-    - the same at lr 2e-4: 65% / 93% / 73%, with no position word 65% / 72%;
-    - lr 2e-4 with the floor kept and 10% of each batch at t >= 900: 60% / 92% / 55%.
-    The position, once learned, is not lost when the high-noise steps lose their weight.
-
-    The restarts (2026-12-02, on the 2,500-step VAE): 5,000 layout steps left position at 23%
-    (the 7,500-step run learned it between steps 3,000 and 5,000, while its lr was still high).
-    Going on from that EMA with a fresh warm-up and cosine decay, position (100 held-out
-    prompts, before any detail phase) rose to 62% at 1,250 steps and 76% at 2,500; the detail
-    phase after that cost position (colour 92.5%, position 67%, shape 86.5%). A second restart of
-    2,000 steps took it to 88%, and the detail phase after it (1,000 steps) gave colour 95%,
-    position 79.5%, shape 88% on 200 held-out prompts: the defaults."""
-    phases = [Phase("UNet+text", "unet", "unet.pt", cfg.unet_steps, cfg.lr, cfg.high_noise_share, cfg.snr_floor, 2)]
-    for i, steps in enumerate(cfg.layout_restart_steps):
-        n = "" if i == 0 else str(i + 1)
-        phases.append(Phase(f"UNet+text layout restart{n}", f"restart{n}", f"unet-restart{n}.pt", steps,
-                            cfg.lr, cfg.high_noise_share, cfg.snr_floor, 7 + 10 * i))
-    phases.append(Phase("UNet+text detail", "detail", "unet-detail.pt", cfg.detail_steps, cfg.detail_lr,
-                        cfg.detail_high_noise_share, cfg.detail_snr_floor, 5))
-    return tuple(phases)
-
-
-def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torch.Tensor,
-               empty: torch.Tensor, latents: torch.Tensor, scale: float, device: str,
-               started: float) -> dict:
-    """Train `unet` and `text` (modified in place) for one phase; returns the EMA models, the
-    steps done and the seconds spent (over every invocation)."""
-    ck = work / phase.checkpoint
-    state = _load(ck) or {}
-    start = weights_fingerprint(unet, text)
-    check_start(ck, state, start)
-    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text)
-    if state.get("done"):
-        ema_unet.load_state_dict(state["ema_unet"]); ema_text.load_state_dict(state["ema_text"])
-        return {"unet": ema_unet, "text": ema_text, "steps": state["step"], "seconds": state.get("seconds")}
-    params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=1e-2)
-    step = 0
-    if state:
-        log_resume(phase.name, state["step"])
-        unet.load_state_dict(state["unet"]); text.load_state_dict(state["text"])
-        ema_unet.load_state_dict(state["ema_unet"]); ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"]); step = state["step"]
-    for m in (unet, text, ema_unet, ema_text):
-        m.to(device)
-    unet.train(); text.train()
-    sched = noise_scheduler()
-    alphas = sched.alphas_cumprod.to(device)
-    snr = alphas / (1 - alphas)
-    gen = torch.Generator().manual_seed(cfg.seed + phase.seed_offset + step)
-    bar = _bar(phase.steps, step, phase.name)
-    stopped_early = False
-    began = time.time()
-    while step < phase.steps:
-        idx = torch.randint(len(latents), (cfg.batch,), generator=gen)
-        x0 = latents[idx].to(device) * scale
-        tok = ids[idx].clone()
-        drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
-        tok[drop] = empty
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = timesteps(cfg, gen, phase.high_noise_share).to(device)
-        noisy = sched.add_noise(x0, noise, t)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg, phase.steps, phase.lr)
-        cond = text(tok.to(device))[0]
-        pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        target = sched.get_velocity(x0, noise, t)
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        weight = loss_weight(snr[t], cfg, phase.snr_floor)
-        loss = (per_sample * weight).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_text, text, decay)
-        step += 1
-        bar.update(1)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        budget_hit = cfg.time_budget_min and (time.time() - started) / 60 >= cfg.time_budget_min
-        if step % cfg.checkpoint_every == 0 or step == phase.steps or budget_hit:
-            _save(ck, {"unet": unet.state_dict(), "text": text.state_dict(),
-                       "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                       "opt": opt.state_dict(), "step": step, "start": start,
-                       "seconds": time.time() - began + state.get("seconds", 0.0)})
-        if budget_hit:
-            stopped_early = True
-            break
-        _interrupt_hook(step)
-    bar.close()
-    seconds = time.time() - began + state.get("seconds", 0.0)
-    _save(ck, {"ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "done": True,
-               "step": step, "stopped_early": stopped_early, "seconds": seconds, "start": start})
-    return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
-
-
-def _stage_time(timings: dict, key: str, began: float, total: float | None) -> None:
-    """Record stage `key`'s seconds: this invocation's, and (when it resumed a stage an earlier
-    invocation had begun or finished) the rest of `total`, the stage's seconds over every
-    invocation, so the timings add up to the whole run."""
-    this = time.time() - began
-    timings[f"{key}_s"] = this
-    if total and total > this + 1:
-        timings[f"{key}_s_earlier_invocation"] = total - this
-
-
-def train_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empty: torch.Tensor,
-               latents: torch.Tensor, scale: float, device: str, started: float,
-               timings: dict) -> tuple[dict, dict]:
-    """Stages 5 and 5b; each phase starts from the previous one's EMA weights. Returns the
-    final EMA models and the steps of each phase; adds each phase's seconds to `timings`."""
-    done = {}
-    for phase in unet_phases(cfg):
-        t = time.time()
-        trained = stage_unet(cfg, phase, work, unet, text, ids, empty, latents, scale, device, started)
-        _stage_time(timings, phase.key, t, trained.get("seconds"))
-        done[phase.key] = trained["steps"]
-        unet = copy.deepcopy(trained["unet"]).cpu()   # the next phase trains on from the EMA
-        text = copy.deepcopy(trained["text"]).cpu()
-        if phase.steps and trained["steps"] < phase.steps:   # the time budget ran out
-            break
-    return trained, done
 
 
 def reuse_autoencoder(folder: Path, vae):
@@ -397,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--layout-restart-steps", type=int, nargs="+",
-                   help="layout phase restarts, each from the previous one's EMA weights (see unet_phases)")
+                   help="layout phase restarts, each from the previous one's EMA weights (see studio/train/unet.py)")
     p.add_argument("--detail-steps", type=int)
     p.add_argument("--inpaint-steps", type=int)
     p.add_argument("--vae-steps", type=int)
