@@ -2,7 +2,9 @@
 
 - Each (text, weight) fragment from studio/prompts.py is tokenized on its own; tokens fill
   chunks of 75 (a BREAK closes a chunk; a chunk that would split a phrase goes back to the last
-  comma within 20 tokens), and each chunk is encoded as [BOS] + 75 + [EOS] = 77 tokens.
+  comma within 20 tokens), and each chunk is encoded as [BOS] + 75 + [EOS] = 77 tokens. A
+  tokenizer with a shorter `model_max_length` (the embedded model's 32) gets chunks of that
+  length less two, the length its text encoder and UNet were trained on.
 - Weights multiply the chunk's token embeddings, then the chunk is rescaled so its mean is what
   it was (A1111's "Original" emphasis), so emphasis changes the relative, not the overall, scale.
 - Chunks are concatenated along the sequence (a 150-token prompt is 154 positions); the
@@ -34,8 +36,16 @@ class Chunk:
     weights: list[float]
 
 
-def chunk_tokens(fragments: list[tuple[list[int], float] | None], comma_id: int | None) -> list[Chunk]:
-    """Fill 75-token chunks from (token ids, weight) fragments; None is a BREAK."""
+def chunk_size(tokenizer) -> int:
+    """Tokens per chunk: 75, or fewer for a tokenizer whose `model_max_length` is shorter than
+    CLIP's 77 (a tokenizer without one reports a huge number)."""
+    length = getattr(tokenizer, "model_max_length", None)
+    return length - 2 if isinstance(length, int) and 3 <= length < CHUNK + 2 else CHUNK
+
+
+def chunk_tokens(fragments: list[tuple[list[int], float] | None], comma_id: int | None,
+                 size: int = CHUNK) -> list[Chunk]:
+    """Fill `size`-token chunks from (token ids, weight) fragments; None is a BREAK."""
     chunks: list[Chunk] = []
     cur = Chunk([], [])
     last_comma = -1
@@ -53,14 +63,14 @@ def chunk_tokens(fragments: list[tuple[list[int], float] | None], comma_id: int 
         for tok in ids:
             if tok == comma_id:
                 last_comma = len(cur.tokens)
-            elif len(cur.tokens) == CHUNK and last_comma != -1 and len(cur.tokens) - last_comma <= COMMA_BACKTRACK:
+            elif len(cur.tokens) == size and last_comma != -1 and len(cur.tokens) - last_comma <= COMMA_BACKTRACK:
                 # move the words after the last comma to the next chunk
                 cut = last_comma + 1
                 rest = Chunk(cur.tokens[cut:], cur.weights[cut:])
                 cur = Chunk(cur.tokens[:cut], cur.weights[:cut])
                 close()
                 cur = rest
-            if len(cur.tokens) == CHUNK:
+            if len(cur.tokens) == size:
                 close()
             cur.tokens.append(tok)
             cur.weights.append(weight)
@@ -79,6 +89,7 @@ class _Encoder:
         self.cache, self.state = cache, state    # EmbeddingCache (studio/fast.py) and its key prefix
         self.comma = tokenizer.convert_tokens_to_ids(",</w>") if ",</w>" in tokenizer.get_vocab() else None
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.size = chunk_size(tokenizer)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos
 
     def tokenize(self, text: str) -> list[int]:
@@ -88,10 +99,10 @@ class _Encoder:
 
     def chunks(self, text: str) -> list[Chunk]:
         frags = [None if (t == BREAK and w == -1) else (self.tokenize(t), w) for t, w in parse_attention(text)]
-        return chunk_tokens(frags, self.comma)
+        return chunk_tokens(frags, self.comma, self.size)
 
     def encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(1, 77 * len(chunks), D) weighted embeddings, and the pooled embedding of chunk 1;
+        """(1, (size + 2) * len(chunks), D) weighted embeddings, and the pooled embedding of chunk 1;
         from the cache when these chunks were encoded before with the same weights loaded."""
         if self.cache is None:
             return self._encode(chunks)
@@ -104,8 +115,8 @@ class _Encoder:
         device = self.te.device
         outs, pooled = [], None
         for c in chunks:
-            ids = [self.bos] + c.tokens + [self.eos] + [self.pad] * (CHUNK - len(c.tokens))
-            weights = [1.0] + c.weights + [1.0] * (CHUNK + 1 - len(c.tokens))
+            ids = [self.bos] + c.tokens + [self.eos] + [self.pad] * (self.size - len(c.tokens))
+            weights = [1.0] + c.weights + [1.0] * (self.size + 1 - len(c.tokens))
             out = self.te(torch.tensor([ids], device=device), output_hidden_states=True)
             if self.layer == "sd":
                 z = out.last_hidden_state if self.clip_skip <= 1 else \

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from studio.conditioning import CHUNK, Conditioner, chunk_tokens
+from studio.conditioning import CHUNK, Conditioner, chunk_size, chunk_tokens
 from studio.prompts import (merge_negatives, parse_attention, parse_prompts, schedule,
                             take_inline_negatives, take_lora_tags)
 
@@ -115,6 +115,14 @@ def test_chunks_of_75_with_break_and_comma_backtrack():
     chunks = chunk_tokens([(with_comma, 1.0)], comma_id=7)
     assert [len(c.tokens) for c in chunks] == [66, 15] and chunks[0].tokens[-1] == 7
     assert [len(c.tokens) for c in chunk_tokens([([], 1.0)], 7)] == [0]
+    assert [len(c.tokens) for c in chunk_tokens([(ids, 1.0)], 7, size=30)] == [30, 30, 20]
+
+
+@pytest.mark.parametrize("length, size", [(77, 75), (32, 30), (int(1e30), 75), (None, 75)])
+def test_chunk_size_follows_a_short_tokenizer(length, size):
+    class Tok:
+        model_max_length = length
+    assert chunk_size(Tok()) == size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +172,22 @@ def test_long_prompt_and_break_make_more_chunks(pipes):
     assert e["negative_prompt_embeds"].shape == e["prompt_embeds"].shape     # padded to match
     e = Conditioner(pipe, "red BREAK circle", "", 4).pipeline_kwargs()
     assert e["prompt_embeds"].shape[1] == 2 * (CHUNK + 2)
+
+
+def test_a_32_token_tokenizer_gets_32_token_chunks_as_the_pipeline_does(pipes):
+    """The embedded model was trained on captions padded to 32 tokens (its tokenizer's
+    model_max_length): the studio's conditioning must pad to 32 too, exactly as diffusers does."""
+    import copy
+    base = pipes["sd1"]
+    tok = copy.deepcopy(base.tokenizer)
+    tok.model_max_length = 32
+    pipe = type(base)(**{**base.components, "tokenizer": tok})
+    ours = Conditioner(pipe, "a red circle on a blue background", "blurry", 4).pipeline_kwargs()
+    pe, ne = pipe.encode_prompt("a red circle on a blue background", "cpu", 1, True, "blurry")
+    assert pe.shape[1] == 32
+    assert torch.equal(ours["prompt_embeds"], pe) and torch.equal(ours["negative_prompt_embeds"], ne)
+    long = Conditioner(pipe, ", ".join(["red circle"] * 12), "", 4).pipeline_kwargs()   # 35 tokens
+    assert long["prompt_embeds"].shape[1] == 2 * 32
 
 
 def _unet_inputs(pipe, **call):
