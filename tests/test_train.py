@@ -193,6 +193,33 @@ def test_a_layout_restart_goes_on_from_a_finished_layout_phase(tmp_path):
     assert all(torch.equal(unet[k], ema[k].half().to(unet[k].dtype)) for k in ema if k in unet)
 
 
+def test_the_layout_lr_is_constant_after_warm_up_when_asked_and_decays_otherwise():
+    from studio.train.common import _lr_at
+    cfg = CONFIGS["full"]
+    lrs = [_lr_at(s, cfg, 7000, 4e-4, "constant") for s in (0, cfg.warmup - 1, cfg.warmup, 3500, 6999)]
+    assert lrs[0] < lrs[1] == lrs[2] == lrs[3] == lrs[4] == 4e-4
+    cosine = [_lr_at(s, cfg, 7000, 4e-4) for s in (cfg.warmup, 3500, 6999)]
+    assert cosine[0] == pytest.approx(4e-4) and cosine[0] > cosine[1] > cosine[2] == pytest.approx(4e-5, rel=1e-3)
+
+
+def test_captions_and_the_exported_tokenizer_stop_at_text_tokens(tmp_path):
+    """--text-tokens 32: the captions are padded to 32 tokens in training and the exported
+    tokenizer's model_max_length is 32, so the pipeline pads and cuts every prompt the same way."""
+    from dataclasses import replace
+
+    from diffusers import StableDiffusionPipeline
+
+    from studio.train.model import load_tokenizer
+    from studio.train.train import _tokens
+    ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), ["a red circle", "a red circle " * 40], 32)
+    assert ids.shape == (2, 32) and empty.shape == (32,) and ids[1, -1] == 49407
+    cfg = replace(CONFIGS["smoke"], text_tokens=32, layout_schedule="constant")
+    train(cfg, tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "m", local_files_only=True, dtype=torch.float32)
+    assert pipe.tokenizer.model_max_length == 32
+    assert pipe.encode_prompt("a red circle " * 40, "cpu", 1, False)[0].shape[1] == 32
+
+
 def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path, capsys):
     """`python -m studio.train.evaluate --quick --readme` on a smoke model: every figure of issue 3
     is measured and lands in the folder's README (the figures of a 6-step model mean nothing)."""

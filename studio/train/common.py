@@ -68,9 +68,13 @@ def autocast(device: str, enabled: bool):
                           enabled=enabled and kind in ("cuda", "cpu"))
 
 
-def _lr_at(step: int, cfg: TrainConfig, total: int, base: float) -> float:
+def _lr_at(step: int, cfg: TrainConfig, total: int, base: float, schedule: str = "cosine") -> float:
+    """Linear warm-up over `cfg.warmup` steps, then `base` ("constant") or a cosine decay to a
+    tenth of it at `total` ("cosine")."""
     if step < cfg.warmup:
         return base * (step + 1) / cfg.warmup
+    if schedule == "constant":
+        return base
     progress = (step - cfg.warmup) / max(1, total - cfg.warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 

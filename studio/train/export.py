@@ -30,13 +30,13 @@ def write_examples(folder: Path) -> None:
 
 
 def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record: dict,
-           inpaint_unet=None) -> Path:
+           inpaint_unet=None, text_tokens: int = 77) -> Path:
     """A diffusers folder that `StableDiffusionPipeline.from_pretrained(out)` loads, fp16; the
     inpainting UNet, if any, in its subfolder (not a pipeline component: the studio pairs it with
     the same VAE and text encoder through `from_pipe(pipe, unet=...)`)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir, text_tokens)
     vae = copy.deepcopy(vae).cpu()
     vae.register_to_config(scaling_factor=scale)
     scheduler = DPMSolverMultistepScheduler(

@@ -91,6 +91,8 @@ def noise_scheduler():
                          **BETAS)
 
 
-def load_tokenizer(source: Path):
+def load_tokenizer(source: Path, max_length: int = 77):
+    """CLIP's BPE tokenizer; `max_length` tokens a prompt (the config's `text_tokens`): the
+    pipeline pads and cuts every prompt to it, as the captions were in training."""
     from transformers import CLIPTokenizer
-    return CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=77)
+    return CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=max_length)

@@ -66,22 +66,24 @@ class TrainConfig:
     unet_layers: int = 1
     text_dim: int = 64
     text_layers: int = 3
-    unet_steps: int = 5_000          # steps of the UNet stages: see UNET_BUDGET below
+    text_tokens: int = 32           # tokens per caption (BOS + words + EOS + padding); see `_tokens`
+    unet_steps: int = 6_000          # steps of the layout phase: see UNET_BUDGET below
     batch: int = 64
     lr: float = 4e-4
+    layout_schedule: str = "constant"   # the layout phase's lr after warm-up: "constant" or "cosine" decay
     warmup: int = 200
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     snr_floor: float = 1.0          # x0-space loss weight never below this (0: plain min-SNR)
     high_noise_share: float = 0.4   # share of each batch drawn from t >= high_noise_from
     high_noise_from: int = 900      # sigma >= 8.3: the input shows next to nothing of the picture
-    layout_restart_steps: tuple[int, ...] = (2_500, 2_000)   # stage 5 again, twice (`unet.unet_phases`)
-    detail_steps: int = 1_000       # stage 5b, from stage 5's EMA weights (see `unet.unet_phases`)
+    layout_restart_steps: tuple[int, ...] = ()   # stage 5 again from its EMA (`unet.unet_phases`)
+    detail_steps: int = 900         # stage 5b, from stage 5's EMA weights (see `unet.unet_phases`)
     detail_lr: float = 4e-4
     detail_high_noise_share: float = 0.0   # also the inpainting stage's
     detail_snr_floor: float = 0.0          # plain min-SNR-gamma in the detail phase
     ema_decay: float = 0.999
-    inpaint_steps: int = 600        # stage 6: the 9-channel inpainting UNet (studio/train/inpaint.py)
+    inpaint_steps: int = 400        # stage 6: the 9-channel inpainting UNet (studio/train/inpaint.py)
     inpaint_lr: float = 2e-4
     checkpoint_every: int = 250
     time_budget_min: float = 0.0    # if set, stop the UNet stages early when the run reaches this
@@ -91,14 +93,17 @@ class TrainConfig:
 
 
 # UNET_BUDGET (issue 3): the 2-hour limit on 2 CPU cores. On the Intel machine of the 2026-12-01
-# model a UNet step (batch 64) took 0.47 s and 7,500 layout + 2,500 detail + 2,000 inpainting
-# steps fit in 117 min (position 91%: it learned position between steps 3,000 and 5,000). On the
-# AMD EPYC (Zen 4, no AMX) of 2026-12-02 one takes 0.65-1.1 s (bf16 autocast, SDPA, channels-last
-# or torch.compile: no faster). There, on the 2,500-step VAE (20 min): 5,000 layout + 1,000
-# detail + 600 inpainting steps (121 min) scored held-out colour 83%, position 23%, shape 82%;
-# the layout phase restarted twice from its EMA weights (2,500 + 2,000 steps; position 62% ->
-# 76% -> 88% before the detail phase) then 1,000 detail steps: colour 95%, position 79.5%,
-# shape 88% (the shipped model, about 190 min on that machine; ~110 min at the Intel step time).
+# model a UNet step (batch 64) took 0.47 s; on the AMD EPYC (Zen 4, no AMX) of 2026-12-02 it
+# takes 0.65-1.1 s with 77-token captions (bf16 autocast, SDPA, channels-last or torch.compile:
+# no faster), 0.6-0.8 s with 32. There, on the 2,500-step VAE (24 min with its data, latents and
+# decoder stages), held-out colour / position / shape (200 prompts):
+# - 5,000 layout steps (cosine decay) + 1,000 detail + 600 inpainting (121 min): 83 / 23 / 82;
+# - the same layout phase restarted twice from its EMA (2,500 + 2,000 steps) + 1,000 detail:
+#   95 / 79.5 / 88, in 190 min (the model shipped before 2026-12-02 evening);
+# - 32-token captions and a constant lr (`layout_schedule`): position, read from the layout
+#   EMA's one-step x0 prediction at t = 999 (100 prompts), was 6% at step 2,000, 17% at 3,000,
+#   33% at 4,000, 64% at 5,000 and 100% at 6,000; 6,000 layout + 600 detail + 400 inpainting
+#   steps (114 min): 89.5 / 97 / 87; with 900 detail steps: the defaults (see the model README).
 
 CONFIGS = {
     "full": TrainConfig(),
@@ -124,11 +129,17 @@ def stage_data(cfg: TrainConfig, work: Path):
 
 
 
-def _tokens(tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of every caption, and of the empty caption (dropout), padded to 77."""
-    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+def _tokens(tokenizer, captions: list[str], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of every caption, and of the empty caption (dropout), padded to `length`.
+
+    The world's longest caption is 28 tokens; padding to 32 instead of CLIP's 77 took a UNet +
+    text step (batch 64, 2 threads, Zen 4) from 0.79 s to 0.66 s in a bench and from ~0.87 s to
+    ~0.77 s in training: the text encoder and every cross-attention run on fewer positions. The
+    exported tokenizer keeps that length, so the pipeline (and the studio's prompt chunks,
+    studio/conditioning.py) pad prompts the same way."""
+    ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True,
                     return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids[0]
+    empty = tokenizer([""], padding="max_length", max_length=length, return_tensors="pt").input_ids[0]
     return ids, empty
 
 
@@ -188,7 +199,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         t = time.time()
         latents, scale = stage_latents(cfg, work, vae.to(device).eval(), images, device)
         timings["latents_s"] = time.time() - t
-    ids, empty = _tokens(tokenizer, captions)
+    ids, empty = _tokens(tokenizer, captions, cfg.text_tokens)
     trained, steps_done = train_unet(cfg, work, unet, text, ids, empty, latents, scale, device, started,
                                      timings)
     t = time.time()
@@ -201,7 +212,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         "machine": machine_name(),
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
-        "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
+        "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done.get("unet", 0),
         "layout_restart_steps_done": [v for k, v in steps_done.items() if k.startswith("restart")],
         "detail_steps_done": steps_done.get("detail", 0),
         "inpaint_steps_done": inpaint["steps"],
@@ -213,7 +224,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
                    "inpaint_unet": sum(p.numel() for p in inpaint["unet"].parameters())},
     }
     export(out, vae.cpu(), trained["unet"], trained["text"], tokenizer_dir, scale, record,
-           inpaint_unet=inpaint["unet"])
+           inpaint_unet=inpaint["unet"], text_tokens=cfg.text_tokens)
     return record
 
 
@@ -237,10 +248,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder with CLIP's vocab.json and merges.txt")
     p.add_argument("--device", choices=["cuda", "cpu", "mps"])
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--layout-schedule", choices=["cosine", "constant"],
+                   help="the layout phase's lr after warm-up (see studio/train/unet.py)")
     p.add_argument("--unet-steps", type=int)
-    p.add_argument("--layout-restart-steps", type=int, nargs="+",
+    p.add_argument("--layout-restart-steps", type=int, nargs="*",
                    help="layout phase restarts, each from the previous one's EMA weights (see studio/train/unet.py)")
     p.add_argument("--detail-steps", type=int)
+    p.add_argument("--text-tokens", type=int, help="tokens per caption and prompt (default: the config's)")
     p.add_argument("--inpaint-steps", type=int)
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--n-images", type=int)
@@ -256,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
                                        layout_restart_steps=(tuple(args.layout_restart_steps)
-                                                             if args.layout_restart_steps else None),
+                                                             if args.layout_restart_steps is not None else None),
+                                       layout_schedule=args.layout_schedule, text_tokens=args.text_tokens,
                                        detail_steps=args.detail_steps, inpaint_steps=args.inpaint_steps,
                                        n_images=args.n_images, time_budget_min=args.time_budget_min,
                                        seed=args.seed).items() if v is not None}
