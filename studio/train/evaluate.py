@@ -324,7 +324,8 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 
 - seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
-  {cfg["batch"]}, lr {cfg["lr"]}, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
+  {cfg["batch"]}, lr {cfg["lr"]} {cfg.get("layout_schedule", "cosine")} after a {cfg["warmup"]}-step warm-up,
+  captions padded to {cfg.get("text_tokens", 77)} tokens, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
   {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){restart_stage}{detail_stage}{inpaint_stage}
 - parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
