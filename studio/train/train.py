@@ -110,7 +110,7 @@ CONFIGS = {
     "smoke": TrainConfig(name="smoke", n_images=48, vae_channels=(8, 16, 16), vae_steps=4, decoder_steps=4,
                          vae_batch=8, unet_channels=(16, 32, 32), text_dim=16, text_layers=1,
                          unet_steps=6, detail_steps=3, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0,
-                         inpaint_steps=4, refine_decoder_steps=4, layout_restart_steps=()),
+                         inpaint_steps=4, refine_decoder_steps=4),
 }
 
 
@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         "machine": machine_name(),
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
-        "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done.get("unet", 0),
+        "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
         "layout_restart_steps_done": [v for k, v in steps_done.items() if k.startswith("restart")],
         "detail_steps_done": steps_done.get("detail", 0),
         "inpaint_steps_done": inpaint["steps"],
