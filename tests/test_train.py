@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +51,8 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
     monkeypatch.delenv("STUDIO_TRAIN_INTERRUPT_AT")
     record = train(cfg, out, work, TOKENIZER_SOURCE)
     assert record["resumed"] == ["UNet+text detail from step 3"]
+    from studio.train.common import bf16_native
+    assert record["vae_bf16_autocast"] is bf16_native("cpu")   # bf16 only where the CPU runs it natively
     assert record["unet_steps_done"] == cfg.unet_steps and record["detail_steps_done"] == cfg.detail_steps
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, dtype=torch.float32)
@@ -253,17 +257,36 @@ def test_a_resumed_stages_time_is_counted_once():
     assert set(fresh) == {"unet_s"}
 
 
-def test_bf16_autocast_where_it_runs_and_nowhere_else():
-    from studio.train.common import autocast
+def test_bf16_autocast_where_it_runs_and_nowhere_else(monkeypatch):
+    from studio.train import common
     layer = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4)
-    with autocast("cpu", True):
+    monkeypatch.setattr(common, "bf16_native", lambda device: True)
+    with common.autocast("cpu", True):
         assert layer(x).dtype == torch.bfloat16
-    with autocast("cpu", False):
+    with common.autocast("cpu", False):
         assert layer(x).dtype == torch.float32
-    with autocast("mps", True):      # not attempted on devices other than CUDA and the CPU
+    with common.autocast("mps", True):      # not attempted on devices other than CUDA and the CPU
         assert layer(x).dtype == torch.float32
     assert layer.weight.dtype == torch.float32   # weights (and so the optimiser) stay fp32
+    # a CPU without native bf16 (AVX2 only) emulates it ~14x slower than fp32: not used there
+    monkeypatch.setattr(common, "bf16_native", lambda device: False)
+    with common.autocast("cpu", True):
+        assert layer(x).dtype == torch.float32
+
+
+def test_bf16_native_answers_for_every_device_and_the_record_names_the_cpu():
+    from studio.train.common import bf16_native, machine_name
+    assert isinstance(bf16_native("cpu"), bool)
+    assert bf16_native("mps") is False
+    if not torch.cuda.is_available():
+        assert bf16_native("cuda") is False
+    name = machine_name()
+    assert f"{os.cpu_count()} cores" in name
+    if Path("/proc/cpuinfo").exists():       # Linux: the model name, which platform.processor() lacks
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        assert model in name
 
 
 def test_refine_decoder_changes_only_the_decoder_and_records_it(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .autoencoder import stage_decoder, stage_latents
-from .common import RESUMED, machine_name
+from .common import RESUMED, bf16_native, machine_name
 from .train import CONFIGS, stage_data
 
 
@@ -56,7 +56,7 @@ def refine_decoder(source: Path, out: Path, work: Path, device: str | None = Non
     refines = list(rec.get("decoder_refines", []))
     refines.append({
         "command": command or f"python -m studio.train.train --refine-decoder {source}",
-        "steps": cfg.decoder_steps, "lr": cfg.decoder_lr, "clip": cfg.vae_clip, "bf16": cfg.vae_bf16,
+        "steps": cfg.decoder_steps, "lr": cfg.decoder_lr, "clip": cfg.vae_clip, "bf16": cfg.vae_bf16 and bf16_native(device),
         "batch": cfg.vae_batch, "psnr_db_before": round(refined["psnr_before"], 2),
         "psnr_db": round(refined["psnr"], 2), "seconds": round(refined["seconds"], 1),
         "device": device, "threads": torch.get_num_threads(),

@@ -36,7 +36,7 @@ import torch
 
 from ..config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
-from .common import RESUMED, _stage_time, machine_name
+from .common import RESUMED, _stage_time, bf16_native, machine_name
 from .export import export
 from .inpaint import stage_inpaint
 from .model import TOKENIZER_SOURCE, build_models, load_tokenizer
@@ -58,7 +58,8 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 2e-3
     vae_clip: float = 0.5           # gradient-norm clip: without it the VAE's loss spikes at this lr
-    vae_bf16: bool = True           # bf16 autocast in the VAE and decoder stages (CUDA and CPU)
+    vae_bf16: bool = True           # bf16 autocast in the VAE and decoder stages where the device
+                                    # runs bf16 natively (common.bf16_native), fp32 elsewhere
     kl_weight: float = 1e-6
     decoder_steps: int = 600        # decoder fine-tune on the frozen encoder's latents (see stage_decoder)
     decoder_lr: float = 5e-4
@@ -210,6 +211,8 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
         "command": command or "python -m studio.train.train",
         "config": asdict(cfg), "device": device, "threads": torch.get_num_threads(),
         "machine": machine_name(),
+        # what the VAE and decoder stages of this invocation computed in (none when reused)
+        "vae_bf16_autocast": bool(cfg.vae_bf16 and bf16_native(device)) if autoencoder is None else None,
         "torch": torch.__version__, "vae_psnr_db": round(psnr, 2),
         "vae_psnr_db_after_decoder_finetune": round(psnr_after, 2),
         "autoencoder_from": str(autoencoder) if autoencoder else None, "unet_steps_done": steps_done["unet"],
