@@ -229,8 +229,14 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     is measured and lands in the folder's README (the figures of a 6-step model mean nothing)."""
     from studio.train.evaluate import main
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
-    fig = main(["--model", str(tmp_path / "m"), "--quick", "--n", "4", "--readme"])
+    fig = main(["--model", str(tmp_path / "m"), "--quick", "--n", "4", "--readme", "--draws", "2"])
     assert set(fig["fidelity"]) == {"colour", "background", "position", "shape", "all"}
+    for k, (lo, hi) in fig["fidelity, 95% intervals"].items():
+        assert 0 <= lo <= fig["fidelity"][k] <= hi <= 1
+    pairs = fig["colour by held-out pair"]
+    assert sum(row["n"] for row in pairs.values()) == 4
+    assert [row["colour"] for row in pairs.values()] == sorted(row["colour"] for row in pairs.values())
+    assert len(fig["fidelity, further draws"]) == 1 and fig["fidelity, all draws pooled"]["prompts"] == 8
     assert set(fig["fidelity, prompts without a position word"]) == {"colour", "background", "shape", "all"}
     assert set(fig["VAE reconstructions of the held-out scenes"]) == set(fig["fidelity"])
     neg = fig["negative prompt: the colour's share of object pixels"]
@@ -238,7 +244,8 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     assert fig["inpainting UNet"] is True and fig["seconds per 20-step image (median)"] > 0
     readme = (tmp_path / "m" / "README.md").read_text()
     for text in ("with negative \"red\"", "without (\"a red triangle", "the VAE's reconstructions",
-                 "detail steps", "inpainting UNet", "python -m studio.train.train"):
+                 "detail steps", "inpainting UNet", "python -m studio.train.train", "95% intervals",
+                 "Further draws", "Colour by held-out pair"):
         assert text in readme, text
     assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 4
     assert '"fidelity"' in capsys.readouterr().out
@@ -273,6 +280,15 @@ def test_bf16_autocast_where_it_runs_and_nowhere_else(monkeypatch):
     monkeypatch.setattr(common, "bf16_native", lambda device: False)
     with common.autocast("cpu", True):
         assert layer(x).dtype == torch.float32
+
+
+def test_wilson_interval_of_a_share():
+    from studio.train.evaluate import wilson
+    lo, hi = wilson(0.895, 200)
+    assert 0.84 < lo < 0.85 and 0.93 < hi < 0.94          # 179/200: about +-4.5 points
+    assert wilson(1.0, 200)[1] == 1.0 and wilson(1.0, 200)[0] > 0.98
+    assert wilson(0.0, 10)[0] == 0.0 and wilson(0.5, 0) == [0.0, 1.0]
+    assert wilson(0.9, 2000)[1] - wilson(0.9, 2000)[0] < wilson(0.9, 200)[1] - wilson(0.9, 200)[0]
 
 
 def test_bf16_native_answers_for_every_device_and_the_record_names_the_cpu():
