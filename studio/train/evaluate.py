@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from PIL import Image
 from ..engine import composite
 from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
 from .checker import Score, check, nearest_colour, score_many
+from .common import machine_name
 from ..sources import INPAINT_FOLDER
 from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds per 20-step image (median)": speed(pipe, size, 2 if q else 7),
         "settings": {"sampler": DEFAULT_SCHEDULER, "steps": STEPS, "cfg": CFG, "size": size,
                      "device": args.device, "torch threads": torch.get_num_threads(),
-                     "machine": f"{platform.machine()} {platform.processor()}".strip()},
+                     "machine": machine_name()},
         "eval_seconds": round(time.time() - t0, 1),
     }
     if args.draws > 1:   # other draws of the same size: how far the figures move between draws
@@ -431,7 +431,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - Reference image (a {REFERENCE_COLOUR} circle, reference-only attention) for "a circle on a gray
   background": {REFERENCE_COLOUR} share of object pixels {ref_without:.1%} without, {ref_with:.1%} with it.
 - Speed: {fig["seconds per 20-step image (median)"]:.2f} s per 20-step image (median, batch 1,
-  {fig["settings"]["device"]}, {fig["settings"]["torch threads"]} threads).
+  {fig["settings"]["device"]}, {fig["settings"]["torch threads"]} threads, {fig["settings"]["machine"]}).
 """
     (model / "README.md").write_text(text, encoding="utf-8")
 
