@@ -3,6 +3,7 @@ learning-rate schedule, EMA and the progress bar."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -73,6 +74,7 @@ def machine_name() -> str:
     return " ".join(part for part in (platform.machine(), cpu, f"{os.cpu_count()} cores", isa) if part)
 
 
+@functools.cache
 def bf16_native(device: str) -> bool:
     """Whether `device` runs bf16 math natively, so that bf16 autocast speeds training up: CUDA
     GPUs that support it, and CPUs where oneDNN has bf16 kernels (AVX-512 or AMX). Elsewhere it
