@@ -234,9 +234,11 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     for k, (lo, hi) in fig["fidelity, 95% intervals"].items():
         assert 0 <= lo <= fig["fidelity"][k] <= hi <= 1
     pairs = fig["colour by held-out pair"]
-    assert sum(row["n"] for row in pairs.values()) == 4
+    assert sum(row["n"] for row in pairs.values()) == 8 == fig["held-out prompts"]   # both draws pooled
     assert [row["colour"] for row in pairs.values()] == sorted(row["colour"] for row in pairs.values())
-    assert len(fig["fidelity, further draws"]) == 1 and fig["fidelity, all draws pooled"]["prompts"] == 8
+    by_draw = fig["fidelity by draw"]
+    assert [d["prompt seed"] for d in by_draw] == [0, 101] and [d["prompts"] for d in by_draw] == [4, 4]
+    assert fig["fidelity"]["colour"] == (by_draw[0]["colour"] + by_draw[1]["colour"]) / 2
     assert set(fig["fidelity, prompts without a position word"]) == {"colour", "background", "shape", "all"}
     assert set(fig["VAE reconstructions of the held-out scenes"]) == set(fig["fidelity"])
     neg = fig["negative prompt: the colour's share of object pixels"]
@@ -245,10 +247,26 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     readme = (tmp_path / "m" / "README.md").read_text()
     for text in ("with negative \"red\"", "without (\"a red triangle", "the VAE's reconstructions",
                  "detail steps", "inpainting UNet", "python -m studio.train.train", "95% intervals",
-                 "Further draws", "Colour by held-out pair"):
+                 "By draw (prompt seed", "Colour by held-out pair", "8 held-out prompts"):
         assert text in readme, text
-    assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 4
+    assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 8
     assert '"fidelity"' in capsys.readouterr().out
+    val = main(["--model", str(tmp_path / "m"), "--n", "4", "--validation", "--draws", "1"])
+    assert val["validation prompts"] == 4 and set(val["fidelity"]) == set(fig["fidelity"])
+
+
+def test_record_and_validation_draws_never_share_prompts_or_noise():
+    """Settings are chosen on validation draws, the record is measured on its own draws: no
+    (prompt seed) or noise seed (for up to 10,000 prompts a draw) is in both."""
+    from studio.train.evaluate import RECORD_DRAWS, draw_seeds
+    record = [draw_seeds(d) for d in range(RECORD_DRAWS + 5)]
+    valid = [draw_seeds(d, validation=True) for d in range(1, 9)]
+    assert record[0] == (0, 0) and RECORD_DRAWS == 3
+    assert not {p for p, _ in record} & ({p for p, _ in valid} | {2})   # 2: the no-position prompts
+    noise = [range(b, b + 10_000) for _, b in record + valid]
+    assert all(not set(a) & set(b) for i, a in enumerate(noise) for b in noise[i + 1:])
+    with pytest.raises(ValueError):
+        draw_seeds(0, validation=True)
 
 
 def test_a_resumed_stages_time_is_counted_once():

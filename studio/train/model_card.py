@@ -19,26 +19,23 @@ def write_readme(model: Path, fig: dict) -> None:
     inp = fig["inpaint 'a blue square'"]
     ref_without, ref_with = fig[REFERENCE_KEY].values()
     cfg = rec["config"]
+    draws = fig.get("fidelity by draw") or []
+    one = draws[0]["prompts"] if draws else fig["held-out prompts"]   # prompts of one draw
     g = fig.get("fidelity, prompts without a position word")
-    nopos_row = (f'| without ("a red triangle on a blue background") | {g["colour"]:.1%} | '
+    nopos_row = (f'| without ("a red triangle on a blue background"; {one} prompts) | {g["colour"]:.1%} | '
                  f'{g["background"]:.1%} | - | {g["shape"]:.1%} | {g["all"]:.1%} |\n' if g else "")
     r = fig.get("VAE reconstructions of the held-out scenes")
-    recon_row = (f'| no prompt: the VAE\'s reconstructions of the same scenes\' renders (the decoder\'s ceiling) | '
+    recon_row = (f'| no prompt: the VAE\'s reconstructions of the first draw\'s scenes\' renders ({one}; the decoder\'s ceiling) | '
                  f'{r["colour"]:.1%} | {r["background"]:.1%} | {r["position"]:.1%} | {r["shape"]:.1%} | '
                  f'{r["all"]:.1%} |\n' if r else "")
     ci = fig.get("fidelity, 95% intervals")
     stats = (f"\n95% intervals on {fig['held-out prompts']} prompts (Wilson): "
              + ", ".join(f"{k} {lo:.1%}-{hi:.1%}" for k, (lo, hi) in ci.items() if k != "all") + "."
              if ci else "")
-    further = fig.get("fidelity, further draws")
-    if further:
-        pooled = fig["fidelity, all draws pooled"]
-        stats += (f"\nFurther draws of {fig['held-out prompts']} held-out prompts (other prompts of the same pairs, "
-                  f"other seeds), colour / background / position / shape: "
-                  + "; ".join(f"{d['colour']:.1%} / {d['background']:.1%} / {d['position']:.1%} / {d['shape']:.1%}"
-                              for d in further)
-                  + f"; all {pooled['prompts']} pooled: {pooled['colour']:.1%} / {pooled['background']:.1%} / "
-                    f"{pooled['position']:.1%} / {pooled['shape']:.1%}.")
+    if len(draws) > 1:
+        stats += ("\nBy draw (prompt seed: colour / background / position / shape): " + "; ".join(
+            f"{d['prompt seed']}: {d['colour']:.1%} / {d['background']:.1%} / {d['position']:.1%} / {d['shape']:.1%}"
+            for d in draws) + ".")
     pairs = fig.get("colour by held-out pair")
     if pairs:
         weak = list(pairs.items())[:3]
@@ -113,8 +110,9 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
   `studio/train/model.py`){earlier}
 
 ## What it does (python -m studio.train.evaluate --readme)
-{fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training), {STEPS} steps,
-{DEFAULT_SCHEDULER}, CFG {CFG}, scored by the project's pixel checker:
+{fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training; {len(draws) or 1} draw(s) of
+{one} pooled), {STEPS} steps, {DEFAULT_SCHEDULER}, CFG {CFG}, scored by the project's
+pixel checker:
 
 | prompts | colour | background | position | shape | all |
 |---|---|---|---|---|---|
