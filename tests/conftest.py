@@ -53,11 +53,12 @@ class Server:
         self.url, self.outputs, self.process, self.log = url, outputs, process, log
 
 
-def start_server(model: Path, outputs: Path, log: Path, *extra: str, timeout: float = 90) -> Server:
+def start_server(model: Path | None, outputs: Path, log: Path, *extra: str, timeout: float = 90) -> Server:
+    """`python app.py` on `model` (None: no --model, the embedded default), offline."""
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, str(ROOT / "app.py"), "--model", str(model), "--port", str(port),
-           "--outputs", str(outputs), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, str(ROOT / "app.py"), *(["--model", str(model)] if model else []),
+           "--port", str(port), "--outputs", str(outputs), *extra]
     handle = open(log, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
