@@ -349,3 +349,34 @@ def test_refine_decoder_changes_only_the_decoder_and_records_it(tmp_path):
     assert rec["timings_s"]["decoder_refine1_s"] > 0
     evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--readme"])
     assert "decoder alone" in (tmp_path / "r" / "README.md").read_text()
+
+
+def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_path):
+    """`--retrain-inpaint`: the inpainting UNet of a finished model is trained again from its
+    text-to-image UNet; the VAE, that UNet and the text encoder stay bit for bit, the record
+    says what was done and its time counts."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from studio.train.train import main
+    train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    main(["--config", "smoke", "--retrain-inpaint", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
+          "--work", str(tmp_path / "w"), "--inpaint-steps", "3"])
+
+    def same(a, b):
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
+    assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
+    assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
+    a, b = (UNet2DConditionModel.from_pretrained(tmp_path / n / "inpaint-unet") for n in ("m", "r"))
+    assert b.config.in_channels == 9 and not same(a, b)
+    assert "_name_or_path" not in json.loads((tmp_path / "r" / "inpaint-unet" / "config.json").read_text())
+    rec = json.loads((tmp_path / "r" / "training.json").read_text())
+    (retrain,) = rec["inpaint_retrains"]
+    assert retrain["steps"] == 3 and retrain["lr"] == CONFIGS["smoke"].inpaint_lr
+    assert "--retrain-inpaint" in retrain["command"] and rec["timings_s"]["inpaint_retrain1_s"] > 0
+    assert not (tmp_path / "r" / "README.md").exists()   # old figures dropped
+    from studio.train.evaluate import main as evaluate
+    evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
+    assert "inpainting UNet trained again" in (tmp_path / "r" / "README.md").read_text()

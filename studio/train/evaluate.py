@@ -221,8 +221,10 @@ def img2img_layout(i2i, size: int, n: int = 50) -> float:
     return kept / n
 
 
-def inpaint_blue_square(inp, size: int, n: int = 24) -> dict:
-    rng = np.random.default_rng(0)
+def inpaint_blue_square(inp, size: int, n: int = 24, seed: int = 0) -> dict:
+    """"a blue square" inpainted into one masked grid cell of a flat background. `seed` 0 is the
+    record's set (noise seeds 0..n-1); others are validation sets (noise seeds 10,000 seed + i)."""
+    rng = np.random.default_rng(seed)
     names = [c for c in COLOURS if c not in ("blue", "cyan", "purple")]
     cells = list(POSITIONS)
     blue_in_mask, changed_outside, share = 0, 0, []
@@ -235,9 +237,10 @@ def inpaint_blue_square(inp, size: int, n: int = 24) -> dict:
         box = (int(cx * size) - half, int(cy * size) - half, int(cx * size) + half, int(cy * size) + half)
         mask = Image.new("L", (size, size), 0)
         mask.paste(255, box)
-        out = _fresh(inp, i)("a blue square", image=base, mask_image=mask, height=size, width=size,
-                             strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG,
-                             generator=_gens([i])).images[0]
+        noise = 10_000 * seed + i
+        out = _fresh(inp, noise)("a blue square", image=base, mask_image=mask, height=size, width=size,
+                                 strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG,
+                                 generator=_gens([noise])).images[0]
         out = composite(out, base, mask)
         region = np.asarray(out.crop(box).convert("RGB"), dtype=np.float32).reshape(-1, 3)
         blue = float(np.mean([nearest_colour(p) == "blue" for p in region]))

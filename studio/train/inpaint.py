@@ -12,6 +12,17 @@ exactly as the text-to-image model) and trains on the same data with masks drawn
 the box of one object (so the caption's object must be painted into the hole), a random
 rectangle, one grid cell, or the whole picture. The text encoder stays frozen: the studio's
 inpainting pipeline shares it with the other tabs.
+
+Its learning rate (2026-12-02, 400 steps each, from the shipped model's UNet; validation sets,
+not the record's: "a blue square" into an empty cell, 2 x 48 cases, and "a <colour> <shape>" of
+trained pairs, 48 cases; a hit is >= 25% of the mask's pixels in the prompted colour):
+- lr 2e-4: blue 62.5% / 56%, other prompts 40%. The zero-initialised mask channels barely grow
+  in 400 steps: the object lands wherever the text-to-image UNet would put it, often outside
+  the mask (then composited away), and the painted background ignores the masked picture;
+- lr 1e-3: 85% / 92%, other prompts 85%;
+- lr 2e-3: 96% / 87.5%, other prompts 81% (mean share of the mask in the prompted colour 0.62
+  and 0.50, against 0.34 and 0.23 at 2e-4): objects in the hole, backgrounds matched.
+1e-3 and 2e-3 are within the noise of each other; 2e-3 is the default.
 """
 
 from __future__ import annotations

@@ -76,6 +76,10 @@ def write_readme(model: Path, fig: dict) -> None:
         earlier += ("\n- the autoencoder (VAE and decoder stages) is the previous model's, made by this "
                     "command and reused with --autoencoder (the latent space is unchanged); its "
                     "training time is counted above")
+    for r in rec.get("inpaint_retrains", []):
+        earlier += (f"\n- then the inpainting UNet trained again, from the text-to-image UNet (VAE, UNet and "
+                    f"text encoder unchanged; it replaces the one above): `{r['command']}`, {r['steps']} steps, "
+                    f"lr {r['lr']}, {r['seconds'] / 60:.0f} min on {r['machine']}, {r['threads']} threads")
     for r in rec.get("decoder_refines", []):
         earlier += (f"\n- then the decoder alone fine-tuned on the frozen encoder's latents (UNets, "
                     f"text encoder and latent space unchanged): `{r['command']}`, {r['steps']} steps, "

@@ -1,5 +1,7 @@
-"""`python -m studio.train.train --refine-decoder MODEL_FOLDER`: fine-tune only the VAE decoder
-of a finished model folder, keeping everything else bit for bit (see `refine_decoder`)."""
+"""Later stages on a finished model folder, keeping everything else bit for bit:
+`python -m studio.train.train --refine-decoder MODEL_FOLDER` fine-tunes only the VAE decoder
+(`refine_decoder`), `--retrain-inpaint MODEL_FOLDER` trains only the inpainting UNet again
+(`retrain_inpaint`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,33 @@ import torch
 
 from .autoencoder import stage_decoder, stage_latents
 from .common import RESUMED, bf16_native, machine_name
-from .train import CONFIGS, stage_data
+from .train import CONFIGS, _tokens, stage_data
+
+
+def _source_record(source: Path, flag: str) -> dict:
+    record_path = source / "training.json"
+    if not record_path.exists():
+        raise SystemExit(f"{flag} {source}: no training.json there (not written by this command)")
+    return json.loads(record_path.read_text(encoding="utf-8"))
+
+
+def _write_folder(source: Path, out: Path, rec: dict, replace_sub: str, model) -> None:
+    """A copy of `source` at `out` with subfolder `replace_sub` written from `model` (fp16) and
+    the record `rec`; the old figures are dropped (`evaluate --readme` writes new ones)."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    for stale in ("README.md", "evaluation.json"):
+        (tmp / stale).unlink(missing_ok=True)
+    shutil.rmtree(tmp / replace_sub)
+    model.cpu().to(torch.float16).save_pretrained(tmp / replace_sub, safe_serialization=True)
+    config = json.loads((tmp / replace_sub / "config.json").read_text(encoding="utf-8"))
+    config.pop("_name_or_path", None)   # where this machine loaded it from: not the model's
+    (tmp / replace_sub / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
+                                                  encoding="utf-8")
+    (tmp / "training.json").write_text(json.dumps(rec, indent=2, default=str), encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def refine_decoder(source: Path, out: Path, work: Path, device: str | None = None,
@@ -34,10 +62,7 @@ def refine_decoder(source: Path, out: Path, work: Path, device: str | None = Non
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if threads:
         torch.set_num_threads(threads)
-    record_path = source / "training.json"
-    if not record_path.exists():
-        raise SystemExit(f"--refine-decoder {source}: no training.json there (not written by this command)")
-    rec = json.loads(record_path.read_text(encoding="utf-8"))
+    rec = _source_record(source, "--refine-decoder")
     made = rec["config"]
     base = CONFIGS[config]
     cfg = replace(base, seed=made["seed"], n_images=made["n_images"], size=made["size"],
@@ -66,20 +91,60 @@ def refine_decoder(source: Path, out: Path, work: Path, device: str | None = Non
     timings = dict(rec["timings_s"])
     timings[f"decoder_refine{len(refines)}_s"] = round(refined["seconds"] + data_s, 1)
     rec["timings_s"] = timings
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    for stale in ("README.md", "evaluation.json"):   # figures of the old decoder: evaluate --readme
-        (tmp / stale).unlink(missing_ok=True)
-    shutil.rmtree(tmp / "vae")
-    vae.cpu().to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
-    vae_config = json.loads((tmp / "vae" / "config.json").read_text(encoding="utf-8"))
-    vae_config.pop("_name_or_path", None)   # where this machine loaded it from: not the model's
-    (tmp / "vae" / "config.json").write_text(json.dumps(vae_config, indent=2, sort_keys=True) + "\n",
-                                            encoding="utf-8")
-    (tmp / "training.json").write_text(json.dumps(rec, indent=2, default=str), encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _write_folder(source, out, rec, "vae", vae)
     print(f"decoder refined in {time.time() - started:.0f} s: held-out PSNR "
           f"{refined['psnr_before']:.2f} -> {refined['psnr']:.2f} dB")
+    return rec
+
+
+def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = None,
+                    threads: int | None = None, command: str | None = None, config: str = "full",
+                    steps: int | None = None, lr: float | None = None) -> dict:
+    """Train the inpainting UNet (stage 6, `inpaint.stage_inpaint`, with the config's steps and
+    lr) again from a finished model folder's text-to-image UNet, text encoder and VAE, on the
+    same world and latent scale; everything else stays bit for bit. The weights start from the
+    folder's fp16 copies (the run's fp32 EMA is not kept). It is how the model of 2026-12-02 got
+    the inpainting UNet of the lr 1e-3 recipe without retraining its other stages."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .inpaint import stage_inpaint
+    from .model import TOKENIZER_SOURCE, load_tokenizer
+
+    started = time.time()
+    RESUMED.clear()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    rec = _source_record(source, "--retrain-inpaint")
+    made = rec["config"]
+    cfg = replace(CONFIGS[config], seed=made["seed"], n_images=made["n_images"], size=made["size"],
+                  text_tokens=made.get("text_tokens", 77))
+    cfg = replace(cfg, inpaint_steps=steps or cfg.inpaint_steps, inpaint_lr=lr or cfg.inpaint_lr)
+    f32 = dict(torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **f32).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **f32)
+    text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **f32)
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    images, captions = stage_data(cfg, work)      # the same world the model was trained on
+    sub = work / "inpaint-retrain"
+    sub.mkdir(exist_ok=True)
+    with torch.no_grad():
+        latents, _ = stage_latents(cfg, sub, vae, images, device)
+    prep_s = time.time() - t
+    ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), captions, cfg.text_tokens)
+    trained = stage_inpaint(cfg, sub, unet, text, vae, ids, empty, latents, rec["latent_scale"], images, device)
+    rec = dict(rec)
+    retrains = list(rec.get("inpaint_retrains", []))
+    retrains.append({
+        "command": command or f"python -m studio.train.train --retrain-inpaint {source}",
+        "steps": trained["steps"], "lr": cfg.inpaint_lr, "batch": cfg.batch,
+        "seconds": round(trained["seconds"], 1), "device": device, "threads": torch.get_num_threads(),
+        "machine": machine_name(), "torch": torch.__version__, "resumed": list(RESUMED)})
+    rec["inpaint_retrains"] = retrains
+    rec["timings_s"] = {**rec["timings_s"], f"inpaint_retrain{len(retrains)}_s": round(trained["seconds"] + prep_s, 1)}
+    from ..sources import INPAINT_FOLDER
+    _write_folder(source, out, rec, INPAINT_FOLDER, trained["unet"])
+    print(f"inpainting UNet retrained in {time.time() - started:.0f} s")
     return rec

@@ -3,6 +3,7 @@
     python -m studio.train.train                  # the full run (CPU: <= 2 h on 2 cores)
     python -m studio.train.train --config smoke   # seconds; what the tests run
     python -m studio.train.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
+    python -m studio.train.train --retrain-inpaint assets/embedded-model  # the inpainting UNet only
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
@@ -85,7 +86,7 @@ class TrainConfig:
     detail_snr_floor: float = 0.0          # plain min-SNR-gamma in the detail phase
     ema_decay: float = 0.999
     inpaint_steps: int = 400        # stage 6: the 9-channel inpainting UNet (studio/train/inpaint.py)
-    inpaint_lr: float = 2e-4
+    inpaint_lr: float = 2e-3         # 2e-4 left the mask unused: see inpaint.py
     checkpoint_every: int = 250
     time_budget_min: float = 0.0    # if set, stop the UNet stages early when the run reaches this
     refine_decoder_steps: int = 2_000   # --refine-decoder: see `refine_decoder`
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--detail-steps", type=int)
     p.add_argument("--text-tokens", type=int, help="tokens per caption and prompt (default: the config's)")
     p.add_argument("--inpaint-steps", type=int)
+    p.add_argument("--inpaint-lr", type=float)
     p.add_argument("--vae-steps", type=int)
     p.add_argument("--n-images", type=int)
     p.add_argument("--time-budget-min", type=float)
@@ -269,13 +271,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="only fine-tune the VAE decoder of a model folder this command wrote "
                         "(UNets unchanged) and write it to --out")
     p.add_argument("--decoder-steps", type=int, help="with --refine-decoder (default: the config's)")
+    p.add_argument("--retrain-inpaint", type=Path, metavar="MODEL_FOLDER",
+                   help="only train the inpainting UNet of a model folder this command wrote again (from its "
+                        "UNet, text encoder and VAE, which stay unchanged) and write it to --out")
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
                                        layout_restart_steps=(tuple(args.layout_restart_steps)
                                                              if args.layout_restart_steps is not None else None),
                                        layout_schedule=args.layout_schedule, text_tokens=args.text_tokens,
-                                       detail_steps=args.detail_steps, inpaint_steps=args.inpaint_steps,
+                                       detail_steps=args.detail_steps, inpaint_steps=args.inpaint_steps, inpaint_lr=args.inpaint_lr,
                                        n_images=args.n_images, time_budget_min=args.time_budget_min,
                                        seed=args.seed).items() if v is not None}
     cfg = replace(cfg, **overrides)
@@ -284,6 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.autoencoder:
         args.autoencoder = _kept_source(args.autoencoder, out, work / "autoencoder-source")
     command = " ".join(["python -m studio.train.train", *(argv if argv is not None else sys.argv[1:])])
+    if args.retrain_inpaint:
+        from .refine import retrain_inpaint
+        retrain_inpaint(_kept_source(args.retrain_inpaint, out, work / "inpaint-source"), out, work,
+                        args.device, args.threads, command, config=args.config, steps=args.inpaint_steps,
+                        lr=args.inpaint_lr)
+        print(f"model written to {out}")
+        return
     if args.refine_decoder:
         from .refine import refine_decoder
         refine_decoder(_kept_source(args.refine_decoder, out, work / "refine-source"), out, work,
