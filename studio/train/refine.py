@@ -19,11 +19,20 @@ from .common import RESUMED, bf16_native, machine_name
 from .train import CONFIGS, _tokens, stage_data
 
 
-def _source_record(source: Path, flag: str) -> dict:
+def _begin(source: Path, flag: str, device: str | None, threads: int | None, config: str):
+    """The device, the source folder's training record, and the config `config` on the world
+    the folder was trained on (seed, number of images, size)."""
+    RESUMED.clear()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
     record_path = source / "training.json"
     if not record_path.exists():
         raise SystemExit(f"{flag} {source}: no training.json there (not written by this command)")
-    return json.loads(record_path.read_text(encoding="utf-8"))
+    rec = json.loads(record_path.read_text(encoding="utf-8"))
+    made = rec["config"]
+    cfg = replace(CONFIGS[config], seed=made["seed"], n_images=made["n_images"], size=made["size"])
+    return device, rec, cfg
 
 
 def _write_folder(source: Path, out: Path, rec: dict, replace_sub: str, model) -> None:
@@ -58,15 +67,8 @@ def refine_decoder(source: Path, out: Path, work: Path, device: str | None = Non
     colour 64% to 82.5%, position 91% to 96.5%, shape 78% to 85%; inpainting "a blue square" fell
     from 58% to 29% (its UNet paints a cyan-blue that the old decoder happened to show as blue)."""
     started = time.time()
-    RESUMED.clear()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    rec = _source_record(source, "--refine-decoder")
-    made = rec["config"]
-    base = CONFIGS[config]
-    cfg = replace(base, seed=made["seed"], n_images=made["n_images"], size=made["size"],
-                  decoder_steps=steps or base.refine_decoder_steps, decoder_lr=base.refine_decoder_lr)
+    device, rec, cfg = _begin(source, "--refine-decoder", device, threads, config)
+    cfg = replace(cfg, decoder_steps=steps or cfg.refine_decoder_steps, decoder_lr=cfg.refine_decoder_lr)
     from diffusers import AutoencoderKL
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
     work.mkdir(parents=True, exist_ok=True)
@@ -112,15 +114,9 @@ def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = No
     from .model import TOKENIZER_SOURCE, load_tokenizer
 
     started = time.time()
-    RESUMED.clear()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    rec = _source_record(source, "--retrain-inpaint")
-    made = rec["config"]
-    cfg = replace(CONFIGS[config], seed=made["seed"], n_images=made["n_images"], size=made["size"],
-                  text_tokens=made.get("text_tokens", 77))
-    cfg = replace(cfg, inpaint_steps=steps or cfg.inpaint_steps, inpaint_lr=lr or cfg.inpaint_lr)
+    device, rec, cfg = _begin(source, "--retrain-inpaint", device, threads, config)
+    cfg = replace(cfg, text_tokens=rec["config"].get("text_tokens", 77), inpaint_steps=steps or cfg.inpaint_steps,
+                  inpaint_lr=lr or cfg.inpaint_lr)
     f32 = dict(torch_dtype=torch.float32)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **f32).to(device).eval()
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **f32)
