@@ -94,10 +94,10 @@ def draw_seeds(draw: int, validation: bool = False) -> tuple[int, int]:
     """(prompt seed, first noise seed) of a draw of held-out prompts.
 
     The record's draws (the test set): draw 0 is prompt seed 0 with noise seeds 0..n-1 (the
-    record's only draw until 2026-12-03), draws d >= 1 prompt seed 100 + d with noise seeds
+    record's only draw until 2026-12-02), draws d >= 1 prompt seed 100 + d with noise seeds
     100,000 d + i. Validation draws (d >= 1), for choosing settings such as the CFG scale or a
     recipe without looking at the test set: prompt seed 2 + d, noise seeds 10,000 d + i (they
-    were `--draws`' further draws before 2026-12-03, when the CFG scale was checked on them).
+    were `--draws`' further draws until 2026-12-02, when the CFG scale was checked on them).
     All are other prompts of the same held-out (colour, shape) pairs."""
     if validation:
         if draw < 1:
