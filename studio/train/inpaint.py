@@ -13,7 +13,8 @@ the box of one object (so the caption's object must be painted into the hole), a
 rectangle, one grid cell, or the whole picture. The text encoder stays frozen: the studio's
 inpainting pipeline shares it with the other tabs.
 
-Its learning rate (2026-12-02, 400 steps each, from the shipped model's UNet; validation sets,
+Its learning rate (2026-12-02, 400 steps each; 2e-4 is the stage of the full run, the others were
+trained again from the shipped model's fp16 UNet; validation sets,
 not the record's: "a blue square" into an empty cell, 2 x 48 cases, and "a <colour> <shape>" of
 trained pairs, 48 cases; a hit is >= 25% of the mask's pixels in the prompted colour):
 - lr 2e-4: blue 62.5% / 56%, other prompts 40%. The zero-initialised mask channels barely grow

@@ -106,7 +106,7 @@ def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = No
     lr) again from a finished model folder's text-to-image UNet, text encoder and VAE, on the
     same world and latent scale; everything else stays bit for bit. The weights start from the
     folder's fp16 copies (the run's fp32 EMA is not kept). It is how the model of 2026-12-02 got
-    the inpainting UNet of the lr 1e-3 recipe without retraining its other stages."""
+    the inpainting UNet of the lr 2e-3 recipe without retraining its other stages."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
