@@ -28,13 +28,13 @@ SHARE_WARNING = """
 def main(argv: list[str] | None = None) -> int:
     from studio.config import settings_from_args
     from studio.errors import StudioError
-    from studio.presets import PresetError
+    from studio.prompts.presets import PresetError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     settings = settings_from_args(argv)
 
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     from studio.ui import build_ui
 
     try:

@@ -52,7 +52,7 @@ def mismatches(request: dict, meta: dict) -> list[str]:
 def run_load(url: str, clients: int, jobs: int, steps: int, auth=None) -> dict:
     from gradio_client import Client
 
-    from studio.metadata import read_metadata
+    from studio.outputs.metadata import read_metadata
 
     latencies: list[float] = []
     errors: list[str] = []

@@ -155,12 +155,12 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
             _sync(device)
             return result
     else:
-        from studio.models import ModelManager
-        from studio.outputs import OutputFolder
+        from studio.models.manager import ModelManager
+        from studio.outputs.folder import OutputFolder
         from studio.config import PRESETS_DIR
-        from studio.presets import load_presets
+        from studio.prompts.presets import load_presets
         from studio.requests import make_request
-        from studio.service import Studio
+        from studio.serving.studio import Studio
         manager = ModelManager("" if model == "embedded" else str(folder), device=device,
                                fast=fast, compile=compile_flag,
                                compile_cache=Path(cache_dir) if cache_dir else None)
@@ -203,7 +203,7 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
         record["peak_flops"] = _peak_flops(device, dtype)
     else:
         # switching tabs, samplers and presets must never reload the weights
-        from studio.schedulers import SCHEDULERS, build_scheduler
+        from studio.generation.schedulers import SCHEDULERS, build_scheduler
         loads = manager.loads
         t = time.perf_counter()
         for m in ("img2img", "inpaint", "txt2img"):

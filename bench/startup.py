@@ -33,7 +33,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     model = args.model
     if not model:
-        from studio.tiny import write_tiny_model
+        from studio.models.tiny import write_tiny_model
         model = str(write_tiny_model(tmp / "tiny"))
 
     t0 = time.perf_counter()

@@ -15,3 +15,7 @@ class ModelLoadError(StudioError):
 
 class GenerationStopped(StudioError):
     """Raised inside the step callback when the user pressed Stop."""
+
+
+class QueueFull(StudioError):
+    """Too many generations are waiting; try again later (an HTTP API answers 503)."""

@@ -1,5 +1,8 @@
 """GenerationRequest and GenerationResult: the one object that crosses from UI/API to the engine.
 
+A request is plain data: numbers, text, names of models and add-ons, and images as uint8 arrays
+(RGB HxWx3, masks HxW), so that a backend in another process or on another machine can run it.
+
 `make_request(...)` is the boundary: it takes raw values (from widgets or gradio_client, so
 strings, floats and None are all possible), checks every field once and returns a frozen request
 the engine can trust. Checks that need the loaded model (its size limits, a 9-channel UNet) are
@@ -13,11 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import numpy as np
 from PIL import Image
 
-from .errors import InvalidRequest
-from .images import load_image, mask_from_image
-from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from studio.errors import InvalidRequest
+from studio.outputs.images import load_image, mask_from_image
+from studio.generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
 MODES: tuple[str, ...] = ("txt2img", "img2img", "inpaint")
@@ -60,8 +64,8 @@ class GenerationRequest:
     seed: int = -1            # -1: a random seed, chosen by the engine and recorded
     batch_count: int = 1
     batch_size: int = 1
-    image: Image.Image | None = field(default=None, repr=False)
-    mask: Image.Image | None = field(default=None, repr=False)   # "L": 255 = repaint
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)   # RGB, HxWx3 uint8
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)    # HxW uint8: 255 = repaint
     strength: float = 0.75
     mask_blur: int = 4
     only_masked: bool = False
@@ -71,9 +75,18 @@ class GenerationRequest:
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
     feature_cache: int = 0                       # DeepCache interval (studio/deepcache.py); 0 = off
     variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
-    references: tuple = field(default=(), repr=False)   # (name, PIL image) pairs for {image} tags
+    references: tuple = field(default=(), repr=False, compare=False)   # (name, RGB array) for {image} tags
     reference_strength: float = 0.5              # 0 = off
     reference_method: str = "reference-only"     # or "ip-adapter" (weights in models/ip-adapter)
+
+    def input_image(self) -> Image.Image | None:
+        return None if self.image is None else Image.fromarray(self.image, "RGB")
+
+    def input_mask(self) -> Image.Image | None:
+        return None if self.mask is None else Image.fromarray(self.mask, "L")
+
+    def reference_images(self) -> list[tuple[str, Image.Image]]:
+        return [(name, Image.fromarray(array, "RGB")) for name, array in self.references]
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
@@ -244,6 +257,15 @@ def _references(value: Any, limits: "Limits") -> tuple:
     return tuple(out)
 
 
+def _array(image: Image.Image | None) -> np.ndarray | None:
+    """A decoded image as a read-only uint8 array (RGB, or L for a mask)."""
+    if image is None:
+        return None
+    array = np.array(image, dtype=np.uint8)
+    array.flags.writeable = False
+    return array
+
+
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                  known_presets: Sequence[str] | None = None, known_styles: Sequence[str] | None = None,
                  known_loras: Sequence[str] | None = None, known_vaes: Sequence[str] | None = None,
@@ -350,10 +372,12 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
 
     return GenerationRequest(
-        loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants, references=references,
+        image=_array(image), mask=_array(mask),
+        references=tuple((name, _array(img)) for name, img in references),
+        loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,
         reference_strength=reference_strength, reference_method=reference_method,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
-        batch_count=batch_count, batch_size=batch_size, image=image, mask=mask, strength=strength,
+        batch_count=batch_count, batch_size=batch_size, strength=strength,
         mask_blur=mask_blur, only_masked=only_masked, only_masked_padding=padding,
     )

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from studio.tiny import write_tiny_model
+    from studio.models.tiny import write_tiny_model
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")
 
 
 @pytest.fixture(scope="session")
 def tiny_inpaint_model(tmp_path_factory) -> Path:
-    from studio.tiny import write_tiny_model
+    from studio.models.tiny import write_tiny_model
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd-inpainting", inpainting=True)
 
 
@@ -37,7 +37,7 @@ def tiny_inpaint_model(tmp_path_factory) -> Path:
 def studio(tiny_model, tmp_path_factory):
     """A Studio over the tiny model, shared by the engine tests (loads once)."""
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     settings = Settings(model=str(tiny_model), outputs=tmp_path_factory.mktemp("outputs"))
     return Studio.from_settings(settings)
 

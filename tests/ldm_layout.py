@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from studio.checkpoints import TOKENIZER_FILES
+from studio.models.checkpoints import TOKENIZER_FILES
 
 VOCAB = 49408
 

@@ -9,9 +9,9 @@ import pytest
 
 from studio.config import Settings
 from studio.errors import InvalidRequest
-from studio.metadata import parse_parameters, read_metadata
+from studio.outputs.metadata import parse_parameters, read_metadata
 from studio.requests import make_request
-from studio.service import Studio
+from studio.serving.studio import Studio
 from tests.ldm_layout import (tiny_pipeline, write_a1111_embedding, write_kohya_lora, write_single_file,
                               write_vae_file)
 

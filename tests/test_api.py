@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from studio.metadata import read_metadata
+from studio.outputs.metadata import read_metadata
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -212,7 +212,7 @@ def test_the_embedded_default_paints_the_prompt_in_browser(browser, tmp_path):
 
 
 def test_inpaint_paint_stroke_in_browser(page, server):
-    from studio.metadata import read_metadata
+    from studio.outputs.metadata import read_metadata
 
     generate_txt2img(page, server, "a red circle")
     page.click("#txt2img-send-inpaint")

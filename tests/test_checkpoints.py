@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import save_file
 
 from tests.ldm_layout import tiny_pipeline, write_single_file
-from studio.checkpoints import inspect, load_pipeline
+from studio.models.checkpoints import inspect, load_pipeline
 from studio.config import Settings
 from studio.errors import ModelLoadError
-from studio.sources import describe
+from studio.models.sources import describe
 from studio.requests import make_request
-from studio.service import Studio
+from studio.serving.studio import Studio
 
 CASES = [("sd1", False), ("sd2", False), ("sdxl", False), ("sd1", True), ("sd2", True), ("sdxl", True)]
 
@@ -136,7 +136,7 @@ def test_bad_files_get_a_clear_message(tmp_path, content, message):
 
 
 def test_config_folder_has_no_weights_and_names_the_pipeline(files, tmp_path):
-    from studio.checkpoints import write_config_folder
+    from studio.models.checkpoints import write_config_folder
     folder = write_config_folder(inspect(files["sdxl", False][0]), tmp_path / "cfg")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLPipeline" and "text_encoder_2" in index

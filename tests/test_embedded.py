@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_fil
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     return Studio.from_settings(Settings(model="", outputs=tmp_path_factory.mktemp("out")))
 
 

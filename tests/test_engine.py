@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from studio.errors import InvalidRequest
-from studio.metadata import parse_parameters, read_metadata
+from studio.outputs.metadata import parse_parameters, read_metadata
 from studio.requests import make_request
-from studio.schedulers import SCHEDULERS
+from studio.generation.schedulers import SCHEDULERS
 
 
 def run(studio, **kw):
@@ -164,7 +164,7 @@ def test_inpaint_with_blur_changes_only_the_blurred_region(studio):
 
 def test_inpaint_model_with_9_channels_is_used_by_inpaint_only(tiny_inpaint_model, tmp_path):
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     s = Studio.from_settings(Settings(model=str(tiny_inpaint_model), outputs=tmp_path))
     assert s.model_info().in_channels == 9 and s.model_info().inpaint_only
     image, mask = _image_and_mask((64, 64), (16, 16, 48, 48))

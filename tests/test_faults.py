@@ -12,7 +12,7 @@ import time
 from gradio_client import Client
 from PIL import Image
 
-from studio.metadata import read_metadata
+from studio.outputs.metadata import read_metadata
 from tests.conftest import start_server, stop_server
 
 

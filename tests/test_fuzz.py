@@ -100,7 +100,7 @@ def test_boundary_500_cases(files):
 def _small(req):
     """The accepted request with its cost capped (prompts, images and masks stay as generated)."""
     from dataclasses import replace
-    if (req.width or 64) * (req.height or 64) > 128 * 128 or (req.image and req.image.width * req.image.height > 128 * 128):
+    if (req.width or 64) * (req.height or 64) > 128 * 128 or (req.image is not None and req.image.shape[0] * req.image.shape[1] > 128 * 128):
         return None
     return replace(req, steps=min(req.steps, 2), batch_count=1, batch_size=min(req.batch_size, 2),
                    references=req.references[:1])

@@ -11,10 +11,10 @@ from gradio_client import Client
 
 from studio.config import Settings
 from studio.errors import InvalidRequest
-from studio.library import EMBEDDED, ModelLibrary
-from studio.metadata import read_metadata
+from studio.models.library import EMBEDDED, ModelLibrary
+from studio.outputs.metadata import read_metadata
 from studio.requests import make_request
-from studio.service import Studio
+from studio.serving.studio import Studio
 from tests.conftest import start_server, stop_server
 from tests.ldm_layout import tiny_pipeline, write_single_file
 

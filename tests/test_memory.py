@@ -8,9 +8,9 @@ import pytest
 
 from studio.config import Settings
 from studio.errors import InvalidRequest, StudioError
-from studio.memory import resolve_memory_mode
+from studio.models.memory import resolve_memory_mode
 from studio.requests import make_request
-from studio.service import Studio
+from studio.serving.studio import Studio
 
 GiB = 1 << 30
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.metadata import (
+from studio.outputs.metadata import (
     JSON_KEY,
     PARAMETERS_KEY,
     format_parameters,
@@ -39,9 +39,11 @@ def test_format_a1111_layout() -> None:
     )
 
 
-def test_format_omits_empty_negative_and_none_values() -> None:
+def test_format_writes_an_empty_negative_line_and_omits_none_values() -> None:
+    """The empty `Negative prompt:` line is the studio's choice (ComfyUI's importer needs it)."""
     text = format_parameters("a cat", "", {"Steps": 4, "Model hash": None, "Seed": 1})
-    assert text == "a cat\nSteps: 4, Seed: 1"
+    assert text == "a cat\nNegative prompt:\nSteps: 4, Seed: 1"
+    assert parse_parameters(text) == ("a cat", "", {"Steps": "4", "Seed": "1"})
 
 
 def test_format_numbers() -> None:

@@ -8,8 +8,8 @@ import weakref
 import pytest
 
 from studio.errors import ModelLoadError
-from studio.models import ModelManager
-from studio.sources import describe
+from studio.models.manager import ModelManager
+from studio.models.sources import describe
 
 
 def test_nothing_loads_until_the_first_pipeline(tiny_model):
@@ -29,7 +29,7 @@ def test_all_tabs_share_the_same_weights(tiny_model):
     assert t2i.unet is i2i.unet is inp.unet
     assert t2i.vae is i2i.vae is inp.vae and t2i.text_encoder is inp.text_encoder
     # A per-request pipeline object: same modules, its own scheduler.
-    from studio.schedulers import build_scheduler
+    from studio.generation.schedulers import build_scheduler
     own = manager.pipeline_with_scheduler("img2img", build_scheduler("Euler", t2i.scheduler.config))
     assert own.unet is t2i.unet and own.scheduler is not i2i.scheduler
     assert manager.loads == 1
@@ -91,7 +91,7 @@ def test_hub_id_missing_offline_names_the_id(monkeypatch, tmp_path):
 
 
 def test_default_without_embedded_model_is_a_labelled_placeholder(monkeypatch, tmp_path):
-    import studio.sources as sources
+    import studio.models.sources as sources
     monkeypatch.setattr(sources, "EMBEDDED_MODEL", tmp_path / "no-embedded-model")
     monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
     manager = ModelManager("")
@@ -136,7 +136,7 @@ def test_the_own_inpainting_unet_generates_and_is_recorded(model_with_own_inpain
 
     from studio.config import Settings
     from studio.requests import make_request
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     studio = Studio.from_settings(Settings(model=str(model_with_own_inpainting), outputs=tmp_path))
     base = Image.new("RGB", (64, 64), (200, 30, 30))
     mask = Image.new("L", (64, 64), 0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from studio.metadata import read_metadata
-from studio.outputs import OutputFolder
+from studio.outputs.metadata import read_metadata
+from studio.outputs.folder import OutputFolder
 
 DAY = datetime(2024, 5, 17, 12, 0, 0)
 
@@ -160,7 +160,7 @@ def test_failure_from_pil_save_leaves_nothing(tmp_path: Path, monkeypatch: pytes
 
 
 def test_failure_at_rename_removes_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import studio.outputs as outputs
+    import studio.outputs.folder as outputs
 
     def failing_replace(src, dst):
         raise PermissionError("locked")

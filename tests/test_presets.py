@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.presets import (
+from studio.prompts.presets import (
     NegativePreset,
     PresetError,
     Presets,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from studio.conditioning import CHUNK, Conditioner, chunk_size, chunk_tokens
-from studio.prompts import (merge_negatives, parse_attention, parse_prompts, schedule,
+from studio.prompts.conditioning import CHUNK, Conditioner, chunk_size, chunk_tokens
+from studio.prompts.syntax import (merge_negatives, parse_attention, parse_prompts, schedule,
                             take_inline_negatives, take_lora_tags)
 
 W = 1.1
@@ -234,7 +234,7 @@ def test_alternation_changes_every_step(pipes):
 # through the studio
 
 def test_constructs_change_the_image_and_inline_negatives_equal_a_typed_negative(studio):
-    from studio.metadata import read_metadata
+    from studio.outputs.metadata import read_metadata
     from studio.requests import make_request
 
     def image(**kw):
@@ -278,7 +278,7 @@ def test_explain_prompt(studio):
 
 def test_variants_expand_per_seed_and_keep_reference_tags(tmp_path):
     from studio.errors import InvalidRequest
-    from studio.wildcards import expand_all, expand_random, has_variants
+    from studio.prompts.wildcards import expand_all, expand_random, has_variants
     (tmp_path / "colors.txt").write_text("red\nblue\n# a comment\ngreen\n")
     text = "a {red|blue|green} circle {image} {image:ref}"
     assert has_variants(text) and not has_variants("a circle {image}")
@@ -294,7 +294,7 @@ def test_variants_expand_per_seed_and_keep_reference_tags(tmp_path):
 
 
 def test_each_variant_image_can_be_made_again_alone(studio):
-    from studio.metadata import read_metadata
+    from studio.outputs.metadata import read_metadata
     from studio.requests import make_request
     batch = studio.run(make_request(prompt="a {red|blue|green|white} circle", seed=10, steps=3,
                                     batch_size=2, batch_count=2)).images
@@ -311,7 +311,7 @@ def test_each_variant_image_can_be_made_again_alone(studio):
 
 
 def test_every_combination(studio):
-    from studio.metadata import read_metadata
+    from studio.outputs.metadata import read_metadata
     from studio.requests import make_request
     result = studio.run(make_request(prompt="a {red|blue} {circle|square}", variants="all", seed=1,
                                      steps=2, batch_size=3))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from studio.errors import InvalidRequest
-from studio.reference import Reference, select, take_reference_tags
+from studio.generation.reference import Reference, select, take_reference_tags
 from studio.requests import make_request
 
 
@@ -74,7 +74,7 @@ def test_bad_references_get_messages(studio, tmp_path):
 
 def test_ip_adapter_without_weights_is_a_clear_message(tiny_model, tmp_path):
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
                                       outputs=tmp_path / "out"))
     with pytest.raises(InvalidRequest, match="IP-Adapter needs its weights in models/ip-adapter"):
@@ -84,7 +84,7 @@ def test_ip_adapter_without_weights_is_a_clear_message(tiny_model, tmp_path):
 
 def test_ip_adapter_with_local_weights(tiny_model, tmp_path):
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     from tests.ldm_layout import write_ip_adapter
     s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
                                       outputs=tmp_path / "out"))

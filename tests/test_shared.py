@@ -8,20 +8,20 @@ from gradio_client import Client
 
 from studio.config import settings_from_args
 from studio.errors import InvalidRequest
-from studio.jobs import JobControl
+from studio.serving.jobs import RateLimiter
 from studio.requests import Limits, make_request
 from tests.conftest import start_server, stop_server
 
 
 def test_jobs_per_minute_per_user():
-    jobs = JobControl(jobs_per_minute=2)
+    jobs = RateLimiter(jobs_per_minute=2)
     jobs.admit("ann", now=0)
     jobs.admit("ann", now=10)
     with pytest.raises(InvalidRequest, match="2 jobs a minute per user; try again in 50 s"):
         jobs.admit("ann", now=10)
     jobs.admit("bob", now=10)          # another user is not affected
     jobs.admit("ann", now=60.5)        # the first one has left the window
-    JobControl().admit("anyone")       # 0 = no limit
+    RateLimiter().admit("anyone")       # 0 = no limit
 
 
 def test_limits_from_the_command_line():
@@ -78,7 +78,7 @@ def test_a_full_queue_says_so_instead_of_waiting(limited):
 # content safety
 
 def test_blocklist_matches_whole_words_and_phrases(tmp_path):
-    from studio.safety import ContentFilter
+    from studio.serving.safety import ContentFilter
     (tmp_path / "b.txt").write_text("# comment\nnude\nexplicit sex\n")
     f = ContentFilter(True, tmp_path / "b.txt")
     for text in ["a NUDE figure", "explicit   sex scene", "(nude:1.2)"]:
@@ -91,7 +91,7 @@ def test_blocklist_matches_whole_words_and_phrases(tmp_path):
 
 def test_filter_is_on_with_share_and_blocks_before_generating(tiny_model, tmp_path):
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     assert not Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path)).content_filter.enabled
     s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", share=True))
     assert s.content_filter.enabled and "no image check" in s.content_filter.status()
@@ -123,7 +123,7 @@ def _tiny_safety_checker(folder, flag_everything: bool):
 @pytest.mark.parametrize("flag", [True, False])
 def test_safety_checker_keeps_flagged_images_unsaved_and_unseen(tiny_model, tmp_path, flag):
     from studio.config import Settings
-    from studio.service import Studio
+    from studio.serving.studio import Studio
     _tiny_safety_checker(tmp_path / "models" / "safety-checker", flag_everything=flag)
     s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", models_dir=tmp_path / "models",
                                       content_filter="on"))

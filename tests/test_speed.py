@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from studio.deepcache import FeatureCache, feature_cache
+from studio.generation.deepcache import FeatureCache, feature_cache
 from studio.errors import InvalidRequest
-from studio.fast import EmbeddingCache, resolve_fast
-from studio.models import ModelManager
-from studio.outputs import OutputFolder
+from studio.models.fast import EmbeddingCache, resolve_fast
+from studio.models.manager import ModelManager
+from studio.outputs.folder import OutputFolder
 from studio.config import PRESETS_DIR
-from studio.presets import load_presets
+from studio.prompts.presets import load_presets
 from studio.requests import make_request
-from studio.service import Studio
+from studio.serving.studio import Studio
 from tests.ldm_layout import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,7 +197,7 @@ class _LinearVAE(torch.nn.Module):
 
 
 def test_latent_preview_fits_a_linear_encoder_exactly():
-    from studio.preview import LatentPreview
+    from studio.generation.preview import LatentPreview
     vae = _LinearVAE()
     fit = LatentPreview.fit(vae)
     assert fit.error < 0.5

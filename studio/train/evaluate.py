@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..engine import composite
-from ..schedulers import DEFAULT_SCHEDULER, build_scheduler
+from studio.generation.engine import composite
+from studio.generation.schedulers import DEFAULT_SCHEDULER, build_scheduler
 from .checker import Score, check, nearest_colour, score_many
 from .common import machine_name
-from ..sources import INPAINT_FOLDER
+from studio.models.sources import INPAINT_FOLDER
 from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
@@ -261,7 +261,7 @@ def reference_colour(pipe, size: int, n: int = 24, strength: float = 0.8,
                      colour: str = REFERENCE_COLOUR) -> dict:
     """Reference-only attention with a circle of `colour` as the reference: the share of object
     pixels of that colour for "a circle on a gray background" without and with it (same seeds)."""
-    from ..reference import Reference, ReferenceGuidance
+    from studio.generation.reference import Reference, ReferenceGuidance
     from .world import Obj
     ref = Reference(colour, render(Scene((Obj("circle", colour, "large", "center"),), "gray"), size))
     res = {}

@@ -53,7 +53,7 @@ def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tokenizer_dir / name, tmp / "tokenizer" / name)
     if inpaint_unet is not None:
-        from ..sources import INPAINT_FOLDER
+        from studio.models.sources import INPAINT_FOLDER
         copy.deepcopy(inpaint_unet).cpu().to(torch.float16).save_pretrained(
             tmp / INPAINT_FOLDER, safe_serialization=True)
     write_examples(tmp)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import ROOT
+from studio.config import ROOT
 
 if TYPE_CHECKING:
     from .train import TrainConfig

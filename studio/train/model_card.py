@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..schedulers import DEFAULT_SCHEDULER
+from studio.generation.schedulers import DEFAULT_SCHEDULER
 from .evaluate import CFG, REFERENCE_COLOUR, REFERENCE_KEY, STEPS
 from .world import COLOURS
 

@@ -140,7 +140,7 @@ def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = No
         "machine": machine_name(), "torch": torch.__version__, "resumed": list(RESUMED)})
     rec["inpaint_retrains"] = retrains
     rec["timings_s"] = {**rec["timings_s"], f"inpaint_retrain{len(retrains)}_s": round(trained["seconds"] + prep_s, 1)}
-    from ..sources import INPAINT_FOLDER
+    from studio.models.sources import INPAINT_FOLDER
     _write_folder(source, out, rec, INPAINT_FOLDER, trained["unet"])
     print(f"inpainting UNet retrained in {time.time() - started:.0f} s")
     return rec

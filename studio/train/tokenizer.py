@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..tiny import byte_vocabulary
+from studio.models.tiny import byte_vocabulary
 
 N_MERGES = 49152 - 256 - 2  # CLIP uses the first 48,894 merges of the file
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ROOT
+from studio.config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
 from .common import RESUMED, _stage_time, bf16_native, machine_name
 from .export import export

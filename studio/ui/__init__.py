@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..errors import StudioError
-from ..service import Studio
-from . import history, img2img, inpaint, model_bar, txt2img
-from .widgets import ResultsPanel
+from studio.errors import StudioError
+from studio.serving.studio import Studio
+from studio.ui import history, img2img, inpaint, model_bar, txt2img
+from studio.ui.widgets import ResultsPanel
 
 TITLE = "Stable Diffusion Studio"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..metadata import read_metadata
-from ..service import Studio
+from studio.outputs.metadata import read_metadata
+from studio.serving.studio import Studio
 
 
 def build(studio: Studio) -> None:

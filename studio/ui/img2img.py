@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..service import Studio
-from .txt2img import GPU
-from .widgets import ResultsPanel, prompt_controls, result_outputs, results_panel, run_job
+from studio.serving.studio import Studio
+from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
 def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
@@ -38,5 +37,5 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
     c.generate.click(img2img, [image, c.prompt, c.negative_prompt, c.negative_presets, c.style,
                                c.scheduler, c.steps, c.cfg_scale, c.width, c.height, c.seed,
                                c.batch_count, c.batch_size, strength, *c.addons()],
-                     result_outputs(panel), api_name="img2img", **GPU)
+                     result_outputs(panel), api_name="img2img", **dispatched(studio))
     return panel, image

@@ -7,9 +7,8 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image, ImageChops
 
-from ..service import Studio
-from .txt2img import GPU
-from .widgets import ResultsPanel, prompt_controls, result_outputs, results_panel, run_job
+from studio.serving.studio import Studio
+from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
 def editor_to_image_and_mask(editor: dict | None, uploaded_mask) -> tuple:
@@ -83,7 +82,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
               c.cfg_scale, c.width, c.height, c.seed, c.batch_count, c.batch_size, strength,
               mask_blur, only_masked, padding, *c.addons()]
     c.generate.click(inpaint_from_editor, [editor, mask_upload] + shared, result_outputs(panel),
-                     api_visibility="private", **GPU)
+                     api_visibility="private", **dispatched(studio))
 
     # The API endpoint: plain image and mask inputs (hidden in the page).
     with gr.Row(visible=False):
@@ -91,5 +90,5 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
         api_mask = gr.Image(type="pil", image_mode=None, format="png", elem_id="inpaint-api-mask")
         api_button = gr.Button(elem_id="inpaint-api-button")
     api_button.click(inpaint, [api_image, api_mask] + shared, result_outputs(panel),
-                     api_name="inpaint", **GPU)
+                     api_name="inpaint", **dispatched(studio))
     return panel, editor

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..errors import StudioError
-from ..memory import MEMORY_HELP, MEMORY_MODES
-from ..service import Studio
-from .widgets import model_banner
+from studio.errors import StudioError
+from studio.models.memory import MEMORY_HELP, MEMORY_MODES
+from studio.serving.studio import Studio
+from studio.ui.widgets import model_banner
 
 
 def build(studio: Studio) -> gr.Markdown:
@@ -51,7 +51,7 @@ def build(studio: Studio) -> gr.Markdown:
     def on_refresh():
         return gr.Dropdown(choices=list_models(True), value=studio.current_choice())
 
-    # one GPU-queue slot: a switch waits for a running generation and frees its memory after
+    # one at a time; a switch waits for the running generation (the model lock) and frees its memory after
     picker.input(select_model, [picker], [banner], api_name="select_model",
                  concurrency_id="gpu", concurrency_limit=1)
     memory.input(set_memory, [memory], [banner], api_name="set_memory",

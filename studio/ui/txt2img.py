@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..service import Studio
-from .widgets import (ResultsPanel, model_examples, prompt_controls, result_outputs, results_panel,
+from studio.serving.studio import Studio
+from studio.ui.widgets import (ResultsPanel, dispatched, model_examples, prompt_controls, result_outputs, results_panel,
                       run_job)
-
-GPU = dict(concurrency_id="gpu", concurrency_limit=1)
 
 
 def build(studio: Studio, native: int) -> ResultsPanel:
@@ -40,5 +38,5 @@ def build(studio: Studio, native: int) -> ResultsPanel:
     c.generate.click(txt2img, [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler,
                                c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,
                                c.batch_size, *c.addons()],
-                     result_outputs(panel), api_name="txt2img", **GPU)
+                     result_outputs(panel), api_name="txt2img", **dispatched(studio))
     return panel

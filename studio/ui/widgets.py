@@ -1,30 +1,26 @@
 """Widgets every tab shares (prompt controls, results panel) and the one job runner.
 
-No torch or diffusers here: the tabs call `Studio.run` and show what it saved.
+No torch or diffusers here: the tabs submit requests to the dispatcher (`Studio.submit`) and show
+what it saved.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import queue
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from ..errors import InvalidRequest, StudioError
-from ..requests import CFG_RANGE, STEPS_RANGE, make_request
-from ..schedulers import DEFAULT_SCHEDULER, scheduler_names
-from ..service import Studio
+from studio.errors import StudioError
+from studio.requests import CFG_RANGE, STEPS_RANGE, make_request
+from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
+from studio.serving.studio import Studio
 
 log = logging.getLogger(__name__)
 
 NO_STYLE = "None"
 PREVIEW_EVERY_S = 0.5       # live previews: at most two a second
-_DONE = object()
 
 
 @dataclass
@@ -205,7 +201,7 @@ def _rows(value) -> list[list]:
 
 
 def stop_job(studio: Studio, request: gr.Request | None) -> None:
-    if request is not None and studio.jobs.stop(request.session_hash):
+    if request is not None and studio.dispatcher.stop(request.session_hash):
         gr.Info("Stopping after the current step…")
 
 
@@ -234,83 +230,63 @@ def _selected(evt: gr.SelectData) -> int:
     return int(evt.index) if isinstance(evt.index, int) else int(evt.index[0])
 
 
-def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
-            request: gr.Request | None):
-    """Check the inputs, run the engine with progress, live previews and Stop, and yield the
-    outputs of a results panel: previews while it runs, then (gallery, parameters text,
-    parameters JSON, seed used, paths)."""
+def dispatched(studio: Studio) -> dict:
+    """Event settings of the generation events. Gradio lets them all in at once (the waiting ones,
+    the running one and one more, which the dispatcher answers "Queue is full"): the dispatcher,
+    not Gradio's first-in-first-out queue, decides who goes next."""
+    return dict(concurrency_id="generate",
+                concurrency_limit=studio.queue_size + 2 if studio.queue_size else None)
+
+
+def _who(request: gr.Request | None) -> tuple[str, str]:
+    """(user, session): the login name, else the browser session, is who the queue is fair to."""
+    session = request.session_hash if request is not None and request.session_hash else "anonymous"
+    return getattr(request, "username", None) or session, session
+
+
+def _make(studio: Studio, mode: str, raw: dict[str, Any]):
     if raw.get("style") == NO_STYLE:
         raw["style"] = None
     if raw.get("vae") == AUTOMATIC_VAE:
         raw["vae"] = None
     if "loras" in raw:
         raw["loras"] = _rows(raw["loras"])
+    return make_request(mode=mode, limits=studio.limits, known_presets=studio.presets.negative_names(),
+                        known_styles=studio.presets.style_names(),
+                        known_loras=_library_names(studio, "loras"),
+                        known_vaes=_library_names(studio, "vae"), **raw)
+
+
+def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
+            request: gr.Request | None):
+    """Check the inputs, submit them to the dispatcher, and yield the outputs of a results panel:
+    previews while the job runs, then (gallery, parameters text, parameters JSON, seed used,
+    paths). Queue position and progress go to the progress bar."""
+    user, session = _who(request)
     try:
-        req = make_request(mode=mode, limits=studio.limits,
-                           known_presets=studio.presets.negative_names(),
-                           known_styles=studio.presets.style_names(),
-                           known_loras=_library_names(studio, "loras"),
-                           known_vaes=_library_names(studio, "vae"), **raw)
-    except InvalidRequest as exc:
+        job = studio.submit(_make(studio, mode, raw), user=user, session=session,
+                            preview_every_s=PREVIEW_EVERY_S)
+    except StudioError as exc:
         raise gr.Error(str(exc)) from None
-    session = request.session_hash if request is not None and request.session_hash else "anonymous"
-    user = getattr(request, "username", None) or session
     try:
-        studio.jobs.admit(user)
-    except InvalidRequest as exc:
-        raise gr.Error(str(exc)) from None
-    flag = studio.jobs.begin(session)
-
-    def on_step(done: int, total: int) -> None:
-        progress((done, total), desc=f"Step {done}/{total}", unit="steps")
-
-    previews: queue.Queue = queue.Queue()     # pictures, then _DONE when the engine returns
-    last = [time.monotonic()]
-
-    def on_preview(make) -> None:
-        # at most one picture per PREVIEW_EVERY_S, made only when it will be shown
-        if time.monotonic() - last[0] >= PREVIEW_EVERY_S and previews.empty():
-            last[0] = time.monotonic()
-            try:
-                previews.put_nowait(make())
-            except Exception:  # noqa: BLE001 - a preview that cannot be made is skipped
-                log.debug("no preview", exc_info=True)
-
-    outcome: dict[str, Any] = {}
-    worker = threading.Thread()     # replaced below; is_alive() is False until then
-
-    def work() -> None:
-        try:
-            outcome["result"] = studio.run(req, on_step=on_step, should_stop=flag.is_set,
-                                           on_preview=on_preview)
-        except BaseException as exc:  # noqa: BLE001 - handed to the event below
-            outcome["error"] = exc
-        finally:
-            previews.put(_DONE)
-
-    try:
-        progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
-        # the engine runs beside this generator so previews can be shown while it works;
-        # copy_context keeps Gradio's progress tracker reachable from the worker
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,),
-                                  name=f"generate-{session[:8]}", daemon=True)
-        worker.start()
-        while (picture := previews.get()) is not _DONE:
-            yield [(picture, "preview")], gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        result = outcome["result"]
+        for update in job.updates():
+            if update.kind == "queued":
+                progress(0, desc=f"Waiting: {update.ahead} job(s) before yours")
+            elif update.kind == "started":
+                progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
+            elif update.kind == "progress":
+                progress((update.done, update.total), desc=f"Step {update.done}/{update.total}", unit="steps")
+            elif update.kind == "preview":
+                yield [(update.picture, "preview")], gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        result = job.result()
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
-        log.exception("Generation failed")
         raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}. The studio is still "
                        "running; the server log has the details.") from None
     finally:
-        if worker.is_alive():       # the event was cancelled (page closed): stop at the next step
-            flag.set()
-        studio.jobs.end(session, flag)
+        if not job.finished:        # the event was cancelled (page closed): stop at the next step
+            job.stop()
     for note in result.notes:
         gr.Warning(note)
     gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .prompts import BREAK, parse_attention, schedule
+from studio.prompts.syntax import BREAK, parse_attention, schedule
 
 CHUNK = 75
 COMMA_BACKTRACK = 20

@@ -23,6 +23,7 @@ __all__ = [
     "parse_parameters",
     "pnginfo",
     "read_metadata",
+    "strict_json",
 ]
 
 PARAMETERS_KEY = "parameters"  # A1111's PNG text key
@@ -72,9 +73,9 @@ def format_parameters(prompt: str, negative_prompt: str, fields: dict[str, objec
             raise ValueError(f"metadata field name {key!r} cannot be written in infotext")
         items.append(f"{key}: {_format_value(value)}")
 
-    text = prompt
-    if negative_prompt:
-        text += f"\n{NEGATIVE_PREFIX} {negative_prompt}"
+    # The negative line is written even when empty (A1111 leaves it out): ComfyUI's importer needs
+    # it, and every reader takes an empty one as no negative prompt.
+    text = prompt + (f"\n{NEGATIVE_PREFIX} {negative_prompt}" if negative_prompt else f"\n{NEGATIVE_PREFIX}")
     if items:
         text += "\n" + ", ".join(items)
     return text
@@ -139,8 +140,25 @@ def pnginfo(parameters: str, data: dict[str, Any]) -> PngImagePlugin.PngInfo:
     """
     info = PngImagePlugin.PngInfo()
     info.add_itxt(PARAMETERS_KEY, parameters)
-    info.add_itxt(JSON_KEY, json.dumps(data, sort_keys=True, ensure_ascii=False))
+    info.add_itxt(JSON_KEY, json.dumps(strict_json(data), sort_keys=True, ensure_ascii=False, allow_nan=False))
     return info
+
+
+def strict_json(value: Any) -> Any:
+    """A value every JSON reader accepts (browsers' JSON.parse included): tuples as lists, numpy
+    values as numbers, other objects as text, and non-finite floats (a scheduler's
+    lambda_min_clipped = -inf) as the strings "inf", "-inf" and "nan", which float() reads back."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist"):
+        return strict_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def _text_chunks(image: Image.Image) -> dict[str, Any]:

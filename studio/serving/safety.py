@@ -18,7 +18,7 @@ import re
 import threading
 from pathlib import Path
 
-from .errors import InvalidRequest
+from studio.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 

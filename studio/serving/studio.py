@@ -1,6 +1,7 @@
-"""Studio: what the UI is given. It holds the one ModelManager, the output folder, the presets
-and the per-session stop flags, and runs the engine. The UI talks to this object only, so it
-never imports torch or diffusers (the engine is imported on first use, or by `warm_up`)."""
+"""Studio: what every caller is given. It holds the one ModelManager, the output folder, the
+presets and the dispatcher; callers `submit` requests (the dispatcher's worker calls `run`, the
+in-process backend). The UI talks to this object only, so it never imports torch or diffusers
+(the engine is imported on first use, or by `warm_up`)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
-from .errors import InvalidRequest
-from .jobs import JobControl
-from .library import EMBEDDED, ModelLibrary
-from .models import ModelManager
-from .sources import ModelInfo, looks_like_hub_id
-from .outputs import OutputFolder
-from .presets import Presets, load_presets
-from .requests import GenerationRequest, GenerationResult, Limits
-from .safety import ContentFilter
+from studio.config import Settings
+from studio.errors import InvalidRequest
+from studio.serving.dispatcher import Dispatcher, Job
+from studio.models.library import EMBEDDED, ModelLibrary
+from studio.models.manager import ModelManager
+from studio.models.sources import ModelInfo, looks_like_hub_id
+from studio.outputs.folder import OutputFolder
+from studio.prompts.presets import Presets, load_presets
+from studio.requests import GenerationRequest, GenerationResult, Limits
+from studio.serving.safety import ContentFilter
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,16 @@ class Studio:
     outputs: OutputFolder
     presets: Presets
     limits: Limits = field(default_factory=Limits)
-    jobs: JobControl = field(default_factory=JobControl)
+    dispatcher: Dispatcher = None  # type: ignore[assignment]  # made in __post_init__ when not given
     library: ModelLibrary | None = None
     start_model: str = ""        # what --model named: trusted, it was typed on the command line
     content_filter: ContentFilter = field(default_factory=lambda: ContentFilter(False, Path()))
+    queue_size: int = 16         # generations waiting at most (0: no bound)
+
+    def __post_init__(self) -> None:
+        if self.dispatcher is None:
+            self.dispatcher = Dispatcher(self.run, max_queued=self.queue_size,
+                                         jobs_per_minute=self.limits.jobs_per_minute)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
@@ -42,7 +49,7 @@ class Studio:
                                         compile=settings.compile, compile_mode=settings.compile_mode,
                                         compile_cache=settings.compile_cache),
                    outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
-                   limits=settings.limits, jobs=JobControl(settings.limits.jobs_per_minute),
+                   limits=settings.limits, queue_size=settings.queue_size,
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
                    start_model=settings.model,
                    content_filter=ContentFilter(
@@ -96,9 +103,22 @@ class Studio:
             return self.manager.info()
         return self.manager.switch(source, allow_download=allow_download)
 
+    # -- generating --------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
+               preview_every_s: float = 0.0) -> Job:
+        """Queue a request with the dispatcher (fair between users); the job handle has its
+        progress, previews, stop() and result()."""
+        return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s)
+
+    def generate(self, request: GenerationRequest, *, user: str) -> GenerationResult:
+        """Submit and wait: for callers that compose requests (plots, animation frames)."""
+        return self.submit(request, user=user).result()
+
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
             on_preview=None) -> GenerationResult:
-        from .engine import generate
+        """The in-process backend: run one request now, on this thread. The dispatcher's worker
+        calls it; callers submit instead, so that the queue stays fair."""
+        from studio.generation.engine import generate
 
         return generate(request, self.manager, self.outputs, self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,
@@ -106,7 +126,7 @@ class Studio:
                         content_filter=self.content_filter)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
-        from .engine import explain
+        from studio.generation.engine import explain
         return explain(request, self.manager, self.presets)
 
     def warm_up(self) -> threading.Thread:
@@ -115,7 +135,7 @@ class Studio:
         at its native size so the compilation happens while the page is already usable (a
         request that comes first waits on the model lock, it does not fail)."""
         def work():
-            from . import engine  # noqa: F401
+            from studio.generation import engine  # noqa: F401
             if not self.manager.will_compile():
                 return
             try:

@@ -9,32 +9,15 @@ model's output (tested), and a request without a VAE gets the model's own back.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidRequest, ModelLoadError
+from studio.errors import InvalidRequest, ModelLoadError
+from studio.models.hashes import file_hash
 
 log = logging.getLogger(__name__)
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file, first 12 hex digits. Remembered per (path, size, mtime): a LoRA of a
-    few hundred MB is hashed once, not at every request that uses it."""
-    st = Path(path).stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()[:12]
-    return _HASHES[key]
 
 
 @dataclass
@@ -168,7 +151,7 @@ def load_vae_file(path: Path, dtype, family: str):
 
     from diffusers import AutoencoderKL
 
-    from .checkpoints import VAE, _vae_config, read_shapes
+    from studio.models.checkpoints import VAE, _vae_config, read_shapes
 
     shapes = read_shapes(path)
     original = {(k if k.startswith(VAE) else VAE + k): v for k, v in shapes.items()}

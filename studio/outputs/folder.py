@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from studio import metadata
+from studio.outputs import metadata
 
 __all__ = ["OutputFolder"]
 

@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import EMBEDDED_MODEL, ROOT
-from .errors import ModelLoadError
+from studio.config import EMBEDDED_MODEL, ROOT
+from studio.errors import ModelLoadError
 
 INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
 
@@ -83,7 +83,7 @@ def _family(unet: dict) -> str:
 
 
 def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type: str | None):
-    from .checkpoints import inspect
+    from studio.models.checkpoints import inspect
 
     ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
     info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,

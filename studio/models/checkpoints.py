@@ -21,8 +21,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ROOT
-from .errors import ModelLoadError
+from studio.config import ROOT
+from studio.errors import ModelLoadError
 
 TOKENIZER_FILES = ROOT / "assets" / "clip-tokenizer"
 SAFE_SUFFIXES = (".safetensors",)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import InvalidRequest
+from studio.errors import InvalidRequest
 
 VARIANT_MODES = ("random", "all")
 _REFERENCE = re.compile(r"\{image(?::[^{}|]*)?\}")

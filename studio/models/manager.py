@@ -15,9 +15,9 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequest, ModelLoadError
-from .memory import MEMORY_MODES, free_device_memory, model_bytes, place, resolve_memory_mode
-from .sources import PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir, resolve
+from studio.errors import InvalidRequest, ModelLoadError
+from studio.models.memory import MEMORY_MODES, free_device_memory, model_bytes, place, resolve_memory_mode
+from studio.models.sources import PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir, resolve
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ModelManager:
             raise ModelLoadError(f"Unknown memory mode {memory!r}; one of {', '.join(MEMORY_MODES)}.")
         self.memory = memory                      # what was asked for
         self.memory_in_use = "none"               # what it resolved to for the loaded model
-        from .fast import COMPILE_MODES, FAST_MODES, EmbeddingCache, FastPath
+        from studio.models.fast import COMPILE_MODES, FAST_MODES, EmbeddingCache, FastPath
         if fast not in FAST_MODES or compile_mode not in COMPILE_MODES:
             raise ModelLoadError(f"Unknown fast mode {fast!r} / compile mode {compile_mode!r}.")
         self.fast_request = (fast, compile, compile_mode, compile_cache)
@@ -70,7 +70,7 @@ class ModelManager:
         self.text_cache = EmbeddingCache()        # text-encoder outputs for repeated prompts
         self.inject_oom = 0                       # test hook: raise OOM in the next N denoising calls
         self.allow_download = True                # a hub id named on the command line may download
-        from .addons import AddonState
+        from studio.models.addons import AddonState
         self.addons = AddonState()                # LoRAs, embeddings, VAE applied to the weights
         self.requested_device = device
         self.requested_dtype = dtype
@@ -81,6 +81,7 @@ class ModelManager:
         self._derived: dict[str, Any] = {}
         self._own_inpaint = None       # the model's own inpainting UNet, once loaded
         self._preview = None           # (weakref to the VAE, its LatentPreview)
+        self._hash: str | None = None  # A1111's Model hash of the loaded weights
         self.device: str | None = None
         self.dtype = None
 
@@ -102,7 +103,7 @@ class ModelManager:
         device = choose_device(self.requested_device)
         dtype = choose_dtype(self.requested_dtype, device)
         if info.kind == "placeholder" and not _is_diffusers_folder(placeholder_dir()):
-            from .tiny import write_tiny_model
+            from studio.models.tiny import write_tiny_model
             log.warning(PLACEHOLDER_NOTICE)
             write_tiny_model(placeholder_dir())
             self._info, self._checkpoint = resolve(self.source)
@@ -113,7 +114,7 @@ class ModelManager:
         try:
             try:
                 if info.kind == "file":
-                    from .checkpoints import load_pipeline
+                    from studio.models.checkpoints import load_pipeline
                     pipe = load_pipeline(self._checkpoint, dtype, self.allow_pickle)
                 else:
                     pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
@@ -144,14 +145,14 @@ class ModelManager:
             free = torch.cuda.mem_get_info()[0]
         self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free)
         place(pipe, device, self.memory_in_use)
-        from .fast import apply_fast, resolve_fast
+        from studio.models.fast import apply_fast, resolve_fast
         fast, compile, compile_mode, cache = self.fast_request
         if self.memory_in_use in ("offload", "sequential"):
             compile = False             # accelerate's offload hooks move weights in and out
         self.fast = resolve_fast(fast, device, compile, compile_mode, cache)
         apply_fast(pipe, self.fast)
         self.text_cache.clear()
-        from .addons import AddonState
+        from studio.models.addons import AddonState
         self._base, self.device, self.dtype = pipe, device, dtype
         self._derived = {}
         self.addons = AddonState()
@@ -191,7 +192,7 @@ class ModelManager:
             return self._own_inpaint
         from diffusers import UNet2DConditionModel
 
-        from .fast import apply_fast
+        from studio.models.fast import apply_fast
         info = self.info()
         try:
             unet = UNet2DConditionModel.from_pretrained(info.inpaint_unet, torch_dtype=self.dtype,
@@ -257,7 +258,7 @@ class ModelManager:
         """A context: IP-Adapter loaded on the model (every tab) at `strength`, removed after."""
         import contextlib
 
-        from .addons import find_ip_adapter
+        from studio.models.addons import find_ip_adapter
 
         @contextlib.contextmanager
         def loaded():
@@ -290,10 +291,10 @@ class ModelManager:
             if name is None:
                 vae = state.own_vae
             else:
-                from .addons import load_vae_file
+                from studio.models.addons import load_vae_file
                 vae = load_vae_file(path, self.dtype, self.info().family).to(self.device)
 
-                from .fast import apply_fast
+                from studio.models.fast import apply_fast
                 apply_fast(SimpleNamespace(vae=vae), self.fast)   # channels-last / compiled like the own
             base.register_modules(vae=vae)
             self._derived = {}          # from_pipe copies hold the old VAE
@@ -301,7 +302,7 @@ class ModelManager:
 
     def will_compile(self) -> bool:
         """Whether loading will compile the UNet (the fast path's rule, before anything loads)."""
-        from .fast import resolve_fast
+        from studio.models.fast import resolve_fast
         fast, compile, mode, cache = self.fast_request
         return resolve_fast(fast, choose_device(self.requested_device), compile, mode, cache).compile
 
@@ -332,7 +333,7 @@ class ModelManager:
         is fitted once per VAE, so a swapped-in VAE file gets its own."""
         import weakref
 
-        from .preview import MAX_LINEAR_ERROR, LatentPreview, decoded_preview
+        from studio.generation.preview import MAX_LINEAR_ERROR, LatentPreview, decoded_preview
 
         with self.lock:
             vae = self.base().vae
@@ -344,11 +345,26 @@ class ModelManager:
                 return decoded_preview(vae, latents)
             return fitted.preview(latents)
 
+    def model_hash(self) -> str:
+        """A1111's `Model hash` of the loaded model (studio/models/hashes.py), computed once per load."""
+        from studio.models.hashes import model_hash
+
+        with self.lock:
+            if self._hash is None:
+                info = self.info()
+                location = info.location
+                if info.kind == "hub":
+                    from huggingface_hub import snapshot_download
+                    location = snapshot_download(info.location, local_files_only=True)
+                self._hash = model_hash(location)
+            return self._hash
+
     # -- freeing ---------------------------------------------------------------------------------
     def unload(self) -> None:
         with self.lock:
-            from .addons import AddonState
+            from studio.models.addons import AddonState
             self._base = None
+            self._hash = None
             self._derived = {}
             self._own_inpaint = None
             self.addons = AddonState()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InvalidRequest
+from studio.errors import InvalidRequest
 
 TAG = re.compile(r"\{image(?::([^{}|]*))?\}")
 

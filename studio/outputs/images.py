@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InvalidRequest
+from studio.errors import InvalidRequest
 
 MAX_INPUT_PIXELS = 4 * 2048 * 2048   # any uploaded image: checked from its header, before decoding
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidRequest
+from studio.errors import InvalidRequest
 
 KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter")
 WEIGHT_SUFFIXES = (".safetensors",)

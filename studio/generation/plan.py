@@ -8,13 +8,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidRequest
-from .library import ModelLibrary
-from .models import ModelManager
-from .prompts import ParsedPrompt, parse_prompts
-from .reference import Reference, select, take_reference_tags
-from .requests import LORA_WEIGHT_RANGE, MAX_SEED, GenerationRequest
-from .wildcards import expand_all, expand_random, has_variants
+from studio.errors import InvalidRequest
+from studio.models.library import ModelLibrary
+from studio.models.manager import ModelManager
+from studio.prompts.syntax import ParsedPrompt, parse_prompts
+from studio.generation.reference import Reference, select, take_reference_tags
+from studio.requests import LORA_WEIGHT_RANGE, MAX_SEED, GenerationRequest
+from studio.prompts.wildcards import expand_all, expand_random, has_variants
 
 MAX_IMAGES = 8 * 16        # every combination of variants: at most this many images a request
 
@@ -96,14 +96,14 @@ def request_references(plan: list[PlannedImage], request: GenerationRequest) -> 
     if len(tags) > 1:
         raise InvalidRequest("{image} tags differ between the variants of one request; put them "
                              "outside the {a|b} choices.")
-    return select([Reference(n, im) for n, im in request.references], list(tags.pop()))
+    return select([Reference(n, im) for n, im in request.reference_images()], list(tags.pop()))
 
 
 def apply_addons(request: GenerationRequest, manager: ModelManager, library: ModelLibrary | None,
                  texts: list[str], lora_pairs: list[tuple[str, float]]) -> dict:
     """LoRAs, embeddings and VAE of this request onto the loaded model (under its lock);
     returns what was applied, for the metadata."""
-    from .addons import apply_embeddings, apply_loras, used_embeddings
+    from studio.models.addons import apply_embeddings, apply_loras, used_embeddings
 
     base, family = manager.base(), manager.info().family
     if (lora_pairs or request.vae) and library is None:
@@ -117,6 +117,6 @@ def apply_addons(request: GenerationRequest, manager: ModelManager, library: Mod
     applied["embeddings"] = apply_embeddings(base, manager.addons, used, family)
     manager.set_vae(request.vae, library.get("vae", request.vae).path if request.vae else None)
     if request.vae:
-        from .addons import file_hash
-        applied["vae"] = {"name": request.vae, "sha256": file_hash(library.get("vae", request.vae).path)}
+        from studio.models.hashes import sha256_of
+        applied["vae"] = {"name": request.vae, "sha256": sha256_of(library.get("vae", request.vae).path)}
     return applied

@@ -1,0 +1,387 @@
+"""generate(): one request in, saved images out, in four named stages.
+
+    prepare     sizes against the model, prompts (presets, style, variants, tags, inline
+                negatives), the plan of images with their seeds, LoRAs, references, the mask
+    condition   the request's add-ons onto the loaded model (LoRAs, embeddings, VAE, IP-Adapter),
+                then per batch the prompts as embeddings per denoising step
+    denoise     a fresh scheduler and pipeline object per batch, seeded CPU generators, progress,
+                previews and Stop through `callback_on_step_end`, one retry after out-of-memory
+    finish      paste-back (inpainting), the safety check, the metadata record (record.py), and
+                the PNG saved before anyone sees it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+from PIL import Image, ImageFilter
+
+from studio import __version__
+from studio.errors import GenerationStopped, InvalidRequest, StudioError
+from studio.generation.deepcache import feature_cache
+from studio.generation.plan import (PlannedImage, apply_addons, plan_images, request_loras,
+                                    request_references)
+from studio.generation.record import ImageRecord, ModelRecord, array_sha256
+from studio.generation.reference import Reference, ReferenceGuidance
+from studio.generation.schedulers import build_scheduler
+from studio.models.library import ModelLibrary
+from studio.models.manager import ModelManager
+from studio.models.memory import free_device_memory
+from studio.models.sources import ModelInfo
+from studio.outputs.folder import OutputFolder
+from studio.outputs.metadata import strict_json
+from studio.prompts.conditioning import Conditioner, denoising_steps
+from studio.prompts.presets import Presets
+from studio.prompts.syntax import parse_prompts
+from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
+from studio.serving.safety import ContentFilter
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[int, int], None]
+OnPreview = Callable[[Callable[[], Image.Image]], None]
+ShouldStop = Callable[[], bool]
+
+
+@dataclass
+class Callbacks:
+    """What a caller hears while a request runs (all optional)."""
+    on_step: OnStep | None = None
+    on_preview: OnPreview | None = None
+    should_stop: ShouldStop | None = None
+
+
+@dataclass
+class Prepared:
+    """A request checked against the model, with everything it will make (the `prepare` stage)."""
+    request: GenerationRequest
+    info: ModelInfo
+    width: int
+    height: int
+    seed: int                          # the first image's
+    plan: list[PlannedImage]
+    loras: list[tuple[str, float]]
+    references: list[Reference]
+    steps: int                         # denoising steps actually run (img2img: steps x strength)
+    image: Image.Image | None          # the input (img2img, inpaint)
+    mask: Image.Image | None           # blurred (inpaint)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def batches(self) -> list[list[PlannedImage]]:
+        size = self.request.batch_size
+        return [self.plan[i:i + size] for i in range(0, len(self.plan), size)]
+
+
+@dataclass
+class Setup:
+    """The loaded model set up for this request (the first half of the `condition` stage)."""
+    base: object
+    addons: dict
+    model: ModelRecord
+    text_state: tuple                  # what text embeddings depend on besides the text
+    guided: list[Reference]            # references for reference-only attention
+    ip_images: object                  # IP-Adapter images, or None
+    cache_every: int                   # the feature cache's interval (0: off)
+    versions: dict[str, str]
+    device: str
+    dtype: str
+    conds: dict = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"studio": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+# -------------------------------------------------------------------------------------------------
+# prepare
+
+def target_size(request: GenerationRequest, native: int, notes: list[str]) -> tuple[int, int]:
+    """The size to generate at: as asked, else native (txt2img) or the input's size rounded
+    down to a multiple of 8 (with a note, since the latent grid is 8 pixels)."""
+    if request.mode == "txt2img" or request.image is None:
+        return request.width or native, request.height or native
+    h, w = request.image.shape[:2]
+    width = request.width or w // 8 * 8
+    height = request.height or h // 8 * 8
+    if (not request.width and width != w) or (not request.height and height != h):
+        notes.append(f"The input is {w}x{h}; generated at {width}x{height} (a multiple of 8)"
+                     + (" and pasted back at the input's size." if request.mode == "inpaint" else "."))
+    if min(width, height) < MIN_SIDE:
+        raise InvalidRequest(f"The input image is {w}x{h}; the smallest size this studio generates "
+                             f"is {MIN_SIDE}x{MIN_SIDE}.")
+    return width, height
+
+
+def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
+            library: ModelLibrary | None, content_filter: ContentFilter | None) -> Prepared:
+    notes = [info.notice] if info.notice and info.kind == "placeholder" else []
+    width, height = target_size(request, info.native_size, notes)
+    if request.mode != "txt2img" and 0 < request.strength and int(request.steps * request.strength) < 1:
+        raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
+                             "denoising step; raise the strength or the steps.")
+    template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
+                                             request.negative_presets, request.style)
+    seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
+    plan = plan_images(request, template, neg_template, seed, presets.wildcards)
+    if content_filter is not None:
+        for text in dict.fromkeys(img.prompt for img in plan):
+            content_filter.check_prompt(text)
+    references = request_references(plan, request)
+    if references and request.reference_strength == 0:
+        notes.append("Reference strength is 0: the reference images are not used.")
+    mask = request.input_mask()
+    if mask is not None and request.mask_blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(request.mask_blur))
+    return Prepared(request=request, info=info, width=width, height=height, seed=seed, plan=plan,
+                    loras=request_loras(plan, request, library), references=references,
+                    steps=denoising_steps(request.mode, request.steps, request.strength),
+                    image=request.input_image(), mask=mask, notes=notes)
+
+
+# -------------------------------------------------------------------------------------------------
+# condition
+
+def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
+           stack: contextlib.ExitStack) -> Setup:
+    """The request's add-ons onto the loaded model (under its lock) and what they imply."""
+    request, info = prep.request, prep.info
+    base = manager.base()
+    texts = [t for img in prep.plan for t in (img.parsed.positive_text, img.parsed.negative)]
+    addons = apply_addons(request, manager, library, texts, prep.loras)
+    own_inpaint = request.mode == "inpaint" and bool(info.inpaint_unet)
+    if own_inpaint and addons["loras"]:
+        prep.notes.append(f"LoRAs act on the text encoder only here: {info.name} inpaints with its own "
+                          "9-channel UNet, which has no LoRA layers.")
+    # text embeddings depend on the loaded weights and LoRAs besides the text (embedding files
+    # change the token ids, and their hashes are part of the key too)
+    text_state = (manager.loads, tuple((r["name"], r["weight"], r["sha256"]) for r in addons["loras"]),
+                  tuple(sorted(manager.addons.embeddings.items())))
+    ip_images, guided = None, prep.references
+    if prep.references and request.reference_strength > 0 and request.reference_method == "ip-adapter":
+        if library is None:
+            raise InvalidRequest("IP-Adapter needs a models folder (models/ip-adapter).")
+        weights = stack.enter_context(manager.ip_adapter(library.folder("ip-adapter"), request.reference_strength))
+        addons["ip_adapter"] = {"file": weights.name}
+        images = [r.image for r in prep.references]
+        ip_images, guided = (images[0] if len(images) == 1 else [images]), []
+    return Setup(base=base, addons=addons, text_state=text_state, guided=guided, ip_images=ip_images,
+                 cache_every=_feature_cache_interval(prep, guided, manager),
+                 model=ModelRecord(name=info.name, source=info.source, kind=info.kind, family=info.family,
+                                   hash=manager.model_hash(), inpainting_unet=own_inpaint),
+                 versions=_versions(), device=manager.device,
+                 dtype=str(manager.dtype).replace("torch.", ""))
+
+
+def _feature_cache_interval(prep: Prepared, guided: list, manager: ModelManager) -> int:
+    """The feature cache (DeepCache) counts UNet calls: reference-only adds calls of its own, and
+    a compiled UNet would recompile for the stand-in blocks."""
+    every = prep.request.feature_cache
+    if every and (guided and prep.request.reference_strength > 0 or manager.fast.compile):
+        why = "reference-only guidance" if guided else "torch.compile (--no-compile to use it)"
+        prep.notes.append(f"Feature cache is off for this generation: it does not combine with {why}.")
+        return 0
+    return every
+
+
+def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager: ModelManager) -> Conditioner:
+    """A batch's prompts as embeddings per denoising step (emphasis, BREAK, prompt editing);
+    batches with the same prompts share one Conditioner."""
+    key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
+    if len(set(key)) == 1:
+        key = key[:1]
+    if key not in setup.conds:
+        setup.conds[key] = Conditioner(setup.base, [k[0] for k in key], [k[1] for k in key], prep.steps,
+                                       prep.request.clip_skip, manager.text_cache, setup.text_state)
+    return setup.conds[key]
+
+
+# -------------------------------------------------------------------------------------------------
+# denoise
+
+def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[PlannedImage], batch: int,
+            manager: ModelManager, callbacks: Callbacks):
+    """One batch through a pipeline of its own; returns (images, the scheduler used).
+    Raises GenerationStopped when the caller asked to stop."""
+    import torch
+
+    request, seeds = prep.request, [m.seed for m in members]
+    scheduler = build_scheduler(request.scheduler, setup.base.scheduler.config, seed=seeds[0])
+    pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
+    call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+                num_images_per_prompt=len(members) // cond.per_image,
+                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                callback_on_step_end=_step_callback(prep, cond, batch, len(members), manager, callbacks),
+                output_type="pil", **cond.pipeline_kwargs(), **_images_kwargs(prep))
+    if cond.changes or callbacks.on_preview is not None:
+        call["callback_on_step_end_tensor_inputs"] = ["latents"] + (cond.tensor_inputs() if cond.changes else [])
+    if setup.ip_images is not None:
+        call["ip_adapter_image"] = setup.ip_images
+    if request.mode != "txt2img" and request.strength == 0:
+        return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
+    with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height,
+                           seeds[0]), feature_cache(pipe.unet, setup.cache_every):
+        return _run_with_oom_retry(pipe, call, prep, manager), scheduler
+
+
+def _images_kwargs(prep: Prepared) -> dict:
+    """Size, input image and mask as each mode's pipeline takes them."""
+    r, size = prep.request, (prep.width, prep.height)
+    if r.mode == "txt2img":
+        return dict(height=prep.height, width=prep.width)
+    if r.mode == "img2img":
+        return dict(image=prep.image.resize(size, Image.LANCZOS), strength=r.strength)
+    if r.only_masked:
+        return dict(image=prep.image, mask_image=prep.mask, height=prep.height, width=prep.width,
+                    padding_mask_crop=r.only_masked_padding, strength=r.strength)
+    return dict(image=prep.image.resize(size, Image.LANCZOS), mask_image=prep.mask.resize(size, Image.LANCZOS),
+                height=prep.height, width=prep.width, strength=r.strength)
+
+
+def _step_callback(prep: Prepared, cond: Conditioner, batch: int, images: int, manager: ModelManager,
+                   callbacks: Callbacks):
+    """diffusers' callback_on_step_end: Stop, progress, previews, and per-step prompt changes."""
+    import torch
+
+    per_prompt, batches = images // cond.per_image, len(prep.batches)
+
+    def on_step_end(p, i, t, kwargs):
+        if callbacks.should_stop is not None and callbacks.should_stop():
+            raise GenerationStopped()
+        if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
+            manager.inject_oom -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
+        if callbacks.on_step is not None:
+            callbacks.on_step(batch * p.num_timesteps + i + 1, p.num_timesteps * batches)
+        if callbacks.on_preview is not None and "latents" in kwargs and i + 1 < p.num_timesteps:
+            # the caller decides whether to look: the picture is made only then
+            callbacks.on_preview(lambda latents=kwargs["latents"]: manager.preview(latents))
+        return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
+
+    return on_step_end
+
+
+def _run_with_oom_retry(pipe, call: dict, prep: Prepared, manager: ModelManager):
+    """Run the pipeline; on out-of-memory free the cache, turn the memory savers on and try once
+    more, telling the user what was done. A second failure is a clear message, not a crash."""
+    import torch
+
+    for attempt in (1, 2):
+        try:
+            return pipe(**call).images
+        except torch.OutOfMemoryError:
+            free_device_memory()
+            if attempt == 1 and manager.savers_on():
+                log.warning("Out of memory at %dx%d; retrying with memory savers on", prep.width, prep.height)
+                prep.notes.append("Ran out of memory; freed the cache and retried with attention slicing "
+                                  "and VAE slicing/tiling on (memory mode 'low' from now on).")
+                continue
+            raise StudioError(f"Out of memory at {prep.width}x{prep.height} with batch size "
+                              f"{prep.request.batch_size} (memory mode {manager.memory_in_use}); try a "
+                              "smaller size or batch, or the 'offload' memory mode.") from None
+
+
+# -------------------------------------------------------------------------------------------------
+# finish
+
+def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[PlannedImage], batch: int,
+           outs: list[Image.Image], scheduler, outputs: OutputFolder,
+           content_filter: ContentFilter | None) -> list[GeneratedImage]:
+    """Paste back, check (shared studios), and save each image with its record before showing it."""
+    flags = content_filter.flagged(outs, setup.device) if content_filter else [False] * len(outs)
+    if any(flags):
+        prep.notes.append(f"{sum(flags)} image(s) flagged by the safety checker were not saved or shown.")
+    config = strict_json(dict(scheduler.config))
+    references = [(r.name, array_sha256(_rgb_array(r.image))) for r in prep.references]
+    saved = []
+    for pos, (image, member, flagged) in enumerate(zip(outs, members, flags)):
+        if flagged:
+            continue
+        if prep.request.mode == "inpaint":
+            image = composite(image, prep.image, prep.mask)
+        record = image_record(prep, setup, cond, member, batch, pos, image.size, type(scheduler).__name__,
+                              config, references)
+        parameters, data = record.parameters(), record.studio_json()
+        path = outputs.save(image, parameters, data, seed=member.seed)
+        log.info("Saved %s", path)
+        saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data))
+    return saved
+
+
+def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: PlannedImage, batch: int, pos: int,
+                 size: tuple[int, int], scheduler_class: str, scheduler_config: dict,
+                 references: list[tuple[str, str]]) -> ImageRecord:
+    parsed, k = member.parsed, pos % cond.per_image
+    schedule = [[end, ps[k], ns[k]] for end, ps, ns in cond.segments] if cond.changes else []
+    return ImageRecord(
+        request=prep.request, model=setup.model, seed=member.seed, batch_number=batch, batch_pos=pos,
+        size=size, generated_size=(prep.width, prep.height), prompt=parsed.positive_text,
+        negative=parsed.negative, template=member.template, variant=member.prompt,
+        variant_negative=member.negative, moved_negatives=parsed.moved_negatives, lora_tags=parsed.loras,
+        schedule=schedule, scheduler_class=scheduler_class, scheduler_config=scheduler_config,
+        device=setup.device, dtype=setup.dtype, versions=setup.versions, addons=setup.addons,
+        references=references)
+
+
+def _rgb_array(image: Image.Image):
+    import numpy as np
+    return np.asarray(image.convert("RGB"))
+
+
+def composite(generated: Image.Image, original: Image.Image, mask: Image.Image) -> Image.Image:
+    """The generated pixels where the mask is set, the original's exactly where it is 0."""
+    if generated.size != original.size:
+        generated = generated.resize(original.size, Image.LANCZOS)
+    return Image.composite(generated.convert("RGB"), original.convert("RGB"), mask)
+
+
+# -------------------------------------------------------------------------------------------------
+# the stages in order
+
+def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
+             presets: Presets, *, on_step: OnStep | None = None, on_preview: OnPreview | None = None,
+             should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
+             content_filter: ContentFilter | None = None) -> GenerationResult:
+    callbacks = Callbacks(on_step, on_preview, should_stop)
+    prep = prepare(request, manager.info(), presets, library, content_filter)
+    images: list[GeneratedImage] = []
+    stopped = False
+    with manager.lock, contextlib.ExitStack() as stack:
+        setup = set_up(prep, manager, library, stack)
+        for batch, members in enumerate(prep.batches):
+            cond = condition(prep, setup, members, manager)
+            try:
+                outs, scheduler = denoise(prep, setup, cond, members, batch, manager, callbacks)
+            except GenerationStopped:
+                stopped = True
+                prep.notes.append(f"Stopped: {len(images)} of {len(prep.plan)} images finished and were kept.")
+                break
+            images += finish(prep, setup, cond, members, batch, outs, scheduler, outputs, content_filter)
+    return GenerationResult(request=request, images=images, seed=prep.seed, stopped=stopped, notes=prep.notes)
+
+
+def explain(request: GenerationRequest, manager: ModelManager, presets: Presets) -> dict:
+    """How the studio reads a request's prompts: presets and styles applied, tags and inline
+    negatives taken out, the text of each denoising step, its weighted fragments and chunks."""
+    prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
+                                       request.negative_presets, request.style)
+    parsed = parse_prompts(prompt, negative)
+    steps = denoising_steps(request.mode, request.steps, request.strength)
+    with manager.lock:
+        cond = Conditioner(manager.base(), parsed.positive_text, parsed.negative, steps, request.clip_skip)
+        report = cond.chunk_report()
+    return {"prompt as typed": request.prompt, "after presets and style": prompt,
+            "prompt": parsed.positive_text, "negative prompt": parsed.negative,
+            "moved to the negative prompt": parsed.moved_negatives,
+            "lora tags": [f"{n}:{w}" for n, w in parsed.loras], "denoising steps": steps,
+            "per step": report}

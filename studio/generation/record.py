@@ -1,0 +1,127 @@
+"""The metadata record of one saved image, built in one place from a typed record.
+
+`ImageRecord.parameters()` is AUTOMATIC1111's infotext (its key order, its quoting, hashes cut as
+it cuts them), `ImageRecord.studio_json()` the studio's full JSON record. Both are made from the
+same fields, so they cannot disagree. Pure data: no torch here.
+
+One deliberate difference from A1111: the `Negative prompt:` line is written even when it is
+empty. A1111 leaves it out, but ComfyUI's importer then silently imports nothing, and every other
+reader (A1111 itself, sd-parsers, sd-prompt-reader, Civitai) reads an empty line as "no negative".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from studio import __version__
+from studio.generation.schedulers import SCHEDULERS
+from studio.outputs.metadata import format_parameters, strict_json
+from studio.requests import GenerationRequest
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    source: str
+    kind: str
+    family: str
+    hash: str                 # A1111's Model hash (sha256, 10 hex digits)
+    inpainting_unet: bool     # the model's own 9-channel UNet made this image
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    request: GenerationRequest
+    model: ModelRecord
+    seed: int
+    batch_number: int
+    batch_pos: int
+    size: tuple[int, int]                 # of the saved image
+    generated_size: tuple[int, int]       # what the model drew (inpainting pastes back at the input's)
+    prompt: str                           # as read: variant chosen, tags and inline negatives out
+    negative: str
+    template: str                         # the prompt after presets and style, before variants
+    variant: str
+    variant_negative: str
+    moved_negatives: list[str]
+    lora_tags: list[tuple[str, str]]
+    schedule: list                        # [end step, prompt, negative] per prompt-editing segment
+    scheduler_class: str
+    scheduler_config: dict
+    device: str
+    dtype: str
+    versions: dict[str, str]
+    addons: dict = field(default_factory=dict)          # loras, embeddings, vae, ip_adapter
+    references: list[tuple[str, str]] = field(default_factory=list)   # (name, sha256)
+
+    # -- AUTOMATIC1111 -----------------------------------------------------------------------------
+    def a1111_fields(self) -> dict[str, Any]:
+        """Infotext fields in A1111's order (processing.py create_infotext): its own keys, then its
+        extra generation parameters, then the studio's own, `Version` last. None = left out."""
+        r, spec, vae = self.request, SCHEDULERS[self.request.scheduler], self.addons.get("vae")
+        loras, embeddings = self.addons.get("loras") or [], self.addons.get("embeddings") or []
+        img2img, inpaint, batched = r.mode != "txt2img", r.mode == "inpaint", r.batch_size > 1
+        return {
+            "Steps": r.steps, "Sampler": spec.sampler, "Schedule type": spec.schedule,
+            "CFG scale": r.cfg_scale, "Seed": self.seed, "Size": f"{self.size[0]}x{self.size[1]}",
+            "Model hash": self.model.hash, "Model": self.model.name,
+            "VAE hash": vae["sha256"][:10] if vae else None, "VAE": vae["name"] if vae else None,
+            "Denoising strength": r.strength if img2img else None,
+            "Clip skip": r.clip_skip if r.clip_skip > 1 else None,
+            "Mask blur": r.mask_blur if inpaint else None,
+            "Inpaint area": "Only masked" if inpaint and r.only_masked else None,
+            "Masked area padding": r.only_masked_padding if inpaint and r.only_masked else None,
+            "Batch size": r.batch_size if batched else None,
+            "Batch pos": self.batch_pos if batched else None,
+            "Styles array": f'["{r.style}"]' if r.style else None,
+            "Wildcard prompt": self.template if self.template != self.variant else None,
+            "Feature cache": r.feature_cache or None,
+            "Lora weights": ", ".join(f"{_alias(x['name'])}: {x['weight']:g}" for x in loras) or None,
+            "Lora hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in loras) or None,
+            "TI hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in embeddings) or None,
+            "Version": f"studio {__version__}",
+        }
+
+    def parameters(self) -> str:
+        return format_parameters(self.prompt, self.negative, self.a1111_fields())
+
+    # -- the studio's own record ---------------------------------------------------------------------
+    def studio_json(self) -> dict[str, Any]:
+        """Everything needed to make the image again; strict JSON (no NaN or Infinity)."""
+        r = self.request
+        return strict_json({
+            "format": 1, "mode": r.mode, "request": r.fields(),
+            "prompt": self.prompt, "negative_prompt": self.negative, "seed": self.seed,
+            "batch_number": self.batch_number, "batch_pos": self.batch_pos,
+            "width": self.size[0], "height": self.size[1], "generated_size": list(self.generated_size),
+            "model": vars(self.model).copy(),
+            "scheduler": {"name": r.scheduler, "class": self.scheduler_class, "config": self.scheduler_config},
+            "device": self.device, "dtype": self.dtype,
+            "generator": "torch.Generator('cpu') per image, seeded with `seed`",
+            "versions": self.versions,
+            "input_image_sha256": array_sha256(r.image), "mask_sha256": array_sha256(r.mask),
+            "references": [{"name": n, "sha256": h} for n, h in self.references],
+            "reference_strength": r.reference_strength if self.references else 0.0,
+            "parsed": {"variant": self.variant, "variant_negative": self.variant_negative,
+                       "prompt": self.prompt, "negative_prompt": self.negative,
+                       "moved_to_negative": self.moved_negatives,
+                       "lora_tags": [list(t) for t in self.lora_tags], "schedule": self.schedule},
+            **self.addons,
+        })
+
+
+def _alias(name: str) -> str:
+    """A LoRA or embedding as A1111 names it in hashes: the file's stem, without ':' and ','."""
+    return Path(name).stem.replace(":", "").replace(",", "")
+
+
+def array_sha256(array: np.ndarray | None) -> str | None:
+    """Identifies an input image: its pixels, shape and dtype."""
+    if array is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes() + repr((array.shape, str(array.dtype))).encode()).hexdigest()

@@ -1,0 +1,220 @@
+"""The dispatcher: the one door every generation goes through.
+
+Callers (the tabs, the gradio_client endpoints, later the REST API, animation frames, plot cells
+and live previews) `submit(request, user=...)` a GenerationRequest and get a `Job` back: its
+updates (queue position, progress, previews), `stop()`, and `result()`.
+
+This in-process backend owns the one GPU queue and runs one job at a time on a worker thread.
+The queue is fair between users (a login name, else a browser session): start-time fair queueing
+(Goyal, Vin & Cheng, SIGCOMM 1996) with every job costing one unit, so a user who queued ten jobs
+gets every other turn once someone else submits one — a newcomer waits for at most the job that
+is running and one more of anyone's, never behind a whole backlog.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from studio.errors import GenerationStopped, QueueFull, StudioError
+from studio.requests import GenerationRequest, GenerationResult
+from studio.serving.jobs import RateLimiter
+
+log = logging.getLogger(__name__)
+
+# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=...)
+Backend = Callable[..., GenerationResult]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One thing a waiting caller may show: `queued` (ahead = jobs that start first), `started`,
+    `progress` (done of total denoising steps), `preview` (a picture), `done` (call result())."""
+    kind: str
+    ahead: int = 0
+    done: int = 0
+    total: int = 0
+    picture: Any = None
+
+
+class Job:
+    """A handle on one submitted request. Thread-safe; made by the dispatcher only."""
+
+    def __init__(self, request: GenerationRequest, user: str, session: str, preview_every_s: float,
+                 dispatcher: "Dispatcher") -> None:
+        self.request, self.user, self.session = request, user, session
+        self.preview_every_s = preview_every_s     # 0: no previews
+        self.state = "queued"                      # -> running -> done | failed | stopped
+        self._dispatcher = dispatcher
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._updates: queue.Queue[Update] = queue.Queue()
+        self._last_preview = 0.0
+        self._result: GenerationResult | None = None
+        self._error: BaseException | None = None
+
+    # -- for callers -----------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def stop(self) -> None:
+        """Stop at the next denoising step (images already finished are kept), or never start."""
+        self._stop.set()
+        self._dispatcher._cancel_if_queued(self)
+
+    def updates(self) -> Iterator[Update]:
+        """Updates until the job ends (the last one is `done`); blocks between them."""
+        while True:
+            update = self._updates.get()
+            yield update
+            if update.kind == "done":
+                return
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """The saved images; raises what the engine raised (a StudioError says what to fix)."""
+        if not self._finished.wait(timeout):
+            raise TimeoutError("the job has not finished")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    # -- for the worker ----------------------------------------------------------------------------
+    def _put(self, update: Update) -> None:
+        self._updates.put(update)
+
+    def _on_step(self, done: int, total: int) -> None:
+        self._put(Update("progress", done=done, total=total))
+
+    def _on_preview(self, make: Callable[[], Any]) -> None:
+        """At most one picture per preview_every_s, made only when the last one was taken."""
+        if not self.preview_every_s or time.monotonic() - self._last_preview < self.preview_every_s:
+            return
+        if any(u.kind == "preview" for u in list(self._updates.queue)):
+            return
+        self._last_preview = time.monotonic()
+        try:
+            self._put(Update("preview", picture=make()))
+        except Exception:  # noqa: BLE001 - a preview that cannot be made is skipped
+            log.debug("no preview", exc_info=True)
+
+    def _finish(self, state: str, result: GenerationResult | None = None,
+                error: BaseException | None = None) -> None:
+        self.state, self._result, self._error = state, result, error
+        self._finished.set()
+        self._put(Update("done"))
+
+
+class Dispatcher:
+    """One GPU queue, fair between users, with a bound on waiting jobs and per-user rate limits."""
+
+    def __init__(self, backend: Backend, *, max_queued: int = 16, jobs_per_minute: int = 0) -> None:
+        self._backend = backend
+        self.max_queued = max_queued                # 0: no bound
+        self.rate = RateLimiter(jobs_per_minute)
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, Job]] = []   # (start tag, arrival, job)
+        self._arrival = itertools.count()
+        self._finish_tag: dict[str, float] = {}     # each user's last finish tag
+        self._virtual = 0.0                         # the start tag of the job in service
+        self._running: Job | None = None
+        self._worker: threading.Thread | None = None
+
+    # -- callers -----------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
+               preview_every_s: float = 0.0) -> Job:
+        """Queue a request; QueueFull when max_queued jobs wait, InvalidRequest when `user` is over
+        their jobs per minute (neither counts as a job)."""
+        with self._lock:
+            if self.max_queued and self.waiting() >= self.max_queued:
+                raise QueueFull(f"Queue is full: {self.waiting()} generations are waiting; try again "
+                                "in a moment.")
+            self.rate.admit(user)
+            job = Job(request, user, session or user, preview_every_s, self)
+            start = max(self._virtual, self._finish_tag.get(user, 0.0))
+            self._finish_tag[user] = start + 1
+            heapq.heappush(self._heap, (start, next(self._arrival), job))
+            self._tell_positions()
+            self._ensure_worker()
+            self._lock.notify_all()
+        return job
+
+    def stop(self, session: str) -> bool:
+        """Stop every job of this browser session (running or queued); False when it has none."""
+        with self._lock:
+            jobs = [j for *_, j in self._heap if j.session == session]
+            if self._running is not None and self._running.session == session:
+                jobs.append(self._running)
+        for job in jobs:
+            job.stop()
+        return bool(jobs)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(1 for *_, j in self._heap if j.state == "queued")
+
+    def order(self) -> list[Job]:
+        """Waiting jobs in the order they will start."""
+        with self._lock:
+            return [j for *_, j in sorted(self._heap, key=lambda e: e[:2]) if j.state == "queued"]
+
+    # -- the queue ---------------------------------------------------------------------------------
+    def _cancel_if_queued(self, job: Job) -> None:
+        with self._lock:
+            if job.state != "queued":
+                return
+            self._heap = [e for e in self._heap if e[2] is not job]
+            heapq.heapify(self._heap)
+        job._finish("stopped", result=GenerationResult(request=job.request, images=[], seed=job.request.seed,
+                                                       stopped=True, notes=["Stopped before it started."]))
+        self._tell_positions()
+
+    def _tell_positions(self) -> None:
+        """Each waiting job hears how many start before it (the running one included)."""
+        with self._lock:
+            running = self._running is not None
+            for i, job in enumerate(self.order()):
+                job._put(Update("queued", ahead=i + running))
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="gpu-queue", daemon=True)
+            self._worker.start()
+
+    def _next(self) -> Job:
+        with self._lock:
+            while not self._heap:
+                self._lock.wait()
+            start, _, job = heapq.heappop(self._heap)
+            self._virtual, self._running, job.state = start, job, "running"
+        return job
+
+    def _work(self) -> None:
+        while True:
+            job = self._next()
+            self._tell_positions()
+            job._put(Update("started"))
+            self._run(job)
+            with self._lock:
+                self._running = None
+
+    def _run(self, job: Job) -> None:
+        try:
+            result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
+                                   on_preview=job._on_preview if job.preview_every_s else None)
+        except GenerationStopped as exc:
+            job._finish("stopped", error=exc)
+        except StudioError as exc:
+            job._finish("failed", error=exc)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller; the worker goes on
+            log.exception("Generation failed")
+            job._finish("failed", error=exc)
+        else:
+            job._finish("stopped" if result.stopped else "done", result=result)
