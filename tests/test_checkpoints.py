@@ -135,6 +135,66 @@ def test_bad_files_get_a_clear_message(tmp_path, content, message):
         describe(str(path))
 
 
+def _rewrite(path, out, rename):
+    """A copy of the single file `path` at `out` with its tensors renamed (or dropped: None)."""
+    from safetensors.torch import load_file
+    sd = {rename(k): v for k, v in load_file(str(path)).items()}
+    save_file({k: v for k, v in sd.items() if k is not None}, str(out))
+    return out
+
+
+def test_sd1_file_with_the_old_clip_layout_loads_and_generates(files, tmp_path, monkeypatch):
+    """CLIP keys without `text_model.` (cond_stage_model.transformer.encoder...), as older tools
+    wrote them and AUTOMATIC1111 renames on load."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    path, original = files["sd1", False]
+    clip = "cond_stage_model.transformer."
+    old = _rewrite(path, tmp_path / "old-clip.safetensors",
+                   lambda k: k.replace(clip + "text_model.", clip, 1))
+    from safetensors.torch import load_file
+    tensors = load_file(str(old))
+    assert any(k.startswith(clip + "encoder.layers.") for k in tensors)
+    assert not any(k.startswith(clip + "text_model.") for k in tensors)
+
+    ck = inspect(old)                                                            # (a) the family
+    assert (ck.family, ck.inpainting, ck.family_name) == ("sd1", False, "SD 1.x")
+    assert ck.configs["text_encoder"] == inspect(path).configs["text_encoder"]
+    assert "old layout" in describe(str(old)).notice
+
+    ckpt = tmp_path / "old-clip.ckpt"             # the same file pickled, as such files often are
+    torch.save({"state_dict": tensors}, ckpt)
+    want = {k[len(clip):]: v for k, v in tensors.items() if k.startswith(clip)}
+    for file, pickled in ((old, False), (ckpt, True)):                           # (b) exact weights
+        loaded = load_pipeline(inspect(file, allow_pickle=pickled), torch.float32, allow_pickle=pickled)
+        got = {k.removeprefix("text_model."): v for k, v in loaded.text_encoder.state_dict().items()
+               if "position_ids" not in k}
+        assert set(got) == set(want), file.name
+        different = [k for k in want if got[k].dtype != want[k].dtype or not torch.equal(got[k], want[k])]
+        assert not different, (file.name, different[:3])
+        for part in ("unet", "vae"):
+            a, b = getattr(original, part).state_dict(), getattr(loaded, part).state_dict()
+            assert all(torch.equal(a[k], b[k]) for k in a), (file.name, part)
+
+    images = []                                                                  # (c) generation
+    for source in (old, path):    # the same weights in either layout paint the same picture
+        studio = Studio.from_settings(Settings(model=str(source), outputs=tmp_path / source.stem))
+        info = studio.model_info()
+        assert (info.kind, info.family) == ("file", "SD 1.x")
+        result = studio.run(make_request(prompt="a red circle", seed=3, steps=2, width=64, height=64)).images[0]
+        assert result.path.is_file() and result.image.size == (64, 64)
+        images.append(np.asarray(result.image))
+    assert np.array_equal(images[0], images[1])
+
+
+def test_a_unet_without_any_text_encoder_is_refused(files, tmp_path):
+    path, _ = files["sd1", False]
+    bare = _rewrite(path, tmp_path / "no-text.safetensors",
+                    lambda k: None if k.startswith("cond_stage_model.") else k)
+    with pytest.raises(ModelLoadError, match="no text encoder the studio recognises"):
+        describe(str(bare))
+
+
 def test_config_folder_has_no_weights_and_names_the_pipeline(files, tmp_path):
     from studio.models.checkpoints import write_config_folder
     folder = write_config_folder(inspect(files["sdxl", False][0]), tmp_path / "cfg")

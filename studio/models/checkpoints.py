@@ -37,6 +37,14 @@ OPENCLIP_XL = "conditioner.embedders.1.model."
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
+# Older tools wrote SD 1.x's CLIP without the `text_model.` level; AUTOMATIC1111 renames those keys
+# on load (its checkpoint_dict_replacements), and so does the studio: old prefix -> new prefix.
+LEGACY_CLIP_SD1 = {
+    "cond_stage_model.transformer.embeddings.": CLIP_SD1 + "embeddings.",
+    "cond_stage_model.transformer.encoder.": CLIP_SD1 + "encoder.",
+    "cond_stage_model.transformer.final_layer_norm.": CLIP_SD1 + "final_layer_norm.",
+}
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -48,6 +56,7 @@ class Checkpoint:
     native_size: int
     configs: dict = field(repr=False, hash=False, compare=False)   # folder name -> config dict
     notes: tuple[str, ...] = ()
+    legacy_clip: bool = False       # SD 1.x CLIP keys without `text_model.` (see LEGACY_CLIP_SD1)
 
     @property
     def family_name(self) -> str:
@@ -90,6 +99,33 @@ def read_shapes(path: Path, allow_pickle: bool = False) -> dict[str, tuple[int, 
         sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
         return {k: tuple(v.shape) for k, v in sd.items() if hasattr(v, "shape")}
     raise ModelLoadError(f"{path.name}: not a checkpoint file (.safetensors, or .ckpt with --allow-pickle).")
+
+
+def rename_legacy_clip(tensors: dict) -> dict:
+    """`tensors` (name -> tensor or shape) with SD 1.x CLIP keys in the old layout (no
+    `text_model.` level) renamed by LEGACY_CLIP_SD1; the very same dict when none is."""
+    def new_name(key: str) -> str:
+        for old, new in LEGACY_CLIP_SD1.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+    if not any(key.startswith(tuple(LEGACY_CLIP_SD1)) for key in tensors):
+        return tensors
+    return {new_name(key): value for key, value in tensors.items()}
+
+
+def _read_tensors(path: Path, prefix: str, allow_pickle: bool) -> dict:
+    """The file's tensors whose names start with `prefix` (read as read_shapes reads the file)."""
+    if path.suffix.lower() in SAFE_SUFFIXES:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    if not allow_pickle:
+        raise ModelLoadError(f"{path.name} is a pickled checkpoint: start with --allow-pickle to load it.")
+    import torch
+    sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    sd = sd.get("state_dict", sd)
+    return {k: v for k, v in sd.items() if k.startswith(prefix) and hasattr(v, "shape")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +249,11 @@ def _sidecar_prediction(path: Path) -> str | None:
 def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None = None) -> Checkpoint:
     """Read a single file's family and every config it needs. Raises ModelLoadError."""
     path = Path(path)
-    s = read_shapes(path, allow_pickle)
-    notes: list[str] = []
+    raw = read_shapes(path, allow_pickle)
+    s = rename_legacy_clip(raw)
+    legacy_clip = s is not raw
+    notes: list[str] = (["SD 1.x text encoder in the old layout (no text_model.): its keys are "
+                         "renamed on load, as AUTOMATIC1111 does"] if legacy_clip else [])
     if any(k.startswith(OPENCLIP_XL) for k in s) or UNET + "label_emb.0.0.weight" in s:
         family = "sdxl"
     elif any(k.startswith(OPENCLIP_SD2) for k in s):
@@ -263,7 +302,7 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
         **({"skip_prk_steps": True} if family != "sdxl" else {}),
     }
     return Checkpoint(path=path, family=family, inpainting=inpainting, prediction_type=pred,
-                      native_size=size, configs=configs, notes=tuple(notes))
+                      native_size=size, configs=configs, notes=tuple(notes), legacy_clip=legacy_clip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,9 +363,27 @@ def load_pipeline(ck: Checkpoint, dtype, allow_pickle: bool = False):
         if ck.family != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
+            if ck.legacy_clip:   # diffusers reads only the new layout: give it the encoder built
+                kwargs["text_encoder"] = _legacy_text_encoder(ck, folder, dtype, allow_pickle)
             return cls.from_single_file(str(ck.path), **kwargs)
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - any loader failure becomes a clear message
             raise ModelLoadError(f"Could not load {ck.path.name} as {ck.family_name}: "
                                  f"{type(exc).__name__}: {exc}") from exc
+
+
+def _legacy_text_encoder(ck: Checkpoint, folder: Path, dtype, allow_pickle: bool):
+    """The SD 1.x text encoder of a file in the old CLIP layout: its tensors, renamed by
+    rename_legacy_clip, through the converter diffusers uses for the new layout."""
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from transformers import CLIPTextModel
+
+    tensors = rename_legacy_clip(_read_tensors(ck.path, "cond_stage_model.transformer.", allow_pickle))
+    model = create_diffusers_clip_model_from_ldm(CLIPTextModel, tensors, config=str(folder),
+                                                 subfolder="text_encoder", torch_dtype=dtype,
+                                                 local_files_only=True)
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise ModelLoadError(f"{ck.path.name}: the text encoder lacks {len(missing)} tensors ({missing[0]}, ...)")
+    return model
