@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio.train.train import CONFIGS, TOKENIZER_SOURCE, train
+from studio.train.config import CONFIGS
+from studio.train.train import TOKENIZER_SOURCE, train
 
 
 def test_clip_tokenizer_files_are_clips_real_vocabulary():
@@ -214,7 +215,7 @@ def test_captions_and_the_exported_tokenizer_stop_at_text_tokens(tmp_path):
     from diffusers import StableDiffusionPipeline
 
     from studio.train.model import load_tokenizer
-    from studio.train.train import _tokens
+    from studio.train.data import _tokens
     ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), ["a red circle", "a red circle " * 40], 32)
     assert ids.shape == (2, 32) and empty.shape == (32,) and ids[1, -1] == 49407
     cfg = replace(CONFIGS["smoke"], text_tokens=32, layout_schedule="constant")

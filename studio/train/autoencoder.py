@@ -6,16 +6,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .common import _bar, _interrupt_hook, _load, _lr_at, _save, autocast, log_resume
+from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 
 def stage_vae(cfg: TrainConfig, work: Path, vae, images: np.ndarray, device: str) -> float:

@@ -10,12 +10,11 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .config import TrainConfig
+
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: one file per stage, written atomically

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,9 +38,8 @@ import torch.nn.functional as F
 
 from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, check_start, log_resume,
                      weights_fingerprint)
+from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 
 def inpaint_unet_from(unet):

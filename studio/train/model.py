@@ -4,14 +4,12 @@ training noise schedule, and CLIP's tokenizer. Shared by training and export."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from studio.config import ROOT
+from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 TOKENIZER_SOURCE = ROOT / "assets" / "clip-tokenizer"
 

@@ -16,7 +16,8 @@ import torch
 
 from .autoencoder import stage_decoder, stage_latents
 from .common import RESUMED, bf16_native, machine_name
-from .train import CONFIGS, _tokens, stage_data
+from .config import CONFIGS
+from .data import _tokens, stage_data
 
 
 def _begin(source: Path, flag: str, device: str | None, threads: int | None, config: str):

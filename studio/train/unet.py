@@ -7,7 +7,6 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,9 +14,8 @@ import torch.nn.functional as F
 from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, _stage_time, check_start,
                      log_resume, weights_fingerprint)
 from .model import loss_weight, noise_scheduler, timesteps
+from .config import TrainConfig
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 
 @dataclass(frozen=True)
