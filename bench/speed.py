@@ -11,10 +11,11 @@ real one, the pictures are noise. Each (case, path) runs in a fresh process, so 
 after start" includes imports, loading and compilation and the peak memory is its own.
 
 Paths: `plain` = diffusers as a user writes it (fp16 on CUDA, fp32 on CPU, default attention,
-DPM++ 2M Karras, CFG on); `studio` = Studio.run with the studio's defaults for the device (the
-fast path is on with CUDA, studio/fast.py), twice on CUDA: with an empty compile cache and again
-with it filled; `studio, no compile`; `studio + feature cache 3` (DeepCache, off by default; its
-quality cost is the PSNR against the plain path's picture of the same seed).
+DPM++ 2M Karras, CFG on); `studio` = the request submitted to the dispatcher as every tab does
+(its queue and worker thread, the PNG saved with its metadata), with the studio's defaults for the
+device (the fast path is on with CUDA, studio/models/fast.py), twice on CUDA: with an empty compile
+cache and again with it filled; `studio, no compile`; `studio + feature cache 3` (DeepCache, off
+by default; its quality cost is the PSNR against the plain path's picture of the same seed).
 
 Printed per path: denoising steps/s (batch 1, CFG), seconds per image end to end (text encoding,
 every step, VAE decode; the studio's also saves the PNG with its metadata), time to the first
@@ -174,10 +175,13 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
             fields.update(mask=mask, mask_blur=0)
         request = make_request(mode=mode, **fields)
 
-        def run():
-            result = studio.run(request, on_step=lambda done, total: stamp(done - 1, total))
+        def run():     # the path every tab takes: the dispatcher's queue and worker thread
+            job = studio.submit(request, user="bench")
+            for update in job.updates():
+                if update.kind == "progress":
+                    stamp(update.done - 1, update.total)
             _sync(device)
-            return result.images[0].image
+            return job.result().images[0].image
 
     t0 = float(os.environ.get("BENCH_T0", time.time()))
     first = run()
