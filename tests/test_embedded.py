@@ -97,3 +97,25 @@ def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
 def test_any_text_is_a_valid_prompt(embedded, prompt):
     result = embedded.run(make_request(prompt=prompt[:10_000], seed=0, steps=4))
     assert result.images[0].image.size == (64, 64)
+
+
+def test_words_it_never_saw_get_a_note_and_known_ones_none(embedded):
+    """"a photo of a cat" used to return a random shape without a word; now the result says which
+    words the model does not know, and the page says what it knows next to the prompt."""
+    from studio.ui.widgets import prompt_hint
+    cat = embedded.run(make_request(prompt="a photo of a cat", seed=0, steps=2))
+    (note,) = [n for n in cat.notes if "unknown" in n]
+    assert "knows shapes, colours, sizes, positions and backgrounds; unknown: photo, cat" in note
+    assert "--model" in note
+    known = embedded.run(make_request(prompt="a (large:1.1) red circle BREAK in the top left corner, "
+                                             "on a blue background", seed=0, steps=2))
+    assert not [n for n in known.notes if "unknown" in n]
+    assert "knows only shapes, colours" in prompt_hint(embedded)
+
+
+def test_the_shipped_vocabulary_is_the_worlds():
+    """vocabulary.txt is written by the export from the world's captions; it must not drift."""
+    from studio.prompts.vocabulary import read_vocabulary
+    from studio.train.world import VOCABULARY_KNOWS, vocabulary
+    words, knows = read_vocabulary(EMBEDDED_MODEL)
+    assert words == frozenset(vocabulary()) and knows == VOCABULARY_KNOWS

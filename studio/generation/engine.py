@@ -38,6 +38,7 @@ from studio.outputs.metadata import strict_json
 from studio.prompts.conditioning import Conditioner, denoising_steps
 from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
+from studio.prompts.vocabulary import vocabulary_note
 from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
 from studio.serving.safety import ContentFilter
 
@@ -137,6 +138,9 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
     if content_filter is not None:
         for text in dict.fromkeys(img.prompt for img in plan):
             content_filter.check_prompt(text)
+    note = vocabulary_note(info.name, info.knows, info.vocabulary, [img.parsed.positive_text for img in plan])
+    if note:
+        notes.append(note)
     references = request_references(plan, request)
     if references and request.reference_strength == 0:
         notes.append("Reference strength is 0: the reference images are not used.")

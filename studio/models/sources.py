@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import EMBEDDED_MODEL, ROOT
+from studio.prompts.vocabulary import read_vocabulary
 from studio.errors import ModelLoadError
 
 INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
@@ -32,6 +33,8 @@ class ModelInfo:
     in_channels: int      # 4, or 9 for a dedicated inpainting UNet
     notice: str = ""
     examples: tuple[str, ...] = ()   # prompts that work with it (the model's examples.txt)
+    vocabulary: frozenset[str] = frozenset()   # the words it knows (vocabulary.txt), if it says
+    knows: str = ""                  # what those words cover ("shapes, colours, ...")
     location: str = ""               # where to load it from: a folder, a file, or the hub id
     inpaint_unet: str = ""           # a 9-channel UNet that comes with the model (its subfolder)
 
@@ -137,9 +140,10 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
     examples_file = Path(path) / "examples.txt"
     examples = tuple(line.strip() for line in examples_file.read_text(encoding="utf-8").splitlines()
                      if line.strip()) if kind != "hub" and examples_file.is_file() else ()
+    vocabulary, knows = read_vocabulary(path) if kind != "hub" else (frozenset(), "")
     return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
                      native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
-                     notice=notice, examples=examples,
+                     notice=notice, examples=examples, vocabulary=vocabulary, knows=knows,
                      location=source if kind == "hub" else str(Path(path).expanduser()),
                      inpaint_unet=_inpaint_unet(read, path, kind)), None
 

@@ -25,8 +25,13 @@ EXAMPLE_PROMPTS = (
 
 
 def write_examples(folder: Path) -> None:
-    """Prompts the studio shows as examples for this model (one a line)."""
+    """Prompts the studio shows as examples for this model (one a line), and the words it knows
+    (vocabulary.txt: a `# knows:` line, then one word a line), so the studio can say which words of
+    a prompt it has never seen (studio/prompts/vocabulary.py)."""
+    from .world import VOCABULARY_KNOWS, vocabulary
     (folder / "examples.txt").write_text("\n".join(EXAMPLE_PROMPTS) + "\n", encoding="utf-8")
+    (folder / "vocabulary.txt").write_text(f"# knows: {VOCABULARY_KNOWS}\n" + "\n".join(vocabulary()) + "\n",
+                                           encoding="utf-8")
 
 
 def export(out: Path, vae, unet, text, tokenizer_dir: Path, scale: float, record: dict,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,7 +25,7 @@ __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SIZE_RADIUS", "POSITIONS", "HELDOUT_PAIRS",
     "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render",
     "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts",
-    "make_dataset", "contact_sheet",
+    "make_dataset", "contact_sheet", "vocabulary", "VOCABULARY_KNOWS",
 ]
 
 # Saturated, far-apart colours (every pair is >= ~99 apart in RGB), so that a nearest-colour
@@ -360,6 +361,19 @@ def make_dataset(n: int, seed: int, size: int = 64,
         captions.append(caption(scene, rng))
         scenes.append(scene)
     return images, captions, scenes
+
+
+VOCABULARY_KNOWS = "shapes, colours, sizes, positions and backgrounds"
+
+
+def vocabulary(n: int = 20_000, seed: int = 0) -> list[str]:
+    """Every word the training captions use (lower case), read from `n` drawn captions: what the
+    embedded model knows. 20,000 draws reach every word of every caption template many times."""
+    rng = random.Random(seed)
+    words: set[str] = set()
+    for _ in range(n):
+        words.update(re.findall(r"[a-z]+", caption(sample_scene(rng), rng).lower()))
+    return sorted(words)
 
 
 def contact_sheet(path: str | Path, n: int = 64, seed: int = 0, size: int = 64,

@@ -7,7 +7,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.serving.studio import Studio
 from studio.ui import history, img2img, inpaint, model_bar, txt2img
-from studio.ui.widgets import ResultsPanel
+from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
 
@@ -19,7 +19,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         native = 512
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}")
-        model_bar.build(studio)
+        switched = model_bar.build(studio)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
                 t2i = txt2img.build(studio, native)
@@ -32,6 +32,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
         history_tab.select(show_history, None, history_gallery, api_visibility="private", queue=False)
         for panel in (t2i, i2i, inp):
             _wire_send(panel, tabs, i2i_image, editor)
+        # what the model knows, next to each tab's prompt, follows a model switch
+        hints = [b for b in demo.blocks.values() if str(getattr(b, "elem_id", "")).endswith("-prompt-hint")]
+        switched.then(lambda: [prompt_hint(studio)] * len(hints), None, hints, api_visibility="private",
+                      queue=False)
     return demo
 
 

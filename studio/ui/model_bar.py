@@ -14,7 +14,8 @@ from studio.serving.studio import Studio
 from studio.ui.widgets import model_banner
 
 
-def build(studio: Studio) -> gr.Markdown:
+def build(studio: Studio):
+    """The picker row and the banner; returns the model-switch event (to chain updates to)."""
     with gr.Row(equal_height=True):
         picker = gr.Dropdown(studio.model_choices(), value=studio.current_choice(), label="Model",
                              allow_custom_value=True, scale=4, elem_id="model-picker",
@@ -52,10 +53,10 @@ def build(studio: Studio) -> gr.Markdown:
         return gr.Dropdown(choices=list_models(True), value=studio.current_choice())
 
     # one at a time; a switch waits for the running generation (the model lock) and frees its memory after
-    picker.input(select_model, [picker], [banner], api_name="select_model",
+    switched = picker.input(select_model, [picker], [banner], api_name="select_model",
                  concurrency_id="gpu", concurrency_limit=1)
     memory.input(set_memory, [memory], [banner], api_name="set_memory",
                  concurrency_id="gpu", concurrency_limit=1)
     refresh.click(on_refresh, None, [picker], api_visibility="private", queue=False)
     gr.api(list_models, api_name="list_models")
-    return banner
+    return switched

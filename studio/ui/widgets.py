@@ -73,6 +73,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     lim = studio.limits
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}-prompt",
                         placeholder="a red circle on a blue background")
+    gr.Markdown(prompt_hint(studio), elem_id=f"{tab}-prompt-hint")
     negative = gr.Textbox("", label="Negative prompt", lines=2, elem_id=f"{tab}-negative-prompt")
     with gr.Row():
         neg_presets = gr.Dropdown(presets.negative_names(), value=[], multiselect=True,
@@ -290,7 +291,9 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     for note in result.notes:
         gr.Warning(note)
     gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]
-    info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
+    # the notes (unknown words, a stop, a size rounded) reach API clients too, after the parameters
+    notes = "\n".join(f"Note: {n}" for n in result.notes)
+    info = "\n\n".join([g.parameters for g in result.images] + ([notes] if notes else []))
     params = [g.data for g in result.images]
     yield gallery, info, params, result.seed, [str(g.path) for g in result.images]
 
@@ -304,6 +307,20 @@ def model_examples(studio: Studio) -> tuple[str, ...]:
         return studio.model_info().examples
     except StudioError:
         return ()
+
+
+def prompt_hint(studio: Studio) -> str:
+    """What the loaded model understands, shown under the prompt when its folder says
+    (vocabulary.txt: the embedded model); empty for a real model."""
+    try:
+        info = studio.model_info()
+    except StudioError:
+        return ""
+    if not info.vocabulary:
+        return ""
+    return (f"<small>ℹ️ The {info.name} model knows only {info.knows} (for example: "
+            f"{info.examples[0] if info.examples else 'a red circle on a blue background'}); other words "
+            "are reported as unknown. Load a real model for anything else.</small>")
 
 
 def model_banner(studio: Studio) -> str:
