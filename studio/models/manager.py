@@ -329,7 +329,7 @@ class ModelManager:
 
     # -- live previews ---------------------------------------------------------------------------
     def preview(self, latents):
-        """A cheap RGB picture of the first image in `latents` (studio/preview.py); the linear map
+        """A cheap RGB picture of the first image in `latents` (studio/generation/preview.py); the linear map
         is fitted once per VAE, so a swapped-in VAE file gets its own."""
         import weakref
 

@@ -1,6 +1,6 @@
 """Prompt text -> the embeddings a pipeline receives, as AUTOMATIC1111 computes them.
 
-- Each (text, weight) fragment from studio/prompts.py is tokenized on its own; tokens fill
+- Each (text, weight) fragment from studio/prompts/syntax.py is tokenized on its own; tokens fill
   chunks of 75 (a BREAK closes a chunk; a chunk that would split a phrase goes back to the last
   comma within 20 tokens), and each chunk is encoded as [BOS] + 75 + [EOS] = 77 tokens. A
   tokenizer with a shorter `model_max_length` (the embedded model's 32) gets chunks of that
@@ -94,7 +94,7 @@ class _Encoder:
                  state: tuple = ()):
         self.pipe, self.tok, self.te = pipe, tokenizer, text_encoder
         self.layer, self.clip_skip = layer, clip_skip
-        self.cache, self.state = cache, state    # EmbeddingCache (studio/fast.py) and its key prefix
+        self.cache, self.state = cache, state    # EmbeddingCache (studio/models/fast.py) and its key prefix
         self.comma = _comma_id(tokenizer)
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.size = chunk_size(tokenizer)

@@ -1,5 +1,5 @@
 """The prompt language: AUTOMATIC1111's syntax (the de-facto standard) plus the seed's inline
-negatives. Pure text processing; studio/conditioning.py turns the result into embeddings.
+negatives. Pure text processing; studio/prompts/conditioning.py turns the result into embeddings.
 
 Order of processing, for each prompt of a request:
 1. `<lora:name:weight>` tags are taken out (that LoRA for this generation only)

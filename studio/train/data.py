@@ -30,7 +30,7 @@ def _tokens(tokenizer, captions: list[str], length: int) -> tuple[torch.Tensor, 
     text step (batch 64, 2 threads, Zen 4) from 0.79 s to 0.66 s in a bench and from ~0.87 s to
     ~0.77 s in training: the text encoder and every cross-attention run on fewer positions. The
     exported tokenizer keeps that length, so the pipeline (and the studio's prompt chunks,
-    studio/conditioning.py) pad prompts the same way."""
+    studio/prompts/conditioning.py) pad prompts the same way."""
     ids = tokenizer(captions, padding="max_length", max_length=length, truncation=True,
                     return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=length, return_tensors="pt").input_ids[0]
