@@ -54,7 +54,12 @@ def test_format_numbers() -> None:
 def test_format_quotes_values_with_separators() -> None:
     fields = {"Model": "my, model", "Lora": "x:1", "Note": 'say "hi"', "Plain": "ok"}
     line = format_parameters("p", "", fields).splitlines()[-1]
-    assert line == 'Model: "my, model", Lora: "x:1", Note: "say \\"hi\\"", Plain: ok'
+    assert line == 'Model: "my, model", Lora: "x:1", Note: say "hi", Plain: ok'
+    # as A1111 writes them: a JSON list bare, a value that starts with a quote quoted; both read back
+    fields = {"Styles array": '["My style"]', "Odd": '"quoted" start', "Steps": 4}
+    text = format_parameters("p", "", fields)
+    assert text.splitlines()[-1] == 'Styles array: ["My style"], Odd: "\\"quoted\\" start", Steps: 4'
+    assert parse_parameters(text)[2] == {k: str(v) for k, v in fields.items()}
 
 
 def test_format_rejects_unreadable_key() -> None:

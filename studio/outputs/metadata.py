@@ -39,8 +39,10 @@ _KEY_RE = re.compile(rf"{_KEY}\Z")
 _ITEM_RE = re.compile(
     rf'\s*({_KEY})\s*:\s*("(?:\\.|[^\\"])*"(?=\s*(?:,|$))|[^,]*)\s*(?:,|$)'
 )
-# Characters that would break the "Key: value, Key: value" line if left bare.
-_NEEDS_QUOTES = re.compile(r'[,:"\n\r]')
+# Characters that would break the "Key: value, Key: value" line if left bare: A1111 quotes a value
+# with `,`, `:` or a newline (processing.py quote); `\r` and a leading `"` (which a reader would
+# take for a quoted value) are quoted too. A `"` inside is left bare, as A1111 leaves it.
+_NEEDS_QUOTES = re.compile(r'[,:\n\r]|^"')
 
 
 def _format_value(value: object) -> str:
