@@ -69,7 +69,7 @@ class ImageRecord:
         return {
             "Steps": r.steps, "Sampler": spec.sampler, "Schedule type": spec.schedule,
             "CFG scale": r.cfg_scale, "Seed": self.seed, "Size": f"{self.size[0]}x{self.size[1]}",
-            "Model hash": self.model.hash, "Model": self.model.name,
+            "Model hash": self.model.hash or None, "Model": self.model.name,
             "VAE hash": vae["sha256"][:10] if vae else None, "VAE": vae["name"] if vae else None,
             "Denoising strength": r.strength if img2img else None,
             "Clip skip": r.clip_skip if r.clip_skip > 1 else None,

@@ -346,17 +346,22 @@ class ModelManager:
             return fitted.preview(latents)
 
     def model_hash(self) -> str:
-        """A1111's `Model hash` of the loaded model (studio/models/hashes.py), computed once per load."""
+        """A1111's `Model hash` of the loaded model (studio/models/hashes.py), computed once per
+        load; "" when it cannot be read."""
         from studio.models.hashes import model_hash
 
         with self.lock:
             if self._hash is None:
                 info = self.info()
-                location = info.location
-                if info.kind == "hub":
-                    from huggingface_hub import snapshot_download
-                    location = snapshot_download(info.location, local_files_only=True)
-                self._hash = model_hash(location)
+                try:
+                    location = info.location
+                    if info.kind == "hub":
+                        from huggingface_hub import snapshot_download
+                        location = snapshot_download(info.location, local_files_only=True)
+                    self._hash = model_hash(location)
+                except Exception:  # noqa: BLE001 - a hash is metadata: never worth a lost picture
+                    log.warning("Could not hash %s; images get no Model hash", info.location, exc_info=True)
+                    self._hash = ""
             return self._hash
 
     # -- freeing ---------------------------------------------------------------------------------
