@@ -56,6 +56,7 @@ class Job:
         self._finished = threading.Event()
         self._updates: queue.Queue[Update] = queue.Queue()
         self._last_preview = 0.0
+        self._preview_waiting = threading.Event()   # a preview is queued and not yet taken
         self._result: GenerationResult | None = None
         self._error: BaseException | None = None
 
@@ -73,6 +74,8 @@ class Job:
         """Updates until the job ends (the last one is `done`); blocks between them."""
         while True:
             update = self._updates.get()
+            if update.kind == "preview":
+                self._preview_waiting.clear()
             yield update
             if update.kind == "done":
                 return
@@ -97,12 +100,14 @@ class Job:
         """At most one picture per preview_every_s, made only when the last one was taken."""
         if not self.preview_every_s or time.monotonic() - self._last_preview < self.preview_every_s:
             return
-        if any(u.kind == "preview" for u in list(self._updates.queue)):
+        if self._preview_waiting.is_set():
             return
         self._last_preview = time.monotonic()
         try:
+            self._preview_waiting.set()
             self._put(Update("preview", picture=make()))
         except Exception:  # noqa: BLE001 - a preview that cannot be made is skipped
+            self._preview_waiting.clear()
             log.debug("no preview", exc_info=True)
 
     def _finish(self, state: str, result: GenerationResult | None = None,
