@@ -53,12 +53,14 @@ def test_txt2img_over_the_api(client, server):
 
 def test_img2img_over_the_api(client, tmp_path):
     src = tmp_path / "in.png"
-    Image.new("RGB", (64, 64), (10, 200, 10)).save(src)
+    Image.new("RGB", (68, 64), (10, 200, 10)).save(src)
     gallery, info, params, seed = client.predict(
         image=handle_file(str(src)), prompt="a circle", strength=0.5, steps=4, seed=3,
         api_name="/img2img")
     _first_png(gallery)
     assert params[0]["mode"] == "img2img" and "Denoising strength: 0.5" in info
+    # the notes reach API clients, after the parameters
+    assert info.endswith("Note: The input is 68x64; generated at 64x64 (a multiple of 8).")
 
 
 def test_inpaint_over_the_api(client, tmp_path):
