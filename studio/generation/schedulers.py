@@ -21,23 +21,28 @@ class SchedulerSpec:
 
 
 KARRAS = {"use_karras_sigmas": True}
+# A1111 1.9+ reads "Schedule type: Automatic" as the sampler's own default, which is Karras for
+# DPM++ 2M, DPM2 and DPM2 a and exponential for DPM++ 2M SDE: those samplers without Karras
+# sigmas are written "Uniform" (evenly spaced timesteps, what they run here), so an image made
+# again in A1111 from its infotext gets the same schedule.
+UNIFORM = "Uniform"
 
 SCHEDULERS: dict[str, SchedulerSpec] = {
     "Euler a": SchedulerSpec("Euler a", "Automatic", "EulerAncestralDiscreteScheduler"),
     "Euler": SchedulerSpec("Euler", "Automatic", "EulerDiscreteScheduler"),
-    "DPM++ 2M": SchedulerSpec("DPM++ 2M", "Automatic", "DPMSolverMultistepScheduler",
+    "DPM++ 2M": SchedulerSpec("DPM++ 2M", UNIFORM, "DPMSolverMultistepScheduler",
                               {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "DPM++ 2M Karras": SchedulerSpec("DPM++ 2M", "Karras", "DPMSolverMultistepScheduler",
                                      {"algorithm_type": "dpmsolver++", "solver_order": 2, **KARRAS}),
-    "DPM++ 2M SDE": SchedulerSpec("DPM++ 2M SDE", "Automatic", "DPMSolverMultistepScheduler",
+    "DPM++ 2M SDE": SchedulerSpec("DPM++ 2M SDE", UNIFORM, "DPMSolverMultistepScheduler",
                                   {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
     "DPM++ 2M SDE Karras": SchedulerSpec("DPM++ 2M SDE", "Karras", "DPMSolverMultistepScheduler",
                                          {"algorithm_type": "sde-dpmsolver++", "solver_order": 2,
                                           **KARRAS}),
     "DPM++ SDE Karras": SchedulerSpec("DPM++ SDE", "Karras", "DPMSolverSDEScheduler", dict(KARRAS),
                                       seeded=True),
-    "DPM2": SchedulerSpec("DPM2", "Automatic", "KDPM2DiscreteScheduler"),
-    "DPM2 a": SchedulerSpec("DPM2 a", "Automatic", "KDPM2AncestralDiscreteScheduler"),
+    "DPM2": SchedulerSpec("DPM2", UNIFORM, "KDPM2DiscreteScheduler"),
+    "DPM2 a": SchedulerSpec("DPM2 a", UNIFORM, "KDPM2AncestralDiscreteScheduler"),
     "DDIM": SchedulerSpec("DDIM", "Automatic", "DDIMScheduler", {"set_alpha_to_one": False}),
     "PNDM": SchedulerSpec("PLMS", "Automatic", "PNDMScheduler", {"skip_prk_steps": True}),
     "UniPC": SchedulerSpec("UniPC", "Automatic", "UniPCMultistepScheduler"),
