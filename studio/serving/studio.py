@@ -110,10 +110,6 @@ class Studio:
         progress, previews, stop() and result()."""
         return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s)
 
-    def generate(self, request: GenerationRequest, *, user: str) -> GenerationResult:
-        """Submit and wait: for callers that compose requests (plots, animation frames)."""
-        return self.submit(request, user=user).result()
-
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
             on_preview=None) -> GenerationResult:
         """The in-process backend: run one request now, on this thread. The dispatcher's worker
