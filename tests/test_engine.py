@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -208,3 +210,22 @@ def test_size_not_a_multiple_of_eight_is_refused(studio):
 def test_non_native_size_generates_that_size(studio):
     result = run(studio, prompt="x", seed=1, steps=2, width=96, height=72)
     assert result.images[0].image.size == (96, 72)
+
+
+def test_the_model_hash_is_read_once_not_per_image(studio, monkeypatch, tmp_path):
+    """A1111's Model hash of a multi-GB checkpoint must not be recomputed for every image: the
+    manager keeps it per load, and each file is read once per (path, size, mtime)."""
+    import studio.models.hashes as hashes
+    first = run(studio, prompt="x", steps=1, seed=1).images[0].data["model"]["hash"]
+    opened = []
+    real_open = open
+    monkeypatch.setattr(hashes, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k), raising=False)
+    for seed in (2, 3):
+        assert run(studio, prompt="x", steps=1, seed=seed).images[0].data["model"]["hash"] == first
+    assert opened == []
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"0123")
+    assert hashes.model_hash(weights) == hashes.model_hash(weights) == hashlib.sha256(b"0123").hexdigest()[:10]
+    assert opened == [weights]                 # read once
+    weights.write_bytes(b"01234")              # a changed file is read again
+    assert hashes.model_hash(weights) == hashlib.sha256(b"01234").hexdigest()[:10]

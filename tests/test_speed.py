@@ -164,6 +164,15 @@ def test_speed_benchmark_prints_its_table(tmp_path):
     assert (tmp_path / "speed.json").exists()
 
 
+def test_overhead_benchmark_compares_the_same_picture_interleaved():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "overhead.py"), "--pairs", "2", "--steps", "2",
+                          "--threads", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "same picture: True" in out.stdout and "studio / plain   median" in out.stdout
+    assert "generation/engine.py:generate" in out.stdout      # where the studio's time goes
+
+
 def test_live_previews_are_cheap_pictures_of_the_final_image(embedded):
     made = []
     req = make_request(prompt="a large red circle on a blue background", seed=5, steps=20,
