@@ -29,12 +29,12 @@ class Settings:
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
     models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
-    queue_size: int = 16                # generations waiting at most (Gradio queue)
+    queue_size: int = 16                # generations waiting at most (the dispatcher's queue)
     content_filter: str = "auto"        # auto (on with --share) | on | off
     memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
-    fast: str = "auto"                  # fast path: auto (CUDA) | on | off (studio/fast.py)
+    fast: str = "auto"                  # fast path: auto (CUDA) | on | off (studio/models/fast.py)
     compile: bool | None = None         # torch.compile the UNet and VAE decoder (None: with CUDA)
     compile_mode: str = "default"
     compile_cache: Path = ROOT / ".cache" / "compile"
@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    help="memory savers: low = attention slicing + VAE slicing/tiling; offload / "
                         "sequential = CPU offload (CUDA); auto = chosen from free GPU memory")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
-    f = p.add_argument_group("speed (studio/fast.py; measure with python bench/speed.py)")
+    f = p.add_argument_group("speed (studio/models/fast.py; measure with python bench/speed.py)")
     f.add_argument("--fast", choices=["auto", "on", "off"], default="auto",
                    help="fast path: channels-last + torch.compile + text-embedding cache; auto = on CUDA")
     f.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

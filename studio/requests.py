@@ -73,7 +73,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()   # (name in models/loras, weight)
     vae: str | None = None                       # name in models/vae; None: the model's own
     clip_skip: int = 1                           # A1111's meaning: 1 = last layer, 2 = penultimate
-    feature_cache: int = 0                       # DeepCache interval (studio/deepcache.py); 0 = off
+    feature_cache: int = 0                       # DeepCache interval (studio/generation/deepcache.py); 0 = off
     variants: str = "random"                     # {a|b} and __wildcards__: random per image, or "all"
     references: tuple = field(default=(), repr=False, compare=False)   # (name, RGB array) for {image} tags
     reference_strength: float = 0.5              # 0 = off

@@ -40,7 +40,7 @@ def _fill(dispatcher: Dispatcher, gate: Gate, jobs: list[tuple[str, str]]):
 
 def test_a_newcomer_waits_for_at_most_one_job_of_a_user_with_ten_queued():
     gate = Gate()
-    d = Dispatcher(gate)
+    d = Dispatcher(gate, max_queued=24)
     handles = _fill(d, gate, [("ann", f"ann {i}") for i in range(10)] + [("bob", "bob 0")])
     assert [j.user for j in d.order()][:1] == ["bob"]      # next in line, ahead of ann's nine
     gate.release.set()
@@ -66,12 +66,47 @@ def test_queue_positions_are_told_while_waiting():
     gate = Gate()
     d = Dispatcher(gate)
     handles = _fill(d, gate, [("ann", "a0"), ("ann", "a1"), ("bob", "b0")])
-    firsts = [next(iter(j.updates())) for j in handles[1:]]
-    assert [u.kind for u in firsts] == ["queued", "queued"]
-    assert [u.ahead for u in firsts] == [1, 1]           # bob's job went ahead of ann's second
+    a1, b0 = (list(_waiting(j)) for j in handles[1:])
+    assert a1 == [1, 2]         # behind the running job, then also behind bob's, who went ahead
+    assert b0 == [1]
     gate.release.set()
     kinds = [u.kind for u in handles[2].updates()]
     assert kinds[-1] == "done" and "started" in kinds and kinds.count("progress") == 3
+
+
+def _waiting(job):
+    """The `queued` updates a job has heard so far (positions), without waiting for more."""
+    while not job._updates.empty():
+        update = job._updates.queue[0]
+        if update.kind != "queued":
+            return
+        yield job._updates.get().ahead
+
+
+def test_a_stopped_backlog_does_not_cost_its_user_their_next_turn():
+    """ann queues six, stops them all, and asks again: her new job waits for at most one of bob's
+    (whose first came earlier), not behind bob's turns for the six she no longer wants."""
+    gate = Gate()
+    d = Dispatcher(gate)
+    handles = _fill(d, gate, [("cy", "cy running")] + [("ann", f"ann {i}") for i in range(6)]
+                    + [("bob", f"bob {i}") for i in range(3)])
+    for job in handles[1:7]:
+        job.stop()
+    again = d.submit(make_request(prompt="ann again"), user="ann")
+    assert [j.request.prompt for j in d.order()] == ["bob 0", "ann again", "bob 1", "bob 2"]
+    gate.release.set()
+    again.result(timeout=10)
+    assert gate.ran[:3] == ["cy running", "bob 0", "ann again"]
+
+
+def test_one_user_may_hold_at_most_half_the_waiting_places():
+    gate = Gate()
+    d = Dispatcher(gate, max_queued=4)
+    _fill(d, gate, [("ann", "a0"), ("ann", "a1"), ("ann", "a2")])     # a0 runs, two wait
+    with pytest.raises(QueueFull, match="You have 2 generations waiting"):
+        d.submit(make_request(prompt="a3"), user="ann")
+    d.submit(make_request(prompt="b0"), user="bob")                  # others still get in
+    gate.release.set()
 
 
 def test_stop_ends_only_that_sessions_jobs_queued_and_running():

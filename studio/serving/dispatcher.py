@@ -6,9 +6,10 @@ updates (queue position, progress, previews), `stop()`, and `result()`.
 
 This in-process backend owns the one GPU queue and runs one job at a time on a worker thread.
 The queue is fair between users (a login name, else a browser session): start-time fair queueing
-(Goyal, Vin & Cheng, SIGCOMM 1996) with every job costing one unit, so a user who queued ten jobs
-gets every other turn once someone else submits one — a newcomer waits for at most the job that
-is running and one more of anyone's, never behind a whole backlog.
+(Goyal, Vin & Cheng, SIGCOMM 1996) with every job costing one unit, so users take turns: a
+newcomer waits for the running job and at most one job of each other user, never behind a
+backlog (with one other user who queued ten: after at most one of theirs). One user may hold at
+most half the waiting places, so no one can fill the queue for everyone else.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class Dispatcher:
     def __init__(self, backend: Backend, *, max_queued: int = 16, jobs_per_minute: int = 0) -> None:
         self._backend = backend
         self.max_queued = max_queued                # 0: no bound
+        self.max_per_user = max(1, max_queued // 2) if max_queued else 0
         self.rate = RateLimiter(jobs_per_minute)
         self._lock = threading.Condition()
         self._heap: list[tuple[float, int, Job]] = []   # (start tag, arrival, job)
@@ -135,12 +137,16 @@ class Dispatcher:
     # -- callers -----------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
                preview_every_s: float = 0.0) -> Job:
-        """Queue a request; QueueFull when max_queued jobs wait, InvalidRequest when `user` is over
-        their jobs per minute (neither counts as a job)."""
+        """Queue a request; QueueFull when max_queued jobs wait or `user` holds half of them,
+        InvalidRequest when `user` is over their jobs per minute (none counts as a job)."""
         with self._lock:
             if self.max_queued and self.waiting() >= self.max_queued:
                 raise QueueFull(f"Queue is full: {self.waiting()} generations are waiting; try again "
                                 "in a moment.")
+            mine = sum(1 for *_, j in self._heap if j.user == user)
+            if self.max_per_user and mine >= self.max_per_user:
+                raise QueueFull(f"You have {mine} generations waiting, the most one user may queue "
+                                "here; wait for one of them to start.")
             self.rate.admit(user)
             job = Job(request, user, session or user, preview_every_s, self)
             start = max(self._virtual, self._finish_tag.get(user, 0.0))
@@ -177,9 +183,21 @@ class Dispatcher:
                 return
             self._heap = [e for e in self._heap if e[2] is not job]
             heapq.heapify(self._heap)
+            self._settle_turn(job.user)
         job._finish("stopped", result=GenerationResult(request=job.request, images=[], seed=job.request.seed,
                                                        stopped=True, notes=["Stopped before it started."]))
         self._tell_positions()
+
+    def _settle_turn(self, user: str) -> None:
+        """After a cancel, the user's next job starts where their remaining ones end (a stopped
+        backlog must not push their next job behind everyone else's turns)."""
+        ends = [start + 1 for start, _, j in self._heap if j.user == user]
+        if self._running is not None and self._running.user == user:
+            ends.append(self._virtual + 1)
+        if ends:
+            self._finish_tag[user] = max(ends)
+        else:
+            self._finish_tag.pop(user, None)
 
     def _tell_positions(self) -> None:
         """Each waiting job hears how many start before it (the running one included)."""
@@ -199,6 +217,8 @@ class Dispatcher:
                 self._lock.wait()
             start, _, job = heapq.heappop(self._heap)
             self._virtual, self._running, job.state = start, job, "running"
+            # a finish tag at or below the virtual time changes nothing (max() picks the latter)
+            self._finish_tag = {u: t for u, t in self._finish_tag.items() if t > self._virtual}
         return job
 
     def _work(self) -> None:
@@ -206,20 +226,21 @@ class Dispatcher:
             job = self._next()
             self._tell_positions()
             job._put(Update("started"))
-            self._run(job)
-            with self._lock:
+            outcome = self._run(job)
+            with self._lock:            # no longer running before anyone hears it ended
                 self._running = None
+            job._finish(*outcome)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> tuple:
+        """(state, result, error) of running the job on the backend."""
         try:
             result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
                                    on_preview=job._on_preview if job.preview_every_s else None)
         except GenerationStopped as exc:
-            job._finish("stopped", error=exc)
+            return "stopped", None, exc
         except StudioError as exc:
-            job._finish("failed", error=exc)
+            return "failed", None, exc
         except BaseException as exc:  # noqa: BLE001 - handed to the caller; the worker goes on
             log.exception("Generation failed")
-            job._finish("failed", error=exc)
-        else:
-            job._finish("stopped" if result.stopped else "done", result=result)
+            return "failed", None, exc
+        return ("stopped" if result.stopped else "done"), result, None

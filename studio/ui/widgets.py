@@ -234,9 +234,10 @@ def _selected(evt: gr.SelectData) -> int:
 def dispatched(studio: Studio) -> dict:
     """Event settings of the generation events. Gradio lets them all in at once (the waiting ones,
     the running one and one more, which the dispatcher answers "Queue is full"): the dispatcher,
-    not Gradio's first-in-first-out queue, decides who goes next."""
+    not Gradio's first-in-first-out queue, decides who goes next. Each waiting event holds one of
+    Gradio's worker threads, so an unbounded queue still lets in at most 32."""
     return dict(concurrency_id="generate",
-                concurrency_limit=studio.queue_size + 2 if studio.queue_size else None)
+                concurrency_limit=studio.queue_size + 2 if studio.queue_size else 32)
 
 
 def _who(request: gr.Request | None) -> tuple[str, str]:
