@@ -59,8 +59,9 @@ def test_img2img_over_the_api(client, tmp_path):
         api_name="/img2img")
     _first_png(gallery)
     assert params[0]["mode"] == "img2img" and "Denoising strength: 0.5" in info
-    # the notes reach API clients, after the parameters
-    assert info.endswith("Note: The input is 68x64; generated at 64x64 (a multiple of 8).")
+    # the notes reach API clients in each image's record; the parameters text stays pure infotext
+    assert params[0]["notes"] == ["The input is 68x64; generated at 64x64 (a multiple of 8)."]
+    assert info.splitlines()[-1].startswith("Steps: ")
 
 
 def test_inpaint_over_the_api(client, tmp_path):

@@ -177,3 +177,22 @@ def test_read_unreadable_file(tmp_path: Path) -> None:
         read_metadata(junk)
     with pytest.raises(ValueError, match="missing.png"):
         read_metadata(tmp_path / "missing.png")
+
+
+def test_the_record_names_loras_by_stem_and_embeddings_as_written() -> None:
+    """Lora hashes use the file's stem (A1111's alias); an embedding's name is already what the
+    prompt says, dots included (`bad_v1.3`), and is written whole."""
+    from studio.generation.record import ImageRecord, ModelRecord
+    from studio.requests import make_request
+    record = ImageRecord(
+        request=make_request(prompt="x"), model=ModelRecord("m", "", "folder", "SD 1.x", "0123456789", False),
+        seed=1, batch_number=0, batch_pos=0, size=(64, 64), generated_size=(64, 64), prompt="x", negative="",
+        template="x", variant="x", variant_negative="", moved_negatives=[], lora_tags=[], schedule=[],
+        scheduler_class="S", scheduler_config={"lambda_min_clipped": float("-inf")}, device="cpu",
+        dtype="float32", versions={}, notes=["a note"],
+        addons={"loras": [{"name": "ink.v2.safetensors", "weight": 0.8, "sha256": "aaa"}],
+                "embeddings": [{"name": "bad_v1.3", "sha256": "bbb"}]})
+    fields = record.a1111_fields()
+    assert fields["Lora hashes"] == "ink.v2: aaa" and fields["TI hashes"] == "bad_v1.3: bbb"
+    data = json.loads(json.dumps(record.studio_json(), allow_nan=False))    # strict JSON
+    assert data["scheduler"]["config"]["lambda_min_clipped"] == "-inf" and data["notes"] == ["a note"]

@@ -334,7 +334,7 @@ def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: Planne
         variant_negative=member.negative, moved_negatives=parsed.moved_negatives, lora_tags=parsed.loras,
         schedule=schedule, scheduler_class=scheduler_class, scheduler_config=scheduler_config,
         device=setup.device, dtype=setup.dtype, versions=setup.versions, addons=setup.addons,
-        references=references)
+        references=references, notes=list(prep.notes))
 
 
 def _rgb_array(image: Image.Image):

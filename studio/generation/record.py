@@ -58,6 +58,7 @@ class ImageRecord:
     versions: dict[str, str]
     addons: dict = field(default_factory=dict)          # loras, embeddings, vae, ip_adapter
     references: list[tuple[str, str]] = field(default_factory=list)   # (name, sha256)
+    notes: list[str] = field(default_factory=list)      # what the user was told (unknown words...)
 
     # -- AUTOMATIC1111 -----------------------------------------------------------------------------
     def a1111_fields(self) -> dict[str, Any]:
@@ -83,7 +84,7 @@ class ImageRecord:
             "Feature cache": r.feature_cache or None,
             "Lora weights": ", ".join(f"{_alias(x['name'])}: {x['weight']:g}" for x in loras) or None,
             "Lora hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in loras) or None,
-            "TI hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in embeddings) or None,
+            "TI hashes": ", ".join(f"{_bare(x['name'])}: {x['sha256']}" for x in embeddings) or None,
             "Version": f"studio {__version__}",
         }
 
@@ -107,6 +108,7 @@ class ImageRecord:
             "input_image_sha256": array_sha256(r.image), "mask_sha256": array_sha256(r.mask),
             "references": [{"name": n, "sha256": h} for n, h in self.references],
             "reference_strength": r.reference_strength if self.references else 0.0,
+            "notes": list(self.notes),
             "parsed": {"variant": self.variant, "variant_negative": self.variant_negative,
                        "prompt": self.prompt, "negative_prompt": self.negative,
                        "moved_to_negative": self.moved_negatives,
@@ -116,8 +118,14 @@ class ImageRecord:
 
 
 def _alias(name: str) -> str:
-    """A LoRA or embedding as A1111 names it in hashes: the file's stem, without ':' and ','."""
-    return Path(name).stem.replace(":", "").replace(",", "")
+    """A LoRA as A1111 names it in hashes: the file's stem, without ':' and ','."""
+    return _bare(Path(name).stem)
+
+
+def _bare(name: str) -> str:
+    """A name as it can stand in a "name: hash, name: hash" value: without ':' and ','. Embedding
+    names are already what the prompt says (`verybadimagenegative_v1.3`): no stem is taken."""
+    return name.replace(":", "").replace(",", "")
 
 
 def array_sha256(array: np.ndarray | None) -> str | None:

@@ -292,9 +292,7 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     for note in result.notes:
         gr.Warning(note)
     gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]
-    # the notes (unknown words, a stop, a size rounded) reach API clients too, after the parameters
-    notes = "\n".join(f"Note: {n}" for n in result.notes)
-    info = "\n\n".join([g.parameters for g in result.images] + ([notes] if notes else []))
+    info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
     params = [g.data for g in result.images]
     yield gallery, info, params, result.seed, [str(g.path) for g in result.images]
 
