@@ -52,6 +52,7 @@ class Limits:
 @dataclass(frozen=True, kw_only=True)
 class GenerationRequest:
     mode: Mode = "txt2img"
+    model: str = ""           # by its name in the model list; "": the one loaded when the job runs
     prompt: str = ""
     negative_prompt: str = ""
     negative_presets: tuple[str, ...] = ()
@@ -367,6 +368,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     references = _references(get("references"), limits)
     reference_strength = _number("Reference strength", get("reference_strength"), integer=False)
     _in_range("Reference strength", reference_strength, 0.0, 1.0)
+    model = _word("Model", get("model"), "")
     reference_method = _word("Reference method", get("reference_method"), "reference-only")
     if reference_method not in ("reference-only", "ip-adapter"):
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
@@ -374,7 +376,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     return GenerationRequest(
         image=_array(image), mask=_array(mask),
         references=tuple((name, _array(img)) for name, img in references),
-        loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,
+        model=model, loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,
         reference_strength=reference_strength, reference_method=reference_method,
         mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
         scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,

@@ -167,3 +167,19 @@ def test_real_generations_through_the_studio_are_fair_and_previewed(studio):
     assert len(result.images) == 1 and result.images[0].path.is_file()
     assert "preview" in kinds and kinds[-1] == "done"
     assert all(len(j.result(timeout=60).images) == 1 for j in ann)
+
+
+def test_a_request_runs_on_the_model_it_names_even_after_a_switch(studio):
+    """The tabs name the model the page showed: if someone switches models while a job waits, the
+    job still runs on its own (the old first-in-first-out queue kept this by ordering switches
+    behind queued jobs). A name that is not in the list is refused with a message."""
+    from studio.errors import InvalidRequest
+    from studio.models.library import EMBEDDED
+    here = studio.current_choice()
+    assert here != EMBEDDED
+    studio.select_model(EMBEDDED)                       # another user's switch
+    result = studio.submit(make_request(prompt="x", steps=1, seed=1, model=here), user="ann").result(timeout=60)
+    assert result.images[0].data["model"]["source"] == here and studio.current_choice() == here
+    assert result.images[0].data["request"]["model"] == here
+    with pytest.raises(InvalidRequest, match="Unknown model"):
+        studio.submit(make_request(prompt="x", steps=1, model="no-such-model"), user="ann").result(timeout=60)

@@ -113,8 +113,12 @@ class Studio:
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
             on_preview=None) -> GenerationResult:
         """The in-process backend: run one request now, on this thread. The dispatcher's worker
-        calls it; callers submit instead, so that the queue stays fair."""
+        calls it; callers submit instead, so that the queue stays fair. A request that names a
+        model runs on it (switching first if another user switched since it was queued)."""
         from studio.generation.engine import generate
+
+        if request.model:
+            self.select_model(request.model)
 
         return generate(request, self.manager, self.outputs, self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,

@@ -253,6 +253,8 @@ def _make(studio: Studio, mode: str, raw: dict[str, Any]):
         raw["vae"] = None
     if "loras" in raw:
         raw["loras"] = _rows(raw["loras"])
+    # the model the page shows now: the job runs on it even if someone switches before it starts
+    raw.setdefault("model", studio.current_choice())
     return make_request(mode=mode, limits=studio.limits, known_presets=studio.presets.negative_names(),
                         known_styles=studio.presets.style_names(),
                         known_loras=_library_names(studio, "loras"),
