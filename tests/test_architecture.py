@@ -35,6 +35,10 @@ def _top_level_imports(name: str, path: Path, modules: dict[str, Path]) -> set[s
                 found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in n.names}
             elif isinstance(n, ast.Import):
                 found |= {a.name for a in n.names}
+    # importing studio.a.b runs studio/a/__init__.py first: parent packages count too, except the
+    # importer's own (a package's __init__ importing its modules is the usual pattern)
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+    found |= {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)} - own
     return {m for m in found if m in modules and m != name}
 
 
