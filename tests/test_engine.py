@@ -229,3 +229,20 @@ def test_the_model_hash_is_read_once_not_per_image(studio, monkeypatch, tmp_path
     assert opened == [weights]                 # read once
     weights.write_bytes(b"01234")              # a changed file is read again
     assert hashes.model_hash(weights) == hashlib.sha256(b"01234").hexdigest()[:10]
+
+
+def test_large_files_are_not_hashed_again_after_a_restart(monkeypatch, tmp_path):
+    """Hashes of large files are kept in .cache/hashes.json (as A1111's cache.json), so a restart
+    does not read a multi-GB checkpoint again."""
+    import studio.models.hashes as hashes
+    monkeypatch.setenv("STUDIO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hashes, "DISK_MIN_BYTES", 4)
+    monkeypatch.setattr(hashes, "_CACHE", {})
+    weights = tmp_path / "big.safetensors"
+    weights.write_bytes(b"large enough")
+    first = hashes.model_hash(weights)
+    assert (tmp_path / "cache" / "hashes.json").is_file()
+    monkeypatch.setattr(hashes, "_CACHE", {})            # a new process
+    monkeypatch.setattr(hashes, "_loaded_from", None)
+    monkeypatch.setattr(hashes, "open", lambda *a, **k: pytest.fail("read again"), raising=False)
+    assert hashes.model_hash(weights) == first == hashlib.sha256(b"large enough").hexdigest()[:10]

@@ -1,26 +1,41 @@
 """File hashes as AUTOMATIC1111 writes them: sha256, cut to 10 hex digits for a model or VAE
 ("Model hash", "VAE hash") and 12 for LoRAs and embeddings ("Lora hashes", "TI hashes").
 
-Each file is read once per process: hashes are remembered per (path, size, mtime), so a
-checkpoint of several GB is hashed when first used, not at every image.
+Each file is read once: hashes are remembered per (path, size, mtime), in memory and in
+`.cache/hashes.json` (as A1111 keeps its cache.json), so a checkpoint of several GB is hashed
+when first used, not at every image nor after every restart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
 import threading
 from pathlib import Path
 
+from studio.config import ROOT
+
+log = logging.getLogger(__name__)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
-_CACHE: dict[tuple[str, int, int], str] = {}
+DISK_MIN_BYTES = 16 << 20      # smaller files are quicker to hash than to look up on disk
+_CACHE: dict[str, str] = {}    # "path|size|mtime_ns" -> sha256
 _LOCK = threading.Lock()
+_loaded_from: Path | None = None
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("STUDIO_CACHE", ROOT / ".cache")) / "hashes.json"
 
 
 def sha256_of(path: str | Path) -> str:
     """The full sha256 of a file (hex), read once per (path, size, mtime)."""
     st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
     with _LOCK:
+        _load_disk()
         if key in _CACHE:
             return _CACHE[key]
     h = hashlib.sha256()
@@ -29,7 +44,33 @@ def sha256_of(path: str | Path) -> str:
             h.update(chunk)
     with _LOCK:
         _CACHE[key] = h.hexdigest()
+        if st.st_size >= DISK_MIN_BYTES:
+            _save_disk()
     return _CACHE[key]
+
+
+def _load_disk() -> None:
+    """Read the hashes file once (again if STUDIO_CACHE moved); a damaged one is ignored."""
+    global _loaded_from
+    if _loaded_from == cache_file():
+        return
+    _loaded_from = cache_file()
+    try:
+        saved = json.loads(_loaded_from.read_text(encoding="utf-8"))
+        _CACHE.update({k: v for k, v in saved.items() if isinstance(k, str) and isinstance(v, str)})
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _save_disk() -> None:
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_CACHE, indent=0, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:          # a read-only cache folder costs a re-hash after a restart, nothing more
+        log.debug("could not write %s", path, exc_info=True)
 
 
 def file_hash(path: str | Path) -> str:

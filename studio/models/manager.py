@@ -47,6 +47,20 @@ def choose_dtype(requested: str, device: str):
     return table[requested]
 
 
+def _hash_of(info: ModelInfo) -> str:
+    from studio.models.hashes import model_hash
+
+    try:
+        location = info.location
+        if info.kind == "hub":
+            from huggingface_hub import snapshot_download
+            location = snapshot_download(info.location, local_files_only=True)
+        return model_hash(location)
+    except Exception:  # noqa: BLE001 - a hash is metadata: never worth a lost picture
+        log.warning("Could not hash %s; images get no Model hash", info.location, exc_info=True)
+        return ""
+
+
 class ModelManager:
     """Lazily loads one model and hands out pipelines for each mode, all sharing its weights."""
 
@@ -346,23 +360,17 @@ class ModelManager:
             return fitted.preview(latents)
 
     def model_hash(self) -> str:
-        """A1111's `Model hash` of the loaded model (studio/models/hashes.py), computed once per
-        load; "" when it cannot be read."""
-        from studio.models.hashes import model_hash
-
+        """A1111's `Model hash` of the model (studio/models/hashes.py), computed once per load and
+        outside the lock (Studio.warm_up starts it in the background); "" when it cannot be read."""
         with self.lock:
-            if self._hash is None:
-                info = self.info()
-                try:
-                    location = info.location
-                    if info.kind == "hub":
-                        from huggingface_hub import snapshot_download
-                        location = snapshot_download(info.location, local_files_only=True)
-                    self._hash = model_hash(location)
-                except Exception:  # noqa: BLE001 - a hash is metadata: never worth a lost picture
-                    log.warning("Could not hash %s; images get no Model hash", info.location, exc_info=True)
-                    self._hash = ""
-            return self._hash
+            if self._hash is not None:
+                return self._hash
+            info, source = self.info(), self.source
+        value = _hash_of(info)
+        with self.lock:
+            if self.source == source:        # not switched meanwhile
+                self._hash = value
+        return value
 
     # -- freeing ---------------------------------------------------------------------------------
     def unload(self) -> None:

@@ -130,12 +130,13 @@ class Studio:
         return explain(request, self.manager, self.presets)
 
     def warm_up(self) -> threading.Thread:
-        """Import torch and diffusers in the background so the first click does not wait; when
-        the fast path compiles (CUDA by default), also load the model and run a 2-step picture
-        at its native size so the compilation happens while the page is already usable (a
-        request that comes first waits on the model lock, it does not fail)."""
+        """Import torch and diffusers and hash the model file in the background so the first click
+        does not wait; when the fast path compiles (CUDA by default), also load the model and run a
+        2-step picture at its native size so the compilation happens while the page is already
+        usable (a request that comes first waits on the model lock, it does not fail)."""
         def work():
             from studio.generation import engine  # noqa: F401
+            self.manager.model_hash()       # a large checkpoint's hash, before the first picture
             if not self.manager.will_compile():
                 return
             try:
