@@ -105,6 +105,22 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
                         label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
                         elem_id=f"{tab}-variants")
+    references, reference_strength, reference_method = reference_controls(tab)
+    explain_controls(tab, studio, [prompt, negative, neg_presets, style, steps, clip_skip])
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
+    def stop_this_session(request: gr.Request) -> None:
+        stop_job(studio, request)
+
+    stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
+    return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
+                          seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
+                          reference_strength, reference_method, feature_cache, generate, stop)
+
+
+def reference_controls(tab: str):
+    """Reference images for {image} tags, their strength and method."""
     with gr.Accordion("Reference images: {image} in the prompt", open=False, elem_id=f"{tab}-references-panel"):
         references = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                              label="Reference images ({image} = the first; {image:name} by file name)",
@@ -114,6 +130,11 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         reference_method = gr.Radio(["reference-only", "ip-adapter"], value="reference-only",
                                     label="Method", elem_id=f"{tab}-reference-method",
                                     info="reference-only needs no weights; IP-Adapter needs models/ip-adapter")
+    return references, reference_strength, reference_method
+
+
+def explain_controls(tab: str, studio: Studio, inputs: list) -> None:
+    """🔍 Explain prompt (API `/explain_prompt` from the txt2img tab): how the prompt is read."""
     with gr.Accordion("How the prompt is read", open=False, elem_id=f"{tab}-explain-panel"):
         explain_button = gr.Button("🔍 Explain prompt", elem_id=f"{tab}-explain", size="sm")
         explained = gr.JSON(label="chunks, weights, negatives moved, text per step",
@@ -132,19 +153,8 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
 
-    explain_button.click(explain_prompt, [prompt, negative, neg_presets, style, steps, clip_skip],
-                         explained, concurrency_id="gpu", concurrency_limit=1,
+    explain_button.click(explain_prompt, inputs, explained, concurrency_id="gpu", concurrency_limit=1,
                          **({"api_name": "explain_prompt"} if tab == "txt2img" else {"api_visibility": "private"}))
-    with gr.Row():
-        generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}-generate")
-        stop = gr.Button("Stop", variant="stop", elem_id=f"{tab}-stop")
-    def stop_this_session(request: gr.Request) -> None:
-        stop_job(studio, request)
-
-    stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
-    return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
-                          seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
-                          reference_strength, reference_method, feature_cache, generate, stop)
 
 
 AUTOMATIC_VAE = "Automatic"
