@@ -81,13 +81,13 @@ class GenerationRequest:
     reference_method: str = "reference-only"     # or "ip-adapter" (weights in models/ip-adapter)
 
     def input_image(self) -> Image.Image | None:
-        return None if self.image is None else Image.fromarray(self.image, "RGB")
+        return None if self.image is None else Image.fromarray(self.image)
 
     def input_mask(self) -> Image.Image | None:
-        return None if self.mask is None else Image.fromarray(self.mask, "L")
+        return None if self.mask is None else Image.fromarray(self.mask)
 
     def reference_images(self) -> list[tuple[str, Image.Image]]:
-        return [(name, Image.fromarray(array, "RGB")) for name, array in self.references]
+        return [(name, Image.fromarray(array)) for name, array in self.references]
 
     def with_size(self, width: int, height: int) -> "GenerationRequest":
         return replace(self, width=width, height=height)
