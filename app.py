@@ -4,7 +4,9 @@
                   [--port 7860] [--share] [--auth user:password ...] [--auth-file FILE]
                   [--device auto|cuda|mps|cpu] [--dtype auto|fp16|bf16|fp32]
                   [--memory auto|none|low|offload|sequential] [--allow-pickle]
-                  [--prediction-type epsilon|v_prediction] [--outputs DIR]
+                  [--prediction-type epsilon|v_prediction] [--outputs DIR] [--no-api]
+
+The UI is at /, AUTOMATIC1111's REST API at /sdapi/v1 (documented at /docs), on the same port.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 SHARE_WARNING = """
 ################################################################################
 #  WARNING: --share without --auth. Anyone who has the public link can use     #
-#  this studio and this machine's GPU. Add --auth user:password to protect it.  #
+#  this studio, its REST API (/sdapi/v1) and this machine's GPU.                #
+#  Add --auth user:password to protect both (the API then takes HTTP Basic).    #
 ################################################################################
 """
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     settings = settings_from_args(argv)
 
+    from studio.api.routes import api_routes
     from studio.serving.studio import Studio
     from studio.ui import build_ui
 
@@ -57,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         print(studio.content_filter.status().capitalize())
     demo = build_ui(studio)
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
+    # The REST routes are made part of Gradio's app when it is created: they come before its routes.
+    routes = api_routes(studio, settings.auth) if settings.api else []
+    if routes:
+        print(f"REST API (AUTOMATIC1111's /sdapi/v1) on http://{settings.host}:{settings.port}/sdapi/v1, "
+              f"documented at /docs{'; HTTP Basic with the --auth logins' if settings.auth else ''}")
     studio.warm_up()
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                     auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],
-                    show_error=True, footer_links=["api", "settings"])
+                    show_error=True, footer_links=["api", "settings"], app_kwargs={"routes": routes})
     except KeyboardInterrupt:
         pass
     return 0

@@ -38,6 +38,7 @@ class Settings:
     compile: bool | None = None         # torch.compile the UNet and VAE decoder (None: with CUDA)
     compile_mode: str = "default"
     compile_cache: Path = ROOT / ".cache" / "compile"
+    api: bool = True                    # AUTOMATIC1111's REST API at /sdapi/v1 (studio/api/)
 
 
 def _auth_pair(text: str) -> tuple[str, str]:
@@ -107,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--content-filter", choices=["auto", "on", "off"], default="auto",
                    help="prompt blocklist (presets/blocklist.txt) and, with its weights in "
                         "models/safety-checker, the image safety checker; auto = on with --share")
+    p.add_argument("--no-api", dest="api", action="store_false",
+                   help="do not serve AUTOMATIC1111's REST API at /sdapi/v1 (served by default, with "
+                        "the same logins as the UI)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
     return p
@@ -141,4 +145,4 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
                     content_filter=args.content_filter,
                     limits=_limits(p, args),
                     prediction_type=args.prediction_type, fast=args.fast, compile=args.compile,
-                    compile_mode=args.compile_mode, compile_cache=Path(args.compile_cache))
+                    compile_mode=args.compile_mode, compile_cache=Path(args.compile_cache), api=args.api)

@@ -20,7 +20,7 @@ class Gate:
         self.release = threading.Event()
         self.first_started = threading.Event()
 
-    def __call__(self, request, on_step=None, should_stop=None, on_preview=None) -> GenerationResult:
+    def __call__(self, request, on_step=None, should_stop=None, on_preview=None, should_skip=None) -> GenerationResult:
         self.ran.append(request.prompt)
         self.first_started.set()
         self.release.wait(10)

@@ -22,7 +22,7 @@ from typing import Callable
 from PIL import Image, ImageFilter
 
 from studio import __version__
-from studio.errors import GenerationStopped, InvalidRequest, StudioError
+from studio.errors import BatchSkipped, GenerationStopped, InvalidRequest, StudioError
 from studio.generation.deepcache import feature_cache
 from studio.generation.plan import (PlannedImage, apply_addons, plan_images, request_loras,
                                     request_references)
@@ -55,6 +55,7 @@ class Callbacks:
     on_step: OnStep | None = None
     on_preview: OnPreview | None = None
     should_stop: ShouldStop | None = None
+    should_skip: ShouldStop | None = None     # skip the batch being drawn, go on with the next
 
 
 @dataclass
@@ -262,6 +263,8 @@ def _step_callback(prep: Prepared, cond: Conditioner, batch: int, images: int, m
     def on_step_end(p, i, t, kwargs):
         if callbacks.should_stop is not None and callbacks.should_stop():
             raise GenerationStopped()
+        if callbacks.should_skip is not None and callbacks.should_skip():
+            raise BatchSkipped()
         if manager.inject_oom > 0:     # test hook: an OOM inside the denoising loop
             manager.inject_oom -= 1
             raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
@@ -354,9 +357,9 @@ def composite(generated: Image.Image, original: Image.Image, mask: Image.Image) 
 
 def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
              presets: Presets, *, on_step: OnStep | None = None, on_preview: OnPreview | None = None,
-             should_stop: ShouldStop | None = None, library: ModelLibrary | None = None,
-             content_filter: ContentFilter | None = None) -> GenerationResult:
-    callbacks = Callbacks(on_step, on_preview, should_stop)
+             should_stop: ShouldStop | None = None, should_skip: ShouldStop | None = None,
+             library: ModelLibrary | None = None, content_filter: ContentFilter | None = None) -> GenerationResult:
+    callbacks = Callbacks(on_step, on_preview, should_stop, should_skip)
     prep = prepare(request, manager.info(), presets, library, content_filter)
     images: list[GeneratedImage] = []
     stopped = False
@@ -366,6 +369,9 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
             cond = condition(prep, setup, members, manager)
             try:
                 outs, scheduler = denoise(prep, setup, cond, members, batch, manager, callbacks)
+            except BatchSkipped:
+                prep.notes.append(f"Skipped batch {batch + 1} of {len(prep.batches)}.")
+                continue
             except GenerationStopped:
                 stopped = True
                 prep.notes.append(f"Stopped: {len(images)} of {len(prep.plan)} images finished and were kept.")

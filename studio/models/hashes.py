@@ -78,15 +78,37 @@ def file_hash(path: str | Path) -> str:
     return sha256_of(path)[:12]
 
 
-def model_hash(location: str | Path) -> str:
-    """A1111's `Model hash`: sha256 of the checkpoint file, first 10 hex digits. A diffusers folder
-    has no one file, so its hash is the sha256 of its weight files' relative paths and sha256s,
-    in path order (it changes whenever any of its weights do)."""
+def model_sha256(location: str | Path) -> str:
+    """The full sha256 behind A1111's `Model hash` (and the REST API's `sd_checkpoint_hash`): of the
+    checkpoint file, or for a diffusers folder (no one file) the sha256 of its weight files'
+    relative paths and sha256s, in path order (it changes whenever any of its weights do)."""
     path = Path(location)
     if path.is_file():
-        return sha256_of(path)[:10]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        return sha256_of(path)
     h = hashlib.sha256()
-    for p in files:
+    for p in _weight_files(path):
         h.update(f"{p.relative_to(path).as_posix()} {sha256_of(p)}\n".encode())
-    return h.hexdigest()[:10]
+    return h.hexdigest()
+
+
+def model_hash(location: str | Path) -> str:
+    """A1111's `Model hash`: the first 10 hex digits of model_sha256."""
+    return model_sha256(location)[:10]
+
+
+def known_model_sha256(location: str | Path) -> str | None:
+    """model_sha256 when every file it needs was hashed before (nothing is read); else None.
+    Listings use it, so that listing a folder of multi-GB checkpoints reads none of them."""
+    path = Path(location)
+    files = [path] if path.is_file() else _weight_files(path)
+    with _LOCK:
+        _load_disk()
+        for p in files:
+            st = p.stat()
+            if f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}" not in _CACHE:
+                return None
+    return model_sha256(location)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)

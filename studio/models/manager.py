@@ -47,15 +47,15 @@ def choose_dtype(requested: str, device: str):
     return table[requested]
 
 
-def _hash_of(info: ModelInfo) -> str:
-    from studio.models.hashes import model_hash
+def _sha256_of(info: ModelInfo) -> str:
+    from studio.models.hashes import model_sha256
 
     try:
         location = info.location
         if info.kind == "hub":
             from huggingface_hub import snapshot_download
             location = snapshot_download(info.location, local_files_only=True)
-        return model_hash(location)
+        return model_sha256(location)
     except Exception:  # noqa: BLE001 - a hash is metadata: never worth a lost picture
         log.warning("Could not hash %s; images get no Model hash", info.location, exc_info=True)
         return ""
@@ -95,7 +95,7 @@ class ModelManager:
         self._derived: dict[str, Any] = {}
         self._own_inpaint = None       # the model's own inpainting UNet, once loaded
         self._preview = None           # (weakref to the VAE, its LatentPreview)
-        self._hash: str | None = None  # A1111's Model hash of the loaded weights
+        self._hash: str | None = None  # sha256 of the loaded weights (Model hash: its first 10)
         self.device: str | None = None
         self.dtype = None
 
@@ -360,13 +360,17 @@ class ModelManager:
             return fitted.preview(latents)
 
     def model_hash(self) -> str:
-        """A1111's `Model hash` of the model (studio/models/hashes.py), computed once per load and
-        outside the lock (Studio.warm_up starts it in the background); "" when it cannot be read."""
+        """A1111's `Model hash` of the model: 10 hex digits of model_sha256; "" when unreadable."""
+        return self.model_sha256()[:10]
+
+    def model_sha256(self) -> str:
+        """The model's sha256 (studio/models/hashes.py), computed once per load and outside the
+        lock (Studio.warm_up starts it in the background); "" when it cannot be read."""
         with self.lock:
             if self._hash is not None:
                 return self._hash
             info, source = self.info(), self.source
-        value = _hash_of(info)
+        value = _sha256_of(info)
         with self.lock:
             if self.source == source:        # not switched meanwhile
                 self._hash = value

@@ -54,6 +54,7 @@ class Job:
         self.state = "queued"                      # -> running -> done | failed | stopped
         self._dispatcher = dispatcher
         self._stop = threading.Event()
+        self._skip = threading.Event()
         self._finished = threading.Event()
         self._updates: queue.Queue[Update] = queue.Queue()
         self._last_preview = 0.0
@@ -70,6 +71,11 @@ class Job:
         """Stop at the next denoising step (images already finished are kept), or never start."""
         self._stop.set()
         self._dispatcher._cancel_if_queued(self)
+
+    def skip(self) -> None:
+        """Skip the batch being drawn (A1111's Skip); the job goes on with its next batch."""
+        if self.state == "running":
+            self._skip.set()
 
     def updates(self) -> Iterator[Update]:
         """Updates until the job ends (the last one is `done`); blocks between them."""
@@ -93,6 +99,13 @@ class Job:
     # -- for the worker ----------------------------------------------------------------------------
     def _put(self, update: Update) -> None:
         self._updates.put(update)
+
+    def _take_skip(self) -> bool:
+        """True once per skip() (the engine asks at every step)."""
+        if self._skip.is_set():
+            self._skip.clear()
+            return True
+        return False
 
     def _on_step(self, done: int, total: int) -> None:
         self._put(Update("progress", done=done, total=total))
@@ -159,13 +172,16 @@ class Dispatcher:
 
     def stop(self, session: str) -> bool:
         """Stop every job of this browser session (running or queued); False when it has none."""
-        with self._lock:
-            jobs = [j for *_, j in self._heap if j.session == session]
-            if self._running is not None and self._running.session == session:
-                jobs.append(self._running)
+        jobs = self.jobs_of(session)
         for job in jobs:
             job.stop()
         return bool(jobs)
+
+    def jobs_of(self, session: str) -> list[Job]:
+        """This session's jobs: the running one first, then the waiting ones in start order."""
+        with self._lock:
+            running = [self._running] if self._running is not None and self._running.session == session else []
+            return running + [j for j in self.order() if j.session == session]
 
     def waiting(self) -> int:
         with self._lock:
@@ -235,6 +251,7 @@ class Dispatcher:
         """(state, result, error) of running the job on the backend."""
         try:
             result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
+                                   should_skip=job._take_skip,
                                    on_preview=job._on_preview if job.preview_every_s else None)
         except GenerationStopped as exc:
             return "stopped", None, exc

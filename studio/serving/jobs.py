@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 
-from studio.errors import InvalidRequest
+from studio.errors import TooManyJobs
 
 
 class RateLimiter:
@@ -17,7 +17,7 @@ class RateLimiter:
         self._started: dict[str, deque] = {}
 
     def admit(self, user: str, now: float | None = None) -> None:
-        """Count a job for `user`; InvalidRequest when they are over their jobs per minute."""
+        """Count a job for `user`; TooManyJobs when they are over their jobs per minute."""
         if not self.jobs_per_minute:
             return
         now = time.monotonic() if now is None else now
@@ -27,6 +27,6 @@ class RateLimiter:
                 times.popleft()
             if len(times) >= self.jobs_per_minute:
                 wait = 60 - (now - times[0])
-                raise InvalidRequest(f"This studio allows {self.jobs_per_minute} jobs a minute per user; "
+                raise TooManyJobs(f"This studio allows {self.jobs_per_minute} jobs a minute per user; "
                                      f"try again in {wait:.0f} s.")
             times.append(now)

@@ -18,7 +18,7 @@ from studio.models.manager import ModelManager
 from studio.models.sources import ModelInfo, looks_like_hub_id
 from studio.outputs.folder import OutputFolder
 from studio.prompts.presets import Presets, load_presets
-from studio.requests import GenerationRequest, GenerationResult, Limits
+from studio.requests import GenerationRequest, GenerationResult, Limits, make_request
 from studio.serving.safety import ContentFilter
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,14 @@ class Studio:
         return self.manager.switch(source, allow_download=allow_download)
 
     # -- generating --------------------------------------------------------------------------------
+    def make_request(self, mode: str, **raw) -> GenerationRequest:
+        """Check raw fields once (the boundary every caller uses: tabs, gradio_client, REST)
+        against this studio's limits, presets, styles and models folder."""
+        names = self.library.names() if self.library else {"loras": [], "vae": []}
+        return make_request(mode=mode, limits=self.limits, known_presets=self.presets.negative_names(),
+                            known_styles=self.presets.style_names(), known_loras=names["loras"],
+                            known_vaes=names["vae"], **raw)
+
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
                preview_every_s: float = 0.0) -> Job:
         """Queue a request with the dispatcher (fair between users); the job handle has its
@@ -111,7 +119,7 @@ class Studio:
         return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s)
 
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
-            on_preview=None) -> GenerationResult:
+            on_preview=None, should_skip=None) -> GenerationResult:
         """The in-process backend: run one request now, on this thread. The dispatcher's worker
         calls it; callers submit instead, so that the queue stays fair. A request that names a
         model runs on it (switching first if another user switched since it was queued)."""
@@ -122,7 +130,7 @@ class Studio:
 
         return generate(request, self.manager, self.outputs, self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,
-                        library=self.library,
+                        should_skip=should_skip, library=self.library,
                         content_filter=self.content_filter)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:

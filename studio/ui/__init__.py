@@ -6,7 +6,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
-from studio.ui import history, img2img, inpaint, model_bar, txt2img
+from studio.ui import history, img2img, inpaint, model_bar, pnginfo, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
@@ -22,16 +22,21 @@ def build_ui(studio: Studio) -> gr.Blocks:
         switched = model_bar.build(studio)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
-                t2i = txt2img.build(studio, native)
+                t2i, t2i_fields = txt2img.build(studio, native)
             with gr.Tab("Image to image", id="img2img", elem_id="tab-img2img"):
-                i2i, i2i_image = img2img.build(studio, native)
+                i2i, i2i_image, i2i_fields = img2img.build(studio, native)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
-                inp, editor = inpaint.build(studio, native)
+                inp, editor, inp_fields = inpaint.build(studio, native)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab-pnginfo"):
+                picture, picture_fields, send = pnginfo.build()
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 history_gallery, show_history = history.build(studio)
         history_tab.select(show_history, None, history_gallery, api_visibility="private", queue=False)
         for panel in (t2i, i2i, inp):
             _wire_send(panel, tabs, i2i_image, editor)
+        pnginfo.wire(send, picture_fields, picture, tabs, {
+            "txt2img": (t2i_fields, None, None), "img2img": (i2i_fields, i2i_image, lambda path: path),
+            "inpaint": (inp_fields, editor, _editor_value)})
         # what the model knows, next to each tab's prompt, follows a model switch
         hints = [b for b in demo.blocks.values() if str(getattr(b, "elem_id", "")).endswith("-prompt-hint")]
         switched.then(lambda: [prompt_hint(studio)] * len(hints), None, hints, api_visibility="private",

@@ -8,7 +8,8 @@ from studio.serving.studio import Studio
 from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
-def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
+    """The tab; returns its results panel, input image and request field -> control map."""
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(label="Input image", type="pil", image_mode=None, format="png",
@@ -38,4 +39,4 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image]:
                                c.scheduler, c.steps, c.cfg_scale, c.width, c.height, c.seed,
                                c.batch_count, c.batch_size, strength, *c.addons()],
                      result_outputs(panel), api_name="img2img", **dispatched(studio))
-    return panel, image
+    return panel, image, {**c.fields(), "strength": strength}

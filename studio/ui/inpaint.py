@@ -30,7 +30,8 @@ def editor_to_image_and_mask(editor: dict | None, uploaded_mask) -> tuple:
     return image, mask
 
 
-def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, dict]:
+    """The tab; returns its results panel, editor and request field -> control map."""
     with gr.Row():
         with gr.Column(scale=1):
             editor = gr.ImageEditor(
@@ -91,4 +92,5 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor]:
         api_button = gr.Button(elem_id="inpaint-api-button")
     api_button.click(inpaint, [api_image, api_mask] + shared, result_outputs(panel),
                      api_name="inpaint", **dispatched(studio))
-    return panel, editor
+    return panel, editor, {**c.fields(), "strength": strength, "mask_blur": mask_blur,
+                           "only_masked": only_masked, "only_masked_padding": padding}

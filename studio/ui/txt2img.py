@@ -9,7 +9,8 @@ from studio.ui.widgets import (ResultsPanel, dispatched, model_examples, prompt_
                       run_job)
 
 
-def build(studio: Studio, native: int) -> ResultsPanel:
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
+    """The tab; returns its results panel and its request field -> control map."""
     with gr.Row():
         with gr.Column(scale=1):
             c = prompt_controls("txt2img", studio, native=native, size_from_input=False)
@@ -39,4 +40,4 @@ def build(studio: Studio, native: int) -> ResultsPanel:
                                c.steps, c.cfg_scale, c.width, c.height, c.seed, c.batch_count,
                                c.batch_size, *c.addons()],
                      result_outputs(panel), api_name="txt2img", **dispatched(studio))
-    return panel
+    return panel, c.fields()

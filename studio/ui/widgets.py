@@ -48,6 +48,13 @@ class PromptControls:
     generate: gr.Button
     stop: gr.Button
 
+    def fields(self) -> dict[str, Any]:
+        """Request field name -> the control that sets it (what PNG Info fills in)."""
+        names = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
+                 "width", "height", "seed", "batch_count", "batch_size", "loras", "vae", "clip_skip", "variants",
+                 "reference_strength", "reference_method", "feature_cache")
+        return {name: getattr(self, name) for name in names}
+
     def addons(self) -> list:
         """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants,
         references, reference_strength, reference_method, feature_cache)."""
@@ -265,10 +272,7 @@ def _make(studio: Studio, mode: str, raw: dict[str, Any]):
         raw["loras"] = _rows(raw["loras"])
     # the model the page shows now: the job runs on it even if someone switches before it starts
     raw.setdefault("model", studio.current_choice())
-    return make_request(mode=mode, limits=studio.limits, known_presets=studio.presets.negative_names(),
-                        known_styles=studio.presets.style_names(),
-                        known_loras=_library_names(studio, "loras"),
-                        known_vaes=_library_names(studio, "vae"), **raw)
+    return studio.make_request(mode, **raw)
 
 
 def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,

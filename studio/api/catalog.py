@@ -1,0 +1,245 @@
+"""What the REST API lists and the options it keeps: checkpoints with A1111's titles, LoRAs, VAEs,
+embeddings, styles, samplers, and the settings REST callers share (`GET/POST /options`).
+
+A checkpoint's title is A1111's "<name> [<sha256[:10]>]"; its hash shows once it is known (the
+loaded model's always; others once hashed, so listing a folder of multi-GB files reads none).
+Callers may name a checkpoint by title, name, file name, stem or hash, as A1111 accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio.config import EMBEDDED_MODEL
+from studio.errors import InvalidRequest
+from studio.generation.schedulers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
+from studio.models.hashes import known_model_sha256, model_sha256
+from studio.models.library import EMBEDDED
+from studio.requests import CLIP_SKIP_RANGE
+from studio.serving.studio import Studio
+
+AUTOMATIC = "Automatic"
+QUICK_HASH_BYTES = 256 << 20      # hashed for a listing: well under a second
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    choice: str          # the studio's name for it (what select_model takes)
+    title: str
+    model_name: str
+    filename: str
+    sha256: str | None
+
+    def aliases(self) -> set[str]:
+        names = {self.choice, self.title, self.model_name, self.filename, Path(self.filename).name,
+                 Path(self.choice).stem}
+        if self.sha256:
+            names |= {self.sha256, self.sha256[:10], self.sha256[:8]}
+        return {n.lower() for n in names if n}
+
+
+def checkpoints(studio: Studio) -> list[Checkpoint]:
+    out = []
+    for choice in studio.model_choices():
+        location = _location(studio, choice)
+        current = choice == studio.current_choice()
+        sha = (studio.manager.model_sha256() or None) if current else _known_sha(location)
+        filename = "embedded-model" if choice == EMBEDDED else choice
+        stem = Path(choice).stem if location is not None and location.is_file() else choice
+        out.append(Checkpoint(choice, f"{choice} [{sha[:10]}]" if sha else choice,
+                              stem.replace("/", "_").replace("\\", "_"), filename, sha))
+    return out
+
+
+def _location(studio: Studio, choice: str) -> Path | None:
+    if choice == EMBEDDED:
+        return EMBEDDED_MODEL
+    if studio.library and choice in studio.library.names()["checkpoints"]:
+        return studio.library.get("checkpoints", choice).path
+    path = Path(choice)
+    return path if path.exists() else None        # the --model source (a hub id: None)
+
+
+def _known_sha(location: Path | None) -> str | None:
+    """The hash when known, or quick to know (a small model is hashed now, so its title does not
+    change later); a large one's once it was loaded (as A1111's titles gain their hash)."""
+    if location is None:
+        return None
+    try:
+        known = known_model_sha256(location)
+        if known is None and _weights_size(location) <= QUICK_HASH_BYTES:
+            known = model_sha256(location)
+        return known
+    except OSError:
+        return None
+
+
+def _weights_size(location: Path) -> int:
+    files = [location] if location.is_file() else [p for p in location.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files)
+
+
+def find_checkpoint(studio: Studio, text: Any) -> str:
+    """The studio's name of the checkpoint `text` names (title, name, file, stem or hash)."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("sd_model_checkpoint must name a model (GET /sdapi/v1/sd-models lists them).")
+    wanted = text.strip().lower()
+    listed = checkpoints(studio)
+    for entry in listed:
+        if wanted in entry.aliases():
+            return entry.choice
+    bare = wanted.rsplit(" [", 1)[0]                   # a title whose hash was not known yet
+    for entry in listed:
+        if bare in entry.aliases():
+            return entry.choice
+    raise InvalidRequest(f"Model {text!r} not found. Known: {', '.join(e.title for e in listed)}.")
+
+
+def sd_models(studio: Studio) -> list[dict]:
+    return [{"title": c.title, "model_name": c.model_name, "hash": c.sha256[:10] if c.sha256 else None,
+             "sha256": c.sha256, "filename": c.filename, "config": None} for c in checkpoints(studio)]
+
+
+def current_checkpoint(studio: Studio) -> Checkpoint:
+    current = studio.current_choice()
+    return next((c for c in checkpoints(studio) if c.choice == current),
+                Checkpoint(current, current, current, current, None))
+
+
+# -- the options REST callers share -------------------------------------------------------------
+
+class Options:
+    """A1111's settings as REST callers see them. The model is the studio's (switching it here is
+    switching it for everyone, as in the UI's picker); the VAE and clip skip are the defaults of
+    REST requests. Other keys are listed for clients that read them and ignored when posted."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+        self.vae: str | None = None
+        self.clip_skip = 1
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, Any]:
+        current = current_checkpoint(self.studio)
+        return {"sd_model_checkpoint": current.title, "sd_checkpoint_hash": current.sha256,
+                "sd_vae": self.vae or AUTOMATIC, "CLIP_stop_at_last_layers": self.clip_skip,
+                "samples_format": "png", "enable_pnginfo": True, "save_images_add_number": True,
+                "sd_checkpoints_limit": 1, "return_grid": False, "show_progress_every_n_steps": -1}
+
+    def set(self, body: Any) -> None:
+        """Apply the keys that changed; unknown or unchanged ones are ignored (clients post back
+        the whole dict GET returned). A model switch is done before this returns."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("POST /options takes a JSON object of option names and values.")
+        with self._lock:
+            now = self.get()
+            changed = {k: v for k, v in body.items() if k in SETTERS and v != now[k]}
+            for key, value in changed.items():
+                SETTERS[key](self, value)
+
+    def vae_name(self, value: Any) -> str | None:
+        if value in (None, "", AUTOMATIC, "None"):
+            return None
+        names = self.studio.library.names()["vae"] if self.studio.library else []
+        match = next((n for n in names if value in (n, Path(n).stem, Path(n).name)), None)
+        if match is None:
+            raise InvalidRequest(f"Unknown VAE {value!r} (GET /sdapi/v1/sd-vae lists them).")
+        return match
+
+    def _set_model(self, value: Any) -> None:
+        self.studio.select_model(find_checkpoint(self.studio, value))
+
+    def _set_vae(self, value: Any) -> None:
+        self.vae = self.vae_name(value)
+
+    def _set_clip_skip(self, value: Any) -> None:
+        self.clip_skip = clip_skip(value)
+
+    def _set_format(self, value: Any) -> None:
+        if str(value).lower() != "png":
+            raise InvalidRequest(f"samples_format {value!r}: this studio saves and sends PNG only.")
+
+
+def clip_skip(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidRequest(f"CLIP_stop_at_last_layers must be a whole number, got {value!r}.")
+    try:
+        number = int(float(value))
+    except ValueError:
+        raise InvalidRequest(f"CLIP_stop_at_last_layers must be a whole number, got {value!r}.") from None
+    if not CLIP_SKIP_RANGE[0] <= number <= CLIP_SKIP_RANGE[1]:
+        raise InvalidRequest(f"CLIP_stop_at_last_layers must be between {CLIP_SKIP_RANGE[0]} and "
+                             f"{CLIP_SKIP_RANGE[1]}, got {number}.")
+    return number
+
+
+SETTERS = {"sd_model_checkpoint": Options._set_model, "sd_vae": Options._set_vae,
+           "CLIP_stop_at_last_layers": Options._set_clip_skip, "samples_format": Options._set_format}
+
+
+# -- listings -------------------------------------------------------------------------------------
+
+def samplers() -> list[dict]:
+    labels = dict.fromkeys(spec.sampler for spec in SCHEDULERS.values())
+    return [{"name": label, "aliases": list(A1111_ALIASES.get(label, ())),
+             "options": {"scheduler": A1111_DEFAULT_SCHEDULE[label].lower()} if label in A1111_DEFAULT_SCHEDULE else {}}
+            for label in labels]
+
+
+def schedulers() -> list[dict]:
+    """The schedule types the studio has (others fall back, with a note in the answer's info)."""
+    return [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1, "need_inner_model": False},
+            {"name": "uniform", "label": "Uniform", "aliases": None, "default_rho": -1, "need_inner_model": True},
+            {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False}]
+
+
+def _names(studio: Studio, kind: str) -> list[str]:
+    return studio.library.names()[kind] if studio.library else []
+
+
+def loras(studio: Studio) -> list[dict]:
+    return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}} for n in _names(studio, "loras")]
+
+
+def sd_vae(studio: Studio) -> list[dict]:
+    return [{"model_name": Path(n).stem, "filename": n} for n in _names(studio, "vae")]
+
+
+def embeddings(studio: Studio) -> dict:
+    """Embedding files by the name a prompt uses, with their vector width where the file's header
+    says it (safetensors; .pt files are not unpickled for a listing)."""
+    loaded = {}
+    for name in _names(studio, "embeddings"):
+        path = studio.library.get("embeddings", name).path
+        width, count = _safetensors_shape(path)
+        loaded[Path(name).stem] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+                                   "shape": width, "vectors": count}
+    return {"loaded": loaded, "skipped": {}}
+
+
+def _safetensors_shape(path: Path) -> tuple[int | None, int | None]:
+    """(vector width, vectors) from a .safetensors header (8-byte length, then JSON)."""
+    if path.suffix.lower() != ".safetensors":
+        return None, None
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(min(size, 1 << 20)))
+        shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+        shape = shapes[0] if len(shapes) == 1 else None
+        return (shape[-1], shape[0] if len(shape) > 1 else 1) if shape else (None, None)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None, None
+
+
+def prompt_styles(studio: Studio) -> list[dict]:
+    return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative}
+            for s in studio.presets.styles.values()]
+
+
+UPSCALERS = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+             for name in ("None", "Lanczos", "Nearest")]

@@ -1,0 +1,255 @@
+"""A1111 payloads to studio requests, and studio results to A1111 answers.
+
+A body becomes raw fields for `Studio.make_request`, the same boundary the UI's tabs use, so every
+check (ranges, sizes, known names, the prompt language, inline negatives, <lora:> tags) is the
+studio's own. What A1111 does in pixel space before sampling (resize modes, the inpainting fill of
+the masked area, an inverted mask) is done here to the input picture, so the engine sees an
+ordinary img2img or inpainting request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from studio import __version__
+from studio.api.catalog import Options, clip_skip, find_checkpoint
+from studio.api.schema import Img2ImgBody, Txt2ImgBody
+from studio.errors import InvalidRequest
+from studio.generation.schedulers import SCHEDULERS, from_a1111
+from studio.outputs.images import load_image
+from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
+from studio.serving.studio import Studio
+
+
+class ApiError(Exception):
+    """An answer with A1111's status for it (404 no init image, 422 unknown script)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+@dataclass
+class Translated:
+    kind: str                                   # txt2img | img2img
+    requests: list[GenerationRequest]           # one per init image (one for txt2img)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- images in ------------------------------------------------------------------------------------
+
+def decode_image(name: str, text: Any) -> Image.Image:
+    """A base64 picture (with or without a `data:image/...;base64,` prefix), opened lazily so that
+    load_image checks its size from the header before decoding. URLs are not fetched."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest(f"{name}: no image was given.")
+    text = text.strip()
+    if text.startswith(("http://", "https://")):
+        raise InvalidRequest(f"{name}: this studio does not fetch URLs; send the picture as base64.")
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text)
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InvalidRequest(f"{name} is too large: {exc}") from None
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"Invalid encoded image: {name} is not base64.") from None
+    except (UnidentifiedImageError, OSError):
+        raise InvalidRequest(f"Invalid encoded image: {name} is not a picture (PNG, JPEG, WebP...).") from None
+
+
+def _mask(body: Img2ImgBody, size: tuple[int, int]) -> Image.Image:
+    """A1111's mask: alpha when it has real transparency, else luminance; rounded to 0/255
+    (mask_round), inverted on request, at the init image's size."""
+    image = load_image("mask", decode_image("mask", body.mask), mode="keep")
+    if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema() != (255, 255):
+        mask = image.getchannel("A")
+    else:
+        mask = image.convert("L")
+    if body.mask_round:
+        mask = mask.point(lambda v: 255 if v > 127 else 0)
+    if body.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    return mask if mask.size == size else mask.resize(size, Image.LANCZOS)
+
+
+def _fit(image: Image.Image, mode: int, size: tuple[int, int], fill: bool) -> Image.Image:
+    """A1111's resize modes: 0 just resize (and 3, latent upscale, here in pixels), 1 crop and
+    resize, 2 resize and fill (the picture whole, the rest filled from its own edges)."""
+    if mode == 1:
+        return ImageOps.fit(image, size, Image.LANCZOS)
+    if mode == 2:
+        inner = ImageOps.contain(image, size, Image.LANCZOS)
+        canvas = (image.resize(size, Image.LANCZOS).filter(ImageFilter.GaussianBlur(max(size) // 8))
+                  if fill else Image.new(image.mode, size, 0))
+        canvas.paste(inner, ((size[0] - inner.width) // 2, (size[1] - inner.height) // 2))
+        return canvas
+    return image.resize(size, Image.LANCZOS)
+
+
+def _fill_from_surroundings(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """Masked pixels painted with the average colour around them, from far to near (A1111's
+    "fill")."""
+    rgb = np.asarray(image, dtype=np.float32)
+    keep = (np.asarray(mask) < 128).astype(np.float32)
+    out = rgb.copy()
+    for radius in (256, 64, 16, 4, 1):
+        weights = np.asarray(Image.fromarray((keep * 255).astype(np.uint8)).filter(ImageFilter.BoxBlur(radius)),
+                             dtype=np.float32) / 255
+        sums = np.stack([np.asarray(Image.fromarray((rgb[..., c] * keep).astype(np.uint8)).filter(
+            ImageFilter.BoxBlur(radius)), dtype=np.float32) for c in range(3)], axis=-1)
+        known = weights > 1e-3
+        filled = np.where(known[..., None], sums / np.maximum(weights, 1e-3)[..., None], out)
+        out = np.where((keep == 0)[..., None] & known[..., None], filled, out)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def _noise(image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed if seed >= 0 else None)
+    noise = Image.fromarray(rng.integers(0, 256, (image.height, image.width, 3), dtype=np.uint8))
+    return Image.composite(noise, image, mask)
+
+
+# A1111's inpainting_fill: what the masked area starts from (done in pixels here)
+INPAINT_FILLS = {
+    0: lambda image, mask, seed: _fill_from_surroundings(image, mask),              # fill
+    1: lambda image, mask, seed: image,                                              # original
+    2: _noise,                                                                       # latent noise
+    3: lambda image, mask, seed: Image.composite(Image.new("RGB", image.size, (127, 127, 127)), image, mask),
+}
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+def _check_scripts(body: Txt2ImgBody) -> None:
+    """The studio has no A1111 scripts (GET /scripts lists none): a request that needs one is
+    refused with A1111's 422, never run without it. Entries without arguments ask for nothing."""
+    if body.script_name:
+        raise ApiError(422, f"Script '{body.script_name}' not found")
+    for title, entry in (body.alwayson_scripts or {}).items():
+        if isinstance(entry, dict) and not entry.get("args"):
+            continue
+        raise ApiError(422, f"always on script {title} not found")
+
+
+UNSUPPORTED = (("enable_hr", "Hires fix is not available here yet: the picture was made at the first-pass size."),
+               ("restore_faces", "Face restoration is not available here: the faces were not restored."),
+               ("tiling", "Tiling is not available here: the picture does not tile."))
+
+
+def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str]) -> dict[str, Any]:
+    """Raw studio fields from the parts txt2img and img2img share."""
+    _check_scripts(body)
+    scheduler, sampler_notes = from_a1111(body.sampler_name or body.sampler_index, body.scheduler)
+    notes += sampler_notes
+    notes += [text for name, text in UNSUPPORTED if getattr(body, name)]
+    if body.subseed_strength:
+        notes.append("Variation seeds are not available here: subseed_strength was ignored.")
+    override = body.override_settings or {}
+    known = [s for s in body.styles if s in studio.presets.styles]
+    if len(known) > 1:
+        notes.append(f"One style per picture here: applied {known[0]!r}, not {', '.join(map(repr, known[1:]))}.")
+    return dict(
+        prompt=body.prompt, negative_prompt=body.negative_prompt, style=known[0] if known else None,
+        scheduler=scheduler, steps=body.steps, cfg_scale=body.cfg_scale, width=body.width, height=body.height,
+        seed=body.seed, batch_count=body.n_iter, batch_size=body.batch_size,
+        model=(find_checkpoint(studio, override["sd_model_checkpoint"]) if "sd_model_checkpoint" in override
+               else studio.current_choice()),
+        vae=options.vae_name(override["sd_vae"]) if "sd_vae" in override else options.vae,
+        clip_skip=clip_skip(override["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in override
+        else options.clip_skip)
+
+
+def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
+    notes: list[str] = []
+    raw = _common(body, studio, options, notes)
+    return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
+
+
+def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
+    """One request per init image (seeds one apart), inpainting when there is a mask."""
+    if not body.init_images:
+        raise ApiError(404, "Init image not found")
+    if body.inpainting_fill not in INPAINT_FILLS:
+        raise InvalidRequest(f"inpainting_fill must be 0 (fill), 1 (original), 2 (latent noise) or 3 "
+                             f"(latent nothing), got {body.inpainting_fill}.")
+    notes: list[str] = []
+    raw = _common(body, studio, options, notes)
+    size, lim = (body.width, body.height), studio.limits
+    resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and body.width * body.height <= lim.max_pixels
+    mode = "inpaint" if body.mask else "img2img"
+    requests = []
+    for i, text in enumerate(body.init_images):
+        image = load_image(f"init_images[{i}]", decode_image(f"init_images[{i}]", text))
+        extra: dict[str, Any] = {}
+        if mode == "inpaint":
+            mask = _mask(body, image.size)
+            if resize:
+                image, mask = _fit(image, body.resize_mode, size, True), _fit(mask, body.resize_mode, size, False)
+            seed = body.seed + i if body.seed >= 0 else -1
+            image = INPAINT_FILLS[body.inpainting_fill](image, mask, seed)
+            extra = dict(mask=mask, mask_blur=body.mask_blur if body.mask_blur is not None
+                         else max(body.mask_blur_x, body.mask_blur_y),
+                         only_masked=body.inpaint_full_res, only_masked_padding=body.inpaint_full_res_padding)
+        elif resize:
+            image = _fit(image, body.resize_mode, size, True)
+        fields = {**raw, "seed": raw["seed"] + i if raw["seed"] >= 0 else -1,
+                  "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
+        requests.append(studio.make_request(mode, image=image, strength=body.denoising_strength, **fields, **extra))
+    return Translated("img2img", requests, notes)
+
+
+# -- answers ----------------------------------------------------------------------------------------
+
+def answer(body: Txt2ImgBody, translated: Translated, results: list[GenerationResult]) -> dict[str, Any]:
+    """A1111's `{images, parameters, info}`: the saved PNGs as they are on disk (with their
+    parameters chunk), the request echoed with what was used, and info as a JSON string."""
+    images = [g for r in results for g in r.images]
+    request = translated.requests[0]
+    spec = SCHEDULERS[request.scheduler]
+    parameters = body.model_dump()
+    parameters.update(sampler_name=spec.sampler, sampler_index=spec.sampler, scheduler=spec.schedule.lower())
+    if isinstance(body, Img2ImgBody) and not body.include_init_images:
+        parameters.update(init_images=None, mask=None)
+    return {"images": [base64.b64encode(g.path.read_bytes()).decode("ascii") for g in images] if body.send_images else [],
+            "parameters": parameters, "info": json.dumps(info(body, translated, results), ensure_ascii=False)}
+
+
+def info(body: Txt2ImgBody, translated: Translated, results: list[GenerationResult]) -> dict[str, Any]:
+    images = [g for r in results for g in r.images]
+    request, first = translated.requests[0], (images[0].data if images else {})
+    model, vae = first.get("model") or {}, first.get("vae") or {}
+    seeds = [g.seed for g in images]
+    img2img = translated.kind == "img2img"
+    return {
+        "prompt": body.prompt, "all_prompts": [g.data.get("prompt", "") for g in images],
+        "negative_prompt": body.negative_prompt,
+        "all_negative_prompts": [g.data.get("negative_prompt", "") for g in images],
+        "seed": seeds[0] if seeds else results[0].seed, "all_seeds": seeds,
+        "subseed": body.subseed, "all_subseeds": [body.subseed] * len(seeds), "subseed_strength": 0,
+        "width": first.get("width", request.width), "height": first.get("height", request.height),
+        "sampler_name": SCHEDULERS[request.scheduler].sampler, "cfg_scale": request.cfg_scale,
+        "steps": request.steps, "batch_size": request.batch_size, "restore_faces": False,
+        "face_restoration_model": None, "sd_model_name": model.get("name", request.model),
+        "sd_model_hash": model.get("hash") or None, "sd_vae_name": vae.get("name"),
+        "sd_vae_hash": vae["sha256"][:10] if vae.get("sha256") else None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": request.strength if img2img else body.denoising_strength,
+        "extra_generation_params": {"Schedule type": SCHEDULERS[request.scheduler].schedule},
+        "index_of_first_image": 0, "infotexts": [g.parameters for g in images], "styles": body.styles,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": request.clip_skip,
+        "is_using_inpainting_conditioning": bool(model.get("inpainting_unet")),
+        "version": f"studio {__version__}",
+        "notes": translated.notes + [n for r in results for n in r.notes],
+        "interrupted": any(r.stopped for r in results),
+    }

@@ -1,0 +1,181 @@
+"""The routes of /sdapi/v1, on the same server and port as the UI.
+
+`api_routes(studio, auth)` returns Starlette routes that app.py hands to Gradio's FastAPI app when
+it is made (`app_kwargs={"routes": ...}`), so they come before every Gradio route. Handlers are
+plain functions (FastAPI runs them on its thread pool): a generation waits its turn in the
+dispatcher; progress, interrupt and skip never wait behind it.
+
+Errors have A1111's shape `{error, detail, body, errors}` with a fitting status (400 a value the
+studio refuses, 401 a wrong login, 404 no init image, 422 an unknown script, 429 over the jobs a
+minute, 503 the queue is full, 500 anything unexpected, without a traceback); a body of the wrong
+type keeps FastAPI's 422 `{detail: [...]}`, as in A1111.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+from typing import Any, Callable
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Route
+
+from studio import __version__
+from studio.api import catalog, convert
+from studio.api.calls import Caller, Calls
+from studio.api.schema import Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
+from studio.errors import QueueFull, StudioError, TooManyJobs
+from studio.outputs.images import load_image
+from studio.outputs.pnginfo import read_info
+from studio.serving.studio import Studio
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/sdapi/v1"
+STATUS = ((TooManyJobs, 429), (QueueFull, 503), (ValueError, 400))     # first match; else 500
+
+
+def _error(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, "body": "", "errors": detail}, status_code=status,
+                        headers=headers)
+
+
+class A1111Route(APIRoute):
+    """A route whose failures answer in A1111's error shape, never with a traceback."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request):
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                raise
+            except HTTPException as exc:
+                return _error(exc.status_code, "HTTPException", str(exc.detail), exc.headers)
+            except convert.ApiError as exc:
+                return _error(exc.status, "HTTPException", exc.detail)
+            except StudioError as exc:
+                status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+                return _error(status, type(exc).__name__, str(exc))
+            except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
+                log.exception("REST call failed: %s %s", request.method, request.url.path)
+                return _error(500, type(exc).__name__, f"{type(exc).__name__}: {exc}. The studio is still "
+                              "running; the server log has the details.")
+        return route
+
+
+def caller_dependency(auth: list[tuple[str, str]]) -> Callable[[Request], Caller]:
+    """HTTP Basic with the UI's logins when there are any; without, the header is not read at all
+    (SillyTavern sends `Basic ` with empty credentials, Open WebUI an empty header)."""
+    def caller(request: Request) -> Caller:
+        if not auth:
+            host = request.client.host if request.client else "unknown"
+            return Caller(user=f"api@{host}", session="api")
+        login = _basic(request.headers.get("authorization", ""))
+        if login is None or not any(secrets.compare_digest(login[0].encode(), u.encode()) &
+                                    secrets.compare_digest(login[1].encode(), p.encode()) for u, p in auth):
+            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        return Caller(user=login[0], session=f"api:{login[0]}")
+    return caller
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError):
+        return None
+    return (user, password) if sep else None
+
+
+def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
+    """Every /sdapi/v1 route, plus /docs and /openapi.json describing them (and nothing else)."""
+    who = Depends(caller_dependency(auth))      # every route: a wrong login is refused first
+    router = APIRouter(prefix=PREFIX, route_class=A1111Route, dependencies=[who], tags=["A1111-compatible"])
+    options, calls = catalog.Options(studio), Calls(studio)
+
+    @router.post("/txt2img")
+    def txt2img(body: Txt2ImgBody, caller: Caller = who) -> dict:
+        translated = convert.txt2img(body, studio, options)
+        return convert.answer(body, translated, calls.run(translated, caller))
+
+    @router.post("/img2img")
+    def img2img(body: Img2ImgBody, caller: Caller = who) -> dict:
+        translated = convert.img2img(body, studio, options)
+        return convert.answer(body, translated, calls.run(translated, caller))
+
+    @router.get("/progress")
+    def progress(skip_current_image: bool = False, caller: Caller = who) -> dict:
+        return calls.progress(caller, with_image=not skip_current_image)
+
+    @router.post("/interrupt")
+    def interrupt(caller: Caller = who) -> dict:
+        calls.interrupt(caller)
+        return {}
+
+    @router.post("/skip")
+    def skip(caller: Caller = who) -> None:
+        calls.skip(caller)
+
+    @router.get("/options")
+    def get_options() -> dict:
+        return options.get()
+
+    @router.post("/options")
+    def set_options(body: Any = Body(...)) -> None:
+        options.set(body)
+
+    @router.post("/png-info")
+    def png_info(body: PngInfoBody) -> dict:
+        info = read_info(load_image("image", convert.decode_image("image", body.image), mode="keep"))
+        return {"info": info.infotext, "items": info.items, "parameters": info.a1111_parameters()}
+
+    @router.post("/interrogate")
+    def interrogate(body: InterrogateBody) -> None:
+        raise HTTPException(404, "Model not found")
+
+    def refresh() -> None:
+        if studio.library:
+            studio.library.scan()
+
+    for path in ("/refresh-checkpoints", "/refresh-loras", "/refresh-vae", "/refresh-embeddings"):
+        router.add_api_route(path, refresh, methods=["POST"], name=path.strip("/"))
+    listings: dict[str, Callable[[], Any]] = {
+        "/sd-models": lambda: catalog.sd_models(studio), "/samplers": catalog.samplers,
+        "/schedulers": catalog.schedulers, "/upscalers": lambda: catalog.UPSCALERS,
+        "/latent-upscale-modes": lambda: [], "/sd-vae": lambda: catalog.sd_vae(studio),
+        "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
+        "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],
+        "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [],
+        "/scripts": lambda: {"txt2img": [], "img2img": []}, "/extensions": lambda: [],
+        "/cmd-flags": lambda: {"api": True, "nowebui": False, "api_auth": bool(auth), "listen": False},
+    }
+    for path, listing in listings.items():
+        router.add_api_route(path, listing, methods=["GET"], name=path.strip("/"))
+    return [*router.routes, *_docs(router.routes)]
+
+
+def _docs(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """OpenAPI of the REST routes only (Gradio's own routes are not an API to build on)."""
+    schema = {}
+
+    def openapi(request: Request) -> JSONResponse:
+        if not schema:
+            schema.update(get_openapi(title="Stable Diffusion Studio: A1111-compatible API", version=__version__,
+                                      routes=routes, description="AUTOMATIC1111's /sdapi/v1, served by the studio."))
+        return JSONResponse(schema)
+
+    def docs(request: Request):
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Studio API")
+
+    return [Route("/openapi.json", openapi, include_in_schema=False), Route("/docs", docs, include_in_schema=False)]

@@ -1,0 +1,83 @@
+"""The A1111 request bodies (AUTOMATIC1111 1.9/1.10 modules/api/models.py), as pydantic models.
+
+Every field is optional with A1111's API default (steps 50, sampler "Euler", 512x512), and
+unknown fields are ignored, as A1111's pydantic v1 models did: clients send their own extra keys
+(SillyTavern its `url` and `auth`, the Photoshop plugin `uniqueDocumentId`...). Types are checked
+here (FastAPI answers 422 as A1111 does); ranges are checked once, by the studio's make_request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class A1111Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Txt2ImgBody(A1111Body):
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = Field(default_factory=list)
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    sampler_index: str | None = "Euler"
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    override_settings: dict[str, Any] = Field(default_factory=dict)
+    override_settings_restore_afterwards: bool = True
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    force_task_id: str | None = None
+    infotext: str | None = None
+
+
+class Img2ImgBody(Txt2ImgBody):
+    init_images: list[str] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = False
+    denoising_strength: float = 0.75
+
+
+class PngInfoBody(A1111Body):
+    image: str = ""
+
+
+class InterrogateBody(A1111Body):
+    image: str = ""
+    model: str = "clip"

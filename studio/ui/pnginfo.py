@@ -1,0 +1,79 @@
+"""The PNG Info tab: drop any picture and see what made it (the studio's record, A1111's
+parameters, ComfyUI's graph, InvokeAI's metadata; studio/outputs/pnginfo.py), then send its
+settings to a tab. API: `/png_info(image)` returns the text and the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.outputs.images import load_image
+from studio.outputs.pnginfo import read_info
+from studio.ui.widgets import AUTOMATIC_VAE, NO_STYLE
+
+TARGETS = (("txt2img", "Send to txt2img"), ("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"))
+
+
+def build():
+    """The tab's widgets; returns (picture, settings read from it, {target tab: its send button})."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            picture = gr.Image(label="Picture (PNG, JPEG or WebP with its metadata)", type="filepath",
+                               image_mode=None, sources=["upload", "clipboard"], elem_id="pnginfo-image",
+                               height=380)
+        with gr.Column(scale=1):
+            text = gr.Textbox(label="What made it", lines=10, interactive=False, elem_id="pnginfo-text")
+            settings = gr.JSON(label="Settings a tab will take", elem_id="pnginfo-fields")
+            with gr.Row():
+                buttons = {tab: gr.Button(label, elem_id=f"pnginfo-send-{tab}") for tab, label in TARGETS}
+
+    def png_info(image: str) -> tuple[str, dict]:
+        """What made a picture: its source tool, prompt, negative prompt and settings, and the
+        studio settings (request fields) read from it."""
+        if not image:
+            return "", {}
+        try:
+            info = read_info(load_image("Picture", image, mode="keep"))
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return describe(info), info.fields
+
+    picture.change(png_info, picture, [text, settings], api_name="png_info", queue=False)
+    return picture, settings, buttons
+
+
+def describe(info) -> str:
+    if not info.source:
+        return "No generation parameters in this picture."
+    text = info.infotext or "\n".join(f"{k}: {v}" for k, v in info.a1111_parameters().items())
+    return f"Made with {info.source}" + (f" (model {info.model})" if info.model else "") + ":\n\n" + text
+
+
+def ui_value(name: str, value: Any) -> Any:
+    """A request field's value as its control shows it."""
+    if name == "style":
+        return value or NO_STYLE
+    if name == "vae":
+        return value or AUTOMATIC_VAE
+    if name == "loras":
+        return [list(row) for row in value or []]
+    return value
+
+
+def wire(buttons: dict, settings: gr.JSON, picture: gr.Image, tabs: gr.Tabs, targets: dict) -> None:
+    """Each send button fills every control of its tab that the picture has a setting for (and
+    the picture itself, for img2img and inpainting), then shows that tab."""
+    for tab, button in buttons.items():
+        controls, image_input, image_value = targets[tab]
+        names = list(controls)
+
+        def send(fields, path, names=names, tab=tab, image_value=image_value):
+            fields = fields or {}
+            values = [ui_value(n, fields[n]) if n in fields else gr.skip() for n in names]
+            extra = [image_value(path) if path else gr.skip()] if image_value else []
+            return [*values, *extra, gr.Tabs(selected=tab)]
+
+        outputs = [controls[n] for n in names] + ([image_input] if image_value else []) + [tabs]
+        button.click(send, [settings, picture], outputs, api_visibility="private", queue=False)

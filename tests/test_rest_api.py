@@ -1,0 +1,399 @@
+"""AUTOMATIC1111's REST API (/sdapi/v1), as the programs that speak it use it.
+
+- `webuiapi` (PyPI) drives `python app.py --auth ...` on the tiny model over HTTP: txt2img,
+  img2img with a mask, models listed and switched, progress with a preview, interrupt, png-info,
+  and HTTP Basic.
+- The recorded requests of Open WebUI, SillyTavern, LibreChat, AIYA and the Photoshop plugin
+  (tests/fixtures/a1111_clients.json) are replayed in process; each gets what that client reads.
+- Errors, options, resize modes, inpainting fills, skip, and who interrupt reaches, in process.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from studio.api.routes import api_routes
+from studio.config import Settings
+from studio.serving.studio import Studio
+
+from .conftest import ROOT, start_server, stop_server
+
+webuiapi = pytest.importorskip("webuiapi")
+
+FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "a1111_clients.json").read_text())
+SMALL = dict(width=64, height=64, steps=3)
+
+
+def b64png(image: Image.Image, data_url: bool = False) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    return f"data:image/png;base64,{text}" if data_url else text
+
+
+def decoded(text: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(text)))
+
+
+def square_mask(size=64, box=(16, 16, 48, 48)) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, box)
+    return mask
+
+
+def noisy(size=64, seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+# -- in process -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def own_studio(tiny_model, tmp_path_factory) -> Studio:
+    """A studio of this module's own (tests here switch its model)."""
+    return Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path_factory.mktemp("rest-outputs"),
+                                         models_dir=tmp_path_factory.mktemp("rest-models")))
+
+
+@pytest.fixture(scope="module")
+def rest(own_studio) -> TestClient:
+    return TestClient(FastAPI(routes=api_routes(own_studio, [])), client=("10.1.2.3", 5000))
+
+
+def _current_title(rest: TestClient) -> str:
+    return rest.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+
+
+def _body(value, rest: TestClient, studio: Studio):
+    """A recorded body with its placeholders filled and the replay's sizes and steps."""
+    text = json.dumps(value)
+    text = text.replace("INIT_IMAGE_DATA_URL", b64png(noisy(64), data_url=True))
+    text = text.replace("MASK_DATA_URL", b64png(square_mask(), data_url=True))
+    text = text.replace("FIRST_STYLE", next(iter(studio.presets.styles)))
+    body = json.loads(text)
+    if body == "CURRENT_MODEL_TITLE":
+        return {"sd_model_checkpoint": _current_title(rest)}
+    if body == "GET_OPTIONS_CURRENT_MODEL":     # Open WebUI posts the whole dict back
+        return rest.get("/sdapi/v1/options").json()
+    if isinstance(body, dict) and "prompt" in body:
+        body.update(FIXTURES["replay"])
+    return body
+
+
+def _read(value, path: str):
+    """Every value at a dotted path (`*` every element, `info!key` inside the JSON string)."""
+    values = [value]
+    for part in path.replace("!", ".!").split("."):
+        if part.startswith("!"):
+            values = [json.loads(v) for v in values]
+            part = part[1:]
+        if part == "*":
+            values = [x for v in values for x in v]
+        elif part:
+            values = [v[int(part)] if isinstance(v, list) else v[part] for v in values]
+    return values
+
+
+KINDS = {"str": str, "int": int, "number": (int, float), "dict": dict, "list": list}
+
+
+def _check(answer, read: str) -> None:
+    path, _, kind = read.rpartition(":")
+    values = _read(answer, path)
+    assert values, f"nothing at {path}"
+    for value in values:
+        if kind == "png":
+            image = decoded(value)
+            assert image.format == "PNG" and "Steps: " in image.info["parameters"]
+        else:
+            assert isinstance(value, KINDS[kind]) and not isinstance(value, bool), (path, value)
+
+
+@pytest.mark.parametrize("client", sorted(FIXTURES["clients"]))
+def test_recorded_clients_get_what_they_read(client, rest, own_studio):
+    for call in FIXTURES["clients"][client]["calls"]:
+        body = _body(call.get("body"), rest, own_studio) if "body" in call else None
+        response = rest.request(call["method"], call["path"], headers=call.get("headers") or {},
+                                json=body)
+        assert response.status_code == 200, (client, call["path"], response.text)
+        answer = response.json()
+        for read in call["reads"]:
+            _check(answer, read)
+        if call.get("then_png_info"):        # AIYA and the plugin read every picture back
+            info = rest.post("/sdapi/v1/png-info", json={"image": "data:image/png;base64," + answer["images"][0]}).json()
+            assert info["info"] == json.loads(answer["info"])["infotexts"][0]
+            assert info["parameters"]["Seed"] == str(json.loads(answer["info"])["all_seeds"][0])
+
+
+def test_txt2img_answer_and_saved_picture(rest, own_studio):
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle [a:b:2]", "seed": 9, "batch_size": 2,
+                                                  "sampler_name": "DPM++ 2M Karras", "styles": ["nope"],
+                                                  "unknown_field": {"x": 1}, **SMALL}).json()
+    info = json.loads(answer["info"])
+    for key in ("prompt", "all_prompts", "negative_prompt", "seed", "all_seeds", "subseed", "width", "height",
+                "sampler_name", "cfg_scale", "steps", "batch_size", "sd_model_name", "sd_model_hash",
+                "denoising_strength", "index_of_first_image", "infotexts", "styles", "clip_skip", "version"):
+        assert key in info, key
+    assert info["all_seeds"] == [9, 10] and info["sampler_name"] == "DPM++ 2M" and len(answer["images"]) == 2
+    assert answer["parameters"]["scheduler"] == "karras" and answer["parameters"]["sampler_name"] == "DPM++ 2M"
+    # the picture sent is the one saved, byte for byte, with its parameters chunk
+    saved = sorted(own_studio.outputs.root.rglob("*-9.png"))[-1]
+    assert base64.b64decode(answer["images"][0]) == saved.read_bytes()
+    assert decoded(answer["images"][0]).info["parameters"] == info["infotexts"][0]
+
+
+def test_unknown_sampler_falls_back_and_says_so(rest):
+    info = json.loads(rest.post("/sdapi/v1/txt2img", json={"sampler_name": "DPM fast", **SMALL}).json()["info"])
+    assert info["sampler_name"] == "DPM++ 2M" and "Unknown sampler 'DPM fast': used DPM++ 2M Karras." in info["notes"]
+
+
+@pytest.mark.parametrize("body, status, detail", [
+    ({"width": 100}, 400, "Width must be a multiple of 8"),
+    ({"steps": 0}, 400, "Steps must be between"),
+    ({"script_name": "x/y/z plot"}, 422, "Script 'x/y/z plot' not found"),
+    ({"alwayson_scripts": {"ControlNet": {"args": [{"enabled": True}]}}}, 422, "always on script ControlNet not found"),
+    ({"override_settings": {"sd_model_checkpoint": "nothing.safetensors"}}, 400, "Model 'nothing.safetensors' not found"),
+    ({"override_settings": {"CLIP_stop_at_last_layers": 40}}, 400, "CLIP_stop_at_last_layers must be between"),
+])
+def test_bad_txt2img_bodies_are_4xx_in_a1111s_shape(rest, body, status, detail):
+    response = rest.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == status
+    answer = response.json()
+    assert set(answer) == {"error", "detail", "body", "errors"} and detail in answer["detail"]
+
+
+def test_bad_images_and_bodies(rest):
+    assert rest.post("/sdapi/v1/img2img", json={"prompt": "x"}).json()["detail"] == "Init image not found"
+    for image, detail in (("not base64!", "not base64"), ("aGVsbG8=", "is not a picture"),
+                          ("https://example.com/a.png", "does not fetch URLs")):
+        response = rest.post("/sdapi/v1/img2img", json={"init_images": [image], **SMALL})
+        assert response.status_code == 400 and detail in response.json()["detail"], response.text
+    # a PNG header claiming 60000x60000 is refused before it is decoded
+    raw = bytearray(base64.b64decode(b64png(Image.new("RGB", (8, 8)))))
+    raw[16:24] = (60000).to_bytes(4, "big") * 2                  # IHDR's width and height
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")  # and its checksum
+    response = rest.post("/sdapi/v1/png-info", json={"image": base64.b64encode(bytes(raw)).decode()})
+    assert response.status_code == 400 and "too large" in response.json()["detail"]
+    assert rest.post("/sdapi/v1/txt2img", content=b"{nope", headers={"content-type": "application/json"}).status_code == 422
+    assert rest.post("/sdapi/v1/txt2img", json={"steps": "many"}).status_code == 422
+
+
+def test_options_round_trip_and_refusals(rest):
+    options = rest.get("/sdapi/v1/options").json()
+    for key in ("sd_model_checkpoint", "sd_checkpoint_hash", "sd_vae", "CLIP_stop_at_last_layers", "samples_format"):
+        assert key in options
+    assert rest.post("/sdapi/v1/options", json={**options, "not_an_option": 3}).json() is None
+    assert rest.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}).status_code == 200
+    assert rest.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 2
+    info = json.loads(rest.post("/sdapi/v1/txt2img", json=SMALL).json()["info"])
+    assert info["clip_skip"] == 2 and "Clip skip: 2" in info["infotexts"][0]
+    rest.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
+    for body, detail in (({"sd_model_checkpoint": "missing"}, "not found"), ({"samples_format": "jpg"}, "PNG only"),
+                         ({"sd_vae": "none-such.safetensors"}, "Unknown VAE")):
+        response = rest.post("/sdapi/v1/options", json=body)
+        assert response.status_code == 400 and detail in response.json()["detail"]
+
+
+def test_a_checkpoint_is_found_by_any_name(own_studio, rest):
+    from studio.api.catalog import find_checkpoint
+    models = rest.get("/sdapi/v1/sd-models").json()
+    tiny = next(m for m in models if m["sha256"] and "tiny" in m["title"])
+    for name in (tiny["title"], tiny["hash"], tiny["sha256"], tiny["model_name"], tiny["title"].upper()):
+        assert find_checkpoint(own_studio, name) == own_studio.current_choice()
+
+
+@pytest.mark.parametrize("mode, expect", [
+    (0, "squashed"), (1, "cropped"), (2, "filled")])
+def test_resize_modes(rest, mode, expect):
+    """denoising 0 gives back the input as fitted: what each resize mode made of a 128x64
+    picture (left half red, right half blue) at 64x64."""
+    source = Image.new("RGB", (128, 64), (255, 0, 0))
+    source.paste((0, 0, 255), (64, 0, 128, 64))
+    answer = rest.post("/sdapi/v1/img2img", json={"init_images": [b64png(source)], "resize_mode": mode,
+                                                  "denoising_strength": 0, **SMALL}).json()
+    out = np.asarray(decoded(answer["images"][0]).convert("RGB")).astype(int)
+    assert out.shape == (64, 64, 3)
+    red_at_left, blue_at_right = out[32, 8, 0] > 200, out[32, 56, 2] > 200
+    if expect == "squashed":          # the whole picture, narrowed: the halves meet in the middle
+        assert red_at_left and blue_at_right and out[32, 30, 0] > 200 and out[32, 34, 2] > 200
+    elif expect == "cropped":         # the middle 64 columns: 32 red then 32 blue
+        assert red_at_left and blue_at_right
+    else:                             # the whole picture at 64x32 in the middle, filled above and below
+        assert red_at_left and blue_at_right and np.abs(out[32, 30] - out[32, 34]).max() > 200
+        assert np.abs(out[2, 30] - out[2, 34]).max() < 120       # above it the fill, a blur
+    if expect != "filled":
+        assert np.abs(out[2, 30] - out[2, 34]).max() > 200
+
+
+@pytest.mark.parametrize("fill, invert", [(3, 0), (3, 1), (0, 0), (2, 0)])
+def test_inpainting_fill_and_invert(rest, fill, invert):
+    """With denoising 0 the answer is the masked area as the fill left it: gray (latent nothing),
+    the colours around it (fill) or noise (latent noise); outside the mask the input, exactly."""
+    source = noisy(64, seed=3) if fill != 0 else Image.new("RGB", (64, 64), (0, 200, 0))
+    answer = rest.post("/sdapi/v1/img2img", json={
+        "init_images": [b64png(source)], "mask": b64png(square_mask()), "inpainting_fill": fill,
+        "inpainting_mask_invert": invert, "mask_blur": 0, "inpaint_full_res": False, "denoising_strength": 0,
+        "seed": 1, **SMALL}).json()
+    out, src = np.asarray(decoded(answer["images"][0]).convert("RGB")), np.asarray(source)
+    inside = np.asarray(square_mask()) > 0
+    masked = ~inside if invert else inside
+    assert np.array_equal(out[~masked], src[~masked])
+    if fill == 3:
+        assert (out[masked] == 127).all()
+    elif fill == 0:
+        assert np.abs(out[masked].astype(int) - [0, 200, 0]).max() <= 10
+    else:
+        assert not np.array_equal(out[masked], src[masked]) and out[masked].std() > 40
+
+
+def test_png_info_of_other_tools(rest):
+    from .test_pnginfo import COMFY_GRAPH, picture_bytes
+    image = base64.b64encode(picture_bytes({"prompt": json.dumps(COMFY_GRAPH)})).decode()
+    answer = rest.post("/sdapi/v1/png-info", json={"image": image}).json()
+    assert answer["parameters"]["Prompt"] == "a lighthouse at dusk" and "prompt" in answer["items"]
+    # ComfyUI writes no parameters chunk: `info` is what A1111 would have written for these settings
+    assert answer["info"].startswith("a lighthouse at dusk\nNegative prompt: text, watermark\nSteps: 25, ")
+
+
+def test_skip_drops_the_batch_being_drawn(rest):
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(r=rest.post("/sdapi/v1/txt2img", json={
+        "n_iter": 2, "steps": 150, "width": 64, "height": 64, "seed": 4})))
+    thread.start()
+    _wait_running(rest)
+    assert rest.post("/sdapi/v1/skip").json() is None
+    thread.join(120)
+    info = json.loads(done["r"].json()["info"])
+    assert len(done["r"].json()["images"]) == 1 and any(n.startswith("Skipped batch") for n in info["notes"])
+
+
+def _wait_running(client, timeout: float = 60.0, **kwargs) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        progress = client.get("/sdapi/v1/progress", **kwargs).json()
+        if progress["state"]["sampling_step"] > 0:
+            return progress
+        time.sleep(0.02)
+    raise AssertionError("the job did not start")
+
+
+def test_interrupt_stops_rest_jobs_never_a_browsers(own_studio, rest):
+    """A REST caller's interrupt reaches the REST callers' session only: a browser's job runs on."""
+    request = own_studio.make_request("txt2img", prompt="x", steps=150, width=64, height=64, seed=1)
+    browser_job = own_studio.submit(request, user="someone", session="browser-1")
+    while browser_job.state == "queued":
+        time.sleep(0.01)
+    assert rest.post("/sdapi/v1/interrupt").json() == {}
+    result = browser_job.result(timeout=120)
+    assert not result.stopped and len(result.images) == 1
+
+
+def test_without_logins_the_authorization_header_is_not_read(rest):
+    for header in ("Basic ", "Basic Og==", "Basic !!!not-base64", "Bearer abc", ""):
+        assert rest.get("/sdapi/v1/sd-models", headers={"Authorization": header}).status_code == 200
+
+
+# -- webuiapi over HTTP, against python app.py with a login ------------------------------------------
+
+@pytest.fixture(scope="module")
+def rest_server(tiny_model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("rest-server")
+    server = start_server(tiny_model, base / "outputs", base / "server.log", "--auth", "ann:s3cret")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def api(rest_server):
+    port = int(rest_server.url.rstrip("/").rsplit(":", 1)[1])
+    return webuiapi.WebUIApi(host="127.0.0.1", port=port, username="ann", password="s3cret")
+
+
+def test_webuiapi_txt2img(api, rest_server):
+    result = api.txt2img(prompt="a red circle (-blue)", seed=5, sampler_name="DPM++ 2M", scheduler="karras",
+                         cfg_scale=6, **SMALL)
+    assert result.image.size == (64, 64) and result.info["seed"] == 5
+    infotext = result.info["infotexts"][0]
+    assert "Sampler: DPM++ 2M, Schedule type: Karras" in infotext and "Negative prompt: blue" in infotext
+    assert result.image.info["parameters"] == infotext
+    assert sorted(rest_server.outputs.rglob("*-5.png")), "the picture was not saved"
+
+
+def test_webuiapi_img2img_with_a_mask(api):
+    source, mask = noisy(64, seed=8), square_mask()
+    result = api.img2img(images=[source], mask_image=mask, prompt="a blue square", inpainting_fill=1,
+                         denoising_strength=0.8, mask_blur=0, inpaint_full_res=False, seed=2, **SMALL)
+    out, src = np.asarray(result.image.convert("RGB")), np.asarray(source)
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(out[outside], src[outside]) and not np.array_equal(out[~outside], src[~outside])
+    assert result.info["denoising_strength"] == 0.8 and "Mask blur: 0" in result.info["infotexts"][0]
+
+
+def test_webuiapi_lists_and_switches_models(api):
+    titles = api.util_get_model_names()
+    embedded = next(t for t in titles if t.startswith("embedded"))
+    tiny = next(t for t in titles if "tiny" in t)
+    api.util_set_model(embedded, find_closest=False)
+    assert api.util_get_current_model() == embedded
+    result = api.txt2img(prompt="a red circle on a blue background", seed=1, **SMALL)
+    assert result.info["sd_model_name"] == "embedded-shapes"
+    api.util_set_model(tiny, find_closest=False)
+    assert api.util_get_current_model().startswith(tiny.split(" [")[0])
+    assert [s["name"] for s in api.get_samplers()][:2] == ["Euler a", "Euler"]
+
+
+def test_webuiapi_progress_preview_interrupt(api):
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(r=api.txt2img(prompt="x", seed=3, steps=150,
+                                                                       width=64, height=64)))
+    thread.start()
+    deadline, progress = time.time() + 60, {}
+    while time.time() < deadline:
+        progress = api.get_progress()
+        if progress["current_image"] and progress["progress"] > 0:
+            break
+        time.sleep(0.05)
+    assert progress["state"]["job_count"] == 1 and 0 < progress["progress"] < 1
+    assert decoded(progress["current_image"]).size[0] > 0 and progress["eta_relative"] >= 0
+    api.interrupt()
+    thread.join(120)
+    assert done["r"].info["interrupted"] is True and done["r"].images == []
+    api.util_wait_for_ready(check_interval=0.1)     # idle: progress 0 and job_count 0
+
+
+def test_webuiapi_png_info(api):
+    image = api.txt2img(prompt="a green star", seed=21, **SMALL).image
+    result = api.png_info(image)
+    assert result.info.startswith("a green star\nNegative prompt:") and result.parameters["Seed"] == "21"
+
+
+def test_basic_auth_guards_every_route(rest_server):
+    base = rest_server.url.rstrip("/") + "/sdapi/v1"
+    for path in ("/loras", "/sd-models", "/options", "/progress"):
+        for auth in (None, ("ann", "wrong"), ("bob", "s3cret")):
+            response = requests.get(base + path, auth=auth, timeout=10)
+            assert response.status_code == 401, (path, auth)
+            assert response.json()["detail"] == "Incorrect username or password"
+            assert response.headers["WWW-Authenticate"] == "Basic"
+    assert requests.get(base + "/loras", auth=("ann", "s3cret"), timeout=10).status_code == 200
+    docs = requests.get(rest_server.url.rstrip("/") + "/openapi.json", timeout=10).json()
+    assert "/sdapi/v1/txt2img" in docs["paths"] and all(p.startswith("/sdapi/v1") for p in docs["paths"])
+
+
+def test_no_api_flag(tiny_model, tmp_path):
+    server = start_server(tiny_model, tmp_path / "outputs", tmp_path / "server.log", "--no-api")
+    try:
+        assert requests.get(server.url + "sdapi/v1/sd-models", timeout=10).status_code == 404
+    finally:
+        stop_server(server)
