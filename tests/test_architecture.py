@@ -69,15 +69,17 @@ def test_no_import_cycles():
             visit(m, [m])
 
 
-def test_the_ui_and_the_dispatcher_import_no_torch_or_diffusers():
-    code = ("import sys, studio.ui, studio.serving.studio, studio.serving.dispatcher, studio.requests; "
+def test_the_ui_the_rest_api_and_the_dispatcher_import_no_torch_or_diffusers():
+    code = ("import sys, studio.ui, studio.serving.studio, studio.serving.dispatcher, studio.requests, "
+            "studio.api.routes, studio.outputs.pnginfo; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-def test_the_tabs_submit_to_the_dispatcher_and_never_run_the_engine():
-    for f in (STUDIO / "ui").glob("*.py"):
+def test_the_tabs_and_the_rest_api_submit_to_the_dispatcher_and_never_run_the_engine():
+    for f in [*(STUDIO / "ui").glob("*.py"), *(STUDIO / "api").glob("*.py")]:
         text = f.read_text()
         assert "studio.run(" not in text and "generation.engine" not in text, f.name
     assert "studio.submit(" in (STUDIO / "ui" / "widgets.py").read_text()
+    assert "studio.submit(" in (STUDIO / "api" / "calls.py").read_text()

@@ -341,3 +341,38 @@ def test_login_page_in_browser(browser, tiny_model, tmp_path):
     finally:
         context.close()
         stop_server(srv)
+
+
+def test_png_info_drop_and_send_to_txt2img_in_browser(page, server, tmp_path):
+    """A picture made elsewhere (A1111's parameters chunk) dropped on PNG Info shows what made
+    it; "Send to txt2img" fills the prompt, negative prompt, sampler, steps, CFG, size and seed."""
+    from PIL import Image, PngImagePlugin
+    text = ("a yellow star on a grey background\nNegative prompt: blurry\nSteps: 7, Sampler: Euler a, "
+            "Schedule type: Automatic, CFG scale: 5.5, Seed: 4242, Size: 64x128, Model: other")
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("parameters", text)
+    path = tmp_path / "from-a1111.png"
+    Image.new("RGB", (64, 128), (90, 90, 90)).save(path, pnginfo=chunks)
+
+    open_tab(page, "pnginfo")
+    page.locator("#pnginfo-image input[type=file]").set_input_files(str(path))
+    page.wait_for_function("() => document.querySelector('#pnginfo-text textarea').value.includes('Seed: 4242')")
+    assert page.input_value("#pnginfo-text textarea").startswith("Made with AUTOMATIC1111 (model other)")
+    page.click("#pnginfo-send-txt2img")
+    page.wait_for_selector("#tab-txt2img-button[aria-selected=true]")
+    page.wait_for_function("() => document.querySelector('#txt2img-prompt textarea').value.includes('yellow star')")
+    assert page.input_value("#txt2img-prompt textarea") == "a yellow star on a grey background"
+    assert page.input_value("#txt2img-negative-prompt textarea") == "blurry"
+    assert page.input_value("#txt2img-seed input") == "4242"
+    assert page.input_value("#txt2img-steps input[type=number]") == "7"
+    assert page.input_value("#txt2img-cfg-scale input[type=number]") == "5.5"
+    assert page.input_value("#txt2img-height input[type=number]") == "128"
+    assert page.input_value("#txt2img-scheduler input") == "Euler a"
+    # and it generates with them: the saved picture has the sent seed and size
+    before = pngs(server.outputs)
+    info_before = page.input_value("#txt2img-info textarea")
+    page.click("#txt2img-generate")
+    gallery_image(page, "txt2img", server, info_before)
+    from studio.outputs.metadata import read_metadata
+    record = read_metadata(new_png(server, before))[1]
+    assert (record["seed"], record["width"], record["height"], record["request"]["steps"]) == (4242, 64, 128, 7)
