@@ -47,7 +47,7 @@ def checkpoints(studio: Studio) -> list[Checkpoint]:
     for choice in studio.model_choices():
         location = _location(studio, choice)
         current = choice == studio.current_choice()
-        sha = (studio.manager.model_sha256() or None) if current else _known_sha(location)
+        sha = (studio.manager.known_sha256() if current else None) or _known_sha(location)
         filename = "embedded-model" if choice == EMBEDDED else choice
         stem = Path(choice).stem if location is not None and location.is_file() else choice
         out.append(Checkpoint(choice, f"{choice} [{sha[:10]}]" if sha else choice,

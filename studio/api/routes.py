@@ -72,10 +72,10 @@ class A1111Route(APIRoute):
         return route
 
 
-def caller_dependency(auth: list[tuple[str, str]]) -> Callable[[Request], Caller]:
+def caller_dependency(auth: list[tuple[str, str]]) -> Callable:
     """HTTP Basic with the UI's logins when there are any; without, the header is not read at all
     (SillyTavern sends `Basic ` with empty credentials, Open WebUI an empty header)."""
-    def caller(request: Request) -> Caller:
+    async def caller(request: Request) -> Caller:
         if not auth:
             host = request.client.host if request.client else "unknown"
             return Caller(user=f"api@{host}", session="api")
@@ -114,17 +114,18 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         translated = convert.img2img(body, studio, options)
         return convert.answer(body, translated, calls.run(translated, caller))
 
+    # progress, interrupt and skip run on the event loop itself: never behind a waiting generation
     @router.get("/progress")
-    def progress(skip_current_image: bool = False, caller: Caller = who) -> dict:
+    async def progress(skip_current_image: bool = False, caller: Caller = who) -> dict:
         return calls.progress(caller, with_image=not skip_current_image)
 
     @router.post("/interrupt")
-    def interrupt(caller: Caller = who) -> dict:
+    async def interrupt(caller: Caller = who) -> dict:
         calls.interrupt(caller)
         return {}
 
     @router.post("/skip")
-    def skip(caller: Caller = who) -> None:
+    async def skip(caller: Caller = who) -> None:
         calls.skip(caller)
 
     @router.get("/options")

@@ -363,6 +363,10 @@ class ModelManager:
         """A1111's `Model hash` of the model: 10 hex digits of model_sha256; "" when unreadable."""
         return self.model_sha256()[:10]
 
+    def known_sha256(self) -> str | None:
+        """The model's sha256 if it was computed already (nothing is read)."""
+        return self._hash or None
+
     def model_sha256(self) -> str:
         """The model's sha256 (studio/models/hashes.py), computed once per load and outside the
         lock (Studio.warm_up starts it in the background); "" when it cannot be read."""

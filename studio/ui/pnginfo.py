@@ -62,6 +62,18 @@ def ui_value(name: str, value: Any) -> Any:
     return value
 
 
+def offered(control, value: Any) -> Any:
+    """The value, if a list control offers it (names of presets, styles, samplers, VAEs this
+    studio does not have are left as they are); a multiselect keeps the names it offers."""
+    choices = getattr(control, "choices", None)
+    if not choices:
+        return value
+    known = {c[1] if isinstance(c, (tuple, list)) else c for c in choices}
+    if isinstance(value, list):
+        return [v for v in value if v in known]
+    return value if value in known else gr.skip()
+
+
 def wire(buttons: dict, settings: gr.JSON, picture: gr.Image, tabs: gr.Tabs, targets: dict) -> None:
     """Each send button fills every control of its tab that the picture has a setting for (and
     the picture itself, for img2img and inpainting), then shows that tab."""
@@ -69,9 +81,9 @@ def wire(buttons: dict, settings: gr.JSON, picture: gr.Image, tabs: gr.Tabs, tar
         controls, image_input, image_value = targets[tab]
         names = list(controls)
 
-        def send(fields, path, names=names, tab=tab, image_value=image_value):
+        def send(fields, path, names=names, tab=tab, image_value=image_value, controls=controls):
             fields = fields or {}
-            values = [ui_value(n, fields[n]) if n in fields else gr.skip() for n in names]
+            values = [offered(controls[n], ui_value(n, fields[n])) if n in fields else gr.skip() for n in names]
             extra = [image_value(path) if path else gr.skip()] if image_value else []
             return [*values, *extra, gr.Tabs(selected=tab)]
 
