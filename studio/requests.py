@@ -267,11 +267,15 @@ def _array(image: Image.Image | None) -> np.ndarray | None:
     return array
 
 
+Get = Any      # get(field) -> the raw value sent, else the field's default
+
+
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                  known_presets: Sequence[str] | None = None, known_styles: Sequence[str] | None = None,
                  known_loras: Sequence[str] | None = None, known_vaes: Sequence[str] | None = None,
                  **raw: Any) -> GenerationRequest:
-    """Check raw inputs once and return a trusted request, or raise InvalidRequest."""
+    """Check raw inputs once and return a trusted request, or raise InvalidRequest. The stages
+    run in this order, so that of several mistakes the first one named here is reported."""
     if mode not in MODES:
         raise InvalidRequest(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}.")
     unknown = set(raw) - set(GenerationRequest.__dataclass_fields__)
@@ -279,14 +283,18 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         raise InvalidRequest(f"Unknown parameter(s): {', '.join(sorted(unknown))}.")
     d = GenerationRequest()
     get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
+    return GenerationRequest(
+        mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
+        **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes))
 
+
+def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:
+    """Prompt and negative prompt, the sampler, negative presets and style."""
     prompt = _text("Prompt", get("prompt"))
     negative = _text("Negative prompt", get("negative_prompt"))
-
     scheduler = _word("Scheduler", get("scheduler"), DEFAULT_SCHEDULER)
     if scheduler not in SCHEDULERS:
         raise InvalidRequest(f"Unknown scheduler {scheduler!r}. Known: {', '.join(SCHEDULERS)}.")
-
     presets = _names("Negative presets", get("negative_presets"))
     if known_presets is not None:
         for p in presets:
@@ -295,7 +303,11 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     style = _word("Style", get("style"), None, ("", "None"))
     if style is not None and known_styles is not None and style not in known_styles:
         raise InvalidRequest(f"Unknown style {style!r}. Known: {', '.join(known_styles or [])}.")
+    return dict(prompt=prompt, negative_prompt=negative, scheduler=scheduler, negative_presets=presets, style=style)
 
+
+def _sampling(get: Get, limits: Limits) -> dict:
+    """Steps, CFG scale, seed, batch count and batch size."""
     steps = _number("Steps", get("steps"), integer=True)
     _in_range("Steps", steps, STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps))
     cfg = _number("CFG scale", get("cfg_scale"), integer=False)
@@ -307,7 +319,11 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     _in_range("Batch count", batch_count, 1, limits.max_batch_count)
     batch_size = _number("Batch size", get("batch_size"), integer=True)
     _in_range("Batch size", batch_size, 1, limits.max_batch_size)
+    return dict(steps=steps, cfg_scale=cfg, seed=seed, batch_count=batch_count, batch_size=batch_size)
 
+
+def _size(get: Get, limits: Limits) -> dict:
+    """Width and height: 0 (the model's or the input's own), else multiples of 8 within the limits."""
     width = _number("Width", _or_zero(get("width")), integer=True)
     height = _number("Height", _or_zero(get("height")), integer=True)
     for name, side in (("Width", width), ("Height", height)):
@@ -320,37 +336,48 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     if width and height and width * height > limits.max_pixels:
         raise InvalidRequest(f"{width}x{height} is {width * height:,} pixels; this studio allows "
                              f"at most {limits.max_pixels:,}.")
+    return dict(width=width, height=height)
 
-    image = mask = None
-    strength = d.strength
-    mask_blur, only_masked, padding = d.mask_blur, False, d.only_masked_padding
-    if mode in ("img2img", "inpaint"):
-        image = load_image("Input image", get("image"))
-        if image.width * image.height > limits.max_pixels * 4:
-            raise InvalidRequest(f"Input image is {image.width}x{image.height}; too large for this studio.")
-        if min(image.size) < 8:
-            raise InvalidRequest(f"Input image is {image.width}x{image.height}; it must be at least 8x8.")
-        strength = _number("Strength", get("strength"), integer=False)
-        _in_range("Strength", strength, 0.0, 1.0)
+
+def _inputs(mode: str, get: Get, limits: Limits) -> dict:
+    """img2img and inpainting: the input image and strength; inpainting: the mask and its options."""
+    if mode not in ("img2img", "inpaint"):
+        return {}
+    image = load_image("Input image", get("image"))
+    if image.width * image.height > limits.max_pixels * 4:
+        raise InvalidRequest(f"Input image is {image.width}x{image.height}; too large for this studio.")
+    if min(image.size) < 8:
+        raise InvalidRequest(f"Input image is {image.width}x{image.height}; it must be at least 8x8.")
+    strength = _number("Strength", get("strength"), integer=False)
+    _in_range("Strength", strength, 0.0, 1.0)
+    fields = dict(image=_array(image), strength=strength)
     if mode == "inpaint":
-        mask = mask_from_image("Mask", get("mask"))
-        if mask.size != image.size:
-            raise InvalidRequest(f"The mask is {mask.width}x{mask.height} but the image is "
-                                 f"{image.width}x{image.height}; they must be the same size.")
-        if mask.getextrema()[1] == 0:
-            raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
-                                 "(white = repaint).")
-        mask_blur = _number("Mask blur", get("mask_blur"), integer=True)
-        _in_range("Mask blur", mask_blur, 0, 64)
-        only_masked = get("only_masked")
-        if only_masked in (None, ""):
-            only_masked = False
-        if not isinstance(only_masked, (bool, int)) or isinstance(only_masked, int) and only_masked not in (0, 1):
-            raise InvalidRequest(f"Only masked must be true or false, got {only_masked!r}.")
-        only_masked = bool(only_masked)
-        padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
-        _in_range("Only-masked padding", padding, 0, 256)
+        fields.update(_mask(get, image))
+    return fields
 
+
+def _mask(get: Get, image: Image.Image) -> dict:
+    mask = mask_from_image("Mask", get("mask"))
+    if mask.size != image.size:
+        raise InvalidRequest(f"The mask is {mask.width}x{mask.height} but the image is "
+                             f"{image.width}x{image.height}; they must be the same size.")
+    if mask.getextrema()[1] == 0:
+        raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
+                             "(white = repaint).")
+    mask_blur = _number("Mask blur", get("mask_blur"), integer=True)
+    _in_range("Mask blur", mask_blur, 0, 64)
+    only_masked = get("only_masked")
+    if only_masked in (None, ""):
+        only_masked = False
+    if not isinstance(only_masked, (bool, int)) or isinstance(only_masked, int) and only_masked not in (0, 1):
+        raise InvalidRequest(f"Only masked must be true or false, got {only_masked!r}.")
+    padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
+    _in_range("Only-masked padding", padding, 0, 256)
+    return dict(mask=_array(mask), mask_blur=mask_blur, only_masked=bool(only_masked), only_masked_padding=padding)
+
+
+def _addons(get: Get, limits: Limits, known_loras: Sequence[str] | None, known_vaes: Sequence[str] | None) -> dict:
+    """LoRAs, VAE, clip skip, feature cache, variants, reference images, and the model."""
     loras = _loras(get("loras"), known_loras)
     vae = _word("VAE", get("vae"), None, ("", "None", "Automatic"))
     if vae is not None and known_vaes is not None and vae not in known_vaes:
@@ -372,14 +399,6 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     reference_method = _word("Reference method", get("reference_method"), "reference-only")
     if reference_method not in ("reference-only", "ip-adapter"):
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
-
-    return GenerationRequest(
-        image=_array(image), mask=_array(mask),
-        references=tuple((name, _array(img)) for name, img in references),
-        model=model, loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,
-        reference_strength=reference_strength, reference_method=reference_method,
-        mode=mode, prompt=prompt, negative_prompt=negative, negative_presets=presets, style=style,
-        scheduler=scheduler, steps=steps, cfg_scale=cfg, width=width, height=height, seed=seed,
-        batch_count=batch_count, batch_size=batch_size, strength=strength,
-        mask_blur=mask_blur, only_masked=only_masked, only_masked_padding=padding,
-    )
+    return dict(loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,
+                references=tuple((name, _array(img)) for name, img in references),
+                reference_strength=reference_strength, reference_method=reference_method, model=model)
