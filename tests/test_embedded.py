@@ -119,3 +119,13 @@ def test_the_shipped_vocabulary_is_the_worlds():
     from studio.train.world import VOCABULARY_KNOWS, vocabulary
     words, knows = read_vocabulary(EMBEDDED_MODEL)
     assert words == frozenset(vocabulary()) and knows == VOCABULARY_KNOWS
+
+
+def test_the_model_card_is_made_from_its_records():
+    """The shipped README is what model_card makes of the folder's training.json and
+    evaluation.json: the figures it states are the recorded ones."""
+    import json
+
+    from studio.train.model_card import model_card
+    figures = json.loads((EMBEDDED_MODEL / "evaluation.json").read_text(encoding="utf-8"))
+    assert model_card(EMBEDDED_MODEL, figures) == (EMBEDDED_MODEL / "README.md").read_text(encoding="utf-8")

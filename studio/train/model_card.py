@@ -12,13 +12,11 @@ from .world import COLOURS
 
 
 def write_readme(model: Path, fig: dict) -> None:
-    rec = json.loads((model / "training.json").read_text(encoding="utf-8"))
-    f = fig["fidelity"]
-    neg = fig["negative prompt: the colour's share of object pixels"]
-    fav = neg["favourite colour"]
-    inp = fig["inpaint 'a blue square'"]
-    ref_without, ref_with = fig[REFERENCE_KEY].values()
-    cfg = rec["config"]
+    (model / "README.md").write_text(model_card(model, fig), encoding="utf-8")
+
+
+def _figure_lines(fig: dict) -> tuple[list, int, str, str, str]:
+    """(draws, prompts of one draw, the no-position row, the reconstruction row, the statistics)."""
     draws = fig.get("fidelity by draw") or []
     one = draws[0]["prompts"] if draws else fig["held-out prompts"]   # prompts of one draw
     g = fig.get("fidelity, prompts without a position word")
@@ -43,10 +41,11 @@ def write_readme(model: Path, fig: dict) -> None:
             f"{pair} {row['colour']:.0%}" + (" (misses: " + ", ".join(f"{c} {k}" for c, k in row["misses painted"].items())
                                              + ")" if row["misses painted"] else "")
             for pair, row in weak) + f"; the best {list(pairs.items())[-1][1]['colour']:.0%}.")
-    blend = fig.get("inpaint 'a blue square', text-to-image UNet (latent blending)")
-    inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
-    blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
-                  f"{blend['blue object in mask (>=25% blue pixels)']:.0%}." if blend else "")
+    return draws, one, nopos_row, recon_row, stats
+
+
+def _recipe_lines(rec: dict, cfg: dict) -> tuple[str, str]:
+    """(the layout phase's noise weighting, the stages after it: restarts, detail, inpainting)."""
     floor = (f" floored at {cfg['snr_floor']}, {cfg['high_noise_share']:.0%} of each batch at "
              f"t >= {cfg['high_noise_from']}" if cfg.get("snr_floor") else "")
     detail_how = ("plain min-SNR-gamma, uniform timesteps" if not cfg.get("detail_snr_floor")
@@ -62,7 +61,11 @@ def write_readme(model: Path, fig: dict) -> None:
     inpaint_stage = (f"\n- inpainting UNet (9 input channels, `inpaint-unet/`): "
                      f"{rec['inpaint_steps_done']} steps from the trained UNet, text encoder frozen"
                      if rec.get("inpaint_steps_done") else "")
-    size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
+    return floor, restart_stage + detail_stage + inpaint_stage
+
+
+def _history_lines(rec: dict, cfg: dict) -> tuple[str, str]:
+    """(the decoder fine-tuning's PSNR, what earlier invocations and later commands did)."""
     decoder = (f", {rec['vae_psnr_db_after_decoder_finetune']} dB after fine-tuning the decoder "
                f"{cfg.get('decoder_steps')} steps on the frozen encoder's latents (held-out images)"
                if "vae_psnr_db_after_decoder_finetune" in rec else "")
@@ -85,7 +88,27 @@ def write_readme(model: Path, fig: dict) -> None:
                     f"text encoder and latent space unchanged): `{r['command']}`, {r['steps']} steps, "
                     f"lr {r['lr']}, gradient norm clipped at {r['clip']}, PSNR {r['psnr_db_before']} -> "
                     f"{r['psnr_db']} dB, {r['seconds'] / 60:.0f} min on {r['machine']}, {r['threads']} threads")
-    text = f"""# The embedded default model: a tiny Stable Diffusion of a shape world
+    return decoder, earlier
+
+
+def model_card(model: Path, fig: dict) -> str:
+    """The README's text, from the folder's training.json and the evaluation's figures."""
+    rec = json.loads((model / "training.json").read_text(encoding="utf-8"))
+    cfg = rec["config"]
+    f = fig["fidelity"]
+    neg = fig["negative prompt: the colour's share of object pixels"]
+    fav = neg["favourite colour"]
+    inp = fig["inpaint 'a blue square'"]
+    ref_without, ref_with = fig[REFERENCE_KEY].values()
+    draws, one, nopos_row, recon_row, stats = _figure_lines(fig)
+    floor, later_stages = _recipe_lines(rec, cfg)
+    decoder, earlier = _history_lines(rec, cfg)
+    blend = fig.get("inpaint 'a blue square', text-to-image UNet (latent blending)")
+    inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
+    blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
+                  f"{blend['blue object in mask (>=25% blue pixels)']:.0%}." if blend else "")
+    size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
+    return f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
 UNet2DConditionModel, CLIPTextModel with CLIP's real 49,408-token BPE vocabulary, a scheduler
@@ -104,7 +127,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
   {cfg["batch"]}, lr {cfg["lr"]} {cfg.get("layout_schedule", "cosine")} after a {cfg["warmup"]}-step warm-up,
   captions padded to {cfg.get("text_tokens", 77)} tokens, {int(cfg["caption_dropout"] * 100)}% empty captions, min-SNR-gamma
-  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){restart_stage}{detail_stage}{inpaint_stage}
+  {cfg["min_snr_gamma"]}{floor}, EMA {cfg["ema_decay"]}){later_stages}
 - parameters: VAE {rec["params"]["vae"]:,}, UNet {rec["params"]["unet"]:,}, text encoder
   {rec["params"]["text_encoder"]:,} (mostly the CLIP token embeddings)
 - machine: {rec["machine"]}, {rec["device"]}, {rec["threads"]} torch threads, torch {rec["torch"]}
@@ -137,4 +160,3 @@ pixel checker:
 - Speed: {fig["seconds per 20-step image (median)"]:.2f} s per 20-step image (median, batch 1,
   {fig["settings"]["device"]}, {fig["settings"]["torch threads"]} threads, {fig["settings"]["machine"]}).
 """
-    (model / "README.md").write_text(text, encoding="utf-8")
