@@ -9,7 +9,6 @@ loading and generation on the one device.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from types import SimpleNamespace
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 from studio.errors import InvalidRequest, ModelLoadError
 from studio.models.memory import MEMORY_MODES, free_device_memory, model_bytes, place, resolve_memory_mode
-from studio.models.sources import PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir, resolve
+from studio.models.sources import (PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir,
+                                   read_pipeline, resolve)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,6 @@ class ModelManager:
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self):
-        from diffusers import DiffusionPipeline
-
         info = self.info()
         device = choose_device(self.requested_device)
         dtype = choose_dtype(self.requested_dtype, device)
@@ -122,36 +120,7 @@ class ModelManager:
             write_tiny_model(placeholder_dir())
             self._info, self._checkpoint = resolve(self.source)
             info = self._info
-        path = info.location
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
-        try:
-            try:
-                if info.kind == "file":
-                    from studio.models.checkpoints import load_pipeline
-                    pipe = load_pipeline(self._checkpoint, dtype, self.allow_pickle)
-                else:
-                    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
-            except (OSError, ValueError) as first:
-                if info.kind != "hub":
-                    raise
-                if not self.allow_download:
-                    raise ModelLoadError(
-                        f"{info.source} is not in the local Hugging Face cache. The studio downloads "
-                        f"only models named with --model at start: python app.py --model {info.source}") from first
-                if offline:
-                    raise ModelLoadError(
-                        f"{info.source} is not in the local Hugging Face cache "
-                        f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'}) and "
-                        "HF_HUB_OFFLINE=1 forbids downloading it.") from first
-                log.info("Downloading %s from the hub (asked for with --model)", info.source)
-                pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any loader failure becomes a clear message
-            hint = " (no network: downloads are impossible offline)" if "connect" in str(exc).lower() else ""
-            raise ModelLoadError(f"Could not load model {info.source or info.name}: "
-                                 f"{type(exc).__name__}: {exc}{hint}") from exc
+        pipe = read_pipeline(info, self._checkpoint, dtype, self.allow_pickle, self.allow_download)
         pipe.set_progress_bar_config(disable=True)
         free = None
         if device == "cuda":

@@ -1,10 +1,12 @@
 """What a model source is, read from its configs or tensors without loading weights: the
 embedded model (or the untrained placeholder while it is missing), a diffusers folder, a single
-checkpoint file, or a hub id in the local cache."""
+checkpoint file, or a hub id in the local cache; and `read_pipeline`, which reads a resolved
+source's weights (the one place that knows the download rules and the loaders' failures)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,8 @@ from pathlib import Path
 from studio.config import EMBEDDED_MODEL, ROOT
 from studio.prompts.vocabulary import read_vocabulary
 from studio.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
 
@@ -157,3 +161,42 @@ def _inpaint_unet(read, path: str, kind: str) -> str:
     if config.get("in_channels") != 9:
         return ""
     return str(Path(path).expanduser() / INPAINT_FOLDER)
+
+
+def read_pipeline(info: ModelInfo, checkpoint, dtype, allow_pickle: bool, allow_download: bool):
+    """The weights of a resolved source as a diffusers pipeline, on the CPU: a single file through
+    checkpoints.py, a folder or cached hub id offline; a hub id named with --model is downloaded
+    only if it is missing and the hub is allowed. Every failure is a ModelLoadError that says why."""
+    from diffusers import DiffusionPipeline
+
+    path = info.location
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    try:
+        try:
+            if info.kind == "file":
+                from studio.models.checkpoints import load_pipeline
+                pipe = load_pipeline(checkpoint, dtype, allow_pickle)
+            else:
+                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError) as first:
+            if info.kind != "hub":
+                raise
+            if not allow_download:
+                raise ModelLoadError(
+                    f"{info.source} is not in the local Hugging Face cache. The studio downloads "
+                    f"only models named with --model at start: python app.py --model {info.source}") from first
+            if offline:
+                raise ModelLoadError(
+                    f"{info.source} is not in the local Hugging Face cache "
+                    f"({os.environ.get('HF_HUB_CACHE') or '~/.cache/huggingface/hub'}) and "
+                    "HF_HUB_OFFLINE=1 forbids downloading it.") from first
+            log.info("Downloading %s from the hub (asked for with --model)", info.source)
+            pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes a clear message
+        hint = " (no network: downloads are impossible offline)" if "connect" in str(exc).lower() else ""
+        raise ModelLoadError(f"Could not load model {info.source or info.name}: "
+                             f"{type(exc).__name__}: {exc}{hint}") from exc
+    return pipe
