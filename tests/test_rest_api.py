@@ -397,3 +397,17 @@ def test_no_api_flag(tiny_model, tmp_path):
         assert requests.get(server.url + "sdapi/v1/sd-models", timeout=10).status_code == 404
     finally:
         stop_server(server)
+
+
+def test_embeddings_and_loras_listed_after_a_refresh(own_studio, rest):
+    from safetensors.numpy import save_file
+    root = own_studio.library.root
+    (root / "embeddings").mkdir(exist_ok=True)
+    (root / "loras").mkdir(exist_ok=True)
+    save_file({"emb_params": np.zeros((3, 768), np.float16)}, str(root / "embeddings" / "badhand.safetensors"))
+    save_file({"x": np.zeros((1,), np.float16)}, str(root / "loras" / "foxes.safetensors"))
+    assert rest.post("/sdapi/v1/refresh-embeddings").status_code == 200
+    assert rest.get("/sdapi/v1/embeddings").json()["loaded"]["badhand"]["shape"] == 768
+    assert rest.get("/sdapi/v1/embeddings").json()["loaded"]["badhand"]["vectors"] == 3
+    assert rest.get("/sdapi/v1/loras").json() == [{"name": "foxes", "alias": "foxes", "path": "foxes.safetensors",
+                                                   "metadata": {}}]

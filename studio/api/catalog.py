@@ -8,7 +8,6 @@ Callers may name a checkpoint by title, name, file name, stem or hash, as A1111 
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,18 +221,17 @@ def embeddings(studio: Studio) -> dict:
 
 
 def _safetensors_shape(path: Path) -> tuple[int | None, int | None]:
-    """(vector width, vectors) from a .safetensors header (8-byte length, then JSON)."""
+    """(vector width, vectors) of a one-tensor .safetensors embedding, from its header only."""
     if path.suffix.lower() != ".safetensors":
         return None, None
+    from safetensors import safe_open
     try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(min(size, 1 << 20)))
-        shapes = [v["shape"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-        shape = shapes[0] if len(shapes) == 1 else None
-        return (shape[-1], shape[0] if len(shape) > 1 else 1) if shape else (None, None)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        with safe_open(str(path), framework="numpy") as f:
+            keys = list(f.keys())
+            shape = f.get_slice(keys[0]).get_shape() if len(keys) == 1 else None
+    except Exception:  # noqa: BLE001 - a damaged file is listed without its shape
         return None, None
+    return (shape[-1], shape[0] if len(shape) > 1 else 1) if shape else (None, None)
 
 
 def prompt_styles(studio: Studio) -> list[dict]:
