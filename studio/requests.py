@@ -63,6 +63,8 @@ class GenerationRequest:
     width: int = 0            # 0: the model's native size (txt2img) or the input image's size
     height: int = 0
     seed: int = -1            # -1: a random seed, chosen by the engine and recorded
+    variation_seed: int = -1          # A1111's subseed: -1 = random (used only with a strength)
+    variation_strength: float = 0.0   # 0 = the seed's noise; 1 = the variation seed's (txt2img)
     batch_count: int = 1
     batch_size: int = 1
     image: np.ndarray | None = field(default=None, repr=False, compare=False)   # RGB, HxWx3 uint8
@@ -285,7 +287,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
     return GenerationRequest(
         mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
-        **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes))
+        **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes))
 
 
 def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:
@@ -320,6 +322,19 @@ def _sampling(get: Get, limits: Limits) -> dict:
     batch_size = _number("Batch size", get("batch_size"), integer=True)
     _in_range("Batch size", batch_size, 1, limits.max_batch_size)
     return dict(steps=steps, cfg_scale=cfg, seed=seed, batch_count=batch_count, batch_size=batch_size)
+
+
+def _variation(mode: str, get: Get) -> dict:
+    """Variation seed and strength (the starting noise slerped toward the variation seed's)."""
+    strength = _number("Variation strength", get("variation_strength"), integer=False)
+    _in_range("Variation strength", strength, 0.0, 1.0)
+    seed = _number("Variation seed", get("variation_seed"), integer=True)
+    if seed != -1:
+        _in_range("Variation seed", seed, 0, MAX_SEED)
+    if strength and mode != "txt2img":
+        raise InvalidRequest("Variation seeds work in text to image only (here the starting noise is mixed "
+                             "with the input picture); set the variation strength to 0.")
+    return dict(variation_seed=seed, variation_strength=strength)
 
 
 def _size(get: Get, limits: Limits) -> dict:

@@ -186,7 +186,8 @@ def test_the_record_names_loras_by_stem_and_embeddings_as_written() -> None:
     from studio.requests import make_request
     record = ImageRecord(
         request=make_request(prompt="x"), model=ModelRecord("m", "", "folder", "SD 1.x", "0123456789", False),
-        seed=1, batch_number=0, batch_pos=0, size=(64, 64), generated_size=(64, 64), prompt="x", negative="",
+        seed=1, variation_seed=None, batch_number=0, batch_pos=0, size=(64, 64), generated_size=(64, 64),
+        prompt="x", negative="",
         template="x", variant="x", variant_negative="", moved_negatives=[], lora_tags=[], schedule=[],
         scheduler_class="S", scheduler_config={"lambda_min_clipped": float("-inf")}, device="cpu",
         dtype="float32", versions={}, notes=["a note"],

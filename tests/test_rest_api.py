@@ -153,6 +153,21 @@ def test_txt2img_answer_and_saved_picture(rest, own_studio):
     assert decoded(answer["images"][0]).info["parameters"] == info["infotexts"][0]
 
 
+def test_subseed_is_the_variation_seed(rest):
+    """A1111's subseed and subseed_strength: the seed stays, the subseeds count up, both recorded;
+    img2img says it ignored them."""
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 4, "subseed": 40,
+                                                  "subseed_strength": 0.2, "batch_size": 2, **SMALL}).json()
+    info = json.loads(answer["info"])
+    assert info["all_seeds"] == [4, 4] and info["all_subseeds"] == [40, 41] and info["subseed_strength"] == 0.2
+    assert "Variation seed: 41, Variation seed strength: 0.2" in info["infotexts"][1]
+    assert decoded(answer["images"][0]).tobytes() != decoded(answer["images"][1]).tobytes()
+    answer = rest.post("/sdapi/v1/img2img", json={"init_images": [b64png(noisy())], "subseed_strength": 0.5,
+                                                  **SMALL}).json()
+    info = json.loads(answer["info"])
+    assert "subseed_strength was ignored" in " ".join(info["notes"]) and info["subseed_strength"] == 0
+
+
 def test_unknown_sampler_falls_back_and_says_so(rest):
     info = json.loads(rest.post("/sdapi/v1/txt2img", json={"sampler_name": "DPM fast", **SMALL}).json()["info"])
     assert info["sampler_name"] == "DPM++ 2M" and "Unknown sampler 'DPM fast': used DPM++ 2M Karras." in info["notes"]

@@ -153,8 +153,6 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
     scheduler, sampler_notes = from_a1111(body.sampler_name or body.sampler_index, body.scheduler)
     notes += sampler_notes
     notes += [text for name, text in UNSUPPORTED if getattr(body, name)]
-    if body.subseed_strength:
-        notes.append("Variation seeds are not available here: subseed_strength was ignored.")
     override = body.override_settings or {}
     known = [s for s in body.styles if s in studio.presets.styles]
     if len(known) > 1:
@@ -173,7 +171,8 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     notes: list[str] = []
     raw = _common(body, studio, options, notes)
-    return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
+    return Translated("txt2img", [studio.make_request("txt2img", variation_seed=body.subseed,
+                                                      variation_strength=body.subseed_strength, **raw)], notes)
 
 
 def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
@@ -185,6 +184,8 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
                              f"(latent nothing), got {body.inpainting_fill}.")
     notes: list[str] = []
     raw = _common(body, studio, options, notes)
+    if body.subseed_strength:
+        notes.append("Variation seeds work in txt2img only here: subseed_strength was ignored.")
     size, lim = (body.width, body.height), studio.limits
     resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and body.width * body.height <= lim.max_pixels
     mode = "inpaint" if body.mask else "img2img"
@@ -225,6 +226,14 @@ def answer(body: Txt2ImgBody, translated: Translated, results: list[GenerationRe
             "parameters": parameters, "info": json.dumps(info(body, translated, results), ensure_ascii=False)}
 
 
+def _subseeds(body: Txt2ImgBody, request, images: list) -> dict[str, Any]:
+    """A1111's subseed fields: the variation seeds used (counting up), else what was sent."""
+    used = [g.data.get("variation_seed") for g in images]
+    if not request.variation_strength or None in used or not used:
+        return {"subseed": body.subseed, "all_subseeds": [body.subseed] * len(images), "subseed_strength": 0}
+    return {"subseed": used[0], "all_subseeds": used, "subseed_strength": request.variation_strength}
+
+
 def info(body: Txt2ImgBody, translated: Translated, results: list[GenerationResult]) -> dict[str, Any]:
     images = [g for r in results for g in r.images]
     request, first = translated.requests[0], (images[0].data if images else {})
@@ -236,7 +245,7 @@ def info(body: Txt2ImgBody, translated: Translated, results: list[GenerationResu
         "negative_prompt": body.negative_prompt,
         "all_negative_prompts": [g.data.get("negative_prompt", "") for g in images],
         "seed": seeds[0] if seeds else results[0].seed, "all_seeds": seeds,
-        "subseed": body.subseed, "all_subseeds": [body.subseed] * len(seeds), "subseed_strength": 0,
+        **_subseeds(body, request, images),
         "width": first.get("width", request.width), "height": first.get("height", request.height),
         "sampler_name": SCHEDULERS[request.scheduler].sampler, "cfg_scale": request.cfg_scale,
         "steps": request.steps, "batch_size": request.batch_size, "restore_faces": False,

@@ -24,6 +24,7 @@ from PIL import Image, ImageFilter
 from studio import __version__
 from studio.errors import BatchSkipped, GenerationStopped, InvalidRequest, StudioError
 from studio.generation.deepcache import feature_cache
+from studio.generation.noise import variation_latents
 from studio.generation.plan import (PlannedImage, apply_addons, plan_images, request_loras,
                                     request_references)
 from studio.generation.record import ImageRecord, ModelRecord, array_sha256
@@ -135,7 +136,11 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
     template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
                                              request.negative_presets, request.style)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
-    plan = plan_images(request, template, neg_template, seed, presets.wildcards)
+    variation_seed = None
+    if request.variation_strength > 0:
+        variation_seed = (request.variation_seed if request.variation_seed != -1
+                          else secrets.randbelow(MAX_SEED + 1))
+    plan = plan_images(request, template, neg_template, seed, presets.wildcards, variation_seed)
     if content_filter is not None:
         for text in dict.fromkeys(img.prompt for img in plan):
             content_filter.check_prompt(text)
@@ -232,6 +237,10 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
         call["callback_on_step_end_tensor_inputs"] = ["latents"] + (cond.tensor_inputs() if cond.changes else [])
     if setup.ip_images is not None:
         call["ip_adapter_image"] = setup.ip_images
+    if request.variation_strength > 0:
+        call["latents"] = variation_latents(pipe, call["generator"], [m.variation_seed for m in members],
+                                            request.variation_strength, prep.width, prep.height,
+                                            call["prompt_embeds"].dtype)
     if request.mode != "txt2img" and request.strength == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height,
@@ -331,7 +340,8 @@ def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: Planne
     parsed, k = member.parsed, pos % cond.per_image
     schedule = [[end, ps[k], ns[k]] for end, ps, ns in cond.segments] if cond.changes else []
     return ImageRecord(
-        request=prep.request, model=setup.model, seed=member.seed, batch_number=batch, batch_pos=pos,
+        request=prep.request, model=setup.model, seed=member.seed, variation_seed=member.variation_seed,
+        batch_number=batch, batch_pos=pos,
         size=size, generated_size=(prep.width, prep.height), prompt=parsed.positive_text,
         negative=parsed.negative, template=member.template, variant=member.prompt,
         variant_negative=member.negative, moved_negatives=parsed.moved_negatives, lora_tags=parsed.loras,

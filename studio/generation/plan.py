@@ -53,28 +53,37 @@ class PlannedImage:
     negative: str
     parsed: ParsedPrompt
     reference_tags: list   # {image} / {image:name} in the prompt
+    variation_seed: int | None = None    # with a variation strength: the noise mixed in
 
 
 def plan_images(request: GenerationRequest, template: str, neg_template: str, seed: int,
-                wildcards: Path | None) -> list[PlannedImage]:
+                wildcards: Path | None, variation_seed: int | None = None) -> list[PlannedImage]:
     """Every image of the request with its seed and prompts: random variants per image seed,
-    or every combination ("all"; then the combinations set the number of images)."""
-    limit = MAX_IMAGES
-    if request.variants == "all" and has_variants(template + neg_template):
-        pairs = [(p, n) for p in expand_all(template, wildcards, limit)
-                 for n in expand_all(neg_template, wildcards, limit)]
-        if len(pairs) > limit:
-            raise InvalidRequest(f"{len(pairs)} combinations; at most {limit} images a request.")
-        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(len(pairs))]
-    else:
-        seeds = [(seed + j) % (MAX_SEED + 1) for j in range(request.batch_count * request.batch_size)]
-        pairs = list(zip(expand_random(template, seeds, wildcards),
-                         expand_random(neg_template, seeds, wildcards)))
+    or every combination ("all"; then the combinations set the number of images). With a
+    variation seed (A1111's subseed, used when the strength is above 0) every image keeps the
+    seed and the variation seeds count up instead, so a batch is variations around one picture."""
+    every = request.variants == "all" and has_variants(template + neg_template)
+    pairs = _all_pairs(template, neg_template, wildcards) if every else None
+    count = len(pairs) if pairs else request.batch_count * request.batch_size
+    seeds = [(seed + j) % (MAX_SEED + 1) for j in range(count)]
+    variations: list[int | None] = [None] * count
+    if variation_seed is not None:
+        seeds, variations = [seed] * count, [(variation_seed + j) % (MAX_SEED + 1) for j in range(count)]
+    if pairs is None:
+        pairs = list(zip(expand_random(template, seeds, wildcards), expand_random(neg_template, seeds, wildcards)))
     out = []
-    for s, (p, n) in zip(seeds, pairs):
+    for s, v, (p, n) in zip(seeds, variations, pairs):
         text, tags = take_reference_tags(p)
-        out.append(PlannedImage(s, template, p, n, parse_prompts(text, n), tags))
+        out.append(PlannedImage(s, template, p, n, parse_prompts(text, n), tags, v))
     return out
+
+
+def _all_pairs(template: str, neg_template: str, wildcards: Path | None) -> list[tuple[str, str]]:
+    pairs = [(p, n) for p in expand_all(template, wildcards, MAX_IMAGES)
+             for n in expand_all(neg_template, wildcards, MAX_IMAGES)]
+    if len(pairs) > MAX_IMAGES:
+        raise InvalidRequest(f"{len(pairs)} combinations; at most {MAX_IMAGES} images a request.")
+    return pairs
 
 
 def request_loras(plan: list[PlannedImage], request: GenerationRequest,

@@ -39,6 +39,7 @@ class ImageRecord:
     request: GenerationRequest
     model: ModelRecord
     seed: int
+    variation_seed: int | None            # with a variation strength above 0
     batch_number: int
     batch_pos: int
     size: tuple[int, int]                 # of the saved image
@@ -72,6 +73,8 @@ class ImageRecord:
             "CFG scale": r.cfg_scale, "Seed": self.seed, "Size": f"{self.size[0]}x{self.size[1]}",
             "Model hash": self.model.hash or None, "Model": self.model.name,
             "VAE hash": vae["sha256"][:10] if vae else None, "VAE": vae["name"] if vae else None,
+            "Variation seed": self.variation_seed,
+            "Variation seed strength": r.variation_strength if self.variation_seed is not None else None,
             "Denoising strength": r.strength if img2img else None,
             "Clip skip": r.clip_skip if r.clip_skip > 1 else None,
             "Mask blur": r.mask_blur if inpaint else None,
@@ -98,6 +101,7 @@ class ImageRecord:
         return strict_json({
             "format": 1, "mode": r.mode, "request": r.fields(),
             "prompt": self.prompt, "negative_prompt": self.negative, "seed": self.seed,
+            "variation_seed": self.variation_seed,
             "batch_number": self.batch_number, "batch_pos": self.batch_pos,
             "width": self.size[0], "height": self.size[1], "generated_size": list(self.generated_size),
             "model": vars(self.model).copy(),

@@ -21,7 +21,7 @@ from studio.outputs.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters,
 
 # the studio request fields a picture may set in a tab (the model is shown, not switched)
 SENDABLE = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
-            "width", "height", "seed", "batch_count", "batch_size", "strength", "mask_blur", "only_masked",
+            "width", "height", "seed", "variation_seed", "variation_strength", "batch_count", "batch_size", "strength", "mask_blur", "only_masked",
             "only_masked_padding", "loras", "vae", "clip_skip", "variants", "reference_strength",
             "reference_method", "feature_cache")
 MAX_CHUNK_CHARS = 200_000      # a text chunk longer than this is shown cut, never parsed
@@ -86,6 +86,8 @@ def _from_studio(chunks: dict[str, str]) -> PictureInfo | None:
     request = record["request"]
     info = _from_a1111(chunks) or PictureInfo()
     fields = {k: request[k] for k in SENDABLE if k in request}
+    if record.get("variation_seed") is not None:
+        fields["variation_seed"] = record["variation_seed"]
     fields.update(seed=record.get("seed", fields.get("seed")), width=record.get("width", fields.get("width")),
                   height=record.get("height", fields.get("height")))
     info.source, info.fields = "studio", fields
@@ -115,6 +117,7 @@ def _from_a1111(chunks: dict[str, str]) -> PictureInfo | None:
 
 
 A1111_FIELDS = (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
+                ("Variation seed", "variation_seed", int), ("Variation seed strength", "variation_strength", float),
                 ("Denoising strength", "strength", float), ("Clip skip", "clip_skip", int),
                 ("Mask blur", "mask_blur", int), ("Masked area padding", "only_masked_padding", int),
                 ("Batch size", "batch_size", int), ("Feature cache", "feature_cache", int))
