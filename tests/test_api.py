@@ -31,7 +31,7 @@ def test_endpoints_have_the_request_field_names(client):
               "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "feature_cache"]
-    assert names["/txt2img"] == common + addons
+    assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength"]
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
                                                                "only_masked", "only_masked_padding"] + addons
@@ -49,6 +49,27 @@ def test_txt2img_over_the_api(client, server):
     assert saved, "the image was not saved under --outputs"
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(saved[-1])))
     assert read_metadata(saved[-1])[1]["request"]["negative_presets"] == ["bad hands"]
+
+
+def test_xyz_plot_and_prompt_matrix_over_the_api(client, server):
+    """/xyz_plot takes the txt2img fields plus the axes; the grid comes first, then the cells,
+    all saved; /prompt_matrix the same for a prompt split by |; bad axes get a clear error."""
+    gallery, info, params, seed = client.predict(
+        prompt="a red circle", steps=2, seed=5, x_type="Seed", x_values="5-6", y_type="CFG scale",
+        y_values="4, 8", api_name="/xyz_plot")
+    assert len(gallery) == 5 and [p["seed"] for p in params] == [5, 6, 5, 6]
+    grid = Image.open(_first_png(gallery))
+    assert grid.width > 2 * params[0]["width"]
+    saved = sorted(server.outputs.rglob("*-grid.png"))[-1]
+    assert "X Type: Seed, X Values: 5-6, Y Type: CFG scale" in read_metadata(saved)[0]
+    gallery, *_ = client.predict(prompt="a red circle|on a blue background", steps=2, seed=1,
+                                 api_name="/prompt_matrix")
+    assert len(gallery) == 3
+    with pytest.raises(Exception, match="not a number or a range"):
+        client.predict(prompt="x", steps=2, x_type="Steps", x_values="__import__('os')", api_name="/xyz_plot")
+    names = [p["parameter_name"] for p in client.view_api(return_format="dict", print_info=False)
+             ["named_endpoints"]["/xyz_plot"]["parameters"]]
+    assert names[0] == "prompt" and names[-6:] == ["x_type", "x_values", "y_type", "y_values", "z_type", "z_values"]
 
 
 def test_img2img_over_the_api(client, tmp_path):

@@ -376,3 +376,46 @@ def test_png_info_drop_and_send_to_txt2img_in_browser(page, server, tmp_path):
     from studio.outputs.metadata import read_metadata
     record = read_metadata(new_png(server, before))[1]
     assert (record["seed"], record["width"], record["height"], record["request"]["steps"]) == (4242, 64, 128, 7)
+
+
+def pick(page, dropdown: str, option: str) -> None:
+    page.click(f"{dropdown} input")
+    page.locator("ul[role=listbox] li", has_text=option).first.click()
+
+
+def test_more_like_this_and_an_xyz_plot_in_browser(page, server):
+    """"More like this" on a picture makes four variations around its seed; then a 2x2 seed x CFG
+    plot from the txt2img tab: the count shows before it runs, and the grid comes first in the
+    gallery and is the saved -grid.png, beside its four cells."""
+    from studio.outputs.metadata import read_metadata
+    open_tab(page, "txt2img")
+    page.fill("#txt2img-seed input", "33")
+    generate_txt2img(page, server, "a red circle")
+    before = pngs(server.outputs)
+    info_before = page.input_value("#txt2img-info textarea")
+    page.click("#txt2img-more-like-this")
+    page.wait_for_function(
+        "([sel, before]) => { const t = document.querySelector(sel);"
+        " return t && t.value.includes('Variation seed:') && t.value !== before; }",
+        arg=["#txt2img-info textarea", info_before], timeout=GENERATION_TIMEOUT_MS)
+    records = [read_metadata(p)[1] for p in sorted(pngs(server.outputs) - before)]
+    assert len(records) == 4 and {r["seed"] for r in records} == {33}
+    assert len({r["variation_seed"] for r in records}) == 4
+    assert {r["request"]["variation_strength"] for r in records} == {0.2}
+
+    page.click("#plot-panel > button")
+    pick(page, "#plot-x-type", "Seed")
+    page.fill("#plot-x-values textarea", "1, 2")
+    pick(page, "#plot-y-type", "CFG scale")
+    page.fill("#plot-y-values textarea", "4, 8")
+    page.locator("#plot-y-values textarea").press("Tab")
+    sync_api.expect(page.locator("#plot-count")).to_contain_text("4 picture(s)")
+    page.fill("#txt2img-seed input", "-1")
+    before = pngs(server.outputs)
+    info_before = page.input_value("#txt2img-info textarea")
+    page.click("#plot-run")
+    src = gallery_image(page, "txt2img", server, info_before).get_attribute("src")
+    added = pngs(server.outputs) - before
+    grids = [p for p in added if p.name.endswith("-grid.png")]
+    assert len(added) == 5 and len(grids) == 1
+    assert Path(unquote(urlparse(src).path)).name == grids[0].name

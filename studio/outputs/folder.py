@@ -71,15 +71,19 @@ class OutputFolder:
         self._lock = _lock_for(self.root)
 
     def save(
-        self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int
+        self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int,
+        kind: str | None = None,
     ) -> Path:
-        """Write `image` with its metadata chunks and return the final path.
+        """Write `image` with its metadata chunks and return the final path: NNNNN-SEED.png,
+        or NNNNN-KIND.png for a picture made of others (`kind` "grid": a plot's grid).
 
         The PNG is encoded into a hidden temporary file outside the lock (encoding is the
         slow part); the number is chosen and the file renamed into place under the lock.
         On any error the temporary file is removed and the error re-raised.
         """
-        seed_text = str(int(seed))
+        if kind is not None and not kind.isalpha():
+            raise ValueError(f"kind must be a word, got {kind!r}")
+        seed_text = kind or str(int(seed))
         info = metadata.pnginfo(parameters, data)
         day = self.root / self._clock().strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)

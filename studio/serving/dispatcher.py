@@ -146,6 +146,7 @@ class Dispatcher:
         self._virtual = 0.0                         # the start tag of the job in service
         self._running: Job | None = None
         self._worker: threading.Thread | None = None
+        self._stopped_at: dict[str, float] = {}     # session -> when its Stop was last pressed
 
     # -- callers -----------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
@@ -171,11 +172,22 @@ class Dispatcher:
         return job
 
     def stop(self, session: str) -> bool:
-        """Stop every job of this browser session (running or queued); False when it has none."""
+        """Stop every job of this browser session (running or queued); False when it has none.
+        The time is kept, so a caller running several jobs in turn (`Sequence`) also stops when
+        Stop is pressed between two of them."""
+        now = time.monotonic()
+        with self._lock:     # (an hour-old press can no longer matter to a run: forget it)
+            self._stopped_at = {s: t for s, t in self._stopped_at.items() if now - t < 3600}
+            self._stopped_at[session] = now
         jobs = self.jobs_of(session)
         for job in jobs:
             job.stop()
         return bool(jobs)
+
+    def stopped_since(self, session: str, since: float) -> bool:
+        """Whether this session pressed Stop after `since` (a time.monotonic() value)."""
+        with self._lock:
+            return self._stopped_at.get(session, float("-inf")) >= since
 
     def jobs_of(self, session: str) -> list[Job]:
         """This session's jobs: the running one first, then the waiting ones in start order."""

@@ -47,13 +47,15 @@ class PromptControls:
     feature_cache: gr.Slider
     generate: gr.Button
     stop: gr.Button
+    variation_seed: gr.Number | None = None         # text to image only
+    variation_strength: gr.Slider | None = None
 
     def fields(self) -> dict[str, Any]:
         """Request field name -> the control that sets it (what PNG Info fills in)."""
         names = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
                  "width", "height", "seed", "batch_count", "batch_size", "loras", "vae", "clip_skip", "variants",
-                 "reference_strength", "reference_method", "feature_cache")
-        return {name: getattr(self, name) for name in names}
+                 "reference_strength", "reference_method", "feature_cache", "variation_seed", "variation_strength")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def addons(self) -> list:
         """The inputs every tab's event ends with (API: loras, vae, clip_skip, variants,
@@ -74,8 +76,10 @@ class ResultsPanel:
     to_inpaint: gr.Button
 
 
-def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: bool) -> PromptControls:
-    """Prompt, presets, sampler and size controls, each with an elem_id `<tab>-<field>`."""
+def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: bool,
+                    variations: bool = False) -> PromptControls:
+    """Prompt, presets, sampler and size controls, each with an elem_id `<tab>-<field>`; with
+    `variations`, the variation seed and strength under the seed."""
     presets = studio.presets
     lim = studio.limits
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}-prompt",
@@ -108,6 +112,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         batch_size = gr.Slider(1, lim.max_batch_size, value=1, step=1, label="Batch size",
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
+    variation_seed, variation_strength = variation_controls(tab) if variations else (None, None)
     loras, vae, clip_skip, feature_cache = addon_controls(tab, studio)
     variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
                         label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
@@ -123,7 +128,21 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     stop.click(stop_this_session, inputs=None, outputs=None, api_visibility="private", queue=False)
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
                           seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
-                          reference_strength, reference_method, feature_cache, generate, stop)
+                          reference_strength, reference_method, feature_cache, generate, stop,
+                          variation_seed, variation_strength)
+
+
+def variation_controls(tab: str) -> tuple[gr.Number, gr.Slider]:
+    """A1111's variation seed: the starting noise mixed from the seed's toward this seed's."""
+    with gr.Accordion("Variation seed", open=False, elem_id=f"{tab}-variation-panel"):
+        with gr.Row():
+            variation_seed = gr.Number(value=-1, precision=0, label="Variation seed (-1 = random)",
+                                       elem_id=f"{tab}-variation-seed")
+            variation_strength = gr.Slider(0, 1, value=0, step=0.01, label="Variation strength",
+                                           elem_id=f"{tab}-variation-strength",
+                                           info="0 = the seed's picture, 1 = the variation seed's; a batch "
+                                                "keeps the seed and counts the variation seed up")
+    return variation_seed, variation_strength
 
 
 def reference_controls(tab: str):
@@ -257,22 +276,29 @@ def dispatched(studio: Studio) -> dict:
                 concurrency_limit=studio.queue_size + 2 if studio.queue_size else 32)
 
 
-def _who(request: gr.Request | None) -> tuple[str, str]:
+def who(request: gr.Request | None) -> tuple[str, str]:
     """(user, session): the login name, else the browser session, is who the queue is fair to."""
     session = request.session_hash if request is not None and request.session_hash else "anonymous"
     return getattr(request, "username", None) or session, session
 
 
-def _make(studio: Studio, mode: str, raw: dict[str, Any]):
+def raw_fields(studio: Studio, raw: dict[str, Any]) -> dict[str, Any]:
+    """A tab's values as request fields: "None" style and "Automatic" VAE are nothing, the LoRA
+    table's rows a list, and the model the page shows now (the job runs on it even if someone
+    switches before it starts)."""
+    raw = dict(raw)
     if raw.get("style") == NO_STYLE:
         raw["style"] = None
     if raw.get("vae") == AUTOMATIC_VAE:
         raw["vae"] = None
     if "loras" in raw:
         raw["loras"] = _rows(raw["loras"])
-    # the model the page shows now: the job runs on it even if someone switches before it starts
     raw.setdefault("model", studio.current_choice())
-    return studio.make_request(mode, **raw)
+    return raw
+
+
+def _make(studio: Studio, mode: str, raw: dict[str, Any]):
+    return studio.make_request(mode, **raw_fields(studio, raw))
 
 
 def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
@@ -280,7 +306,7 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     """Check the inputs, submit them to the dispatcher, and yield the outputs of a results panel:
     previews while the job runs, then (gallery, parameters text, parameters JSON, seed used,
     paths). Queue position and progress go to the progress bar."""
-    user, session = _who(request)
+    user, session = who(request)
     try:
         job = studio.submit(_make(studio, mode, raw), user=user, session=session,
                             preview_every_s=PREVIEW_EVERY_S)
@@ -311,6 +337,28 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
     params = [g.data for g in result.images]
     yield gallery, info, params, result.seed, [str(g.path) for g in result.images]
+
+
+def event_function(run, params: list[tuple[str, Any]], doc: str):
+    """A Gradio event function whose inputs (its API parameters, in order) are `params`, pairs of
+    (name, default; inspect.Parameter.empty = required), handed to `run(raw: dict, progress,
+    request)` as one dict: for tools that take a tab's request fields plus their own, without
+    spelling the whole list out again."""
+    import inspect
+
+    names = [name for name, _ in params]
+
+    def event(*values):
+        *fields, progress, request = values
+        yield from run(dict(zip(names, fields)), progress, request)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    event.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, kind, default=d) for n, d in params]
+        + [inspect.Parameter("progress", kind, default=gr.Progress()), inspect.Parameter("request", kind, default=None)])
+    event.__annotations__ = {"request": gr.Request}
+    event.__doc__ = doc
+    return event
 
 
 def result_outputs(panel: ResultsPanel) -> list:

@@ -1,0 +1,40 @@
+"""Sequence: one caller's run of several requests in turn (a plot's cells, a hires fix's two
+passes, later an animation's frames). Each request is an ordinary job, so other users' jobs take
+turns between them, and the session's Stop ends the whole run, also when pressed between two jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from studio.requests import GenerationRequest, GenerationResult
+from studio.serving.dispatcher import Update
+
+
+class Sequence:
+    def __init__(self, studio, *, user: str, session: str, preview_every_s: float = 0.0) -> None:
+        self.studio, self.user, self.session = studio, user, session
+        self.preview_every_s = preview_every_s
+        self.started = time.monotonic()
+
+    @property
+    def stopped(self) -> bool:
+        return self.studio.dispatcher.stopped_since(self.session, self.started)
+
+    def run(self, request: GenerationRequest,
+            on_update: Callable[[Update], None] | None = None) -> GenerationResult | None:
+        """Submit one request, wait for it (updates to `on_update`) and return its result; None
+        without submitting when the run was stopped. Raises what the job raised."""
+        if self.stopped:
+            return None
+        job = self.studio.submit(request, user=self.user, session=self.session,
+                                 preview_every_s=self.preview_every_s)
+        try:
+            for update in job.updates():
+                if on_update is not None:
+                    on_update(update)
+            return job.result()
+        finally:
+            if not job.finished:        # the caller went away: stop at the next step
+                job.stop()

@@ -1,0 +1,90 @@
+"""X/Y/Z plot and prompt matrix, under the text-to-image controls (API: `/xyz_plot`,
+`/prompt_matrix`). They use the tab's settings for everything an axis does not set; the grid and
+its cells go to the tab's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.plots.axes import AXIS_NAMES, NOTHING, read_axis
+from studio.plots.plot import (Plot, known_names, make_prompt_matrix, make_xyz_plot, run_plot,
+                               save_grid)
+from studio.serving.sequence import Sequence
+from studio.serving.studio import Studio
+from studio.ui.widgets import ResultsPanel, dispatched, event_function, raw_fields, result_outputs, who
+
+EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
+
+
+def build(studio: Studio, inputs: list, fields: list[tuple[str, Any]], panel: ResultsPanel) -> None:
+    """The panel; `inputs` are the tab's request controls, `fields` their (request field, API default)."""
+    with gr.Accordion("X/Y/Z plot · prompt matrix", open=False, elem_id="plot-panel"):
+        gr.Markdown(f"<small>Values: lists and ranges as in AUTOMATIC1111 — {EXAMPLE}. Prompt S/R: the "
+                    "first value is searched for in the prompt and each value takes its place. One "
+                    "picture a cell; a random seed is drawn once for the whole plot.</small>")
+        axes = []
+        for letter in "XYZ":
+            with gr.Row():
+                kind = gr.Dropdown(AXIS_NAMES, value=NOTHING, label=f"{letter} type", scale=1,
+                                   elem_id=f"plot-{letter.lower()}-type")
+                values = gr.Textbox(label=f"{letter} values", scale=3, elem_id=f"plot-{letter.lower()}-values")
+            axes += [kind, values]
+        count = gr.Markdown("", elem_id="plot-count")
+        with gr.Row():
+            run_xyz = gr.Button("Run X/Y/Z plot", variant="primary", elem_id="plot-run")
+            run_matrix = gr.Button("Run prompt matrix (parts split by |)", elem_id="plot-matrix-run")
+
+    def counted(*axis_values) -> str:
+        try:
+            known = known_names(studio)
+            total = 1
+            for kind, text in zip(axis_values[::2], axis_values[1::2]):
+                axis = read_axis(kind, text, known)
+                total *= len(axis.values) if axis else 1
+        except StudioError as exc:
+            return f"⚠️ {exc}"
+        return "" if all(k in (None, NOTHING) for k in axis_values[::2]) else f"**{total} picture(s)** and a grid"
+
+    for control in axes:
+        control.change(counted, axes, count, api_visibility="private", queue=False)
+
+    axis_fields = [(f"{a}_{part}", NOTHING if part == "type" else None) for a in "xyz" for part in ("type", "values")]
+
+    def xyz_plot(raw: dict, progress, request):
+        pairs = [(raw.pop(f"{a}_type"), raw.pop(f"{a}_values")) for a in "xyz"]
+        yield from _run(studio, lambda base: make_xyz_plot(studio, base, pairs), raw, progress, request)
+
+    def prompt_matrix(raw: dict, progress, request):
+        yield from _run(studio, lambda base: make_prompt_matrix(studio, base), raw, progress, request)
+
+    run_xyz.click(event_function(xyz_plot, fields + axis_fields, "An X/Y/Z plot: the txt2img fields, then the "
+                                "type and values of up to three axes. Returns the grid first, then each cell."),
+                  inputs + axes, result_outputs(panel), api_name="xyz_plot", **dispatched(studio))
+    run_matrix.click(event_function(prompt_matrix, fields, "A prompt matrix: the txt2img fields, the prompt's "
+                                    "parts split by |. Returns the grid first, then each combination."),
+                     inputs, result_outputs(panel), api_name="prompt_matrix", **dispatched(studio))
+
+
+def _run(studio: Studio, make, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
+    user, session = who(request)
+    try:
+        plot: Plot = make(raw_fields(studio, raw))
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    progress(0, desc=f"{plot.kind}: {plot.count} pictures")
+    try:
+        result = run_plot(plot, Sequence(studio, user=user, session=session),
+                          on_progress=lambda done, text: progress(done, desc=text))
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    grid = save_grid(result, studio.outputs)
+    for note in result.notes:
+        gr.Warning(note)
+    cells = [result.images[key] for key in sorted(result.images, key=lambda k: k[::-1])]
+    gallery = ([(str(grid), f"{plot.kind} grid")] if grid else []) + [(str(g.path), f"seed {g.seed}") for g in cells]
+    info = "\n\n".join(g.parameters for g in cells) or "\n".join(result.notes)
+    paths = ([str(grid)] if grid else []) + [str(g.path) for g in cells]
+    yield gallery, info, [g.data for g in cells], cells[0].seed if cells else None, paths
