@@ -81,6 +81,9 @@ class GenerationRequest:
     references: tuple = field(default=(), repr=False, compare=False)   # (name, RGB array) for {image} tags
     reference_strength: float = 0.5              # 0 = off
     reference_method: str = "reference-only"     # or "ip-adapter" (weights in models/ip-adapter)
+    # what a tool composing several requests records on this one's pictures (hires fix: the first
+    # pass's steps and the Hires keys): A1111 infotext keys and values, over the engine's own
+    recipe: tuple[tuple[str, Any], ...] = ()
 
     def input_image(self) -> Image.Image | None:
         return None if self.image is None else Image.fromarray(self.image)
@@ -100,6 +103,7 @@ class GenerationRequest:
         out["negative_presets"] = list(self.negative_presets)
         out["loras"] = [list(pair) for pair in self.loras]
         out["references"] = [name for name, _ in self.references]
+        out["recipe"] = [list(pair) for pair in self.recipe]
         return out
 
 
@@ -124,25 +128,26 @@ class GenerationResult:
 # ---------------------------------------------------------------------------------------------
 # The boundary
 
-def _number(name: str, value: Any, *, integer: bool) -> float | int:
+def number(name: str, value: Any, *, integer: bool) -> float | int:
+    """A number from a widget, JSON or text; never a bool, NaN or infinity."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidRequest(f"{name} is missing.")
     if isinstance(value, bool):
         raise InvalidRequest(f"{name} must be a number, got {value!r}.")
     try:
-        number = float(value)
+        parsed = float(value)
     except (TypeError, ValueError):
         raise InvalidRequest(f"{name} must be a number, got {value!r}.") from None
-    if not math.isfinite(number):
+    if not math.isfinite(parsed):
         raise InvalidRequest(f"{name} must be a finite number, got {value!r}.")
     if integer:
-        if number != int(number):
+        if parsed != int(parsed):
             raise InvalidRequest(f"{name} must be a whole number, got {value!r}.")
-        return int(number)
-    return number
+        return int(parsed)
+    return parsed
 
 
-def _in_range(name: str, value: float, low: float, high: float) -> None:
+def in_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
 
@@ -213,9 +218,9 @@ def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], 
         if not isinstance(name, str):
             raise InvalidRequest(f"LoRA name must be text, got {name!r}.")
         name = name.strip()
-        weight = _number(f"Weight of LoRA {name!r}", row[1] if len(row) > 1 and row[1] not in ("", None)
+        weight = number(f"Weight of LoRA {name!r}", row[1] if len(row) > 1 and row[1] not in ("", None)
                          else 1.0, integer=False)
-        _in_range(f"Weight of LoRA {name!r}", weight, *LORA_WEIGHT_RANGE)
+        in_range(f"Weight of LoRA {name!r}", weight, *LORA_WEIGHT_RANGE)
         if known is not None and name not in known:
             raise InvalidRequest(f"Unknown LoRA {name!r}: put it in models/loras and press refresh "
                                  f"(available: {', '.join(known) or 'none'}).")
@@ -287,7 +292,8 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
     return GenerationRequest(
         mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
-        **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes))
+        **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes),
+        recipe=_recipe(get("recipe")))
 
 
 def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:
@@ -310,44 +316,62 @@ def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequen
 
 def _sampling(get: Get, limits: Limits) -> dict:
     """Steps, CFG scale, seed, batch count and batch size."""
-    steps = _number("Steps", get("steps"), integer=True)
-    _in_range("Steps", steps, STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps))
-    cfg = _number("CFG scale", get("cfg_scale"), integer=False)
-    _in_range("CFG scale", cfg, *CFG_RANGE)
-    seed = _number("Seed", get("seed"), integer=True)
+    steps = number("Steps", get("steps"), integer=True)
+    in_range("Steps", steps, STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps))
+    cfg = number("CFG scale", get("cfg_scale"), integer=False)
+    in_range("CFG scale", cfg, *CFG_RANGE)
+    seed = number("Seed", get("seed"), integer=True)
     if seed != -1:
-        _in_range("Seed", seed, 0, MAX_SEED)
-    batch_count = _number("Batch count", get("batch_count"), integer=True)
-    _in_range("Batch count", batch_count, 1, limits.max_batch_count)
-    batch_size = _number("Batch size", get("batch_size"), integer=True)
-    _in_range("Batch size", batch_size, 1, limits.max_batch_size)
+        in_range("Seed", seed, 0, MAX_SEED)
+    batch_count = number("Batch count", get("batch_count"), integer=True)
+    in_range("Batch count", batch_count, 1, limits.max_batch_count)
+    batch_size = number("Batch size", get("batch_size"), integer=True)
+    in_range("Batch size", batch_size, 1, limits.max_batch_size)
     return dict(steps=steps, cfg_scale=cfg, seed=seed, batch_count=batch_count, batch_size=batch_size)
 
 
 def _variation(mode: str, get: Get) -> dict:
     """Variation seed and strength (the starting noise slerped toward the variation seed's)."""
-    strength = _number("Variation strength", get("variation_strength"), integer=False)
-    _in_range("Variation strength", strength, 0.0, 1.0)
-    seed = _number("Variation seed", get("variation_seed"), integer=True)
+    strength = number("Variation strength", get("variation_strength"), integer=False)
+    in_range("Variation strength", strength, 0.0, 1.0)
+    seed = number("Variation seed", get("variation_seed"), integer=True)
     if seed != -1:
-        _in_range("Variation seed", seed, 0, MAX_SEED)
+        in_range("Variation seed", seed, 0, MAX_SEED)
     if strength and mode != "txt2img":
         raise InvalidRequest("Variation seeds work in text to image only (here the starting noise is mixed "
                              "with the input picture); set the variation strength to 0.")
     return dict(variation_seed=seed, variation_strength=strength)
 
 
+def _recipe(value: Any) -> tuple[tuple[str, Any], ...]:
+    """(key, value) pairs for the infotext: keys are plain words, values text or numbers."""
+    if _empty(value):
+        return ()
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, (list, tuple)) or len(pairs) > 16:
+        raise InvalidRequest("Recipe must be at most 16 (key, value) pairs.")
+    out = []
+    for pair in pairs:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str)
+                or not pair[0].replace(" ", "").isalnum() or len(pair[0]) > 40
+                or isinstance(pair[1], bool) or not isinstance(pair[1], (str, int, float))
+                or isinstance(pair[1], float) and not math.isfinite(pair[1])):
+            raise InvalidRequest(f"Recipe entry {pair!r}: expected (words, text or number).")
+        out.append((pair[0], _text("Recipe value", pair[1]) if isinstance(pair[1], str) else pair[1]))
+    return tuple(out)
+
+
 def _size(get: Get, limits: Limits) -> dict:
     """Width and height: 0 (the model's or the input's own), else multiples of 8 within the limits."""
-    width = _number("Width", _or_zero(get("width")), integer=True)
-    height = _number("Height", _or_zero(get("height")), integer=True)
+    width = number("Width", _or_zero(get("width")), integer=True)
+    height = number("Height", _or_zero(get("height")), integer=True)
     for name, side in (("Width", width), ("Height", height)):
         if side == 0:
             continue
         if side % 8:
             raise InvalidRequest(f"{name} must be a multiple of 8, got {side} "
                                  f"(try {side // 8 * 8} or {side // 8 * 8 + 8}).")
-        _in_range(name, side, MIN_SIDE, limits.max_side)
+        in_range(name, side, MIN_SIDE, limits.max_side)
     if width and height and width * height > limits.max_pixels:
         raise InvalidRequest(f"{width}x{height} is {width * height:,} pixels; this studio allows "
                              f"at most {limits.max_pixels:,}.")
@@ -363,8 +387,8 @@ def _inputs(mode: str, get: Get, limits: Limits) -> dict:
         raise InvalidRequest(f"Input image is {image.width}x{image.height}; too large for this studio.")
     if min(image.size) < 8:
         raise InvalidRequest(f"Input image is {image.width}x{image.height}; it must be at least 8x8.")
-    strength = _number("Strength", get("strength"), integer=False)
-    _in_range("Strength", strength, 0.0, 1.0)
+    strength = number("Strength", get("strength"), integer=False)
+    in_range("Strength", strength, 0.0, 1.0)
     fields = dict(image=_array(image), strength=strength)
     if mode == "inpaint":
         fields.update(_mask(get, image))
@@ -379,15 +403,15 @@ def _mask(get: Get, image: Image.Image) -> dict:
     if mask.getextrema()[1] == 0:
         raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
                              "(white = repaint).")
-    mask_blur = _number("Mask blur", get("mask_blur"), integer=True)
-    _in_range("Mask blur", mask_blur, 0, 64)
+    mask_blur = number("Mask blur", get("mask_blur"), integer=True)
+    in_range("Mask blur", mask_blur, 0, 64)
     only_masked = get("only_masked")
     if only_masked in (None, ""):
         only_masked = False
     if not isinstance(only_masked, (bool, int)) or isinstance(only_masked, int) and only_masked not in (0, 1):
         raise InvalidRequest(f"Only masked must be true or false, got {only_masked!r}.")
-    padding = _number("Only-masked padding", get("only_masked_padding"), integer=True)
-    _in_range("Only-masked padding", padding, 0, 256)
+    padding = number("Only-masked padding", get("only_masked_padding"), integer=True)
+    in_range("Only-masked padding", padding, 0, 256)
     return dict(mask=_array(mask), mask_blur=mask_blur, only_masked=bool(only_masked), only_masked_padding=padding)
 
 
@@ -398,18 +422,18 @@ def _addons(get: Get, limits: Limits, known_loras: Sequence[str] | None, known_v
     if vae is not None and known_vaes is not None and vae not in known_vaes:
         raise InvalidRequest(f"Unknown VAE {vae!r}: put it in models/vae and press refresh "
                              f"(available: {', '.join(known_vaes or []) or 'none'}).")
-    clip_skip = _number("Clip skip", get("clip_skip"), integer=True)
-    _in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
-    feature_cache = _number("Feature cache", get("feature_cache"), integer=True)
-    _in_range("Feature cache", feature_cache, *FEATURE_CACHE_RANGE)
+    clip_skip = number("Clip skip", get("clip_skip"), integer=True)
+    in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
+    feature_cache = number("Feature cache", get("feature_cache"), integer=True)
+    in_range("Feature cache", feature_cache, *FEATURE_CACHE_RANGE)
     if feature_cache == 1:
         raise InvalidRequest("Feature cache 1 would run the full UNet every step: use 0 (off) or 2 and up.")
     variants = _word("Variants", get("variants"), "random")
     if variants not in ("random", "all"):
         raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
     references = _references(get("references"), limits)
-    reference_strength = _number("Reference strength", get("reference_strength"), integer=False)
-    _in_range("Reference strength", reference_strength, 0.0, 1.0)
+    reference_strength = number("Reference strength", get("reference_strength"), integer=False)
+    in_range("Reference strength", reference_strength, 0.0, 1.0)
     model = _word("Model", get("model"), "")
     reference_method = _word("Reference method", get("reference_method"), "reference-only")
     if reference_method not in ("reference-only", "ip-adapter"):

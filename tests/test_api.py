@@ -31,7 +31,8 @@ def test_endpoints_have_the_request_field_names(client):
               "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "feature_cache"]
-    assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength"]
+    assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
+                                                   "hires_steps", "hires_strength", "hires_upscaler"]
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
                                                                "only_masked", "only_masked_padding"] + addons
@@ -70,6 +71,18 @@ def test_xyz_plot_and_prompt_matrix_over_the_api(client, server):
     names = [p["parameter_name"] for p in client.view_api(return_format="dict", print_info=False)
              ["named_endpoints"]["/xyz_plot"]["parameters"]]
     assert names[0] == "prompt" and names[-6:] == ["x_type", "x_values", "y_type", "y_values", "z_type", "z_values"]
+
+
+def test_hires_fix_over_the_api(client, server):
+    gallery, info, params, seed = client.predict(
+        prompt="a red circle", steps=2, seed=31, hires=True, hires_scale=2, hires_steps=2, hires_strength=0.5,
+        api_name="/txt2img")
+    assert len(gallery) == 2 and seed == 31
+    final, first = (Image.open(g["image"]) for g in gallery)
+    assert final.size == (2 * first.width, 2 * first.height)
+    assert "Hires upscale: 2, Hires steps: 2, Hires upscaler: Lanczos" in info
+    with pytest.raises(Exception, match="Width must be between 64 and 2048, got 4096"):
+        client.predict(prompt="x", steps=2, width=1024, height=64, hires=True, hires_scale=4, api_name="/txt2img")
 
 
 def test_img2img_over_the_api(client, tmp_path):

@@ -48,6 +48,21 @@ def test_txt2img_follows_the_prompt_colours(embedded):
     assert sum(s.colour for s in scores) >= 3, [s.found for s in scores]
 
 
+def test_hires_fix_doubles_the_size_and_keeps_the_prompts_colours(embedded):
+    """A hires fix at 2x (128 px from a model trained at 64): the checker still reads the red
+    object on the blue background in the bigger pictures."""
+    from studio.serving.sequence import Sequence
+    from studio.upscale.hires import run_hires
+    scene = Scene(objects=(Obj("circle", "red", "large", "center"),), background="blue")
+    result = run_hires(embedded, dict(prompt="a red circle on a blue background", seed=0, steps=20, cfg_scale=5,
+                                      batch_size=4, hires=True, hires_scale=2, hires_strength=0.4),
+                       Sequence(embedded, user="hires", session="hires"))
+    assert [g.image.size for g in result.images] == [(128, 128)] * 4
+    scores = [check(g.image, scene) for g in result.images]
+    assert sum(s.background for s in scores) >= 3, [s.found for s in scores]
+    assert sum(s.colour for s in scores) >= 3, [s.found for s in scores]
+
+
 def test_txt2img_puts_the_object_where_the_prompt_says(embedded):
     hits, found = 0, []
     for position, phrase in (("top left", "in the top left corner"), ("bottom right", "in the bottom right corner"),

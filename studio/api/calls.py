@@ -20,7 +20,9 @@ from typing import Any
 from studio.api.convert import Translated
 from studio.requests import GenerationResult
 from studio.serving.dispatcher import Job
+from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
+from studio.upscale.hires import run_hires
 
 PREVIEW_EVERY_S = 1.0
 
@@ -54,11 +56,13 @@ class Calls:
 
     def run(self, translated: Translated, caller: Caller) -> list[GenerationResult]:
         """Submit every request of the call (each waits its turn), follow them, and return their
-        results; an interrupted call returns what finished."""
+        results; an interrupted call returns what finished. A hires fix runs its passes in turn."""
         call = Call(translated.kind, [])
         with self._lock:
             self._active.setdefault(caller.session, []).append(call)
         try:
+            if translated.hires is not None:
+                return [self._hires(call, translated, caller)]
             for request in translated.requests:
                 call.jobs.append(self.studio.submit(request, user=caller.user, session=caller.session,
                                                     preview_every_s=PREVIEW_EVERY_S))
@@ -75,15 +79,18 @@ class Calls:
 
     def _follow(self, call: Call, index: int, job: Job) -> GenerationResult:
         for update in job.updates():
-            if update.kind == "queued" and index == call.current:
-                call.ahead = update.ahead
-            elif update.kind == "started":
-                call.current, call.started, call.done, call.total, call.preview = index, time.monotonic(), 0, 0, None
-            elif update.kind == "progress":
-                call.done, call.total = update.done, update.total
-            elif update.kind == "preview":
-                call.preview = update.picture
+            _hear(call, index, update)
         return job.result()
+
+    def _hires(self, call: Call, translated: Translated, caller: Caller) -> GenerationResult:
+        """Hires fix: the passes one after another (call.jobs grows as each is queued); the
+        answer has the finished pictures, as A1111's does."""
+        sequence = Sequence(self.studio, user=caller.user, session=caller.session, preview_every_s=PREVIEW_EVERY_S,
+                            on_submit=call.jobs.append, on_update=lambda update: _hear(call, len(call.jobs) - 1, update))
+        result = run_hires(self.studio, translated.hires, sequence)
+        first = translated.requests[0]
+        return GenerationResult(request=first, images=result.images, seed=result.seed if result.seed is not None
+                                else first.seed, stopped=result.stopped, notes=result.notes)
 
     # -- interrupt, skip, progress ----------------------------------------------------------------
     def interrupt(self, caller: Caller) -> None:
@@ -117,6 +124,18 @@ class Calls:
                 else f"Step {running.done}/{running.total}")
         image = _png_base64(running.preview) if with_image and running.preview is not None else None
         return _answer(fraction, eta, state, image, text)
+
+
+def _hear(call: Call, index: int, update) -> None:
+    """What a job of the call said, kept for /progress."""
+    if update.kind == "queued" and index == call.current:
+        call.ahead = update.ahead
+    elif update.kind == "started":
+        call.current, call.started, call.done, call.total, call.preview = index, time.monotonic(), 0, 0, None
+    elif update.kind == "progress":
+        call.done, call.total = update.done, update.total
+    elif update.kind == "preview":
+        call.preview = update.picture
 
 
 def _state(job: str = "", job_count: int = 0, job_no: int = 0, sampling_step: int = 0, sampling_steps: int = 0,

@@ -18,6 +18,7 @@ from studio.errors import InvalidRequest
 from studio.generation.schedulers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
 from studio.models.hashes import known_model_sha256, model_sha256
 from studio.models.library import EMBEDDED
+from studio.upscale.upscalers import upscaler_names
 from studio.requests import CLIP_SKIP_RANGE
 from studio.serving.studio import Studio
 
@@ -239,5 +240,9 @@ def prompt_styles(studio: Studio) -> list[dict]:
             for s in studio.presets.styles.values()]
 
 
-UPSCALERS = [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-             for name in ("None", "Lanczos", "Nearest")]
+def upscalers(studio: Studio) -> list[dict]:
+    """None, the built-in ones, then the models in models/upscalers (by file name; the scale a
+    model has is known once it is loaded, so 4, the usual, is said)."""
+    return [{"name": name, "model_name": None if name in ("None", "Lanczos", "Nearest") else name,
+             "model_path": None, "model_url": None, "scale": 4}
+            for name in ("None", *upscaler_names(studio.library))]

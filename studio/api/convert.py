@@ -28,6 +28,8 @@ from studio.generation.schedulers import SCHEDULERS, from_a1111
 from studio.outputs.images import load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
 from studio.serving.studio import Studio
+from studio.upscale.hires import plan_hires
+from studio.upscale.upscalers import upscaler_names
 
 
 class ApiError(Exception):
@@ -41,8 +43,9 @@ class ApiError(Exception):
 @dataclass
 class Translated:
     kind: str                                   # txt2img | img2img
-    requests: list[GenerationRequest]           # one per init image (one for txt2img)
+    requests: list[GenerationRequest]           # one per init image (one for txt2img; hires: its first pass)
     notes: list[str] = field(default_factory=list)
+    hires: dict[str, Any] | None = None         # enable_hr: the raw fields the hires fix runs on
 
 
 # -- images in ------------------------------------------------------------------------------------
@@ -142,8 +145,7 @@ def _check_scripts(body: Txt2ImgBody) -> None:
         raise ApiError(422, f"always on script {title} not found")
 
 
-UNSUPPORTED = (("enable_hr", "Hires fix is not available here yet: the picture was made at the first-pass size."),
-               ("restore_faces", "Face restoration is not available here: the faces were not restored."),
+UNSUPPORTED = (("restore_faces", "Face restoration is not available here: the faces were not restored."),
                ("tiling", "Tiling is not available here: the picture does not tile."))
 
 
@@ -170,9 +172,29 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
 
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     notes: list[str] = []
-    raw = _common(body, studio, options, notes)
-    return Translated("txt2img", [studio.make_request("txt2img", variation_seed=body.subseed,
-                                                      variation_strength=body.subseed_strength, **raw)], notes)
+    raw = {**_common(body, studio, options, notes), "variation_seed": body.subseed,
+           "variation_strength": body.subseed_strength}
+    if body.enable_hr:
+        raw.update(_hires(body, studio, notes))
+        return Translated("txt2img", [plan_hires(studio, raw)[0]], notes, hires=raw)
+    return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
+
+
+def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any]:
+    """A1111's hires fields as the studio's: a latent upscaler is done in pixels (Lanczos)
+    here; hr_resize_x/y become the factor they imply."""
+    upscaler = body.hr_upscaler or "Lanczos"
+    known = upscaler_names(studio.library)
+    if upscaler not in known:
+        notes.append(f"Hires upscaler {upscaler!r} is not here: used Lanczos "
+                     f"({'latent upscaling is done on the picture' if upscaler.startswith('Latent') else 'known: ' + ', '.join(known)}).")
+        upscaler = "Lanczos"
+    scale = body.hr_scale
+    if body.hr_resize_x or body.hr_resize_y:
+        scale = max(body.hr_resize_x / max(1, body.width), body.hr_resize_y / max(1, body.height))
+    return {"hires": True, "hires_scale": scale, "hires_steps": body.hr_second_pass_steps,
+            "hires_strength": 0.7 if body.denoising_strength is None else body.denoising_strength,
+            "hires_upscaler": upscaler}
 
 
 def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:

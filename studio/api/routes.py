@@ -153,7 +153,7 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         router.add_api_route(path, refresh, methods=["POST"], name=path.strip("/"))
     listings: dict[str, Callable[[], Any]] = {
         "/sd-models": lambda: catalog.sd_models(studio), "/samplers": catalog.samplers,
-        "/schedulers": catalog.schedulers, "/upscalers": lambda: catalog.UPSCALERS,
+        "/schedulers": catalog.schedulers, "/upscalers": lambda: catalog.upscalers(studio),
         "/latent-upscale-modes": lambda: [], "/sd-vae": lambda: catalog.sd_vae(studio),
         "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
         "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],

@@ -47,6 +47,8 @@ class Txt2ImgBody(A1111Body):
     hr_scale: float = 2.0
     hr_upscaler: str | None = None
     hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
     send_images: bool = True

@@ -92,7 +92,10 @@ class ImageRecord:
         }
 
     def parameters(self) -> str:
-        return format_parameters(self.prompt, self.negative, self.a1111_fields())
+        fields = self.a1111_fields()
+        version = fields.pop("Version")
+        fields.update(self.request.recipe)       # a composing tool's keys (hires fix) over the engine's
+        return format_parameters(self.prompt, self.negative, {**fields, "Version": version})
 
     # -- the studio's own record ---------------------------------------------------------------------
     def studio_json(self) -> dict[str, Any]:

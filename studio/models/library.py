@@ -1,4 +1,5 @@
-"""The models folder: what an artist put in models/checkpoints, loras, vae and embeddings.
+"""The models folder: what an artist put in models/checkpoints, loras, vae, embeddings,
+ip-adapter and upscalers.
 
 Scanned at start and on the UI's refresh button. Anything typed into the UI or sent through the
 API names an entry of this library (or a hub id, read from the local cache only); a path is never
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from studio.errors import InvalidRequest
 
-KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter")
+KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter", "upscalers")
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 EMBEDDED = "embedded (shape world)"
@@ -42,7 +43,10 @@ class ModelLibrary:
         for kind in KINDS:
             # Embeddings are mostly A1111 .pt files of a few vectors; they are read with torch's
             # weights-only unpickler, which refuses anything but tensors and plain data.
-            suffixes = WEIGHT_SUFFIXES + (".pt", ".bin") if kind == "embeddings" else pickles
+            # Upscalers (ESRGAN and kin) are mostly .pth state dicts: read the same way (never .pt,
+            # which may be TorchScript, i.e. code).
+            suffixes = {"embeddings": WEIGHT_SUFFIXES + (".pt", ".bin"),
+                        "upscalers": WEIGHT_SUFFIXES + (".pth",)}.get(kind, pickles)
             base = self.folder(kind)
             found: dict[str, Entry] = {}
             if base.is_dir():

@@ -23,7 +23,9 @@ from studio.outputs.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters,
 SENDABLE = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
             "width", "height", "seed", "variation_seed", "variation_strength", "batch_count", "batch_size", "strength", "mask_blur", "only_masked",
             "only_masked_padding", "loras", "vae", "clip_skip", "variants", "reference_strength",
-            "reference_method", "feature_cache")
+            "reference_method", "feature_cache", "hires", "hires_scale", "hires_steps", "hires_strength",
+            "hires_upscaler")
+HIRES_READ = ("hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "steps", "width", "height")
 MAX_CHUNK_CHARS = 200_000      # a text chunk longer than this is shown cut, never parsed
 
 
@@ -90,6 +92,9 @@ def _from_studio(chunks: dict[str, str]) -> PictureInfo | None:
         fields["variation_seed"] = record["variation_seed"]
     fields.update(seed=record.get("seed", fields.get("seed")), width=record.get("width", fields.get("width")),
                   height=record.get("height", fields.get("height")))
+    if info.fields.get("hires"):       # a hires fix's second pass: send the whole generation
+        fields.update({k: info.fields[k] for k in HIRES_READ if k in info.fields})
+        fields.pop("strength", None)
     info.source, info.fields = "studio", fields
     info.prompt, info.negative_prompt = str(request.get("prompt", "")), str(request.get("negative_prompt", ""))
     info.model = str((record.get("model") or {}).get("name", ""))
@@ -113,7 +118,24 @@ def _from_a1111(chunks: dict[str, str]) -> PictureInfo | None:
     for name, value in (("width", width), ("height", height)):
         if value.strip().isdigit():
             fields[name] = int(value)
+    _hires_fields(settings, fields)
     return PictureInfo("AUTOMATIC1111", prompt, negative, settings, fields, text, model=settings.get("Model", ""))
+
+
+def _hires_fields(settings: dict[str, str], fields: dict[str, Any]) -> None:
+    """A1111's hires keys: the first pass's size is the saved size over the upscale factor."""
+    scale = _number(settings.get("Hires upscale", ""), float)
+    if not scale or scale <= 0:
+        return
+    fields.update(hires=True, hires_scale=scale, hires_upscaler=settings.get("Hires upscaler", "Lanczos"))
+    steps = _number(settings.get("Hires steps", ""), int)
+    if steps is not None:
+        fields["hires_steps"] = steps
+    if "strength" in fields:
+        fields["hires_strength"] = fields.pop("strength")
+    for side in ("width", "height"):
+        if side in fields:
+            fields[side] = max(64, round(fields[side] / scale / 8) * 8)
 
 
 A1111_FIELDS = (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),

@@ -9,13 +9,17 @@ import time
 from typing import Callable
 
 from studio.requests import GenerationRequest, GenerationResult
-from studio.serving.dispatcher import Update
+from studio.serving.dispatcher import Job, Update
 
 
 class Sequence:
-    def __init__(self, studio, *, user: str, session: str, preview_every_s: float = 0.0) -> None:
+    def __init__(self, studio, *, user: str, session: str, preview_every_s: float = 0.0,
+                 on_submit: Callable[[Job], None] | None = None,
+                 on_update: Callable[[Update], None] | None = None) -> None:
         self.studio, self.user, self.session = studio, user, session
         self.preview_every_s = preview_every_s
+        self.on_submit = on_submit          # the run's watcher (REST progress) hears of each job
+        self.on_update = on_update          # and of every update of every job
         self.started = time.monotonic()
 
     @property
@@ -30,10 +34,13 @@ class Sequence:
             return None
         job = self.studio.submit(request, user=self.user, session=self.session,
                                  preview_every_s=self.preview_every_s)
+        if self.on_submit is not None:
+            self.on_submit(job)
         try:
             for update in job.updates():
-                if on_update is not None:
-                    on_update(update)
+                for listener in (self.on_update, on_update):
+                    if listener is not None:
+                        listener(update)
             return job.result()
         finally:
             if not job.finished:        # the caller went away: stop at the next step

@@ -12,9 +12,10 @@ from studio.errors import StudioError
 from studio.plots.axes import AXIS_NAMES, NOTHING, read_axis
 from studio.plots.plot import (Plot, known_names, make_prompt_matrix, make_xyz_plot, run_plot,
                                save_grid)
-from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.ui.widgets import ResultsPanel, dispatched, event_function, raw_fields, result_outputs, who
+from studio.upscale.hires import FIELDS as HIRES_FIELDS
+from studio.ui.widgets import (ResultsPanel, dispatched, event_function, panel_values, raw_fields, result_outputs,
+                               run_composed)
 
 EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
 
@@ -69,22 +70,16 @@ def build(studio: Studio, inputs: list, fields: list[tuple[str, Any]], panel: Re
 
 
 def _run(studio: Studio, make, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
-    user, session = who(request)
+    hires = {name: raw.pop(name, None) for name in HIRES_FIELDS}
+    if hires["hires"]:
+        gr.Warning("Hires fix is not applied in plots: each cell is one text-to-image picture.")
     try:
         plot: Plot = make(raw_fields(studio, raw))
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     progress(0, desc=f"{plot.kind}: {plot.count} pictures")
-    try:
-        result = run_plot(plot, Sequence(studio, user=user, session=session),
-                          on_progress=lambda done, text: progress(done, desc=text))
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
+    result = run_composed(studio, lambda seq, say: run_plot(plot, seq, on_progress=say), progress, request)
     grid = save_grid(result, studio.outputs)
-    for note in result.notes:
-        gr.Warning(note)
     cells = [result.images[key] for key in sorted(result.images, key=lambda k: k[::-1])]
-    gallery = ([(str(grid), f"{plot.kind} grid")] if grid else []) + [(str(g.path), f"seed {g.seed}") for g in cells]
-    info = "\n\n".join(g.parameters for g in cells) or "\n".join(result.notes)
-    paths = ([str(grid)] if grid else []) + [str(g.path) for g in cells]
-    yield gallery, info, [g.data for g in cells], cells[0].seed if cells else None, paths
+    yield panel_values(cells, result.notes, cells[0].seed if cells else None,
+                       [(str(grid), f"{plot.kind} grid")] if grid else [])

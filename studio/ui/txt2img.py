@@ -13,7 +13,7 @@ from studio.serving.studio import Studio
 from studio.ui import plots
 from studio.ui.pnginfo import offered, ui_value
 from studio.ui.widgets import (ResultsPanel, dispatched, model_examples, prompt_controls, result_outputs, results_panel,
-                      run_job)
+                      run_hires_job, run_job)
 
 
 MORE_LIKE_THIS_STRENGTH = 0.2     # close to the picture, yet each one visibly its own
@@ -24,7 +24,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
     """The tab; returns its results panel and its request field -> control map."""
     with gr.Row():
         with gr.Column(scale=1):
-            c = prompt_controls("txt2img", studio, native=native, size_from_input=False, variations=True)
+            c = prompt_controls("txt2img", studio, native=native, size_from_input=False, txt2img=True)
             examples = model_examples(studio)
             if examples:
                 gr.Examples([[e] for e in examples], inputs=[c.prompt], label="Prompts this model knows",
@@ -37,20 +37,30 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
                 width, height, seed, batch_count, batch_size, loras=None, vae=None, clip_skip=1, variants="random",
                 references=None, reference_strength=0.5,
                 reference_method="reference-only", feature_cache=0, variation_seed=-1, variation_strength=0.0,
+                hires=False, hires_scale=2.0, hires_steps=0, hires_strength=0.7, hires_upscaler="Lanczos",
                 progress=gr.Progress(), request: gr.Request = None):
         """Generate images from a prompt. Returns the saved PNGs, their A1111 parameters, the
-        full JSON metadata and the seed used."""
-        yield from run_job(studio, "txt2img", dict(
+        full JSON metadata and the seed used. With `hires`, each picture is upscaled by
+        `hires_scale` and drawn again (img2img, `hires_steps`, `hires_strength`): the finished
+        pictures come first, then the first passes."""
+        raw = dict(
             prompt=prompt, negative_prompt=negative_prompt, negative_presets=negative_presets,
             style=style, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, width=width,
             height=height, seed=seed, batch_count=batch_count, batch_size=batch_size, loras=loras,
             vae=vae, clip_skip=clip_skip, variants=variants,
             references=references, reference_strength=reference_strength,
             reference_method=reference_method, feature_cache=feature_cache, variation_seed=variation_seed,
-            variation_strength=variation_strength), progress, request)
+            variation_strength=variation_strength)
+        if hires:
+            yield from run_hires_job(studio, {**raw, "hires": True, "hires_scale": hires_scale, "hires_steps": hires_steps,
+                                              "hires_strength": hires_strength, "hires_upscaler": hires_upscaler},
+                                     progress, request)
+        else:
+            yield from run_job(studio, "txt2img", raw, progress, request)
 
     inputs = [c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler, c.steps, c.cfg_scale, c.width,
-              c.height, c.seed, c.batch_count, c.batch_size, *c.addons(), c.variation_seed, c.variation_strength]
+              c.height, c.seed, c.batch_count, c.batch_size, *c.addons(), c.variation_seed, c.variation_strength,
+              c.hires, c.hires_scale, c.hires_steps, c.hires_strength, c.hires_upscaler]
     c.generate.click(txt2img, inputs, result_outputs(panel), api_name="txt2img", **dispatched(studio))
     plots.build(studio, inputs, [(p.name, p.default) for p in list(inspect.signature(txt2img).parameters.values())
                                  [:len(inputs)]], panel)

@@ -15,7 +15,10 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.requests import CFG_RANGE, STEPS_RANGE, make_request
 from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
+from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
+from studio.upscale.hires import DEFAULT_STRENGTH, SCALE_RANGE, run_hires
+from studio.upscale.upscalers import BUILT_IN
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,20 @@ class PromptControls:
     feature_cache: gr.Slider
     generate: gr.Button
     stop: gr.Button
-    variation_seed: gr.Number | None = None         # text to image only
+    variation_seed: gr.Number | None = None         # text to image only: variation seed, hires fix
     variation_strength: gr.Slider | None = None
+    hires: gr.Checkbox | None = None
+    hires_scale: gr.Slider | None = None
+    hires_steps: gr.Slider | None = None
+    hires_strength: gr.Slider | None = None
+    hires_upscaler: gr.Dropdown | None = None
 
     def fields(self) -> dict[str, Any]:
         """Request field name -> the control that sets it (what PNG Info fills in)."""
         names = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
                  "width", "height", "seed", "batch_count", "batch_size", "loras", "vae", "clip_skip", "variants",
-                 "reference_strength", "reference_method", "feature_cache", "variation_seed", "variation_strength")
+                 "reference_strength", "reference_method", "feature_cache", "variation_seed", "variation_strength",
+                 "hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def addons(self) -> list:
@@ -77,9 +86,9 @@ class ResultsPanel:
 
 
 def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: bool,
-                    variations: bool = False) -> PromptControls:
+                    txt2img: bool = False) -> PromptControls:
     """Prompt, presets, sampler and size controls, each with an elem_id `<tab>-<field>`; with
-    `variations`, the variation seed and strength under the seed."""
+    `txt2img`, the variation seed and the hires fix under the seed."""
     presets = studio.presets
     lim = studio.limits
     prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{tab}-prompt",
@@ -112,7 +121,8 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
         batch_size = gr.Slider(1, lim.max_batch_size, value=1, step=1, label="Batch size",
                                elem_id=f"{tab}-batch-size")
     random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
-    variation_seed, variation_strength = variation_controls(tab) if variations else (None, None)
+    variation_seed, variation_strength = variation_controls(tab) if txt2img else (None, None)
+    hires = hires_controls(tab, studio) if txt2img else (None,) * 5
     loras, vae, clip_skip, feature_cache = addon_controls(tab, studio)
     variants = gr.Radio([("random per image", "random"), ("every combination", "all")], value="random",
                         label="Prompt variants: {red|blue} and __colors__ (presets/wildcards/colors.txt)",
@@ -129,7 +139,7 @@ def prompt_controls(tab: str, studio: Studio, *, native: int, size_from_input: b
     return PromptControls(prompt, negative, neg_presets, style, scheduler, steps, cfg, width, height,
                           seed, batch_count, batch_size, loras, vae, clip_skip, variants, references,
                           reference_strength, reference_method, feature_cache, generate, stop,
-                          variation_seed, variation_strength)
+                          variation_seed, variation_strength, *hires)
 
 
 def variation_controls(tab: str) -> tuple[gr.Number, gr.Slider]:
@@ -143,6 +153,29 @@ def variation_controls(tab: str) -> tuple[gr.Number, gr.Slider]:
                                            info="0 = the seed's picture, 1 = the variation seed's; a batch "
                                                 "keeps the seed and counts the variation seed up")
     return variation_seed, variation_strength
+
+
+def hires_controls(tab: str, studio: Studio) -> tuple:
+    """Hires fix: the picture at the set size, upscaled, then an img2img pass at the bigger size."""
+    with gr.Accordion("Hires fix", open=False, elem_id=f"{tab}-hires-panel"):
+        hires = gr.Checkbox(False, label="Hires fix: upscale, then a second pass at the bigger size",
+                            elem_id=f"{tab}-hires")
+        with gr.Row():
+            upscaler = gr.Dropdown(upscaler_choices(studio), value="Lanczos", label="Upscaler",
+                                   elem_id=f"{tab}-hires-upscaler")
+            scale = gr.Slider(*SCALE_RANGE, value=2.0, step=0.05, label="Upscale by", elem_id=f"{tab}-hires-scale")
+        with gr.Row():
+            steps = gr.Slider(0, min(STEPS_RANGE[1], studio.limits.max_steps), value=0, step=1,
+                              label="Hires steps (0 = as many as the first pass)", elem_id=f"{tab}-hires-steps")
+            strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label="Denoising strength",
+                                 elem_id=f"{tab}-hires-strength")
+    upscaler.focus(lambda: gr.Dropdown(choices=upscaler_choices(studio, rescan=True)), None, upscaler,
+                   api_visibility="private", queue=False)
+    return hires, scale, steps, strength, upscaler
+
+
+def upscaler_choices(studio: Studio, rescan: bool = False) -> list[str]:
+    return [*BUILT_IN, *_library_names(studio, "upscalers", rescan)]
 
 
 def reference_controls(tab: str):
@@ -331,12 +364,34 @@ def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progres
     finally:
         if not job.finished:        # the event was cancelled (page closed): stop at the next step
             job.stop()
-    for note in result.notes:
+    yield panel_values(result.images, result.notes, result.seed)
+
+
+def panel_values(images: list, notes: list[str], seed: int | None, lead: list[tuple[str, str]] = ()) -> tuple:
+    """A results panel's outputs (gallery, parameters text, JSON, seed used, paths) for saved
+    pictures, `lead` (path, caption) shown first (a plot's grid); the notes as warnings."""
+    for note in notes:
         gr.Warning(note)
-    gallery = [(str(g.path), f"seed {g.seed}") for g in result.images]
-    info = "\n\n".join(g.parameters for g in result.images) or "\n".join(result.notes)
-    params = [g.data for g in result.images]
-    yield gallery, info, params, result.seed, [str(g.path) for g in result.images]
+    gallery = [*lead, *((str(g.path), f"seed {g.seed}") for g in images)]
+    info = "\n\n".join(g.parameters for g in images) or "\n".join(notes)
+    return gallery, info, [g.data for g in images], seed, [path for path, _ in gallery]
+
+
+def run_composed(studio: Studio, compose, progress: gr.Progress, request: gr.Request | None):
+    """Run `compose(sequence, on_progress)` (a tool made of several requests: hires fix, a plot)
+    for this browser's user and session, its errors as the page's messages."""
+    user, session = who(request)
+    try:
+        return compose(Sequence(studio, user=user, session=session), lambda done, text: progress(done, desc=text))
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def run_hires_job(studio: Studio, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
+    """Hires fix from the txt2img tab: the finished pictures, the first passes after them."""
+    result = run_composed(studio, lambda seq, say: run_hires(studio, raw_fields(studio, raw), seq, say),
+                          progress, request)
+    yield panel_values(result.images + result.first_pass, result.notes, result.seed)
 
 
 def event_function(run, params: list[tuple[str, Any]], doc: str):

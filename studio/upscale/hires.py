@@ -1,0 +1,130 @@
+"""Hires fix: a txt2img picture at the first size, upscaled, then an img2img pass at the bigger
+size with its own steps and strength (A1111's "Hires fix"). Two ordinary requests in a Sequence,
+so the queue stays fair between them; the first-pass picture is saved too, like every picture.
+
+The second pass records A1111's keys (`Hires upscale`, `Hires steps`, `Hires upscaler`,
+`Denoising strength`) and the first pass's steps as `Steps`, so A1111 and the studio's PNG Info
+read the picture back as one hires-fix generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from studio.errors import InvalidRequest, StudioError
+from studio.requests import STEPS_RANGE, GeneratedImage, GenerationRequest, in_range, number
+from studio.serving.sequence import Sequence
+from studio.upscale.upscalers import upscale, upscaler_names
+
+FIELDS = ("hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler")
+SCALE_RANGE = (1.0, 4.0)
+DEFAULT_STRENGTH = 0.7        # A1111's default denoising strength for the second pass
+
+
+@dataclass(frozen=True)
+class Hires:
+    scale: float
+    steps: int          # 0: as many as the first pass
+    strength: float
+    upscaler: str
+
+    def recipe(self, first: GenerationRequest, steps: int) -> tuple[tuple[str, Any], ...]:
+        return (("Steps", first.steps), ("Hires upscale", self.scale), ("Hires steps", steps),
+                ("Hires upscaler", self.upscaler))
+
+
+@dataclass
+class HiresResult:
+    images: list[GeneratedImage] = field(default_factory=list)        # the second passes
+    first_pass: list[GeneratedImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stopped: bool = False
+    seed: int | None = None
+
+
+def take_hires(raw: dict, upscalers: list[str]) -> Hires | None:
+    """Take the hires fields out of a tab's or a caller's fields; None when hires fix is off."""
+    values = {name: raw.pop(name, None) for name in FIELDS}
+    on = values["hires"]
+    if on in (None, "", False, 0):
+        return None
+    if on not in (True, 1):
+        raise InvalidRequest(f"Hires fix must be true or false, got {on!r}.")
+    scale = number("Hires upscale", 2.0 if values["hires_scale"] is None else values["hires_scale"], integer=False)
+    in_range("Hires upscale", scale, *SCALE_RANGE)
+    steps = number("Hires steps", values["hires_steps"] or 0, integer=True)
+    if steps:
+        in_range("Hires steps", steps, *STEPS_RANGE)
+    strength = number("Hires strength", DEFAULT_STRENGTH if values["hires_strength"] is None
+                      else values["hires_strength"], integer=False)
+    in_range("Hires strength", strength, 0.0, 1.0)
+    upscaler = values["hires_upscaler"] or upscalers[0]
+    if upscaler not in upscalers:
+        raise InvalidRequest(f"Unknown hires upscaler {upscaler!r}. Known: {', '.join(upscalers)}.")
+    return Hires(scale, steps, strength, upscaler)
+
+
+def bigger(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The second pass's size: scaled, on the latent grid (multiples of 8)."""
+    return tuple(max(8, round(side * scale / 8) * 8) for side in size)
+
+
+def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image, seed: int) -> GenerationRequest:
+    """The img2img request of one first-pass picture (`image` already upscaled; a blank one to
+    check the request before anything runs)."""
+    steps = hires.steps or first.steps
+    fields = {**raw, "seed": seed, "batch_count": 1, "batch_size": 1, "variation_strength": 0,
+              "width": image.shape[1] if isinstance(image, np.ndarray) else image.width,
+              "height": image.shape[0] if isinstance(image, np.ndarray) else image.height,
+              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first, steps)}
+    return studio.make_request("img2img", image=image, **fields)
+
+
+def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
+    """The first pass and the hires settings, both passes checked before anything runs."""
+    raw = dict(raw)
+    hires = take_hires(raw, upscaler_names(studio.library))
+    if hires is None:
+        raise InvalidRequest("Hires fix is off.")
+    first = studio.make_request("txt2img", **raw)
+    native = studio.model_info().native_size
+    width, height = bigger((first.width or native, first.height or native), hires.scale)
+    second_pass(studio, raw, first, hires, np.zeros((height, width, 3), np.uint8), 0)
+    return first, hires
+
+
+def run_hires(studio, raw: dict, sequence: Sequence,
+              on_progress: Callable[[float, str], None] | None = None) -> HiresResult:
+    """First pass, then for each of its pictures the upscale and the second pass."""
+    first, hires = plan_hires(studio, raw)
+    raw = {k: v for k, v in raw.items() if k not in FIELDS}
+    result = HiresResult()
+    say = on_progress or (lambda done, text: None)
+    made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total / 2, f"First pass: step {u.done}/{u.total}"))
+    if made is None or made.stopped or not made.images:
+        result.stopped = made is None or made.stopped
+        result.notes += made.notes if made else ["Stopped."]
+        return result
+    result.first_pass, result.notes, result.seed = made.images, list(made.notes), made.seed
+    for n, picture in enumerate(made.images):
+        say(0.5 + n / len(made.images) / 2, f"Upscaling picture {n + 1} ({hires.upscaler})")
+        try:
+            image = upscale(picture.image, bigger(picture.image.size, hires.scale), hires.upscaler,
+                            studio.library, studio.manager)
+            done = sequence.run(second_pass(studio, raw, first, hires, image, picture.seed), lambda u, n=n: (
+                u.kind == "progress" and say(0.5 + (n + u.done / u.total) / len(made.images) / 2,
+                                             f"Hires pass {n + 1}: step {u.done}/{u.total}")))
+        except StudioError as exc:
+            result.notes.append(f"Hires pass of picture {n + 1} failed: {exc}; its first pass is saved.")
+            continue
+        if done is None or done.stopped:
+            result.stopped = True
+            result.notes.append(f"Stopped: {len(result.images)} of {len(made.images)} hires pictures made; "
+                                "the first passes are saved.")
+            break
+        result.images += done.images
+        result.notes += [note for note in done.notes if note not in result.notes]
+    return result

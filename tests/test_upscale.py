@@ -1,0 +1,113 @@
+"""Upscalers (built-in, and the tiling model upscalers run in) and the hires fix, on the tiny
+model: both passes saved, A1111's hires keys, PNG Info sending the whole generation back."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.errors import InvalidRequest, StudioError
+from studio.outputs.pnginfo import read_info
+from studio.serving.sequence import Sequence
+from studio.upscale.hires import plan_hires, run_hires
+from studio.upscale.upscalers import run_tiled, target_size, upscale
+
+BASE = dict(prompt="a red circle", steps=3, seed=21, width=64, height=64)
+
+
+def noise(width=300, height=200, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_target_sizes_by_factor_or_to_a_size():
+    image = noise(300, 200)
+    assert target_size(image, 2.0, None, None) == (600, 400)
+    assert target_size(image, None, 450, None) == (450, 300)
+    assert target_size(image, None, 0, 100) == (150, 100)
+    with pytest.raises(InvalidRequest, match="at most"):
+        target_size(image, 100.0, None, None)
+
+
+def test_built_in_upscalers_give_the_exact_size_and_nearest_repeats_pixels():
+    image = noise(30, 20)
+    assert upscale(image, (61, 41), "Lanczos").size == (61, 41)
+    twice = np.asarray(upscale(image, (60, 40), "Nearest"))
+    assert np.array_equal(twice, np.asarray(image).repeat(2, axis=0).repeat(2, axis=1))
+    with pytest.raises(InvalidRequest, match="Unknown upscaler 'ESRGAN'. Known: Lanczos, Nearest"):
+        upscale(image, (60, 40), "ESRGAN")
+
+
+def test_tiles_put_together_equal_the_whole_picture_upscaled_at_once():
+    """A stand-in 2x model (nearest): run in 64-pixel tiles with 8 shared, the picture is the same
+    as one pass over all of it, so the seams add nothing."""
+    import torch.nn.functional as F
+    model = lambda tile: F.interpolate(tile, scale_factor=2, mode="nearest")   # noqa: E731
+    image = noise(150, 100, seed=3)
+    tiled = run_tiled(model, 2, image, tile=64, overlap=8)
+    whole = run_tiled(model, 2, image, tile=1000, overlap=0)
+    assert tiled.size == (300, 200) and np.array_equal(np.asarray(tiled), np.asarray(whole))
+    assert np.array_equal(np.asarray(whole), np.asarray(image).repeat(2, axis=0).repeat(2, axis=1))
+
+
+def test_a_model_upscaler_without_spandrel_says_what_to_install(tmp_path):
+    from studio.models.library import ModelLibrary
+    (tmp_path / "upscalers").mkdir()
+    (tmp_path / "upscalers" / "4x-test.pth").write_bytes(b"not read before spandrel is found")
+    library = ModelLibrary(tmp_path)
+    assert library.names()["upscalers"] == ["4x-test.pth"]
+    pytest.importorskip("torch")
+    try:
+        importlib.import_module("spandrel")
+        pytest.skip("spandrel is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(StudioError, match="pip install spandrel"):
+        upscale(noise(16, 16), (64, 64), "4x-test.pth", library)
+
+
+# -- hires fix ----------------------------------------------------------------------------------------
+
+def test_hires_fix_draws_twice_and_records_it_as_a1111_does(studio):
+    result = run_hires(studio, {**BASE, "hires": True, "hires_scale": 1.5, "hires_steps": 2, "hires_strength": 0.5},
+                       Sequence(studio, user="hires", session="hires"))
+    assert not result.stopped and len(result.images) == 1 and len(result.first_pass) == 1
+    final, first = result.images[0], result.first_pass[0]
+    assert first.image.size == (64, 64) and final.image.size == (96, 96)
+    assert first.path.exists() and final.path.exists() and final.seed == first.seed == 21
+    assert ("Steps: 3," in final.parameters and "Denoising strength: 0.5, " in final.parameters
+            and "Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Lanczos" in final.parameters)
+    assert final.data["request"]["recipe"][0] == ["Steps", 3]
+    # PNG Info sends the whole generation back: first-pass size and steps, the hires settings
+    fields = read_info(Image.open(final.path)).fields
+    assert (fields["hires"], fields["hires_scale"], fields["hires_steps"], fields["hires_strength"]) == (True, 1.5, 2, 0.5)
+    assert (fields["steps"], fields["width"], fields["height"], fields["seed"]) == (3, 64, 64, 21)
+    assert "strength" not in fields
+
+
+def test_hires_settings_and_the_second_pass_are_checked_before_anything_runs(studio):
+    before = set(studio.outputs.root.rglob("*.png"))
+    for fields, message in (({"hires_scale": 9}, "Hires upscale must be between 1 and 4"),
+                            ({"hires_upscaler": "magic"}, "Unknown hires upscaler 'magic'"),
+                            ({"hires_strength": 2}, "Hires strength must be between 0 and 1"),
+                            ({"hires_scale": 4, "width": 1024, "height": 1024}, "Width must be between")):
+        with pytest.raises(InvalidRequest, match=message):
+            plan_hires(studio, {**BASE, "hires": True, **fields})
+    assert set(studio.outputs.root.rglob("*.png")) == before
+
+
+def test_stop_after_the_first_pass_keeps_it(studio):
+    sequence = Sequence(studio, user="stops", session="stops")
+    said = []
+
+    def on_progress(done, text):
+        said.append(text)
+        if text.startswith("Upscaling"):
+            studio.dispatcher.stop("stops")
+
+    result = run_hires(studio, {**BASE, "hires": True}, sequence, on_progress)
+    assert result.stopped and len(result.first_pass) == 1 and result.images == []
+    assert result.first_pass[0].path.exists() and "first passes are saved" in result.notes[-1]
