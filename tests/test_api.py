@@ -85,6 +85,17 @@ def test_hires_fix_over_the_api(client, server):
         client.predict(prompt="x", steps=2, width=1024, height=64, hires=True, hires_scale=4, api_name="/txt2img")
 
 
+def test_upscale_over_the_api(client, server, tmp_path):
+    src = tmp_path / "small.png"
+    Image.new("RGB", (40, 30), (200, 20, 20)).save(src)
+    path, info = client.predict(image=handle_file(str(src)), upscaler="Nearest", scale=3, api_name="/upscale")
+    assert Image.open(path).size == (120, 90) and info == "Postprocess upscale by: 3, Postprocess upscaler: Nearest"
+    saved = sorted(server.outputs.rglob("*-upscale.png"))[-1]
+    assert open(path, "rb").read() == saved.read_bytes()
+    with pytest.raises(Exception, match="R-ESRGAN 4x\\+ is not in the list of choices"):
+        client.predict(image=handle_file(str(src)), upscaler="R-ESRGAN 4x+", api_name="/upscale")
+
+
 def test_img2img_over_the_api(client, tmp_path):
     src = tmp_path / "in.png"
     Image.new("RGB", (68, 64), (10, 200, 10)).save(src)

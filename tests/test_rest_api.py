@@ -186,6 +186,22 @@ def test_enable_hr_runs_the_hires_fix(rest, own_studio):
     assert bad.status_code == 400 and "Width must be between" in bad.json()["detail"]
 
 
+def test_extra_single_image_upscales_and_saves(rest, own_studio):
+    """A1111's Extras route (AIYA and the Photoshop plugin call it): the picture comes back
+    upscaled, as it was saved; face restoration is refused, not silently skipped."""
+    answer = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy(), data_url=True),
+                                                              "upscaler_1": "Lanczos", "upscaling_resize": 2}).json()
+    saved = sorted(own_studio.outputs.root.rglob("*-upscale.png"))[-1]
+    assert decoded(answer["image"]).size == (128, 128) and base64.b64decode(answer["image"]) == saved.read_bytes()
+    assert "Postprocess upscale by: 2" in answer["html_info"]
+    answer = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy()), "resize_mode": 1,
+                                                              "upscaling_resize_w": 96, "upscaling_resize_h": 80,
+                                                              "upscaler_1": "Nearest"}).json()
+    assert decoded(answer["image"]).size == (96, 80)
+    refused = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy()), "gfpgan_visibility": 1})
+    assert refused.status_code == 400 and "Face restoration" in refused.json()["detail"]
+
+
 def test_unknown_sampler_falls_back_and_says_so(rest):
     info = json.loads(rest.post("/sdapi/v1/txt2img", json={"sampler_name": "DPM fast", **SMALL}).json()["info"])
     assert info["sampler_name"] == "DPM++ 2M" and "Unknown sampler 'DPM fast': used DPM++ 2M Karras." in info["notes"]

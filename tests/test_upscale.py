@@ -111,3 +111,51 @@ def test_stop_after_the_first_pass_keeps_it(studio):
     result = run_hires(studio, {**BASE, "hires": True}, sequence, on_progress)
     assert result.stopped and len(result.first_pass) == 1 and result.images == []
     assert result.first_pass[0].path.exists() and "first passes are saved" in result.notes[-1]
+
+
+# -- the Extras tool ------------------------------------------------------------------------------------
+
+def test_upscaling_a_generated_picture_keeps_its_parameters(studio):
+    from studio.outputs.metadata import read_metadata
+    from studio.upscale.extras import read_settings, upscale_picture
+    made = studio.run(studio.make_request("txt2img", **BASE)).images[0]
+    done = upscale_picture(studio, str(made.path), read_settings(studio, "Lanczos", 2))
+    assert done.image.size == (128, 128) and done.path.name.endswith("-upscale.png")
+    text, data = read_metadata(done.path)
+    assert text.startswith("a red circle\n") and "Seed: 21," in text
+    assert "Postprocess upscale by: 2, Postprocess upscaler: Lanczos, Version: studio" in text
+    assert data["kind"] == "upscale" and data["source"]["width"] == 64 and data["source_parameters"] == made.parameters
+
+
+def test_upscaling_to_a_size_crops_or_stretches_and_blends_a_second_upscaler(studio):
+    from studio.outputs.metadata import read_metadata
+    from studio.upscale.extras import read_settings, upscale_picture
+    photo = noise(100, 50, seed=4)
+    cropped = upscale_picture(studio, photo, read_settings(studio, "Lanczos", width=64, height=64, crop=True))
+    stretched = upscale_picture(studio, photo, read_settings(studio, "Lanczos", width=64, height=64))
+    assert cropped.image.size == stretched.image.size == (64, 64)
+    assert not np.array_equal(np.asarray(cropped.image), np.asarray(stretched.image))
+    assert read_metadata(stretched.path)[0] == ("Postprocess upscale to: 64x64, Postprocess crop to fit: False, "
+                                                "Postprocess upscaler: Lanczos")
+    blended = upscale_picture(studio, photo, read_settings(studio, "Lanczos", 2, second="Nearest",
+                                                           second_visibility=0.5))
+    expected = Image.blend(photo.resize((200, 100), Image.LANCZOS), photo.resize((200, 100), Image.NEAREST), 0.5)
+    assert np.array_equal(np.asarray(blended.image), np.asarray(expected))
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(upscaler="ESRGAN"), "Unknown upscaler 'ESRGAN'"),
+    (dict(upscaler="Lanczos", scale=20), "Upscale by must be between 1 and 8"),
+    (dict(upscaler="Lanczos", width=100000), "Width must be between"),
+    (dict(upscaler="Lanczos", second="Nope", second_visibility=1), "Unknown second upscaler 'Nope'"),
+])
+def test_bad_upscale_settings_are_refused(studio, settings, message):
+    from studio.upscale.extras import read_settings
+    with pytest.raises(InvalidRequest, match=message):
+        read_settings(studio, **settings)
+
+
+def test_a_result_larger_than_the_studio_allows_is_refused(studio):
+    from studio.upscale.extras import read_settings, upscale_picture
+    with pytest.raises(InvalidRequest, match="more than this studio upscales to"):
+        upscale_picture(studio, noise(700, 700), read_settings(studio, "Lanczos", 8))

@@ -22,12 +22,13 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from studio import __version__
 from studio.api.catalog import Options, clip_skip, find_checkpoint
-from studio.api.schema import Img2ImgBody, Txt2ImgBody
+from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
 from studio.generation.schedulers import SCHEDULERS, from_a1111
 from studio.outputs.images import load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
 from studio.serving.studio import Studio
+from studio.upscale.extras import UpscaleSettings, read_settings
 from studio.upscale.hires import plan_hires
 from studio.upscale.upscalers import upscaler_names
 
@@ -230,6 +231,19 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
                   "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
         requests.append(studio.make_request(mode, image=image, strength=body.denoising_strength, **fields, **extra))
     return Translated("img2img", requests, notes)
+
+
+def extras_settings(body: ExtrasSingleBody, studio: Studio) -> UpscaleSettings:
+    """extra-single-image's fields as the studio's upscale settings (face restoration is not
+    done here: asking for it is refused rather than ignored)."""
+    if body.gfpgan_visibility or body.codeformer_visibility:
+        raise InvalidRequest("Face restoration (GFPGAN, CodeFormer) is not available here; set its visibility to 0.")
+    if body.resize_mode not in (0, 1):
+        raise InvalidRequest(f"resize_mode must be 0 (by a factor) or 1 (to a size), got {body.resize_mode}.")
+    by = body.resize_mode == 0
+    return read_settings(studio, body.upscaler_1, body.upscaling_resize, 0 if by else body.upscaling_resize_w,
+                         0 if by else body.upscaling_resize_h, body.upscaling_crop, body.upscaler_2,
+                         body.extras_upscaler_2_visibility)
 
 
 # -- answers ----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import logging
 import secrets
 from typing import Any, Callable
@@ -30,11 +31,12 @@ from starlette.routing import BaseRoute, Route
 from studio import __version__
 from studio.api import catalog, convert
 from studio.api.calls import Caller, Calls
-from studio.api.schema import Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
+from studio.api.schema import ExtrasSingleBody, Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
 from studio.errors import QueueFull, StudioError, TooManyJobs
 from studio.outputs.images import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
+from studio.upscale.extras import upscale_picture
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,12 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
     def png_info(body: PngInfoBody) -> dict:
         info = read_info(load_image("image", convert.decode_image("image", body.image), mode="keep"))
         return {"info": info.infotext, "items": info.items, "parameters": info.a1111_parameters()}
+
+    @router.post("/extra-single-image")
+    def extra_single_image(body: ExtrasSingleBody) -> dict:
+        done = upscale_picture(studio, convert.decode_image("image", body.image), convert.extras_settings(body, studio))
+        return {"html_info": html.escape(done.parameters).replace("\n", "<br>"),
+                "image": base64.b64encode(done.path.read_bytes()).decode("ascii")}
 
     @router.post("/interrogate")
     def interrogate(body: InterrogateBody) -> None:

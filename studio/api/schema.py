@@ -80,6 +80,23 @@ class PngInfoBody(A1111Body):
     image: str = ""
 
 
+class ExtrasSingleBody(A1111Body):
+    image: str = ""
+    resize_mode: int = 0                  # 0: by upscaling_resize, 1: to upscaling_resize_w x _h
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
 class InterrogateBody(A1111Body):
     image: str = ""
     model: str = "clip"

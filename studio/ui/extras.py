@@ -1,0 +1,59 @@
+"""The Extras tab: upscale any picture (API: `/upscale`). The result is saved with the source's
+parameters kept and A1111's Postprocess keys added."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.serving.studio import Studio
+from studio.upscale.extras import NONE, SCALE_RANGE, read_settings, upscale_picture
+from studio.ui.widgets import upscaler_choices
+
+
+def build(studio: Studio) -> gr.Image:
+    """The tab; returns its picture input (other tabs send pictures to it)."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            picture = gr.Image(label="Picture", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                               elem_id="extras-image", height=360)
+            with gr.Row():
+                upscaler = gr.Dropdown(upscaler_choices(studio), value="Lanczos", label="Upscaler",
+                                       elem_id="extras-upscaler")
+                scale = gr.Slider(*SCALE_RANGE, value=2.0, step=0.05, label="Upscale by", elem_id="extras-scale")
+            with gr.Accordion("To a size instead, a second upscaler", open=False):
+                with gr.Row():
+                    width = gr.Number(0, precision=0, label="Width (0 = by the factor)", elem_id="extras-width")
+                    height = gr.Number(0, precision=0, label="Height (0 = follow the width)", elem_id="extras-height")
+                    crop = gr.Checkbox(False, label="Crop to fit", elem_id="extras-crop")
+                with gr.Row():
+                    second = gr.Dropdown([NONE, *upscaler_choices(studio)], value=NONE, label="Second upscaler",
+                                         elem_id="extras-upscaler-2")
+                    visibility = gr.Slider(0, 1, value=0, step=0.05, label="Its visibility",
+                                           elem_id="extras-upscaler-2-visibility")
+            run = gr.Button("Upscale", variant="primary", elem_id="extras-run")
+        with gr.Column(scale=1):
+            result = gr.Image(label="Upscaled (saved)", type="filepath", format="png", interactive=False,
+                              elem_id="extras-result", height=420)
+            info = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id="extras-info")
+
+    def upscale(image, upscaler="Lanczos", scale=2.0, width=0, height=0, crop=False, second=NONE,
+                second_visibility=0.0):
+        """Upscale a picture by `scale` (or to width x height) with an upscaler from /upscalers;
+        returns the saved PNG and its parameters."""
+        if not image:
+            raise gr.Error("Add a picture first.")
+        try:
+            done = upscale_picture(studio, image, read_settings(studio, upscaler, scale, width, height, crop,
+                                                                second, second_visibility))
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return str(done.path), done.parameters
+
+    for dropdown in (upscaler, second):
+        dropdown.focus(lambda d=dropdown: gr.Dropdown(choices=([NONE] if d is second else [])
+                                                      + upscaler_choices(studio, rescan=True)),
+                       None, dropdown, api_visibility="private", queue=False)
+    run.click(upscale, [picture, upscaler, scale, width, height, crop, second, visibility], [result, info],
+              api_name="upscale", concurrency_id="gpu", concurrency_limit=1)
+    return picture
