@@ -172,3 +172,15 @@ def test_live_previews_stream_before_the_saved_image(client, server):
     assert all(len(g) == 1 and g[0]["caption"] == "preview" for g in previews)
     assert len(gallery) == 8 and all(g["caption"].startswith("seed ") for g in gallery)
     assert all(p["seed"] == 21 + i for i, p in enumerate(params))
+
+
+def test_outpaint_over_the_api(client, tmp_path):
+    src = tmp_path / "wide.png"
+    Image.new("RGB", (64, 64), (20, 200, 20)).save(src)
+    gallery, info, params, seed = client.predict(image=handle_file(str(src)), prompt="a red circle", steps=2, seed=8,
+                                                 strength=1.0, left=16, right=32, fill="mirror", band=8,
+                                                 api_name="/outpaint")
+    out = np.asarray(Image.open(_first_png(gallery)).convert("RGB"))
+    assert out.shape == (64, 112, 3) and seed == 8
+    assert (out[:, 16 + 8:16 + 64 - 8] == (20, 200, 20)).all()     # the picture, outside the band
+    assert "Outpaint pixels: left 16 right 32 up 0 down 0, Outpaint fill: mirror" in info

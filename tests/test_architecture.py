@@ -46,7 +46,7 @@ def test_modules_live_in_capability_folders():
     loose = sorted(f.stem for f in STUDIO.glob("*.py") if f.stem not in TOP_LEVEL)
     assert loose == [], f"modules outside a capability folder: {loose}"
     for folder in ("models", "prompts", "generation", "outputs", "serving", "ui", "train",
-                   "api", "plots", "upscale", "animation", "finetune", "live"):
+                   "api", "plots", "upscale", "outpaint", "animation", "finetune", "live"):
         assert (STUDIO / folder / "__init__.py").read_text().strip().startswith('"""'), folder
 
 
@@ -80,7 +80,7 @@ def test_the_ui_the_rest_api_the_plots_and_the_dispatcher_import_no_torch_or_dif
 
 def test_the_tabs_and_the_rest_api_submit_to_the_dispatcher_and_never_run_the_engine():
     for f in [*(STUDIO / "ui").glob("*.py"), *(STUDIO / "api").glob("*.py"), *(STUDIO / "plots").glob("*.py"),
-              *(STUDIO / "upscale").glob("*.py")]:
+              *(STUDIO / "upscale").glob("*.py"), *(STUDIO / "outpaint").glob("*.py")]:
         text = f.read_text()
         assert "studio.run(" not in text and "generation.engine" not in text, f.name
     assert "studio.submit(" in (STUDIO / "ui" / "widgets.py").read_text()

@@ -4,10 +4,13 @@ mask), or upload a mask. The browser event is private; the API endpoint `inpaint
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 from PIL import Image, ImageChops
 
 from studio.serving.studio import Studio
+from studio.ui import outpaint
 from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
@@ -53,6 +56,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
                 padding = gr.Slider(0, 256, value=32, step=4, label="Only-masked padding (px)",
                                     elem_id="inpaint-padding")
             c = prompt_controls("inpaint", studio, native=native, size_from_input=True)
+            outpaint_panel = gr.Accordion("Outpaint: extend the canvas and paint the new strips", open=False,
+                                          elem_id="outpaint-panel")
         with gr.Column(scale=1):
             panel = results_panel("inpaint", c.seed)
 
@@ -92,5 +97,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
         api_button = gr.Button(elem_id="inpaint-api-button")
     api_button.click(inpaint, [api_image, api_mask] + shared, result_outputs(panel),
                      api_name="inpaint", **dispatched(studio))
+    fields = [(p.name, p.default) for p in list(inspect.signature(inpaint).parameters.values())[2:2 + len(shared)]]
+    outpaint.build(studio, editor, api_image, [(f, c) for f, c in zip(fields, shared) if f[0] not in outpaint.UNUSED],
+                   panel, outpaint_panel)
     return panel, editor, {**c.fields(), "strength": strength, "mask_blur": mask_blur,
                            "only_masked": only_masked, "only_masked_padding": padding}

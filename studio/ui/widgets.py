@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.requests import CFG_RANGE, STEPS_RANGE, make_request
+from studio.requests import CFG_RANGE, STEPS_RANGE, GenerationRequest, make_request
 from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
@@ -336,13 +336,21 @@ def _make(studio: Studio, mode: str, raw: dict[str, Any]):
 
 def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
             request: gr.Request | None):
-    """Check the inputs, submit them to the dispatcher, and yield the outputs of a results panel:
+    """Check the inputs, then run them (`run_request`)."""
+    try:
+        made = _make(studio, mode, raw)
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    yield from run_request(studio, made, progress, request)
+
+
+def run_request(studio: Studio, made: GenerationRequest, progress: gr.Progress, request: gr.Request | None):
+    """Submit a checked request to the dispatcher, and yield the outputs of a results panel:
     previews while the job runs, then (gallery, parameters text, parameters JSON, seed used,
     paths). Queue position and progress go to the progress bar."""
     user, session = who(request)
     try:
-        job = studio.submit(_make(studio, mode, raw), user=user, session=session,
-                            preview_every_s=PREVIEW_EVERY_S)
+        job = studio.submit(made, user=user, session=session, preview_every_s=PREVIEW_EVERY_S)
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     try:
