@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"REST API (AUTOMATIC1111's /sdapi/v1) on http://{settings.host}:{settings.port}/sdapi/v1, "
               f"documented at /docs{'; HTTP Basic with the --auth logins' if settings.auth else ''}")
     studio.warm_up()
+    studio.history.sync_in_background()      # new or removed pictures since the last run
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                     auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],

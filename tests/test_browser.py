@@ -419,3 +419,21 @@ def test_more_like_this_and_an_xyz_plot_in_browser(page, server):
     grids = [p for p in added if p.name.endswith("-grid.png")]
     assert len(added) == 5 and len(grids) == 1
     assert Path(unquote(urlparse(src).path)).name == grids[0].name
+
+
+def test_history_search_in_browser(page, server):
+    """The History tab searches the index: a word of a prompt finds its pictures, another word
+    none; the selected picture opens in PNG Info."""
+    generate_txt2img(page, server, "a violet hexagon for the history")
+    open_tab(page, "history")
+    page.fill("#history-words textarea", "violet hexagon")
+    page.click("#history-search")
+    sync_api.expect(page.locator("#history-found")).to_contain_text("1 picture(s)")
+    sync_api.expect(page.locator("#history-gallery img").first).to_be_visible()
+    page.click("#history-to-pnginfo")
+    page.wait_for_selector("#tab-pnginfo-button[aria-selected=true]")
+    page.wait_for_function("() => document.querySelector('#pnginfo-text textarea').value.includes('violet hexagon')")
+    open_tab(page, "history")
+    page.fill("#history-words textarea", "no-such-word-anywhere")
+    page.click("#history-search")
+    sync_api.expect(page.locator("#history-found")).to_contain_text("0 picture(s)")

@@ -1,5 +1,6 @@
 """Faults: the server killed with SIGKILL in the middle of a batch loses nothing it reported as
-saved and leaves no partial file; after a restart the history is exactly the finished images."""
+saved and leaves no partial file; after a restart the history (and its search index) is exactly
+the finished images."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def test_kill_9_in_the_middle_of_a_batch(tiny_model, tmp_path):
         history = Client(again.url, verbose=False).predict(1000, api_name="/history")
         assert sorted(h["file"] for h in history) == sorted(str(p) for p in on_disk)
         assert sorted(h["seed"] for h in history) == list(range(100, 100 + len(on_disk)))
+        found = Client(again.url, verbose=False).predict(query="red circle", page_size=100, api_name="/history_search")
+        assert found["total"] == len(on_disk) and {p["file"] for p in found["pictures"]} == {str(p) for p in on_disk}
     finally:
         stop_server(again)
     stop_server(srv)

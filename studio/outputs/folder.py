@@ -7,6 +7,7 @@ a lock so concurrent generations never overwrite each other.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -61,14 +62,17 @@ def _fsync_dir(folder: Path) -> None:
 class OutputFolder:
     """Saves images as root/YYYY-MM-DD/NNNNN-<seed>.png and lists them back."""
 
-    def __init__(self, root: str | Path, *, clock: Callable[[], datetime] = datetime.now):
+    def __init__(self, root: str | Path, *, clock: Callable[[], datetime] = datetime.now,
+                 on_saved: Callable[[Path, str, dict], None] | None = None):
         """Nothing is created on disk until the first save (a read-only browse is free).
 
-        `clock` gives the date of the day folder; tests pass a fixed one.
+        `clock` gives the date of the day folder; tests pass a fixed one. `on_saved(path,
+        parameters, data)` hears of each picture once it is in place (the history index).
         """
         self.root = Path(root)
         self._clock = clock
         self._lock = _lock_for(self.root)
+        self.on_saved = on_saved
 
     def save(
         self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int,
@@ -112,6 +116,11 @@ class OutputFolder:
                 pass
             raise
         _fsync_dir(day)
+        if self.on_saved is not None:
+            try:
+                self.on_saved(final, parameters, data)
+            except Exception:  # noqa: BLE001 - the picture is saved; the index catches up at the next start
+                logging.getLogger(__name__).warning("Could not index %s", final, exc_info=True)
         return final
 
     def remove_stale(self) -> int:

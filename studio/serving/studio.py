@@ -17,6 +17,7 @@ from studio.models.library import EMBEDDED, ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.sources import ModelInfo, looks_like_hub_id
 from studio.outputs.folder import OutputFolder
+from studio.outputs.index import HistoryIndex
 from studio.prompts.presets import Presets, load_presets
 from studio.requests import GenerationRequest, GenerationResult, Limits, make_request
 from studio.serving.safety import ContentFilter
@@ -35,6 +36,7 @@ class Studio:
     start_model: str = ""        # what --model named: trusted, it was typed on the command line
     content_filter: ContentFilter = field(default_factory=lambda: ContentFilter(False, Path()))
     queue_size: int = 16         # generations waiting at most (0: no bound)
+    history: HistoryIndex | None = None     # the searchable index of the outputs folder
 
     def __post_init__(self) -> None:
         if self.dispatcher is None:
@@ -43,12 +45,13 @@ class Studio:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
-        return cls(manager=ModelManager(settings.model, settings.device, settings.dtype,
+        history = HistoryIndex(settings.outputs)
+        return cls(history=history, manager=ModelManager(settings.model, settings.device, settings.dtype,
                                         settings.allow_pickle, settings.prediction_type,
                                         memory=settings.memory, fast=settings.fast,
                                         compile=settings.compile, compile_mode=settings.compile_mode,
                                         compile_cache=settings.compile_cache),
-                   outputs=OutputFolder(settings.outputs), presets=load_presets(settings.presets),
+                   outputs=OutputFolder(settings.outputs, on_saved=history.add), presets=load_presets(settings.presets),
                    limits=settings.limits, queue_size=settings.queue_size,
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
                    start_model=settings.model,

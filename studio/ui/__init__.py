@@ -32,8 +32,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab-pnginfo"):
                 picture, picture_fields, send = pnginfo.build()
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
-                history_gallery, show_history = history.build(studio)
-        history_tab.select(show_history, None, history_gallery, api_visibility="private", queue=False)
+                show_history, history_outputs, to_pnginfo, history_paths, history_selected = history.build(studio)
+        history_tab.select(show_history, None, history_outputs, api_visibility="private", queue=False)
+        to_pnginfo.click(lambda p, s: (_pick(p, s), gr.Tabs(selected="pnginfo")), [history_paths, history_selected],
+                         [picture, tabs], api_visibility="private", queue=False)
         for panel in (t2i, i2i, inp):
             _wire_send(panel, tabs, i2i_image, editor)
         pnginfo.wire(send, picture_fields, picture, tabs, {

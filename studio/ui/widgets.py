@@ -292,11 +292,11 @@ def results_panel(tab: str, seed_box: gr.Number) -> ResultsPanel:
     selected = gr.State(0)
     reuse.click(lambda s: s if s is not None else -1, used_seed, seed_box, api_visibility="private",
                 queue=False)
-    gallery.select(_selected, None, selected, api_visibility="private", queue=False)
+    gallery.select(selected_index, None, selected, api_visibility="private", queue=False)
     return ResultsPanel(gallery, info, params, used_seed, paths, selected, to_img2img, to_inpaint)
 
 
-def _selected(evt: gr.SelectData) -> int:
+def selected_index(evt: gr.SelectData) -> int:
     return int(evt.index) if isinstance(evt.index, int) else int(evt.index[0])
 
 
