@@ -84,6 +84,8 @@ class GenerationRequest:
     # what a tool composing several requests records on this one's pictures (hires fix: the first
     # pass's steps and the Hires keys): A1111 infotext keys and values, over the engine's own
     recipe: tuple[tuple[str, Any], ...] = ()
+    keep_latents: bool = False       # txt2img: also hand back each picture's last latents (latent hires fix)
+    latents: np.ndarray | None = field(default=None, repr=False, compare=False)  # img2img: start from these
 
     def input_image(self) -> Image.Image | None:
         return None if self.image is None else Image.fromarray(self.image)
@@ -99,7 +101,7 @@ class GenerationRequest:
 
     def fields(self) -> dict[str, Any]:
         """The request as plain data (images left out), for the metadata."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("image", "mask")}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("image", "mask", "latents")}
         out["negative_presets"] = list(self.negative_presets)
         out["loras"] = [list(pair) for pair in self.loras]
         out["references"] = [name for name, _ in self.references]
@@ -114,6 +116,7 @@ class GeneratedImage:
     seed: int
     parameters: str          # A1111 infotext
     data: dict[str, Any]     # the full JSON metadata
+    latents: np.ndarray | None = None    # (1, C, h, w) float32, when the request kept them
 
 
 @dataclass
@@ -293,7 +296,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     return GenerationRequest(
         mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
         **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes),
-        recipe=_recipe(get("recipe")))
+        recipe=_recipe(get("recipe")), **_latents(mode, get, limits))
 
 
 def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:
@@ -341,6 +344,27 @@ def _variation(mode: str, get: Get) -> dict:
         raise InvalidRequest("Variation seeds work in text to image only (here the starting noise is mixed "
                              "with the input picture); set the variation strength to 0.")
     return dict(variation_seed=seed, variation_strength=strength)
+
+
+def _latents(mode: str, get: Get, limits: Limits) -> dict:
+    """keep_latents (txt2img) and latents to start from (img2img: 1 x C x h x w, finite floats,
+    within the studio's size at 8 pixels a latent)."""
+    keep = get("keep_latents")
+    if keep not in (True, False, None, 0, 1):
+        raise InvalidRequest(f"keep_latents must be true or false, got {keep!r}.")
+    latents = get("latents")
+    if latents is None:
+        return dict(keep_latents=bool(keep))
+    if mode != "img2img":
+        raise InvalidRequest("Latents to start from are for image to image.")
+    if (not isinstance(latents, np.ndarray) or latents.dtype.kind != "f" or latents.ndim != 4
+            or latents.shape[0] != 1 or not 1 <= latents.shape[1] <= 16
+            or latents.shape[2] * latents.shape[3] * 64 > limits.max_pixels or not np.isfinite(latents).all()):
+        raise InvalidRequest("Latents must be a finite float array of shape (1, channels, height/8, width/8) "
+                             "within this studio's size.")
+    latents = np.array(latents, dtype=np.float32)
+    latents.flags.writeable = False
+    return dict(keep_latents=bool(keep), latents=latents)
 
 
 def _recipe(value: Any) -> tuple[tuple[str, Any], ...]:

@@ -169,18 +169,24 @@ def test_subseed_is_the_variation_seed(rest):
 
 
 def test_enable_hr_runs_the_hires_fix(rest, own_studio):
-    """enable_hr: the answer has the finished (bigger) pictures with A1111's hires keys; a latent
-    upscaler is done on the picture and says so; /upscalers lists what hr_upscaler may name."""
+    """enable_hr: the answer has the finished (bigger) pictures with A1111's hires keys, with a
+    latent upscaler or a picture one; an unknown upscaler falls back to Lanczos and says so;
+    /upscalers and /latent-upscale-modes list what hr_upscaler may name."""
     names = [u["name"] for u in rest.get("/sdapi/v1/upscalers").json()]
     assert names[:3] == ["None", "Lanczos", "Nearest"]
+    assert {"name": "Latent (bicubic)"} in rest.get("/sdapi/v1/latent-upscale-modes").json()
     answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 6, "enable_hr": True,
                                                   "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
                                                   "denoising_strength": 0.5, "batch_size": 2, **SMALL}).json()
     info = json.loads(answer["info"])
     assert [decoded(i).size for i in answer["images"]] == [(128, 128)] * 2 and info["all_seeds"] == [6, 7]
-    assert "Hires upscale: 2, Hires steps: 2, Hires upscaler: Lanczos" in info["infotexts"][0]
+    assert "Hires upscale: 2, Hires steps: 2, Hires upscaler: Latent" in info["infotexts"][0]
     assert "Steps: 3," in info["infotexts"][0] and "Denoising strength: 0.5" in info["infotexts"][0]
-    assert any("latent upscaling is done on the picture" in n for n in info["notes"])
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 6, "enable_hr": True,
+                                                  "hr_upscaler": "R-ESRGAN 4x+", **SMALL}).json()
+    info = json.loads(answer["info"])
+    assert "Hires upscaler: Lanczos" in info["infotexts"][0]
+    assert any("'R-ESRGAN 4x+' is not here: used Lanczos" in n for n in info["notes"])
     bad = rest.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True, "hr_scale": 4, "width": 1024,
                                                "height": 64, "steps": 2})
     assert bad.status_code == 400 and "Width must be between" in bad.json()["detail"]

@@ -159,3 +159,39 @@ def test_a_result_larger_than_the_studio_allows_is_refused(studio):
     from studio.upscale.extras import read_settings, upscale_picture
     with pytest.raises(InvalidRequest, match="more than this studio upscales to"):
         upscale_picture(studio, noise(700, 700), read_settings(studio, "Lanczos", 8))
+
+
+def test_the_kept_latents_are_the_last_ones_of_the_picture(studio):
+    """keep_latents hands back what the VAE decoded into the saved picture (not an earlier step)."""
+    import torch
+    made = studio.run(studio.make_request("txt2img", keep_latents=True, **BASE)).images[0]
+    vae = studio.manager.base().vae
+    assert made.latents.shape[:2] == (1, vae.config.latent_channels)
+    with torch.no_grad():
+        decoded = vae.decode(torch.from_numpy(made.latents) / vae.config.scaling_factor).sample
+    pixels = ((decoded[0].permute(1, 2, 0) / 2 + 0.5).clamp(0, 1) * 255).round().byte().numpy()
+    assert np.abs(pixels.astype(int) - np.asarray(made.image).astype(int)).max() <= 1
+
+
+def test_a_latent_hires_fix_starts_the_second_pass_from_the_resized_latents(studio):
+    raw = {**BASE, "hires": True, "hires_scale": 2, "hires_steps": 2, "hires_strength": 0.6}
+    latent = run_hires(studio, {**raw, "hires_upscaler": "Latent (bicubic)"}, Sequence(studio, user="l", session="l"))
+    pixel = run_hires(studio, {**raw, "hires_upscaler": "Lanczos"}, Sequence(studio, user="l", session="l"))
+    final = latent.images[0]
+    assert final.image.size == (128, 128) and "Hires upscaler: Latent (bicubic)" in final.parameters
+    assert not np.array_equal(np.asarray(final.image), np.asarray(pixel.images[0].image))
+    with pytest.raises(InvalidRequest, match="latent upscale needs a denoising strength above 0"):
+        plan_hires(studio, {**raw, "hires_upscaler": "Latent", "hires_strength": 0})
+
+
+@pytest.mark.parametrize("mode, latents, message", [
+    ("txt2img", np.zeros((1, 4, 8, 8), np.float32), "for image to image"),
+    ("img2img", np.full((1, 4, 8, 8), np.nan, np.float32), "finite float array"),
+    ("img2img", np.zeros((4, 8, 8), np.float32), "finite float array"),
+    ("img2img", np.zeros((1, 4, 8, 8), np.int64), "finite float array"),
+])
+def test_latents_to_start_from_are_checked(mode, latents, message):
+    from studio.requests import make_request
+    extra = {"image": np.zeros((64, 64, 3), np.uint8)} if mode == "img2img" else {}
+    with pytest.raises(InvalidRequest, match=message):
+        make_request(mode=mode, prompt="x", latents=latents, **extra)

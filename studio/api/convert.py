@@ -29,8 +29,7 @@ from studio.outputs.images import load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
-from studio.upscale.hires import plan_hires
-from studio.upscale.upscalers import upscaler_names
+from studio.upscale.hires import hires_upscalers, plan_hires
 
 
 class ApiError(Exception):
@@ -182,13 +181,12 @@ def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
 
 
 def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any]:
-    """A1111's hires fields as the studio's: a latent upscaler is done in pixels (Lanczos)
-    here; hr_resize_x/y become the factor they imply."""
-    upscaler = body.hr_upscaler or "Lanczos"
-    known = upscaler_names(studio.library)
+    """A1111's hires fields as the studio's (hr_upscaler None: Latent, as A1111); hr_resize_x/y
+    become the factor they imply."""
+    upscaler = body.hr_upscaler or "Latent"
+    known = hires_upscalers(studio.library)
     if upscaler not in known:
-        notes.append(f"Hires upscaler {upscaler!r} is not here: used Lanczos "
-                     f"({'latent upscaling is done on the picture' if upscaler.startswith('Latent') else 'known: ' + ', '.join(known)}).")
+        notes.append(f"Hires upscaler {upscaler!r} is not here: used Lanczos (known: {', '.join(known)}).")
         upscaler = "Lanczos"
     scale = body.hr_scale
     if body.hr_resize_x or body.hr_resize_y:

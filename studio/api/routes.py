@@ -37,6 +37,7 @@ from studio.outputs.images import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.upscale.extras import upscale_picture
+from studio.upscale.hires import LATENT
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
     listings: dict[str, Callable[[], Any]] = {
         "/sd-models": lambda: catalog.sd_models(studio), "/samplers": catalog.samplers,
         "/schedulers": catalog.schedulers, "/upscalers": lambda: catalog.upscalers(studio),
-        "/latent-upscale-modes": lambda: [], "/sd-vae": lambda: catalog.sd_vae(studio),
+        "/latent-upscale-modes": lambda: [{"name": name} for name in LATENT], "/sd-vae": lambda: catalog.sd_vae(studio),
         "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
         "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],
         "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [],

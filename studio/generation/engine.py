@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 from PIL import Image, ImageFilter
 
 from studio import __version__
@@ -74,6 +75,7 @@ class Prepared:
     image: Image.Image | None          # the input (img2img, inpaint)
     mask: Image.Image | None           # blurred (inpaint)
     notes: list[str] = field(default_factory=list)
+    final_latents: dict = field(default_factory=dict)   # batch -> its last latents (keep_latents)
 
     @property
     def batches(self) -> list[list[PlannedImage]]:
@@ -233,7 +235,7 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                 callback_on_step_end=_step_callback(prep, cond, batch, len(members), manager, callbacks),
                 output_type="pil", **cond.pipeline_kwargs(), **_images_kwargs(prep))
-    if cond.changes or callbacks.on_preview is not None:
+    if cond.changes or callbacks.on_preview is not None or request.keep_latents:
         call["callback_on_step_end_tensor_inputs"] = ["latents"] + (cond.tensor_inputs() if cond.changes else [])
     if setup.ip_images is not None:
         call["ip_adapter_image"] = setup.ip_images
@@ -253,6 +255,9 @@ def _images_kwargs(prep: Prepared) -> dict:
     r, size = prep.request, (prep.width, prep.height)
     if r.mode == "txt2img":
         return dict(height=prep.height, width=prep.width)
+    if r.mode == "img2img" and r.latents is not None:       # a latent upscale: no encoding
+        import torch
+        return dict(image=torch.from_numpy(np.array(r.latents)), strength=r.strength)
     if r.mode == "img2img":
         return dict(image=prep.image.resize(size, Image.LANCZOS), strength=r.strength)
     if r.only_masked:
@@ -279,6 +284,8 @@ def _step_callback(prep: Prepared, cond: Conditioner, batch: int, images: int, m
             raise torch.OutOfMemoryError("CUDA out of memory (injected by the test hook)")
         if callbacks.on_step is not None:
             callbacks.on_step(batch * p.num_timesteps + i + 1, p.num_timesteps * batches)
+        if prep.request.keep_latents and i + 1 == p.num_timesteps:
+            prep.final_latents[batch] = kwargs["latents"].detach().float().cpu()
         if callbacks.on_preview is not None and "latents" in kwargs and i + 1 < p.num_timesteps:
             # the caller decides whether to look: the picture is made only then
             callbacks.on_preview(lambda latents=kwargs["latents"]: manager.preview(latents))
@@ -330,7 +337,9 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
         parameters, data = record.parameters(), record.studio_json()
         path = outputs.save(image, parameters, data, seed=member.seed)
         log.info("Saved %s", path)
-        saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data))
+        kept = prep.final_latents.get(batch)
+        saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data,
+                                    latents=None if kept is None else kept[pos:pos + 1].numpy()))
     return saved
 
 
@@ -351,7 +360,6 @@ def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: Planne
 
 
 def _rgb_array(image: Image.Image):
-    import numpy as np
     return np.asarray(image.convert("RGB"))
 
 

@@ -17,7 +17,7 @@ from studio.requests import CFG_RANGE, STEPS_RANGE, GenerationRequest, make_requ
 from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.upscale.hires import DEFAULT_STRENGTH, SCALE_RANGE, run_hires
+from studio.upscale.hires import DEFAULT_STRENGTH, LATENT, SCALE_RANGE, run_hires
 from studio.upscale.upscalers import BUILT_IN
 
 log = logging.getLogger(__name__)
@@ -161,15 +161,16 @@ def hires_controls(tab: str, studio: Studio) -> tuple:
         hires = gr.Checkbox(False, label="Hires fix: upscale, then a second pass at the bigger size",
                             elem_id=f"{tab}-hires")
         with gr.Row():
-            upscaler = gr.Dropdown(upscaler_choices(studio), value="Lanczos", label="Upscaler",
-                                   elem_id=f"{tab}-hires-upscaler")
+            upscaler = gr.Dropdown([*LATENT, *upscaler_choices(studio)], value="Lanczos", label="Upscaler",
+                                   elem_id=f"{tab}-hires-upscaler",
+                                   info="Latent: the first pass's latents resized (strength 0.5 or more)")
             scale = gr.Slider(*SCALE_RANGE, value=2.0, step=0.05, label="Upscale by", elem_id=f"{tab}-hires-scale")
         with gr.Row():
             steps = gr.Slider(0, min(STEPS_RANGE[1], studio.limits.max_steps), value=0, step=1,
                               label="Hires steps (0 = as many as the first pass)", elem_id=f"{tab}-hires-steps")
             strength = gr.Slider(0, 1, value=DEFAULT_STRENGTH, step=0.01, label="Denoising strength",
                                  elem_id=f"{tab}-hires-strength")
-    upscaler.focus(lambda: gr.Dropdown(choices=upscaler_choices(studio, rescan=True)), None, upscaler,
+    upscaler.focus(lambda: gr.Dropdown(choices=[*LATENT, *upscaler_choices(studio, rescan=True)]), None, upscaler,
                    api_visibility="private", queue=False)
     return hires, scale, steps, strength, upscaler
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
 from studio.requests import STEPS_RANGE, GeneratedImage, GenerationRequest, in_range, number
@@ -20,6 +21,10 @@ from studio.serving.sequence import Sequence
 from studio.upscale.upscalers import upscale, upscaler_names
 
 FIELDS = ("hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler")
+# A1111's latent upscalers: the first pass's latents resized (mode, antialias), no decode and encode
+LATENT = {"Latent": ("bilinear", False), "Latent (antialiased)": ("bilinear", True),
+          "Latent (bicubic)": ("bicubic", False), "Latent (bicubic antialiased)": ("bicubic", True),
+          "Latent (nearest)": ("nearest", False), "Latent (nearest-exact)": ("nearest-exact", False)}
 SCALE_RANGE = (1.0, 4.0)
 DEFAULT_STRENGTH = 0.7        # A1111's default denoising strength for the second pass
 
@@ -30,6 +35,10 @@ class Hires:
     steps: int          # 0: as many as the first pass
     strength: float
     upscaler: str
+
+    @property
+    def latent(self) -> bool:
+        return self.upscaler in LATENT
 
     def recipe(self, first: GenerationRequest, steps: int) -> tuple[tuple[str, Any], ...]:
         return (("Steps", first.steps), ("Hires upscale", self.scale), ("Hires steps", steps),
@@ -61,10 +70,17 @@ def take_hires(raw: dict, upscalers: list[str]) -> Hires | None:
     strength = number("Hires strength", DEFAULT_STRENGTH if values["hires_strength"] is None
                       else values["hires_strength"], integer=False)
     in_range("Hires strength", strength, 0.0, 1.0)
-    upscaler = values["hires_upscaler"] or upscalers[0]
+    upscaler = values["hires_upscaler"] or "Lanczos"
     if upscaler not in upscalers:
         raise InvalidRequest(f"Unknown hires upscaler {upscaler!r}. Known: {', '.join(upscalers)}.")
+    if upscaler in LATENT and strength == 0:
+        raise InvalidRequest("A latent upscale needs a denoising strength above 0 (0.5 or more works best).")
     return Hires(scale, steps, strength, upscaler)
+
+
+def hires_upscalers(library) -> list[str]:
+    """What the hires fix may upscale with: the latent modes, then every picture upscaler."""
+    return [*LATENT, *upscaler_names(library)]
 
 
 def bigger(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -72,24 +88,42 @@ def bigger(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return tuple(max(8, round(side * scale / 8) * 8) for side in size)
 
 
-def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image, seed: int) -> GenerationRequest:
-    """The img2img request of one first-pass picture (`image` already upscaled; a blank one to
-    check the request before anything runs)."""
+def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image, seed: int,
+                latents: np.ndarray | None = None) -> GenerationRequest:
+    """The img2img request of one first-pass picture (`image` already upscaled, and with a latent
+    upscaler the upscaled latents it starts from; a blank image to check the request before
+    anything runs)."""
     steps = hires.steps or first.steps
     fields = {**raw, "seed": seed, "batch_count": 1, "batch_size": 1, "variation_strength": 0,
               "width": image.shape[1] if isinstance(image, np.ndarray) else image.width,
               "height": image.shape[0] if isinstance(image, np.ndarray) else image.height,
-              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first, steps)}
+              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first, steps), "latents": latents}
     return studio.make_request("img2img", image=image, **fields)
+
+
+def upscaled(studio, picture: GeneratedImage, hires: Hires) -> tuple[Image.Image, np.ndarray | None]:
+    """The first-pass picture at the second pass's size; with a latent upscaler also its latents
+    resized (the picture then only stands for them in the record)."""
+    size = bigger(picture.image.size, hires.scale)
+    if not hires.latent:
+        return upscale(picture.image, size, hires.upscaler, studio.library, studio.manager), None
+    import torch
+    import torch.nn.functional as F
+
+    factor = picture.image.height // picture.latents.shape[2]          # the model's VAE scale
+    mode, antialias = LATENT[hires.upscaler]
+    latents = F.interpolate(torch.from_numpy(np.array(picture.latents)), size=(size[1] // factor, size[0] // factor),
+                            mode=mode, antialias=antialias)
+    return picture.image.resize(size, Image.LANCZOS), latents.numpy()
 
 
 def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
     """The first pass and the hires settings, both passes checked before anything runs."""
     raw = dict(raw)
-    hires = take_hires(raw, upscaler_names(studio.library))
+    hires = take_hires(raw, hires_upscalers(studio.library))
     if hires is None:
         raise InvalidRequest("Hires fix is off.")
-    first = studio.make_request("txt2img", **raw)
+    first = studio.make_request("txt2img", keep_latents=hires.latent, **raw)
     native = studio.model_info().native_size
     width, height = bigger((first.width or native, first.height or native), hires.scale)
     second_pass(studio, raw, first, hires, np.zeros((height, width, 3), np.uint8), 0)
@@ -112,9 +146,8 @@ def run_hires(studio, raw: dict, sequence: Sequence,
     for n, picture in enumerate(made.images):
         say(0.5 + n / len(made.images) / 2, f"Upscaling picture {n + 1} ({hires.upscaler})")
         try:
-            image = upscale(picture.image, bigger(picture.image.size, hires.scale), hires.upscaler,
-                            studio.library, studio.manager)
-            done = sequence.run(second_pass(studio, raw, first, hires, image, picture.seed), lambda u, n=n: (
+            image, latents = upscaled(studio, picture, hires)
+            done = sequence.run(second_pass(studio, raw, first, hires, image, picture.seed, latents), lambda u, n=n: (
                 u.kind == "progress" and say(0.5 + (n + u.done / u.total) / len(made.images) / 2,
                                              f"Hires pass {n + 1}: step {u.done}/{u.total}")))
         except StudioError as exc:
