@@ -293,10 +293,14 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
         raise InvalidRequest(f"Unknown parameter(s): {', '.join(sorted(unknown))}.")
     d = GenerationRequest()
     get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
-    return GenerationRequest(
+    request = GenerationRequest(
         mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
         **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes),
         recipe=_recipe(get("recipe")), **_latents(mode, get, limits))
+    if mode != "txt2img" and 0 < request.strength and int(request.steps * request.strength) < 1:
+        raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
+                             "denoising step; raise the strength or the steps.")
+    return request
 
 
 def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:

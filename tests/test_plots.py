@@ -166,3 +166,24 @@ def test_a_checkpoint_axis_loads_each_model_once(tiny_model, tmp_path):
     assert len(result.images) == 4 and studio.manager.loads - loads == 2
     assert [c.request.model for c in plot.cells] == ["one", "one", "two", "two"]
     assert {p.data["model"]["name"] for (x, y, z), p in result.images.items() if y == 1} == {"two"}
+
+
+def test_plots_over_hires_settings_and_img2img_strength(studio):
+    """Hires axes turn the hires fix on for the cell (it shows the finished, bigger picture); an
+    img2img plot over strength starts every cell from the same picture."""
+    plot = make_xyz_plot(studio, BASE, [("Hires strength", "0.5, 0.75"), ("Hires upscaler", "Lanczos, latent")])
+    assert plot.count == 4 and all(c.hires is not None and c.hires["hires"] for c in plot.cells)
+    assert plot.y_labels == ["Lanczos", "Latent"]
+    result = run_plot(plot, sequence(studio))
+    assert len(result.images) == 4 and {p.image.size for p in result.images.values()} == {(128, 128)}
+    assert "Hires strength" not in result.images[(0, 0, 0)].parameters         # the axes go on the grid
+    assert "Denoising strength: 0.5" in result.images[(0, 0, 0)].parameters
+    with pytest.raises(InvalidRequest, match="Strength 0.1 x 3 steps leaves no denoising step"):
+        make_xyz_plot(studio, BASE, [("Hires strength", "0.1, 0.5")])       # found before anything runs
+    image = np.zeros((64, 64, 3), np.uint8)
+    plot = make_xyz_plot(studio, {**BASE, "image": image}, [("Strength", "0.34, 0.5, 1")], mode="img2img")
+    result = run_plot(plot, sequence(studio))
+    assert [c.request.mode for c in plot.cells] == ["img2img"] * 3 and len(result.images) == 3
+    assert "Denoising strength: 0.34" in result.images[(0, 0, 0)].parameters
+    with pytest.raises(InvalidRequest, match="text to image only"):
+        make_xyz_plot(studio, {**BASE, "image": image}, [("Variation strength", "0.1")], mode="img2img")

@@ -103,10 +103,11 @@ def test_rgba_input_is_flattened_on_white():
     assert r.image.shape[2] == 3 and tuple(r.image[0, 0]) == (255, 255, 255)
 
 
-def test_strength_times_steps_below_one_step_is_explained(studio):
-    req = make_request(mode="img2img", image=IMG, strength=0.01, steps=20)
-    with pytest.raises(InvalidRequest, match="leaves no denoising step"):
-        studio.run(req)
+def test_strength_times_steps_below_one_step_is_explained_at_the_boundary():
+    with pytest.raises(InvalidRequest, match="Strength 0.01 x 20 steps leaves no denoising step"):
+        make_request(mode="img2img", image=IMG, strength=0.01, steps=20)
+    assert make_request(mode="img2img", image=IMG, strength=0.05, steps=20).strength == 0.05   # one step
+    assert make_request(mode="img2img", image=IMG, strength=0, steps=20).strength == 0       # the input back
 
 
 def test_a_request_is_plain_data_that_survives_another_process():

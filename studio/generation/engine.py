@@ -132,9 +132,6 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
             library: ModelLibrary | None, content_filter: ContentFilter | None) -> Prepared:
     notes = [info.notice] if info.notice and info.kind == "placeholder" else []
     width, height = target_size(request, info.native_size, notes)
-    if request.mode != "txt2img" and 0 < request.strength and int(request.steps * request.strength) < 1:
-        raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
-                             "denoising step; raise the strength or the steps.")
     template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
                                              request.negative_presets, request.style)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)

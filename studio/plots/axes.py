@@ -133,6 +133,13 @@ def _lora_weight(raw: dict, value: float) -> None:
     raw["loras"] = [[row[0], value] for row in rows]
 
 
+def _set_hires(field: str) -> Apply:
+    """A hires setting turns the hires fix on for the cell."""
+    def apply(raw: dict, value: Any) -> None:
+        raw["hires"], raw[field] = True, value
+    return apply
+
+
 def _preset(raw: dict, value: str) -> None:
     raw["negative_presets"] = [] if value == NO_PRESET else [value]
 
@@ -187,6 +194,14 @@ AXIS_TYPES: dict[str, AxisType] = {a.name: a for a in (
     _choice("Negative preset", "negative_presets", "presets", _preset),
     _choice("Style", "style", "styles"),
     _numeric("Feature cache", "feature_cache", True),
+    _numeric("Strength", "strength", False),
+    AxisType("Hires upscale", lambda axis, text, known: numbers(axis, text, False), _set_hires("hires_scale"),
+             lambda v: f"Hires upscale: {v:g}"),
+    AxisType("Hires steps", lambda axis, text, known: numbers(axis, text, True), _set_hires("hires_steps"),
+             lambda v: f"Hires steps: {v:g}"),
+    AxisType("Hires strength", lambda axis, text, known: numbers(axis, text, False), _set_hires("hires_strength"),
+             lambda v: f"Hires strength: {v:g}"),
+    _choice("Hires upscaler", "hires_upscaler", "hires_upscalers", _set_hires("hires_upscaler")),
 )}
 NOTHING = "Nothing"
 AXIS_NAMES = [NOTHING, *AXIS_TYPES]

@@ -21,9 +21,11 @@ from studio.errors import InvalidRequest, StudioError
 from studio.outputs.metadata import format_parameters, parse_parameters, strict_json
 from studio.plots.axes import NO_PRESET, Axis, read_axis
 from studio.plots.grid import draw_grid
-from studio.requests import MAX_SEED, GeneratedImage, GenerationRequest
+from studio.requests import MAX_SEED, GeneratedImage, GenerationRequest, GenerationResult
 from studio.serving.dispatcher import Update
 from studio.serving.sequence import Sequence
+from studio.upscale.hires import FIELDS as HIRES_FIELDS
+from studio.upscale.hires import hires_upscalers, plan_hires, run_hires
 
 MAX_CELLS = 100
 MAX_MATRIX_PARTS = 6            # optional parts of a prompt matrix: 2**6 = 64 pictures
@@ -34,7 +36,8 @@ class Cell:
     x: int
     y: int
     z: int
-    request: GenerationRequest
+    request: GenerationRequest                  # the cell's request (a hires fix: its first pass)
+    hires: dict | None = None                   # a hires fix: the fields it runs on
 
 
 @dataclass
@@ -67,7 +70,7 @@ def known_names(studio) -> dict[str, list[str]]:
     library = studio.library.names() if studio.library else {"vae": []}
     return {"samplers": scheduler_names(), "checkpoints": studio.model_choices(),
             "vaes": ["Automatic", *library["vae"]], "presets": [NO_PRESET, *studio.presets.negative_names()],
-            "styles": ["None", *studio.presets.style_names()]}
+            "styles": ["None", *studio.presets.style_names()], "hires_upscalers": hires_upscalers(studio.library)}
 
 
 def _fixed_seeds(raw: dict, axes: list[Axis]) -> dict:
@@ -81,19 +84,25 @@ def _fixed_seeds(raw: dict, axes: list[Axis]) -> dict:
     return raw
 
 
-def _cell_request(studio, base: dict, picks: list[tuple[Axis, Any]], where: str) -> GenerationRequest:
+def _cell(studio, base: dict, picks: list[tuple[Axis, Any]], mode: str, where: str, at: tuple[int, int, int]) -> Cell:
+    """A cell with its request checked (a hires fix: both passes, through plan_hires)."""
     raw = dict(base)
     for axis, value in picks:
         axis.type.apply(raw, value)
     try:
-        return studio.make_request("txt2img", **raw)
+        if raw.get("hires"):
+            if mode != "txt2img":
+                raise InvalidRequest("Hires fix is for text to image.")
+            return Cell(*at, plan_hires(studio, raw)[0], raw)
+        return Cell(*at, studio.make_request(mode, **{k: v for k, v in raw.items() if k not in HIRES_FIELDS}))
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
 
 
-def make_xyz_plot(studio, base: dict, axes: list[tuple[Any, Any]]) -> Plot:
-    """Up to three axes (type, values text) over the txt2img fields in `base` (raw, as a tab
-    sends them). Every cell's request is made and checked here, before any picture is drawn."""
+def make_xyz_plot(studio, base: dict, axes: list[tuple[Any, Any]], mode: str = "txt2img") -> Plot:
+    """Up to three axes (type, values text) over the fields in `base` (raw, as a txt2img or
+    img2img tab sends them, hires fix included). Every cell's request is made and checked here,
+    before any picture is drawn."""
     known = known_names(studio)
     read = [read_axis(kind, text, known) for kind, text in axes]
     if len(read) > 3:
@@ -112,7 +121,7 @@ def make_xyz_plot(studio, base: dict, axes: list[tuple[Any, Any]]) -> Plot:
     for (k, zv), (j, yv), (i, xv) in itertools.product(lists[2], lists[1], lists[0]):
         picks = [(a, v) for a, v in ((x, xv), (y, yv), (z, zv)) if a is not None]
         where = ", ".join(a.type.label(v) for a, v in picks)
-        cells.append(Cell(i, j, k, _cell_request(studio, base, picks, f"Cell {where}")))
+        cells.append(_cell(studio, base, picks, mode, f"Cell {where}", (i, j, k)))
     names = {"X": x, "Y": y, "Z": z}
     describe = {"Script": "X/Y/Z plot"}
     for letter, axis in names.items():
@@ -140,7 +149,7 @@ def _checkpoints_together(cells: list[Cell]) -> list[Cell]:
     return sorted(cells, key=lambda c: first[c.request.model])
 
 
-def make_prompt_matrix(studio, base: dict) -> Plot:
+def make_prompt_matrix(studio, base: dict, mode: str = "txt2img") -> Plot:
     """`a red circle|on a blue background|large`: the first part always, every combination of
     the others (on/off), one seed for all; the optional parts split between the X and Y axes."""
     prompt = str(base.get("prompt") or "")
@@ -159,7 +168,7 @@ def make_prompt_matrix(studio, base: dict) -> Plot:
     for j, y_parts in enumerate(y_sets):
         for i, x_parts in enumerate(x_sets):
             text = ", ".join([parts[0], *[p for p in optional if p in x_parts or p in y_parts]])
-            cells.append(Cell(i, j, 0, _cell_request(studio, {**base, "prompt": text}, [], f"Prompt {text!r}")))
+            cells.append(_cell(studio, {**base, "prompt": text}, [], mode, f"Prompt {text!r}", (i, j, 0)))
     return Plot("Prompt matrix", cells, [_label(s, across) for s in x_sets], [_label(s, down) for s in y_sets],
                 [""], {"Script": "Prompt matrix", "Prompt matrix": prompt})
 
@@ -182,14 +191,11 @@ def run_plot(plot: Plot, sequence: Sequence, on_progress: Callable[[float, str],
     """Each cell in turn; Stop keeps the finished cells (the grid shows the rest empty)."""
     result = PlotResult(plot)
     for n, cell in enumerate(plot.cells):
-        def tell(update: Update, n=n) -> None:
-            if on_progress is not None and update.kind == "progress" and update.total:
-                on_progress((n + update.done / update.total) / plot.count,
-                            f"Picture {n + 1} of {plot.count}: step {update.done}/{update.total}")
-            elif on_progress is not None and update.kind == "queued":
-                on_progress(n / plot.count, f"Picture {n + 1} of {plot.count}: {update.ahead} job(s) first")
+        def say(part: float, text: str, n=n) -> None:
+            if on_progress is not None:
+                on_progress((n + part) / plot.count, f"Picture {n + 1} of {plot.count}: {text}")
         try:
-            done = sequence.run(cell.request, tell)
+            done = _run_cell(cell, sequence, say)
         except StudioError as exc:
             if not result.images:
                 raise
@@ -207,6 +213,22 @@ def run_plot(plot: Plot, sequence: Sequence, on_progress: Callable[[float, str],
         if on_cell is not None:
             on_cell(cell, picture)
     return result
+
+
+def _run_cell(cell: Cell, sequence: Sequence, say: Callable[[float, str], None]) -> GenerationResult | None:
+    """One cell: its request, or a hires fix's two passes (the cell shows the finished picture)."""
+    if cell.hires is None:
+        def tell(update: Update) -> None:
+            if update.kind == "progress" and update.total:
+                say(update.done / update.total, f"step {update.done}/{update.total}")
+            elif update.kind == "queued":
+                say(0, f"{update.ahead} job(s) first")
+        return sequence.run(cell.request, tell)
+    made = run_hires(sequence.studio, cell.hires, sequence, say)
+    if made.seed is None and made.stopped:
+        return None
+    return GenerationResult(request=cell.request, images=made.images, seed=made.seed or 0, stopped=made.stopped,
+                            notes=made.notes)
 
 
 def grid_image(result: PlotResult) -> Image.Image:

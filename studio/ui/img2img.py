@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 
 from studio.serving.studio import Studio
+from studio.ui import plots
 from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
@@ -35,8 +38,9 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
             reference_method=reference_method, feature_cache=feature_cache),
             progress, request)
 
-    c.generate.click(img2img, [image, c.prompt, c.negative_prompt, c.negative_presets, c.style,
-                               c.scheduler, c.steps, c.cfg_scale, c.width, c.height, c.seed,
-                               c.batch_count, c.batch_size, strength, *c.addons()],
-                     result_outputs(panel), api_name="img2img", **dispatched(studio))
+    inputs = [image, c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler, c.steps, c.cfg_scale,
+              c.width, c.height, c.seed, c.batch_count, c.batch_size, strength, *c.addons()]
+    c.generate.click(img2img, inputs, result_outputs(panel), api_name="img2img", **dispatched(studio))
+    plots.build(studio, inputs, [(p.name, p.default) for p in list(inspect.signature(img2img).parameters.values())
+                                 [:len(inputs)]], panel, mode="img2img")
     return panel, image, {**c.fields(), "strength": strength}

@@ -13,30 +13,35 @@ from studio.plots.axes import AXIS_NAMES, NOTHING, read_axis
 from studio.plots.plot import (Plot, known_names, make_prompt_matrix, make_xyz_plot, run_plot,
                                save_grid)
 from studio.serving.studio import Studio
-from studio.upscale.hires import FIELDS as HIRES_FIELDS
 from studio.ui.widgets import (ResultsPanel, dispatched, event_function, panel_values, raw_fields, result_outputs,
                                run_composed)
 
 EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
 
 
-def build(studio: Studio, inputs: list, fields: list[tuple[str, Any]], panel: ResultsPanel) -> None:
-    """The panel; `inputs` are the tab's request controls, `fields` their (request field, API default)."""
-    with gr.Accordion("X/Y/Z plot · prompt matrix", open=False, elem_id="plot-panel"):
+API_NAMES = {"txt2img": ("xyz_plot", "prompt_matrix"), "img2img": ("xyz_plot_img2img", "prompt_matrix_img2img")}
+
+
+def build(studio: Studio, inputs: list, fields: list[tuple[str, Any]], panel: ResultsPanel, mode: str = "txt2img") -> None:
+    """The panel; `inputs` are the tab's request controls, `fields` their (request field, API
+    default). Ids: `plot-...` on the txt2img tab, `img2img-plot-...` on the img2img tab."""
+    ids = "plot" if mode == "txt2img" else f"{mode}-plot"
+    with gr.Accordion("X/Y/Z plot · prompt matrix", open=False, elem_id=f"{ids}-panel"):
         gr.Markdown(f"<small>Values: lists and ranges as in AUTOMATIC1111 — {EXAMPLE}. Prompt S/R: the "
                     "first value is searched for in the prompt and each value takes its place. One "
-                    "picture a cell; a random seed is drawn once for the whole plot.</small>")
+                    "picture a cell (with the hires fix on, its finished picture); a random seed is drawn "
+                    "once for the whole plot.</small>")
         axes = []
         for letter in "XYZ":
             with gr.Row():
                 kind = gr.Dropdown(AXIS_NAMES, value=NOTHING, label=f"{letter} type", scale=1,
-                                   elem_id=f"plot-{letter.lower()}-type")
-                values = gr.Textbox(label=f"{letter} values", scale=3, elem_id=f"plot-{letter.lower()}-values")
+                                   elem_id=f"{ids}-{letter.lower()}-type")
+                values = gr.Textbox(label=f"{letter} values", scale=3, elem_id=f"{ids}-{letter.lower()}-values")
             axes += [kind, values]
-        count = gr.Markdown("", elem_id="plot-count")
+        count = gr.Markdown("", elem_id=f"{ids}-count")
         with gr.Row():
-            run_xyz = gr.Button("Run X/Y/Z plot", variant="primary", elem_id="plot-run")
-            run_matrix = gr.Button("Run prompt matrix (parts split by |)", elem_id="plot-matrix-run")
+            run_xyz = gr.Button("Run X/Y/Z plot", variant="primary", elem_id=f"{ids}-run")
+            run_matrix = gr.Button("Run prompt matrix (parts split by |)", elem_id=f"{ids}-matrix-run")
 
     def counted(*axis_values) -> str:
         try:
@@ -56,23 +61,21 @@ def build(studio: Studio, inputs: list, fields: list[tuple[str, Any]], panel: Re
 
     def xyz_plot(raw: dict, progress, request):
         pairs = [(raw.pop(f"{a}_type"), raw.pop(f"{a}_values")) for a in "xyz"]
-        yield from _run(studio, lambda base: make_xyz_plot(studio, base, pairs), raw, progress, request)
+        yield from _run(studio, lambda base: make_xyz_plot(studio, base, pairs, mode), raw, progress, request)
 
     def prompt_matrix(raw: dict, progress, request):
-        yield from _run(studio, lambda base: make_prompt_matrix(studio, base), raw, progress, request)
+        yield from _run(studio, lambda base: make_prompt_matrix(studio, base, mode), raw, progress, request)
 
-    run_xyz.click(event_function(xyz_plot, fields + axis_fields, "An X/Y/Z plot: the txt2img fields, then the "
+    xyz_name, matrix_name = API_NAMES[mode]
+    run_xyz.click(event_function(xyz_plot, fields + axis_fields, f"An X/Y/Z plot: the {mode} fields, then the "
                                 "type and values of up to three axes. Returns the grid first, then each cell."),
-                  inputs + axes, result_outputs(panel), api_name="xyz_plot", **dispatched(studio))
-    run_matrix.click(event_function(prompt_matrix, fields, "A prompt matrix: the txt2img fields, the prompt's "
+                  inputs + axes, result_outputs(panel), api_name=xyz_name, **dispatched(studio))
+    run_matrix.click(event_function(prompt_matrix, fields, f"A prompt matrix: the {mode} fields, the prompt's "
                                     "parts split by |. Returns the grid first, then each combination."),
-                     inputs, result_outputs(panel), api_name="prompt_matrix", **dispatched(studio))
+                     inputs, result_outputs(panel), api_name=matrix_name, **dispatched(studio))
 
 
 def _run(studio: Studio, make, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
-    hires = {name: raw.pop(name, None) for name in HIRES_FIELDS}
-    if hires["hires"]:
-        gr.Warning("Hires fix is not applied in plots: each cell is one text-to-image picture.")
     try:
         plot: Plot = make(raw_fields(studio, raw))
     except StudioError as exc:
