@@ -222,7 +222,7 @@ def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], 
             raise InvalidRequest(f"LoRA name must be text, got {name!r}.")
         name = name.strip()
         weight = number(f"Weight of LoRA {name!r}", row[1] if len(row) > 1 and row[1] not in ("", None)
-                         else 1.0, integer=False)
+                        else 1.0, integer=False)
         in_range(f"Weight of LoRA {name!r}", weight, *LORA_WEIGHT_RANGE)
         if known is not None and name not in known:
             raise InvalidRequest(f"Unknown LoRA {name!r}: put it in models/loras and press refresh "

@@ -195,3 +195,61 @@ def test_latents_to_start_from_are_checked(mode, latents, message):
     extra = {"image": np.zeros((64, 64, 3), np.uint8)} if mode == "img2img" else {}
     with pytest.raises(InvalidRequest, match=message):
         make_request(mode=mode, prompt="x", latents=latents, **extra)
+
+
+def test_a_model_upscaler_file_runs_through_spandrels_loader(tmp_path, monkeypatch):
+    """spandrel cannot be imported here (its torchvision needs CUDA libraries), so a stand-in with
+    its API (ModelLoader().load_from_state_dict -> ImageModelDescriptor with .scale, .to, .eval,
+    called on a 0-1 BCHW tensor) checks the studio's side: the file read as a state dict
+    (.pth through the weights-only unpickler, .safetensors), tiles, passes until the size is
+    reached, and the exact size asked for."""
+    import sys
+    import types
+
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from studio.models.library import ModelLibrary
+    from studio.upscale import upscalers
+
+    class ImageModelDescriptor:
+        def __init__(self, scale):
+            self.scale, self.calls, self.device = scale, 0, None
+
+        def to(self, device):
+            self.device = device
+            return self
+
+        def eval(self):
+            return self
+
+        def __call__(self, tile):
+            self.calls += 1
+            assert tile.shape[-1] <= upscalers.TILE and 0 <= float(tile.min()) and float(tile.max()) <= 1
+            return F.interpolate(tile, scale_factor=self.scale, mode="nearest")
+
+    loaded = []
+
+    class ModelLoader:
+        def load_from_state_dict(self, state):
+            loaded.append(sorted(state))
+            loaded.append(descriptor := ImageModelDescriptor(int(state["scale"])))
+            return descriptor
+
+    monkeypatch.setitem(sys.modules, "spandrel", types.SimpleNamespace(
+        ModelLoader=ModelLoader, ImageModelDescriptor=ImageModelDescriptor))
+    monkeypatch.setattr(upscalers, "_cache", {})
+    (tmp_path / "upscalers").mkdir()
+    torch.save({"scale": torch.tensor(4), "body.weight": torch.zeros(3)}, tmp_path / "upscalers" / "4x-fake.pth")
+    save_file({"scale": torch.tensor(2)}, str(tmp_path / "upscalers" / "2x-fake.safetensors"))
+    library = ModelLibrary(tmp_path)
+    image = noise(300, 40, seed=9)
+    four = upscale(image, (1200, 160), "4x-fake.pth", library)
+    assert loaded[0] == ["body.weight", "scale"] and loaded[1].calls == 2     # two tiles across 300 px
+    assert np.array_equal(np.asarray(four), np.asarray(image).repeat(4, axis=0).repeat(4, axis=1))
+    eight = upscale(image, (2400, 320), "2x-fake.safetensors", library)      # three 2x passes, exact size
+    assert eight.size == (2400, 320)
+    assert np.array_equal(np.asarray(eight), np.asarray(image).repeat(8, axis=0).repeat(8, axis=1))
+    odd = upscale(image, (500, 70), "4x-fake.pth", library)                  # one pass, then Lanczos down
+    assert odd.size == (500, 70)

@@ -12,7 +12,7 @@ from studio.ui.widgets import upscaler_choices
 
 
 def build(studio: Studio) -> gr.Image:
-    """The tab; returns its picture input (other tabs send pictures to it)."""
+    """The tab; returns its picture input."""
     with gr.Row():
         with gr.Column(scale=1):
             picture = gr.Image(label="Picture", type="filepath", image_mode=None, sources=["upload", "clipboard"],

@@ -20,7 +20,8 @@ ANY = "any"
 
 
 def build(studio: Studio):
-    """The tab; returns (gallery, show: the first page, to refresh it, the PNG Info button, paths)."""
+    """The tab; returns (refresh: the first page and the filters' choices, what it fills, the PNG
+    Info button, the shown paths, the selected index)."""
     with gr.Row():
         words = gr.Textbox(label="Search the prompts", placeholder="red circle", scale=3, elem_id="history-words")
         sort = gr.Dropdown(list(SORTS), value="newest", label="Sort", scale=1, elem_id="history-sort")

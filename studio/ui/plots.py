@@ -1,6 +1,6 @@
-"""X/Y/Z plot and prompt matrix, under the text-to-image controls (API: `/xyz_plot`,
-`/prompt_matrix`). They use the tab's settings for everything an axis does not set; the grid and
-its cells go to the tab's results."""
+"""X/Y/Z plot and prompt matrix, under the text-to-image and image-to-image controls (API:
+`/xyz_plot`, `/prompt_matrix`, and `_img2img` of each). They use the tab's settings for everything
+an axis does not set; the grid and its cells go to the tab's results."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from studio.ui.widgets import (ResultsPanel, dispatched, event_function, panel_v
                                run_composed)
 
 EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
-
-
 API_NAMES = {"txt2img": ("xyz_plot", "prompt_matrix"), "img2img": ("xyz_plot_img2img", "prompt_matrix_img2img")}
 
 
