@@ -1,0 +1,64 @@
+"""The few-step student's distillation (studio/train/distill.py), as a smoke run on a few scenes:
+a finite loss that falls, a resume that continues exactly, and a student that loads into the
+standard pipeline with diffusers' LCMScheduler and draws the same picture for the same seed."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from studio.config import EMBEDDED_MODEL
+from studio.train.distill import SMOKE, STUDENT_FOLDER, distill, export
+
+pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_file(),
+                                reason="assets/embedded-model is not built yet")
+
+
+def smoke(steps: int, n_images: int = 16):
+    cfg = copy.copy(SMOKE)
+    cfg.steps, cfg.n_images, cfg.checkpoint_every = steps, n_images, 5
+    return cfg
+
+
+def test_the_loss_falls_and_the_student_draws_in_few_steps(tmp_path):
+    torch.set_num_threads(1)
+    done = distill(smoke(40), EMBEDDED_MODEL, tmp_path / "work")
+    losses = torch.load(tmp_path / "work" / "student.pt", weights_only=False)["losses"]
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert sum(losses[-10:]) < sum(losses[:10]), losses
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL, model)
+    export(done["target"], done["record"], model)
+
+    from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    student = UNet2DConditionModel.from_pretrained(model / STUDENT_FOLDER, torch_dtype=torch.float32)
+    assert student.config.time_cond_proj_dim == 64
+    pipe = StableDiffusionPipeline.from_pretrained(model, unet=student, torch_dtype=torch.float32,
+                                                   safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+
+    def draw(steps, seed):
+        return np.asarray(pipe("a red circle on a blue background", num_inference_steps=steps, guidance_scale=5,
+                               generator=torch.Generator().manual_seed(seed)).images[0])
+
+    pictures = {steps: draw(steps, 3) for steps in (1, 2, 4)}
+    for steps, picture in pictures.items():
+        assert np.array_equal(picture, draw(steps, 3)), steps
+    assert not np.array_equal(pictures[1], pictures[4]) and not np.array_equal(pictures[4], draw(4, 4))
+
+
+def test_a_resumed_distillation_continues_exactly(tmp_path):
+    torch.set_num_threads(1)
+    straight = distill(smoke(12), EMBEDDED_MODEL, tmp_path / "straight")
+    distill(smoke(6), EMBEDDED_MODEL, tmp_path / "resumed")
+    resumed = distill(smoke(12), EMBEDDED_MODEL, tmp_path / "resumed")
+    a = torch.load(tmp_path / "straight" / "student.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "student.pt", weights_only=False)
+    assert a["losses"] == b["losses"] and a["step"] == b["step"] == 12
+    for name, tensor in straight["target"].state_dict().items():
+        assert torch.equal(tensor, resumed["target"].state_dict()[name]), name
