@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .common import _bar, _ema_update, _interrupt_hook, _load, _save, log_resume, machine_name
 from .world import make_dataset
