@@ -62,8 +62,8 @@ def load(model: Path, device: str):
     return pipe, StableDiffusionImg2ImgPipeline.from_pipe(pipe), own or blend, blend if own else None
 
 
-def _fresh(pipe, seed: int = 0):
-    pipe.scheduler = build_scheduler(DEFAULT_SCHEDULER, pipe.scheduler.config, seed=seed)
+def _fresh(pipe, seed: int = 0, scheduler: str = DEFAULT_SCHEDULER):
+    pipe.scheduler = build_scheduler(scheduler, pipe.scheduler.config, seed=seed)
     return pipe
 
 
@@ -107,9 +107,11 @@ def draw_seeds(draw: int, validation: bool = False) -> tuple[int, int]:
 
 
 def fidelity_scores(pipe, n: int, size: int, chunk: int = 25, position: bool = True,
-                    draw: int = 0, validation: bool = False) -> list[tuple[Scene, Score]]:
+                    draw: int = 0, validation: bool = False, steps: int = STEPS, cfg: float = CFG,
+                    scheduler: str = DEFAULT_SCHEDULER) -> list[tuple[Scene, Score]]:
     """The checker's verdicts on `n` held-out prompts of one draw (`draw_seeds`); with
-    `position=False` they name no position (draw 0 only: prompt seed 2)."""
+    `position=False` they name no position (draw 0 only: prompt seed 2). The same prompts get
+    the same starting noise whatever the steps, CFG or sampler (a student beside its teacher)."""
     if position:
         prompt_seed, noise = draw_seeds(draw, validation)
     elif draw == 0 and not validation:
@@ -121,8 +123,8 @@ def fidelity_scores(pipe, n: int, size: int, chunk: int = 25, position: bool = T
     for start in range(0, n, chunk):
         part = items[start:start + chunk]
         seeds = range(noise + start, noise + start + len(part))
-        out = _fresh(pipe, seeds[0])(
-            [p for _, p in part], num_inference_steps=STEPS, guidance_scale=CFG, height=size,
+        out = _fresh(pipe, seeds[0], scheduler)(
+            [p for _, p in part], num_inference_steps=steps, guidance_scale=cfg, height=size,
             width=size, generator=_gens(seeds)).images
         out_scores += [(scene, check(img, scene)) for img, (scene, _) in zip(out, part)]
     return out_scores
@@ -297,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="fewer samples everywhere (smoke)")
     p.add_argument("--draws", type=int, default=RECORD_DRAWS,
                    help=f"draws of --n held-out prompts, pooled for the figures (the record: {RECORD_DRAWS})")
+    p.add_argument("--student", action="store_true",
+                   help="the few-step student (MODEL/lcm-unet) beside its teacher: fidelity at 1, 2 and 4 "
+                        "steps, the teacher at 20 and at 4, latency; written to lcm-unet/evaluation.json")
     p.add_argument("--validation", action="store_true",
                    help="score --draws validation draws of held-out prompts instead (for choosing settings "
                         "without the test set) and nothing else")
@@ -305,6 +310,9 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--draws must be at least 1")
     pipe, i2i, inp, blend = load(args.model, args.device)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if args.student:
+        from .evaluate_student import student_figures
+        return student_figures(pipe, args.model, args.n, size, args.draws, args.validation, args.quick)
     if args.validation:
         runs = [fidelity_scores(pipe, args.n, size, draw=d, validation=True) for d in range(1, args.draws + 1)]
         pooled = [x for r in runs for x in r]
