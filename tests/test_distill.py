@@ -40,7 +40,7 @@ def test_the_loss_falls_and_the_student_draws_in_few_steps(tmp_path):
     assert sum(losses[-10:]) < sum(losses[:10]), losses
     model = tmp_path / "model"
     shutil.copytree(EMBEDDED_MODEL, model)
-    export(done["target"], done["record"], model)
+    export(done["student"], done["record"], model)
 
     from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     student = UNet2DConditionModel.from_pretrained(model / STUDENT_FOLDER, torch_dtype=torch.float32)
@@ -76,5 +76,5 @@ def test_a_resumed_distillation_continues_exactly(tmp_path):
     a = torch.load(tmp_path / "straight" / "student.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "student.pt", weights_only=False)
     assert a["losses"] == b["losses"] and a["step"] == b["step"] == 12
-    for name, tensor in straight["target"].state_dict().items():
-        assert torch.equal(tensor, resumed["target"].state_dict()[name]), name
+    for name, tensor in straight["student"].state_dict().items():
+        assert torch.equal(tensor, resumed["student"].state_dict()[name]), name

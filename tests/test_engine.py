@@ -80,8 +80,9 @@ def test_every_scheduler_builds_and_generates(studio, name):
 
 def test_scheduler_table_matches_the_model_compatibles(studio):
     compatible = {c.__name__ for c in studio.manager.base().scheduler.compatibles}
-    # LCM is not listed by diffusers but builds with from_config (FACTS.md); all others must be.
-    assert {s.cls for s in SCHEDULERS.values()} - {"LCMScheduler"} <= compatible
+    # LCM and TCD (few-step samplers) are not listed by diffusers but build with from_config and
+    # generate (test_every_scheduler_builds_and_generates); all others must be.
+    assert {s.cls for s in SCHEDULERS.values()} - {"LCMScheduler", "TCDScheduler"} <= compatible
 
 
 def test_scheduler_is_per_request_not_shared(studio):

@@ -18,6 +18,7 @@ from studio.errors import InvalidRequest
 from studio.generation.schedulers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
 from studio.models.hashes import known_model_sha256, model_sha256
 from studio.models.library import EMBEDDED
+from studio.models.sources import STUDENT, STUDENT_FOLDER
 from studio.upscale.upscalers import upscaler_names
 from studio.requests import CLIP_SKIP_RANGE
 from studio.serving.studio import Studio
@@ -47,7 +48,7 @@ def checkpoints(studio: Studio) -> list[Checkpoint]:
     for choice in studio.model_choices():
         location = _location(studio, choice)
         current = choice == studio.current_choice()
-        sha = (studio.manager.known_sha256() if current else None) or _known_sha(location)
+        sha = (studio.manager.known_sha256() if current else None) or _known_sha(location, _unet(choice))
         filename = "embedded-model" if choice == EMBEDDED else choice
         stem = Path(choice).stem if location is not None and location.is_file() else choice
         out.append(Checkpoint(choice, f"{choice} [{sha[:10]}]" if sha else choice,
@@ -56,7 +57,7 @@ def checkpoints(studio: Studio) -> list[Checkpoint]:
 
 
 def _location(studio: Studio, choice: str) -> Path | None:
-    if choice == EMBEDDED:
+    if choice in (EMBEDDED, STUDENT):
         return EMBEDDED_MODEL
     if studio.library and choice in studio.library.names()["checkpoints"]:
         return studio.library.get("checkpoints", choice).path
@@ -64,15 +65,20 @@ def _location(studio: Studio, choice: str) -> Path | None:
     return path if path.exists() else None        # the --model source (a hub id: None)
 
 
-def _known_sha(location: Path | None) -> str | None:
+def _unet(choice: str) -> Path | None:
+    """The UNet that stands in for the folder's own (the embedded model's student)."""
+    return EMBEDDED_MODEL / STUDENT_FOLDER if choice == STUDENT else None
+
+
+def _known_sha(location: Path | None, unet: Path | None = None) -> str | None:
     """The hash when known, or quick to know (a small model is hashed now, so its title does not
     change later); a large one's once it was loaded (as A1111's titles gain their hash)."""
     if location is None:
         return None
     try:
-        known = known_model_sha256(location)
+        known = known_model_sha256(location, unet)
         if known is None and _weights_size(location) <= QUICK_HASH_BYTES:
-            known = model_sha256(location)
+            known = model_sha256(location, unet)
         return known
     except OSError:
         return None

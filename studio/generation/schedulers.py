@@ -51,6 +51,15 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "LMS": SchedulerSpec("LMS", "Automatic", "LMSDiscreteScheduler"),
     "LMS Karras": SchedulerSpec("LMS", "Karras", "LMSDiscreteScheduler", dict(KARRAS)),
     "LCM": SchedulerSpec("LCM", "Automatic", "LCMScheduler"),
+    # few-step models (studio/models/fewstep.py): timesteps from the end of the schedule ("trailing",
+    # A1111's SGM Uniform), so that 1-4 steps start from pure noise; TCD's own sampler (gamma 0.3)
+    "Euler a SGM Uniform": SchedulerSpec("Euler a", "SGM Uniform", "EulerAncestralDiscreteScheduler",
+                                         {"timestep_spacing": "trailing"}),
+    "Euler SGM Uniform": SchedulerSpec("Euler", "SGM Uniform", "EulerDiscreteScheduler",
+                                       {"timestep_spacing": "trailing"}),
+    "DDIM SGM Uniform": SchedulerSpec("DDIM", "SGM Uniform", "DDIMScheduler",
+                                      {"set_alpha_to_one": False, "timestep_spacing": "trailing"}),
+    "TCD": SchedulerSpec("TCD", "Automatic", "TCDScheduler"),
 }
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
@@ -83,7 +92,7 @@ A1111_ALIASES: dict[str, tuple[str, ...]] = {
     "DPM2": ("k_dpm_2", "dpm_2", "kdpm_2"), "DPM2 a": ("k_dpm_2_a", "dpm_2_ancestral", "kdpm_2_a"),
     "DPM++ 2M": ("k_dpmpp_2m", "dpmpp_2m"), "DPM++ SDE": ("k_dpmpp_sde", "dpmpp_sde"),
     "DPM++ 2M SDE": ("k_dpmpp_2m_sde", "dpmpp_2m_sde"), "DDIM": ("ddim",), "PLMS": ("plms", "pndm"),
-    "UniPC": ("uni_pc", "unipc"), "LCM": ("lcm",), "DEIS": ("deis",),
+    "UniPC": ("uni_pc", "unipc"), "LCM": ("lcm",), "DEIS": ("deis",), "TCD": ("tcd",),
 }
 # A1111's schedule types (name -> label); "Automatic" means the sampler's own default
 SCHEDULE_TYPES: dict[str, str] = {

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from studio.config import ROOT
 from studio.errors import ModelLoadError
+from studio.models.fewstep import from_name
 
 TOKENIZER_FILES = ROOT / "assets" / "clip-tokenizer"
 SAFE_SUFFIXES = (".safetensors",)
@@ -34,6 +35,9 @@ CLIP_SD1 = "cond_stage_model.transformer.text_model."
 OPENCLIP_SD2 = "cond_stage_model.model."
 CLIP_XL = "conditioner.embedders.0.transformer.text_model."
 OPENCLIP_XL = "conditioner.embedders.1.model."
+# SD 2.x saved by Stability's generative-models code (sd_turbo.safetensors): the OpenCLIP text
+# encoder under the SGM name; renamed to the original layout's on load
+OPENCLIP_SD2_SGM = "conditioner.embedders.0.model."
 
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
@@ -57,6 +61,7 @@ class Checkpoint:
     configs: dict = field(repr=False, hash=False, compare=False)   # folder name -> config dict
     notes: tuple[str, ...] = ()
     legacy_clip: bool = False       # SD 1.x CLIP keys without `text_model.` (see LEGACY_CLIP_SD1)
+    sgm_text: bool = False          # SD 2.x OpenCLIP under OPENCLIP_SD2_SGM
 
     @property
     def family_name(self) -> str:
@@ -112,6 +117,17 @@ def rename_legacy_clip(tensors: dict) -> dict:
     if not any(key.startswith(tuple(LEGACY_CLIP_SD1)) for key in tensors):
         return tensors
     return {new_name(key): value for key, value in tensors.items()}
+
+
+def is_sgm_sd2(shapes: dict) -> bool:
+    """An SD 2.x OpenCLIP stored under OPENCLIP_SD2_SGM (an SDXL refiner keeps that name too: told
+    apart by its UNet's size conditioning, `label_emb`, which SD 2.x has not)."""
+    return (any(k.startswith(OPENCLIP_SD2_SGM) for k in shapes) and UNET + "label_emb.0.0.weight" not in shapes
+            and not any(k.startswith(OPENCLIP_XL) for k in shapes))
+
+
+def renamed(tensors: dict, old: str, new: str) -> dict:
+    return {new + k[len(old):] if k.startswith(old) else k: v for k, v in tensors.items()}
 
 
 def _read_tensors(path: Path, prefix: str, allow_pickle: bool) -> dict:
@@ -254,6 +270,12 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     legacy_clip = s is not raw
     notes: list[str] = (["SD 1.x text encoder in the old layout (no text_model.): its keys are "
                          "renamed on load, as AUTOMATIC1111 does"] if legacy_clip else [])
+    sgm_text = is_sgm_sd2(s)
+    if sgm_text:
+        s = renamed(s, OPENCLIP_SD2_SGM, OPENCLIP_SD2)
+        notes.append("SD 2.x text encoder in generative-models' layout (conditioner.embedders.0): "
+                     "renamed on load")
+    few = from_name(path.name)
     if any(k.startswith(OPENCLIP_XL) for k in s) or UNET + "label_emb.0.0.weight" in s:
         family = "sdxl"
     elif any(k.startswith(OPENCLIP_SD2) for k in s):
@@ -275,6 +297,9 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     elif sidecar:
         pred = sidecar
         notes.append(f"prediction type {pred} from {path.with_suffix('.yaml').name}")
+    elif family == "sd2" and not inpainting and few is not None and few.size:
+        pred = "epsilon"
+        notes.append(f"{few.method}: epsilon prediction at {few.size} px, as its makers' configuration says")
     elif family == "sd2" and not inpainting:
         pred = "v_prediction"
         notes.append("SD 2.x file without a .yaml beside it: assumed v-prediction at 768 px "
@@ -283,6 +308,7 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     else:
         pred = "epsilon"
     size = {"sd1": 512, "sd2": 768 if pred == "v_prediction" else 512, "sdxl": 1024}[family]
+    size = few.size if few is not None and few.size else size
 
     configs: dict[str, dict] = {"unet": _unet_config(s, family, size), "vae": _vae_config(s, family, size)}
     if family == "sd2" and pred == "v_prediction":
@@ -302,7 +328,8 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
         **({"skip_prk_steps": True} if family != "sdxl" else {}),
     }
     return Checkpoint(path=path, family=family, inpainting=inpainting, prediction_type=pred,
-                      native_size=size, configs=configs, notes=tuple(notes), legacy_clip=legacy_clip)
+                      native_size=size, configs=configs, notes=tuple(notes), legacy_clip=legacy_clip,
+                      sgm_text=sgm_text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,8 +390,8 @@ def load_pipeline(ck: Checkpoint, dtype, allow_pickle: bool = False):
         if ck.family != "sdxl":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         try:
-            if ck.legacy_clip:   # diffusers reads only the new layout: give it the encoder built
-                kwargs["text_encoder"] = _legacy_text_encoder(ck, folder, dtype, allow_pickle)
+            if ck.legacy_clip or ck.sgm_text:   # diffusers reads only the usual layout: give it the encoder built
+                kwargs["text_encoder"] = _renamed_text_encoder(ck, folder, dtype, allow_pickle)
             return cls.from_single_file(str(ck.path), **kwargs)
         except ModelLoadError:
             raise
@@ -373,13 +400,17 @@ def load_pipeline(ck: Checkpoint, dtype, allow_pickle: bool = False):
                                  f"{type(exc).__name__}: {exc}") from exc
 
 
-def _legacy_text_encoder(ck: Checkpoint, folder: Path, dtype, allow_pickle: bool):
-    """The SD 1.x text encoder of a file in the old CLIP layout: its tensors, renamed by
-    rename_legacy_clip, through the converter diffusers uses for the new layout."""
+def _renamed_text_encoder(ck: Checkpoint, folder: Path, dtype, allow_pickle: bool):
+    """The text encoder of a file in a layout diffusers does not read (SD 1.x's old CLIP layout,
+    SD 2.x's generative-models layout): its tensors, renamed to the usual names, through the
+    converter diffusers uses for the usual layout."""
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
     from transformers import CLIPTextModel
 
-    tensors = rename_legacy_clip(_read_tensors(ck.path, "cond_stage_model.transformer.", allow_pickle))
+    if ck.sgm_text:
+        tensors = renamed(_read_tensors(ck.path, OPENCLIP_SD2_SGM, allow_pickle), OPENCLIP_SD2_SGM, OPENCLIP_SD2)
+    else:
+        tensors = rename_legacy_clip(_read_tensors(ck.path, "cond_stage_model.transformer.", allow_pickle))
     model = create_diffusers_clip_model_from_ldm(CLIPTextModel, tensors, config=str(folder),
                                                  subfolder="text_encoder", torch_dtype=dtype,
                                                  local_files_only=True)

@@ -78,36 +78,51 @@ def file_hash(path: str | Path) -> str:
     return sha256_of(path)[:12]
 
 
-def model_sha256(location: str | Path) -> str:
+def model_sha256(location: str | Path, unet: str | Path | None = None) -> str:
     """The full sha256 behind A1111's `Model hash` (and the REST API's `sd_checkpoint_hash`): of the
     checkpoint file, or for a diffusers folder (no one file) the sha256 of its weight files'
-    relative paths and sha256s, in path order (it changes whenever any of its weights do)."""
-    path = Path(location)
-    if path.is_file():
-        return sha256_of(path)
+    relative paths and sha256s, in path order (it changes whenever any of its weights do). A UNet
+    the folder keeps for another model (the embedded model's student) is not part of the folder's
+    hash; with `unet`, that UNet's files stand in for `unet/`."""
     h = hashlib.sha256()
-    for p in _weight_files(path):
-        h.update(f"{p.relative_to(path).as_posix()} {sha256_of(p)}\n".encode())
+    files = _model_files(Path(location), unet)
+    if isinstance(files, Path):
+        return sha256_of(files)
+    for name, p in files:
+        h.update(f"{name} {sha256_of(p)}\n".encode())
     return h.hexdigest()
 
 
-def model_hash(location: str | Path) -> str:
+def model_hash(location: str | Path, unet: str | Path | None = None) -> str:
     """A1111's `Model hash`: the first 10 hex digits of model_sha256."""
-    return model_sha256(location)[:10]
+    return model_sha256(location, unet)[:10]
 
 
-def known_model_sha256(location: str | Path) -> str | None:
+def known_model_sha256(location: str | Path, unet: str | Path | None = None) -> str | None:
     """model_sha256 when every file it needs was hashed before (nothing is read); else None.
     Listings use it, so that listing a folder of multi-GB checkpoints reads none of them."""
-    path = Path(location)
-    files = [path] if path.is_file() else _weight_files(path)
+    files = _model_files(Path(location), unet)
     with _LOCK:
         _load_disk()
-        for p in files:
+        for p in [files] if isinstance(files, Path) else [p for _, p in files]:
             st = p.stat()
             if f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}" not in _CACHE:
                 return None
-    return model_sha256(location)
+    return model_sha256(location, unet)
+
+
+def _model_files(path: Path, unet: str | Path | None) -> Path | list[tuple[str, Path]]:
+    """A checkpoint file, or a folder's weight files as (name in the folder, file) in path order."""
+    from studio.models.sources import ALTERNATE_UNETS
+
+    if path.is_file():
+        return path
+    files = [(p.relative_to(path).as_posix(), p) for p in _weight_files(path)
+             if p.relative_to(path).parts[0] not in ALTERNATE_UNETS]
+    if unet is not None:
+        files = [(n, p) for n, p in files if not n.startswith("unet/")]
+        files += [("unet/" + p.relative_to(unet).as_posix(), p) for p in _weight_files(Path(unet))]
+    return sorted(files, key=lambda item: item[0].split("/"))
 
 
 def _weight_files(folder: Path) -> list[Path]:

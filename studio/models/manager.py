@@ -55,7 +55,7 @@ def _sha256_of(info: ModelInfo) -> str:
         if info.kind == "hub":
             from huggingface_hub import snapshot_download
             location = snapshot_download(info.location, local_files_only=True)
-        return model_sha256(location)
+        return model_sha256(location, info.unet or None)
     except Exception:  # noqa: BLE001 - a hash is metadata: never worth a lost picture
         log.warning("Could not hash %s; images get no Model hash", info.location, exc_info=True)
         return ""

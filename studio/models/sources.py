@@ -8,16 +8,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from studio.config import EMBEDDED_MODEL, ROOT
 from studio.prompts.vocabulary import read_vocabulary
 from studio.errors import ModelLoadError
+from studio.models.fewstep import FewStep, embedded_student, from_name, from_unet_config
 
 log = logging.getLogger(__name__)
 
 INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
+STUDENT_FOLDER = "lcm-unet"       # the embedded model's few-step student (studio/train/distill.py)
+STUDENT = "embedded-shapes-4step"  # its name in the model list, the API and pictures' "Model:"
+ALTERNATE_UNETS = (STUDENT_FOLDER,)   # UNets a folder holds for another model than its own
 
 PLACEHOLDER_NOTICE = (
     "The embedded default model is not in assets/ yet, so the studio runs an UNTRAINED tiny "
@@ -41,6 +45,8 @@ class ModelInfo:
     knows: str = ""                  # what those words cover ("shapes, colours, ...")
     location: str = ""               # where to load it from: a folder, a file, or the hub id
     inpaint_unet: str = ""           # a 9-channel UNet that comes with the model (its subfolder)
+    unet: str = ""                   # a UNet folder that replaces the model's own (the student)
+    few_step: FewStep | None = None  # a few-step model: its sampler, steps and CFG
 
     @property
     def inpaint_only(self) -> bool:
@@ -95,7 +101,7 @@ def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type:
     ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
     info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,
                      native_size=ck.native_size, in_channels=ck.configs["unet"]["in_channels"],
-                     notice=" ".join(ck.notes), location=str(path))
+                     notice=" ".join(ck.notes), location=str(path), few_step=from_name(path.name))
     return info, ck
 
 
@@ -104,10 +110,31 @@ def describe(source: str, allow_pickle: bool = False, prediction_type: str | Non
     return resolve(source, allow_pickle, prediction_type)[0]
 
 
+def student_available() -> bool:
+    """Whether the embedded model ships its few-step student (assets/embedded-model/lcm-unet)."""
+    return _is_diffusers_folder(EMBEDDED_MODEL) and (EMBEDDED_MODEL / STUDENT_FOLDER / "config.json").is_file()
+
+
+def _student() -> ModelInfo:
+    """The embedded model with its few-step student's UNet in place of its own."""
+    if not student_available():
+        raise ModelLoadError(f"{STUDENT} is not here: assets/embedded-model/{STUDENT_FOLDER} is missing "
+                             "(python -m studio.train.distill makes it).")
+    teacher = resolve("")[0]
+    record = json.loads((EMBEDDED_MODEL / STUDENT_FOLDER / "distillation.json").read_text(encoding="utf-8"))
+    config = record.get("config", {})
+    return replace(teacher, source=STUDENT, name=STUDENT, unet=str(EMBEDDED_MODEL / STUDENT_FOLDER),
+                   inpaint_unet="", few_step=embedded_student(config.get("w_min", 2.0), config.get("w_max", 8.0)),
+                   notice="The embedded model's few-step student (latent consistency distillation): "
+                          "a picture in 1-4 steps.")
+
+
 def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None = None):
     """(ModelInfo, Checkpoint or None): what `describe` says, plus a single file's inspection."""
     kind, path = "folder", source
     notice = ""
+    if source == STUDENT:
+        return _student(), None
     if not source:
         if _is_diffusers_folder(EMBEDDED_MODEL):
             kind, path = "embedded", str(EMBEDDED_MODEL)
@@ -141,15 +168,17 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
     sample = sample[0] if isinstance(sample, (list, tuple)) else sample
     name = {"embedded": "embedded-shapes", "placeholder": "placeholder-untrained"}.get(
         kind, Path(path).name if kind == "folder" else source)
+    few = from_unet_config(unet) or (from_name(name) if kind in ("folder", "hub") else None)
     examples_file = Path(path) / "examples.txt"
     examples = tuple(line.strip() for line in examples_file.read_text(encoding="utf-8").splitlines()
                      if line.strip()) if kind != "hub" and examples_file.is_file() else ()
     vocabulary, knows = read_vocabulary(path) if kind != "hub" else (frozenset(), "")
     return ModelInfo(source=source, name=name, kind=kind, family=_family(unet),
-                     native_size=int(sample) * scale, in_channels=int(unet.get("in_channels", 4)),
+                     native_size=few.size if few and few.size else int(sample) * scale,
+                     in_channels=int(unet.get("in_channels", 4)),
                      notice=notice, examples=examples, vocabulary=vocabulary, knows=knows,
                      location=source if kind == "hub" else str(Path(path).expanduser()),
-                     inpaint_unet=_inpaint_unet(read, path, kind)), None
+                     inpaint_unet=_inpaint_unet(read, path, kind), few_step=few), None
 
 
 def _inpaint_unet(read, path: str, kind: str) -> str:
@@ -178,7 +207,8 @@ def read_pipeline(info: ModelInfo, checkpoint, dtype, allow_pickle: bool, allow_
                 from studio.models.checkpoints import load_pipeline
                 pipe = load_pipeline(checkpoint, dtype, allow_pickle)
             else:
-                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+                own = {"unet": _unet(info.unet, dtype)} if info.unet else {}
+                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **own, **kwargs)
         except (OSError, ValueError) as first:
             if info.kind != "hub":
                 raise
@@ -200,3 +230,8 @@ def read_pipeline(info: ModelInfo, checkpoint, dtype, allow_pickle: bool, allow_
         raise ModelLoadError(f"Could not load model {info.source or info.name}: "
                              f"{type(exc).__name__}: {exc}{hint}") from exc
     return pipe
+
+
+def _unet(folder: str, dtype):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)

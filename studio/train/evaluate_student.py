@@ -100,7 +100,7 @@ def student_card(model: Path) -> str:
 Latent consistency distillation (`python -m studio.train.distill`, `studio/train/distill.py`) of the
 embedded model's UNet into a UNet with a guidance embedding ({cfg['cond_dim']} wide): {run['steps']} steps
 of batch {cfg['batch']} on {cfg['n_images']:,} rendered scenes (data seed {cfg['seed']}), lr {cfg['lr']},
-EMA target {cfg['ema']}, Huber loss (c = {cfg['huber_c']}), the teacher's guided DDIM step on a
+EMA target {cfg['ema']} (exported: an average at {cfg.get('average', cfg['ema'])}), Huber loss (c = {cfg['huber_c']}), the teacher's guided DDIM step on a
 {cfg['ddim_points']}-point grid, guidance w drawn from {cfg['w_min']}-{cfg['w_max']} (w = CFG - 1);
 {run['seconds'] / 60:.0f} minutes on {run['machine']}. Loss {run['loss_first_50']} (first 50 steps) ->
 {run['loss_last_50']} (last 50). Stored in fp16 beside the teacher's UNet; loads with diffusers'

@@ -6,7 +6,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
-from studio.ui import extras, history, img2img, inpaint, model_bar, pnginfo, txt2img
+from studio.ui import extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
@@ -45,6 +45,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         hints = [b for b in demo.blocks.values() if str(getattr(b, "elem_id", "")).endswith("-prompt-hint")]
         switched.then(lambda: [prompt_hint(studio)] * len(hints), None, hints, api_visibility="private",
                       queue=False)
+        fewstep.wire(demo, switched, studio, [t2i_fields, i2i_fields, inp_fields])
     return demo
 
 

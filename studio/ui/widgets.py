@@ -247,7 +247,7 @@ def addon_controls(tab: str, studio: Studio):
                                        "reused in between: faster, a little less faithful")
 
     def add(name, rows):
-        rows = _rows(rows)
+        rows = lora_rows(rows)
         if name and all(r[0] != name for r in rows):
             rows.append([name, 1.0])
         return rows, gr.Dropdown(value=None)
@@ -260,7 +260,7 @@ def addon_controls(tab: str, studio: Studio):
     return loras, vae, clip_skip, feature_cache
 
 
-def _rows(value) -> list[list]:
+def lora_rows(value) -> list[list]:
     """A Dataframe's value as a list of rows, whatever form Gradio hands it in."""
     if value is None:
         return []
@@ -326,7 +326,7 @@ def raw_fields(studio: Studio, raw: dict[str, Any]) -> dict[str, Any]:
     if raw.get("vae") == AUTOMATIC_VAE:
         raw["vae"] = None
     if "loras" in raw:
-        raw["loras"] = _rows(raw["loras"])
+        raw["loras"] = lora_rows(raw["loras"])
     raw.setdefault("model", studio.current_choice())
     return raw
 
@@ -465,6 +465,8 @@ def model_banner(studio: Studio) -> str:
         text += " · loads at the first generation"
     if info.notice:
         text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
+    if info.few_step:
+        text += f"\n\n⚡ {info.few_step.banner()}"
     if studio.content_filter.enabled:
         text += f"\n\n🛡 {studio.content_filter.status().capitalize()}."
     return text
