@@ -111,7 +111,7 @@ class GenerationRequest:
 
 @dataclass
 class GeneratedImage:
-    path: Path
+    path: Path | None        # None: a live picture, held and not saved
     image: Image.Image
     seed: int
     parameters: str          # A1111 infotext

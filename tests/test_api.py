@@ -184,3 +184,20 @@ def test_outpaint_over_the_api(client, tmp_path):
     assert out.shape == (64, 112, 3) and seed == 8
     assert (out[:, 16 + 8:16 + 64 - 8] == (20, 200, 20)).all()     # the picture, outside the band
     assert "Outpaint pixels: left 16 right 32 up 0 down 0, Outpaint fill: mirror" in info
+
+
+def test_live_over_the_api_returns_a_picture_it_does_not_save(client, server):
+    """/live takes txt2img's controls and answers with one picture and its parameters, held in
+    the live lane and not written to the outputs folder; the same request through /txt2img saves
+    the same picture."""
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/live"]["parameters"]][:3] == ["prompt", "negative_prompt",
+                                                                            "negative_presets"]
+    before = set(server.outputs.rglob("*.png"))
+    picture, info = client.predict(prompt="a blue square", steps=3, seed=21, batch_size=4, api_name="/live")
+    assert "Seed: 21" in info and set(server.outputs.rglob("*.png")) == before
+    gallery, *_ = client.predict(prompt="a blue square", steps=3, seed=21, api_name="/txt2img")
+    assert np.array_equal(np.asarray(Image.open(picture).convert("RGB")),
+                          np.asarray(Image.open(_first_png(gallery)).convert("RGB")))
+    with pytest.raises(Exception, match="(?i)steps|minimum"):
+        client.predict(prompt="x", steps=0, api_name="/live")

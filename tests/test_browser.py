@@ -437,3 +437,54 @@ def test_history_search_in_browser(page, server):
     page.fill("#history-words textarea", "no-such-word-anywhere")
     page.click("#history-search")
     sync_api.expect(page.locator("#history-found")).to_contain_text("0 picture(s)")
+
+
+def test_few_step_student_and_live_mode_in_browser(browser, tmp_path):
+    """Issue 22 as an artist meets it: the embedded model's student picked in the model list sets
+    its sampler, steps and CFG and greys out the negative prompt; Live on draws as the prompt is
+    typed (no file written, the rate shown); Keep saves the picture with its metadata into the
+    gallery; back on the embedded model the studio's settings return."""
+    from studio.config import EMBEDDED_MODEL
+    from studio.models.sources import STUDENT, STUDENT_FOLDER
+    from studio.outputs.metadata import read_metadata
+    if not (EMBEDDED_MODEL / STUDENT_FOLDER / "config.json").is_file():
+        pytest.skip("the embedded model's student is not built")
+    srv = start_server(None, tmp_path / "outputs", tmp_path / "server.log")
+    context, page = _fresh_page(browser)
+    try:
+        page.goto(srv.url, wait_until="domcontentloaded")
+        pick(page, "#model-picker", STUDENT)
+        sync_api.expect(page.locator("#model-banner")).to_contain_text("Few-step (", timeout=UI_TIMEOUT_MS)
+        sync_api.expect(page.locator("#txt2img-steps input[type=number]")).to_have_value("4")
+        sync_api.expect(page.locator("#txt2img-scheduler input")).to_have_value("LCM")
+        sync_api.expect(page.locator("#txt2img-negative-prompt textarea")).to_be_disabled()
+
+        page.click("#txt2img-live input")
+        prompt = page.locator("#txt2img-prompt textarea")
+        prompt.press_sequentially("a red circle", delay=40)
+        status = page.locator("#txt2img-live-status")
+        sync_api.expect(status).to_contain_text("ms a picture", timeout=GENERATION_TIMEOUT_MS)  # the model is loaded
+        prompt.press_sequentially(" on a blue background", delay=120)
+        sync_api.expect(page.locator("#txt2img-live-picture img")).to_be_visible()
+        assert not pngs(srv.outputs), "a live picture was saved without Keep"
+        page.wait_for_function("() => document.querySelector('#txt2img-live-status').innerText"
+                               ".includes('frames a second')", timeout=GENERATION_TIMEOUT_MS)
+
+        shown = None               # Keep saves the picture shown: wait until the last keystroke's has come
+        while shown != status.inner_text():
+            shown = status.inner_text()
+            page.wait_for_timeout(1500)
+        page.click("#txt2img-live-keep")
+        gallery_image(page, "txt2img", srv)
+        kept = new_png(srv, set())
+        parameters, data = read_metadata(kept)
+        assert f"Model: {STUDENT}" in parameters and "Sampler: LCM" in parameters, parameters
+        assert data["request"]["prompt"] == "a red circle on a blue background"
+
+        page.click("#txt2img-live input")
+        pick(page, "#model-picker", "embedded (shape world)")
+        sync_api.expect(page.locator("#txt2img-steps input[type=number]")).to_have_value("20", timeout=UI_TIMEOUT_MS)
+        sync_api.expect(page.locator("#txt2img-negative-prompt textarea")).to_be_enabled()
+    finally:
+        context.close()
+        stop_server(srv)

@@ -17,11 +17,14 @@ class Gate:
 
     def __init__(self) -> None:
         self.ran: list[str] = []
+        self.saved: list[bool] = []
         self.release = threading.Event()
         self.first_started = threading.Event()
 
-    def __call__(self, request, on_step=None, should_stop=None, on_preview=None, should_skip=None) -> GenerationResult:
+    def __call__(self, request, on_step=None, should_stop=None, on_preview=None, should_skip=None,
+                 save=True) -> GenerationResult:
         self.ran.append(request.prompt)
+        self.saved.append(save)
         self.first_started.set()
         self.release.wait(10)
         for step in range(3):

@@ -35,7 +35,7 @@ from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.memory import free_device_memory
 from studio.models.sources import ModelInfo
-from studio.outputs.folder import OutputFolder
+from studio.outputs.folder import HeldPictures, OutputFolder
 from studio.outputs.metadata import strict_json
 from studio.prompts.conditioning import Conditioner, denoising_steps
 from studio.prompts.presets import Presets
@@ -315,7 +315,7 @@ def _run_with_oom_retry(pipe, call: dict, prep: Prepared, manager: ModelManager)
 # finish
 
 def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[PlannedImage], batch: int,
-           outs: list[Image.Image], scheduler, outputs: OutputFolder,
+           outs: list[Image.Image], scheduler, outputs: OutputFolder | HeldPictures,
            content_filter: ContentFilter | None) -> list[GeneratedImage]:
     """Paste back, check (shared studios), and save each image with its record before showing it."""
     flags = content_filter.flagged(outs, setup.device) if content_filter else [False] * len(outs)
@@ -333,7 +333,8 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
                               config, references)
         parameters, data = record.parameters(), record.studio_json()
         path = outputs.save(image, parameters, data, seed=member.seed)
-        log.info("Saved %s", path)
+        if path is not None:
+            log.info("Saved %s", path)
         kept = prep.final_latents.get(batch)
         saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data,
                                     latents=None if kept is None else kept[pos:pos + 1].numpy()))
@@ -370,7 +371,7 @@ def composite(generated: Image.Image, original: Image.Image, mask: Image.Image) 
 # -------------------------------------------------------------------------------------------------
 # the stages in order
 
-def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder,
+def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputFolder | HeldPictures,
              presets: Presets, *, on_step: OnStep | None = None, on_preview: OnPreview | None = None,
              should_stop: ShouldStop | None = None, should_skip: ShouldStop | None = None,
              library: ModelLibrary | None = None, content_filter: ContentFilter | None = None) -> GenerationResult:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from studio.outputs import metadata
 
-__all__ = ["OutputFolder"]
+__all__ = ["HeldPictures", "OutputFolder"]
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _NUMBERED_RE = re.compile(r"(\d+)-")
@@ -170,3 +170,13 @@ class OutputFolder:
             if len(found) >= limit:
                 break
         return found[:limit]
+
+
+class HeldPictures:
+    """Where a live picture goes instead of the folder: nowhere. The engine makes its metadata as
+    for any picture and "saves" it here; the caller keeps the picture and its metadata, and
+    `OutputFolder.save` writes them if the user keeps it."""
+
+    def save(self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int,
+             kind: str | None = None) -> None:
+        return None

@@ -10,6 +10,12 @@ The queue is fair between users (a login name, else a browser session): start-ti
 newcomer waits for the running job and at most one job of each other user, never behind a
 backlog (with one other user who queued ten: after at most one of theirs). One user may hold at
 most half the waiting places, so no one can fill the queue for everyone else.
+
+Live previews (`lane="live"`: a picture that follows the prompt as it is typed) take turns in the
+same fair queue, so someone typing never starves the others, and are latest-wins: a session has
+at most one live job waiting, and a newer one replaces it. They are not saved (the backend hears
+`save=False`) and are not counted against the jobs-per-minute limit, which latest-wins already
+bounds.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from studio.serving.jobs import RateLimiter
 
 log = logging.getLogger(__name__)
 
-# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=...)
+# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=..., save=...)
 Backend = Callable[..., GenerationResult]
+LANES = ("queue", "live")
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,8 @@ class Job:
     """A handle on one submitted request. Thread-safe; made by the dispatcher only."""
 
     def __init__(self, request: GenerationRequest, user: str, session: str, preview_every_s: float,
-                 dispatcher: "Dispatcher") -> None:
-        self.request, self.user, self.session = request, user, session
+                 dispatcher: "Dispatcher", lane: str = "queue") -> None:
+        self.request, self.user, self.session, self.lane = request, user, session, lane
         self.preview_every_s = preview_every_s     # 0: no previews
         self.state = "queued"                      # -> running -> done | failed | stopped
         self._dispatcher = dispatcher
@@ -150,10 +157,16 @@ class Dispatcher:
 
     # -- callers -----------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
-               preview_every_s: float = 0.0) -> Job:
+               preview_every_s: float = 0.0, lane: str = "queue") -> Job:
         """Queue a request; QueueFull when max_queued jobs wait or `user` holds half of them,
-        InvalidRequest when `user` is over their jobs per minute (none counts as a job)."""
-        with self._lock:
+        InvalidRequest when `user` is over their jobs per minute (none counts as a job). In the
+        live lane the session's waiting live job, if any, is replaced (it ends stopped)."""
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}")
+        with self._lock:                  # (reentrant: a replaced job is cancelled under it, so it cannot start)
+            if lane == "live":
+                for old in [j for j in self.order() if j.lane == "live" and j.session == (session or user)]:
+                    old.stop()
             if self.max_queued and self.waiting() >= self.max_queued:
                 raise QueueFull(f"Queue is full: {self.waiting()} generations are waiting; try again "
                                 "in a moment.")
@@ -161,8 +174,9 @@ class Dispatcher:
             if self.max_per_user and mine >= self.max_per_user:
                 raise QueueFull(f"You have {mine} generations waiting, the most one user may queue "
                                 "here; wait for one of them to start.")
-            self.rate.admit(user)
-            job = Job(request, user, session or user, preview_every_s, self)
+            if lane != "live":
+                self.rate.admit(user)
+            job = Job(request, user, session or user, preview_every_s, self, lane)
             start = max(self._virtual, self._finish_tag.get(user, 0.0))
             self._finish_tag[user] = start + 1
             heapq.heappush(self._heap, (start, next(self._arrival), job))
@@ -183,6 +197,13 @@ class Dispatcher:
         for job in jobs:
             job.stop()
         return bool(jobs)
+
+    def stop_live(self, session: str) -> None:
+        """End this session's live jobs (Live switched off, or Generate pressed); not a Stop press,
+        so a run of several jobs (`Sequence`) goes on."""
+        for job in self.jobs_of(session):
+            if job.lane == "live":
+                job.stop()
 
     def stopped_since(self, session: str, since: float) -> bool:
         """Whether this session pressed Stop after `since` (a time.monotonic() value)."""
@@ -264,7 +285,8 @@ class Dispatcher:
         try:
             result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
                                    should_skip=job._take_skip,
-                                   on_preview=job._on_preview if job.preview_every_s else None)
+                                   on_preview=job._on_preview if job.preview_every_s else None,
+                                   save=job.lane != "live")
         except GenerationStopped as exc:
             return "stopped", None, exc
         except StudioError as exc:

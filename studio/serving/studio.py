@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.config import Settings
-from studio.errors import InvalidRequest
+from studio.errors import GenerationStopped, InvalidRequest
 from studio.serving.dispatcher import Dispatcher, Job
 from studio.models.library import EMBEDDED, ModelLibrary
 from studio.models.manager import ModelManager
-from studio.models.sources import ModelInfo, looks_like_hub_id
-from studio.outputs.folder import OutputFolder
+from studio.models.sources import STUDENT, ModelInfo, looks_like_hub_id, student_available
+from studio.outputs.folder import HeldPictures, OutputFolder
 from studio.outputs.index import HistoryIndex
 from studio.prompts.presets import Presets, load_presets
-from studio.requests import GenerationRequest, GenerationResult, Limits, make_request
+from studio.requests import GeneratedImage, GenerationRequest, GenerationResult, Limits, make_request
 from studio.serving.safety import ContentFilter
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,18 @@ class Studio:
 
     # -- the model picker ------------------------------------------------------------------------
     def model_choices(self, rescan: bool = False) -> list[str]:
-        """What the model picker offers: the embedded model, the --model source, the models folder."""
+        """What the model picker offers: the embedded model (and its few-step student), the --model
+        source, the models folder."""
         names = (self.library.scan() if rescan else self.library.names())["checkpoints"] if self.library else []
-        extra = [self.start_model] if self.start_model and self.start_model not in names else []
-        return [EMBEDDED, *extra, *names]
+        extra = [self.start_model] if self.start_model and self.start_model not in (*names, STUDENT) else []
+        return [EMBEDDED, *([STUDENT] if student_available() else []), *extra, *names]
 
     def current_choice(self) -> str:
         source = self.manager.source
         if not source:
             return EMBEDDED
+        if source == STUDENT:
+            return STUDENT
         if self.library:
             for name in self.library.names()["checkpoints"]:
                 if str(self.library.get("checkpoints", name).path) == source:
@@ -86,6 +89,8 @@ class Studio:
         allow_download = False
         if choice in ("", EMBEDDED):
             source = ""
+        elif choice == STUDENT and student_available():
+            source = STUDENT
         elif choice == self.start_model:
             source, allow_download = choice, True
         elif self.library and choice in self.library.names()["checkpoints"]:
@@ -121,17 +126,32 @@ class Studio:
         progress, previews, stop() and result()."""
         return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s)
 
+    def live(self, request: GenerationRequest, *, user: str, session: str) -> GenerationResult | None:
+        """One live picture (held, not saved) through the dispatcher's live lane; None when newer
+        input replaced it while it waited, or Live was switched off."""
+        job = self.dispatcher.submit(request, user=user, session=session, lane="live")
+        try:
+            result = job.result()
+        except GenerationStopped:
+            return None
+        return None if result.stopped else result
+
+    def keep(self, picture: GeneratedImage) -> Path:
+        """Save a live picture with the metadata it was made with, as every picture is saved."""
+        return self.outputs.save(picture.image, picture.parameters, picture.data, seed=picture.seed)
+
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
-            on_preview=None, should_skip=None) -> GenerationResult:
+            on_preview=None, should_skip=None, save: bool = True) -> GenerationResult:
         """The in-process backend: run one request now, on this thread. The dispatcher's worker
         calls it; callers submit instead, so that the queue stays fair. A request that names a
-        model runs on it (switching first if another user switched since it was queued)."""
+        model runs on it (switching first if another user switched since it was queued). With
+        `save=False` (a live picture) the pictures are held, not written (their `path` is None)."""
         from studio.generation.engine import generate
 
         if request.model:
             self.select_model(request.model)
 
-        return generate(request, self.manager, self.outputs, self.presets,
+        return generate(request, self.manager, self.outputs if save else HeldPictures(), self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,
                         should_skip=should_skip, library=self.library,
                         content_filter=self.content_filter)

@@ -7,7 +7,7 @@ import inspect
 import gradio as gr
 
 from studio.serving.studio import Studio
-from studio.ui import plots
+from studio.ui import live, plots
 from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
@@ -21,6 +21,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
                                  elem_id="img2img-strength")
             c = prompt_controls("img2img", studio, native=native, size_from_input=True)
         with gr.Column(scale=1):
+            live_panel = live.panel("img2img")
             panel = results_panel("img2img", c.seed)
 
     def img2img(image, prompt, negative_prompt, negative_presets, style, scheduler, steps,
@@ -41,6 +42,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
     inputs = [image, c.prompt, c.negative_prompt, c.negative_presets, c.style, c.scheduler, c.steps, c.cfg_scale,
               c.width, c.height, c.seed, c.batch_count, c.batch_size, strength, *c.addons()]
     c.generate.click(img2img, inputs, result_outputs(panel), api_name="img2img", **dispatched(studio))
+    live.wire(studio, "img2img", live_panel, inputs, live.field_names(img2img, len(inputs)), c.seed, c.generate,
+              result_outputs(panel))
     plots.build(studio, inputs, [(p.name, p.default) for p in list(inspect.signature(img2img).parameters.values())
                                  [:len(inputs)]], panel, mode="img2img")
     return panel, image, {**c.fields(), "strength": strength}

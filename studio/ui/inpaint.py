@@ -10,7 +10,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from studio.serving.studio import Studio
-from studio.ui import outpaint
+from studio.ui import live, outpaint
 from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
 
 
@@ -59,6 +59,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
             outpaint_panel = gr.Accordion("Outpaint: extend the canvas and paint the new strips", open=False,
                                           elem_id="outpaint-panel")
         with gr.Column(scale=1):
+            live_panel = live.panel("inpaint")
             panel = results_panel("inpaint", c.seed)
 
     def inpaint(image, mask, prompt, negative_prompt, negative_presets, style, scheduler, steps,
@@ -98,6 +99,14 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
     api_button.click(inpaint, [api_image, api_mask] + shared, result_outputs(panel),
                      api_name="inpaint", **dispatched(studio))
     fields = [(p.name, p.default) for p in list(inspect.signature(inpaint).parameters.values())[2:2 + len(shared)]]
+
+    def from_editor(raw: dict) -> dict:
+        image, mask = editor_to_image_and_mask(raw.pop("editor"), raw.pop("uploaded_mask"))
+        return {**raw, "image": image, "mask": mask}
+
+    live.wire(studio, "inpaint", live_panel, [editor, mask_upload] + shared,
+              ["editor", "uploaded_mask", *(name for name, _ in fields)], c.seed, c.generate,
+              result_outputs(panel), adapt=from_editor)
     outpaint.build(studio, editor, api_image, [(f, c) for f, c in zip(fields, shared) if f[0] not in outpaint.UNUSED],
                    panel, outpaint_panel)
     return panel, editor, {**c.fields(), "strength": strength, "mask_blur": mask_blur,

@@ -10,7 +10,7 @@ from studio.errors import StudioError
 from studio.outputs.images import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
-from studio.ui import plots
+from studio.ui import live, plots
 from studio.ui.pnginfo import offered, ui_value
 from studio.ui.widgets import (ResultsPanel, dispatched, model_examples, prompt_controls, result_outputs, results_panel,
                       run_hires_job, run_job)
@@ -30,6 +30,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
                 gr.Examples([[e] for e in examples], inputs=[c.prompt], label="Prompts this model knows",
                             elem_id="txt2img-examples")
         with gr.Column(scale=1):
+            live_panel = live.panel("txt2img")
             panel = results_panel("txt2img", c.seed)
             more = gr.Button("🎲 More like this: variations of the selected picture", elem_id="txt2img-more-like-this")
 
@@ -62,6 +63,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
               c.height, c.seed, c.batch_count, c.batch_size, *c.addons(), c.variation_seed, c.variation_strength,
               c.hires, c.hires_scale, c.hires_steps, c.hires_strength, c.hires_upscaler]
     c.generate.click(txt2img, inputs, result_outputs(panel), api_name="txt2img", **dispatched(studio))
+    live.wire(studio, "txt2img", live_panel, inputs, live.field_names(txt2img, len(inputs)), c.seed, c.generate,
+              result_outputs(panel), api=("live", txt2img))
     plots.build(studio, inputs, [(p.name, p.default) for p in list(inspect.signature(txt2img).parameters.values())
                                  [:len(inputs)]], panel)
     controls = c.fields()
