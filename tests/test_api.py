@@ -201,3 +201,27 @@ def test_live_over_the_api_returns_a_picture_it_does_not_save(client, server):
                           np.asarray(Image.open(_first_png(gallery)).convert("RGB")))
     with pytest.raises(Exception, match="(?i)steps|minimum"):
         client.predict(prompt="x", steps=0, api_name="/live")
+
+
+def test_five_rapid_live_changes_run_at_most_two_and_end_on_the_last(server):
+    """A program typing through /live (one client: one session): five changes 0.3 s apart while a
+    long picture is being made; the first runs, each later one replaces the one waiting, so at
+    most two pictures are made, and the last is the last text's."""
+    import time
+    client = Client(server.url, verbose=False)
+    client.predict(prompt="warm up", steps=2, api_name="/live")      # the model loaded before the burst
+    texts = ["a", "a r", "a re", "a red", "a red circle"]
+    jobs = []
+    for text in texts:             # (the lane keeps the request that reaches it last: 0.3 s apart, in order)
+        jobs.append(client.submit(prompt=text, steps=100, seed=3, api_name="/live"))   # ~4 s a picture
+        time.sleep(0.3)
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.append(job.result(timeout=180)[1])
+        except Exception as exc:  # noqa: BLE001 - a replaced request ends with a message
+            outcomes.append(exc)
+    made = [o for o in outcomes if isinstance(o, str)]
+    assert len(made) <= 2, outcomes
+    assert isinstance(outcomes[-1], str) and outcomes[-1].startswith("a red circle\n"), outcomes
+    assert all("Replaced by a newer live request" in str(o) for o in outcomes[1:-1] if not isinstance(o, str))

@@ -83,3 +83,54 @@ def test_an_sgm_layout_sd2_turbo_file_loads_exactly_and_paints_as_the_usual_layo
     pictures.append(usual.run(make_request(**base)).images[0])
     assert np.array_equal(np.asarray(pictures[0].image), np.asarray(pictures[1].image))
     assert "Schedule type: SGM Uniform" in pictures[0].parameters
+
+
+@pytest.fixture(scope="module")
+def lcm_folder(tmp_path_factory):
+    """A tiny model folder whose UNet has a guidance embedding, as LCM models have."""
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    from studio.models.tiny import write_tiny_model
+    path = write_tiny_model(tmp_path_factory.mktemp("lcm") / "tiny-guided")
+    config = json.loads((path / "unet" / "config.json").read_text())
+    torch.manual_seed(1)
+    UNet2DConditionModel.from_config({**config, "time_cond_proj_dim": 32}).save_pretrained(path / "unet")
+    return path
+
+
+def test_a_guidance_embedding_model_is_lcm_and_ignores_the_negative_prompt(lcm_folder, tmp_path):
+    studio = Studio.from_settings(Settings(model=str(lcm_folder), outputs=tmp_path))
+    few = studio.model_info().few_step
+    assert few is GUIDANCE_EMBEDDING and few.sampler == "LCM" and few.guidance_embedded
+    base = dict(prompt="a red circle", seed=4, scheduler=few.sampler, steps=few.steps, width=64, height=64)
+
+    def picture(**extra):
+        return np.asarray(studio.run(make_request(**{**base, "cfg_scale": few.cfg, **extra})).images[0].image)
+
+    plain = picture()
+    assert np.array_equal(plain, picture(negative_prompt="blue, square"))      # no negative branch
+    assert not np.array_equal(plain, picture(cfg_scale=2.0))                   # CFG is the model's input
+
+
+def test_a_tiny_lcm_lora_is_recognised_and_draws(tmp_path):
+    """An LCM-LoRA in models/loras (kohya layout, written here) is known by its name, with LCM's
+    settings; the studio draws with it at those settings, and it changes the picture."""
+    from diffusers import StableDiffusionPipeline
+
+    from studio.models.tiny import write_tiny_model
+    from tests.ldm_layout import write_kohya_lora
+    model = write_tiny_model(tmp_path / "tiny")
+    (tmp_path / "models" / "loras").mkdir(parents=True)
+    name = "lcm-lora-tiny.safetensors"
+    write_kohya_lora(StableDiffusionPipeline.from_pretrained(model), tmp_path / "models" / "loras" / name)
+    few = from_name(name, LORA_NAMES)
+    assert (few.method, few.sampler, few.steps, few.cfg) == ("LCM-LoRA", "LCM", 4, 1.5)
+    studio = Studio.from_settings(Settings(model=str(model), models_dir=tmp_path / "models", outputs=tmp_path / "out"))
+    base = dict(prompt="a red circle", seed=4, scheduler=few.sampler, steps=few.steps, cfg_scale=few.cfg,
+                width=64, height=64)
+    with_lora = studio.run(studio.make_request("txt2img", **base, loras=[[name, 1.0]])).images[0]
+    without = studio.run(studio.make_request("txt2img", **base)).images[0]
+    assert "Sampler: LCM" in with_lora.parameters and "lcm-lora-tiny" in with_lora.parameters
+    assert not np.array_equal(np.asarray(with_lora.image), np.asarray(without.image))

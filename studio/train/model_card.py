@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from studio.generation.schedulers import DEFAULT_SCHEDULER
+from studio.models.sources import ALTERNATE_UNETS
 from .evaluate import CFG, REFERENCE_COLOUR, REFERENCE_KEY, STEPS
 from .world import COLOURS
 
@@ -107,7 +108,8 @@ def model_card(model: Path, fig: dict) -> str:
     inp_how = " (the model's own 9-channel inpainting UNet)" if fig.get("inpainting UNet") else ""
     blend_line = (f"\n  The text-to-image UNet with latent blending instead: "
                   f"{blend['blue object in mask (>=25% blue pixels)']:.0%}." if blend else "")
-    size_mb = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 1e6
+    size_mb = sum(p.stat().st_size for p in model.rglob("*")      # the student (lcm-unet/) has its own card
+                  if p.is_file() and p.relative_to(model).parts[0] not in ALTERNATE_UNETS) / 1e6
     return f"""# The embedded default model: a tiny Stable Diffusion of a shape world
 
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
