@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from studio.config import ROOT
+from studio.models.sources import ALTERNATE_UNETS
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ def known_model_sha256(location: str | Path, unet: str | Path | None = None) -> 
 
 def _model_files(path: Path, unet: str | Path | None) -> Path | list[tuple[str, Path]]:
     """A checkpoint file, or a folder's weight files as (name in the folder, file) in path order."""
-    from studio.models.sources import ALTERNATE_UNETS
-
     if path.is_file():
         return path
     files = [(p.relative_to(path).as_posix(), p) for p in _weight_files(path)
