@@ -65,6 +65,9 @@ class GenerationRequest:
     seed: int = -1            # -1: a random seed, chosen by the engine and recorded
     variation_seed: int = -1          # A1111's subseed: -1 = random (used only with a strength)
     variation_strength: float = 0.0   # 0 = the seed's noise; 1 = the variation seed's (txt2img)
+    blend_prompt: str = ""            # prompt travel: the prompts' embeddings mixed toward these
+    blend_negative_prompt: str = ""   # two's (presets and style apply to them too) ...
+    blend: float = 0.0                # ... by this much: 0 = off, 1 = the blend prompts alone
     batch_count: int = 1
     batch_size: int = 1
     image: np.ndarray | None = field(default=None, repr=False, compare=False)   # RGB, HxWx3 uint8
@@ -295,7 +298,7 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     get = lambda k: raw.get(k, getattr(d, k))  # noqa: E731
     request = GenerationRequest(
         mode=mode, **_prompts(get, known_presets, known_styles), **_sampling(get, limits), **_size(get, limits),
-        **_variation(mode, get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes),
+        **_variation(mode, get), **_blend(get), **_inputs(mode, get, limits), **_addons(get, limits, known_loras, known_vaes),
         recipe=_recipe(get("recipe")), **_latents(mode, get, limits))
     if mode != "txt2img" and 0 < request.strength and int(request.steps * request.strength) < 1:
         raise InvalidRequest(f"Strength {request.strength:g} x {request.steps} steps leaves no "
@@ -335,6 +338,14 @@ def _sampling(get: Get, limits: Limits) -> dict:
     batch_size = number("Batch size", get("batch_size"), integer=True)
     in_range("Batch size", batch_size, 1, limits.max_batch_size)
     return dict(steps=steps, cfg_scale=cfg, seed=seed, batch_count=batch_count, batch_size=batch_size)
+
+
+def _blend(get: Get) -> dict:
+    """Prompt travel: a second prompt pair and how far toward it the embeddings are mixed."""
+    blend = number("Blend", get("blend"), integer=False)
+    in_range("Blend", blend, 0.0, 1.0)
+    return dict(blend_prompt=_text("Blend prompt", get("blend_prompt")),
+                blend_negative_prompt=_text("Blend negative prompt", get("blend_negative_prompt")), blend=blend)
 
 
 def _variation(mode: str, get: Get) -> dict:

@@ -76,6 +76,7 @@ class Prepared:
     mask: Image.Image | None           # blurred (inpaint)
     notes: list[str] = field(default_factory=list)
     final_latents: dict = field(default_factory=dict)   # batch -> its last latents (keep_latents)
+    toward: tuple[str, str] | None = None  # the blend prompts, read (prompt travel)
 
     @property
     def batches(self) -> list[list[PlannedImage]]:
@@ -155,7 +156,21 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
     return Prepared(request=request, info=info, width=width, height=height, seed=seed, plan=plan,
                     loras=request_loras(plan, request, library), references=references,
                     steps=denoising_steps(request.mode, request.steps, request.strength),
-                    image=request.input_image(), mask=mask, notes=notes)
+                    image=request.input_image(), mask=mask, notes=notes,
+                    toward=blend_target(request, presets, notes))
+
+
+def blend_target(request: GenerationRequest, presets: Presets, notes: list[str]) -> tuple[str, str] | None:
+    """The blend prompts read as the prompts are (presets, style, inline negatives); their
+    <lora:> tags are left out, with a note."""
+    if request.blend <= 0:
+        return None
+    prompt, negative = presets.resolve(request.blend_prompt, request.blend_negative_prompt,
+                                       request.negative_presets, request.style)
+    parsed = parse_prompts(prompt, negative)
+    if parsed.loras:
+        notes.append("LoRA tags in the blend prompt are not applied; list LoRAs in the request or the prompt.")
+    return parsed.positive_text, parsed.negative
 
 
 # -------------------------------------------------------------------------------------------------
@@ -167,6 +182,7 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
     request, info = prep.request, prep.info
     base = manager.base()
     texts = [t for img in prep.plan for t in (img.parsed.positive_text, img.parsed.negative)]
+    texts += list(prep.toward or ())
     addons = apply_addons(request, manager, library, texts, prep.loras)
     own_inpaint = request.mode == "inpaint" and bool(info.inpaint_unet)
     if own_inpaint and addons["loras"]:
@@ -209,9 +225,10 @@ def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager
     key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
     if len(set(key)) == 1:
         key = key[:1]
+    toward = (*prep.toward, prep.request.blend) if prep.toward else None
     if key not in setup.conds:
         setup.conds[key] = Conditioner(setup.base, [k[0] for k in key], [k[1] for k in key], prep.steps,
-                                       prep.request.clip_skip, manager.text_cache, setup.text_state)
+                                       prep.request.clip_skip, manager.text_cache, setup.text_state, toward)
     return setup.conds[key]
 
 

@@ -154,10 +154,12 @@ class Embeds:
 
 class Conditioner:
     """Embeddings for one batch's prompts, per denoising step. `positive`/`negative` are one
-    text for every image, or one per image (prompt variants)."""
+    text for every image, or one per image (prompt variants). `toward` = (positive, negative,
+    weight): every embedding mixed linearly toward that pair's by `weight` (prompt travel), both
+    read with the same chunk count and the same step schedule."""
 
     def __init__(self, pipe, positive: str | list[str], negative: str | list[str], steps: int,
-                 clip_skip: int = 1, cache=None, state: tuple = ()):
+                 clip_skip: int = 1, cache=None, state: tuple = (), toward: tuple[str, str, float] | None = None):
         self.pipe = pipe
         self.sdxl = getattr(pipe, "text_encoder_2", None) is not None
         if self.sdxl:
@@ -180,11 +182,15 @@ class Conditioner:
         self.per_image = len(positives)
         self.steps = steps
         scheds = [(schedule(p, steps), schedule(n, steps)) for p, n in zip(positives, negatives)]
-        ends = sorted({e for ps, ns in scheds for e, _ in ps + ns})
+        targets = [(schedule(toward[0], steps), schedule(toward[1], steps))] * len(scheds) if toward else []
+        self.weight = toward[2] if toward else 0.0
+        ends = sorted({e for ps, ns in scheds + targets for e, _ in ps + ns})
         # segments: (last step, [positive text per image], [negative text per image])
         self.segments = [(e, [_at(ps, e) for ps, _ in scheds], [_at(ns, e) for _, ns in scheds])
                          for e in ends]
-        texts = {t for _, ps, ns in self.segments for t in ps + ns}
+        self.targets = [(e, [_at(ps, e) for ps, _ in targets], [_at(ns, e) for _, ns in targets])
+                        for e in ends] if toward else []
+        texts = {t for _, ps, ns in self.segments + self.targets for t in ps + ns}
         chunked = {t: [enc.chunks(t) for enc in self.encoders] for t in texts}
         n_chunks = max(len(c) for per in chunked.values() for c in per)
         self._cache = {t: self._encode(per, n_chunks) for t, per in chunked.items()}
@@ -217,7 +223,16 @@ class Conditioner:
         return z, pooled
 
     def _pair(self, step: int) -> Embeds:
-        _, ps, ns = self.segments[self._segment(step)]
+        here = self._embeds(self.segments[self._segment(step)])
+        if not self.targets:
+            return here
+        there, w = self._embeds(self.targets[self._segment(step)]), self.weight
+        mix = lambda a, b: None if a is None else a + w * (b - a)  # noqa: E731
+        return Embeds(mix(here.prompt, there.prompt), mix(here.negative, there.negative),
+                      mix(here.pooled, there.pooled), mix(here.negative_pooled, there.negative_pooled))
+
+    def _embeds(self, segment) -> Embeds:
+        _, ps, ns = segment
         pos = [self._one(t, False) for t in ps]
         neg = [self._one(t, True) for t in ns]
         cat = lambda items: torch.cat(items) if items[0] is not None else None  # noqa: E731
