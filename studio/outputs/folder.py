@@ -21,7 +21,7 @@ from PIL import Image
 
 from studio.outputs import metadata
 
-__all__ = ["HeldPictures", "OutputFolder"]
+__all__ = ["HeldPictures", "OutputFolder", "save_as"]
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _NUMBERED_RE = re.compile(r"(\d+)-")
@@ -59,6 +59,41 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(folder: Path, image: Image.Image, info, place: Callable[[Path], Path]) -> Path:
+    """Encode the PNG into a hidden temporary file in `folder` and fsync it; `place(tmp)` renames
+    it into place and returns the final path. On any error the temporary file is removed."""
+    tmp = folder / f".{secrets.token_hex(8)}.tmp"
+    # O_EXCL: never reuse someone else's file; mode 0o666 so the umask applies
+    # (mkstemp would leave every saved image readable by the owner only).
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG", pnginfo=info)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return place(tmp)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_as(path: Path, image: Image.Image, parameters: str, data: dict[str, Any]) -> Path:
+    """Write one picture with its metadata under a name of the caller's (an animation frame),
+    atomically: the name holds a whole PNG or nothing."""
+    def place(tmp: Path) -> Path:
+        os.replace(tmp, path)
+        return path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path.parent, image, metadata.pnginfo(parameters, data), place)
+    _fsync_dir(path.parent)
+    return path
+
+
 class OutputFolder:
     """Saves images as root/YYYY-MM-DD/NNNNN-<seed>.png and lists them back."""
 
@@ -92,16 +127,7 @@ class OutputFolder:
         day = self.root / self._clock().strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)
 
-        tmp = day / f".{secrets.token_hex(8)}.tmp"
-        # O_EXCL: never reuse someone else's file; mode 0o666 so the umask applies
-        # (mkstemp would leave every saved image readable by the owner only).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(tmp, flags, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                image.save(handle, format="PNG", pnginfo=info)
-                handle.flush()
-                os.fsync(handle.fileno())
+        def place(tmp: Path) -> Path:
             with self._lock:
                 number = self._next_number(day)
                 final = day / f"{number:05d}-{seed_text}.png"
@@ -109,12 +135,9 @@ class OutputFolder:
                     number += 1
                     final = day / f"{number:05d}-{seed_text}.png"
                 os.replace(tmp, final)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-            raise
+                return final
+
+        final = write_atomically(day, image, info, place)
         _fsync_dir(day)
         if self.on_saved is not None:
             try:

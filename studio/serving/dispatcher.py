@@ -55,8 +55,9 @@ class Job:
     """A handle on one submitted request. Thread-safe; made by the dispatcher only."""
 
     def __init__(self, request: GenerationRequest, user: str, session: str, preview_every_s: float,
-                 dispatcher: "Dispatcher", lane: str = "queue") -> None:
+                 dispatcher: "Dispatcher", lane: str = "queue", save: bool = True) -> None:
         self.request, self.user, self.session, self.lane = request, user, session, lane
+        self.save = save and lane != "live"        # False: the pictures are held for the caller
         self.preview_every_s = preview_every_s     # 0: no previews
         self.state = "queued"                      # -> running -> done | failed | stopped
         self._dispatcher = dispatcher
@@ -157,10 +158,12 @@ class Dispatcher:
 
     # -- callers -----------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
-               preview_every_s: float = 0.0, lane: str = "queue") -> Job:
+               preview_every_s: float = 0.0, lane: str = "queue", save: bool = True) -> Job:
         """Queue a request; QueueFull when max_queued jobs wait or `user` holds half of them,
         InvalidRequest when `user` is over their jobs per minute (none counts as a job). In the
-        live lane the session's waiting live job, if any, is replaced (it ends stopped)."""
+        live lane the session's waiting live job, if any, is replaced (it ends stopped).
+        `save=False`: the pictures come back held, with their metadata, for a caller that saves
+        them itself (animation frames, under their frame names)."""
         if lane not in LANES:
             raise ValueError(f"lane must be one of {LANES}")
         with self._lock:                  # (reentrant: a replaced job is cancelled under it, so it cannot start)
@@ -176,7 +179,7 @@ class Dispatcher:
                                 "here; wait for one of them to start.")
             if lane != "live":
                 self.rate.admit(user)
-            job = Job(request, user, session or user, preview_every_s, self, lane)
+            job = Job(request, user, session or user, preview_every_s, self, lane, save)
             start = max(self._virtual, self._finish_tag.get(user, 0.0))
             self._finish_tag[user] = start + 1
             heapq.heappush(self._heap, (start, next(self._arrival), job))
@@ -286,7 +289,7 @@ class Dispatcher:
             result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
                                    should_skip=job._take_skip,
                                    on_preview=job._on_preview if job.preview_every_s else None,
-                                   save=job.lane != "live")
+                                   save=job.save)
         except GenerationStopped as exc:
             return "stopped", None, exc
         except StudioError as exc:

@@ -15,8 +15,9 @@ from studio.serving.dispatcher import Job, Update
 class Sequence:
     def __init__(self, studio, *, user: str, session: str, preview_every_s: float = 0.0,
                  on_submit: Callable[[Job], None] | None = None,
-                 on_update: Callable[[Update], None] | None = None) -> None:
+                 on_update: Callable[[Update], None] | None = None, save: bool = True) -> None:
         self.studio, self.user, self.session = studio, user, session
+        self.save = save                    # False: pictures held for the caller (animation frames)
         self.preview_every_s = preview_every_s
         self.on_submit = on_submit          # the run's watcher (REST progress) hears of each job
         self.on_update = on_update          # and of every update of every job
@@ -33,7 +34,7 @@ class Sequence:
         if self.stopped:
             return None
         job = self.studio.submit(request, user=self.user, session=self.session,
-                                 preview_every_s=self.preview_every_s)
+                                 preview_every_s=self.preview_every_s, save=self.save)
         if self.on_submit is not None:
             self.on_submit(job)
         try:

@@ -121,10 +121,11 @@ class Studio:
                             known_vaes=names["vae"], **raw)
 
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
-               preview_every_s: float = 0.0) -> Job:
+               preview_every_s: float = 0.0, save: bool = True) -> Job:
         """Queue a request with the dispatcher (fair between users); the job handle has its
-        progress, previews, stop() and result()."""
-        return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s)
+        progress, previews, stop() and result(). `save=False`: pictures held for the caller."""
+        return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s,
+                                      save=save)
 
     def live(self, request: GenerationRequest, *, user: str, session: str) -> GenerationResult | None:
         """One live picture (held, not saved) through the dispatcher's live lane; None when newer
