@@ -6,7 +6,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
-from studio.ui import extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, txt2img
+from studio.ui import animation, extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
@@ -27,6 +27,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 i2i, i2i_image, i2i_fields = img2img.build(studio, native)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
                 inp, editor, inp_fields = inpaint.build(studio, native)
+            with gr.Tab("Animation", id="animation", elem_id="tab-animation"):
+                animation.build(studio)
             with gr.Tab("Extras", id="extras", elem_id="tab-extras"):
                 extras.build(studio)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab-pnginfo"):
