@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -225,3 +227,27 @@ def test_five_rapid_live_changes_run_at_most_two_and_end_on_the_last(server):
     assert len(made) <= 2, outcomes
     assert isinstance(outcomes[-1], str) and outcomes[-1].startswith("a red circle\n"), outcomes
     assert all("Replaced by a newer live request" in str(o) for o in outcomes[1:-1] if not isinstance(o, str))
+
+
+def test_animate_over_the_api_returns_a_playable_video_and_refuses_hostile_schedules(client, server):
+    """/animate takes the animation settings (and pictures, a video, a name to resume): a program
+    gets the MP4 and GIF back; the frames are saved under outputs/animations; a schedule that
+    tries to reach Python gets a clear error, and the server goes on."""
+    from studio.animation.settings import AnimationSettings
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = [p["parameter_name"] for p in api["/animate"]["parameters"]]
+    assert names[:4] == ["mode", "frames", "fps", "prompts"] and names[-4:] == ["start", "end", "video", "resume"]
+    assert set(AnimationSettings.__dataclass_fields__) <= set(names)
+    video, strip, status, files = client.predict(
+        mode="travel", frames=4, fps=4, seed=9, steps="0:(3)", prompts="0: a red circle\n3: a blue square",
+        formats=["mp4", "gif"], api_name="/animate")
+    path = video["video"] if isinstance(video, dict) else video
+    assert open(path, "rb").read(12)[4:8] == b"ftyp"                         # an MP4 container
+    assert sorted(Path(f).suffix for f in files) == [".gif", ".mp4"] and "4 frames" in status
+    frames = sorted(server.outputs.glob("animations/*/frame_*.png"))
+    assert len(frames) == 4
+    with pytest.raises(Exception, match="not allowed|may be called"):
+        client.predict(mode="2d", frames=3, zoom="0:(__import__('os').getcwd())", api_name="/animate")
+    with pytest.raises(Exception, match="Video mode needs a video"):
+        client.predict(mode="video", frames=3, api_name="/animate")
+    assert client.predict(prompt="still here", steps=2, api_name="/live")

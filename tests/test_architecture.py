@@ -72,7 +72,7 @@ def test_no_import_cycles():
 def test_the_ui_the_rest_api_the_plots_and_the_dispatcher_import_no_torch_or_diffusers():
     code = ("import sys, studio.ui, studio.serving.studio, studio.serving.dispatcher, studio.requests, "
             "studio.api.routes, studio.outputs.pnginfo, studio.plots.plot, studio.serving.sequence, "
-            "studio.upscale.hires; "
+            "studio.upscale.hires, studio.animation.start, studio.animation.render; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -80,11 +80,13 @@ def test_the_ui_the_rest_api_the_plots_and_the_dispatcher_import_no_torch_or_dif
 
 def test_the_tabs_and_the_rest_api_submit_to_the_dispatcher_and_never_run_the_engine():
     for f in [*(STUDIO / "ui").glob("*.py"), *(STUDIO / "api").glob("*.py"), *(STUDIO / "plots").glob("*.py"),
-              *(STUDIO / "upscale").glob("*.py"), *(STUDIO / "outpaint").glob("*.py")]:
+              *(STUDIO / "upscale").glob("*.py"), *(STUDIO / "outpaint").glob("*.py"),
+              *(STUDIO / "animation").glob("*.py")]:
         text = f.read_text()
         assert "studio.run(" not in text and "generation.engine" not in text, f.name
     assert "studio.submit(" in (STUDIO / "ui" / "widgets.py").read_text()
     assert "studio.submit(" in (STUDIO / "serving" / "sequence.py").read_text()
     assert "Sequence(" in (STUDIO / "ui" / "widgets.py").read_text()
     assert "run_composed(" in (STUDIO / "ui" / "plots.py").read_text()
+    assert "sequence.run(" in (STUDIO / "animation" / "render.py").read_text()
     assert "studio.submit(" in (STUDIO / "api" / "calls.py").read_text()

@@ -488,3 +488,34 @@ def test_few_step_student_and_live_mode_in_browser(browser, tmp_path):
     finally:
         context.close()
         stop_server(srv)
+
+
+def test_animation_tab_renders_frames_and_plays_the_video_in_browser(page, server):
+    """The Animation tab: a schedule's curve is drawn as it is typed; Animate shows the frames as
+    they finish, then a <video> that the browser decodes and plays (H.264 MP4)."""
+    open_tab(page, "animation")
+    frames = page.locator("#animation-frames input[type=number]")
+    frames.fill("4")
+    frames.press("Enter")
+    page.click("#animation-camera button, #animation-camera .label-wrap")
+    page.fill("#animation-zoom textarea", "0:(1.0), 3:(1.1)")
+    page.wait_for_selector("#animation-zoom-curve img", timeout=UI_TIMEOUT_MS)
+    page.click("#animation-diffusion button, #animation-diffusion .label-wrap")
+    page.fill("#animation-steps textarea", "0:(3)")
+    page.fill("#animation-prompts textarea", "0: a red circle\n3: a blue square")
+    page.click("#animation-go")
+    try:
+        page.wait_for_function(
+            "() => { const v = document.querySelector('#animation-video-out video');"
+            " return v && v.currentSrc && v.readyState >= 2; }", timeout=GENERATION_TIMEOUT_MS)
+    except sync_api.TimeoutError:
+        toasts = page.locator(".toast-body").all_inner_texts()
+        pytest.fail(f"no video in the Animation tab; toasts: {toasts}\n{server_log(server)}")
+    playing = page.evaluate(
+        "async () => { const v = document.querySelector('#animation-video-out video'); v.muted = true;"
+        " await v.play(); await new Promise(r => setTimeout(r, 600));"
+        " return {time: v.currentTime, width: v.videoWidth, paused: v.paused}; }")
+    assert playing["time"] > 0 and playing["width"] > 0 and not playing["paused"], playing
+    assert page.locator("#animation-strip img").count() >= 1
+    assert "4 frames" in page.inner_text("#animation-status")
+    assert len(list(server.outputs.glob("animations/*/frame_*.png"))) >= 4
