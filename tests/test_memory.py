@@ -57,3 +57,13 @@ def test_oom_is_retried_with_savers_and_the_user_is_told(fresh):
     with pytest.raises(StudioError, match="Out of memory at"):
         run(fresh)
     assert len(run(fresh).images) == 1
+
+
+def test_low_memory_mode_works_on_the_embedded_model_whose_first_block_has_one_head(tmp_path):
+    """diffusers' "auto" attention slicing halves each block's head count: 0 for a one-head block,
+    a ZeroDivisionError in every picture (found by bench/gpu_check.py's dry run). One head a slice."""
+    studio = Studio.from_settings(Settings(model="", outputs=tmp_path))
+    plain = np.asarray(run(studio, width=64, height=64).images[0].image, dtype=np.int16)
+    studio.manager.set_memory("low")
+    low = np.asarray(run(studio, width=64, height=64).images[0].image, dtype=np.int16)
+    assert np.abs(low - plain).max() <= 2

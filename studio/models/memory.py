@@ -51,12 +51,20 @@ def place(pipe, device: str, mode: str) -> None:
         pipe.to(device)
     low = mode in ("low", "offload", "sequential")
     if low:
-        pipe.enable_attention_slicing()
+        pipe.enable_attention_slicing(attention_slices(pipe.unet))
     elif hasattr(pipe, "disable_attention_slicing"):
         pipe.disable_attention_slicing()
     vae = pipe.vae
     (vae.enable_slicing if low else vae.disable_slicing)()
     (vae.enable_tiling if low else vae.disable_tiling)()
+
+
+def attention_slices(unet) -> str:
+    """diffusers' "auto" halves each block's head count, which is 0 for a one-head block (the
+    embedded model's first): then "max", one head at a time."""
+    heads = unet.config.attention_head_dim
+    heads = heads if isinstance(heads, (list, tuple)) else [heads]
+    return "max" if any(isinstance(h, int) and h < 2 for h in heads) else "auto"
 
 
 def free_device_memory() -> None:
