@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from studio.animation.expressions import ScheduleError
+from studio.animation.measures import blueness, centroid, colour_drift, consecutive_change, red_mask, spearman
 from studio.animation.motion import warp
 from studio.animation.plan import plan_frames
 from studio.animation.schedule import prompt_blends, values
@@ -71,6 +72,8 @@ def test_bad_values_are_refused_before_any_frame_with_the_frame_named():
                 dict(seed="x"), dict(blend_prompts="yes"), dict(unknown=1)):
         with pytest.raises(InvalidRequest):
             make_settings(**bad)
+    with pytest.raises(InvalidRequest, match="not a frame number"):
+        plan_frames(make_settings(prompts="a red circle: big", seed=1))
 
 
 def test_prompt_keyframes_blend_cut_and_loop():
@@ -114,12 +117,11 @@ def _disc(cx: float, cy: float, r: int = 5, size: int = 64) -> np.ndarray:
 
 
 def _red(img: np.ndarray) -> np.ndarray:
-    return (img[..., 0] > 150) & (img[..., 1] < 100) & (img[..., 2] < 100)
+    return red_mask(img)
 
 
 def _centroid(img: np.ndarray) -> tuple[float, float]:
-    ys, xs = np.nonzero(_red(img))
-    return float(xs.mean()), float(ys.mean())
+    return centroid(red_mask(img))
 
 
 def test_a_translation_schedule_moves_the_centroid_by_the_scheduled_pixels():
@@ -191,24 +193,12 @@ def test_2d_motion_through_diffusion_follows_the_path_and_keeps_the_colour(embed
             assert _centroid(f)[0] == pytest.approx(18 + 1.5 * t, abs=4), t
 
 
-def _spearman(xs: list[float]) -> float:
-    ranks = np.argsort(np.argsort(xs))
-    return float(np.corrcoef(ranks, np.arange(len(xs)))[0, 1])
-
-
-def _blueness(img: np.ndarray) -> float:
-    """The object's mean colour on the red -> blue axis (pixels far from the gray background)."""
-    px = img.reshape(-1, 3).astype(float)
-    obj = px[np.abs(px - np.median(px, axis=0)).sum(1) > 80]
-    return float((obj[:, 2] - obj[:, 0]).mean()) if len(obj) else 0.0
-
-
 def test_prompt_travel_moves_the_colour_from_red_to_blue_against_a_hard_cut(embedded):
     _, travel = _render(embedded, mode="travel", frames=12, prompts=RED_TO_BLUE, seed_mode="fixed")
     _, cut = _render(embedded, mode="travel", frames=12, prompts=RED_TO_BLUE, seed_mode="fixed", blend_prompts=False)
-    along = [_blueness(f) for f in travel]
-    assert along[0] < 0 < along[-1] and _spearman(along) >= 0.9
-    jumps = np.abs(np.diff([_blueness(f) for f in cut]))
+    along = [blueness(f) for f in travel]
+    assert along[0] < 0 < along[-1] and spearman(along) >= 0.9
+    jumps = np.abs(np.diff([blueness(f) for f in cut]))
     assert jumps.argmax() == 10 and jumps[10] > 0.8 * jumps.sum()          # the control: one step, at the key
     assert np.abs(np.diff(along)).max() < 0.5 * (along[-1] - along[0])     # travel: no single step carries it
 
@@ -222,8 +212,7 @@ def test_travel_with_fixed_noise_changes_less_between_frames_than_per_frame_seed
                                         blend=p.prompt.weight, seed=11 + p.index, steps=10, cfg_scale=5,
                                         width=64, height=64)
         naive.append(np.asarray(embedded.submit(request, user="t", save=False).result().images[0].image))
-    change = lambda frames: np.mean([np.abs(a.astype(float) - b).mean() for a, b in zip(frames, frames[1:])])  # noqa: E731
-    assert change(travel) < 0.5 * change(naive)
+    assert consecutive_change(travel) < 0.5 * consecutive_change(naive)
 
 
 def test_colour_coherence_drifts_less_over_48_frames_than_none(embedded):
@@ -233,7 +222,7 @@ def test_colour_coherence_drifts_less_over_48_frames_than_none(embedded):
     drift = {}
     for coherence in ("none", "LAB"):
         _, frames = _render(embedded, coherence=coherence, coherence_strength=1.0, **common)
-        drift[coherence] = float(np.abs(frames[-1].reshape(-1, 3).mean(0) - frames[0].reshape(-1, 3).mean(0)).sum())
+        drift[coherence] = colour_drift(frames[0], frames[-1])
     assert drift["LAB"] < drift["none"]
 
 
@@ -285,6 +274,11 @@ def test_video_input_mode_draws_over_the_uploaded_frames(embedded, tmp_path):
                                 prompts="0: a red circle on a gray background", coherence="none")
     xs = [_centroid(f)[0] for f in frames if _red(f).sum() > 20]
     assert len(xs) >= 4 and xs == sorted(xs)                                # the object follows the video
+    from studio.animation.render import Animation
+    again = Animation.open(embedded, animation.folder)                      # resume reads the copied clip
+    assert len(again.inputs.video) == 5 and np.array_equal(again.inputs.video[2], animation.inputs.video[2])
+    short, _ = _render(embedded, mode="video", frames=50, video=str(clip), steps="0:(2)")
+    assert len(short.plan) == 5                                             # as many frames as the clip has
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(InvalidRequest, match="Cannot read the video"):
         _render(embedded, mode="video", frames=2, video=str(tmp_path / "broken.mp4"))

@@ -13,6 +13,7 @@ diffused ones are both neighbours warped to that frame and cross-faded.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,14 @@ from studio.animation.colour import cohere
 from studio.animation.motion import add_noise, test_pattern, warp
 from studio.animation.plan import FramePlan, plan_frames
 from studio.animation.settings import AnimationSettings, make_settings
+from studio.animation.video import read_video
 from studio.outputs.folder import save_as
 
 FRAME = "frame_{:05d}.png"
 SETTINGS_FILE = "animation.json"
 INPUTS = ("start", "end")          # pictures saved beside the frames, for resume
+VIDEO = "input"                    # the video of video mode, copied beside them
+KEPT_IN_MEMORY = 12                # frames held for the next frames' warps (a cadence of 8 and the reference)
 
 
 @dataclass
@@ -65,17 +69,19 @@ class Animation:
         settings = make_settings(**json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8")))
         pictures = {name: np.asarray(Image.open(folder / f"{name}.png").convert("RGB"))
                     for name in INPUTS if (folder / f"{name}.png").exists()}
-        video = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("input_*.png"))]
+        clip = next(iter(sorted(folder.glob(f"{VIDEO}.*"))), None)
+        video = read_video(clip, settings.video_every, settings.frames)[0] if clip else []
         return cls(studio, settings, folder, Inputs(**pictures, video=video))
 
-    def write_inputs(self) -> None:
+    def write_inputs(self, video_file: str | Path | None = None) -> None:
+        """The settings, the start/end pictures (lossless) and a copy of the video, for resume."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / SETTINGS_FILE).write_text(json.dumps(self.settings.to_json(), indent=1), encoding="utf-8")
         for name in INPUTS:
             if getattr(self.inputs, name) is not None:
                 Image.fromarray(getattr(self.inputs, name)).save(self.folder / f"{name}.png")
-        for i, picture in enumerate(self.inputs.video):
-            Image.fromarray(picture).save(self.folder / f"input_{i:05d}.png")
+        if video_file:
+            shutil.copyfile(video_file, self.folder / f"{VIDEO}{Path(video_file).suffix.lower() or '.mp4'}")
 
     def path(self, t: int) -> Path:
         return self.folder / FRAME.format(t)
@@ -88,9 +94,15 @@ class Animation:
         return n
 
     def image(self, t: int) -> np.ndarray:
+        """Frame t's picture: from the few kept in memory, else read back from its file."""
         if t not in self._images:
-            self._images[t] = np.asarray(Image.open(self.path(t)).convert("RGB"))
+            self._keep(t, np.asarray(Image.open(self.path(t)).convert("RGB")))
         return self._images[t]
+
+    def _keep(self, t: int, image: np.ndarray) -> None:
+        self._images[t] = image
+        while len(self._images) > KEPT_IN_MEMORY:
+            del self._images[next(iter(self._images))]
 
     def _size(self) -> tuple[int, int]:
         s = self.settings
@@ -106,13 +118,9 @@ class Animation:
     def frames(self, sequence) -> Iterator[Frame]:
         """Make the frames not made yet, in order; each is saved before it is yielded. Ends early
         (frames kept) when the sequence was stopped."""
-        start = self.resume_point()
         began, made = time.monotonic(), 0
-        t = start
-        while t < len(self.plan):
-            plan = self.plan[t]
+        for plan in self.plan[self.resume_point():]:
             if not plan.diffuse:
-                t += 1
                 continue
             took = time.monotonic()
             written = self.make(plan, sequence)
@@ -123,7 +131,6 @@ class Animation:
                 per_frame = (time.monotonic() - began) / made
                 yield Frame(index, len(self.plan), self.path(index), time.monotonic() - took,
                             per_frame * (len(self.plan) - index - 1))
-            t += 1
 
     def resume_point(self) -> int:
         """The first frame to make: after the last finished diffused frame (in-betweens after it
@@ -167,7 +174,7 @@ class Animation:
         return self._loopback(plan, source, sequence)
 
     def _video(self, plan: FramePlan, sequence):
-        return self._loopback(plan, self._fit(self.inputs.video[plan.index % len(self.inputs.video)]), sequence)
+        return self._loopback(plan, self._fit(self.inputs.video[plan.index]), sequence)
 
     def _preview(self, plan: FramePlan, sequence):
         t = plan.index
@@ -235,7 +242,7 @@ class Animation:
 
     def _save(self, t: int, image: np.ndarray, parameters: str, data: dict) -> None:
         save_as(self.path(t), Image.fromarray(image), parameters, data)
-        self._images[t] = image
+        self._keep(t, image)
 
     def _fit(self, picture: np.ndarray) -> np.ndarray:
         if picture.shape[1::-1] == self.size:

@@ -179,7 +179,12 @@ def parse_prompts(text: str, frames: int) -> list[tuple[int, str, str]]:
         if not isinstance(prompt, str):
             raise ScheduleError(f"Keyframe {frame}: a prompt must be text, not {prompt!r}.")
         positive, _, negative = prompt.partition("--neg")
-        keys[key_frame(str(frame), frames)] = (positive.strip(), negative.strip())
+        try:
+            at = key_frame(str(frame), frames)
+        except ScheduleError:
+            raise ScheduleError(f"Prompt keyframe {str(frame).strip()!r} is not a frame number: write one "
+                                "`frame: prompt` a line, e.g. `0: a red circle`.") from None
+        keys[at] = (positive.strip(), negative.strip())
     return [(f, *keys[f]) for f in sorted(keys)]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,12 +35,13 @@ def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None =
         if not video:
             raise InvalidRequest("Video mode needs a video to work over.")
         frames, _ = read_video(video, settings.video_every, settings.frames)
+        settings = replace(settings, frames=len(frames))       # a shorter video: as many frames as it has
     inputs = Inputs(start=_picture("Start picture", start), end=_picture("End picture", end), video=frames)
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.seed}"
     animation = Animation(studio, settings, animations_root(studio) / name, inputs)
     if animation.plan:
         _check_first_request(studio, animation)
-    animation.write_inputs()
+    animation.write_inputs(video)
     return animation
 
 
