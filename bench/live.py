@@ -53,6 +53,21 @@ def picture(studio, model: str, fields: dict, saved: bool, seed: int) -> float:
     return time.perf_counter() - began
 
 
+def measure(studio, rounds: int) -> dict[str, list[float]]:
+    """Seconds a picture per row, `rounds` rounds after a warm-up one."""
+    table = cases(studio)
+    times: dict[str, list[float]] = {name: [] for name in table}
+    for r in range(rounds + 1):
+        for model in (EMBEDDED, STUDENT):       # a model's rows together, after a switch and an untimed picture
+            rows = {name: row for name, row in table.items() if row[0] == model}
+            picture(studio, model, next(iter(rows.values()))[1], False, seed=r)
+            for name, (m, fields, saved) in rows.items():
+                took = picture(studio, m, fields, saved, seed=r)
+                if r:
+                    times[name].append(took)
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=30)
@@ -65,16 +80,7 @@ def main() -> None:
     from studio.config import Settings
     from studio.serving.studio import Studio
     studio = Studio.from_settings(Settings(model="", outputs=Path(tempfile.mkdtemp(prefix="bench-live-"))))
-    table = cases(studio)
-    times: dict[str, list[float]] = {name: [] for name in table}
-    for r in range(args.rounds + 1):
-        for model in (EMBEDDED, STUDENT):       # a model's rows together, after a switch and an untimed picture
-            rows = {name: row for name, row in table.items() if row[0] == model}
-            picture(studio, model, next(iter(rows.values()))[1], False, seed=r)
-            for name, (m, fields, saved) in rows.items():
-                took = picture(studio, m, fields, saved, seed=r)
-                if r:
-                    times[name].append(took)
+    times = measure(studio, args.rounds)
     print(f"64 px, batch 1, {args.threads} threads, {args.rounds} rounds after a warm-up; "
           f"{torch.__version__}, {machine()}")
     print(f"{'':34} {'median s':>9} {'p95 s':>8} {'pictures/s':>11}")

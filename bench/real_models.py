@@ -51,16 +51,26 @@ def _tokenizer(pad: str = "<|endoftext|>"):
 def real_model(family: str) -> Path:
     """The folder of a random-weight `family` model ("sd15" or "sdxl"), written on first use."""
     import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     folder = CACHE / f"{family}-random"
     if (folder / "model_index.json").exists():
         return folder
     torch.manual_seed(0)
+    # random init takes seconds on a GPU, minutes for SDXL on a few cores (other draws, same costs)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        pipe = _random_pipeline(family)
     tmp = folder.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").write_text(json.dumps({"random weights": family}), encoding="utf-8")
+    tmp.rename(folder)
+    return folder
+
+
+def _random_pipeline(family: str):
+    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, PNDMScheduler,
+                           StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     sched = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                  num_train_timesteps=1000, steps_offset=1)
     unet = UNet2DConditionModel(**UNETS[family]).half()
@@ -77,7 +87,4 @@ def real_model(family: str) -> Path:
             text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**_CLIP_BIGG)).half(),
             tokenizer=_tokenizer(), tokenizer_2=_tokenizer("!"),
             scheduler=EulerDiscreteScheduler(**sched))
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "README.md").write_text(json.dumps({"random weights": family}), encoding="utf-8")
-    tmp.rename(folder)
-    return folder
+    return pipe

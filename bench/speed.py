@@ -263,6 +263,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="override every case's step count")
     p.add_argument("--repeats", type=int, default=3, help="timed runs after the first image")
     p.add_argument("--no-compile", action="store_true", help="leave out the compiled variants on the CPU")
+    p.add_argument("--variants", nargs="+", metavar="LABEL", help="only these paths (labels as printed)")
     p.add_argument("--out", type=Path, help="folder for the pictures and JSON (default: a temp folder)")
     p.add_argument("--child", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -293,6 +294,8 @@ def main() -> None:
     for case in cases:
         case_device = CASES[case][5] or device
         for label, opts in _variants(case_device, not args.no_compile):
+            if args.variants and label.strip() not in args.variants:
+                continue
             path = "plain" if label == "plain" else "studio"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, path,
                    "--repeats", str(args.repeats), "--out", str(out)]

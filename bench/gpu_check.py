@@ -1,0 +1,409 @@
+"""GPU truth: one command that checks and measures what a GPU user of the studio depends on.
+
+On the lent GPU machine (the `device` tool; wheels for what it lacks travel in .whl/):
+    python bench/gpu_check.py --fetch-wheels          # here, once: diffusers & co. into .whl/
+    # a device run, carry [".whl"], timeout_s 480:
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; \\
+        PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --out $OUT
+Here, before any device minute is spent (the CI runs it too):
+    python bench/gpu_check.py --dry-run               # CPU, embedded model, tiny sizes, no compile
+
+Stages, in order, each in its own process (a fault in one is reported and the next still runs;
+peak memory is each one's own), each within its share of --budget seconds (400 s: a run and a
+rerun of the stages that failed fit the 15 device minutes a task is lent, starts included):
+  environment  device, versions, the dense fp16 matmul peak that MFU is stated against
+  correctness  every tab (txt2img, img2img, inpaint) with the embedded model and a random-weight
+               SD1.5 at 512 px in fp16: finite, same seed -> same picture, the studio's picture
+               against plain diffusers' (PSNR), the compiled path against the eager one (PSNR)
+  speed        bench/speed.py, SD1.5 512 px and SDXL 1024 px, 30 steps, CFG, batch 1: plain
+               diffusers fp16 against the studio's fast path, cold compile and warm cache
+               (it/s, s/image, first picture, peak memory, speed-up, MFU, reloads on switching)
+  memory       each memory mode's peak memory and time at SD1.5 512 and SDXL 1024; the OOM
+               retry through the test hook (the picture still comes, memory mode 'low' after)
+  live         the embedded few-step student's pictures a second through the studio
+  profile      where one SD1.5 UNet step's time goes (attention, convolution, matmul, the rest,
+               and the gap between kernels) on the studio's eager fast path
+Capabilities not landed yet (LoRA training, animation, Ray workers) are listed as such.
+
+The report is printed and written as gpu_check.json after every stage, so a run cut short still
+returns what finished. Asserts nothing: it measures; the findings go to docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+PROMPT = "a red circle on a blue background"
+REAL_PROMPT = "a watercolour painting of a lighthouse on a cliff at dawn, soft light"
+TABS = ("txt2img", "img2img", "inpaint")
+# what the GPU machine's image lacks (device KINDS.md lists what it has); pure-Python wheels
+WHEELS = ("diffusers==0.42.1", "dynamicprompts==0.31.0", "torchsde==0.2.6", "trampoline==0.1.2")
+NOT_LANDED = {"lora_training": "issue 24", "animation": "issue 23", "ray_replicas": "issue 25"}
+
+
+# ------------------------------------------------------------------------------ the plan
+
+def plan(dry: bool) -> dict:
+    """Sizes per run kind: the GPU's real ones, or tiny ones that run the same code on a CPU."""
+    if dry:
+        return {"models": [("embedded", 64)], "memory_models": [("embedded", 64)], "steps": 3,
+                "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
+                               "--variants", "plain", "studio"],
+                "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "profile_model": ("embedded", 64)}
+    return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
+            "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
+                                                "studio", "studio, warm cache", "studio, no compile"],
+            "compile_tabs": TABS, "compile": True, "live_rounds": 10, "profile_model": ("sd15", 512)}
+
+
+STAGES = {   # name: share of the budget
+    "environment": 0.05, "correctness": 0.25, "speed": 0.45, "memory": 0.15, "live": 0.05, "profile": 0.05}
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+def device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_folder(name: str) -> str:
+    """'' is the embedded model; sd15/sdxl are random weights in the published configurations."""
+    if name == "embedded":
+        return ""
+    from real_models import real_model
+    return str(real_model(name))
+
+
+def make_studio(name: str, out: Path, tag: str, **manager_options):
+    from studio.config import PRESETS_DIR
+    from studio.models.manager import ModelManager
+    from studio.outputs.folder import OutputFolder
+    from studio.prompts.presets import load_presets
+    from studio.serving.studio import Studio
+    manager = ModelManager(model_folder(name), device=device(), **manager_options)
+    return Studio(manager=manager, outputs=OutputFolder(out / f"outputs-{name}-{tag}"),
+                  presets=load_presets(PRESETS_DIR))
+
+
+def tab_fields(tab: str, size: int, steps: int, name: str) -> dict:
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    fields = dict(prompt=PROMPT if name == "embedded" else REAL_PROMPT, steps=steps, seed=7,
+                  width=size, height=size, scheduler="DPM++ 2M Karras", cfg_scale=5.0)
+    if tab != "txt2img":
+        fields.update(image=Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)),
+                      strength=0.75 if tab == "img2img" else 1.0)
+    if tab == "inpaint":
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+        fields.update(mask=Image.fromarray(mask), mask_blur=0)
+    if tab == "txt2img":
+        fields["keep_latents"] = True
+    return fields
+
+
+def picture(studio, tab: str, fields: dict):
+    from studio.requests import make_request
+    return studio.submit(make_request(mode=tab, **fields), user="gpu-check").result()
+
+
+def psnr(a, b) -> float | None:
+    import numpy as np
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        return None
+    mse = ((x - y) ** 2).mean()
+    return None if mse == 0 else round(float(10 * np.log10(255 ** 2 / mse)), 2)
+
+
+def peak_gib(reset: bool = False) -> float | None:
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    if reset:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 3)
+
+
+# ------------------------------------------------------------------------------ the stages
+
+def stage_environment(p: dict, out: Path) -> dict:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+    from speed import _peak_flops
+    env = {"device": device(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "python": platform.python_version(), "cpu_cores": os.cpu_count(),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "not_landed": NOT_LANDED}
+    for package in ("diffusers", "transformers", "accelerate", "peft", "gradio"):
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            env[package] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                   gpu_memory_gib=round(props.total_memory / 2 ** 30, 1))
+    dtype = torch.float16 if env["device"] == "cuda" else torch.float32
+    env["matmul_peak_tflops"] = round(_peak_flops(env["device"], dtype) / 1e12, 1)
+    return env
+
+
+def check_tab(studio, name: str, tab: str, size: int, steps: int) -> tuple[dict, object]:
+    """Two pictures of one request: finite, not blank, the same bits."""
+    import numpy as np
+    fields = tab_fields(tab, size, steps, name)
+    began = time.perf_counter()
+    first = picture(studio, tab, fields).images[0]
+    seconds = time.perf_counter() - began
+    second = picture(studio, tab, fields).images[0]
+    a = np.asarray(first.image)
+    return {"model": name, "tab": tab, "size": size, "steps": steps, "first_s": round(seconds, 2),
+            "same_seed_same_picture": bool(np.array_equal(a, np.asarray(second.image))),
+            "not_blank": bool(a.std() > 0),
+            "latents_finite": None if first.latents is None else bool(np.isfinite(first.latents).all())}, first.image
+
+
+def plain_picture(name: str, tab: str, size: int, steps: int, cache: dict):
+    """The same request as a user writes it in diffusers (fp16 on CUDA, DPM++ 2M Karras)."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, DPMSolverMultistepScheduler
+    from speed import EMBEDDED
+    if name not in cache:
+        dtype = torch.float16 if device() == "cuda" else torch.float32
+        folder = EMBEDDED if name == "embedded" else model_folder(name)
+        pipe = AutoPipelineForText2Image.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+        pipe = pipe.to(device())
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+        pipe.set_progress_bar_config(disable=True)
+        cache[name] = pipe
+    pipe = cache[name] if tab == "txt2img" else AutoPipelineForImage2Image.from_pipe(cache[name])
+    fields = tab_fields(tab, size, steps, name)
+    kw = dict(height=size, width=size) if tab == "txt2img" else dict(image=fields["image"], strength=0.75)
+    return pipe(fields["prompt"], num_inference_steps=steps, guidance_scale=fields["cfg_scale"],
+                generator=torch.Generator("cpu").manual_seed(fields["seed"]), **kw).images[0]
+
+
+def stage_correctness(p: dict, out: Path) -> dict:
+    """Every tab, eager and compiled; txt2img and img2img against plain diffusers."""
+    from studio.models.memory import free_device_memory
+    rows, plain = [], {}
+    for name, size in p["models"]:
+        eager = make_studio(name, out, "eager", compile=False)
+        pictures = {}
+        for tab in TABS:
+            row, pictures[tab] = check_tab(eager, name, tab, size, p["steps"])
+            if tab != "inpaint":        # the studio's inpaint pastes back and blurs: not plain's
+                row["psnr_vs_plain_diffusers"] = psnr(pictures[tab], plain_picture(name, tab, size, p["steps"], plain))
+            rows.append(row)
+        eager.manager.unload()
+        plain.clear()
+        free_device_memory()
+        # the dry run takes the same path with compilation off: inductor's cold compile costs ~160 s
+        # on 2 cores, and tests/test_speed.py already compiles on the CPU
+        compiled = make_studio(name, out, "compiled", fast="on", compile=p["compile"],
+                               compile_cache=out / "compile-cache")
+        for tab in p["compile_tabs"]:
+            began = time.perf_counter()
+            image = picture(compiled, tab, tab_fields(tab, size, p["steps"], name)).images[0].image
+            row = next(r for r in rows if r["model"] == name and r["tab"] == tab)
+            row.update(compiled_first_s=round(time.perf_counter() - began, 1),
+                       psnr_compiled_vs_eager=psnr(image, pictures[tab]), fast_path=compiled.manager.fast.describe())
+        compiled.manager.unload()
+        free_device_memory()
+    return {"rows": rows, "psnr_note": "None = identical pictures"}
+
+
+def stage_speed(p: dict, out: Path) -> dict:
+    """bench/speed.py in a child: its own processes per path, its table, its JSON."""
+    folder = out / "speed"
+    cmd = [sys.executable, str(ROOT / "bench" / "speed.py"), *p["speed_args"], "--out", str(folder)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=p["timeout"])
+    rows = json.loads((folder / "speed.json").read_text()) if (folder / "speed.json").exists() else []
+    keep = ("case", "label", "it_per_s", "s_per_image", "first_image_after_start_s", "peak_memory_gib",
+            "weights_reloaded", "switch_tab_ms", "switch_sampler_ms", "fast_path")
+    return {"table": done.stdout.splitlines()[-40:], "stderr_tail": done.stderr[-1500:] if done.returncode else "",
+            "rows": [{k: r.get(k) for k in keep} for r in rows], "exit": done.returncode}
+
+
+def stage_memory(p: dict, out: Path) -> dict:
+    """Each memory mode once per model (sequential offload at SD1.5 only: minutes at SDXL size)."""
+    from studio.models.memory import MEMORY_MODES, free_device_memory
+    rows = []
+    for name, size in p["memory_models"]:
+        for mode in MEMORY_MODES[1:]:
+            if mode == "sequential" and size > 512:
+                continue
+            peak_gib(reset=True)
+            studio = make_studio(name, out, f"memory-{mode}", memory=mode, compile=False)
+            began = time.perf_counter()
+            picture(studio, "txt2img", tab_fields("txt2img", size, 4, name))
+            rows.append({"model": name, "size": size, "mode": mode, "in_use": studio.manager.memory_in_use,
+                         "peak_gib": peak_gib(), "seconds_4_steps": round(time.perf_counter() - began, 2)})
+            studio.manager.unload()
+            del studio
+            free_device_memory()
+    return {"rows": rows, "oom_retry": oom_retry(p, out)}
+
+
+def oom_retry(p: dict, out: Path) -> dict:
+    """The test hook raises CUDA's OutOfMemoryError once in the loop: the picture must still come."""
+    name, size = p["memory_models"][0]
+    studio = make_studio(name, out, "oom", memory="none", compile=False)
+    studio.manager.inject_oom = 1
+    result = picture(studio, "txt2img", tab_fields("txt2img", size, 4, name))
+    return {"pictures": len(result.images), "notes": result.notes, "memory_after": studio.manager.memory_in_use}
+
+
+def stage_live(p: dict, out: Path) -> dict:
+    """The few-step student beside its teacher through the studio (bench/live.py's rows)."""
+    import statistics
+
+    import live
+    from studio.config import Settings
+    from studio.serving.studio import Studio
+    studio = Studio.from_settings(Settings(model="", outputs=out / "outputs-live"))
+    return {name: {"median_s": round(statistics.median(v), 4), "pictures_per_s": round(1 / statistics.median(v), 1)}
+            for name, v in live.measure(studio, p["live_rounds"]).items()}
+
+
+CATEGORIES = (   # kernel or operator name fragments -> where one UNet step's time goes (first match)
+    ("convolution", ("conv", "fprop", "dgrad", "implicit", "winograd")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
+    ("matmul", ("gemm", "matmul", "addmm", "aten::mm", "aten::bmm", "aten::linear", "cutlass", "xmma")),
+)
+ADVICE = (      # (share, above, the next change that would close the gap)
+    ("gap between kernels", 0.15, "CUDA graphs: --compile-mode reduce-overhead (launch-bound steps)"),
+    ("attention", 0.30, "fused QKV projections when no LoRA or reference hook needs to_q/to_k/to_v"),
+    ("convolution", 0.30, "channels-last VAE as well; fp8 convolutions where quality holds"),
+    ("matmul", 0.30, "fp8 linear layers where quality holds"),
+)
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    return next((c for c, fragments in CATEGORIES if any(f in low for f in fragments)),
+                "other (norms, elementwise, copies)")
+
+
+def stage_profile(p: dict, out: Path) -> dict:
+    """One CFG step of the UNet (batch 2) under torch.profiler, on the eager fast path."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    name, size = p["profile_model"]
+    studio = make_studio(name, out, "profile", fast="on", compile=False)
+    unet, dev = studio.manager.base().unet, device()
+    x = torch.randn(2, unet.config.in_channels, size // 8, size // 8, device=dev, dtype=unet.dtype)
+    x = x.to(memory_format=torch.channels_last)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=unet.dtype)
+    cuda = dev == "cuda"
+    with torch.no_grad():
+        for _ in range(3):
+            unet(x, 500, encoder_hidden_states=ctx)
+        peak_gib(reset=True)
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            began = time.perf_counter()
+            for _ in range(5):
+                unet(x, 500, encoder_hidden_states=ctx)
+            if cuda:
+                torch.cuda.synchronize()
+            wall_us = (time.perf_counter() - began) * 1e6
+    return time_split(prof, wall_us, cuda, name, size)
+
+
+def time_split(prof, wall_us: float, cuda: bool, name: str, size: int) -> dict:
+    from torch.autograd import DeviceType
+    spent: dict[str, float] = {}
+    for e in prof.key_averages():
+        on_device = getattr(e, "device_type", None) == DeviceType.CUDA
+        if cuda != on_device or (not cuda and not e.key.startswith("aten::")):
+            continue
+        us = (getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)) if cuda \
+            else e.self_cpu_time_total
+        spent[category(e.key)] = spent.get(category(e.key), 0.0) + us
+    busy = sum(spent.values())
+    shares = {k: round(v / wall_us, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    if cuda:
+        shares["gap between kernels"] = round(max(0.0, 1 - busy / wall_us), 3)
+    return {"model": name, "size": size, "ms_per_unet_call": round(wall_us / 5 / 1000, 2), "shares": shares,
+            "next_changes": [advice for key, above, advice in ADVICE if shares.get(key, 0) > above]}
+
+
+# ------------------------------------------------------------------------------ the driver
+
+def run_stage(name: str, args, left: float, out: Path) -> dict:
+    """One stage in a child process, within `left` seconds; its RESULT line or what went wrong."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", name, "--out", str(out),
+           "--timeout", str(int(left))] + (["--dry-run"] if args.dry_run else [])
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+    except subprocess.TimeoutExpired:
+        return {"error": f"out of time after {left:.0f} s"}
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-3000:]}
+    return json.loads(line[len("RESULT "):])
+
+
+def fetch_wheels() -> None:
+    folder = ROOT / ".whl"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "-d", str(folder), *WHEELS], check=True)
+    print(f"wheels in {folder}: name it in the device call's carry")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="CPU, embedded model, tiny sizes")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-")))
+    p.add_argument("--budget", type=float, default=400.0,
+                   help="seconds for all stages together (one run and a rerun fit 15 device minutes)")
+    p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    p.add_argument("--fetch-wheels", action="store_true", help="download what the GPU machine lacks into .whl/")
+    p.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=float, default=600.0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.fetch_wheels:
+        return fetch_wheels()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.stage:
+        chosen = dict(plan(args.dry_run), dry=args.dry_run, timeout=max(10.0, args.timeout - 15))
+        print("RESULT " + json.dumps(globals()[f"stage_{args.stage}"](chosen, args.out)))
+        return
+    report = {"command": " ".join(["python", "bench/gpu_check.py", *sys.argv[1:]]), "dry_run": args.dry_run,
+              "stages": {}}
+    began = time.time()
+    for i, name in enumerate(args.stages):
+        left = args.budget - (time.time() - began)
+        share = STAGES[name] / sum(STAGES[n] for n in args.stages[i:])
+        t = time.time()
+        result = run_stage(name, args, left * share, args.out) if left > 20 else {"error": "skipped: no time left"}
+        report["stages"][name] = dict(result, seconds=round(time.time() - t, 1))
+        print(f"== {name} ({report['stages'][name]['seconds']} s)\n{json.dumps(result, indent=1)[:6000]}", flush=True)
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(f"report: {args.out / 'gpu_check.json'}")
+
+
+if __name__ == "__main__":
+    main()
