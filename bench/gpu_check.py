@@ -22,9 +22,10 @@ rerun of the stages that failed fit the 15 device minutes a task is lent, starts
   memory       each memory mode's peak memory and time at SD1.5 512 and SDXL 1024; the OOM
                retry through the test hook (the picture still comes, memory mode 'low' after)
   live         the embedded few-step student's pictures a second through the studio
+  animation    frames a second of a prompt travel and a 2D zoom at SD1.5 512 px
   profile      where one SD1.5 UNet step's time goes (attention, convolution, matmul, the rest,
                and the gap between kernels) on the studio's eager fast path
-Capabilities not landed yet (LoRA training, animation, Ray workers) are listed as such.
+Capabilities not landed yet (LoRA training, Ray workers) are listed as such.
 
 The report is printed and written as gpu_check.json after every stage, so a run cut short still
 returns what finished. Asserts nothing: it measures; the findings go to docs/performance.md.
@@ -50,7 +51,7 @@ REAL_PROMPT = "a watercolour painting of a lighthouse on a cliff at dawn, soft l
 TABS = ("txt2img", "img2img", "inpaint")
 # what the GPU machine's image lacks (device KINDS.md lists what it has); pure-Python wheels
 WHEELS = ("diffusers==0.42.1", "dynamicprompts==0.31.0", "torchsde==0.2.6", "trampoline==0.1.2")
-NOT_LANDED = {"lora_training": "issue 24", "animation": "issue 23", "ray_replicas": "issue 25"}
+NOT_LANDED = {"lora_training": "issue 24", "ray_replicas": "issue 25"}
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -61,15 +62,16 @@ def plan(dry: bool) -> dict:
         return {"models": [("embedded", 64)], "memory_models": [("embedded", 64)], "steps": 3,
                 "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
                                "--variants", "plain", "studio"],
-                "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "profile_model": ("embedded", 64)}
+                "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64)}
     return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
             "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
                                                 "studio", "studio, warm cache", "studio, no compile"],
-            "compile_tabs": TABS, "compile": True, "live_rounds": 10, "profile_model": ("sd15", 512)}
+            "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512)}
 
 
 STAGES = {   # name: share of the budget
-    "environment": 0.05, "correctness": 0.25, "speed": 0.45, "memory": 0.15, "live": 0.05, "profile": 0.05}
+    "environment": 0.05, "correctness": 0.25, "speed": 0.4, "memory": 0.15, "live": 0.05, "animation": 0.05,
+    "profile": 0.05}
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -283,6 +285,20 @@ def stage_live(p: dict, out: Path) -> dict:
     studio = Studio.from_settings(Settings(model="", outputs=out / "outputs-live"))
     return {name: {"median_s": round(statistics.median(v), 4), "pictures_per_s": round(1 / statistics.median(v), 1)}
             for name, v in live.measure(studio, p["live_rounds"]).items()}
+
+
+def stage_animation(p: dict, out: Path) -> dict:
+    """Frames a second of a prompt travel and a 2D zoom (20 steps; 2D at denoise 0.45) through the studio."""
+    from animation import render
+    name, size, frames = p["animation"]
+    studio = make_studio(name, out, "animation")
+    common = dict(frames=frames, width=size, height=size, prompts=f"0: {REAL_PROMPT if name != 'embedded' else PROMPT}")
+    render(studio, dict(common, mode="travel", frames=1))           # the model loads outside the timing
+    rows = {}
+    for mode, extra in (("travel", {}), ("2d", {"zoom": "0:(1.02)"})):
+        _, took = render(studio, dict(common, mode=mode, **extra))
+        rows[mode] = {"frames": frames, "seconds": round(took, 2), "frames_per_s": round(frames / took, 2)}
+    return {"model": name, "size": size, **rows}
 
 
 CATEGORIES = (   # kernel or operator name fragments -> where one UNet step's time goes (first match)

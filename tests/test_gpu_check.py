@@ -43,6 +43,7 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert set(speed) == {"plain", "studio"} and all(r["it_per_s"] > 0 for r in speed.values())
     assert speed["studio"]["weights_reloaded"] == 0
     assert stages["live"]["student, 1 step (live)"]["pictures_per_s"] > 0
+    assert stages["animation"]["travel"]["frames"] == 4 and stages["animation"]["2d"]["frames_per_s"] > 0
 
     profile = stages["profile"]
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
