@@ -1,6 +1,6 @@
 """Makes the README's pictures with the embedded model (CPU, about a minute):
 
-    python docs/make_pictures.py            # writes docs/images/xyz-plot.png
+    python docs/make_pictures.py            # writes docs/images/xyz-plot.png, animation-travel.gif
 
 Each picture is made through the studio itself (the same calls as the UI), so it shows what a
 user gets; the grid keeps its metadata (drop it on the PNG Info tab)."""
@@ -30,13 +30,28 @@ def xyz_plot(studio: Studio) -> Path:
     return save_grid(result, studio.outputs)
 
 
+# a prompt-travel loop: red circle -> blue square -> yellow triangle -> back, with one fixed seed (the
+# object stays about where it is while its colour and shape travel); 24 frames at 8 a second, each an
+# ordinary 20-step request
+TRAVEL = dict(mode="travel", frames=24, fps=8, seed=3, seed_mode="fixed", loop="loop", steps="0:(20)", cfg="0:(5)",
+              prompts="0: a red circle on a white background\n8: a blue square on a white background\n"
+                      "16: a yellow triangle on a white background", formats=["gif"])
+
+
+def travel_gif(studio: Studio) -> Path:
+    from studio.animation.start import begin, run
+    animation = begin(studio, TRAVEL)
+    return run(animation, Sequence(studio, user="docs", session="docs", save=False))["gif"]
+
+
 def main() -> None:
     IMAGES.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as outputs:
         studio = Studio.from_settings(Settings(model="", outputs=Path(outputs)))
         grid = xyz_plot(studio)
         shutil.copy(grid, IMAGES / "xyz-plot.png")
-    print(IMAGES / "xyz-plot.png")
+        shutil.copy(travel_gif(studio), IMAGES / "animation-travel.gif")
+    print(IMAGES / "xyz-plot.png", IMAGES / "animation-travel.gif")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,12 @@ def test_colour_coherence_drifts_less_over_48_frames_than_none(embedded):
     assert drift["LAB"] < drift["none"]
 
 
+def test_two_animations_begun_in_the_same_second_with_the_same_seed_never_share_a_folder(embedded):
+    from studio.animation.start import begin
+    folders = {begin(embedded, dict(mode="preview", frames=2, seed=5)).folder for _ in range(3)}
+    assert len(folders) == 3
+
+
 def test_each_frame_carries_its_metadata_and_settings(embedded):
     from studio.outputs.pnginfo import read_info
     animation, _ = _render(embedded, mode="2d", frames=3, cadence=2, prompts="0: a red circle")

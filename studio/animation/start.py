@@ -4,6 +4,7 @@ finished frames kept), then write the videos."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from dataclasses import replace
@@ -37,12 +38,26 @@ def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None =
         frames, _ = read_video(video, settings.video_every, settings.frames)
         settings = replace(settings, frames=len(frames))       # a shorter video: as many frames as it has
     inputs = Inputs(start=_picture("Start picture", start), end=_picture("End picture", end), video=frames)
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.seed}"
-    animation = Animation(studio, settings, animations_root(studio) / name, inputs)
+    animation = Animation(studio, settings, new_folder(studio, settings.seed), inputs)
     if animation.plan:
         _check_first_request(studio, animation)
     animation.write_inputs(video)
     return animation
+
+
+def new_folder(studio, seed: int) -> Path:
+    """outputs/animations/<date-time>-<seed>, made now; -2, -3... when another animation (another
+    user, the same second and seed) has the name, so no two runs ever share a folder."""
+    root = animations_root(studio)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
+    for n in itertools.count(1):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
 
 
 def reopen(studio, name: str) -> Animation:
