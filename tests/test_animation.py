@@ -198,6 +198,7 @@ def test_prompt_travel_moves_the_colour_from_red_to_blue_against_a_hard_cut(embe
     _, cut = _render(embedded, mode="travel", frames=12, prompts=RED_TO_BLUE, seed_mode="fixed", blend_prompts=False)
     along = [blueness(f) for f in travel]
     assert along[0] < 0 < along[-1] and spearman(along) >= 0.9
+    assert spearman([blueness(f) for f in cut]) < 0.9
     jumps = np.abs(np.diff([blueness(f) for f in cut]))
     assert jumps.argmax() == 10 and jumps[10] > 0.8 * jumps.sum()          # the control: one step, at the key
     assert np.abs(np.diff(along)).max() < 0.5 * (along[-1] - along[0])     # travel: no single step carries it

@@ -24,9 +24,10 @@ def blueness(image: np.ndarray, far: float = 80) -> float:
 
 
 def spearman(values: list[float]) -> float:
-    """Rank correlation of the values with their order (1: strictly rising)."""
-    ranks = np.argsort(np.argsort(values))
-    return float(np.corrcoef(ranks, np.arange(len(values)))[0, 1])
+    """Rank correlation of the values with their order (1: strictly rising; ties share a rank, so
+    a run of equal values then one step is not "rising")."""
+    from scipy.stats import spearmanr
+    return float(spearmanr(values, np.arange(len(values))).statistic)
 
 
 def consecutive_change(frames: list[np.ndarray]) -> float:
