@@ -5,6 +5,7 @@ loops, start/end pictures; the frames appear as they finish and the video plays 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import gradio as gr
@@ -27,6 +28,7 @@ HELP = {"zoom": "zoom per frame (>1 moves in)", "angle": "degrees per frame, cou
         "denoise": "how much img2img changes each frame (Deforum's strength = 1 - denoise)",
         "noise": "pixel noise added before img2img", "cfg": "CFG scale", "steps": "sampling steps",
         "seed_schedule": "seed when the seed mode is 'schedule' (s = the seed)"}
+log = logging.getLogger(__name__)
 MAX_STRIP = 16                 # frames shown in the strip while rendering
 
 
@@ -157,10 +159,9 @@ def build(studio: Studio) -> None:
 
 def _wire_curves(c: dict, plots: dict) -> None:
     for name, plot in plots.items():
-        draw = lambda text, frames, seed, how: curve(text, frames, seed, how)  # noqa: E731
         inputs = [c[name], c["frames"], c["seed"], c["interpolation"]]
         for trigger in (c[name], c["frames"], c["interpolation"]):
-            trigger.change(draw, inputs, plot, api_visibility="private", queue=False, show_progress="hidden")
+            trigger.change(curve, inputs, plot, api_visibility="private", queue=False, show_progress="hidden")
 
 
 def _wire_import(c: dict, deforum: gr.File, status: gr.Markdown) -> None:
@@ -205,7 +206,12 @@ def run_animation(studio: Studio, raw: dict, progress: gr.Progress, request: gr.
             return
         made = animation.videos()
     except StudioError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(f"{exc} The frames made so far are kept: resume with the name "
+                       f"{animation.folder.name}.") from None
+    except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
+        log.exception("Animation %s failed", animation.folder.name)
+        raise gr.Error(f"The animation stopped at frame {animation.done()}/{total}: {type(exc).__name__}: {exc}. "
+                       f"The frames made so far are kept: resume with the name {animation.folder.name}.") from None
     yield (str(made["mp4"]) if "mp4" in made else None, gr.skip(),
            f"**{animation.folder.name}**: {total} frames at {animation.settings.fps} fps · {animation.folder}",
            [str(p) for p in made.values()])
