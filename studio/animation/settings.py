@@ -86,7 +86,7 @@ def make_settings(**raw: Any) -> AnimationSettings:
     if unknown:
         raise InvalidRequest(f"Unknown animation setting(s): {', '.join(sorted(unknown))}.")
     d = AnimationSettings()
-    get = lambda k: raw.get(k, getattr(d, k)) if raw.get(k) is not None else getattr(d, k)  # noqa: E731
+    get = lambda k: getattr(d, k) if raw.get(k) is None else raw[k]  # noqa: E731
     out: dict[str, Any] = {}
     for name, choices in CHOICES.items():
         out[name] = _word(name, get(name), getattr(d, name))

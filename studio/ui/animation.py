@@ -144,7 +144,8 @@ def build(studio: Studio) -> None:
     def animate(raw: dict, progress, request):
         yield from run_animation(studio, raw, progress, request)
 
-    params = [(n, D.to_json()[n]) for n in names] + [("start", None), ("end", None), ("video", None), ("resume", "")]
+    defaults = D.to_json()
+    params = [(n, defaults[n]) for n in names] + [("start", None), ("end", None), ("video", None), ("resume", "")]
     go.click(event_function(animate, params, "Render an animation: the settings (as AnimationSettings), a start "
                             "and an end picture, a video (video mode), or the name of one to resume. Yields "
                             "(video, frames, status, files); the frames are saved under outputs/animations."),
