@@ -29,6 +29,7 @@ class Settings:
     presets: Path = PRESETS_DIR
     limits: Limits = field(default_factory=Limits)
     models_dir: Path = ROOT / "models"  # checkpoints/, loras/, vae/, embeddings/
+    datasets: Path = ROOT / "datasets"  # the Train tab's pictures, one folder a dataset
     queue_size: int = 16                # generations waiting at most (the dispatcher's queue)
     content_filter: str = "auto"        # auto (on with --share) | on | off
     memory: str = "auto"                # memory savers: auto | none | low | offload | sequential
@@ -112,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
                    help="do not serve AUTOMATIC1111's REST API at /sdapi/v1 (served by default, with "
                         "the same logins as the UI)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
+    p.add_argument("--datasets", default=str(ROOT / "datasets"),
+                   help="folder of training datasets, one folder each (the Train tab; default datasets/)")
     p.add_argument("--presets", default=str(PRESETS_DIR), help=argparse.SUPPRESS)
     return p
 
@@ -141,7 +144,7 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     return Settings(model=args.model, host=args.host, port=args.port, share=args.share, auth=auth,
                     device=args.device, dtype=args.dtype, outputs=Path(args.outputs),
                     presets=Path(args.presets), allow_pickle=args.allow_pickle,
-                    models_dir=Path(args.models_dir), memory=args.memory, queue_size=args.queue_size,
+                    models_dir=Path(args.models_dir), datasets=Path(args.datasets), memory=args.memory, queue_size=args.queue_size,
                     content_filter=args.content_filter,
                     limits=_limits(p, args),
                     prediction_type=args.prediction_type, fast=args.fast, compile=args.compile,

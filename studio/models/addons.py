@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 class AddonState:
     """What is applied to the loaded model right now (reset when the model is unloaded)."""
     adapters: dict[str, str] = field(default_factory=dict)     # lora name -> adapter id
+    adapter_files: dict[str, str] = field(default_factory=dict)  # lora name -> sha256 when loaded
     embeddings: dict[str, str] = field(default_factory=dict)   # token -> embedding file hash
     vae: str | None = None                                     # name of the swapped-in VAE
     own_vae: object = None                                     # the model's own VAE module
@@ -41,8 +42,12 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
             pipe.disable_lora()
         return records
     for name, path, weight in loras:
+        digest = file_hash(path)
         if name in state.adapters:
-            continue
+            if state.adapter_files.get(name) == digest:
+                continue
+            # the file changed on disk (trained again under the same name): load the new one
+            _drop_adapter(pipe, state.adapters.pop(name))
         adapter = _adapter_id(name)
         try:
             pipe.load_lora_weights(str(path), adapter_name=adapter)
@@ -54,7 +59,7 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
         if adapter not in found:
             raise InvalidRequest(f"LoRA {name!r} has no layers that match this {family} model "
                                  "(made for another model family?).")
-        state.adapters[name] = adapter
+        state.adapters[name], state.adapter_files[name] = adapter, digest
     pipe.enable_lora()
     pipe.set_adapters([state.adapters[n] for n, _, _ in loras], [w for _, _, w in loras])
     for name, path, weight in loras:

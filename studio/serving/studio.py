@@ -12,6 +12,7 @@ from pathlib import Path
 
 from studio.config import Settings
 from studio.errors import GenerationStopped, InvalidRequest
+from studio.finetune.jobs import TrainingJobs
 from studio.serving.dispatcher import Dispatcher, Job
 from studio.models.library import EMBEDDED, ModelLibrary
 from studio.models.manager import ModelManager
@@ -37,6 +38,7 @@ class Studio:
     content_filter: ContentFilter = field(default_factory=lambda: ContentFilter(False, Path()))
     queue_size: int = 16         # generations waiting at most (0: no bound)
     history: HistoryIndex | None = None     # the searchable index of the outputs folder
+    training: TrainingJobs | None = None    # LoRA training jobs (their own processes)
 
     def __post_init__(self) -> None:
         if self.dispatcher is None:
@@ -55,6 +57,8 @@ class Studio:
                    limits=settings.limits, queue_size=settings.queue_size,
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
                    start_model=settings.model,
+                   training=TrainingJobs(settings.outputs / "training", settings.models_dir, settings.datasets,
+                                         settings.device),
                    content_filter=ContentFilter(
                        settings.content_filter == "on" or (settings.content_filter == "auto" and settings.share),
                        settings.presets / "blocklist.txt", settings.models_dir / "safety-checker"))

@@ -49,15 +49,15 @@ class Score:
         return self.colour and self.background and self.position and self.shape
 
 
-def _nearest_index(pixels: np.ndarray) -> np.ndarray:
+def _nearest_index(pixels: np.ndarray, palette: np.ndarray = _PALETTE) -> np.ndarray:
     """Palette index of the nearest named colour for each of N x 3 pixels."""
-    d = ((pixels[:, None, :].astype(np.float32) - _PALETTE[None]) ** 2).sum(axis=2)
+    d = ((pixels[:, None, :].astype(np.float32) - palette[None]) ** 2).sum(axis=2)
     return d.argmin(axis=1)
 
 
-def nearest_colour(rgb: np.ndarray) -> str:
+def nearest_colour(rgb: np.ndarray, names: tuple[str, ...] = _NAMES, palette: np.ndarray = _PALETTE) -> str:
     """Name of the palette colour nearest to an RGB triple."""
-    return _NAMES[int(_nearest_index(np.asarray(rgb, dtype=np.float32).reshape(1, 3))[0])]
+    return names[int(_nearest_index(np.asarray(rgb, dtype=np.float32).reshape(1, 3), palette)[0])]
 
 
 def _to_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -151,10 +151,14 @@ def classify_shape(f: dict[str, float]) -> str:
     return best
 
 
-def check(image: Image.Image | np.ndarray, scene: Scene) -> Score:
-    """Score `image` against the single-object `scene` it was prompted with."""
+def check(image: Image.Image | np.ndarray, scene: Scene,
+          colours: dict[str, tuple[int, int, int]] | None = None) -> Score:
+    """Score `image` against the single-object `scene` it was prompted with. `colours`: the
+    palette colours are read against (default the world's twelve; fine-tuning adds a 13th)."""
     if len(scene.objects) != 1:
         raise ValueError("the checker scores single-object scenes")
+    names, palette = (_NAMES, _PALETTE) if colours is None else (
+        tuple(colours), np.array(list(colours.values()), dtype=np.float32))
     want = scene.objects[0]
     arr = _to_array(image)
     hgt, wid = arr.shape[:2]
@@ -163,7 +167,7 @@ def check(image: Image.Image | np.ndarray, scene: Scene) -> Score:
     border = np.concatenate([arr[:ring].reshape(-1, 3), arr[-ring:].reshape(-1, 3),
                              arr[:, :ring].reshape(-1, 3), arr[:, -ring:].reshape(-1, 3)])
     bg_rgb = np.median(border, axis=0)
-    bg_name = nearest_colour(bg_rgb)
+    bg_name = nearest_colour(bg_rgb, names, palette)
     found: dict = {"background": bg_name, "background_rgb": bg_rgb.round().tolist()}
     bg_ok = bg_name == scene.background
 
@@ -199,12 +203,12 @@ def check(image: Image.Image | np.ndarray, scene: Scene) -> Score:
     core = native & (dist > 0.75 * peak)
     pix = arr[core] if core.sum() >= 4 else arr[native | (dist > 0.75 * peak)]
     obj_rgb = np.median(pix, axis=0)
-    colour = nearest_colour(obj_rgb)
+    colour = nearest_colour(obj_rgb, names, palette)
     found["colour"] = colour
     found["colour_rgb"] = obj_rgb.round().tolist()
     # A real object is one flat colour unlike the background and of bounded size; noise or
     # a flooded picture yields a huge, many-coloured "blob" that must not earn credit.
-    purity = float((_nearest_index(pix) == _NAMES.index(colour)).mean())
+    purity = float((_nearest_index(pix, palette) == names.index(colour)).mean())
     found["purity"] = round(purity, 3)
     if (purity < MIN_PURITY or colour == bg_name
             or found["area_frac"] > MAX_AREA_FRAC):
@@ -239,7 +243,7 @@ def check(image: Image.Image | np.ndarray, scene: Scene) -> Score:
 
 
 def score_many(images: Sequence[Image.Image | np.ndarray] | np.ndarray,
-               scenes: Sequence[Scene]) -> dict[str, float]:
+               scenes: Sequence[Scene], colours: dict[str, tuple[int, int, int]] | None = None) -> dict[str, float]:
     """Fraction of pictures correct on each axis ("colour", "background", "position",
     "shape") and on all of them at once ("all")."""
     if len(images) != len(scenes):
@@ -247,7 +251,7 @@ def score_many(images: Sequence[Image.Image | np.ndarray] | np.ndarray,
     keys = ("colour", "background", "position", "shape", "all")
     totals = dict.fromkeys(keys, 0)
     for image, scene in zip(images, scenes):
-        s = check(image, scene)
+        s = check(image, scene, colours)
         for k in keys:
             totals[k] += bool(getattr(s, k))
     n = max(len(scenes), 1)

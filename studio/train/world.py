@@ -127,11 +127,12 @@ def _star_points(cx: float, cy: float, r: float, inner: float = 0.5) -> list[tup
     return pts
 
 
-def _draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, side: int, background: tuple[int, int, int]) -> None:
+def _draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, side: int, background: tuple[int, int, int],
+              colours: dict[str, tuple[int, int, int]]) -> None:
     """Draw one object on a canvas of `side` pixels (already supersampled)."""
     cx, cy = object_centre(obj)
     cx, cy, r = cx * side, cy * side, SIZE_RADIUS[obj.size] * side
-    fill = COLOURS[obj.colour]
+    fill = colours[obj.colour]
     if obj.shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif obj.shape == "square":
@@ -150,17 +151,19 @@ def _draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, side: int, background: tuple[
         raise ValueError(f"unknown shape {obj.shape!r}")
 
 
-def render(scene: Scene, size: int = 64) -> Image.Image:
+def render(scene: Scene, size: int = 64, colours: dict[str, tuple[int, int, int]] | None = None) -> Image.Image:
     """Draw `scene` as an RGB image, 4x supersampled and box-filtered for clean edges.
 
     No jitter: the picture depends on the scene alone, so checker and captions agree exactly.
+    `colours`: the palette (default the world's twelve; the fine-tuning measure adds a 13th).
     """
+    colours = colours or COLOURS
     side = size * SUPERSAMPLE
-    bg = COLOURS[scene.background]
+    bg = colours[scene.background]
     img = Image.new("RGB", (side, side), bg)
     draw = ImageDraw.Draw(img)
     for obj in scene.objects:
-        _draw_obj(draw, obj, side, bg)
+        _draw_obj(draw, obj, side, bg, colours)
     return img.resize((size, size), Image.Resampling.BOX)
 
 

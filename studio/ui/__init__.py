@@ -6,7 +6,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
-from studio.ui import animation, extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, txt2img
+from studio.ui import animation, extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, train, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
@@ -29,6 +29,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 inp, editor, inp_fields = inpaint.build(studio, native)
             with gr.Tab("Animation", id="animation", elem_id="tab-animation"):
                 animation.build(studio)
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                try_it, attach_jobs, train_jobs = train.build(studio)
             with gr.Tab("Extras", id="extras", elem_id="tab-extras"):
                 extras.build(studio)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab-pnginfo"):
@@ -48,6 +50,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
         switched.then(lambda: [prompt_hint(studio)] * len(hints), None, hints, api_visibility="private",
                       queue=False)
         fewstep.wire(demo, switched, studio, [t2i_fields, i2i_fields, inp_fields])
+        demo.load(attach_jobs, None, train_jobs, api_visibility="private", queue=False)
+        try_it.click(lambda j: (train.try_prompt(studio, j), gr.Tabs(selected="txt2img")), train_jobs,
+                     [t2i_fields["prompt"], tabs], api_visibility="private", queue=False)
     return demo
 
 

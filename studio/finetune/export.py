@@ -1,0 +1,134 @@
+"""A trained LoRA as the file every tool loads: kohya's layout, written by the studio's own code.
+
+Keys are `lora_unet_<module path with . -> _>` and `lora_te_text_model_<...>` with
+`.lora_down.weight` (PEFT's lora_A), `.lora_up.weight` (lora_B) and `.alpha`, the alpha actually
+used (the scale is alpha / rank in kohya, AUTOMATIC1111, ComfyUI and diffusers). diffusers' own
+kohya converter writes alpha = rank and SD1 text encoders as `lora_te1_`, so it is not used.
+Tensors are fp16 and contiguous; the header carries kohya's `ss_*` training metadata (all strings),
+`modelspec.*` and `sshs_model_hash` (sha256 of the bytes after the header, which AUTOMATIC1111
+shows as the LoRA's hash). The file is written to a temporary name and renamed, so a reader never
+sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+KEY_RULE = re.compile(r"^lora_(unet|te)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
+BASE_VERSIONS = {"SD 1.x": "sd_v1", "SD 2.x": "sd_v2", "SDXL": "sdxl_base_v1-0"}
+ARCHITECTURES = {"sd_v1": "stable-diffusion-v1/lora", "sd_v2": "stable-diffusion-v2-512/lora",
+                 "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora"}
+
+
+def kohya_name(prefix: str, module: str) -> str:
+    """`lora_unet_` / `lora_te_` + the module path with dots as underscores. The text encoder's
+    path is written under `text_model_` (transformers 5 dropped that level from CLIPTextModel; the
+    readers match `lora_te_text_model_encoder_layers_N_...`)."""
+    if prefix == "te" and not module.startswith("text_model."):
+        module = "text_model." + module
+    return f"lora_{prefix}_" + module.replace(".", "_")
+
+
+def lora_state(model) -> dict:
+    """The LoRA weights PEFT added to `model` (`<module>.lora_A.<adapter>.weight`, `lora_B`)."""
+    return {name: p for name, p in model.named_parameters() if ".lora_A." in name or ".lora_B." in name}
+
+
+def kohya_tensors(peft_state: dict, prefix: str, alpha: float) -> dict:
+    """One model's LoRA weights (`lora_state`, or PEFT's `get_peft_model_state_dict`) as kohya
+    tensors: fp16, contiguous, one `.alpha` per module."""
+    import torch
+
+    out = {}
+    for key, tensor in peft_state.items():
+        match = re.match(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
+        if not match:
+            raise ValueError(f"not a LoRA weight: {key}")
+        module, which = match.groups()
+        name = kohya_name(prefix, module)
+        out[f"{name}.{'lora_down' if which == 'A' else 'lora_up'}.weight"] = (
+            tensor.detach().to("cpu", torch.float16).contiguous())
+        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float16)
+    return out
+
+
+def data_hash(tensors: dict, metadata: dict[str, str]) -> str:
+    """sha256 of a safetensors file's data section (after the header): kohya's `sshs_model_hash`,
+    which AUTOMATIC1111 computes the same way for a LoRA's hash."""
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata)
+    header = int.from_bytes(blob[:8], "little")
+    return hashlib.sha256(blob[8 + header:]).hexdigest()
+
+
+def file_data_hash(path: Path) -> str:
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+        f.seek(8 + header)
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_lora(path: Path, tensors: dict, metadata: dict) -> Path:
+    """Write `tensors` with `metadata` (values made strings) and the hashes, atomically."""
+    from safetensors.torch import save_file
+
+    bad = [k for k in tensors if not KEY_RULE.match(k)]
+    if bad:
+        raise ValueError(f"not kohya LoRA keys: {bad[:3]}")
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    meta["sshs_model_hash"] = data_hash(tensors, {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)          # readable like any saved file (safetensors makes it 0600)
+    os.replace(tmp, path)
+    return path
+
+
+def training_metadata(settings, *, family: str, model_name: str, model_hash: str, dataset_dirs: dict,
+                      tag_frequency: dict, images: int, step: int, epoch: int, total: int,
+                      started: float, finished: float, resolution: int) -> dict[str, str]:
+    """kohya's `ss_*` keys (and modelspec's) for a run with these settings."""
+    version = next((v for k, v in BASE_VERSIONS.items() if family.startswith(k)), "sd_v1")
+    meta = {
+        "ss_output_name": settings.name, "ss_network_module": "networks.lora",
+        "ss_network_dim": settings.rank, "ss_network_alpha": settings.alpha,
+        "ss_network_args": {"text_encoder": settings.text_encoder_lr > 0},
+        "ss_base_model_version": version, "ss_v2": version == "sd_v2",
+        "ss_sd_model_name": model_name, "ss_new_sd_model_hash": model_hash,
+        "ss_resolution": f"({resolution}, {resolution})", "ss_seed": settings.seed,
+        "ss_learning_rate": settings.lr, "ss_unet_lr": settings.lr, "ss_text_encoder_lr": settings.text_encoder_lr,
+        "ss_lr_scheduler": settings.schedule, "ss_lr_warmup_steps": round(settings.warmup * total),
+        "ss_optimizer": "torch.optim.AdamW", "ss_min_snr_gamma": settings.min_snr_gamma,
+        "ss_noise_offset": settings.noise_offset, "ss_cache_latents": True, "ss_flip_aug": settings.flip,
+        "ss_enable_bucket": False, "ss_batch_size_per_device": settings.batch,
+        "ss_num_train_images": images, "ss_num_reg_images": 0, "ss_steps": step, "ss_epoch": epoch,
+        "ss_max_train_steps": total, "ss_num_epochs": settings.epochs,
+        "ss_dataset_dirs": dataset_dirs, "ss_tag_frequency": tag_frequency,
+        "ss_training_started_at": round(started, 3), "ss_training_finished_at": round(finished, 3),
+        "ss_training_comment": f"sd-studio; trigger: {settings.trigger}" if settings.trigger else "sd-studio",
+        "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": ARCHITECTURES[version],
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "modelspec.title": settings.name, "modelspec.resolution": f"{resolution}x{resolution}",
+    }
+    if settings.trigger:
+        meta["modelspec.trigger_phrase"] = settings.trigger
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def sidecar(settings, family: str, description: str) -> dict:
+    """AUTOMATIC1111's user metadata beside a LoRA (`NAME.json`): shown on its card, the
+    activation text added to the prompt with the LoRA."""
+    version = next((v for k, v in BASE_VERSIONS.items() if family.startswith(k)), "sd_v1")
+    return {"description": description, "sd version": {"sd_v1": "SD1", "sd_v2": "SD2"}.get(version, "SDXL"),
+            "activation text": settings.trigger, "preferred weight": 1.0, "negative text": "",
+            "notes": f"Trained in sd-studio: rank {settings.rank}, alpha {settings.alpha}."}

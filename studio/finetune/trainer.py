@@ -1,0 +1,389 @@
+"""The training run: a LoRA on the model's UNet (and, when asked, its text encoder), in its own
+process, writing everything to the job folder (studio/finetune/folder.py).
+
+Stages: load the model (the studio's ModelManager, as the server loads it) -> cache the
+pictures' latents and the captions' embeddings -> add PEFT LoRA layers to a copy of the UNet ->
+steps (noise at a random timestep, the model's own target: noise or v; min-SNR weights, Hang et
+al. 2023; AdamW; warm-up then cosine/linear/constant) -> every N steps a checkpoint (the kohya
+file and the full state) and sample pictures -> export to models/loras/NAME.safetensors.
+
+Resume restores the LoRA weights, the optimiser, the data order, the random generator and the
+step, so N steps + resume + N steps equals 2N steps straight (tested). Sample pictures are
+ordinary generation requests with the checkpoint's LoRA file, through a Studio in this process
+(its dispatcher and engine, the same code the server runs), so they look as the LoRA will in
+txt2img. A loss that is not finite stops the run with a message and writes no LoRA file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from studio.finetune.dataset import Dataset, read_dataset, with_trigger
+from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, kohya_tensors, lora_state, sidecar,
+                                    training_metadata, write_lora)
+from studio.finetune.folder import JobFolder
+from studio.finetune.settings import TrainSettings, sample_interval, total_steps
+
+SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
+             "linear": lambda p: 1.0 - p}
+SMOOTHING = 0.9           # the smoothed loss and the seconds a step: exponential moving averages
+
+
+class TrainingFailed(Exception):
+    """The run cannot go on (a non-finite loss, a model it cannot train); the message is the user's."""
+
+
+@dataclass
+class Run:
+    """What the stages share."""
+    job: JobFolder
+    settings: TrainSettings
+    dataset: Dataset
+    studio: object                      # the in-process Studio that makes the sample pictures
+    pipe: object
+    device: str
+    resolution: int
+    total: int
+    data: dict = field(default_factory=dict)   # latents, ids or embeddings, per picture
+    unet: torch.nn.Module | None = None
+    text_encoder: torch.nn.Module | None = None
+    params: list = field(default_factory=list)
+    opt: torch.optim.Optimizer | None = None
+    gen: torch.Generator | None = None
+    step: int = 0
+    order: list[int] = field(default_factory=list)   # this epoch's picture order (with repeats)
+    position: int = 0
+    s_per_step: float = 0.0
+    smooth: float | None = None
+    started: float = field(default_factory=time.time)
+
+
+# -- stage 1: the model and the data ----------------------------------------------------------------
+
+def sample_studio(job: JobFolder, settings: TrainSettings, device: str):
+    """A Studio over the job's own models folder (where checkpoint LoRAs are put for samples)."""
+    from studio.config import PRESETS_DIR
+    from studio.models.library import ModelLibrary
+    from studio.models.manager import ModelManager
+    from studio.outputs.folder import HeldPictures
+    from studio.prompts.presets import load_presets
+    from studio.serving.studio import Studio
+
+    (job.path / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    manager = ModelManager(settings.model, device=device, dtype="auto", fast="off")
+    return Studio(manager=manager, outputs=HeldPictures(), presets=load_presets(PRESETS_DIR),
+                  library=ModelLibrary(job.path / "models"), start_model=settings.model)
+
+
+def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str) -> Run:
+    dataset = read_dataset(datasets / settings.dataset, settings.trigger, settings.repeats)
+    studio = sample_studio(job, settings, device)
+    info = studio.manager.info()
+    if info.family.startswith("SDXL"):
+        raise TrainingFailed("Training SDXL LoRAs is not in this version of the studio (SD 1.x and 2.x are).")
+    pipe = studio.manager.pipeline("txt2img")
+    run = Run(job, settings, dataset, studio, pipe, device, settings.resolution or info.native_size,
+              total_steps(settings, dataset.with_repeats))
+    run.data = encode(run)
+    return run
+
+
+def _picture(path: Path, size: int) -> torch.Tensor:
+    """A picture as a 3 x size x size tensor in [-1, 1]: shorter side to `size`, centre crop."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+    return torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def encode(run: Run) -> dict:
+    """Latents of every picture (and its mirror image with `flip`), token ids of every caption,
+    and, when the text encoder is not trained, their embeddings: made once, before step 1."""
+    pipe, device = run.pipe, run.device
+    vae, dtype = pipe.vae, pipe.vae.dtype
+    pictures = torch.stack([_picture(i.path, run.resolution) for i in run.dataset.items])
+    variants = [pictures, pictures.flip(-1)] if run.settings.flip else [pictures]
+    latents = []
+    for batch in variants:
+        out = torch.cat([vae.encode(batch[i:i + 8].to(device, dtype)).latent_dist.mean
+                         for i in range(0, len(batch), 8)])
+        latents.append(out.float() * vae.config.scaling_factor)
+    ids = pipe.tokenizer([i.caption for i in run.dataset.items], padding="max_length", truncation=True,
+                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+    data = {"latents": torch.stack(latents, 1), "ids": ids}     # latents: pictures x variants x C x h x w
+    if run.settings.text_encoder_lr <= 0:
+        data["embeds"] = torch.cat([pipe.text_encoder(ids[i:i + 32].to(device))[0].float()
+                                    for i in range(0, len(ids), 32)])
+    return data
+
+
+# -- stage 2: the LoRA layers ---------------------------------------------------------------------------
+
+def add_lora(run: Run) -> None:
+    """PEFT LoRA layers on copies of the UNet (and text encoder) in fp32; the pipeline's own
+    modules stay as they are (they make the samples, with the exported file)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    s = run.settings
+    torch.manual_seed(s.seed)                 # PEFT's gaussian init of lora_A
+    run.unet = copy.deepcopy(run.pipe.unet).to(run.device, torch.float32).requires_grad_(False)
+    run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                    target_modules=list(UNET_TARGETS)))
+    groups = [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}]
+    if s.text_encoder_lr > 0:
+        run.text_encoder = copy.deepcopy(run.pipe.text_encoder).to(run.device, torch.float32).requires_grad_(False)
+        # peft directly: transformers' own add_adapter wants a newer peft than diffusers does
+        inject_adapter_in_model(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                           target_modules=list(TEXT_TARGETS)), run.text_encoder)
+        run.text_encoder.requires_grad_(False)
+        for name, p in run.text_encoder.named_parameters():
+            p.requires_grad_("lora_" in name)
+        groups.append({"params": [p for p in run.text_encoder.parameters() if p.requires_grad],
+                       "lr": s.text_encoder_lr, "base": s.text_encoder_lr})
+    run.params = [p for g in groups for p in g["params"]]
+    run.opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    run.gen = torch.Generator().manual_seed(s.seed)
+
+
+def lora_tensors(run: Run) -> dict:
+    tensors = kohya_tensors(lora_state(run.unet), "unet", run.settings.alpha)
+    if run.text_encoder is not None:
+        tensors |= kohya_tensors(lora_state(run.text_encoder), "te", run.settings.alpha)
+    return tensors
+
+
+# -- stage 3: the steps ---------------------------------------------------------------------------------
+
+def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
+    warm = round(warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    return SCHEDULES[schedule]((step - warm) / max(1, total - warm))
+
+
+def next_batch(run: Run) -> torch.Tensor:
+    """The next `batch` pictures of the epoch's order (repeats included); a new order each epoch."""
+    picked = []
+    while len(picked) < run.settings.batch:
+        if run.position >= len(run.order):
+            pool = torch.tensor([i for i, item in enumerate(run.dataset.items) for _ in range(item.repeats)])
+            run.order = pool[torch.randperm(len(pool), generator=run.gen)].tolist()
+            run.position = 0
+        picked.append(run.order[run.position])
+        run.position += 1
+    return torch.tensor(picked)
+
+
+def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
+    from diffusers.training_utils import compute_snr
+
+    s, data = run.settings, run.data
+    idx = next_batch(run)
+    variant = torch.randint(data["latents"].shape[1], (len(idx),), generator=run.gen)
+    x0 = data["latents"][idx, variant]
+    noise = torch.randn(x0.shape, generator=run.gen)
+    if s.noise_offset:
+        noise = noise + s.noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=run.gen)
+    t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(idx),), generator=run.gen)
+    x0, noise, t = x0.to(run.device), noise.to(run.device), t.to(run.device)
+    noisy = noise_scheduler.add_noise(x0, noise, t)
+    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
+    cond = (data["embeds"][idx].to(run.device) if run.text_encoder is None
+            else run.text_encoder(data["ids"][idx].to(run.device))[0])
+    from studio.train.common import autocast
+    with autocast(run.device, run.device.startswith("cuda")):
+        pred = run.unet(noisy, t, encoder_hidden_states=cond).sample
+    per_sample = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    if s.min_snr_gamma:
+        snr = compute_snr(noise_scheduler, t)
+        weight = snr.clamp(max=s.min_snr_gamma) / (snr + 1 if v_pred else snr)
+        per_sample = per_sample * weight
+    return per_sample.mean()
+
+
+def train_steps(run: Run) -> str:
+    """Steps until the total, Stop, or a bad loss; returns the state the run ended in."""
+    from diffusers import DDPMScheduler
+
+    s, job = run.settings, run.job
+    noise_scheduler = DDPMScheduler.from_config(run.pipe.scheduler.config)
+    every, save_every = sample_interval(s, run.total), s.save_every or sample_interval(s, run.total)
+    while run.step < run.total:
+        if job.stop_requested():
+            checkpoint(run)
+            return "stopped"
+        began = time.perf_counter()
+        for group in run.opt.param_groups:
+            group["lr"] = group["base"] * lr_factor(run.step, run.total, s.warmup, s.schedule)
+        loss = loss_of(run, noise_scheduler)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingFailed(f"The loss became {value} at step {run.step + 1}: the LoRA is broken from here, "
+                                 "so no file was written. Lower the learning rate (or alpha) and train again; "
+                                 + ("the last good checkpoint is kept." if job.checkpoints() else ""))
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+        run.opt.step()
+        run.step += 1
+        _account(run, value, time.perf_counter() - began)
+        if run.step % save_every == 0 or run.step == run.total:
+            checkpoint(run)
+        if run.step % every == 0 or run.step == run.total:
+            samples(run)
+        if os.environ.get("STUDIO_TRAIN_STOP_AT") == str(run.step):
+            job.request_stop()         # the tests' Stop at an exact step (a user's lands between steps too)
+    return "done"
+
+
+def _account(run: Run, loss: float, seconds: float) -> None:
+    run.s_per_step = seconds if not run.s_per_step else SMOOTHING * run.s_per_step + (1 - SMOOTHING) * seconds
+    run.smooth = loss if run.smooth is None else SMOOTHING * run.smooth + (1 - SMOOTHING) * loss
+    run.job.append_loss(run.step, loss)
+    if run.step % max(1, run.total // 10) == 0 or run.step == run.total:
+        print(f"step {run.step}/{run.total}  loss {run.smooth:.5f}  {run.s_per_step:.3f} s a step  "
+              f"about {run.s_per_step * (run.total - run.step):.0f} s left", flush=True)
+    if run.step % 5 == 0 or run.step == run.total:
+        run.job.set_status(state="running", step=run.step, total=run.total, loss=round(loss, 6),
+                           smooth=round(run.smooth, 6), s_per_step=round(run.s_per_step, 4),
+                           eta_s=round(run.s_per_step * (run.total - run.step), 1))
+
+
+# -- checkpoints and resume ----------------------------------------------------------------------------
+
+def checkpoint(run: Run) -> Path:
+    """The LoRA at this step as a kohya file (kept: "use this one") and the full state (replaced)."""
+    run.job.set_status(state="saving", step=run.step)
+    path = run.job.path / "checkpoints" / f"step_{run.step:05d}.safetensors"
+    write_lora(path, lora_tensors(run), {"ss_output_name": run.settings.name, "ss_steps": str(run.step)})
+    state = {"weights": [p.detach().clone() for p in run.params], "opt": run.opt.state_dict(),
+             "rng": run.gen.get_state(), "step": run.step, "order": run.order, "position": run.position,
+             "s_per_step": run.s_per_step, "smooth": run.smooth}
+    tmp = run.job.file(".state.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run.job.file("state.pt"))
+    run.job.set_status(state="running")
+    return path
+
+
+def resume(run: Run) -> bool:
+    """Continue from state.pt when there is one; False for a fresh run."""
+    path = run.job.file("state.pt")
+    if not path.exists():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    with torch.no_grad():
+        for p, saved in zip(run.params, state["weights"], strict=True):
+            p.copy_(saved)
+    run.opt.load_state_dict(state["opt"])
+    run.gen.set_state(state["rng"])
+    run.step, run.order, run.position = state["step"], state["order"], state["position"]
+    run.s_per_step, run.smooth = state["s_per_step"], state["smooth"]
+    run.job.keep_losses_until(run.step)
+    return True
+
+
+# -- samples --------------------------------------------------------------------------------------------
+
+def sample_prompts(settings: TrainSettings, dataset: Dataset) -> list[str]:
+    """The trigger (or the first caption), a caption from the pictures, and the same caption
+    without the trigger: a control that shows whether the LoRA leaks into other prompts."""
+    if settings.sample_prompts:
+        return [with_trigger(p, settings.trigger) for p in settings.sample_prompts]
+    caption = dataset.items[settings.seed % len(dataset.items)].caption
+    first = settings.trigger or dataset.items[0].caption
+    prompts = [first, caption]
+    if settings.trigger:
+        control = caption.replace(f"{settings.trigger}, ", "").replace(settings.trigger, "").strip(" ,")
+        prompts.append(control or "a picture")
+    return list(dict.fromkeys(prompts))
+
+
+def samples(run: Run) -> list[Path]:
+    """Pictures from fixed seeds with the LoRA as it is now (step 0: the model without it)."""
+    from studio.outputs.folder import save_as
+
+    run.job.set_status(state="sampling", step=run.step)
+    loras = []
+    if run.step:
+        write_lora(run.job.path / "models" / "loras" / "preview.safetensors", lora_tensors(run),
+                   {"ss_output_name": "preview"})
+        run.studio.library.scan()
+        loras = [("preview.safetensors", 1.0)]
+    made = []
+    for k, prompt in enumerate(sample_prompts(run.settings, run.dataset)):
+        request = run.studio.make_request("txt2img", prompt=prompt, seed=run.settings.seed + k, loras=loras,
+                                          width=run.resolution, height=run.resolution)
+        picture = run.studio.submit(request, user="trainer", save=False).result().images[0]
+        name = f"step_{run.step:05d}_{k}.png"
+        made.append(save_as(run.job.path / "samples" / name, picture.image, picture.parameters, picture.data))
+        run.job.add_sample({"step": run.step, "k": k, "prompt": prompt, "seed": picture.seed, "file": name})
+    run.job.set_status(state="running")
+    return made
+
+
+# -- the whole run --------------------------------------------------------------------------------------
+
+def export(run: Run, models_dir: Path) -> Path:
+    """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview."""
+    import shutil
+
+    s, info = run.settings, run.studio.manager.info()
+    per_epoch = math.ceil(run.dataset.with_repeats / s.batch)
+    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=run.studio.manager.model_hash(),
+                             dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
+                             images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
+                             total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)
+    out = write_lora(models_dir / "loras" / f"{s.name}.safetensors", lora_tensors(run), meta)
+    description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps."
+    (out.with_suffix(".json")).write_text(json.dumps(sidecar(s, info.family, description), indent=1),
+                                          encoding="utf-8")
+    last = [r for r in run.job.samples() if r["step"] == run.step and r["k"] == 0]
+    if last:
+        shutil.copyfile(run.job.path / "samples" / last[0]["file"], out.with_suffix(".preview.png"))
+    return out
+
+
+def train(job: JobFolder, models_dir: Path, datasets: Path, device: str = "auto") -> str:
+    """Run (or resume) the job in this process; returns its final state."""
+    settings = TrainSettings(**job.settings_json())
+    device = _device(device)
+    job.clear_stop()
+    job.set_status(state="starting", message="loading the model and the pictures", pid=os.getpid())
+    try:
+        run = prepare(job, settings, datasets, device)
+        add_lora(run)
+        resumed = resume(run)
+        job.set_status(state="running", step=run.step, total=run.total, resumed=resumed,
+                       message=f"{len(run.dataset.items)} pictures, {run.dataset.with_repeats} with repeats")
+        if not resumed:
+            samples(run)
+        state = train_steps(run)
+    except TrainingFailed as exc:
+        job.set_status(state="failed", message=str(exc))
+        return "failed"
+    if state == "stopped":
+        job.clear_stop()
+        job.set_status(state="stopped", message=f"Stopped at step {run.step}/{run.total}; Resume continues.")
+        return state
+    out = export(run, models_dir)
+    job.set_status(state="done", step=run.step, result=str(out), eta_s=0,
+                   message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/loras.")
+    return "done"
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -1,0 +1,335 @@
+"""The Train tab (API: `/train`, `/train_status`, `/train_stop`, `/train_resume`): pictures with
+captions in a dataset folder, a preset or one's own settings with the one total of steps shown,
+then a LoRA trained in its own process (studio/finetune/); the tab polls the job's folder, so a
+reload or a server restart re-attaches. The finished LoRA is in models/loras; "Try it" puts its
+tag and trigger in the text-to-image prompt."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.finetune import dataset as ds
+from studio.finetune.jobs import LOCAL
+from studio.finetune.settings import (RANGES, TrainSettings, explain_total, load_preset, make_settings,
+                                      preset_names)
+from studio.serving.studio import Studio
+
+D = TrainSettings(name="", dataset="")
+NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
+                 "seed")
+ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every")
+LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
+          "text_encoder_lr": "Text encoder learning rate (0: not trained)", "steps": "Steps (0: from epochs)",
+          "epochs": "Epochs", "repeats": "Repeats (0: the folder's N_)", "batch": "Batch",
+          "resolution": "Resolution (0: the model's)", "seed": "Seed", "schedule": "Learning-rate schedule",
+          "warmup": "Warm-up (share of steps)", "min_snr_gamma": "Min-SNR gamma (0: off)",
+          "noise_offset": "Noise offset", "flip": "Also mirrored pictures",
+          "sample_every": "Sample pictures every N steps (0: four in the run)",
+          "save_every": "Checkpoint every N steps (0: with the samples)"}
+SMOOTH = 0.9
+
+
+def owner(request: gr.Request | None) -> str:
+    """Whose job: the login name; without logins every visitor is the same user."""
+    return getattr(request, "username", None) or LOCAL
+
+
+def _jobs(studio: Studio):
+    if studio.training is None:
+        raise gr.Error("Training is not set up in this studio.")
+    return studio.training
+
+
+def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
+    """The tab; returns its "Try it" button, the page-load function that re-attaches the user's
+    jobs, and the job list (its input and output)."""
+    c: dict[str, Any] = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("#### 1. Pictures and captions")
+            with gr.Row():
+                c["dataset"] = gr.Dropdown(_dataset_names(studio), value=None, allow_custom_value=True, scale=3,
+                                           label="Dataset (a folder in datasets/; type a new name to make one)",
+                                           elem_id="train-dataset")
+                refresh = gr.Button("↻", scale=0, min_width=40, elem_id="train-refresh")
+            uploads = gr.File(file_count="multiple", file_types=["image", ".txt"], type="filepath",
+                              label="Add pictures (and .txt captions named like them)", elem_id="train-uploads")
+            gallery = gr.Gallery(label="Pictures", columns=8, height=160, elem_id="train-gallery")
+            captions = gr.Dataframe(headers=["file", "caption"], datatype=["str", "str"], col_count=(2, "fixed"),
+                                    interactive=True, label="Captions (edit, then Save captions)",
+                                    elem_id="train-captions")
+            save_captions = gr.Button("Save captions", size="sm", elem_id="train-save-captions")
+            report = gr.Markdown("", elem_id="train-report")
+            gr.Markdown("#### 2. What to train")
+            with gr.Row():
+                c["name"] = gr.Textbox("", label="LoRA name (models/loras/NAME.safetensors)", elem_id="train-name")
+                c["trigger"] = gr.Textbox("", label="Trigger word (put before every caption)", elem_id="train-trigger")
+                c["preset"] = gr.Dropdown(preset_names(), value="subject", label="Preset",
+                                          elem_id="train-preset")
+            why = gr.Markdown(_why("subject", studio), elem_id="train-why")
+            with gr.Row():
+                for key in NUMBER_FIELDS:
+                    c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
+                                       maximum=RANGES[key][1], min_width=110, elem_id=f"train-{key.replace('_', '-')}")
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    c["schedule"] = gr.Dropdown(["cosine", "constant", "linear"], value=D.schedule,
+                                                label=LABELS["schedule"])
+                    for key in ("warmup", "min_snr_gamma", "noise_offset", "sample_every", "save_every"):
+                        c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
+                                           maximum=RANGES[key][1], min_width=110)
+                    c["flip"] = gr.Checkbox(D.flip, label=LABELS["flip"])
+            total = gr.Markdown("", elem_id="train-total")
+            with gr.Row():
+                go = gr.Button("Train", variant="primary", elem_id="train-go")
+                stop = gr.Button("Stop (keeps the last checkpoint)", variant="stop", elem_id="train-stop")
+                resume = gr.Button("Resume", elem_id="train-resume")
+        with gr.Column(scale=2):
+            job = gr.Dropdown([], value=None, label="Your training jobs", elem_id="train-job")
+            progress = gr.Markdown("", elem_id="train-progress")
+            loss = gr.LinePlot(x="step", y="loss", color="curve", height=220, label="Loss", elem_id="train-loss")
+            samples = gr.Gallery(label="Samples (fixed seeds; step 0 is the model without the LoRA)", columns=3,
+                                 height=300, elem_id="train-samples")
+            try_it = gr.Button("Try it in text to image", visible=False, elem_id="train-try")
+    _wire_dataset(studio, c, refresh, uploads, gallery, captions, save_captions, report, total)
+    _wire_settings(studio, c, why, total)
+    attach = _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
+    return try_it, attach, job
+
+
+def _dataset_names(studio: Studio) -> list[str]:
+    return ds.dataset_names(studio.training.datasets) if studio.training else []
+
+
+def _why(preset: str, studio: Studio) -> str:
+    try:
+        return "*" + str(load_preset(preset).get("why", "")) + "*"
+    except StudioError:
+        return ""
+
+
+# -- the dataset ----------------------------------------------------------------------------------------
+
+def show_dataset(studio: Studio, name: str | None, trigger: str = ""):
+    """Gallery, caption table and pre-flight report of dataset `name`."""
+    if not name:
+        return [], [], "Pick a dataset, or type a new name and add pictures."
+    try:
+        folder = ds.dataset_folder(_jobs(studio).datasets, name)
+        if not folder.exists():
+            return [], [], f"**{name}** is new: add pictures."
+        data = ds.read_dataset(folder, trigger)
+    except StudioError as exc:
+        return [], [], f"⚠ {exc}"
+    problems = ds.preflight(data)
+    lines = [f"**{len(data.items)} pictures**, {data.with_repeats} with repeats."]
+    lines += [f"- ⚠ {p}" for p in problems[:12]] or ["- Every picture has a caption."]
+    return ([(str(i.path), i.caption[:60]) for i in data.items[:64]],
+            [[i.path.name, i.caption] for i in data.items], "\n".join(lines))
+
+
+def _wire_dataset(studio, c, refresh, uploads, gallery, captions, save_captions, report, total) -> None:
+    def load(name, trigger):
+        return show_dataset(studio, name, trigger)
+
+    def rescan():
+        return gr.Dropdown(choices=_dataset_names(studio))
+
+    def add(name, files, trigger):
+        if not files:
+            return gr.skip(), *[gr.skip()] * 3
+        try:
+            ds.add_files(_jobs(studio).datasets, name, files)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.Dropdown(choices=_dataset_names(studio), value=name), *show_dataset(studio, name, trigger)
+
+    def save(name, rows, trigger):
+        try:
+            data = ds.read_dataset(ds.dataset_folder(_jobs(studio).datasets, name))
+            table = rows.values.tolist() if hasattr(rows, "values") else (rows or [])
+            n = ds.write_captions(data, {str(r[0]): str(r[1]) for r in table if r and r[0]})
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info(f"Saved {n} captions.")
+        return show_dataset(studio, name, trigger)
+
+    shown = [gallery, captions, report]
+    private = dict(api_visibility="private", queue=False)
+    c["dataset"].change(load, [c["dataset"], c["trigger"]], shown, **private)
+    c["trigger"].blur(load, [c["dataset"], c["trigger"]], shown, **private)
+    refresh.click(rescan, None, c["dataset"], **private)
+    uploads.upload(add, [c["dataset"], uploads, c["trigger"]], [c["dataset"], *shown], **private)
+    save_captions.click(save, [c["dataset"], captions, c["trigger"]], shown, **private)
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+def total_text(studio: Studio, raw: dict) -> str:
+    try:
+        settings = make_settings({**raw, "name": raw.get("name") or "x", "dataset": raw.get("dataset") or "x"})
+        data = ds.read_dataset(ds.dataset_folder(_jobs(studio).datasets, raw.get("dataset") or ""),
+                               settings.trigger, settings.repeats)
+    except StudioError as exc:
+        return f"*{exc}*"
+    return explain_total(settings, len(data.items), data.with_repeats)
+
+
+def _wire_settings(studio, c, why, total) -> None:
+    keys = list(c)
+
+    def fill(preset):
+        try:
+            values = load_preset(preset)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return [values.get(k, gr.skip()) if k in (*NUMBER_FIELDS, *ADVANCED) else gr.skip() for k in keys] + [
+            _why(preset, studio)]
+
+    def count(*values):
+        return total_text(studio, dict(zip(keys, values)))
+
+    private = dict(api_visibility="private", queue=False, show_progress="hidden")
+    c["preset"].change(fill, c["preset"], [*(c[k] for k in keys), why], **private)
+    for key in ("dataset", "preset", "steps", "epochs", "repeats", "batch", "trigger"):
+        c[key].change(count, [c[k] for k in keys], total, **private)
+
+
+# -- the job --------------------------------------------------------------------------------------------
+
+def start(studio: Studio, raw: dict, request: gr.Request | None) -> str:
+    """Check the settings and start the job (its own process); returns its id."""
+    raw = {k: v for k, v in raw.items() if v is not None}
+    raw.setdefault("model", studio.manager.source)
+    try:
+        return _jobs(studio).start(make_settings(raw), owner(request))
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def job_view(studio: Studio, job_id: str | None) -> tuple:
+    """(progress text, loss curve, samples, whether there is a LoRA to try) of a job."""
+    if not job_id:
+        return "", None, [], False
+    try:
+        jobs = _jobs(studio)
+        status, folder = jobs.status(job_id), jobs.folder(job_id)
+    except StudioError as exc:
+        return f"⚠ {exc}", None, [], False
+    step, total_ = status.get("step", 0), status.get("total", 0)
+    text = [f"**{job_id}** · {status.get('state')} · step {step}/{total_ or '?'}"]
+    if status.get("state") in ("running", "sampling", "saving") and status.get("s_per_step"):
+        text.append(f"{status['s_per_step']:.2f} s a step · about {_duration(status.get('eta_s', 0))} left "
+                    f"(training time only)")
+    if status.get("loss") is not None:
+        text.append(f"loss {status['loss']:.5f} (smoothed {status.get('smooth', 0):.5f})")
+    if status.get("message"):
+        text.append(str(status["message"]))
+    return ("  \n".join(text), _loss_frame(folder.losses()),
+            [(str(folder.path / "samples" / r["file"]), f"step {r['step']}: {r['prompt'][:50]}")
+             for r in folder.samples()[-12:]], status.get("state") == "done")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds or 0))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _loss_frame(losses: list[tuple[int, float]]):
+    """Raw and smoothed loss for the plot (at most ~400 points of each)."""
+    import pandas as pd
+
+    if not losses:
+        return None
+    every = max(1, math.ceil(len(losses) / 400))
+    rows, smooth = [], None
+    for i, (step, value) in enumerate(losses):
+        smooth = value if smooth is None else SMOOTH * smooth + (1 - SMOOTH) * value
+        if i % every == 0 or i == len(losses) - 1:
+            rows += [{"step": step, "loss": value, "curve": "raw"}, {"step": step, "loss": smooth, "curve": "smoothed"}]
+    return pd.DataFrame(rows)
+
+
+def try_prompt(studio: Studio, job_id: str) -> str:
+    """The text-to-image prompt that uses a finished job's LoRA: its tag and trigger word."""
+    try:
+        settings = _jobs(studio).folder(job_id).settings_json()
+    except StudioError as exc:
+        raise gr.Error(str(exc)) from None
+    return f"<lora:{settings.get('name', '')}:1> {settings.get('trigger', '')}".strip()
+
+
+def _plain_event(fn, keys: list[str], doc: str):
+    """An event function taking the tab's fields by name (its API parameters) and the request."""
+    import inspect
+
+    def event(*values):
+        *fields, request = values
+        return fn(dict(zip(keys, fields)), request)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    event.__signature__ = inspect.Signature([inspect.Parameter(k, kind, default=None) for k in keys]
+                                            + [inspect.Parameter("request", kind, default=None)])
+    event.__annotations__ = {"request": gr.Request}
+    event.__doc__ = doc
+    return event
+
+
+def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it):
+    keys = list(c)
+
+    def train(raw: dict, request: gr.Request | None):
+        job_id = start(studio, raw, request)
+        return gr.Dropdown(choices=_jobs(studio).jobs(owner(request)), value=job_id), job_id
+
+    new_id = gr.Textbox(visible=False)
+    go.click(_plain_event(train, keys, "Start training a LoRA: TrainSettings fields (the preset fills what is left "
+                                       "out). Returns the job list and the new job's id; poll /train_status."),
+             [c[k] for k in keys], [job, new_id], api_name="train", queue=False)
+
+    def status(job_id: str) -> dict:
+        """A training job's status: state, step, total, loss, s_per_step, eta_s, message, result."""
+        try:
+            return _jobs(studio).status(job_id)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+
+    gr.api(status, api_name="train_status")
+
+    def jobs(request: gr.Request) -> list[str]:
+        """Your training jobs' ids, newest first (a new session sees the jobs it started before)."""
+        return _jobs(studio).jobs(owner(request))
+
+    gr.api(jobs, api_name="train_jobs")
+
+    def act(action: str):
+        def run(job_id: str, request: gr.Request) -> str:
+            try:
+                getattr(_jobs(studio), action)(job_id, owner(request))
+            except StudioError as exc:
+                raise gr.Error(str(exc)) from None
+            return job_id
+        run.__doc__ = f"{action.capitalize()} a training job of yours (its id)."
+        return run
+
+    stop.click(act("stop"), job, None, api_name="train_stop", queue=False)
+    resume.click(act("resume"), job, None, api_name="train_resume", queue=False)
+
+    def view(job_id):
+        text, frame, pictures, done = job_view(studio, job_id)
+        return text, frame, pictures, gr.Button(visible=done)
+
+    shown = [progress, loss, samples, try_it]
+    gr.Timer(2.0).tick(view, job, shown, api_visibility="private", queue=False, show_progress="hidden")
+    job.change(view, job, shown, api_visibility="private", queue=False)
+
+    def attach(request: gr.Request):
+        """On page load: the user's jobs, the newest selected (a reload re-attaches)."""
+        mine = _jobs(studio).jobs(owner(request)) if studio.training else []
+        return gr.Dropdown(choices=mine, value=mine[0] if mine else None)
+
+    return attach

@@ -1,0 +1,279 @@
+"""Fine-tuning (studio/finetune/): the kohya file against the readers' key rules, the round trip
+through the studio's LoRA loader, learning, resume equivalence, the NaN guard, confinement, and
+jobs that outlive a browser session (gradio_client against `python app.py`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from studio.errors import InvalidRequest
+from studio.finetune import dataset as ds
+from studio.finetune.export import KEY_RULE, file_data_hash, kohya_tensors, write_lora
+from studio.finetune.folder import JobFolder
+from studio.finetune.jobs import LOCAL, TrainingJobs, create_job
+from studio.finetune.measure import PALETTE, concept_dataset
+from studio.finetune.settings import make_settings, total_steps
+from studio.config import EMBEDDED_MODEL
+
+# Facts about the readers (not their code): AUTOMATIC1111's Lora extension maps SD1 keys by these
+# patterns (extensions-builtin/Lora/networks.py, convert_diffusers_name_to_compvis); ComfyUI maps
+# `lora_unet_` + the diffusers module path with dots as underscores, and the text encoder's layers.
+A1111_PATTERNS = [r"lora_unet_down_blocks_(\d+)_attentions_(\d+)_(.+)", r"lora_unet_mid_block_attentions_(\d+)_(.+)",
+                  r"lora_unet_up_blocks_(\d+)_attentions_(\d+)_(.+)", r"lora_te_text_model_encoder_layers_(\d+)_(.+)"]
+
+
+# -- settings and datasets --------------------------------------------------------------------------------
+
+def test_settings_come_from_a_preset_and_every_field_is_checked():
+    s = make_settings({"name": "my-lora", "dataset": "cats", "preset": "quick", "steps": None})
+    assert (s.rank, s.batch, s.lr) == (8, 8, 2e-3)                 # presets/train/quick.toml
+    assert total_steps(s, 20 * 20) == 8 * 50                        # epochs x ceil(400 / 8)
+    assert total_steps(make_settings({"name": "a", "dataset": "b", "steps": 7}), 400) == 7
+    for bad, words in [({"name": "../x"}, "LoRA name"), ({"rank": 0}, "rank"), ({"lr": float("nan")}, "lr"),
+                       ({"batch": 2.5}, "whole"), ({"preset": "nope"}, "Unknown training preset"),
+                       ({"schedule": "exp"}, "schedule"), ({"colour": 1}, "Unknown training setting")]:
+        with pytest.raises(InvalidRequest, match=words):
+            make_settings({"name": "a", "dataset": "b", **bad})
+
+
+def test_dataset_reads_kohya_folders_captions_and_the_trigger(tmp_path):
+    from PIL import Image
+    root = tmp_path / "datasets" / "cats"
+    (root / "10_tabby cat").mkdir(parents=True)
+    (root / "misc").mkdir()
+    for path in (root / "a_b.png", root / "10_tabby cat" / "x.png", root / "10_tabby cat" / "y.jpg"):
+        Image.new("RGB", (96, 96), (len(path.name) * 20, 10, 10)).save(path)
+    (root / "10_tabby cat" / "y.txt").write_text("a cat on a sofa\nsecond line ignored\n")
+    data = ds.read_dataset(root, trigger="mycat")
+    captions = {i.path.name: (i.caption, i.repeats) for i in data.items}
+    assert captions == {"a_b.png": ("mycat, a b", 1), "x.png": ("mycat, tabby cat", 10),
+                        "y.jpg": ("mycat, a cat on a sofa", 10)}
+    assert data.with_repeats == 21 and any("misc" in n for n in data.notes)
+    assert data.dataset_dirs() == {"cats": {"n_repeats": 1, "img_count": 1},
+                                   "10_tabby cat": {"n_repeats": 10, "img_count": 2}}
+    (root / "a_b.txt").write_text("")
+    problems = ds.preflight(ds.read_dataset(root))
+    assert ds.blocking(problems) == ["a_b.png: empty caption."]
+
+
+def test_datasets_and_jobs_stay_in_their_folders(tmp_path):
+    root = tmp_path / "datasets"
+    root.mkdir()
+    (tmp_path / "secret").mkdir()
+    (root / "link").symlink_to(tmp_path / "secret")
+    for name in ("../secret", "/etc", "a/b", "..", "link"):
+        with pytest.raises(InvalidRequest):
+            ds.dataset_folder(root, name)
+    evil = tmp_path / "evil.py"
+    evil.write_text("print(1)")
+    with pytest.raises(InvalidRequest, match="only pictures"):
+        ds.add_files(root, "new", [evil])
+    jobs = TrainingJobs(tmp_path / "training", tmp_path / "models", root)
+    for job_id in ("../datasets", "", ".hidden", "nope"):
+        with pytest.raises(InvalidRequest):
+            jobs.folder(job_id)
+
+
+# -- the file ----------------------------------------------------------------------------------------------
+
+def _peft_unet(rank=4, alpha=2.0, seed=0):
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from studio.finetune.export import UNET_TARGETS
+    unet = UNet2DConditionModel.from_pretrained(EMBEDDED_MODEL, subfolder="unet", torch_dtype=torch.float32)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                target_modules=list(UNET_TARGETS)))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)           # a LoRA that does something
+    return unet
+
+
+def test_export_follows_the_kohya_layout_the_readers_match(tmp_path):
+    from peft import LoraConfig, inject_adapter_in_model
+    from safetensors import safe_open
+    from studio.finetune.export import TEXT_TARGETS, UNET_TARGETS, lora_state
+    from transformers import CLIPTextModel
+
+    unet = _peft_unet(rank=4, alpha=2.0)
+    te = CLIPTextModel.from_pretrained(EMBEDDED_MODEL, subfolder="text_encoder")
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=2.0, target_modules=list(TEXT_TARGETS)), te)
+    tensors = kohya_tensors(lora_state(unet), "unet", 2.0) | kohya_tensors(lora_state(te), "te", 2.0)
+    path = write_lora(tmp_path / "x.safetensors", tensors, {"ss_network_dim": 4, "ss_output_name": "x"})
+    with safe_open(str(path), framework="pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+        alphas = {float(f.get_tensor(k)) for k in keys if k.endswith(".alpha")}
+        dtypes = {f.get_tensor(k).dtype for k in keys}
+    assert all(KEY_RULE.match(k) for k in keys)
+    modules = {k.rsplit(".", 2)[0] if k.endswith(".weight") else k.rsplit(".", 1)[0] for k in keys}
+    unet_modules = {"lora_unet_" + n.replace(".", "_") for n, _ in unet.named_modules()
+                    if n.endswith(UNET_TARGETS) and "lora" not in n}
+    layers = te.config.num_hidden_layers
+    te_modules = {f"lora_te_text_model_encoder_layers_{b}_{part}" for b in range(layers)
+                  for part in ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj",
+                               "mlp_fc1", "mlp_fc2")}
+    assert modules == unet_modules | te_modules                     # ComfyUI's rule, every targeted layer
+    assert all(any(re.fullmatch(p, m) for p in A1111_PATTERNS) for m in modules)
+    assert len(keys) == 3 * len(modules) and alphas == {2.0} and dtypes == {torch.float16}
+    assert all(isinstance(v, str) for v in meta.values()) and meta["ss_network_dim"] == "4"
+    assert meta["sshs_model_hash"] == file_data_hash(path)
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_the_file_through_the_studios_loader_gives_the_trained_models_pictures(tmp_path):
+    """The round trip: the PEFT model the trainer holds against the exported fp16 file applied by
+    the studio's LoRA loader (models/addons.py) to a plain pipeline: 20-step pictures within 2/255."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from studio.finetune.export import lora_state
+    from studio.models.addons import AddonState, apply_loras
+
+    unet = _peft_unet(rank=8, alpha=4.0)
+    path = write_lora(tmp_path / "loras" / "rt.safetensors",
+                      kohya_tensors(lora_state(unet), "unet", 4.0), {})
+    base = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, torch_dtype=torch.float32, safety_checker=None)
+    base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
+    trained = StableDiffusionPipeline(**{**base.components, "unet": unet})
+
+    def picture(pipe):
+        out = pipe("a red circle on a blue background", num_inference_steps=20, guidance_scale=5.0,
+                   generator=torch.Generator().manual_seed(3), output_type="np").images[0]
+        return np.round(out * 255)
+
+    want = picture(trained)
+    plain = picture(base)
+    apply_loras(base, AddonState(), [("rt", path, 1.0)], "SD 1.x")
+    got = picture(base)
+    assert np.abs(got - want).max() <= 2, np.abs(got - want).max()
+    assert np.abs(plain - want).max() > 20          # the LoRA does change the picture
+
+
+# -- training ---------------------------------------------------------------------------------------------
+
+def _job(tmp_path, n_pictures=6, **raw):
+    datasets = tmp_path / "datasets"
+    concept_dataset(datasets / "magenta", n_pictures)
+    settings = make_settings({"name": "magenta", "dataset": "magenta", "preset": "quick", "trigger": "magenta",
+                              **raw})
+    return create_job(tmp_path / "jobs", settings, owner=LOCAL, models_dir=tmp_path / "models",
+                      datasets=datasets), datasets
+
+
+def _train(job, tmp_path, datasets):
+    from studio.finetune.trainer import train
+    return train(job, tmp_path / "models", datasets, "cpu")
+
+
+def test_a_short_run_learns_saves_a_lora_and_samples(tmp_path):
+    job, datasets = _job(tmp_path, steps=24, batch=4, sample_every=12)
+    assert _train(job, tmp_path, datasets) == "done"
+    losses = [v for _, v in job.losses()]
+    assert len(losses) == 24 and all(np.isfinite(losses))
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    out = tmp_path / "models" / "loras" / "magenta.safetensors"
+    from safetensors import safe_open
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["ss_steps"] == "24" and meta["ss_output_name"] == "magenta" and meta["ss_network_alpha"] == "8.0"
+    assert json.loads(meta["ss_tag_frequency"])["magenta"]
+    assert json.loads(out.with_suffix(".json").read_text())["activation text"] == "magenta"
+    assert out.with_suffix(".preview.png").is_file()
+    steps = sorted({r["step"] for r in job.samples()})
+    prompts = {r["prompt"] for r in job.samples()}
+    assert steps == [0, 12, 24] and len(prompts) == 3 and any("magenta" not in p for p in prompts)
+    status = job.status()
+    assert status["state"] == "done" and status["step"] == 24 and status["s_per_step"] > 0
+
+
+def test_stop_then_resume_equals_a_straight_run(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    straight, datasets = _job(tmp_path / "a", steps=8, batch=2, sample_every=100)
+    assert _train(straight, tmp_path / "a", datasets) == "done"
+    parts, datasets = _job(tmp_path / "b", steps=8, batch=2, sample_every=100)
+    monkeypatch.setenv("STUDIO_TRAIN_STOP_AT", "4")
+    assert _train(parts, tmp_path / "b", datasets) == "stopped"
+    assert parts.status()["step"] == 4 and not (tmp_path / "b" / "models" / "loras" / "magenta.safetensors").exists()
+    monkeypatch.delenv("STUDIO_TRAIN_STOP_AT")
+    assert _train(parts, tmp_path / "b", datasets) == "done"
+    a = load_file(str(tmp_path / "a" / "models" / "loras" / "magenta.safetensors"))
+    b = load_file(str(tmp_path / "b" / "models" / "loras" / "magenta.safetensors"))
+    assert a.keys() == b.keys()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+    assert [s for s, _ in parts.losses()] == list(range(1, 9))       # the loss curve has no gap nor repeat
+
+
+def test_a_loss_that_is_not_finite_stops_with_a_message_and_no_file(tmp_path):
+    job, datasets = _job(tmp_path, n_pictures=4, steps=30, batch=2, lr=1.0, rank=1, alpha=256,
+                         min_snr_gamma=0, sample_every=100)
+    assert _train(job, tmp_path, datasets) == "failed"
+    status = job.status()
+    assert "loss became" in status["message"] and "learning rate" in status["message"]
+    assert not (tmp_path / "models" / "loras" / "magenta.safetensors").exists()
+
+
+def test_only_the_owner_stops_a_job(tmp_path):
+    job, datasets = _job(tmp_path, n_pictures=2)
+    jobs = TrainingJobs(tmp_path / "jobs", tmp_path / "models", datasets)
+    job.set_status(state="running", pid=None)
+    with pytest.raises(InvalidRequest, match="another user"):
+        jobs.stop(job.id, "mallory")
+    assert jobs.status(job.id)["state"] == "interrupted"      # no process: it says so, Resume continues
+    assert jobs.jobs(LOCAL) == [job.id] and jobs.jobs("mallory") == []
+
+
+# -- through the server --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def train_server(tmp_path_factory):
+    from tests.conftest import start_server, stop_server
+    base = tmp_path_factory.mktemp("train-server")
+    concept_dataset(base / "datasets" / "magenta", 6)
+    srv = start_server(None, base / "outputs", base / "server.log", "--datasets", str(base / "datasets"),
+                       "--models-dir", str(base / "models"))
+    srv.base = base
+    yield srv
+    stop_server(srv)
+
+
+def test_a_job_outlives_the_session_that_started_it(train_server):
+    """Start through /train, then a new client (a reloaded page) lists it and sees its step rise;
+    Stop keeps the checkpoint, Resume finishes, the LoRA is in models/loras and generates."""
+    from gradio_client import Client
+    first = Client(train_server.url, verbose=False)
+    _, job_id = first.predict(name="magenta", dataset="magenta", trigger="magenta", preset="quick", steps=60,
+                              batch=2, sample_every=30, api_name="/train")
+    second = Client(train_server.url, verbose=False)
+    assert job_id in second.predict(api_name="/train_jobs")
+    seen = []
+    deadline = time.time() + 240
+    while time.time() < deadline and (not seen or seen[-1] < 10):
+        status = second.predict(job_id, api_name="/train_status")
+        assert status["state"] not in ("failed", "interrupted"), status
+        seen.append(status.get("step", 0))
+        time.sleep(1)
+    assert seen[-1] >= 10 and seen[-1] > seen[0]
+    second.predict(job_id, api_name="/train_stop")
+    while second.predict(job_id, api_name="/train_status")["state"] != "stopped":
+        assert time.time() < deadline
+        time.sleep(0.5)
+    with pytest.raises(Exception, match="no training job|No training job"):
+        second.predict("../outputs", api_name="/train_status")
+    second.predict(job_id, api_name="/train_resume")
+    deadline = time.time() + 300
+    while (status := second.predict(job_id, api_name="/train_status"))["state"] != "done":
+        assert status["state"] not in ("failed", "interrupted") and time.time() < deadline, status
+        time.sleep(1)
+    assert Path(status["result"]).name == "magenta.safetensors"
+    log = JobFolder(train_server.base / "outputs" / "training" / job_id)
+    assert [s for s, _ in log.losses()] == list(range(1, 61))
+    gallery, info, params, seed = second.predict(prompt="<lora:magenta:1> a magenta circle", seed=1, steps=4,
+                                                 api_name="/txt2img")
+    assert len(gallery) == 1 and "Lora hashes: \"magenta" in info
