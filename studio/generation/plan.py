@@ -29,6 +29,9 @@ def lora_list(asked: tuple[tuple[str, float], ...], tags: list[tuple[str, str]],
     names = library.names()["loras"] if library is not None else []
     for tag, weight_text in tags:
         matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
+        if not matches and library is not None:      # added since the last scan (a LoRA just trained)
+            names = library.scan()["loras"]
+            matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
         if not matches:
             raise InvalidRequest(f"<lora:{tag}> in the prompt: no such LoRA in models/loras "
                                  f"(available: {', '.join(Path(n).stem for n in names) or 'none'}).")

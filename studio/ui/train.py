@@ -89,7 +89,8 @@ def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
                 stop = gr.Button("Stop (keeps the last checkpoint)", variant="stop", elem_id="train-stop")
                 resume = gr.Button("Resume", elem_id="train-resume")
         with gr.Column(scale=2):
-            job = gr.Dropdown([], value=None, label="Your training jobs", elem_id="train-job")
+            job = gr.Dropdown([], value=None, label="Your training jobs", allow_custom_value=True,
+                              elem_id="train-job")
             progress = gr.Markdown("", elem_id="train-progress")
             loss = gr.LinePlot(x="step", y="loss", color="curve", height=220, label="Loss", elem_id="train-loss")
             samples = gr.Gallery(label="Samples (fixed seeds; step 0 is the model without the LoRA)", columns=3,
