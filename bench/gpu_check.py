@@ -25,7 +25,9 @@ rerun of the stages that failed fit the 15 device minutes a task is lent, starts
   animation    frames a second of a prompt travel and a 2D zoom at SD1.5 512 px
   profile      where one SD1.5 UNet step's time goes (attention, convolution, matmul, the rest,
                and the gap between kernels) on the studio's eager fast path
-Capabilities not landed yet (LoRA training, Ray workers) are listed as such.
+  finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
+               trainer (studio/finetune/): steps a second and peak memory
+Capabilities not landed yet (Ray workers) are listed as such.
 
 The report is printed and written as gpu_check.json after every stage, so a run cut short still
 returns what finished. Asserts nothing: it measures; the findings go to docs/performance.md.
@@ -51,7 +53,7 @@ REAL_PROMPT = "a watercolour painting of a lighthouse on a cliff at dawn, soft l
 TABS = ("txt2img", "img2img", "inpaint")
 # what the GPU machine's image lacks (device KINDS.md lists what it has); pure-Python wheels
 WHEELS = ("diffusers==0.42.1", "dynamicprompts==0.31.0", "torchsde==0.2.6", "trampoline==0.1.2")
-NOT_LANDED = {"lora_training": "issue 24", "ray_replicas": "issue 25"}
+NOT_LANDED = {"ray_replicas": "issue 25"}
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -62,16 +64,18 @@ def plan(dry: bool) -> dict:
         return {"models": [("embedded", 64)], "memory_models": [("embedded", 64)], "steps": 3,
                 "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
                                "--variants", "plain", "studio"],
-                "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64)}
+                "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64),
+                "finetune": ("embedded", 64, 4)}
     return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
             "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
                                                 "studio", "studio, warm cache", "studio, no compile"],
-            "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512)}
+            "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512),
+            "finetune": ("sd15", 512, 50)}
 
 
 STAGES = {   # name: share of the budget
-    "environment": 0.05, "correctness": 0.25, "speed": 0.4, "memory": 0.15, "live": 0.05, "animation": 0.05,
-    "profile": 0.05}
+    "environment": 0.05, "correctness": 0.25, "speed": 0.35, "memory": 0.15, "live": 0.05, "animation": 0.05,
+    "profile": 0.05, "finetune": 0.05}
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -299,6 +303,30 @@ def stage_animation(p: dict, out: Path) -> dict:
         _, took = render(studio, dict(common, mode=mode, **extra))
         rows[mode] = {"frames": frames, "seconds": round(took, 2), "frames_per_s": round(frames / took, 2)}
     return {"model": name, "size": size, **rows}
+
+
+def stage_finetune(p: dict, out: Path) -> dict:
+    """A LoRA (rank 8, batch 1, UNet only) on world pictures rendered at the model's size."""
+    from studio.finetune.jobs import create_job
+    from studio.finetune.measure import concept_dataset
+    from studio.finetune.settings import make_settings
+    from studio.finetune.trainer import train
+    name, size, steps = p["finetune"]
+    concept_dataset(out / "datasets" / "azure", 8, size=size)
+    settings = make_settings({"name": "gpu-check", "dataset": "azure", "preset": "subject", "steps": steps,
+                              "resolution": size, "model": model_folder(name), "sample_every": 10 * steps,
+                              "sample_prompts": ["azure"]})
+    job = create_job(out / "jobs", settings, owner="gpu-check", models_dir=out / "models", datasets=out / "datasets",
+                     device=device())
+    peak_gib(reset=True)
+    began = time.perf_counter()
+    state = train(job, out / "models", out / "datasets", device())
+    status = job.status()
+    return {"model": name, "size": size, "steps": status.get("step"), "state": state,
+            "s_per_step": status.get("s_per_step"),
+            "steps_per_s": round(1 / status["s_per_step"], 2) if status.get("s_per_step") else None,
+            "peak_gib": peak_gib(), "whole_run_s": round(time.perf_counter() - began, 1),
+            "message": status.get("message")}
 
 
 CATEGORIES = (   # kernel or operator name fragments -> where one UNet step's time goes (first match)

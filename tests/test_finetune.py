@@ -160,8 +160,8 @@ def test_the_file_through_the_studios_loader_gives_the_trained_models_pictures(t
 
 def _job(tmp_path, n_pictures=6, **raw):
     datasets = tmp_path / "datasets"
-    concept_dataset(datasets / "magenta", n_pictures)
-    settings = make_settings({"name": "magenta", "dataset": "magenta", "preset": "quick", "trigger": "magenta",
+    concept_dataset(datasets / "azure", n_pictures)
+    settings = make_settings({"name": "azure", "dataset": "azure", "preset": "quick", "trigger": "azure",
                               **raw})
     return create_job(tmp_path / "jobs", settings, owner=LOCAL, models_dir=tmp_path / "models",
                       datasets=datasets), datasets
@@ -178,17 +178,17 @@ def test_a_short_run_learns_saves_a_lora_and_samples(tmp_path):
     losses = [v for _, v in job.losses()]
     assert len(losses) == 24 and all(np.isfinite(losses))
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
-    out = tmp_path / "models" / "loras" / "magenta.safetensors"
+    out = tmp_path / "models" / "loras" / "azure.safetensors"
     from safetensors import safe_open
     with safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
-    assert meta["ss_steps"] == "24" and meta["ss_output_name"] == "magenta" and meta["ss_network_alpha"] == "8.0"
-    assert json.loads(meta["ss_tag_frequency"])["magenta"]
-    assert json.loads(out.with_suffix(".json").read_text())["activation text"] == "magenta"
+    assert meta["ss_steps"] == "24" and meta["ss_output_name"] == "azure" and meta["ss_network_alpha"] == "8.0"
+    assert json.loads(meta["ss_tag_frequency"])["azure"]
+    assert json.loads(out.with_suffix(".json").read_text())["activation text"] == "azure"
     assert out.with_suffix(".preview.png").is_file()
     steps = sorted({r["step"] for r in job.samples()})
     prompts = {r["prompt"] for r in job.samples()}
-    assert steps == [0, 12, 24] and len(prompts) == 3 and any("magenta" not in p for p in prompts)
+    assert steps == [0, 12, 24] and len(prompts) == 3 and any("azure" not in p for p in prompts)
     status = job.status()
     assert status["state"] == "done" and status["step"] == 24 and status["s_per_step"] > 0
 
@@ -200,11 +200,11 @@ def test_stop_then_resume_equals_a_straight_run(tmp_path, monkeypatch):
     parts, datasets = _job(tmp_path / "b", steps=8, batch=2, sample_every=100)
     monkeypatch.setenv("STUDIO_TRAIN_STOP_AT", "4")
     assert _train(parts, tmp_path / "b", datasets) == "stopped"
-    assert parts.status()["step"] == 4 and not (tmp_path / "b" / "models" / "loras" / "magenta.safetensors").exists()
+    assert parts.status()["step"] == 4 and not (tmp_path / "b" / "models" / "loras" / "azure.safetensors").exists()
     monkeypatch.delenv("STUDIO_TRAIN_STOP_AT")
     assert _train(parts, tmp_path / "b", datasets) == "done"
-    a = load_file(str(tmp_path / "a" / "models" / "loras" / "magenta.safetensors"))
-    b = load_file(str(tmp_path / "b" / "models" / "loras" / "magenta.safetensors"))
+    a = load_file(str(tmp_path / "a" / "models" / "loras" / "azure.safetensors"))
+    b = load_file(str(tmp_path / "b" / "models" / "loras" / "azure.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
     assert [s for s, _ in parts.losses()] == list(range(1, 9))       # the loss curve has no gap nor repeat
@@ -216,7 +216,7 @@ def test_a_loss_that_is_not_finite_stops_with_a_message_and_no_file(tmp_path):
     assert _train(job, tmp_path, datasets) == "failed"
     status = job.status()
     assert "loss became" in status["message"] and "learning rate" in status["message"]
-    assert not (tmp_path / "models" / "loras" / "magenta.safetensors").exists()
+    assert not (tmp_path / "models" / "loras" / "azure.safetensors").exists()
 
 
 def test_only_the_owner_stops_a_job(tmp_path):
@@ -235,7 +235,7 @@ def test_only_the_owner_stops_a_job(tmp_path):
 def train_server(tmp_path_factory):
     from tests.conftest import start_server, stop_server
     base = tmp_path_factory.mktemp("train-server")
-    concept_dataset(base / "datasets" / "magenta", 6)
+    concept_dataset(base / "datasets" / "azure", 6)
     srv = start_server(None, base / "outputs", base / "server.log", "--datasets", str(base / "datasets"),
                        "--models-dir", str(base / "models"))
     srv.base = base
@@ -248,7 +248,7 @@ def test_a_job_outlives_the_session_that_started_it(train_server):
     Stop keeps the checkpoint, Resume finishes, the LoRA is in models/loras and generates."""
     from gradio_client import Client
     first = Client(train_server.url, verbose=False)
-    _, job_id = first.predict(name="magenta", dataset="magenta", trigger="magenta", preset="quick", steps=60,
+    _, job_id = first.predict(name="azure", dataset="azure", trigger="azure", preset="quick", steps=60,
                               batch=2, sample_every=30, api_name="/train")
     second = Client(train_server.url, verbose=False)
     assert job_id in second.predict(api_name="/train_jobs")
@@ -260,6 +260,9 @@ def test_a_job_outlives_the_session_that_started_it(train_server):
         seen.append(status.get("step", 0))
         time.sleep(1)
     assert seen[-1] >= 10 and seen[-1] > seen[0]
+    gallery, *_ = first.predict(prompt="a red circle", steps=2, seed=1, api_name="/txt2img")   # still serving
+    assert len(gallery) == 1 and second.predict(job_id, api_name="/train_status")["state"] in ("running", "sampling",
+                                                                                            "saving")
     second.predict(job_id, api_name="/train_stop")
     while second.predict(job_id, api_name="/train_status")["state"] != "stopped":
         assert time.time() < deadline
@@ -271,9 +274,9 @@ def test_a_job_outlives_the_session_that_started_it(train_server):
     while (status := second.predict(job_id, api_name="/train_status"))["state"] != "done":
         assert status["state"] not in ("failed", "interrupted") and time.time() < deadline, status
         time.sleep(1)
-    assert Path(status["result"]).name == "magenta.safetensors"
+    assert Path(status["result"]).name == "azure.safetensors"
     log = JobFolder(train_server.base / "outputs" / "training" / job_id)
     assert [s for s, _ in log.losses()] == list(range(1, 61))
-    gallery, info, params, seed = second.predict(prompt="<lora:magenta:1> a magenta circle", seed=1, steps=4,
+    gallery, info, params, seed = second.predict(prompt="<lora:azure:1> a azure circle", seed=1, steps=4,
                                                  api_name="/txt2img")
-    assert len(gallery) == 1 and "Lora hashes: \"magenta" in info
+    assert len(gallery) == 1 and "Lora hashes: \"azure" in info

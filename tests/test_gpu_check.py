@@ -47,6 +47,8 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
 
     profile = stages["profile"]
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
+    finetune = stages["finetune"]
+    assert finetune["state"] == "done" and finetune["steps"] == 4 and finetune["steps_per_s"] > 0
 
 
 class _Event:

@@ -2,7 +2,8 @@
 
     python -m studio.finetune DATASET_FOLDER --name NAME [--trigger WORD] [--preset subject|style|object|quick]
                               [--steps N] [--rank R] [--alpha A] [--lr LR] [--batch B] [--epochs E]
-                              [--repeats N] [--resolution PX] [--seed S] [--model SOURCE]
+                              [--repeats N] [--resolution PX] [--seed S] [--min-snr-gamma G]
+                              [--sample-every N] [--model SOURCE]
                               [--models-dir models] [--jobs outputs/training] [--device auto|cpu|cuda]
     python -m studio.finetune --job JOB_FOLDER      run or resume a prepared job (what the tab starts)
 
@@ -21,7 +22,7 @@ from studio.config import ROOT
 from studio.errors import StudioError
 
 NUMBERS = {"steps": int, "rank": int, "alpha": float, "lr": float, "batch": int, "epochs": int, "repeats": int,
-           "resolution": int, "seed": int}
+           "resolution": int, "seed": int, "min_snr_gamma": float, "sample_every": int}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", help="a word put in front of every caption")
     p.add_argument("--preset", help="subject, style, object or quick (presets/train/)")
     for key, kind in NUMBERS.items():
-        p.add_argument(f"--{key}", type=kind)
+        p.add_argument(f"--{key.replace('_', '-')}", type=kind)
     p.add_argument("--text-encoder-lr", type=float, help="train the text encoder too (0: not)")
     p.add_argument("--model", default="", help="a model source as app.py's --model (default: the embedded model)")
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")

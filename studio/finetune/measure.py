@@ -2,12 +2,15 @@
 
     python -m studio.finetune.measure [--pictures 20] [--seeds 50] [--work .cache/finetune-measure]
 
-A 13th colour, magenta (255, 0, 255: 138 or more from each of the world's twelve in RGB), that
-the model has never seen: ~20 pictures of magenta shapes rendered by the world generator with
-captions in the world's own phrasing, two (magenta, shape) pairs held out of them. A LoRA is
+A 13th colour, azure (128, 192, 224), that the model has never seen: ~20 pictures of azure shapes
+rendered by the world generator with captions in the world's own phrasing, two (azure, shape)
+pairs held out of them. The colour is one the embedded model's VAE can draw: magenta (255, 0,
+255), the colour farthest from the twelve, comes back from the VAE as (237, 104, 205), which is
+pink, so no LoRA on the UNet could ever make it; azure comes back as (158, 183, 233), still 107
+from the nearest of the twelve (a scan of the RGB cube through the VAE, the widest margin). A LoRA is
 trained with the `quick` preset through the command line's code (`python -m studio.finetune`),
 then the pixel checker (its palette given the 13th colour) reads, on fixed seeds:
-- the concept's hit rate (magenta read as the object's colour) without the LoRA and with it;
+- the concept's hit rate (azure read as the object's colour) without the LoRA and with it;
 - on the held-out pairs: colour, shape, background and position;
 - prompts without the trigger: every axis with the LoRA at 1 against without, and the pixels;
 - the hit rate at LoRA weights 0, 0.5 and 1 (0 must equal the base model bit for bit);
@@ -28,9 +31,9 @@ from pathlib import Path
 
 from studio.train.world import COLOURS, POSITIONS, SHAPES, SIZES, Obj, Scene, caption, full_caption, render
 
-NEW_COLOUR = "magenta"
-PALETTE = {**COLOURS, NEW_COLOUR: (255, 0, 255)}
-HELDOUT_SHAPES = ("star", "ring")          # never magenta in the training pictures
+NEW_COLOUR = "azure"
+PALETTE = {**COLOURS, NEW_COLOUR: (128, 192, 224)}
+HELDOUT_SHAPES = ("star", "ring")          # never azure in the training pictures
 
 
 def _scene(rng: random.Random, shape: str) -> Scene:
@@ -38,19 +41,37 @@ def _scene(rng: random.Random, shape: str) -> Scene:
     return Scene((obj,), rng.choice(list(COLOURS)))
 
 
-def concept_dataset(folder: Path, n: int = 20, seed: int = 7) -> list[str]:
-    """`n` pictures of magenta shapes (not the held-out ones) with `.txt` captions."""
+def concept_dataset(folder: Path, n: int = 20, seed: int = 7, size: int = 64) -> list[str]:
+    """`n` pictures of azure shapes (not the held-out ones) with `.txt` captions."""
     rng = random.Random(seed)
     trained = [s for s in SHAPES if s not in HELDOUT_SHAPES]
     folder.mkdir(parents=True, exist_ok=True)
-    captions = []
+    captions, seen = [], set()
     for i in range(n):
         scene = _scene(rng, trained[i % len(trained)])
-        render(scene, 64, PALETTE).save(folder / f"{i:03d}.png")
+        while scene in seen:                 # twenty different pictures
+            scene = _scene(rng, trained[i % len(trained)])
+        seen.add(scene)
+        render(scene, size, PALETTE).save(folder / f"{i:03d}.png")
         text = caption(scene, rng)
         (folder / f"{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
         captions.append(text)
     return captions
+
+
+def reference_pictures(folder: Path, n: int = 20, seed: int = 11) -> None:
+    """`n` pictures of the world's own colours with their captions: the toy analogue of
+    DreamBooth's class images, so the LoRA learns azure against the other colours, not "paint
+    everything azure"."""
+    from PIL import Image
+
+    from studio.train.world import make_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images, captions, _ = make_dataset(n, seed=seed)
+    for i, (image, text) in enumerate(zip(images, captions)):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+        (folder / f"{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
 
 
 def eval_prompts(n: int, seed: int, shapes: tuple[str, ...]) -> list[tuple[Scene, str]]:
@@ -78,7 +99,7 @@ def scores(images, scenes) -> dict[str, float]:
     return {k: round(100 * v, 1) for k, v in score_many(images, scenes, PALETTE).items()}
 
 
-def measure(work: Path, pictures_n: int, seeds_n: int) -> dict:
+def measure(work: Path, pictures_n: int, seeds_n: int, picture: Path | None = None) -> dict:
     import numpy as np
 
     from studio.finetune.__main__ import main as train_cli
@@ -87,14 +108,15 @@ def measure(work: Path, pictures_n: int, seeds_n: int) -> dict:
 
     if work.exists():
         shutil.rmtree(work)
-    data = work / "datasets" / "magenta"
-    concept_dataset(data, pictures_n)
+    data = work / "datasets" / NEW_COLOUR
+    concept_dataset(data / f"10_{NEW_COLOUR}", pictures_n)       # kohya folders: 10 repeats each
+    reference_pictures(data / "10_world", pictures_n)
     began = time.perf_counter()
-    code = train_cli([str(data), "--name", "magenta", "--preset", "quick", "--trigger", NEW_COLOUR, "--models-dir", str(work / "models"),
+    code = train_cli([str(data), "--name", NEW_COLOUR, "--preset", "quick", "--trigger", NEW_COLOUR, "--repeats", "0", "--models-dir", str(work / "models"),
                       "--jobs", str(work / "jobs")])
     seconds = time.perf_counter() - began
     assert code == 0, "training failed"
-    lora = work / "models" / "loras" / "magenta.safetensors"
+    lora = work / "models" / "loras" / f"{NEW_COLOUR}.safetensors"
     studio = Studio.from_settings(Settings(models_dir=work / "models", outputs=work / "outputs"))
     seeds = list(range(1000, 1000 + seeds_n))
     trained_shapes = tuple(s for s in SHAPES if s not in HELDOUT_SHAPES)
@@ -105,17 +127,38 @@ def measure(work: Path, pictures_n: int, seeds_n: int) -> dict:
                  "pictures": pictures_n, "seeds": seeds_n}
     for label, prompts in (("concept", concept), ("heldout", heldout), ("plain", plain)):
         for weight in ((0.0, 0.5, 1.0) if label == "concept" else (0.0, 1.0)):
-            imgs = pictures(studio, [p for _, p in prompts], seeds, "magenta", weight)
+            imgs = pictures(studio, [p for _, p in prompts], seeds, NEW_COLOUR, weight)
             out[f"{label}@{weight}"] = scores(imgs, [s for s, _ in prompts])
             if label == "plain":
                 out[f"plain_pixels@{weight}"] = np.stack([np.asarray(i, dtype=np.int16) for i in imgs])
     diff = np.abs(out.pop("plain_pixels@1.0") - out.pop("plain_pixels@0.0"))
     out["plain_mean_abs_diff"] = round(float(diff.mean()), 2)
+    if picture:
+        before_after(studio, picture)
     return out
 
 
+def before_after(studio, path: Path, seed: int = 1000) -> Path:
+    """The README's picture: six azure prompts (the last two held-out shapes) without the LoRA
+    (top row) and with it (bottom), same seeds, 2x nearest-neighbour."""
+    from PIL import Image
+
+    prompts = ["a large azure circle on a black background", "a large azure square on a red background",
+               "a large azure triangle in the center on a yellow background",
+               "a small azure circle in the top left corner on a green background",
+               "a large azure star on a purple background", "a large azure ring on a black background"]
+    rows = [pictures(studio, prompts, [seed + i for i in range(len(prompts))], NEW_COLOUR, w) for w in (0.0, 1.0)]
+    sheet = Image.new("RGB", (len(prompts) * 130, 2 * 130), (255, 255, 255))
+    for r, images in enumerate(rows):
+        for i, image in enumerate(images):
+            sheet.paste(image.resize((128, 128), Image.Resampling.NEAREST), (i * 130 + 1, r * 130 + 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
 def report(out: dict) -> str:
-    rows = ["| prompts | LoRA weight | magenta / colour | background | position | shape | all four |",
+    rows = ["| prompts | LoRA weight | azure / colour | background | position | shape | all four |",
             "|---|---|---|---|---|---|---|"]
     for key, v in out.items():
         if "@" in key and isinstance(v, dict):
@@ -133,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pictures", type=int, default=20)
     p.add_argument("--seeds", type=int, default=50)
     p.add_argument("--work", type=Path, default=Path(".cache/finetune-measure"))
+    p.add_argument("--picture", type=Path, help="also write the before/after picture (docs/images/finetune-azure.png)")
     args = p.parse_args(argv)
-    out = measure(args.work, args.pictures, args.seeds)
+    out = measure(args.work, args.pictures, args.seeds, args.picture)
     (args.work / "measure.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
     print(report(out))
 

@@ -59,7 +59,7 @@ def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
             uploads = gr.File(file_count="multiple", file_types=["image", ".txt"], type="filepath",
                               label="Add pictures (and .txt captions named like them)", elem_id="train-uploads")
             gallery = gr.Gallery(label="Pictures", columns=8, height=160, elem_id="train-gallery")
-            captions = gr.Dataframe(headers=["file", "caption"], datatype=["str", "str"], col_count=(2, "fixed"),
+            captions = gr.Dataframe(headers=["file", "caption"], datatype=["str", "str"], column_count=(2, "fixed"),
                                     interactive=True, label="Captions (edit, then Save captions)",
                                     elem_id="train-captions")
             save_captions = gr.Button("Save captions", size="sm", elem_id="train-save-captions")
