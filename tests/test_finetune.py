@@ -130,18 +130,29 @@ def test_export_follows_the_kohya_layout_the_readers_match(tmp_path):
 
 
 def test_the_file_through_the_studios_loader_gives_the_trained_models_pictures(tmp_path):
-    """The round trip: the PEFT model the trainer holds against the exported fp16 file applied by
-    the studio's LoRA loader (models/addons.py) to a plain pipeline: 20-step pictures within 2/255."""
+    """The round trip: the PEFT model the trainer holds (UNet and text encoder) against the exported
+    fp16 file applied by the studio's LoRA loader (models/addons.py) to a plain pipeline: 20-step
+    pictures within 2/255."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from studio.finetune.export import lora_state
     from studio.models.addons import AddonState, apply_loras
 
+    from peft import LoraConfig, inject_adapter_in_model
+    from studio.finetune.export import TEXT_TARGETS
+    from transformers import CLIPTextModel
+
     unet = _peft_unet(rank=8, alpha=4.0)
+    te = CLIPTextModel.from_pretrained(EMBEDDED_MODEL, subfolder="text_encoder", dtype=torch.float32)
+    inject_adapter_in_model(LoraConfig(r=8, lora_alpha=4.0, target_modules=list(TEXT_TARGETS)), te)
+    with torch.no_grad():
+        for name, p in te.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
     path = write_lora(tmp_path / "loras" / "rt.safetensors",
-                      kohya_tensors(lora_state(unet), "unet", 4.0), {})
+                      kohya_tensors(lora_state(unet), "unet", 4.0) | kohya_tensors(lora_state(te), "te", 4.0), {})
     base = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, torch_dtype=torch.float32, safety_checker=None)
     base.scheduler = DPMSolverMultistepScheduler.from_config(base.scheduler.config)
-    trained = StableDiffusionPipeline(**{**base.components, "unet": unet})
+    trained = StableDiffusionPipeline(**{**base.components, "unet": unet, "text_encoder": te})
 
     def picture(pipe):
         out = pipe("a red circle on a blue background", num_inference_steps=20, guidance_scale=5.0,

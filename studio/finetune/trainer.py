@@ -20,6 +20,7 @@ import copy
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +99,12 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
 
 def _picture(path: Path, size: int) -> torch.Tensor:
     """A picture as a 3 x size x size tensor in [-1, 1]: shorter side to `size`, centre crop."""
+    import numpy as np
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
         img = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.LANCZOS)
-    return torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 @torch.no_grad()
@@ -305,8 +307,8 @@ def sample_prompts(settings: TrainSettings, dataset: Dataset) -> list[str]:
     first = settings.trigger or dataset.items[0].caption
     prompts = [first, caption]
     if settings.trigger:
-        control = caption.replace(f"{settings.trigger}, ", "").replace(settings.trigger, "").strip(" ,")
-        prompts.append(control or "a picture")
+        control = re.sub(r"(?<![\w-])" + re.escape(settings.trigger) + r"(?![\w-]),?", "", caption)
+        prompts.append(re.sub(r"\s+", " ", control).strip(" ,") or "a picture")
     return list(dict.fromkeys(prompts))
 
 
