@@ -167,6 +167,24 @@ def test_the_file_through_the_studios_loader_gives_the_trained_models_pictures(t
     assert np.abs(plain - want).max() > 20          # the LoRA does change the picture
 
 
+def test_a_lora_at_weight_zero_gives_the_base_models_picture_bit_for_bit(tmp_path):
+    """The dose-response's zero: the LoRA loaded at weight 0 leaves the picture exactly as without it."""
+    from studio.config import Settings
+    from studio.finetune.export import lora_state
+    from studio.serving.studio import Studio
+
+    write_lora(tmp_path / "models" / "loras" / "x.safetensors", kohya_tensors(lora_state(_peft_unet()), "unet", 2.0), {})
+    studio = Studio.from_settings(Settings(models_dir=tmp_path / "models", outputs=tmp_path / "outputs"))
+
+    def pixels(loras):
+        request = studio.make_request("txt2img", prompt="a red circle", seed=5, steps=8, loras=loras)
+        return np.asarray(studio.submit(request, user="t", save=False).result().images[0].image)
+
+    base = pixels([])
+    assert np.array_equal(pixels([["x.safetensors", 0.0]]), base)
+    assert not np.array_equal(pixels([["x.safetensors", 1.0]]), base)
+
+
 # -- training ---------------------------------------------------------------------------------------------
 
 def _job(tmp_path, n_pictures=6, **raw):

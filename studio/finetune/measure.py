@@ -2,21 +2,20 @@
 
     python -m studio.finetune.measure [--pictures 20] [--seeds 50] [--work .cache/finetune-measure]
 
-A 13th colour, azure (128, 192, 224), that the model has never seen: ~20 pictures of azure shapes
+A 13th colour, azure (128, 192, 224), that the model has never seen: 20 pictures of azure shapes
 rendered by the world generator with captions in the world's own phrasing, two (azure, shape)
-pairs held out of them. The colour is one the embedded model's VAE can draw: magenta (255, 0,
-255), the colour farthest from the twelve, comes back from the VAE as (237, 104, 205), which is
-pink, so no LoRA on the UNet could ever make it; azure comes back as (158, 183, 233), still 107
-from the nearest of the twelve (a scan of the RGB cube through the VAE, the widest margin). A LoRA is
-trained with the `quick` preset through the command line's code (`python -m studio.finetune`),
-then the pixel checker (its palette given the 13th colour) reads, on fixed seeds:
-- the concept's hit rate (azure read as the object's colour) without the LoRA and with it;
-- on the held-out pairs: colour, shape, background and position;
-- prompts without the trigger: every axis with the LoRA at 1 against without, and the pixels;
-- the hit rate at LoRA weights 0, 0.5 and 1 (0 must equal the base model bit for bit);
-- the training time on this machine and the file's size;
-- the round trip: the exported file loaded by the studio's LoRA loader against the trained
-  PEFT model itself, the largest pixel difference over a few pictures.
+pairs held out of them, and 20 reference pictures of the world's own colours (a `10_world`
+folder: DreamBooth's class images in small). The colour is one the embedded model's VAE can draw:
+magenta (255, 0, 255), farthest from the twelve, comes back from the VAE as (237, 104, 205), which
+is pink, so no LoRA could ever make it; azure comes back as (158, 183, 233), still 107 from the
+nearest of the twelve (a scan of the RGB cube through the VAE: the widest margin).
+A LoRA is trained with the `quick` preset through the command line's code (`python -m
+studio.finetune`), then the pixel checker (its palette given the 13th colour) reads, on fixed seeds:
+- the concept's hit rate (azure read as the object's colour) at LoRA weights 0, 0.5 and 1;
+- on the held-out pairs: colour, shape, background and position, without and with the LoRA;
+- prompts without the trigger: every axis with the LoRA at 1 against 0, and the mean pixel change;
+- the training time on this machine and the file's size.
+(The round trip of the file and weight 0's bit-exactness are tests: tests/test_finetune.py.)
 Writes `measure.json` in the work folder and prints a table.
 """
 
@@ -89,7 +88,7 @@ def pictures(studio, prompts: list[str], seeds: list[int], lora: str | None, wei
     images = []
     for prompt, seed in zip(prompts, seeds):
         request = studio.make_request("txt2img", prompt=prompt, seed=seed,
-                                      loras=[(lora + ".safetensors", weight)] if lora and weight else [])
+                                      loras=[(lora + ".safetensors", weight)] if lora else [])
         images.append(studio.submit(request, user="measure", save=False).result().images[0].image)
     return images
 
