@@ -14,11 +14,9 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.finetune import dataset as ds
 from studio.finetune.jobs import LOCAL
-from studio.finetune.settings import (RANGES, TrainSettings, explain_total, load_preset, make_settings,
-                                      preset_names)
+from studio.finetune.settings import RANGES, explain_total, load_preset, make_settings, preset_names
 from studio.serving.studio import Studio
 
-D = TrainSettings(name="", dataset="")
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
                  "seed")
 ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every")
@@ -48,6 +46,7 @@ def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
     """The tab; returns its "Try it" button, the page-load function that re-attaches the user's
     jobs, and the job list (its input and output)."""
     c: dict[str, Any] = {}
+    D = make_settings({"name": "x", "dataset": "x", "preset": "subject"})    # the fields start as the preset
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("#### 1. Pictures and captions")
