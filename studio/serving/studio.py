@@ -57,8 +57,8 @@ class Studio:
                    limits=settings.limits, queue_size=settings.queue_size,
                    library=ModelLibrary(settings.models_dir, allow_pickle=settings.allow_pickle),
                    start_model=settings.model,
-                   training=TrainingJobs(settings.outputs / "training", settings.models_dir, settings.datasets,
-                                         settings.device),
+                   training=TrainingJobs(Path(settings.outputs) / "training", Path(settings.models_dir),
+                                         Path(settings.datasets), settings.device),
                    content_filter=ContentFilter(
                        settings.content_filter == "on" or (settings.content_filter == "auto" and settings.share),
                        settings.presets / "blocklist.txt", settings.models_dir / "safety-checker"))
