@@ -254,6 +254,8 @@ def test_only_the_owner_stops_a_job(tmp_path):
     job.set_status(state="running", pid=None)
     with pytest.raises(InvalidRequest, match="another user"):
         jobs.stop(job.id, "mallory")
+    with pytest.raises(InvalidRequest, match="another user"):
+        jobs.status(job.id, "mallory")
     assert jobs.status(job.id)["state"] == "interrupted"      # no process: it says so, Resume continues
     assert jobs.jobs(LOCAL) == [job.id] and jobs.jobs("mallory") == []
 

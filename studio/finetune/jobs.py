@@ -76,9 +76,10 @@ class TrainingJobs:
             raise InvalidRequest(f"No training job {job_id!r}.")
         return job
 
-    def status(self, job_id: str) -> dict:
-        """The job's status; a job whose process ended without saying so is "interrupted"."""
-        job = self.folder(job_id)
+    def status(self, job_id: str, owner: str | None = None) -> dict:
+        """The job's status; a job whose process ended without saying so is "interrupted". With
+        `owner` (a caller's view), only that user's job is shown."""
+        job = self.folder(job_id) if owner is None else self._owned(job_id, owner)
         self._reap()
         status = job.status()
         if status.get("state") in STATES_RUNNING and not alive(status.get("pid")) and job.id not in self._children:
@@ -133,7 +134,7 @@ class TrainingJobs:
     def _owned(self, job_id: str, owner: str) -> JobFolder:
         job = self.folder(job_id)
         if job.job().get("owner") != owner:
-            raise InvalidRequest(f"{job_id} belongs to another user; only they can stop or resume it.")
+            raise InvalidRequest(f"{job_id} belongs to another user; only they can see, stop or resume it.")
         return job
 
     def _one_at_a_time(self) -> None:

@@ -211,13 +211,13 @@ def start(studio: Studio, raw: dict, request: gr.Request | None) -> str:
         raise gr.Error(str(exc)) from None
 
 
-def job_view(studio: Studio, job_id: str | None) -> tuple:
-    """(progress text, loss curve, samples, whether there is a LoRA to try) of a job."""
+def job_view(studio: Studio, job_id: str | None, user: str = LOCAL) -> tuple:
+    """(progress text, loss curve, samples, whether there is a LoRA to try) of one of `user`'s jobs."""
     if not job_id:
         return "", None, [], False
     try:
         jobs = _jobs(studio)
-        status, folder = jobs.status(job_id), jobs.folder(job_id)
+        status, folder = jobs.status(job_id, user), jobs.folder(job_id)
     except StudioError as exc:
         return f"⚠ {exc}", None, [], False
     step, total_ = status.get("step", 0), status.get("total", 0)
@@ -291,10 +291,10 @@ def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
                                        "out). Returns the job list and the new job's id; poll /train_status."),
              [c[k] for k in keys], [job, new_id], api_name="train", queue=False)
 
-    def status(job_id: str) -> dict:
-        """A training job's status: state, step, total, loss, s_per_step, eta_s, message, result."""
+    def status(job_id: str, request: gr.Request) -> dict:
+        """One of your training jobs' status: state, step, total, loss, s_per_step, eta_s, message, result."""
         try:
-            return _jobs(studio).status(job_id)
+            return _jobs(studio).status(job_id, owner(request))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
 
@@ -319,8 +319,8 @@ def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
     stop.click(act("stop"), job, None, api_name="train_stop", queue=False)
     resume.click(act("resume"), job, None, api_name="train_resume", queue=False)
 
-    def view(job_id):
-        text, frame, pictures, done = job_view(studio, job_id)
+    def view(job_id, request: gr.Request):
+        text, frame, pictures, done = job_view(studio, job_id, owner(request))
         return text, frame, pictures, gr.Button(visible=done)
 
     shown = [progress, loss, samples, try_it]
