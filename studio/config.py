@@ -40,6 +40,11 @@ class Settings:
     compile_mode: str = "default"
     compile_cache: Path = ROOT / ".cache" / "compile"
     api: bool = True                    # AUTOMATIC1111's REST API at /sdapi/v1 (studio/api/)
+    workers: str = "local"              # local (this process) | ray (Ray Serve replicas, studio/workers/)
+    replicas: int = 1                   # Ray replicas: one per GPU (CPU replicas without one)
+    ray_address: str = ""               # an existing Ray cluster ("" starts one on this machine)
+    gpus_per_replica: float = 1.0       # fractional shares one GPU (0.5: two replicas on a card)
+    worker_threads: int = 0             # torch threads per CPU replica (0: the cores / replicas)
 
 
 def _auth_pair(text: str) -> tuple[str, str]:
@@ -112,6 +117,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-api", dest="api", action="store_false",
                    help="do not serve AUTOMATIC1111's REST API at /sdapi/v1 (served by default, with "
                         "the same logins as the UI)")
+    w = p.add_argument_group("workers (studio/workers/; needs pip install -e '.[ray]')")
+    w.add_argument("--workers", choices=["local", "ray"], default="local",
+                   help="local: generate in this process (default); ray: on Ray Serve replicas")
+    w.add_argument("--replicas", type=int, default=1, help="Ray replicas, one per GPU (default 1)")
+    w.add_argument("--ray-address", default="",
+                   help="join an existing Ray cluster (e.g. ray://head:10001 or auto); default: start one here")
+    w.add_argument("--gpus-per-replica", type=float, default=1.0,
+                   help="GPU share of a replica; 0.5 puts two on one card (default 1)")
+    w.add_argument("--worker-threads", type=int, default=0,
+                   help="torch threads per CPU replica (default: the cores divided among the replicas)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--datasets", default=str(ROOT / "datasets"),
                    help="folder of training datasets, one folder each (the Train tab; default datasets/)")
@@ -148,4 +163,18 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
                     content_filter=args.content_filter,
                     limits=_limits(p, args),
                     prediction_type=args.prediction_type, fast=args.fast, compile=args.compile,
-                    compile_mode=args.compile_mode, compile_cache=Path(args.compile_cache), api=args.api)
+                    compile_mode=args.compile_mode, compile_cache=Path(args.compile_cache), api=args.api,
+                    **_workers(p, args))
+
+
+def _workers(p: argparse.ArgumentParser, args) -> dict:
+    if args.replicas < 1:
+        p.error("--replicas must be at least 1")
+    if not 0 < args.gpus_per_replica <= 1:
+        p.error("--gpus-per-replica must be more than 0 and at most 1")
+    if args.worker_threads < 0:
+        p.error("--worker-threads must be 0 (automatic) or more")
+    if args.workers == "local" and (args.replicas != 1 or args.ray_address):
+        p.error("--replicas and --ray-address need --workers ray")
+    return dict(workers=args.workers, replicas=args.replicas, ray_address=args.ray_address,
+                gpus_per_replica=args.gpus_per_replica, worker_threads=args.worker_threads)

@@ -22,7 +22,7 @@ class Gate:
         self.first_started = threading.Event()
 
     def __call__(self, request, on_step=None, should_stop=None, on_preview=None, should_skip=None,
-                 save=True) -> GenerationResult:
+                 save=True, **_) -> GenerationResult:
         self.ran.append(request.prompt)
         self.saved.append(save)
         self.first_started.set()

@@ -4,7 +4,10 @@ Callers (the tabs, the gradio_client endpoints, later the REST API, animation fr
 and live previews) `submit(request, user=...)` a GenerationRequest and get a `Job` back: its
 updates (queue position, progress, previews), `stop()`, and `result()`.
 
-This in-process backend owns the one GPU queue and runs one job at a time on a worker thread.
+The dispatcher owns the one queue and runs `slots` jobs at a time, each on a worker thread that
+calls the backend: in-process (`Studio.run`, one slot: the one GPU), or Ray Serve replicas
+(studio/workers/, one slot a replica: a job is handed to Ray only when a replica is free, so
+the waiting stays here, where it can be reordered).
 The queue is fair between users (a login name, else a browser session): start-time fair queueing
 (Goyal, Vin & Cheng, SIGCOMM 1996) with every job costing one unit, so users take turns: a
 newcomer waits for the running job and at most one job of each other user, never behind a
@@ -35,7 +38,8 @@ from studio.serving.jobs import RateLimiter
 
 log = logging.getLogger(__name__)
 
-# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=..., save=...)
+# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=..., save=...,
+# preview_every_s=..., waited_s=...)
 Backend = Callable[..., GenerationResult]
 LANES = ("queue", "live")
 
@@ -60,6 +64,9 @@ class Job:
         self.save = save and lane != "live"        # False: the pictures are held for the caller
         self.preview_every_s = preview_every_s     # 0: no previews
         self.state = "queued"                      # -> running -> done | failed | stopped
+        self.queued_at = time.monotonic()
+        self.started_at: float | None = None
+        self.start_tag = 0.0                       # its place in the fair order (start-time fair queueing)
         self._dispatcher = dispatcher
         self._stop = threading.Event()
         self._skip = threading.Event()
@@ -140,10 +147,13 @@ class Job:
 
 
 class Dispatcher:
-    """One GPU queue, fair between users, with a bound on waiting jobs and per-user rate limits."""
+    """One queue in front of `slots` workers, fair between users, with a bound on waiting jobs and
+    per-user rate limits."""
 
-    def __init__(self, backend: Backend, *, max_queued: int = 16, jobs_per_minute: int = 0) -> None:
+    def __init__(self, backend: Backend, *, max_queued: int = 16, jobs_per_minute: int = 0,
+                 slots: int = 1) -> None:
         self._backend = backend
+        self.slots = max(1, slots)
         self.max_queued = max_queued                # 0: no bound
         self.max_per_user = max(1, max_queued // 2) if max_queued else 0
         self.rate = RateLimiter(jobs_per_minute)
@@ -151,9 +161,9 @@ class Dispatcher:
         self._heap: list[tuple[float, int, Job]] = []   # (start tag, arrival, job)
         self._arrival = itertools.count()
         self._finish_tag: dict[str, float] = {}     # each user's last finish tag
-        self._virtual = 0.0                         # the start tag of the job in service
-        self._running: Job | None = None
-        self._worker: threading.Thread | None = None
+        self._virtual = 0.0                         # the start tag of the job last put in service
+        self._running: list[Job] = []
+        self._workers: list[threading.Thread] = []
         self._stopped_at: dict[str, float] = {}     # session -> when its Stop was last pressed
 
     # -- callers -----------------------------------------------------------------------------------
@@ -184,7 +194,7 @@ class Dispatcher:
             self._finish_tag[user] = start + 1
             heapq.heappush(self._heap, (start, next(self._arrival), job))
             self._tell_positions()
-            self._ensure_worker()
+            self._ensure_workers()
             self._lock.notify_all()
         return job
 
@@ -216,8 +226,8 @@ class Dispatcher:
     def jobs_of(self, session: str) -> list[Job]:
         """This session's jobs: the running one first, then the waiting ones in start order."""
         with self._lock:
-            running = [self._running] if self._running is not None and self._running.session == session else []
-            return running + [j for j in self.order() if j.session == session]
+            return [j for j in self._running if j.session == session] + \
+                [j for j in self.order() if j.session == session]
 
     def waiting(self) -> int:
         with self._lock:
@@ -244,31 +254,34 @@ class Dispatcher:
         """After a cancel, the user's next job starts where their remaining ones end (a stopped
         backlog must not push their next job behind everyone else's turns)."""
         ends = [start + 1 for start, _, j in self._heap if j.user == user]
-        if self._running is not None and self._running.user == user:
-            ends.append(self._virtual + 1)
+        ends += [j.start_tag + 1 for j in self._running if j.user == user]
         if ends:
             self._finish_tag[user] = max(ends)
         else:
             self._finish_tag.pop(user, None)
 
     def _tell_positions(self) -> None:
-        """Each waiting job hears how many start before it (the running one included)."""
+        """Each waiting job hears how many start before it (a running one included when every
+        slot is busy: it has to end first)."""
         with self._lock:
-            running = self._running is not None
+            busy = len(self._running) >= self.slots
             for i, job in enumerate(self.order()):
-                job._put(Update("queued", ahead=i + running))
+                job._put(Update("queued", ahead=i + busy))
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="gpu-queue", daemon=True)
-            self._worker.start()
+    def _ensure_workers(self) -> None:
+        self._workers = [w for w in self._workers if w.is_alive()]
+        while len(self._workers) < self.slots:
+            worker = threading.Thread(target=self._work, name=f"gpu-queue-{len(self._workers)}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
 
     def _next(self) -> Job:
         with self._lock:
             while not self._heap:
                 self._lock.wait()
             start, _, job = heapq.heappop(self._heap)
-            self._virtual, self._running, job.state = start, job, "running"
+            self._virtual, job.start_tag, job.state, job.started_at = start, start, "running", time.monotonic()
+            self._running.append(job)
             # a finish tag at or below the virtual time changes nothing (max() picks the latter)
             self._finish_tag = {u: t for u, t in self._finish_tag.items() if t > self._virtual}
         return job
@@ -280,7 +293,7 @@ class Dispatcher:
             job._put(Update("started"))
             outcome = self._run(job)
             with self._lock:            # no longer running before anyone hears it ended
-                self._running = None
+                self._running.remove(job)
             job._finish(*outcome)
 
     def _run(self, job: Job) -> tuple:
@@ -289,7 +302,8 @@ class Dispatcher:
             result = self._backend(job.request, on_step=job._on_step, should_stop=job._stop.is_set,
                                    should_skip=job._take_skip,
                                    on_preview=job._on_preview if job.preview_every_s else None,
-                                   save=job.save)
+                                   save=job.save, preview_every_s=job.preview_every_s,
+                                   waited_s=job.started_at - job.queued_at)
         except GenerationStopped as exc:
             return "stopped", None, exc
         except StudioError as exc:

@@ -9,6 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from studio.config import Settings
 from studio.errors import GenerationStopped, InvalidRequest
@@ -39,14 +40,25 @@ class Studio:
     queue_size: int = 16         # generations waiting at most (0: no bound)
     history: HistoryIndex | None = None     # the searchable index of the outputs folder
     training: TrainingJobs | None = None    # LoRA training jobs (their own processes)
+    workers: Any = None          # the Ray backend when generations run on Ray Serve replicas
 
     def __post_init__(self) -> None:
-        if self.dispatcher is None:
+        if self.dispatcher is None:     # in-process: one slot, Studio.run on the dispatcher's thread
             self.dispatcher = Dispatcher(self.run, max_queued=self.queue_size,
                                          jobs_per_minute=self.limits.jobs_per_minute)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Studio":
+        """The studio `settings` describe; with `workers="ray"`, its dispatcher sends each job to
+        a Ray Serve replica (studio/workers/) instead of running it in this process."""
+        studio = cls._in_process(settings)
+        if settings.workers == "ray":
+            from studio.workers.backend import use_ray_workers
+            use_ray_workers(studio, settings)
+        return studio
+
+    @classmethod
+    def _in_process(cls, settings: Settings) -> "Studio":
         history = HistoryIndex(settings.outputs)
         return cls(history=history, manager=ModelManager(settings.model, settings.device, settings.dtype,
                                         settings.allow_pickle, settings.prediction_type,
@@ -146,22 +158,28 @@ class Studio:
         return self.outputs.save(picture.image, picture.parameters, picture.data, seed=picture.seed)
 
     def run(self, request: GenerationRequest, on_step=None, should_stop=None,
-            on_preview=None, should_skip=None, save: bool = True) -> GenerationResult:
+            on_preview=None, should_skip=None, save: bool = True, outputs=None,
+            preview_every_s: float = 0.0, waited_s: float = 0.0) -> GenerationResult:
         """The in-process backend: run one request now, on this thread. The dispatcher's worker
         calls it; callers submit instead, so that the queue stays fair. A request that names a
         model runs on it (switching first if another user switched since it was queued). With
-        `save=False` (a live picture) the pictures are held, not written (their `path` is None)."""
+        `save=False` (a live picture) the pictures are held, not written (their `path` is None);
+        `outputs` (a Ray worker's) takes them instead of the folder. The job's preview rate and
+        wait are a remote backend's business (the dispatcher's Job paces previews here)."""
         from studio.generation.engine import generate
 
         if request.model:
             self.select_model(request.model)
-
-        return generate(request, self.manager, self.outputs if save else HeldPictures(), self.presets,
+        if outputs is None:
+            outputs = self.outputs if save else HeldPictures()
+        return generate(request, self.manager, outputs, self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,
                         should_skip=should_skip, library=self.library,
                         content_filter=self.content_filter)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
+        if self.workers is not None:            # the weights live on the workers
+            return self.workers.explain(request)
         from studio.generation.engine import explain
         return explain(request, self.manager, self.presets)
 
@@ -169,8 +187,11 @@ class Studio:
         """Import torch and diffusers and hash the model file in the background so the first click
         does not wait; when the fast path compiles (CUDA by default), also load the model and run a
         2-step picture at its native size so the compilation happens while the page is already
-        usable (a request that comes first waits on the model lock, it does not fail)."""
+        usable (a request that comes first waits on the model lock, it does not fail). With Ray
+        workers there is nothing to warm here: each replica loaded its model when it started."""
         def work():
+            if self.workers is not None:
+                return
             from studio.generation import engine  # noqa: F401
             self.manager.model_hash()       # a large checkpoint's hash, before the first picture
             if not self.manager.will_compile():

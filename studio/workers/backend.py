@@ -1,0 +1,206 @@
+"""The dispatcher's Ray backend: start or join Ray, deploy the workers, send each job to one.
+
+`use_ray_workers(studio, settings)` gives the studio a dispatcher with one slot per replica whose
+backend is a `RayBackend`: the UI process keeps the queue (fair order, lanes, Stop) and hands a
+job to Ray only when a replica is free. Pictures are saved here, by the UI process, from the data
+the replica streams back, each as soon as it arrives (a replica that dies later loses none of
+them).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio import errors
+from studio.config import Settings
+from studio.requests import GeneratedImage, GenerationRequest, GenerationResult
+from studio.serving.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+APP = "studio-workers"
+OBJECT_STORE_BYTES = 256 * 2**20      # pictures are small; Ray's default takes 30% of the memory
+
+
+class WorkerLost(errors.StudioError):
+    """The replica running a job died, and the job could not run again."""
+
+
+def use_ray_workers(studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
+    """Put the studio's generations on Ray Serve replicas (starting or joining Ray first)."""
+    if not local_testing:
+        start_ray(settings)
+    backend = RayBackend.deploy(studio, settings, local_testing=local_testing)
+    studio.dispatcher = Dispatcher(backend, max_queued=studio.queue_size,
+                                   jobs_per_minute=studio.limits.jobs_per_minute, slots=settings.replicas)
+    studio.workers = backend
+    return backend
+
+
+def start_ray(settings: Settings) -> None:
+    """Join the cluster at --ray-address, or start one on this machine (stopped at exit)."""
+    try:
+        import ray
+    except ImportError:
+        raise errors.StudioError("--workers ray needs Ray: pip install -e '.[ray]'") from None
+    if ray.is_initialized():
+        return
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
+        atexit.register(stop_ray)
+
+
+def stop_ray() -> None:
+    import ray
+    from ray import serve
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def replica_options(settings: Settings, cluster_gpus: float) -> dict:
+    """One GPU (or the share asked for) a replica where the cluster has GPUs; else a CPU replica
+    with its part of this machine's cores as torch threads."""
+    gpus = settings.gpus_per_replica if cluster_gpus else 0
+    threads = settings.worker_threads or max(1, (os.cpu_count() or 1) // settings.replicas)
+    return {"num_replicas": settings.replicas, "ray_actor_options": {"num_cpus": 0, "num_gpus": gpus},
+            "threads": threads}
+
+
+@dataclass
+class Attempt:
+    """What one run of a job on a replica has brought back so far."""
+    worker: dict = field(default_factory=dict)
+    sent_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    pictures: list[GeneratedImage] = field(default_factory=list)
+    end: tuple | None = None
+
+
+class RayBackend:
+    """Called by the dispatcher's workers, one job each: Studio.run's signature, on Ray."""
+
+    def __init__(self, studio, handle, signals, replicas: int) -> None:
+        self.studio, self.handle, self.signals, self.replicas = studio, handle, signals, replicas
+
+    @classmethod
+    def deploy(cls, studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
+        from ray import serve
+
+        from studio.workers.replica import GenerationWorker, Signals
+        gpus = 0.0 if local_testing else __import__("ray").cluster_resources().get("GPU", 0.0)
+        options = replica_options(settings, gpus)
+        threads = options.pop("threads")
+        app = GenerationWorker.options(**options).bind(settings, Signals.bind(), threads)
+        handle = serve.run(app, name=APP, route_prefix=None, _local_testing_mode=local_testing)
+        log.info("Ray Serve: %d generation worker(s) ready (%s)", settings.replicas, options["ray_actor_options"])
+        return cls(studio, handle, handle.signals_handle.remote().result(), settings.replicas)
+
+    # -- the dispatcher's backend ------------------------------------------------------------------
+    def __call__(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
+                 should_skip=None, save: bool = True, preview_every_s: float = 0.0,
+                 waited_s: float = 0.0) -> GenerationResult:
+        hooks = dict(on_step=on_step, should_stop=should_stop, should_skip=should_skip, on_preview=on_preview,
+                     save=save, preview_every_s=preview_every_s if on_preview else 0.0, waited_s=waited_s)
+        first = self._attempt(request, **hooks)
+        if first.end is not None:
+            return self._result(request, first)
+        if first.pictures:                   # saved already: running it again would draw them twice
+            return self._result(request, first, note=f"The worker stopped after {len(first.pictures)} "
+                                "picture(s); they are saved. Generate again for the rest.")
+        log.warning("Worker %s died during a job; running it again on another", first.worker.get("worker"))
+        second = self._attempt(request, **hooks)
+        if second.end is None:
+            raise WorkerLost("The worker running this generation stopped twice; try again in a moment.")
+        return self._result(request, second, note="Its first worker stopped; it ran again on another.")
+
+    def explain(self, request: GenerationRequest) -> dict:
+        return self.handle.explain.remote(request, *self._studio_state()).result()
+
+    def _studio_state(self) -> tuple[str, str]:
+        """What a request does not say but the UI chose for the whole studio: the model picked
+        (for a request that names none) and the memory mode. Sent with every job, so every
+        replica follows a switch."""
+        return self.studio.current_choice(), self.studio.manager.memory
+
+    # -- one run on a replica ----------------------------------------------------------------------
+    def _attempt(self, request, *, on_step, should_stop, should_skip, on_preview, save, preview_every_s,
+                 waited_s) -> Attempt:
+        """Send the job, follow its stream; `end` stays None when the replica died."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        job, got = uuid.uuid4().hex, Attempt()
+        stream = self.handle.options(stream=True).generate.remote(job, request, *self._studio_state(),
+                                                                  preview_every_s)
+        pressed_stop = False
+        try:
+            for event in stream:
+                if should_stop is not None and should_stop() and not pressed_stop:
+                    self.signals.stop.remote(job)
+                    pressed_stop = True
+                if should_skip is not None and should_skip():
+                    self.signals.skip.remote(job)
+                self._take(event, got, on_step, on_preview, save, waited_s)
+                if got.end is not None:
+                    break
+        except (RayActorError, ActorUnavailableError):
+            log.warning("Lost the worker of job %s", job, exc_info=True)
+        finally:
+            self.signals.forget.remote(job)
+        return got
+
+    def _take(self, event: tuple, got: Attempt, on_step, on_preview, save: bool, waited_s: float) -> None:
+        kind = event[0]
+        if kind == "started":
+            got.worker, got.started_at = event[1], time.monotonic()
+        elif kind == "progress" and on_step is not None:
+            on_step(event[1], event[2])
+        elif kind == "preview" and on_preview is not None:
+            on_preview(lambda picture=event[1]: picture)
+        elif kind == "picture":
+            got.pictures.append(self._keep(event, got, save, waited_s))
+        elif kind == "error":
+            raise _error(event[1], event[2])
+        elif kind in ("done",):
+            got.end = event
+
+    def _keep(self, event: tuple, got: Attempt, save: bool, waited_s: float) -> GeneratedImage:
+        """A finished picture: saved now (unless the caller holds it), with its provenance."""
+        _, image, parameters, data, seed = event
+        data = {**data, "provenance": provenance(got, waited_s)}
+        path = self.studio.outputs.save(image, parameters, data, seed=seed) if save else None
+        return GeneratedImage(path=path, image=image, seed=seed, parameters=parameters, data=data)
+
+    def _result(self, request: GenerationRequest, got: Attempt, note: str = "") -> GenerationResult:
+        pictures = got.pictures
+        if got.end is None:
+            return GenerationResult(request=request, images=pictures, seed=pictures[0].seed, stopped=True,
+                                    notes=[note])
+        _, seed, stopped, notes, latents = got.end
+        for picture, kept in zip(pictures, latents):
+            picture.latents = kept
+        return GenerationResult(request=request, images=pictures, seed=seed, stopped=stopped,
+                                notes=[*notes, *([note] if note else [])])
+
+
+def provenance(got: Attempt, waited_s: float) -> dict[str, Any]:
+    """Where and when a picture was made: kept apart from the parameters that reproduce it."""
+    ray_wait = (got.started_at or got.sent_at) - got.sent_at
+    return {**got.worker, "queue_wait_s": round(waited_s + ray_wait, 4),
+            "worked_s": round(time.monotonic() - (got.started_at or got.sent_at), 4)}
+
+
+def _error(name: str, message: str) -> Exception:
+    """The replica's error as the same StudioError class here (the UI shows its message)."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.StudioError):
+        return cls(message)
+    return RuntimeError(message)
