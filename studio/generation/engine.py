@@ -338,7 +338,7 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
     flags = content_filter.flagged(outs, setup.device) if content_filter else [False] * len(outs)
     if any(flags):
         prep.notes.append(f"{sum(flags)} image(s) flagged by the safety checker were not saved or shown.")
-    config = strict_json(dict(scheduler.config))
+    config = strict_json(_stable(dict(scheduler.config)))
     references = [(r.name, array_sha256(_rgb_array(r.image))) for r in prep.references]
     saved = []
     for pos, (image, member, flagged) in enumerate(zip(outs, members, flags)):
@@ -356,6 +356,13 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
         saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data,
                                     latents=None if kept is None else kept[pos:pos + 1].numpy()))
     return saved
+
+
+def _stable(config: dict) -> dict:
+    """diffusers lists the defaulted keys from a set (`_use_default_values`), in an order that
+    changes with each process's hash seed: sorted, the same request has the same record anywhere
+    (a Ray worker, the next run of the studio)."""
+    return {k: sorted(v) if k == "_use_default_values" and isinstance(v, list) else v for k, v in config.items()}
 
 
 def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: PlannedImage, batch: int, pos: int,

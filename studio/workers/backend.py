@@ -90,6 +90,7 @@ class RayBackend:
 
     def __init__(self, studio, handle, signals, replicas: int) -> None:
         self.studio, self.handle, self.signals, self.replicas = studio, handle, signals, replicas
+        self.active: dict[str, dict] = {}       # job id -> the worker running it (who is busy now)
 
     @classmethod
     def deploy(cls, studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
@@ -149,11 +150,14 @@ class RayBackend:
                 if should_skip is not None and should_skip():
                     self.signals.skip.remote(job)
                 self._take(event, got, on_step, on_preview, save, waited_s)
+                if event[0] == "started":
+                    self.active[job] = got.worker
                 if got.end is not None:
                     break
         except (RayActorError, ActorUnavailableError):
             log.warning("Lost the worker of job %s", job, exc_info=True)
         finally:
+            self.active.pop(job, None)
             self.signals.forget.remote(job)
         return got
 
@@ -161,6 +165,8 @@ class RayBackend:
         kind = event[0]
         if kind == "started":
             got.worker, got.started_at = event[1], time.monotonic()
+        elif kind == "placed":
+            got.worker = {**got.worker, **event[1]}
         elif kind == "progress" and on_step is not None:
             on_step(event[1], event[2])
         elif kind == "preview" and on_preview is not None:

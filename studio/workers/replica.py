@@ -2,6 +2,7 @@
 
 Imported only by the Ray backend (it imports Ray). Each event a worker yields is a plain tuple:
     ("started", identity)                  the replica took the job (worker, host, pid, device)
+    ("placed", state)                      its model and memory mode for this job
     ("progress", done, total)              denoising steps
     ("preview", picture)                   a PIL image, at most one per preview_every_s
     ("picture", image, parameters, data, seed)   a finished picture and its metadata, unsaved
@@ -139,6 +140,7 @@ class GenerationWorker:
         """On a thread of the replica: the request through Studio.run, events out through `put`."""
         try:
             self._use(*studio_state)
+            put(("placed", {"model": self.studio.current_choice(), "memory": self.studio.manager.memory_in_use}))
             result = self.studio.run(request, on_step=lambda done, total: put(("progress", done, total)),
                                      should_stop=presses.stop.is_set, should_skip=presses.take_skip,
                                      on_preview=_previews(put, preview_every_s), outputs=Streamed(put))

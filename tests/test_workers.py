@@ -1,0 +1,246 @@
+"""Generations on Ray Serve replicas (studio/workers/): the dispatcher's contract against every
+backend (in-process, Ray's local testing mode, a real Ray cluster with two logical GPUs), then
+what only a real cluster has: two replicas serving, one killed mid-job, the app started with
+--workers ray. CPU replicas throughout; torch sees no CUDA behind the logical GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from studio.config import Settings
+from studio.errors import QueueFull
+from studio.outputs.metadata import read_metadata
+from studio.requests import make_request
+from studio.serving.dispatcher import Dispatcher
+from studio.serving.studio import Studio
+from tests.conftest import start_server, stop_server
+from tests.ldm_layout import tiny_pipeline, write_kohya_lora, write_single_file, write_vae_file
+
+if os.environ.get("STUDIO_REQUIRE_RAY") != "1":
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+import ray  # noqa: E402  (CI sets STUDIO_REQUIRE_RAY: there a missing Ray fails, it does not skip)
+from ray import serve  # noqa: E402
+
+BACKENDS = ("in-process", "ray-local", "ray")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    """A models folder with an SD1 checkpoint, a LoRA and a VAE: the replicas read the same one."""
+    import torch
+    root = tmp_path_factory.mktemp("models")
+    for kind in ("checkpoints", "loras", "vae"):
+        (root / kind).mkdir()
+    sd1 = tiny_pipeline("sd1")
+    write_single_file(sd1, "sd1", root / "checkpoints" / "sd1.safetensors")
+    write_kohya_lora(sd1, root / "loras" / "ink.safetensors", seed=1)
+    write_vae_file(sd1.vae, root / "vae" / "warm.safetensors")
+    return Settings(model="", models_dir=root, outputs=tmp_path_factory.mktemp("outputs"),
+                    worker_threads=torch.get_num_threads())      # the same threads: the same bits
+
+
+def _studio(settings: Settings, name: str, **changes) -> Studio:
+    studio = Studio.from_settings(replace(settings, outputs=settings.outputs / name, **changes))
+    studio.select_model("sd1.safetensors")          # the UI's pick: it must reach the replicas
+    return studio
+
+
+@pytest.fixture(scope="module")
+def reference(settings):
+    return _studio(settings, "reference")
+
+
+@pytest.fixture(scope="module")
+def cluster(settings):
+    """A real Ray: two logical GPUs, so one replica a "GPU" is what gets placed."""
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+             log_to_driver=False)
+    studio = _studio(settings, "ray", workers="ray", replicas=2)
+    yield studio
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, settings):
+    if request.param == "in-process":
+        yield _studio(settings, "in-process")
+    elif request.param == "ray-local":
+        from studio.workers.backend import use_ray_workers
+        studio = _studio(settings, "ray-local")
+        use_ray_workers(studio, replace(settings, workers="ray"), local_testing=True)
+        yield studio
+    else:
+        yield request.getfixturevalue("cluster")
+
+
+def _request(studio: Studio, **kw):
+    return studio.make_request("txt2img", **{"prompt": "a red circle", "seed": 5, "steps": 4, "width": 64,
+                                             "height": 64, **kw})
+
+
+def _pixels(picture) -> np.ndarray:
+    return np.asarray(picture.image)
+
+
+# ------------------------------------------------------------------------------ the contract
+
+def test_same_picture_bits_and_metadata_as_in_process(backend, reference):
+    """The UI's model pick, a LoRA and a VAE by name, two pictures a batch: the same bits and the
+    same record; Ray's pictures carry their provenance apart, in the saved file too."""
+    req = _request(backend, loras=[["ink.safetensors", 0.8]], vae="warm.safetensors", batch_size=2)
+    got = backend.submit(req, user="ann").result(timeout=120)
+    want = reference.run(req)
+    assert len(got.images) == len(want.images) == 2
+    for g, w in zip(got.images, want.images):
+        assert np.array_equal(_pixels(g), _pixels(w))
+        assert g.parameters == w.parameters
+        assert {k: v for k, v in g.data.items() if k != "provenance"} == w.data
+        parameters, data = read_metadata(g.path)
+        assert parameters == g.parameters and data == json.loads(json.dumps(g.data))
+    assert got.images[0].data["model"]["name"] == want.images[0].data["model"]["name"]
+    if backend.workers is not None:
+        where = got.images[0].data["provenance"]
+        assert where["model"] == "sd1.safetensors" and where["device"] == "cpu" and where["pid"] > 0
+        assert where["queue_wait_s"] >= 0 and where["host"]
+        assert not backend.manager.loaded, "the UI process must not load the weights"
+
+
+def test_same_seed_same_picture_and_a_random_seed_is_reported(backend):
+    first = backend.submit(_request(backend, seed=-1), user="ann").result(timeout=120)
+    again = backend.submit(_request(backend, seed=first.seed), user="ann").result(timeout=120)
+    assert first.seed >= 0 and again.seed == first.seed
+    assert np.array_equal(_pixels(first.images[0]), _pixels(again.images[0]))
+
+
+def test_the_memory_mode_reaches_the_workers(backend, reference):
+    backend.manager.set_memory("low")
+    try:
+        got = backend.submit(_request(backend), user="ann").result(timeout=120)
+    finally:
+        backend.manager.set_memory("none")
+    if backend.workers is not None:
+        assert got.images[0].data["provenance"]["memory"] == "low"
+    after = backend.submit(_request(backend), user="ann").result(timeout=120)
+    assert np.array_equal(_pixels(after.images[0]), _pixels(reference.run(_request(reference)).images[0]))
+
+
+def test_stop_mid_run_and_skip_a_batch(backend):
+    job = backend.submit(_request(backend, steps=150, batch_count=3), user="ann", session="s1")
+    for update in job.updates():
+        if update.kind == "progress" and update.done == 2:
+            job.stop()
+    stopped = job.result(timeout=120)
+    assert stopped.stopped and stopped.images == []
+    job = backend.submit(_request(backend, steps=150, batch_count=2), user="ann", session="s1")
+    skipped = False
+    for update in job.updates():
+        if update.kind == "progress" and not skipped:
+            job.skip()
+            skipped = True
+    result = job.result(timeout=120)
+    assert not result.stopped and len(result.images) == 1      # the first batch skipped, the second drawn
+
+
+def test_a_job_waits_in_the_dispatcher_until_a_worker_is_free_in_fair_order_and_the_queue_fills(backend):
+    """The dispatcher decides the order: Ray gets a job only when a slot is free, so while every
+    slot is busy the rest wait here, where a newcomer is put ahead of a backlog."""
+    slots = backend.dispatcher.slots
+    d = Dispatcher(backend.dispatcher._backend, max_queued=4, slots=slots)
+    long = _request(backend, steps=150)
+    running = [d.submit(long, user="ann") for _ in range(slots)]
+    deadline = time.time() + 60
+    while any(j.state != "running" for j in running) and time.time() < deadline:
+        time.sleep(0.05)
+    waiting = [d.submit(long, user="ann") for _ in range(2)]
+    with pytest.raises(QueueFull, match="the most one user may queue"):
+        d.submit(long, user="ann")
+    bob = d.submit(long, user="bob")
+    cy = d.submit(long, user="cy")
+    try:
+        assert [j.user for j in d.order()] == ["bob", "cy", "ann", "ann"]   # newcomers first
+        with pytest.raises(QueueFull, match="Queue is full"):
+            d.submit(long, user="dee")
+        if backend.workers is not None:
+            assert len(backend.workers.active) <= slots
+    finally:
+        for job in running + waiting + [bob, cy]:
+            job.stop()
+        for job in running + waiting + [bob, cy]:
+            job.result(timeout=120)
+
+
+# ------------------------------------------------------------------------------ a real cluster
+
+def test_both_replicas_serve_and_the_ui_process_explains_through_them(cluster):
+    jobs = [cluster.submit(_request(cluster, steps=20, seed=i), user=f"user{i}") for i in range(4)]
+    workers = {j.result(timeout=120).images[0].data["provenance"]["worker"] for j in jobs}
+    assert len(workers) == 2
+    explained = cluster.explain_prompt(_request(cluster, prompt="a red circle, (blue:1.3)"))
+    assert explained and not cluster.manager.loaded
+
+
+def _kill_when(cluster, job, ready) -> dict:
+    """SIGKILL the replica running `job` once `ready()`; returns who it was."""
+    for update in job.updates():
+        if update.kind == "progress" and ready():
+            (who,) = cluster.workers.active.values()
+            os.kill(who["pid"], signal.SIGKILL)
+            return who
+    raise AssertionError("the job ended before the replica could be killed")
+
+
+def _both_running(timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = serve.status().applications["studio-workers"].deployments["GenerationWorker"].replica_states
+        if states.get("RUNNING") == 2 and len(states) == 1:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the killed replica was not replaced: {states}")
+
+
+def test_a_replica_killed_before_any_picture_runs_the_job_again_on_another(cluster):
+    job = cluster.submit(_request(cluster, steps=150, seed=9), user="ann")
+    killed = _kill_when(cluster, job, lambda: True)
+    result = job.result(timeout=120)
+    assert len(result.images) == 1 and result.images[0].path.is_file()
+    assert result.images[0].data["provenance"]["pid"] != killed["pid"]
+    assert "ran again on another" in " ".join(result.notes)
+    _both_running()
+
+
+def test_a_replica_killed_after_a_picture_keeps_what_was_saved(cluster):
+    before = set(cluster.outputs.root.rglob("*.png"))
+    job = cluster.submit(_request(cluster, steps=60, seed=21, batch_count=4), user="ann")
+    _kill_when(cluster, job, lambda: len(set(cluster.outputs.root.rglob("*-21.png")) - before) >= 1)
+    result = job.result(timeout=120)
+    assert 1 <= len(result.images) < 4 and result.stopped
+    assert all(p.path.is_file() for p in result.images)
+    assert "they are saved" in " ".join(result.notes)
+    _both_running()
+
+
+def test_the_app_with_ray_workers_from_the_rest_api(tmp_path):
+    """python app.py --workers ray --replicas 2 starts its own Ray and serves the REST API from its
+    replicas; the picture is saved by the UI process with its provenance."""
+    server = start_server(None, tmp_path / "outputs", tmp_path / "server.log", "--workers", "ray",
+                          "--replicas", "2", timeout=180)
+    try:
+        body = json.dumps({"prompt": "a red circle", "steps": 3, "seed": 4, "width": 64, "height": 64}).encode()
+        call = urllib.request.Request(server.url + "sdapi/v1/txt2img", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(call, timeout=120) as r:
+            answer = json.load(r)
+        assert len(answer["images"]) == 1 and json.loads(answer["info"])["seed"] == 4
+        (saved,) = (tmp_path / "outputs").rglob("*-4.png")
+        assert read_metadata(saved)[1]["provenance"]["device"] == "cpu"
+    finally:
+        stop_server(server)
