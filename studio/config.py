@@ -44,7 +44,7 @@ class Settings:
     replicas: int = 1                   # Ray replicas: one per GPU (CPU replicas without one)
     ray_address: str = ""               # an existing Ray cluster ("" starts one on this machine)
     gpus_per_replica: float = 1.0       # fractional shares one GPU (0.5: two replicas on a card)
-    worker_threads: int = 0             # torch threads per CPU replica (0: the cores / replicas)
+    worker_threads: int = 0             # torch threads per CPU replica (0: the cores but one / replicas)
 
 
 def _auth_pair(text: str) -> tuple[str, str]:
@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-replica", type=float, default=1.0,
                    help="GPU share of a replica; 0.5 puts two on one card (default 1)")
     w.add_argument("--worker-threads", type=int, default=0,
-                   help="torch threads per CPU replica (default: the cores divided among the replicas)")
+                   help="torch threads per CPU replica (default: the cores but one, divided among the replicas)")
     p.add_argument("--outputs", default=str(ROOT / "outputs"), help="folder for generated images")
     p.add_argument("--datasets", default=str(ROOT / "datasets"),
                    help="folder of training datasets, one folder each (the Train tab; default datasets/)")

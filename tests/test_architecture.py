@@ -46,7 +46,7 @@ def test_modules_live_in_capability_folders():
     loose = sorted(f.stem for f in STUDIO.glob("*.py") if f.stem not in TOP_LEVEL)
     assert loose == [], f"modules outside a capability folder: {loose}"
     for folder in ("models", "prompts", "generation", "outputs", "serving", "ui", "train",
-                   "api", "plots", "upscale", "outpaint", "animation", "finetune", "live"):
+                   "api", "plots", "upscale", "outpaint", "animation", "finetune", "live", "workers"):
         assert (STUDIO / folder / "__init__.py").read_text().strip().startswith('"""'), folder
 
 
@@ -72,7 +72,7 @@ def test_no_import_cycles():
 def test_the_ui_the_rest_api_the_plots_and_the_dispatcher_import_no_torch_or_diffusers():
     code = ("import sys, studio.ui, studio.serving.studio, studio.serving.dispatcher, studio.requests, "
             "studio.api.routes, studio.outputs.pnginfo, studio.plots.plot, studio.serving.sequence, "
-            "studio.upscale.hires, studio.animation.start, studio.animation.render; "
+            "studio.upscale.hires, studio.animation.start, studio.animation.render, studio.workers.backend; "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -140,7 +140,7 @@ def test_stop_mid_run_and_skip_a_batch(backend):
             job.stop()
     stopped = job.result(timeout=120)
     assert stopped.stopped and stopped.images == []
-    job = backend.submit(_request(backend, steps=150, batch_count=2), user="ann", session="s1")
+    job = backend.submit(_request(backend, steps=40, batch_count=2), user="ann", session="s1")
     skipped = False
     for update in job.updates():
         if update.kind == "progress" and not skipped:
@@ -186,6 +186,8 @@ def test_both_replicas_serve_and_the_ui_process_explains_through_them(cluster):
     assert len(workers) == 2
     explained = cluster.explain_prompt(_request(cluster, prompt="a red circle, (blue:1.3)"))
     assert explained and not cluster.manager.loaded
+    from studio.ui.widgets import model_banner
+    assert "on 2 Ray workers" in model_banner(cluster)
 
 
 def _kill_when(cluster, job, ready) -> dict:
@@ -209,7 +211,7 @@ def _both_running(timeout: float = 90) -> None:
 
 
 def test_a_replica_killed_before_any_picture_runs_the_job_again_on_another(cluster):
-    job = cluster.submit(_request(cluster, steps=150, seed=9), user="ann")
+    job = cluster.submit(_request(cluster, steps=40, seed=9), user="ann")
     killed = _kill_when(cluster, job, lambda: True)
     result = job.result(timeout=120)
     assert len(result.images) == 1 and result.images[0].path.is_file()

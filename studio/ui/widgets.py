@@ -458,7 +458,9 @@ def model_banner(studio: Studio) -> str:
     text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
             f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
     manager = studio.manager
-    if manager.loaded:
+    if studio.workers is not None:
+        text += f" · {studio.workers.describe()}"
+    elif manager.loaded:
         text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
         text += f", fast path: {manager.fast.describe()}"
     else:

@@ -68,9 +68,11 @@ def stop_ray() -> None:
 
 def replica_options(settings: Settings, cluster_gpus: float) -> dict:
     """One GPU (or the share asked for) a replica where the cluster has GPUs; else a CPU replica
-    with its part of this machine's cores as torch threads."""
+    with its part of this machine's cores as torch threads, one core left to the UI process and
+    Ray's daemons (on 2 cores, one replica at 2 threads took 1.22 s a picture, at 1 thread 0.42 s:
+    bench/workers.py)."""
     gpus = settings.gpus_per_replica if cluster_gpus else 0
-    threads = settings.worker_threads or max(1, (os.cpu_count() or 1) // settings.replicas)
+    threads = settings.worker_threads or max(1, ((os.cpu_count() or 1) - 1) // settings.replicas)
     return {"num_replicas": settings.replicas, "ray_actor_options": {"num_cpus": 0, "num_gpus": gpus},
             "threads": threads}
 
@@ -122,6 +124,11 @@ class RayBackend:
         if second.end is None:
             raise WorkerLost("The worker running this generation stopped twice; try again in a moment.")
         return self._result(request, second, note="Its first worker stopped; it ran again on another.")
+
+    def describe(self) -> str:
+        """For the model banner: where generations run."""
+        return (f"on {self.replicas} Ray worker{'s' if self.replicas != 1 else ''} "
+                f"({len(self.active)} busy), memory: {self.studio.manager.memory}")
 
     def explain(self, request: GenerationRequest) -> dict:
         return self.handle.explain.remote(request, *self._studio_state()).result()
