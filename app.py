@@ -5,6 +5,7 @@
                   [--device auto|cuda|mps|cpu] [--dtype auto|fp16|bf16|fp32]
                   [--memory auto|none|low|offload|sequential] [--allow-pickle]
                   [--prediction-type epsilon|v_prediction] [--outputs DIR] [--no-api]
+                  [--workers local|ray] [--replicas N] [--ray-address ADDR]
 
 The UI is at /, AUTOMATIC1111's REST API at /sdapi/v1 (documented at /docs), on the same port.
 """
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Presets are invalid: {exc}", file=sys.stderr)
         return 2
     except StudioError as exc:
-        print(f"Cannot use the model: {exc}", file=sys.stderr)
+        print(f"Cannot start: {exc}" if settings.workers != "local" else f"Cannot use the model: {exc}",
+              file=sys.stderr)
         return 2
     print(f"Model: {info.name} ({info.family}, {info.native_size}px){' - ' + info.notice if info.notice else ''}")
     stale = studio.outputs.remove_stale()
