@@ -27,7 +27,8 @@ rerun of the stages that failed fit the 15 device minutes a task is lent, starts
                and the gap between kernels) on the studio's eager fast path
   finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
                trainer (studio/finetune/): steps a second and peak memory
-Capabilities not landed yet (Ray workers) are listed as such.
+What cannot run there is listed with the reason (Ray workers: Ray's wheel is larger than a device
+call carries, and the machine's image has no Ray; bench/workers.py measures them on CPU replicas).
 
 The report is printed and written as gpu_check.json after every stage, so a run cut short still
 returns what finished. Asserts nothing: it measures; the findings go to docs/performance.md.
@@ -53,7 +54,8 @@ REAL_PROMPT = "a watercolour painting of a lighthouse on a cliff at dawn, soft l
 TABS = ("txt2img", "img2img", "inpaint")
 # what the GPU machine's image lacks (device KINDS.md lists what it has); pure-Python wheels
 WHEELS = ("diffusers==0.42.1", "dynamicprompts==0.31.0", "torchsde==0.2.6", "trampoline==0.1.2")
-NOT_LANDED = {"ray_replicas": "issue 25"}
+NOT_MEASURED = {"ray_replicas": "Ray's wheel (79 MB, cp312) is over the 64 MiB a device call carries and the "
+                                 "image has no Ray: bench/workers.py on a GPU host with pip install -e '.[ray]'"}
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -158,7 +160,7 @@ def stage_environment(p: dict, out: Path) -> dict:
     from speed import _peak_flops
     env = {"device": device(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "python": platform.python_version(), "cpu_cores": os.cpu_count(),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "not_landed": NOT_LANDED}
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "not_measured": NOT_MEASURED}
     for package in ("diffusers", "transformers", "accelerate", "peft", "gradio"):
         try:
             env[package] = version(package)

@@ -35,7 +35,10 @@ def use_ray_workers(studio, settings: Settings, *, local_testing: bool = False) 
     """Put the studio's generations on Ray Serve replicas (starting or joining Ray first)."""
     if not local_testing:
         start_ray(settings)
-    backend = RayBackend.deploy(studio, settings, local_testing=local_testing)
+    try:
+        backend = RayBackend.deploy(studio, settings, local_testing=local_testing)
+    except Exception as exc:  # noqa: BLE001 - said at start-up, in one line
+        raise errors.StudioError(f"the Ray workers did not start: {type(exc).__name__}: {exc}") from exc
     studio.dispatcher = Dispatcher(backend, max_queued=studio.queue_size,
                                    jobs_per_minute=studio.limits.jobs_per_minute, slots=settings.replicas)
     studio.workers = backend
