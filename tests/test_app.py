@@ -26,7 +26,16 @@ def test_flags_parse_into_settings(tmp_path):
     assert read_auth_file(auth)[0] == ("ann", "secret")
 
 
-@pytest.mark.parametrize("argv", [["--device", "tpu"], ["--dtype", "int4"], ["--auth", "nopassword"]])
+def test_worker_flags_parse_and_need_ray_workers():
+    s = settings_from_args(["--workers", "ray", "--replicas", "4", "--ray-address", "auto",
+                            "--gpus-per-replica", "0.5", "--worker-threads", "3"])
+    assert (s.workers, s.replicas, s.ray_address, s.gpus_per_replica, s.worker_threads) == ("ray", 4, "auto", 0.5, 3)
+    assert settings_from_args([]).workers == "local"
+
+
+@pytest.mark.parametrize("argv", [["--device", "tpu"], ["--dtype", "int4"], ["--auth", "nopassword"],
+                                  ["--replicas", "2"], ["--workers", "ray", "--replicas", "0"],
+                                  ["--workers", "ray", "--gpus-per-replica", "1.5"], ["--workers", "swarm"]])
 def test_bad_flags_exit_with_a_message(argv):
     with pytest.raises(SystemExit) as exc:
         settings_from_args(argv)

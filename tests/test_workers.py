@@ -114,11 +114,15 @@ def test_same_picture_bits_and_metadata_as_in_process(backend, reference):
         assert not backend.manager.loaded, "the UI process must not load the weights"
 
 
-def test_same_seed_same_picture_and_a_random_seed_is_reported(backend):
+def test_same_seed_same_picture_a_random_seed_is_reported_and_live_pictures_are_held(backend):
     first = backend.submit(_request(backend, seed=-1), user="ann").result(timeout=120)
     again = backend.submit(_request(backend, seed=first.seed), user="ann").result(timeout=120)
     assert first.seed >= 0 and again.seed == first.seed
     assert np.array_equal(_pixels(first.images[0]), _pixels(again.images[0]))
+    live = backend.live(_request(backend, seed=first.seed), user="ann", session="s-live")
+    assert live.images[0].path is None and np.array_equal(_pixels(live.images[0]), _pixels(first.images[0]))
+    kept = backend.keep(live.images[0])
+    assert read_metadata(kept)[0] == first.images[0].parameters
 
 
 def test_the_memory_mode_reaches_the_workers(backend, reference):

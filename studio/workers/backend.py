@@ -33,10 +33,12 @@ class WorkerLost(errors.StudioError):
 
 def use_ray_workers(studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
     """Put the studio's generations on Ray Serve replicas (starting or joining Ray first)."""
-    if not local_testing:
-        start_ray(settings)
     try:
+        if not local_testing:
+            start_ray(settings)
         backend = RayBackend.deploy(studio, settings, local_testing=local_testing)
+    except errors.StudioError:
+        raise
     except Exception as exc:  # noqa: BLE001 - said at start-up, in one line
         raise errors.StudioError(f"the Ray workers did not start: {type(exc).__name__}: {exc}") from exc
     studio.dispatcher = Dispatcher(backend, max_queued=studio.queue_size,
@@ -134,7 +136,13 @@ class RayBackend:
                 f"({len(self.active)} busy), memory: {self.studio.manager.memory}")
 
     def explain(self, request: GenerationRequest) -> dict:
-        return self.handle.explain.remote(request, *self._studio_state()).result()
+        try:
+            return self.handle.explain.remote(request, *self._studio_state()).result()
+        except Exception as exc:  # noqa: BLE001 - a RayTaskError wraps the worker's own error
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, errors.StudioError):
+                raise _error(type(cause).__name__, str(cause)) from None
+            raise errors.StudioError(f"The workers could not explain the prompt: {type(exc).__name__}") from exc
 
     def _studio_state(self) -> tuple[str, str]:
         """What a request does not say but the UI chose for the whole studio: the model picked
