@@ -11,7 +11,9 @@ Here, before any device minute is spent (the CI runs it too):
 
 Stages, in order, each in its own process (a fault in one is reported and the next still runs;
 peak memory is each one's own), each within its share of --budget seconds (400 s: a run and a
-rerun of the stages that failed fit the 15 device minutes a task is lent, starts included):
+rerun of the stages that failed fit the 15 device minutes a task is lent, starts included; on the
+first lent H200 correctness, speed and animation ran out of their shares on a fresh machine, so
+give speed a call of its own: --stages environment speed; docs/performance.md has the figures):
   environment  device, versions, the dense fp16 matmul peak that MFU is stated against
   correctness  every tab (txt2img, img2img, inpaint) with the embedded model and a random-weight
                SD1.5 at 512 px in fp16: finite, same seed -> same picture, the studio's picture

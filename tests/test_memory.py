@@ -67,3 +67,27 @@ def test_low_memory_mode_works_on_the_embedded_model_whose_first_block_has_one_h
     studio.manager.set_memory("low")
     low = np.asarray(run(studio, width=64, height=64).images[0].image, dtype=np.int16)
     assert np.abs(low - plain).max() <= 2
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_prompts_encode_under_sequential_offload_hooks(family):
+    """Sequential CPU offload leaves each encoder's weights on the meta device between calls;
+    the token ids must go where the hooks run the layers (the first lent GPU failed here with
+    "Cannot copy out of meta tensor"). accelerate's hooks with a CPU execution device give the
+    same layout without a GPU: the embeddings must equal the plain pipeline's."""
+    import torch
+    from accelerate import cpu_offload
+
+    from studio.prompts.conditioning import Conditioner
+    from tests.ldm_layout import tiny_pipeline
+    pipe = tiny_pipeline(family)
+    plain = Conditioner(pipe, "a red (circle:1.2)", "blurry", 4).pipeline_kwargs()
+    for name in ("vae", "text_encoder", "text_encoder_2", "unet"):
+        if getattr(pipe, name, None) is not None:
+            cpu_offload(getattr(pipe, name), execution_device=torch.device("cpu"))
+    assert pipe.text_encoder.device.type == "meta"
+    hooked = Conditioner(pipe, "a red (circle:1.2)", "blurry", 4).pipeline_kwargs()
+    assert plain.keys() == hooked.keys()
+    for key in plain:
+        if isinstance(plain[key], torch.Tensor):
+            assert torch.equal(plain[key], hooked[key]), key

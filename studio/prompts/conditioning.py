@@ -87,6 +87,15 @@ def _comma_id(tokenizer) -> int | None:
     return None if token is None or token == tokenizer.unk_token_id else token
 
 
+def _execution_device(pipe, text_encoder) -> torch.device:
+    """Where the encoder runs. Under sequential CPU offload its weights sit on the meta device
+    between calls (`text_encoder.device` says meta, and token ids put there cannot be copied to
+    the GPU: the first lent H200 hit it); diffusers' pipelines ask `_execution_device`, the
+    offload hooks' own device."""
+    device = getattr(pipe, "_execution_device", None)
+    return device if isinstance(device, torch.device) and device.type != "meta" else text_encoder.device
+
+
 class _Encoder:
     """One text encoder with its tokenizer, encoding A1111-style chunks."""
 
@@ -120,7 +129,7 @@ class _Encoder:
 
     @torch.no_grad()
     def _encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        device = self.te.device
+        device = _execution_device(self.pipe, self.te)
         outs, pooled = [], None
         for c in chunks:
             ids = [self.bos] + c.tokens + [self.eos] + [self.pad] * (self.size - len(c.tokens))
@@ -135,7 +144,7 @@ class _Encoder:
                 z = out.hidden_states[-(self.clip_skip + 1)]
                 if pooled is None and hasattr(out, "text_embeds"):
                     pooled = out.text_embeds
-            w = torch.tensor(weights, dtype=z.dtype, device=device)
+            w = torch.tensor(weights, dtype=z.dtype, device=z.device)
             if not torch.all(w == 1):
                 mean = z.mean()
                 z = z * w[None, :, None]
