@@ -11,8 +11,8 @@ replica; then a skewed load, one user sending 10x the others' jobs at once: Jain
 over who was served in the first round of jobs, through the dispatcher's fair queue beside the
 same submissions in arrival order (first in, first out: what Ray's router or one global lock
 alone would do). In-process runs in this process with --threads torch threads; a replica gets
-the same threads when alone and half of them each when there are two. Prints figures; asserts
-nothing.
+the same threads when alone and half of them each when there are two, or the studio's default
+(the cores but one, shared: what `--workers ray` does). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from studio.config import Settings  # noqa: E402
 
 QUEUE = 100      # room for the skewed load's burst (one user may hold half the places)
-CONFIGS = {"in-process": (0, 1.0), "ray x1": (1, 1.0), "ray x2": (2, 0.5)}   # replicas, share of --threads
+# replicas, share of --threads (None: the studio's default for CPU replicas, the cores but one)
+CONFIGS = {"in-process": (0, 1.0), "ray x1": (1, 1.0), "ray x1, default threads": (1, None), "ray x2": (2, 0.5)}
 
 
 @dataclass
@@ -61,7 +62,7 @@ def make_studio(config: str, threads: int, outputs: Path):
     cost["ray_init_s"] = time.perf_counter() - began
     began = time.perf_counter()
     studio = Studio.from_settings(Settings(model="", outputs=outputs, queue_size=QUEUE, workers="ray", replicas=replicas,
-                                           worker_threads=max(1, int(threads * share))))
+                                           worker_threads=0 if share is None else max(1, int(threads * share))))
     cost["deploy_s"] = time.perf_counter() - began
     return studio, cost
 

@@ -74,8 +74,8 @@ def stop_ray() -> None:
 def replica_options(settings: Settings, cluster_gpus: float) -> dict:
     """One GPU (or the share asked for) a replica where the cluster has GPUs; else a CPU replica
     with its part of this machine's cores as torch threads, one core left to the UI process and
-    Ray's daemons (on 2 cores, one replica at 2 threads took 1.22 s a picture, at 1 thread 0.42 s:
-    bench/workers.py)."""
+    Ray's daemons (on 2 cores, one replica at 2 threads took 1.03 s a picture, at 1 thread 0.40 s:
+    bench/workers.py, docs/performance.md)."""
     gpus = settings.gpus_per_replica if cluster_gpus else 0
     threads = settings.worker_threads or max(1, ((os.cpu_count() or 1) - 1) // settings.replicas)
     return {"num_replicas": settings.replicas, "ray_actor_options": {"num_cpus": 0, "num_gpus": gpus},
