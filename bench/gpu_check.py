@@ -455,7 +455,12 @@ def fetch_ray_pack(folder: Path) -> None:
             if name in have or name in RAY_EXTRAS_UNUSED:
                 continue
             with zipfile.ZipFile(wheel) as z:
-                z.extractall(site, [m for m in z.namelist() if not m.startswith(RAY_SKIP)])
+                for member in z.infolist():
+                    if not member.filename.startswith(RAY_SKIP):
+                        path = z.extract(member, site)       # (zipfile drops the mode: Ray's daemons
+                        mode = member.external_attr >> 16     #  must stay executable)
+                        if mode & 0o111:
+                            os.chmod(path, mode & 0o777)
         with tarfile.open(folder / "ray-pack.tar.xz", "w:xz") as tar:
             tar.add(site, arcname=".")
 
