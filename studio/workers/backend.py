@@ -124,6 +124,8 @@ class RayBackend:
         if first.pictures:                   # saved already: running it again would draw them twice
             return self._result(request, first, note=f"The worker stopped after {len(first.pictures)} "
                                 "picture(s); they are saved. Generate again for the rest.")
+        if should_stop is not None and should_stop():     # Stop was pressed: nothing to run again
+            raise errors.GenerationStopped("Stopped; its worker had stopped too.")
         log.warning("Worker %s died during a job; running it again on another", first.worker.get("worker"))
         second = self._attempt(request, **hooks)
         if second.end is None:
@@ -193,7 +195,7 @@ class RayBackend:
             got.pictures.append(self._keep(event, got, save, waited_s))
         elif kind == "error":
             raise _error(event[1], event[2])
-        elif kind in ("done",):
+        elif kind == "done":
             got.end = event
 
     def _keep(self, event: tuple, got: Attempt, save: bool, waited_s: float) -> GeneratedImage:
@@ -223,8 +225,9 @@ def provenance(got: Attempt, waited_s: float) -> dict[str, Any]:
 
 
 def _error(name: str, message: str) -> Exception:
-    """The replica's error as the same StudioError class here (the UI shows its message)."""
+    """The replica's error as the same StudioError class here (the UI shows its message); a
+    StudioError of another module as a StudioError; "" (not a StudioError) as a RuntimeError."""
+    if not name:
+        return RuntimeError(message)
     cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.StudioError):
-        return cls(message)
-    return RuntimeError(message)
+    return cls(message) if isinstance(cls, type) and issubclass(cls, errors.StudioError) else errors.StudioError(message)
