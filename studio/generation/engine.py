@@ -28,7 +28,7 @@ from studio.generation.deepcache import feature_cache
 from studio.generation.noise import variation_latents
 from studio.generation.plan import (PlannedImage, apply_addons, plan_images, request_loras,
                                     request_references)
-from studio.generation.record import ImageRecord, ModelRecord, array_sha256
+from studio.generation.record import ImageRecord, ModelRecord, array_sha256, scheduler_record
 from studio.generation.reference import Reference, ReferenceGuidance
 from studio.generation.schedulers import build_scheduler
 from studio.models.library import ModelLibrary
@@ -36,7 +36,6 @@ from studio.models.manager import ModelManager
 from studio.models.memory import free_device_memory
 from studio.models.sources import ModelInfo
 from studio.outputs.folder import HeldPictures, OutputFolder
-from studio.outputs.metadata import strict_json
 from studio.prompts.conditioning import Conditioner, denoising_steps
 from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
@@ -338,7 +337,7 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
     flags = content_filter.flagged(outs, setup.device) if content_filter else [False] * len(outs)
     if any(flags):
         prep.notes.append(f"{sum(flags)} image(s) flagged by the safety checker were not saved or shown.")
-    config = strict_json(_stable(dict(scheduler.config)))
+    config = scheduler_record(scheduler.config)
     references = [(r.name, array_sha256(_rgb_array(r.image))) for r in prep.references]
     saved = []
     for pos, (image, member, flagged) in enumerate(zip(outs, members, flags)):
@@ -356,13 +355,6 @@ def finish(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Planne
         saved.append(GeneratedImage(path=path, image=image, seed=member.seed, parameters=parameters, data=data,
                                     latents=None if kept is None else kept[pos:pos + 1].numpy()))
     return saved
-
-
-def _stable(config: dict) -> dict:
-    """diffusers lists the defaulted keys from a set (`_use_default_values`), in an order that
-    changes with each process's hash seed: sorted, the same request has the same record anywhere
-    (a Ray worker, the next run of the studio)."""
-    return {k: sorted(v) if k == "_use_default_values" and isinstance(v, list) else v for k, v in config.items()}
 
 
 def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: PlannedImage, batch: int, pos: int,

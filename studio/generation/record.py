@@ -24,6 +24,14 @@ from studio.outputs.metadata import format_parameters, strict_json
 from studio.requests import GenerationRequest
 
 
+def scheduler_record(config) -> dict:
+    """The scheduler's config as saved. diffusers lists the defaulted keys from a set
+    (`_use_default_values`), in an order that changes with each process's hash seed: sorted, the
+    same request has the same record anywhere (a Ray worker, the next run of the studio)."""
+    return strict_json({k: sorted(v) if k == "_use_default_values" and isinstance(v, list) else v
+                        for k, v in dict(config).items()})
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     name: str

@@ -101,10 +101,11 @@ class RayBackend:
 
     @classmethod
     def deploy(cls, studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
+        import ray
         from ray import serve
 
         from studio.workers.replica import GenerationWorker, Signals
-        gpus = 0.0 if local_testing else __import__("ray").cluster_resources().get("GPU", 0.0)
+        gpus = 0.0 if local_testing else ray.cluster_resources().get("GPU", 0.0)
         options = replica_options(settings, gpus)
         threads = options.pop("threads")
         app = GenerationWorker.options(**options).bind(settings, Signals.bind(), threads)
