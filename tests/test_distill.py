@@ -1,6 +1,9 @@
-"""The few-step student's distillation (studio/train/distill.py), as a smoke run on a few scenes:
-a finite loss that falls, a resume that continues exactly, and a student that loads into the
-standard pipeline with diffusers' LCMScheduler and draws the same picture for the same seed."""
+"""The few-step student's distillation (studio/train/distill.py), as a smoke run on a few
+trajectories: a finite loss that falls, a resume that continues exactly, and a student that loads
+into the standard pipeline with diffusers' LCMScheduler and draws the same picture for the same
+seed; and the teacher's trajectories it learns from (studio/train/trajectories.py): the studio's
+own guided pipeline on the same noise ends where they end, and their grid holds every timestep
+the LCM sampler visits."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import pytest
 import torch
 
 from studio.config import EMBEDDED_MODEL
-from studio.train.distill import SMOKE, STUDENT_FOLDER, distill, export
+from studio.train.distill import SMOKE, STUDENT_FOLDER, distill, export, load_teacher
+from studio.train.trajectories import GRID, sampler_timesteps, solve
 
 pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_file(),
                                 reason="assets/embedded-model is not built yet")
@@ -27,9 +31,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def smoke(steps: int, n_images: int = 16):
+def smoke(steps: int):
     cfg = copy.copy(SMOKE)
-    cfg.steps, cfg.n_images, cfg.checkpoint_every = steps, n_images, 5
+    cfg.steps, cfg.checkpoint_every = steps, 5
     return cfg
 
 
@@ -78,3 +82,33 @@ def test_a_resumed_distillation_continues_exactly(tmp_path):
     assert a["losses"] == b["losses"] and a["step"] == b["step"] == 12
     for name, tensor in straight["student"].state_dict().items():
         assert torch.equal(tensor, resumed["student"].state_dict()[name]), name
+
+
+def test_the_trajectories_are_the_guided_pipelines_own_and_hold_the_samplers_timesteps():
+    teacher = load_teacher(EMBEDDED_MODEL)
+    assert sampler_timesteps(teacher["scheduler_config"]) == [999, 759, 499, 259]
+    assert set(sampler_timesteps(teacher["scheduler_config"], (1, 2, 4))) <= set(GRID)
+
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(teacher["scheduler_config"], use_karras_sigmas=False)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle on a blue background", "a small green square at the top left"]
+    tok = teacher["tokenizer"]
+
+    def embed(texts):
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return teacher["text_encoder"](ids)[0]
+    ws = torch.tensor([4.0, 2.5])
+    states, ends = solve(teacher["unet"], teacher["scheduler_config"], embed(prompts), embed([""])[0], ws,
+                         torch.Generator().manual_seed(7))
+    assert states.shape == (2, len(GRID), 4, 16, 16) and torch.isfinite(ends).all()
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(7))
+    for i, prompt in enumerate(prompts):
+        assert torch.equal(states[i, 0], noise[i] * pipe.scheduler.init_noise_sigma)
+        latent = pipe(prompt, negative_prompt="", timesteps=list(GRID), guidance_scale=float(ws[i]) + 1,
+                      latents=noise[i:i + 1].clone(), output_type="latent").images[0]
+        assert torch.allclose(latent, ends[i], atol=1e-4), (latent - ends[i]).abs().max()
+        assert not torch.allclose(latent, ends[1 - i], atol=1e-2)

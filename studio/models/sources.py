@@ -125,7 +125,8 @@ def _student() -> ModelInfo:
     config = record.get("config", {})
     return replace(teacher, source=STUDENT, name=STUDENT, unet=str(EMBEDDED_MODEL / STUDENT_FOLDER),
                    inpaint_unet="", few_step=embedded_student(config.get("w_min", 2.0), config.get("w_max", 8.0)),
-                   notice="The embedded model's few-step student (latent consistency distillation): "
+                   notice="The embedded model's few-step student (a consistency model distilled from the "
+                          "teacher's ODE solutions): "
                           "a picture in 1-4 steps.")
 
 

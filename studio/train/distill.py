@@ -1,18 +1,26 @@
-"""A few-step student of the embedded model: latent consistency distillation (LCM) with a
-guidance embedding, written for this project's tiny v-prediction model on the CPU.
+"""A few-step student of the embedded model: a consistency model with a guidance embedding,
+trained by regression on the teacher's own ODE solutions, written for this project's tiny
+v-prediction model on the CPU.
 
-    python -m studio.train.distill [--model assets/embedded-model] [--minutes 55] [--steps N]
+    python -m studio.train.distill [--model assets/embedded-model] [--minutes 38] [--steps N]
                                    [--work .cache/distill] [--smoke]
 
 The student is the teacher's UNet with a guidance embedding (`time_cond_proj_dim`), started from
-the teacher's weights. Each step (after Luo et al. 2023 and diffusers' consistency_distillation
-example, re-implemented here): a data latent noised to a point t+k of a 50-point DDIM grid; the
-teacher's guided DDIM step from t+k to t (guidance w = CFG - 1, as the pipelines feed it); the
-student at t+k and its EMA ("target") at t, both through the consistency boundary conditions; a
-Huber loss between them. What is exported is a slow average of the student's weights. Data (rendered scenes, their latents and text embeddings) is made once
-and cached in the work folder; the run checkpoints and resumes (weights, optimiser, step, RNG),
-and stops at --steps or at the --minutes budget. The result, `lcm-unet/` in the model folder
-(fp16), loads into the standard pipelines with diffusers' LCMScheduler.
+the teacher's weights. First the teacher's guided probability-flow ODE is solved once for each of
+`n_trajectories` captions (studio/train/trajectories.py: its own noise, guidance w drawn from
+w_min-w_max, every state kept). Then each step: trajectory states at grid timesteps (half of them
+at the timesteps LCMScheduler samples at for 1, 2 and 4 steps), the student's clean latent there
+through the consistency boundary conditions, and a pseudo-Huber loss against the trajectory's
+endpoint. This is consistency distillation with exact targets instead of bootstrapped ones
+(Luo et al. 2023's LCM pairs a student with an EMA of itself one solver step apart; Luhman &
+Luhman 2021 regress endpoints from the noise alone): two runs of LCM's recipe here (55 minutes
+each) got worse with more steps, 59% all-four at 4 steps against the teacher's 80.7%; this
+one (16 minutes of trajectories, 38 of training) reached 78.7%, 96-99% of the teacher on every
+attribute (lcm-unet/README.md). What is exported is a slow average
+of the student's weights. The data is made once and cached in the work folder; the run
+checkpoints and resumes (weights, optimiser, step, RNG), and stops at --steps or at the
+--minutes budget. The result, `lcm-unet/` in the model folder (fp16), loads into the standard
+pipelines with diffusers' LCMScheduler.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import torch
 
 from studio.models.sources import STUDENT_FOLDER
 from .common import _bar, _ema_update, _interrupt_hook, _load, _save, autocast, log_resume, machine_name
+from .trajectories import GRID, sampler_timesteps, solve
 from .world import make_dataset
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
@@ -35,53 +44,54 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model
 
 @dataclass
 class DistillConfig:
-    n_images: int = 12_000
+    n_trajectories: int = 4_000    # teacher ODE solutions, one caption each (0.22 s apiece here)
     seed: int = 1                  # not the teacher's data seed: other scenes of the same world
-    steps: int = 20_000            # a cap (the shipped run's): `--minutes 55` is what stops it
-    minutes: float = 0.0           # a time budget (0: none); the run stops early, resumable
-    batch: int = 16                # more, smaller steps: the consistency target travels one grid
-                                   # point per update (first run: batch 32, 2,996 steps in 55 min)
+    steps: int = 20_000            # a cap: `--minutes` is what stops the shipped run
+    minutes: float = 0.0           # a time budget for the training steps (0: none); resumable
+    batch: int = 32
     lr: float = 1e-4
-    ema: float = 0.95              # the target network (LCM's recipe)
     average: float = 0.995         # the exported student: a slow average of the trained weights
-    ddim_points: int = 50          # the solver grid: k = 1000 / 50 (a third run with 25 points and
-                                   # batch 8, 6,670 steps, was worse: 48.5% all-four at 4 steps
-                                   # against 56.5% on 200 validation draws)
-    w_min: float = 2.0             # LCM guidance w = CFG - 1: the teacher is used at CFG 5
-    w_max: float = 6.0             # centred on the studio's CFG 5 (w = 4); first run: 2-8
+    grid: tuple[int, ...] = GRID   # the trajectories' timesteps
+    sampler_share: float = 0.5     # of each batch, states at the timesteps the LCM sampler visits
+    w_min: float = 2.0             # guidance w = CFG - 1, per trajectory: the studio's CFG 5 is w = 4
+    w_max: float = 6.0
     cond_dim: int = 64             # size of the guidance embedding
-    huber_c: float = 0.001
+    huber_c: float = 0.03          # pseudo-Huber (iCT's choice of c ~ 0.00054 * sqrt(dims) = 0.017)
     timestep_scaling: float = 10.0  # must match LCMScheduler(timestep_scaling=10)
     checkpoint_every: int = 100
     bf16: bool = False             # bf16 autocast of the UNet passes: slower here (1.2 s a step against
                                    # 1.05 in fp32, batch 32, 2 threads, a Xeon with AMX)
 
 
-SMOKE = DistillConfig(n_images=16, steps=6, batch=4, checkpoint_every=3)
+SMOKE = DistillConfig(n_trajectories=16, steps=6, batch=4, checkpoint_every=3)
 
 
 # -- the data ---------------------------------------------------------------------------------------
 
 def distill_data(cfg: DistillConfig, teacher, work: Path) -> dict:
-    """Latents (scaled) and text embeddings of `n_images` rendered scenes, and the empty
-    caption's embedding; made once, then read from the work folder."""
-    path = work / f"data-{cfg.n_images}-{cfg.seed}.pt"
+    """The captions' text embeddings, the empty caption's, each trajectory's w, its states on
+    the grid and its endpoint; made once (with the seconds it took), then read from the work folder."""
+    path = work / f"trajectories-{cfg.n_trajectories}-{cfg.seed}-{len(cfg.grid)}.pt"
     cached = _load(path)
     if cached is not None:
         return cached
-    images, captions, _ = make_dataset(cfg.n_images, seed=cfg.seed)
-    vae, text, tokenizer = teacher["vae"], teacher["text_encoder"], teacher["tokenizer"]
-    latents, embeds = [], []
+    began = time.time()
+    _, captions, _ = make_dataset(cfg.n_trajectories, seed=cfg.seed)
+    text, tokenizer = teacher["text_encoder"], teacher["tokenizer"]
     with torch.no_grad():
-        for i in range(0, len(images), 256):
-            batch = torch.from_numpy(images[i:i + 256]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            latents.append(vae.encode(batch).latent_dist.mean * vae.config.scaling_factor)
-            ids = tokenizer(captions[i:i + 256], padding="max_length", max_length=tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids
-            embeds.append(text(ids)[0])
+        embeds = torch.cat([text(tokenizer(captions[i:i + 256], padding="max_length", truncation=True,
+                                           max_length=tokenizer.model_max_length, return_tensors="pt").input_ids)[0]
+                            for i in range(0, len(captions), 256)])
         empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                           return_tensors="pt").input_ids
-        data = {"latents": torch.cat(latents), "embeds": torch.cat(embeds), "empty": text(empty)[0][0]}
+        empty = text(empty)[0][0]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ws = cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(len(embeds), generator=gen)
+    bar = _bar(len(embeds), 0, "trajectories")
+    states, ends = solve(teacher["unet"], teacher["scheduler_config"], embeds, empty, ws, gen, cfg.grid,
+                         progress=bar)
+    bar.close()
+    data = {"embeds": embeds, "w": ws, "states": states, "ends": ends, "seconds": round(time.time() - began, 1)}
     _save(path, data)
     return data
 
@@ -102,45 +112,30 @@ def boundary(t: torch.Tensor, scaling: float, sigma_data: float = 0.5) -> tuple[
     return c_skip[:, None, None, None], c_out[:, None, None, None]
 
 
-def x0_and_noise(v: torch.Tensor, t: torch.Tensor, z: torch.Tensor, alphas: torch.Tensor):
-    """The clean latent and the noise a v-prediction implies at t."""
-    a = alphas[t].sqrt()[:, None, None, None]
-    s = (1 - alphas[t]).sqrt()[:, None, None, None]
-    return a * z - s * v, s * z + a * v
+def clean_latent(v: torch.Tensor, t: torch.Tensor, z: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """The clean latent a v-prediction implies at t."""
+    return alphas[t].sqrt()[:, None, None, None] * z - (1 - alphas[t]).sqrt()[:, None, None, None] * v
 
 
 def consistency(unet, z, t, cond, w_emb, alphas, scaling) -> torch.Tensor:
     """f(z, t): the model's clean latent through the boundary conditions."""
     v = unet(z, t, encoder_hidden_states=cond, timestep_cond=w_emb).sample
-    x0, _ = x0_and_noise(v, t, z, alphas)
     c_skip, c_out = boundary(t, scaling)
-    return c_skip * z + c_out * x0
-
-
-def teacher_step(teacher_unet, z, start, end, cond, uncond, w, alphas) -> torch.Tensor:
-    """The teacher's guided DDIM step from `start` to `end` (cond and uncond in one batch)."""
-    both = teacher_unet(torch.cat([z, z]), torch.cat([start, start]),
-                        encoder_hidden_states=torch.cat([cond, uncond])).sample
-    x0, eps = x0_and_noise(both, torch.cat([start, start]), torch.cat([z, z]), alphas)
-    (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
-    gw = w[:, None, None, None]
-    x0, eps = x0_c + gw * (x0_c - x0_u), eps_c + gw * (eps_c - eps_u)
-    a_end = alphas[end][:, None, None, None]
-    return a_end.sqrt() * x0 + (1 - a_end).sqrt() * eps
+    return c_skip * z + c_out * clean_latent(v, t, z, alphas)
 
 
 # -- the run --------------------------------------------------------------------------------------------
 
 def load_teacher(model: Path) -> dict:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     fp32 = torch.float32          # the folder keeps fp16 weights; training runs in fp32
-    parts = {"vae": AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=fp32),
-             "text_encoder": CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=fp32),
+    parts = {"text_encoder": CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=fp32),
              "tokenizer": CLIPTokenizer.from_pretrained(model, subfolder="tokenizer"),
              "unet": UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=fp32),
-             "scheduler": DDPMScheduler.from_pretrained(model, subfolder="scheduler")}
-    for name in ("vae", "text_encoder", "unet"):
+             "scheduler_config": DDPMScheduler.load_config(model, subfolder="scheduler")}
+    parts["alphas"] = DDPMScheduler.from_config(parts["scheduler_config"]).alphas_cumprod
+    for name in ("text_encoder", "unet"):
         parts[name].requires_grad_(False).eval()
     return parts
 
@@ -159,71 +154,70 @@ def distill(cfg: DistillConfig, model: Path, work: Path) -> dict:
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(model)
     data = distill_data(cfg, teacher, work)
+    where = _where(cfg, teacher["scheduler_config"])
     student = make_student(teacher["unet"], cfg)
-    target = copy.deepcopy(student).requires_grad_(False)
     average = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
     checkpoint, state = work / "student.pt", _load(work / "student.pt") or {}
     step, seconds, losses = 0, 0.0, []
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
     if state:
         log_resume("distill", state["step"])
-        student.load_state_dict(state["student"]); target.load_state_dict(state["target"])
-        average.load_state_dict(state.get("average", state["target"]))
+        student.load_state_dict(state["student"]); average.load_state_dict(state["average"])
         opt.load_state_dict(state["opt"]); gen.set_state(state["rng"])
         step, seconds, losses = state["step"], state["seconds"], state["losses"]
-    alphas = teacher["scheduler"].alphas_cumprod
-    k = teacher["scheduler"].config.num_train_timesteps // cfg.ddim_points
-    grid = torch.arange(1, cfg.ddim_points + 1) * k - 1          # 19, 39, ..., 999
     bar, began = _bar(cfg.steps, step, "distill"), time.time()
     while step < cfg.steps and not (cfg.minutes and (seconds + time.time() - began) / 60 >= cfg.minutes):
-        loss = _step(cfg, teacher["unet"], student, target, opt, data, alphas, grid, k, gen)
+        losses.append(round(_step(cfg, student, opt, data, teacher["alphas"], where, gen), 6))
         _ema_update(average, student, cfg.average)
-        losses.append(round(loss, 6))
         step += 1
         bar.update(1)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.5f}")
         if step % cfg.checkpoint_every == 0:
-            _save(checkpoint, _state(student, target, average, opt, gen, step, seconds + time.time() - began,
-                                     losses))
+            _save(checkpoint, _state(student, average, opt, gen, step, seconds + time.time() - began, losses))
         _interrupt_hook(step)
     bar.close()
     seconds += time.time() - began
-    _save(checkpoint, _state(student, target, average, opt, gen, step, seconds, losses))
-    return {"student": average, "record": {"config": asdict(cfg), "steps": step, "seconds": round(seconds, 1),
-                                         "machine": machine_name(), "loss_first_50": _mean(losses[:50]),
-                                         "loss_last_50": _mean(losses[-50:])}}
+    _save(checkpoint, _state(student, average, opt, gen, step, seconds, losses))
+    config = {**asdict(cfg), "grid": list(cfg.grid), "sampler timesteps": where["sampler timesteps"]}
+    return {"student": average, "record": {"config": config, "steps": step, "seconds": round(seconds, 1),
+                                         "trajectory seconds": data["seconds"], "machine": machine_name(),
+                                         "loss_first_50": _mean(losses[:50]), "loss_last_50": _mean(losses[-50:])}}
 
 
-def _step(cfg, teacher_unet, student, target, opt, data, alphas, grid, k, gen) -> float:
-    idx = torch.randint(len(data["latents"]), (cfg.batch,), generator=gen)
-    x0, cond = data["latents"][idx], data["embeds"][idx]
-    uncond = data["empty"].expand_as(cond)
-    start = grid[torch.randint(cfg.ddim_points, (cfg.batch,), generator=gen)]
-    end = (start - k).clamp(min=0)
-    noise = torch.randn(x0.shape, generator=gen)
-    a = alphas[start][:, None, None, None]
-    z = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    w = cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(cfg.batch, generator=gen)
-    w_emb = guidance_embedding(w, cfg.cond_dim)
+def _where(cfg: DistillConfig, scheduler_config: dict) -> dict:
+    """The grid as a tensor, and the grid indices of the timesteps the LCM sampler visits."""
+    visits = sampler_timesteps(scheduler_config)
+    missing = [t for t in visits if t not in cfg.grid]
+    if missing:
+        raise ValueError(f"the grid lacks the LCM sampler's timesteps {missing}")
+    return {"grid": torch.tensor(cfg.grid), "sampler": torch.tensor([cfg.grid.index(t) for t in visits]),
+            "sampler timesteps": visits}
+
+
+def _step(cfg, student, opt, data, alphas, where, gen) -> float:
+    """One regression step: states on the trajectories (a `sampler_share` of them at the sampler's
+    timesteps, the rest anywhere on the grid) against their trajectories' endpoints."""
+    idx = torch.randint(len(data["ends"]), (cfg.batch,), generator=gen)
+    at_sampler = where["sampler"][torch.randint(len(where["sampler"]), (cfg.batch,), generator=gen)]
+    anywhere = torch.randint(len(cfg.grid), (cfg.batch,), generator=gen)
+    j = torch.where(torch.rand(cfg.batch, generator=gen) < cfg.sampler_share, at_sampler, anywhere)
+    w_emb = guidance_embedding(data["w"][idx], cfg.cond_dim)
     with autocast("cpu", cfg.bf16):
-        predicted = consistency(student, z, start, cond, w_emb, alphas, cfg.timestep_scaling)
-        with torch.no_grad():
-            previous = teacher_step(teacher_unet, z, start, end, cond, uncond, w, alphas).float()
-            wanted = consistency(target, previous, end, cond, w_emb, alphas, cfg.timestep_scaling)
-    loss = (torch.sqrt((predicted.float() - wanted.float()) ** 2 + cfg.huber_c ** 2) - cfg.huber_c).mean()
+        predicted = consistency(student, data["states"][idx, j], where["grid"][j], data["embeds"][idx], w_emb,
+                                alphas, cfg.timestep_scaling)
+    error = predicted.float() - data["ends"][idx]
+    loss = (torch.sqrt(error ** 2 + cfg.huber_c ** 2) - cfg.huber_c).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     opt.step()
-    _ema_update(target, student, cfg.ema)
     return float(loss.detach())
 
 
-def _state(student, target, average, opt, gen, step, seconds, losses) -> dict:
-    return {"student": student.state_dict(), "target": target.state_dict(), "average": average.state_dict(),
-            "opt": opt.state_dict(),
+def _state(student, average, opt, gen, step, seconds, losses) -> dict:
+    return {"student": student.state_dict(), "average": average.state_dict(), "opt": opt.state_dict(),
             "rng": gen.get_state(), "step": step, "seconds": seconds, "losses": losses}
 
 
@@ -246,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=Path(".cache/distill"))
     p.add_argument("--steps", type=int)
     p.add_argument("--minutes", type=float)
-    p.add_argument("--smoke", action="store_true", help="a few steps on a few scenes (the tests)")
+    p.add_argument("--smoke", action="store_true", help="a few steps on a few trajectories (the tests)")
     p.add_argument("--out", type=Path, help="export into this model folder (default: --model)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -255,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg.minutes = args.minutes if args.minutes is not None else cfg.minutes
     done = distill(cfg, args.model, args.work)
     path = export(done["student"], done["record"], args.out or args.model)
-    print(f"student: {path} ({done['record']['steps']} steps, {done['record']['seconds']:.0f} s; "
+    print(f"student: {path} (trajectories {done['record']['trajectory seconds']:.0f} s, "
+          f"{done['record']['steps']} steps {done['record']['seconds']:.0f} s; "
           f"loss {done['record']['loss_first_50']} -> {done['record']['loss_last_50']})")
 
 

@@ -19,7 +19,7 @@ from .distill import STUDENT_FOLDER
 from .evaluate import CFG, _fresh, _gens, fidelity_scores, shares, wilson
 
 STUDENT_SCHEDULER = "LCM"
-STUDENT_CFG = CFG            # w = CFG - 1 = 4, inside the distillation's w range (2-8)
+STUDENT_CFG = CFG            # w = CFG - 1 = 4, inside the distillation's w range (2-6)
 
 
 def runs(pipe, student) -> dict[str, tuple]:
@@ -95,14 +95,19 @@ def student_card(model: Path) -> str:
                                   "student, 4 steps"))
     kept = fig["student 4 steps / teacher 20 steps"]
     s = fig["settings"]
+    minutes = (run["seconds"] + run.get("trajectory seconds", 0)) / 60
     return f"""# embedded-shapes-4step: a few-step student of the embedded model
 
-Latent consistency distillation (`python -m studio.train.distill`, `studio/train/distill.py`) of the
-embedded model's UNet into a UNet with a guidance embedding ({cfg['cond_dim']} wide): {run['steps']} steps
-of batch {cfg['batch']} on {cfg['n_images']:,} rendered scenes (data seed {cfg['seed']}), lr {cfg['lr']},
-EMA target {cfg['ema']} (exported: an average at {cfg.get('average', cfg['ema'])}), Huber loss (c = {cfg['huber_c']}), the teacher's guided DDIM step on a
-{cfg['ddim_points']}-point grid, guidance w drawn from {cfg['w_min']}-{cfg['w_max']} (w = CFG - 1);
-{run['seconds'] / 60:.0f} minutes on {run['machine']}. Loss {run['loss_first_50']} (first 50 steps) ->
+A consistency model distilled from the embedded model's UNet (`python -m studio.train.distill`,
+`studio/train/distill.py`): the teacher's UNet with a guidance embedding ({cfg['cond_dim']} wide),
+trained to return, from any state on the teacher's guided ODE, where that ODE ends. The teacher's
+ODE was solved once for {cfg['n_trajectories']:,} captions of rendered scenes (data seed {cfg['seed']};
+DPM-Solver++ 2M on a {len(cfg['grid'])}-point grid holding the LCM sampler's timesteps
+{', '.join(map(str, cfg['sampler timesteps']))}; guidance w drawn from {cfg['w_min']}-{cfg['w_max']}, w = CFG - 1;
+{run.get('trajectory seconds', 0) / 60:.0f} minutes), then {run['steps']} steps of batch {cfg['batch']}
+regressed grid states ({cfg['sampler_share']:.0%} of them at the sampler's timesteps) on their endpoints,
+lr {cfg['lr']}, pseudo-Huber loss (c = {cfg['huber_c']}), exported as an average of the weights at
+{cfg['average']}; {minutes:.0f} minutes in all on {run['machine']}. Loss {run['loss_first_50']} (first 50 steps) ->
 {run['loss_last_50']} (last 50). Stored in fp16 beside the teacher's UNet; loads with diffusers'
 LCMScheduler (sampler "LCM"), CFG {s['student cfg']:g} (a guidance embedding: one UNet call a step,
 the negative prompt has no effect).
