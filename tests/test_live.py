@@ -133,3 +133,27 @@ def test_the_rest_api_lists_the_student_under_its_own_hash(embedded):
     assert listed[STUDENT]["sha256"] and listed[STUDENT]["sha256"] != listed[EMBEDDED]["sha256"]
     assert find_checkpoint(embedded, listed[STUDENT]["title"]) == STUDENT
     assert find_checkpoint(embedded, listed[STUDENT]["hash"]) == STUDENT
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_a_live_picture_follows_the_canvas_and_equals_the_same_request(studio, mode):
+    """The img2img and inpainting tabs' live path (`live_picture`, what their Live switch calls
+    on every canvas change): another picture on the canvas gives another live picture, and each
+    equals what the same request makes when generated; nothing is written until Keep."""
+    from PIL import Image
+    from studio.ui.live import live_picture
+    outputs = studio.outputs.root
+    before = set(outputs.rglob("*.png")) if outputs.exists() else set()
+    mask = {"mask": Image.new("L", (64, 64), 255)} if mode == "inpaint" else {}
+    fields = dict(prompt="a red circle", steps=3, seed=7, width=64, height=64, strength=0.6, **mask)
+    canvases = [Image.new("RGB", (64, 64), colour) for colour in ("navy", "yellow")]
+    held = []
+    for canvas in canvases:
+        result, seconds = live_picture(studio, mode, {**fields, "image": canvas}, None)
+        held.append(np.asarray(result.images[0].image))
+        assert result.images[0].path is None and seconds > 0
+    assert not np.array_equal(held[0], held[1])
+    assert (set(outputs.rglob("*.png")) if outputs.exists() else set()) == before
+    generated = studio.submit(studio.make_request(mode, image=canvases[1], model=studio.current_choice(), **fields),
+                              user="ann").result(timeout=60).images[0]
+    assert np.array_equal(np.asarray(generated.image), held[1])
