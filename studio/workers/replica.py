@@ -140,6 +140,9 @@ class GenerationWorker:
         """On a thread of the replica: the request through Studio.run, events out through `put`."""
         try:
             self._use(*studio_state)
+            if request.model and request.model != self.studio.current_choice():
+                self.studio.select_model(request.model)
+            self.studio.manager.base()   # loaded first: a fresh replica resolves its memory mode only then
             put(("placed", {"model": self.studio.current_choice(), "memory": self.studio.manager.memory_in_use}))
             result = self.studio.run(request, on_step=lambda done, total: put(("progress", done, total)),
                                      should_stop=presses.stop.is_set, should_skip=presses.take_skip,
