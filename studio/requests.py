@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest
+from studio.fields import bounded, empty, in_range, names, number, or_zero, text, word
 from studio.outputs.images import load_image, mask_from_image
 from studio.generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 
@@ -30,7 +31,6 @@ MAX_SEED = 2**32 - 1
 STEPS_RANGE = (1, 150)
 CFG_RANGE = (0.0, 30.0)
 MIN_SIDE = 64
-MAX_PROMPT_CHARS = 10_000
 LORA_WEIGHT_RANGE = (-4.0, 4.0)
 MAX_LORAS = 8
 MAX_REFERENCES = 4
@@ -134,76 +134,10 @@ class GenerationResult:
 # ---------------------------------------------------------------------------------------------
 # The boundary
 
-def number(name: str, value: Any, *, integer: bool) -> float | int:
-    """A number from a widget, JSON or text; never a bool, NaN or infinity."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InvalidRequest(f"{name} is missing.")
-    if isinstance(value, bool):
-        raise InvalidRequest(f"{name} must be a number, got {value!r}.")
-    try:
-        parsed = float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be a number, got {value!r}.") from None
-    if not math.isfinite(parsed):
-        raise InvalidRequest(f"{name} must be a finite number, got {value!r}.")
-    if integer:
-        if parsed != int(parsed):
-            raise InvalidRequest(f"{name} must be a whole number, got {value!r}.")
-        return int(parsed)
-    return parsed
-
-
-def in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
-
-
-def _text(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be text.")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise InvalidRequest(f"{name} is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}.")
-    # Control characters other than newline and tab are dropped (they cannot mean anything).
-    return "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
-
-
-def _empty(value: Any) -> bool:
-    """None, "" or an empty list/tuple (never compares arrays or other objects with ==)."""
-    return value is None or (isinstance(value, str) and value == "") or (
-        isinstance(value, (list, tuple)) and len(value) == 0)
-
-
-def _or_zero(value: Any) -> Any:
-    """0 (the model's or input's own size) for nothing; anything else as given."""
-    return 0 if value is None or (isinstance(value, str) and not value.strip()) else value
-
-
-def _word(label: str, value: Any, default: str | None, empty: tuple[str, ...] = ("",)) -> str | None:
-    """A name picked from a list: text or nothing (`default`); any other type is refused
-    before it is compared with anything."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{label} must be a name (text), got {type(value).__name__}.")
-    return default if value.strip() in empty else value
-
-
-def _names(name: str, value: Any) -> tuple[str, ...]:
-    if _empty(value):
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise InvalidRequest(f"{name} must be a list of names.")
-    return tuple(v for v in value if v.strip())
-
-
 def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], ...]:
     """LoRAs as [[name, weight], ...] (a table), {"data": rows} (Gradio's Dataframe), or
     "name:weight" strings; weight 1 when left out. Empty rows are skipped."""
-    if _empty(value):
+    if empty(value):
         return ()
     if isinstance(value, dict):
         value = value.get("data", [])
@@ -241,7 +175,7 @@ def _loras(value: Any, known: Sequence[str] | None) -> tuple[tuple[str, float], 
 def _references(value: Any, limits: "Limits") -> tuple:
     """Reference images as (name, image): from file paths (the name is the file name without
     extension), {"name", "image"} dicts, (name, image) pairs or bare images (image1, image2...)."""
-    if _empty(value):
+    if empty(value):
         return ()
     if not isinstance(value, (list, tuple)):
         value = [value]
@@ -308,17 +242,17 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
 
 def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequence[str] | None) -> dict:
     """Prompt and negative prompt, the sampler, negative presets and style."""
-    prompt = _text("Prompt", get("prompt"))
-    negative = _text("Negative prompt", get("negative_prompt"))
-    scheduler = _word("Scheduler", get("scheduler"), DEFAULT_SCHEDULER)
+    prompt = text("Prompt", get("prompt"))
+    negative = text("Negative prompt", get("negative_prompt"))
+    scheduler = word("Scheduler", get("scheduler"), DEFAULT_SCHEDULER)
     if scheduler not in SCHEDULERS:
         raise InvalidRequest(f"Unknown scheduler {scheduler!r}. Known: {', '.join(SCHEDULERS)}.")
-    presets = _names("Negative presets", get("negative_presets"))
+    presets = names("Negative presets", get("negative_presets"))
     if known_presets is not None:
         for p in presets:
             if p not in known_presets:
                 raise InvalidRequest(f"Unknown negative preset {p!r}. Known: {', '.join(known_presets)}.")
-    style = _word("Style", get("style"), None, ("", "None"))
+    style = word("Style", get("style"), None, ("", "None"))
     if style is not None and known_styles is not None and style not in known_styles:
         raise InvalidRequest(f"Unknown style {style!r}. Known: {', '.join(known_styles or [])}.")
     return dict(prompt=prompt, negative_prompt=negative, scheduler=scheduler, negative_presets=presets, style=style)
@@ -326,32 +260,26 @@ def _prompts(get: Get, known_presets: Sequence[str] | None, known_styles: Sequen
 
 def _sampling(get: Get, limits: Limits) -> dict:
     """Steps, CFG scale, seed, batch count and batch size."""
-    steps = number("Steps", get("steps"), integer=True)
-    in_range("Steps", steps, STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps))
-    cfg = number("CFG scale", get("cfg_scale"), integer=False)
-    in_range("CFG scale", cfg, *CFG_RANGE)
+    steps = bounded("Steps", get("steps"), STEPS_RANGE[0], min(STEPS_RANGE[1], limits.max_steps), integer=True)
+    cfg = bounded("CFG scale", get("cfg_scale"), *CFG_RANGE, integer=False)
     seed = number("Seed", get("seed"), integer=True)
     if seed != -1:
         in_range("Seed", seed, 0, MAX_SEED)
-    batch_count = number("Batch count", get("batch_count"), integer=True)
-    in_range("Batch count", batch_count, 1, limits.max_batch_count)
-    batch_size = number("Batch size", get("batch_size"), integer=True)
-    in_range("Batch size", batch_size, 1, limits.max_batch_size)
+    batch_count = bounded("Batch count", get("batch_count"), 1, limits.max_batch_count, integer=True)
+    batch_size = bounded("Batch size", get("batch_size"), 1, limits.max_batch_size, integer=True)
     return dict(steps=steps, cfg_scale=cfg, seed=seed, batch_count=batch_count, batch_size=batch_size)
 
 
 def _blend(get: Get) -> dict:
     """Prompt travel: a second prompt pair and how far toward it the embeddings are mixed."""
-    blend = number("Blend", get("blend"), integer=False)
-    in_range("Blend", blend, 0.0, 1.0)
-    return dict(blend_prompt=_text("Blend prompt", get("blend_prompt")),
-                blend_negative_prompt=_text("Blend negative prompt", get("blend_negative_prompt")), blend=blend)
+    blend = bounded("Blend", get("blend"), 0.0, 1.0, integer=False)
+    return dict(blend_prompt=text("Blend prompt", get("blend_prompt")),
+                blend_negative_prompt=text("Blend negative prompt", get("blend_negative_prompt")), blend=blend)
 
 
 def _variation(mode: str, get: Get) -> dict:
     """Variation seed and strength (the starting noise slerped toward the variation seed's)."""
-    strength = number("Variation strength", get("variation_strength"), integer=False)
-    in_range("Variation strength", strength, 0.0, 1.0)
+    strength = bounded("Variation strength", get("variation_strength"), 0.0, 1.0, integer=False)
     seed = number("Variation seed", get("variation_seed"), integer=True)
     if seed != -1:
         in_range("Variation seed", seed, 0, MAX_SEED)
@@ -384,7 +312,7 @@ def _latents(mode: str, get: Get, limits: Limits) -> dict:
 
 def _recipe(value: Any) -> tuple[tuple[str, Any], ...]:
     """(key, value) pairs for the infotext: keys are plain words, values text or numbers."""
-    if _empty(value):
+    if empty(value):
         return ()
     pairs = list(value.items()) if isinstance(value, dict) else value
     if not isinstance(pairs, (list, tuple)) or len(pairs) > 16:
@@ -396,14 +324,14 @@ def _recipe(value: Any) -> tuple[tuple[str, Any], ...]:
                 or isinstance(pair[1], bool) or not isinstance(pair[1], (str, int, float))
                 or isinstance(pair[1], float) and not math.isfinite(pair[1])):
             raise InvalidRequest(f"Recipe entry {pair!r}: expected (words, text or number).")
-        out.append((pair[0], _text("Recipe value", pair[1]) if isinstance(pair[1], str) else pair[1]))
+        out.append((pair[0], text("Recipe value", pair[1]) if isinstance(pair[1], str) else pair[1]))
     return tuple(out)
 
 
 def _size(get: Get, limits: Limits) -> dict:
     """Width and height: 0 (the model's or the input's own), else multiples of 8 within the limits."""
-    width = number("Width", _or_zero(get("width")), integer=True)
-    height = number("Height", _or_zero(get("height")), integer=True)
+    width = number("Width", or_zero(get("width")), integer=True)
+    height = number("Height", or_zero(get("height")), integer=True)
     for name, side in (("Width", width), ("Height", height)):
         if side == 0:
             continue
@@ -426,8 +354,7 @@ def _inputs(mode: str, get: Get, limits: Limits) -> dict:
         raise InvalidRequest(f"Input image is {image.width}x{image.height}; too large for this studio.")
     if min(image.size) < 8:
         raise InvalidRequest(f"Input image is {image.width}x{image.height}; it must be at least 8x8.")
-    strength = number("Strength", get("strength"), integer=False)
-    in_range("Strength", strength, 0.0, 1.0)
+    strength = bounded("Strength", get("strength"), 0.0, 1.0, integer=False)
     fields = dict(image=_array(image), strength=strength)
     if mode == "inpaint":
         fields.update(_mask(get, image))
@@ -442,39 +369,34 @@ def _mask(get: Get, image: Image.Image) -> dict:
     if mask.getextrema()[1] == 0:
         raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
                              "(white = repaint).")
-    mask_blur = number("Mask blur", get("mask_blur"), integer=True)
-    in_range("Mask blur", mask_blur, 0, 64)
+    mask_blur = bounded("Mask blur", get("mask_blur"), 0, 64, integer=True)
     only_masked = get("only_masked")
     if only_masked in (None, ""):
         only_masked = False
     if not isinstance(only_masked, (bool, int)) or isinstance(only_masked, int) and only_masked not in (0, 1):
         raise InvalidRequest(f"Only masked must be true or false, got {only_masked!r}.")
-    padding = number("Only-masked padding", get("only_masked_padding"), integer=True)
-    in_range("Only-masked padding", padding, 0, 256)
+    padding = bounded("Only-masked padding", get("only_masked_padding"), 0, 256, integer=True)
     return dict(mask=_array(mask), mask_blur=mask_blur, only_masked=bool(only_masked), only_masked_padding=padding)
 
 
 def _addons(get: Get, limits: Limits, known_loras: Sequence[str] | None, known_vaes: Sequence[str] | None) -> dict:
     """LoRAs, VAE, clip skip, feature cache, variants, reference images, and the model."""
     loras = _loras(get("loras"), known_loras)
-    vae = _word("VAE", get("vae"), None, ("", "None", "Automatic"))
+    vae = word("VAE", get("vae"), None, ("", "None", "Automatic"))
     if vae is not None and known_vaes is not None and vae not in known_vaes:
         raise InvalidRequest(f"Unknown VAE {vae!r}: put it in models/vae and press refresh "
                              f"(available: {', '.join(known_vaes or []) or 'none'}).")
-    clip_skip = number("Clip skip", get("clip_skip"), integer=True)
-    in_range("Clip skip", clip_skip, *CLIP_SKIP_RANGE)
-    feature_cache = number("Feature cache", get("feature_cache"), integer=True)
-    in_range("Feature cache", feature_cache, *FEATURE_CACHE_RANGE)
+    clip_skip = bounded("Clip skip", get("clip_skip"), *CLIP_SKIP_RANGE, integer=True)
+    feature_cache = bounded("Feature cache", get("feature_cache"), *FEATURE_CACHE_RANGE, integer=True)
     if feature_cache == 1:
         raise InvalidRequest("Feature cache 1 would run the full UNet every step: use 0 (off) or 2 and up.")
-    variants = _word("Variants", get("variants"), "random")
+    variants = word("Variants", get("variants"), "random")
     if variants not in ("random", "all"):
         raise InvalidRequest(f"Variants must be 'random' or 'all', got {variants!r}.")
     references = _references(get("references"), limits)
-    reference_strength = number("Reference strength", get("reference_strength"), integer=False)
-    in_range("Reference strength", reference_strength, 0.0, 1.0)
-    model = _word("Model", get("model"), "")
-    reference_method = _word("Reference method", get("reference_method"), "reference-only")
+    reference_strength = bounded("Reference strength", get("reference_strength"), 0.0, 1.0, integer=False)
+    model = word("Model", get("model"), "")
+    reference_method = word("Reference method", get("reference_method"), "reference-only")
     if reference_method not in ("reference-only", "ip-adapter"):
         raise InvalidRequest(f"Reference method must be 'reference-only' or 'ip-adapter', got {reference_method!r}.")
     return dict(loras=loras, vae=vae, clip_skip=clip_skip, feature_cache=feature_cache, variants=variants,

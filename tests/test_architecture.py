@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIO = ROOT / "studio"
-TOP_LEVEL = {"__init__", "config", "errors", "requests"}     # shared by every capability
+TOP_LEVEL = {"__init__", "config", "errors", "fields", "requests"}     # shared by every capability
 
 
 def _modules() -> dict[str, Path]:

@@ -19,7 +19,8 @@ from studio.animation.colour import COHERENCE
 from studio.animation.motion import BORDERS
 from studio.animation.schedule import INTERPOLATIONS, split_top_level, unwrap
 from studio.errors import InvalidRequest
-from studio.requests import MAX_SEED, _text, _word, in_range, number
+from studio.fields import bounded, in_range, number, text, word
+from studio.requests import MAX_SEED
 
 MODES = ("travel", "2d", "video", "preview")
 SEED_MODES = ("fixed", "iter", "schedule")
@@ -89,17 +90,15 @@ def make_settings(**raw: Any) -> AnimationSettings:
     get = lambda k: getattr(d, k) if raw.get(k) is None else raw[k]  # noqa: E731
     out: dict[str, Any] = {}
     for name, choices in CHOICES.items():
-        out[name] = _word(name, get(name), getattr(d, name))
+        out[name] = word(name, get(name), getattr(d, name))
         if out[name] not in choices:
             raise InvalidRequest(f"{name} must be one of {', '.join(choices)}, got {out[name]!r}.")
     for name, (low, high) in INTEGERS.items():
-        out[name] = number(name, get(name), integer=True)
-        in_range(name, out[name], low, high)
+        out[name] = bounded(name, get(name), low, high, integer=True)
     for name, (low, high) in FLOATS.items():
-        out[name] = number(name, get(name), integer=False)
-        in_range(name, out[name], low, high)
+        out[name] = bounded(name, get(name), low, high, integer=False)
     for name in ("prompts", "negative_prompt", *SCHEDULES, "scheduler"):
-        out[name] = _text(name, get(name))
+        out[name] = text(name, get(name))
     for side in ("width", "height"):
         if out[side] and (out[side] % 8 or out[side] < 64):
             raise InvalidRequest(f"{side} must be 0 (the model's size) or a multiple of 8 from 64, got {out[side]}.")

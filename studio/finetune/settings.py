@@ -13,6 +13,7 @@ from typing import Any
 
 from studio.config import PRESETS_DIR
 from studio.errors import InvalidRequest
+from studio.fields import bounded
 
 SCHEDULES = ("cosine", "constant", "linear")
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -104,18 +105,7 @@ def _checked(key: str, value: Any) -> Any:
         if len(prompts) > 8 or any(len(p) > 500 for p in prompts):
             raise InvalidRequest("sample_prompts: at most 8 prompts of at most 500 characters.")
         return prompts
-    low, high = RANGES[key]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{key} must be a number, got {value!r}.") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise InvalidRequest(f"{key} must be between {low:g} and {high:g}, got {value!r}.")
-    if key in INTEGER:
-        if number != int(number):
-            raise InvalidRequest(f"{key} must be a whole number, got {value!r}.")
-        return int(number)
-    return number
+    return bounded(key, value, *RANGES[key], integer=key in INTEGER)
 
 
 def total_steps(settings: TrainSettings, pictures_with_repeats: int) -> int:

@@ -14,7 +14,8 @@ from PIL import Image
 
 from studio.errors import InvalidRequest
 from studio.outputs.images import load_image
-from studio.requests import MAX_SEED, GenerationRequest, in_range, number
+from studio.fields import bounded, number
+from studio.requests import MAX_SEED, GenerationRequest
 
 FILLS = ("edge", "mirror", "noise")
 MAX_EXTEND = 1024
@@ -38,15 +39,13 @@ class Extend:
 def read_extend(left: Any, right: Any, up: Any, down: Any, fill: Any = "edge", band: Any = 16) -> Extend:
     sides = []
     for label, value in (("Left", left), ("Right", right), ("Up", up), ("Down", down)):
-        pixels = number(f"{label} (pixels to add)", value or 0, integer=True)
-        in_range(f"{label} (pixels to add)", pixels, 0, MAX_EXTEND)
+        pixels = bounded(f"{label} (pixels to add)", value or 0, 0, MAX_EXTEND, integer=True)
         sides.append(pixels)
     if not any(sides):
         raise InvalidRequest("Outpainting needs pixels to add on at least one side.")
     if fill not in FILLS:
         raise InvalidRequest(f"Fill must be one of {', '.join(FILLS)}, got {fill!r}.")
-    band = number("Blend band", band if band is not None else 16, integer=True)
-    in_range("Blend band", band, *BAND_RANGE)
+    band = bounded("Blend band", band if band is not None else 16, *BAND_RANGE, integer=True)
     return Extend(*sides, fill=fill, band=band)
 
 

@@ -11,7 +11,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.outputs.index import SORTS, Query
-from studio.requests import number
+from studio.fields import number
 from studio.serving.studio import Studio
 from studio.ui.widgets import selected_index
 

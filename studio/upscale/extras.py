@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from studio.errors import InvalidRequest
 from studio.outputs.images import load_image
 from studio.outputs.metadata import PARAMETERS_KEY, format_parameters, parse_parameters, strict_json
-from studio.requests import in_range, number
+from studio.fields import bounded, in_range, number
 from studio.upscale.upscalers import target_size, upscale, upscaler_names
 
 SCALE_RANGE = (1.0, 8.0)
@@ -55,10 +55,8 @@ def read_settings(studio, upscaler: Any, scale: Any = 2.0, width: Any = 0, heigh
             in_range(label, side, 8, studio.limits.max_side * 4)
     value = None
     if not (width or height):
-        value = number("Upscale by", scale, integer=False)
-        in_range("Upscale by", value, *SCALE_RANGE)
-    visibility = number("Second upscaler visibility", second_visibility or 0, integer=False)
-    in_range("Second upscaler visibility", visibility, 0.0, 1.0)
+        value = bounded("Upscale by", scale, *SCALE_RANGE, integer=False)
+    visibility = bounded("Second upscaler visibility", second_visibility or 0, 0.0, 1.0, integer=False)
     return UpscaleSettings(upscaler, value, width, height, bool(crop), second, visibility)
 
 

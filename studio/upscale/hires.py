@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
-from studio.requests import STEPS_RANGE, GeneratedImage, GenerationRequest, in_range, number
+from studio.fields import bounded, in_range, number
+from studio.requests import STEPS_RANGE, GeneratedImage, GenerationRequest
 from studio.serving.sequence import Sequence
 from studio.upscale.upscalers import upscale, upscaler_names
 
@@ -62,14 +63,13 @@ def take_hires(raw: dict, upscalers: list[str]) -> Hires | None:
         return None
     if on not in (True, 1):
         raise InvalidRequest(f"Hires fix must be true or false, got {on!r}.")
-    scale = number("Hires upscale", 2.0 if values["hires_scale"] is None else values["hires_scale"], integer=False)
-    in_range("Hires upscale", scale, *SCALE_RANGE)
+    scale = bounded("Hires upscale", 2.0 if values["hires_scale"] is None else values["hires_scale"],
+                    *SCALE_RANGE, integer=False)
     steps = number("Hires steps", values["hires_steps"] or 0, integer=True)
     if steps:
         in_range("Hires steps", steps, *STEPS_RANGE)
-    strength = number("Hires strength", DEFAULT_STRENGTH if values["hires_strength"] is None
-                      else values["hires_strength"], integer=False)
-    in_range("Hires strength", strength, 0.0, 1.0)
+    strength = bounded("Hires strength", DEFAULT_STRENGTH if values["hires_strength"] is None
+                       else values["hires_strength"], 0.0, 1.0, integer=False)
     upscaler = values["hires_upscaler"] or "Lanczos"
     if upscaler not in upscalers:
         raise InvalidRequest(f"Unknown hires upscaler {upscaler!r}. Known: {', '.join(upscalers)}.")
