@@ -84,9 +84,9 @@ def test_the_tabs_and_the_rest_api_submit_to_the_dispatcher_and_never_run_the_en
               *(STUDIO / "animation").glob("*.py")]:
         text = f.read_text()
         assert "studio.run(" not in text and "generation.engine" not in text, f.name
-    assert "studio.submit(" in (STUDIO / "ui" / "widgets.py").read_text()
+    assert "studio.submit(" in (STUDIO / "ui" / "jobs.py").read_text()
     assert "studio.submit(" in (STUDIO / "serving" / "sequence.py").read_text()
-    assert "Sequence(" in (STUDIO / "ui" / "widgets.py").read_text()
+    assert "Sequence(" in (STUDIO / "ui" / "jobs.py").read_text()
     assert "run_composed(" in (STUDIO / "ui" / "plots.py").read_text()
     assert "sequence.run(" in (STUDIO / "animation" / "render.py").read_text()
     assert "studio.submit(" in (STUDIO / "api" / "calls.py").read_text()

@@ -190,7 +190,7 @@ def test_both_replicas_serve_and_the_ui_process_explains_through_them(cluster):
     assert len(workers) == 2
     explained = cluster.explain_prompt(_request(cluster, prompt="a red circle, (blue:1.3)"))
     assert explained and not cluster.manager.loaded
-    from studio.ui.widgets import model_banner
+    from studio.ui.model_bar import model_banner
     assert "on 2 Ray workers" in model_banner(cluster)
 
 

@@ -8,7 +8,7 @@ embedded model, a swapped-in VAE file) without per-model constants, and a previe
 
 Stable Diffusion's VAEs are close to linear in this sense; a VAE that is not (the embedded
 model's tiny one: mean error ~45/255 on the fitting pictures) gets a real decode of the
-preview instead — at most two a second (studio/ui/widgets.py), and such VAEs are the tiny ones.
+preview instead — at most two a second (studio/ui/jobs.py), and such VAEs are the tiny ones.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ from PIL import Image, ImageDraw
 
 from studio.animation.settings import (CHOICES, FORMATS, INTEGERS, AnimationSettings, from_deforum)
 from studio.errors import StudioError
+from studio.generation.schedulers import scheduler_names
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.ui.widgets import dispatched, event_function, scheduler_names, stop_job, who
+from studio.ui.jobs import dispatched, event_function, stop_job, who
 
 D = AnimationSettings()
 MODE_LABELS = [("Prompt travel", "travel"), ("2D motion", "2d"), ("Video input", "video"),

@@ -8,7 +8,8 @@ import gradio as gr
 
 from studio.serving.studio import Studio
 from studio.ui import live, plots
-from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
+from studio.ui.jobs import dispatched, run_job
+from studio.ui.widgets import ResultsPanel, prompt_controls, result_outputs, results_panel
 
 
 def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:

@@ -11,7 +11,8 @@ from PIL import Image, ImageChops
 
 from studio.serving.studio import Studio
 from studio.ui import live, outpaint
-from studio.ui.widgets import ResultsPanel, dispatched, prompt_controls, result_outputs, results_panel, run_job
+from studio.ui.jobs import dispatched, run_job
+from studio.ui.widgets import ResultsPanel, prompt_controls, result_outputs, results_panel
 
 
 def editor_to_image_and_mask(editor: dict | None, uploaded_mask) -> tuple:

@@ -18,7 +18,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.live.session import LiveSession, draw_seed, live_fields
 from studio.serving.studio import Studio
-from studio.ui.widgets import panel_values, raw_fields, who
+from studio.ui.jobs import panel_values, raw_fields, who
 
 
 @dataclasses.dataclass

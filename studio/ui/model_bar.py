@@ -11,7 +11,6 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.models.memory import MEMORY_HELP, MEMORY_MODES
 from studio.serving.studio import Studio
-from studio.ui.widgets import model_banner
 
 
 def build(studio: Studio):
@@ -60,3 +59,27 @@ def build(studio: Studio):
     refresh.click(on_refresh, None, [picker], api_visibility="private", queue=False)
     gr.api(list_models, api_name="list_models")
     return switched
+
+
+def model_banner(studio: Studio) -> str:
+    try:
+        info = studio.model_info()
+    except StudioError as exc:
+        return f"**Model problem:** {exc}"
+    text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
+            f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
+    manager = studio.manager
+    if studio.workers is not None:
+        text += f" · {studio.workers.describe()}"
+    elif manager.loaded:
+        text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
+        text += f", fast path: {manager.fast.describe()}"
+    else:
+        text += " · loads at the first generation"
+    if info.notice:
+        text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
+    if info.few_step:
+        text += f"\n\n⚡ {info.few_step.banner()}"
+    if studio.content_filter.enabled:
+        text += f"\n\n🛡 {studio.content_filter.status().capitalize()}."
+    return text

@@ -11,7 +11,8 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.outpaint.canvas import BAND_RANGE, FILLS, MAX_EXTEND, outpaint_request, read_extend
 from studio.serving.studio import Studio
-from studio.ui.widgets import ResultsPanel, dispatched, event_function, raw_fields, result_outputs, run_request
+from studio.ui.jobs import dispatched, event_function, raw_fields, run_request
+from studio.ui.widgets import ResultsPanel, result_outputs
 
 UNUSED = ("width", "height", "mask_blur", "only_masked", "only_masked_padding")   # set by the canvas
 SIDES = ("left", "right", "up", "down")

@@ -13,8 +13,8 @@ from studio.plots.axes import AXIS_NAMES, NOTHING, read_axis
 from studio.plots.plot import (Plot, known_names, make_prompt_matrix, make_xyz_plot, run_plot,
                                save_grid)
 from studio.serving.studio import Studio
-from studio.ui.widgets import (ResultsPanel, dispatched, event_function, panel_values, raw_fields, result_outputs,
-                               run_composed)
+from studio.ui.jobs import dispatched, event_function, panel_values, raw_fields, run_composed
+from studio.ui.widgets import ResultsPanel, result_outputs
 
 EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
 API_NAMES = {"txt2img": ("xyz_plot", "prompt_matrix"), "img2img": ("xyz_plot_img2img", "prompt_matrix_img2img")}

@@ -11,7 +11,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.outputs.images import load_image
 from studio.outputs.pnginfo import read_info
-from studio.ui.widgets import AUTOMATIC_VAE, NO_STYLE
+from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE
 
 TARGETS = (("txt2img", "Send to txt2img"), ("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"))
 

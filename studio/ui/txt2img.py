@@ -12,8 +12,8 @@ from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.ui import live, plots
 from studio.ui.pnginfo import offered, ui_value
-from studio.ui.widgets import (ResultsPanel, dispatched, model_examples, prompt_controls, result_outputs, results_panel,
-                      run_hires_job, run_job)
+from studio.ui.jobs import dispatched, run_hires_job, run_job
+from studio.ui.widgets import ResultsPanel, model_examples, prompt_controls, result_outputs, results_panel
 
 
 MORE_LIKE_THIS_STRENGTH = 0.2     # close to the picture, yet each one visibly its own

@@ -1,30 +1,22 @@
-"""Widgets every tab shares (prompt controls, results panel) and the one job runner.
+"""Widgets every tab shares: the prompt controls and their add-ons, the results panel.
 
-No torch or diffusers here: the tabs submit requests to the dispatcher (`Studio.submit`) and show
-what it saved.
+No torch or diffusers here; how a tab's event runs its job is studio/ui/jobs.py.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.requests import CFG_RANGE, STEPS_RANGE, GenerationRequest, make_request
+from studio.requests import CFG_RANGE, STEPS_RANGE, make_request
 from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
-from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.upscale.hires import DEFAULT_STRENGTH, LATENT, SCALE_RANGE, run_hires
+from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE, lora_rows, stop_job
+from studio.upscale.hires import DEFAULT_STRENGTH, LATENT, SCALE_RANGE
 from studio.upscale.upscalers import BUILT_IN
-
-log = logging.getLogger(__name__)
-
-NO_STYLE = "None"
-PREVIEW_EVERY_S = 0.5       # live previews: at most two a second
-
 
 @dataclass
 class PromptControls:
@@ -217,9 +209,6 @@ def explain_controls(tab: str, studio: Studio, inputs: list) -> None:
                          **({"api_name": "explain_prompt"} if tab == "txt2img" else {"api_visibility": "private"}))
 
 
-AUTOMATIC_VAE = "Automatic"
-
-
 def _library_names(studio: Studio, kind: str, rescan: bool = False) -> list[str]:
     if studio.library is None:
         return []
@@ -260,22 +249,6 @@ def addon_controls(tab: str, studio: Studio):
     return loras, vae, clip_skip, feature_cache
 
 
-def lora_rows(value) -> list[list]:
-    """A Dataframe's value as a list of rows, whatever form Gradio hands it in."""
-    if value is None:
-        return []
-    if hasattr(value, "values") and hasattr(value, "columns"):   # pandas
-        return [list(r) for r in value.values.tolist()]
-    if isinstance(value, dict):
-        return [list(r) for r in value.get("data", [])]
-    return [list(r) for r in value if r and any(v not in (None, "") for v in r)]
-
-
-def stop_job(studio: Studio, request: gr.Request | None) -> None:
-    if request is not None and studio.dispatcher.stop(request.session_hash):
-        gr.Info("Stopping after the current step…")
-
-
 def results_panel(tab: str, seed_box: gr.Number) -> ResultsPanel:
     gallery = gr.Gallery(label="Results", format="png", columns=4, object_fit="contain",
                          height=420, interactive=False, elem_id=f"{tab}-gallery")
@@ -301,130 +274,6 @@ def selected_index(evt: gr.SelectData) -> int:
     return int(evt.index) if isinstance(evt.index, int) else int(evt.index[0])
 
 
-def dispatched(studio: Studio) -> dict:
-    """Event settings of the generation events. Gradio lets them all in at once (the waiting ones,
-    the running one and one more, which the dispatcher answers "Queue is full"): the dispatcher,
-    not Gradio's first-in-first-out queue, decides who goes next. Each waiting event holds one of
-    Gradio's worker threads, so an unbounded queue still lets in at most 32."""
-    return dict(concurrency_id="generate",
-                concurrency_limit=studio.queue_size + 2 if studio.queue_size else 32)
-
-
-def who(request: gr.Request | None) -> tuple[str, str]:
-    """(user, session): the login name, else the browser session, is who the queue is fair to."""
-    session = request.session_hash if request is not None and request.session_hash else "anonymous"
-    return getattr(request, "username", None) or session, session
-
-
-def raw_fields(studio: Studio, raw: dict[str, Any]) -> dict[str, Any]:
-    """A tab's values as request fields: "None" style and "Automatic" VAE are nothing, the LoRA
-    table's rows a list, and the model the page shows now (the job runs on it even if someone
-    switches before it starts)."""
-    raw = dict(raw)
-    if raw.get("style") == NO_STYLE:
-        raw["style"] = None
-    if raw.get("vae") == AUTOMATIC_VAE:
-        raw["vae"] = None
-    if "loras" in raw:
-        raw["loras"] = lora_rows(raw["loras"])
-    raw.setdefault("model", studio.current_choice())
-    return raw
-
-
-def _make(studio: Studio, mode: str, raw: dict[str, Any]):
-    return studio.make_request(mode, **raw_fields(studio, raw))
-
-
-def run_job(studio: Studio, mode: str, raw: dict[str, Any], progress: gr.Progress,
-            request: gr.Request | None):
-    """Check the inputs, then run them (`run_request`)."""
-    try:
-        made = _make(studio, mode, raw)
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-    yield from run_request(studio, made, progress, request)
-
-
-def run_request(studio: Studio, made: GenerationRequest, progress: gr.Progress, request: gr.Request | None):
-    """Submit a checked request to the dispatcher, and yield the outputs of a results panel:
-    previews while the job runs, then (gallery, parameters text, parameters JSON, seed used,
-    paths). Queue position and progress go to the progress bar."""
-    user, session = who(request)
-    try:
-        job = studio.submit(made, user=user, session=session, preview_every_s=PREVIEW_EVERY_S)
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-    try:
-        for update in job.updates():
-            if update.kind == "queued":
-                progress(0, desc=f"Waiting: {update.ahead} job(s) before yours")
-            elif update.kind == "started":
-                progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
-            elif update.kind == "progress":
-                progress((update.done, update.total), desc=f"Step {update.done}/{update.total}", unit="steps")
-            elif update.kind == "preview":
-                yield [(update.picture, "preview")], gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        result = job.result()
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - the server keeps serving; the log has the trace
-        raise gr.Error(f"Generation failed: {type(exc).__name__}: {exc}. The studio is still "
-                       "running; the server log has the details.") from None
-    finally:
-        if not job.finished:        # the event was cancelled (page closed): stop at the next step
-            job.stop()
-    yield panel_values(result.images, result.notes, result.seed)
-
-
-def panel_values(images: list, notes: list[str], seed: int | None, lead: list[tuple[str, str]] = ()) -> tuple:
-    """A results panel's outputs (gallery, parameters text, JSON, seed used, paths) for saved
-    pictures, `lead` (path, caption) shown first (a plot's grid); the notes as warnings."""
-    for note in notes:
-        gr.Warning(note)
-    gallery = [*lead, *((str(g.path), f"seed {g.seed}") for g in images)]
-    info = "\n\n".join(g.parameters for g in images) or "\n".join(notes)
-    return gallery, info, [g.data for g in images], seed, [path for path, _ in gallery]
-
-
-def run_composed(studio: Studio, compose, progress: gr.Progress, request: gr.Request | None):
-    """Run `compose(sequence, on_progress)` (a tool made of several requests: hires fix, a plot)
-    for this browser's user and session, its errors as the page's messages."""
-    user, session = who(request)
-    try:
-        return compose(Sequence(studio, user=user, session=session), lambda done, text: progress(done, desc=text))
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-
-
-def run_hires_job(studio: Studio, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
-    """Hires fix from the txt2img tab: the finished pictures, the first passes after them."""
-    result = run_composed(studio, lambda seq, say: run_hires(studio, raw_fields(studio, raw), seq, say),
-                          progress, request)
-    yield panel_values(result.images + result.first_pass, result.notes, result.seed)
-
-
-def event_function(run, params: list[tuple[str, Any]], doc: str):
-    """A Gradio event function whose inputs (its API parameters, in order) are `params`, pairs of
-    (name, default; inspect.Parameter.empty = required), handed to `run(raw: dict, progress,
-    request)` as one dict: for tools that take a tab's request fields plus their own, without
-    spelling the whole list out again."""
-    import inspect
-
-    names = [name for name, _ in params]
-
-    def event(*values):
-        *fields, progress, request = values
-        yield from run(dict(zip(names, fields)), progress, request)
-
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    event.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, kind, default=d) for n, d in params]
-        + [inspect.Parameter("progress", kind, default=gr.Progress()), inspect.Parameter("request", kind, default=None)])
-    event.__annotations__ = {"request": gr.Request}
-    event.__doc__ = doc
-    return event
-
-
 def result_outputs(panel: ResultsPanel) -> list:
     return [panel.gallery, panel.info, panel.params, panel.used_seed, panel.paths]
 
@@ -448,27 +297,3 @@ def prompt_hint(studio: Studio) -> str:
     return (f"<small>ℹ️ The {info.name} model knows only {info.knows} (for example: "
             f"{info.examples[0] if info.examples else 'a red circle on a blue background'}); other words "
             "are reported as unknown. Load a real model for anything else.</small>")
-
-
-def model_banner(studio: Studio) -> str:
-    try:
-        info = studio.model_info()
-    except StudioError as exc:
-        return f"**Model problem:** {exc}"
-    text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
-            f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
-    manager = studio.manager
-    if studio.workers is not None:
-        text += f" · {studio.workers.describe()}"
-    elif manager.loaded:
-        text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
-        text += f", fast path: {manager.fast.describe()}"
-    else:
-        text += " · loads at the first generation"
-    if info.notice:
-        text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
-    if info.few_step:
-        text += f"\n\n⚡ {info.few_step.banner()}"
-    if studio.content_filter.enabled:
-        text += f"\n\n🛡 {studio.content_filter.status().capitalize()}."
-    return text
