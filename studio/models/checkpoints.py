@@ -49,6 +49,11 @@ LEGACY_CLIP_SD1 = {
     "cond_stage_model.transformer.final_layer_norm.": CLIP_SD1 + "final_layer_norm.",
 }
 
+LEGACY_CLIP_NOTE = ("SD 1.x text encoder in the old layout (no text_model.): its keys are renamed on load, "
+                    "as AUTOMATIC1111 does")
+SGM_TEXT_NOTE = ("SD 2.x text encoder in generative-models' layout (conditioner.embedders.0): renamed on "
+                 "load")
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -266,50 +271,65 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     """Read a single file's family and every config it needs. Raises ModelLoadError."""
     path = Path(path)
     raw = read_shapes(path, allow_pickle)
-    s = rename_legacy_clip(raw)
-    legacy_clip = s is not raw
-    notes: list[str] = (["SD 1.x text encoder in the old layout (no text_model.): its keys are "
-                         "renamed on load, as AUTOMATIC1111 does"] if legacy_clip else [])
-    sgm_text = is_sgm_sd2(s)
-    if sgm_text:
-        s = renamed(s, OPENCLIP_SD2_SGM, OPENCLIP_SD2)
-        notes.append("SD 2.x text encoder in generative-models' layout (conditioner.embedders.0): "
-                     "renamed on load")
+    s, legacy_clip, sgm_text = _in_original_layout(raw)
+    notes = [note for flag, note in ((legacy_clip, LEGACY_CLIP_NOTE), (sgm_text, SGM_TEXT_NOTE)) if flag]
+    family = _family(s, path)
+    inpainting = s.get(UNET + "input_blocks.0.0.weight", (0, 4))[1] == 9
     few = from_name(path.name)
-    if any(k.startswith(OPENCLIP_XL) for k in s) or UNET + "label_emb.0.0.weight" in s:
-        family = "sdxl"
-    elif any(k.startswith(OPENCLIP_SD2) for k in s):
-        family = "sd2"
-    elif any(k.startswith(CLIP_SD1) for k in s):
-        family = "sd1"
-    else:
-        ctx = next((v[1] for k, v in s.items() if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), None)
-        if ctx is None:
-            raise ModelLoadError(f"{path.name} holds no Stable Diffusion UNet: is it a LoRA, an "
-                                 "embedding or a VAE? Those go in models/loras, embeddings or vae.")
-        raise ModelLoadError(f"{path.name} has a UNet (context width {ctx}) but no text encoder the "
-                             "studio recognises (SD 1.x CLIP, SD 2.x OpenCLIP or SDXL's pair).")
-    conv_in = s.get(UNET + "input_blocks.0.0.weight", (0, 4))
-    inpainting = conv_in[1] == 9
-    sidecar = _sidecar_prediction(path)
-    if prediction_type:
-        pred = prediction_type
-    elif sidecar:
-        pred = sidecar
-        notes.append(f"prediction type {pred} from {path.with_suffix('.yaml').name}")
-    elif family == "sd2" and not inpainting and few is not None and few.size:
-        pred = "epsilon"
-        notes.append(f"{few.method}: epsilon prediction at {few.size} px, as its makers' configuration says")
-    elif family == "sd2" and not inpainting:
-        pred = "v_prediction"
-        notes.append("SD 2.x file without a .yaml beside it: assumed v-prediction at 768 px "
-                     "(SD 2.x 768-v). For the 512 base model put a .yaml with "
-                     "parameterization: \"eps\" next to it, or pass --prediction-type epsilon.")
-    else:
-        pred = "epsilon"
+    pred = _prediction(path, family, inpainting, few, prediction_type, notes)
     size = {"sd1": 512, "sd2": 768 if pred == "v_prediction" else 512, "sdxl": 1024}[family]
     size = few.size if few is not None and few.size else size
+    return Checkpoint(path=path, family=family, inpainting=inpainting, prediction_type=pred,
+                      native_size=size, configs=_configs(s, family, pred, size), notes=tuple(notes),
+                      legacy_clip=legacy_clip, sgm_text=sgm_text)
 
+
+def _in_original_layout(raw: dict) -> tuple[dict, bool, bool]:
+    """The shapes under the original layout's names, older tools' renamings undone: (shapes,
+    whether SD 1.x's CLIP was in the old layout, whether SD 2.x's OpenCLIP was under SGM's name)."""
+    s = rename_legacy_clip(raw)
+    sgm_text = is_sgm_sd2(s)
+    return (renamed(s, OPENCLIP_SD2_SGM, OPENCLIP_SD2) if sgm_text else s), s is not raw, sgm_text
+
+
+def _family(s: dict, path: Path) -> str:
+    """sd1, sd2 or sdxl, from the text encoders the file holds (SDXL also from its UNet)."""
+    if any(k.startswith(OPENCLIP_XL) for k in s) or UNET + "label_emb.0.0.weight" in s:
+        return "sdxl"
+    if any(k.startswith(OPENCLIP_SD2) for k in s):
+        return "sd2"
+    if any(k.startswith(CLIP_SD1) for k in s):
+        return "sd1"
+    ctx = next((v[1] for k, v in s.items() if k.startswith(UNET) and k.endswith("attn2.to_k.weight")), None)
+    if ctx is None:
+        raise ModelLoadError(f"{path.name} holds no Stable Diffusion UNet: is it a LoRA, an "
+                             "embedding or a VAE? Those go in models/loras, embeddings or vae.")
+    raise ModelLoadError(f"{path.name} has a UNet (context width {ctx}) but no text encoder the "
+                         "studio recognises (SD 1.x CLIP, SD 2.x OpenCLIP or SDXL's pair).")
+
+
+def _prediction(path: Path, family: str, inpainting: bool, few, asked: str | None, notes: list[str]) -> str:
+    """epsilon or v_prediction: as asked, else a sidecar .yaml, else a few-step model's makers'
+    configuration, else v for an SD 2.x file (768-v is the rule); a note says which."""
+    sidecar = _sidecar_prediction(path)
+    if asked:
+        return asked
+    if sidecar:
+        notes.append(f"prediction type {sidecar} from {path.with_suffix('.yaml').name}")
+        return sidecar
+    if family != "sd2" or inpainting:
+        return "epsilon"
+    if few is not None and few.size:
+        notes.append(f"{few.method}: epsilon prediction at {few.size} px, as its makers' configuration says")
+        return "epsilon"
+    notes.append("SD 2.x file without a .yaml beside it: assumed v-prediction at 768 px "
+                 "(SD 2.x 768-v). For the 512 base model put a .yaml with "
+                 "parameterization: \"eps\" next to it, or pass --prediction-type epsilon.")
+    return "v_prediction"
+
+
+def _configs(s: dict, family: str, pred: str, size: int) -> dict[str, dict]:
+    """Every component's diffusers config, widths and depths read from the shapes."""
     configs: dict[str, dict] = {"unet": _unet_config(s, family, size), "vae": _vae_config(s, family, size)}
     if family == "sd2" and pred == "v_prediction":
         configs["unet"]["upcast_attention"] = True   # as SD 2.1 768-v's own config (fp16 overflow)
@@ -327,9 +347,7 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
         "set_alpha_to_one": False, "prediction_type": pred, "timestep_spacing": "leading",
         **({"skip_prk_steps": True} if family != "sdxl" else {}),
     }
-    return Checkpoint(path=path, family=family, inpainting=inpainting, prediction_type=pred,
-                      native_size=size, configs=configs, notes=tuple(notes), legacy_clip=legacy_clip,
-                      sgm_text=sgm_text)
+    return configs
 
 
 # ---------------------------------------------------------------------------------------------
