@@ -352,6 +352,11 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
         multiply(pos, EMPHASIS)
     for pos in square:
         multiply(pos, 1 / EMPHASIS)
+    return _merged(res)
+
+
+def _merged(res: list[list]) -> list[tuple[str, float]]:
+    """Neighbouring pieces of the same weight as one (a BREAK stays apart)."""
     if not res:
         return [("", 1.0)]
     merged: list[list] = [res[0]]

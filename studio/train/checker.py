@@ -154,32 +154,62 @@ def classify_shape(f: dict[str, float]) -> str:
 def check(image: Image.Image | np.ndarray, scene: Scene,
           colours: dict[str, tuple[int, int, int]] | None = None) -> Score:
     """Score `image` against the single-object `scene` it was prompted with. `colours`: the
-    palette colours are read against (default the world's twelve; fine-tuning adds a 13th)."""
+    palette colours are read against (default the world's twelve; fine-tuning adds a 13th).
+    Stages: the background from the border, the object as what differs from it, its colour,
+    then its shape and 3x3 cell; `found` says what each stage read."""
     if len(scene.objects) != 1:
         raise ValueError("the checker scores single-object scenes")
     names, palette = (_NAMES, _PALETTE) if colours is None else (
         tuple(colours), np.array(list(colours.values()), dtype=np.float32))
     want = scene.objects[0]
     arr = _to_array(image)
+    bg_rgb, bg_name = _background(arr, names, palette)
+    found: dict = {"background": bg_name, "background_rgb": bg_rgb.round().tolist()}
+    bg_ok = bg_name == scene.background
+    miss = Score(False, bg_ok, False, False, found)
+    blob = _object(arr, bg_rgb, found)
+    if blob is None:
+        return miss
+    colour = _object_colour(arr, blob, names, palette, found)
+    if colour is None or colour == bg_name:
+        found["object"] = False
+        return miss
+    position, shape = _placement_and_shape(blob, found)
+    return Score(colour == want.colour, bg_ok, position == want.position, shape == want.shape,
+                 found)
+
+
+def _background(arr: np.ndarray, names: tuple[str, ...], palette: np.ndarray) -> tuple[np.ndarray, str]:
+    """The border ring's median colour and its name."""
     hgt, wid = arr.shape[:2]
     ring = max(2, round(min(hgt, wid) / 32))
-
     border = np.concatenate([arr[:ring].reshape(-1, 3), arr[-ring:].reshape(-1, 3),
                              arr[:, :ring].reshape(-1, 3), arr[:, -ring:].reshape(-1, 3)])
     bg_rgb = np.median(border, axis=0)
-    bg_name = nearest_colour(bg_rgb, names, palette)
-    found: dict = {"background": bg_name, "background_rgb": bg_rgb.round().tolist()}
-    bg_ok = bg_name == scene.background
+    return bg_rgb, nearest_colour(bg_rgb, names, palette)
 
+
+@dataclass
+class _Blob:
+    """The object as found: its mask on the upsampled map and what it was cut from."""
+    mask: np.ndarray        # the largest component, at `zoom` times the picture's size
+    dist: np.ndarray        # each pixel's RGB distance from the background, picture size
+    dist_z: np.ndarray      # the same, upsampled
+    peak: float             # the object's own contrast (a high percentile of `dist`)
+    zoom: int
+
+
+def _object(arr: np.ndarray, bg_rgb: np.ndarray, found: dict) -> _Blob | None:
+    """The largest region that differs from the background, or None (found["object"] False)."""
+    hgt, wid = arr.shape[:2]
     dist = np.sqrt(((arr - bg_rgb) ** 2).sum(axis=2))
     # Threshold halfway to the object's own contrast, so the mask is the 50% contour of
     # anti-aliased or blurred edges whatever the colour pair; a high percentile ignores specks.
     peak = float(np.percentile(dist, 99.7))
     found["contrast"] = round(peak, 1)
-    miss = Score(False, bg_ok, False, False, found)
+    found["object"] = False
     if peak < MIN_CONTRAST:
-        found["object"] = False
-        return miss
+        return None
     # Shapes are read from the distance map upsampled to ~256 px: the 50% contour of a
     # bilinear map is sub-pixel accurate, so small or blurred shapes keep their corners.
     zoom = max(1, -(-WORK_SIZE // max(hgt, wid)))
@@ -187,21 +217,25 @@ def check(image: Image.Image | np.ndarray, scene: Scene,
         (wid * zoom, hgt * zoom), Image.Resampling.BILINEAR))
     labels, n = ndimage.label(dist_z > 0.5 * peak, structure=np.ones((3, 3), bool))
     if n == 0:
-        found["object"] = False
-        return miss
+        return None
     sizes = np.bincount(labels.ravel())[1:]
-    blob = labels == (int(sizes.argmax()) + 1)
-    if blob.sum() < MIN_AREA_FRAC * blob.size:
-        found["object"] = False
-        return miss
+    mask = labels == (int(sizes.argmax()) + 1)
+    if mask.sum() < MIN_AREA_FRAC * mask.size:
+        return None
     found["object"] = True
     found["components"] = int(n)
-    found["area_frac"] = round(float(blob.sum()) / blob.size, 4)
+    found["area_frac"] = round(float(mask.sum()) / mask.size, 4)
+    return _Blob(mask, dist, dist_z, peak, zoom)
 
-    # Colour from the blob's core (far from the background), not its blended edge.
-    native = blob.reshape(hgt, zoom, wid, zoom).mean(axis=(1, 3)) > 0.5
-    core = native & (dist > 0.75 * peak)
-    pix = arr[core] if core.sum() >= 4 else arr[native | (dist > 0.75 * peak)]
+
+def _object_colour(arr: np.ndarray, blob: _Blob, names: tuple[str, ...], palette: np.ndarray,
+                   found: dict) -> str | None:
+    """The colour name of the blob's core (far from the background), not its blended edge; None
+    when the blob is no real object."""
+    hgt, wid = arr.shape[:2]
+    native = blob.mask.reshape(hgt, blob.zoom, wid, blob.zoom).mean(axis=(1, 3)) > 0.5
+    core = native & (blob.dist > 0.75 * blob.peak)
+    pix = arr[core] if core.sum() >= 4 else arr[native | (blob.dist > 0.75 * blob.peak)]
     obj_rgb = np.median(pix, axis=0)
     colour = nearest_colour(obj_rgb, names, palette)
     found["colour"] = colour
@@ -210,36 +244,32 @@ def check(image: Image.Image | np.ndarray, scene: Scene,
     # a flooded picture yields a huge, many-coloured "blob" that must not earn credit.
     purity = float((_nearest_index(pix, palette) == names.index(colour)).mean())
     found["purity"] = round(purity, 3)
-    if (purity < MIN_PURITY or colour == bg_name
-            or found["area_frac"] > MAX_AREA_FRAC):
-        found["object"] = False
-        return miss
+    return None if purity < MIN_PURITY or found["area_frac"] > MAX_AREA_FRAC else colour
 
+
+def _placement_and_shape(blob: _Blob, found: dict) -> tuple[str, str]:
+    """The blob's 3x3 cell (from its centroid) and its shape."""
     # Measure on the blob's box (1 px of margin) only: morphology on the crop is cheap.
-    rows, cols = np.nonzero(blob.any(axis=1))[0], np.nonzero(blob.any(axis=0))[0]
+    mask = blob.mask
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     top, left = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
-    crop = blob[top:int(rows[-1]) + 2, left:int(cols[-1]) + 2]
-    feats = shape_features(crop)
+    feats = shape_features(mask[top:int(rows[-1]) + 2, left:int(cols[-1]) + 2])
     # How strongly the object shows at its own centroid: ~1 for solid shapes, low for a ring
     # even when blur has closed its hole in the mask.
     iy = int(round(feats["cy"])) + top
     ix = int(round(feats["cx"])) + left
-    k = max(1, zoom)
-    feats["centre"] = float(dist_z[max(iy - k, 0):iy + k + 1, max(ix - k, 0):ix + k + 1].mean()
-                            / peak)
-    cx = (feats.pop("cx") + left + 0.5) / blob.shape[1]
-    cy = (feats.pop("cy") + top + 0.5) / blob.shape[0]
-    cell = (min(int(cy * 3), 2), min(int(cx * 3), 2))
-    position = _CELLS[cell]
+    k = max(1, blob.zoom)
+    feats["centre"] = float(blob.dist_z[max(iy - k, 0):iy + k + 1, max(ix - k, 0):ix + k + 1].mean()
+                            / blob.peak)
+    cx = (feats.pop("cx") + left + 0.5) / mask.shape[1]
+    cy = (feats.pop("cy") + top + 0.5) / mask.shape[0]
+    position = _CELLS[(min(int(cy * 3), 2), min(int(cx * 3), 2))]
     found["position"] = position
     found["centroid"] = (round(float(cx), 3), round(float(cy), 3))
-
     shape = classify_shape(feats)
     found["shape"] = shape
     found.update({k: round(v, 3) for k, v in feats.items()})
-
-    return Score(colour == want.colour, bg_ok, position == want.position, shape == want.shape,
-                 found)
+    return position, shape
 
 
 def score_many(images: Sequence[Image.Image | np.ndarray] | np.ndarray,
