@@ -1,7 +1,8 @@
 """Generations on Ray Serve replicas (studio/workers/): the dispatcher's contract against every
-backend (in-process, Ray's local testing mode, a real Ray cluster with two logical GPUs), then
-what only a real cluster has: two replicas serving, one killed mid-job, the app started with
---workers ray. CPU replicas throughout; torch sees no CUDA behind the logical GPUs."""
+backend (in-process, Ray's local testing mode, a real Ray cluster whose one logical GPU two
+replicas share at 0.5 each), then what only a real cluster has: two replicas serving, one killed
+mid-job, the app started with --workers ray. CPU replicas throughout; torch sees no CUDA behind
+the logical GPU."""
 
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def reference(settings):
 
 @pytest.fixture(scope="module")
 def cluster(settings):
-    """A real Ray: two logical GPUs, so one replica a "GPU" is what gets placed."""
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=256 * 2**20,
+    """A real Ray with one logical GPU that two replicas share (--gpus-per-replica 0.5): what
+gets placed is a replica's share of a GPU, as on one real card."""
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=256 * 2**20,
              log_to_driver=False)
-    studio = _studio(settings, "ray", workers="ray", replicas=2)
+    studio = _studio(settings, "ray", workers="ray", replicas=2, gpus_per_replica=0.5)
     yield studio
     serve.shutdown()
     ray.shutdown()
@@ -188,6 +190,8 @@ def test_both_replicas_serve_and_the_ui_process_explains_through_them(cluster):
     jobs = [cluster.submit(_request(cluster, steps=20, seed=i), user=f"user{i}") for i in range(4)]
     workers = {j.result(timeout=120).images[0].data["provenance"]["worker"] for j in jobs}
     assert len(workers) == 2
+    assert ray.cluster_resources()["GPU"] == 1 and ray.available_resources().get("GPU", 0) == 0, \
+        "both replicas hold half of the one GPU"
     explained = cluster.explain_prompt(_request(cluster, prompt="a red circle, (blue:1.3)"))
     assert explained and not cluster.manager.loaded
     from studio.ui.model_bar import model_banner
@@ -250,3 +254,13 @@ def test_the_app_with_ray_workers_from_the_rest_api(tmp_path):
         assert read_metadata(saved)[1]["provenance"]["device"] == "cpu"
     finally:
         stop_server(server)
+
+
+def test_a_replica_asks_for_a_whole_gpu_its_share_or_none_on_a_cpu_cluster():
+    from studio.workers.backend import replica_options
+    base = Settings(workers="ray", replicas=2, worker_threads=0)
+    whole = replica_options(base, cluster_gpus=4)
+    half = replica_options(replace(base, gpus_per_replica=0.5), cluster_gpus=1)
+    cpu = replica_options(replace(base, gpus_per_replica=0.5), cluster_gpus=0)
+    assert [o["ray_actor_options"]["num_gpus"] for o in (whole, half, cpu)] == [1, 0.5, 0]
+    assert whole["num_replicas"] == 2 and cpu["threads"] == max(1, ((os.cpu_count() or 1) - 1) // 2)
