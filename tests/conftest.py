@@ -19,6 +19,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_WORKERS = 4     # test processes at most (pyproject.toml runs `-n auto --dist loadfile`)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """A test process a core, at most MAX_WORKERS: on 2 cores the suite takes ~11 minutes in two
+    processes against ~19 in one (servers starting, Ray, the browser and compilation wait on
+    different things)."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each process gets its share of the cores as torch threads: oversubscribed threads slowed
+    # tiny pictures 100x on this kind of machine. Set before anything imports torch.
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _threads)
 
 
 @pytest.fixture(scope="session")
