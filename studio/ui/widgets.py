@@ -18,6 +18,7 @@ from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE, lora_rows, stop_job
 from studio.upscale.hires import DEFAULT_STRENGTH, LATENT, SCALE_RANGE
 from studio.upscale.upscalers import BUILT_IN
 
+
 @dataclass
 class PromptControls:
     prompt: gr.Textbox
