@@ -150,6 +150,45 @@ def white_pixels(page, clip: dict) -> int:
     return counts.get((255, 255, 255), 0)
 
 
+def send_to_inpaint_with_brush(page, server):
+    """A txt2img picture sent to the inpainting tab, its editor's brush picked; the canvas."""
+    generate_txt2img(page, server, "a red circle")
+    page.click("#txt2img-send-inpaint")
+    page.wait_for_selector("#tab-inpaint-button[aria-selected=true]")
+    editor = page.locator("#inpaint-editor")
+    canvas = editor.locator("canvas").first
+    canvas.wait_for(state="visible")
+    # Once the sent image is loaded the editor switches to its brush by itself; pick it by
+    # hand if it has not done so.
+    try:
+        page.wait_for_selector("#inpaint-editor button[aria-label=Brush].highlight", timeout=10_000)
+    except sync_api.TimeoutError:
+        editor.locator("button[aria-label=Brush]").click()
+        page.wait_for_selector("#inpaint-editor button[aria-label=Brush].highlight")
+    return canvas
+
+
+def paint_stroke(page, canvas) -> None:
+    """A white stroke across the middle of the picture (which the editor centres in its canvas),
+    seen on the canvas. Each pointer move costs the software-rendered WebGL canvas ~0.2 s, so
+    few steps."""
+    canvas.scroll_into_view_if_needed()  # a click below may have scrolled the page down
+    box = canvas.bounding_box()  # viewport coordinates, as the mouse and the clip want
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    middle = {"x": cx - 50, "y": cy - 50, "width": 100, "height": 100}
+    white_before = white_pixels(page, middle)
+    page.mouse.move(cx - 60, cy - 20)
+    page.mouse.down()
+    page.mouse.move(cx + 60, cy, steps=4)
+    page.mouse.move(cx - 60, cy + 20, steps=4)
+    page.mouse.up()
+    wanted = white_before + 100 * 100 // 4
+    deadline = time.time() + 10
+    while (white := white_pixels(page, middle)) < wanted and time.time() < deadline:
+        time.sleep(0.2)
+    assert white >= wanted, f"the brush stroke did not show on the canvas ({white_before} -> {white})"
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -214,23 +253,7 @@ def test_the_embedded_default_paints_the_prompt_in_browser(browser, tmp_path):
 def test_inpaint_paint_stroke_in_browser(page, server):
     from studio.outputs.metadata import read_metadata
 
-    generate_txt2img(page, server, "a red circle")
-    page.click("#txt2img-send-inpaint")
-    page.wait_for_selector("#tab-inpaint-button[aria-selected=true]")
-    editor = page.locator("#inpaint-editor")
-    canvas = editor.locator("canvas").first
-    canvas.wait_for(state="visible")
-
-    # Once the sent image is loaded the editor switches to its brush by itself; pick it by
-    # hand if it has not done so.
-    brush = editor.locator("button[aria-label=Brush]")
-    try:
-        page.wait_for_selector("#inpaint-editor button[aria-label=Brush].highlight",
-                               timeout=10_000)
-    except sync_api.TimeoutError:
-        brush.click()
-        page.wait_for_selector("#inpaint-editor button[aria-label=Brush].highlight")
-
+    canvas = send_to_inpaint_with_brush(page, server)
     page.fill("#inpaint-prompt textarea", "a blue square")
     set_steps(page, "inpaint")
 
@@ -239,23 +262,7 @@ def test_inpaint_paint_stroke_in_browser(page, server):
     page.click("#inpaint-generate")
     expect_toast(page, "The mask is empty")
 
-    # Paint a white stroke across the middle of the image (which the editor centres in its
-    # canvas). Each pointer move costs the software-rendered WebGL canvas ~0.2 s, so few steps.
-    canvas.scroll_into_view_if_needed()  # the Generate click scrolled the page down
-    box = canvas.bounding_box()  # viewport coordinates, as the mouse and the clip want
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    middle = {"x": cx - 50, "y": cy - 50, "width": 100, "height": 100}
-    white_before = white_pixels(page, middle)
-    page.mouse.move(cx - 60, cy - 20)
-    page.mouse.down()
-    page.mouse.move(cx + 60, cy, steps=4)
-    page.mouse.move(cx - 60, cy + 20, steps=4)
-    page.mouse.up()
-    wanted = white_before + 100 * 100 // 4
-    deadline = time.time() + 10
-    while (white := white_pixels(page, middle)) < wanted and time.time() < deadline:
-        time.sleep(0.2)
-    assert white >= wanted, f"the brush stroke did not show on the canvas ({white_before} -> {white})"
+    paint_stroke(page, canvas)
 
     before = pngs(server.outputs)
     info_before = page.input_value("#inpaint-info textarea")
@@ -283,6 +290,28 @@ def test_bad_input_shows_message(page, server):
     src = generate_txt2img(page, server, "still working")
     assert page.request.get(src).body()[:8] == PNG_SIGNATURE
     new_png(server, before)
+
+
+def test_live_follows_the_painted_mask_in_browser(page, server):
+    """Live on the inpainting tab: switched on before any stroke, it says the mask is empty; a
+    stroke painted with the mouse draws a live picture; nothing is saved until Keep, which saves
+    the inpainting with its mask."""
+    from studio.outputs.metadata import read_metadata
+
+    canvas = send_to_inpaint_with_brush(page, server)
+    page.fill("#inpaint-prompt textarea", "a blue square")
+    set_steps(page, "inpaint")
+    before = pngs(server.outputs)
+    page.click("#inpaint-live input")
+    status = page.locator("#inpaint-live-status")
+    sync_api.expect(status).to_contain_text("The mask is empty", timeout=GENERATION_TIMEOUT_MS)
+    paint_stroke(page, canvas)
+    sync_api.expect(status).to_contain_text("ms a picture", timeout=GENERATION_TIMEOUT_MS)
+    sync_api.expect(page.locator("#inpaint-live-picture img")).to_be_visible()
+    assert pngs(server.outputs) == before, "a live picture was saved without Keep"
+    page.click("#inpaint-live-keep")
+    _, data = read_metadata(new_png(server, before))
+    assert data["mode"] == "inpaint" and data["mask_sha256"] and data["prompt"] == "a blue square"
 
 
 @pytest.fixture(scope="module")
