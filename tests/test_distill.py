@@ -66,11 +66,12 @@ def test_the_loss_falls_and_the_student_draws_in_few_steps(tmp_path):
     # the evaluation prints the table beside the teacher and writes the student's card
     from studio.train.evaluate import main
     fig = main(["--student", "--model", str(model), "--n", "4", "--draws", "1", "--quick"])
-    for row in ("teacher, 20 steps", "teacher, 4 steps", "student, 1 step", "student, 2 steps", "student, 4 steps"):
+    for row in ("teacher, 20 steps", "teacher, 4 steps", "student, 1 step", "student, 2 steps", "student, 3 steps",
+                "student, 4 steps", "student, 6 steps", "student, 8 steps"):
         assert 0 <= fig[row]["all"] <= 1, row
     assert fig["latency"]["student, 4 steps"]["median s"] < fig["latency"]["teacher, 20 steps"]["median s"]
     card = (model / STUDENT_FOLDER / "README.md").read_text()
-    assert "| student, 4 steps |" in card and "40 steps" in card
+    assert "| student, 4 steps |" in card and "| student, 8 steps |" in card and "40 steps" in card
 
 
 def test_a_resumed_distillation_continues_exactly(tmp_path):
