@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 # No network at run time unless the user asks: Gradio's usage analytics and hub telemetry off.
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
               f"documented at /docs{'; HTTP Basic with the --auth logins' if settings.auth else ''}")
     studio.warm_up()
     studio.history.sync_in_background()      # new or removed pictures since the last run
+    signal.signal(signal.SIGTERM, _stop)
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                     auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],
@@ -77,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM (`kill`, a service manager's stop) ends the studio as Ctrl-C does, so what is
+    registered to run at exit runs: the studio's workers leave a Ray cluster it joined."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +24,9 @@ import pytest
 from studio.config import Settings
 from studio.errors import QueueFull
 from studio.outputs.metadata import read_metadata
-from studio.requests import make_request
 from studio.serving.dispatcher import Dispatcher
 from studio.serving.studio import Studio
-from tests.conftest import start_server, stop_server
+from tests.conftest import free_port, start_server, stop_server
 from tests.ldm_layout import tiny_pipeline, write_kohya_lora, write_single_file, write_vae_file
 
 if os.environ.get("STUDIO_REQUIRE_RAY") != "1":
@@ -264,3 +268,47 @@ def test_a_replica_asks_for_a_whole_gpu_its_share_or_none_on_a_cpu_cluster():
     cpu = replica_options(replace(base, gpus_per_replica=0.5), cluster_gpus=0)
     assert [o["ray_actor_options"]["num_gpus"] for o in (whole, half, cpu)] == [1, 0.5, 0]
     assert whole["num_replicas"] == 2 and cpu["threads"] == max(1, ((os.cpu_count() or 1) - 1) // 2)
+
+
+def test_the_app_joins_an_existing_cluster_and_leaves_it_running(tmp_path):
+    """`ray start --head` first (one logical GPU), then `python app.py --workers ray --replicas 2
+    --gpus-per-replica 0.5 --ray-address HOST:PORT`: the studio's replicas run on that cluster and
+    answer the REST API; stopping the studio (SIGTERM) takes its workers off the cluster and leaves
+    the cluster up. The head keeps its address
+    file in its own temp folder, so no other test's plain ray.init() joins it."""
+    port, temp = free_port(), Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))   # short: socket paths
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"],
+                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        server = start_server(None, tmp_path / "outputs", tmp_path / "server.log", "--workers", "ray",
+                              "--replicas", "2", "--gpus-per-replica", "0.5", "--ray-address", address,
+                              timeout=180)
+        try:
+            body = json.dumps({"prompt": "a red circle", "steps": 3, "seed": 8, "width": 64, "height": 64})
+            call = urllib.request.Request(server.url + "sdapi/v1/txt2img", body.encode(),
+                                          {"Content-Type": "application/json"})
+            with urllib.request.urlopen(call, timeout=120) as r:
+                assert json.loads(json.load(r)["info"])["seed"] == 8
+            (saved,) = (tmp_path / "outputs").rglob("*-8.png")
+            assert read_metadata(saved)[1]["provenance"]["device"] == "cpu"
+        finally:
+            stop_server(server)
+        assert head.poll() is None, "the studio stopped the cluster it joined"
+        deadline, usage = time.time() + 60, ""
+        while "0.0/1.0 GPU" not in usage and time.time() < deadline:     # the replicas' halves come back
+            time.sleep(1)
+            done = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", f"--address={address}"],
+                                  capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, RAY_AUTH_MODE="token"))   # the head's token auth
+            usage = done.stdout + done.stderr
+        assert "0.0/1.0 GPU" in usage, f"the studio's workers stayed on the cluster:\n{usage}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)

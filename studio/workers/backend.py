@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from studio import errors
@@ -49,6 +50,8 @@ def use_ray_workers(studio, settings: Settings, *, local_testing: bool = False) 
 
 def start_ray(settings: Settings) -> None:
     """Join the cluster at --ray-address, or start one on this machine (stopped at exit)."""
+    if settings.ray_address:
+        use_token_if_at_hand()
     try:
         import ray
     except ImportError:
@@ -57,9 +60,25 @@ def start_ray(settings: Settings) -> None:
         return
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
+        atexit.register(leave_ray)
     else:
-        ray.init(include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
+        # "local": a Ray of its own even where `ray start` left a cluster's address behind (joining
+        # one is --ray-address's job, and a plain ray.init() would join it)
+        ray.init(address="local", include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                 log_to_driver=False)
         atexit.register(stop_ray)
+
+
+def use_token_if_at_hand() -> None:
+    """Ray (2.59 on) starts a cluster with `ray start` under token authentication when a token is
+    at hand, but a program joining it sends the token only when told to: RAY_AUTH_MODE=token, set
+    here by the rule `ray start` itself follows (the mode unset, a token in RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token). Without it, joining fails with "InvalidAuthToken"."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def stop_ray() -> None:
@@ -67,6 +86,17 @@ def stop_ray() -> None:
     from ray import serve
     try:
         serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def leave_ray() -> None:
+    """The studio leaves a cluster it joined: its workers go, the cluster and its other
+    applications stay."""
+    import ray
+    from ray import serve
+    try:
+        serve.delete(APP)
     finally:
         ray.shutdown()
 
