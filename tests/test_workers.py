@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -270,17 +271,22 @@ def test_a_replica_asks_for_a_whole_gpu_its_share_or_none_on_a_cpu_cluster():
     assert whole["num_replicas"] == 2 and cpu["threads"] == max(1, ((os.cpu_count() or 1) - 1) // 2)
 
 
-def test_the_app_joins_an_existing_cluster_and_leaves_it_running(tmp_path):
-    """`ray start --head` first (one logical GPU), then `python app.py --workers ray --replicas 2
-    --gpus-per-replica 0.5 --ray-address HOST:PORT`: the studio's replicas run on that cluster and
-    answer the REST API; stopping the studio (SIGTERM) takes its workers off the cluster and leaves
-    the cluster up. The head keeps its address
-    file in its own temp folder, so no other test's plain ray.init() joins it."""
+def test_the_app_joins_an_existing_cluster_and_leaves_it_running(tmp_path, monkeypatch):
+    """`ray start --head` first (token authentication, one logical GPU), then `python app.py
+    --workers ray --replicas 2 --gpus-per-replica 0.5 --ray-address HOST:PORT`: the studio joins
+    with the token, its replicas answer the REST API, and stopping the studio (SIGTERM) takes them
+    off the cluster and leaves the cluster up. The head keeps its address file in its own temp
+    folder, so no other test's plain ray.init() joins it."""
     port, temp = free_port(), Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))   # short: socket paths
+    # the cluster's token as an operator hands it out; the studio (started below with this
+    # environment) must send it, and so must `ray status`
+    monkeypatch.setenv("RAY_AUTH_TOKEN", uuid.uuid4().hex)
+    authenticated = dict(os.environ, RAY_AUTH_MODE="token")
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                              f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false",
                              "--disable-usage-stats", f"--temp-dir={temp}"],
-                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=authenticated)
     try:
         address = f"127.0.0.1:{port}"
         server = start_server(None, tmp_path / "outputs", tmp_path / "server.log", "--workers", "ray",
@@ -301,8 +307,7 @@ def test_the_app_joins_an_existing_cluster_and_leaves_it_running(tmp_path):
         while "0.0/1.0 GPU" not in usage and time.time() < deadline:     # the replicas' halves come back
             time.sleep(1)
             done = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", f"--address={address}"],
-                                  capture_output=True, text=True, timeout=60,
-                                  env=dict(os.environ, RAY_AUTH_MODE="token"))   # the head's token auth
+                                  capture_output=True, text=True, timeout=60, env=authenticated)
             usage = done.stdout + done.stderr
         assert "0.0/1.0 GPU" in usage, f"the studio's workers stayed on the cluster:\n{usage}"
     finally:
