@@ -23,15 +23,18 @@ def test_kill_9_in_the_middle_of_a_batch(tiny_model, tmp_path):
     client = Client(srv.url, verbose=False)
     job = client.submit(prompt="a red circle", steps=20, batch_size=1, batch_count=16, seed=100,
                         api_name="/txt2img")
+    log = tmp_path / "first.log"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(outputs.rglob("*.png"))) < 3:
+    # the kill waits for the log's third "Saved" line, not the third file: a file is renamed into
+    # place just before its line is written, and under load the kill could land in between
+    while time.time() < deadline and len(re.findall(r"Saved (\S+\.png)", log.read_text())) < 3:
         assert not job.done() or job.exception() is None, job.exception()
         time.sleep(0.02)
     os.kill(srv.process.pid, signal.SIGKILL)          # no chance to clean up
     srv.process.wait(10)
     threading.Thread(target=lambda: job.cancel(), daemon=True).start()
 
-    reported = re.findall(r"Saved (\S+\.png)", (tmp_path / "first.log").read_text())
+    reported = re.findall(r"Saved (\S+\.png)", log.read_text())
     on_disk = sorted(outputs.rglob("*.png"))
     assert 3 <= len(reported) < 16, "the kill must land in the middle of the batch"
     for path in reported:                              # everything reported as saved is there...
