@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from studio.config import Settings
-from studio.models.checkpoints import OPENCLIP_SD2, OPENCLIP_SD2_SGM, inspect, load_pipeline
+from studio.models.checkpoints import inspect, load_pipeline
+from studio.models.layouts import OPENCLIP_SD2, OPENCLIP_SD2_SGM
 from studio.models.fewstep import (GUIDANCE_EMBEDDING, LORA_NAMES, from_name, from_unet_config, looks_few_step,
                                    negative_has_effect)
 from studio.requests import make_request

@@ -156,7 +156,8 @@ def load_vae_file(path: Path, dtype, family: str):
 
     from diffusers import AutoencoderKL
 
-    from studio.models.checkpoints import VAE, _vae_config, read_shapes
+    from studio.models.checkpoints import _vae_config, read_shapes
+    from studio.models.layouts import VAE
 
     shapes = read_shapes(path)
     original = {(k if k.startswith(VAE) else VAE + k): v for k, v in shapes.items()}

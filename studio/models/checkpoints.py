@@ -24,35 +24,14 @@ from pathlib import Path
 from studio.config import ROOT
 from studio.errors import ModelLoadError
 from studio.models.fewstep import from_name
+from studio.models.layouts import (CLIP_SD1, CLIP_XL, LEGACY_CLIP_NOTE, OPENCLIP_SD2, OPENCLIP_SD2_SGM, OPENCLIP_XL,
+                                   SGM_TEXT_NOTE, UNET, VAE, in_original_layout, rename_legacy_clip, renamed)
 
 TOKENIZER_FILES = ROOT / "assets" / "clip-tokenizer"
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
-UNET = "model.diffusion_model."
-VAE = "first_stage_model."
-CLIP_SD1 = "cond_stage_model.transformer.text_model."
-OPENCLIP_SD2 = "cond_stage_model.model."
-CLIP_XL = "conditioner.embedders.0.transformer.text_model."
-OPENCLIP_XL = "conditioner.embedders.1.model."
-# SD 2.x saved by Stability's generative-models code (sd_turbo.safetensors): the OpenCLIP text
-# encoder under the SGM name; renamed to the original layout's on load
-OPENCLIP_SD2_SGM = "conditioner.embedders.0.model."
-
 FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-
-# Older tools wrote SD 1.x's CLIP without the `text_model.` level; AUTOMATIC1111 renames those keys
-# on load (its checkpoint_dict_replacements), and so does the studio: old prefix -> new prefix.
-LEGACY_CLIP_SD1 = {
-    "cond_stage_model.transformer.embeddings.": CLIP_SD1 + "embeddings.",
-    "cond_stage_model.transformer.encoder.": CLIP_SD1 + "encoder.",
-    "cond_stage_model.transformer.final_layer_norm.": CLIP_SD1 + "final_layer_norm.",
-}
-
-LEGACY_CLIP_NOTE = ("SD 1.x text encoder in the old layout (no text_model.): its keys are renamed on load, "
-                    "as AUTOMATIC1111 does")
-SGM_TEXT_NOTE = ("SD 2.x text encoder in generative-models' layout (conditioner.embedders.0): renamed on "
-                 "load")
 
 
 @dataclass(frozen=True)
@@ -109,30 +88,6 @@ def read_shapes(path: Path, allow_pickle: bool = False) -> dict[str, tuple[int, 
         sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
         return {k: tuple(v.shape) for k, v in sd.items() if hasattr(v, "shape")}
     raise ModelLoadError(f"{path.name}: not a checkpoint file (.safetensors, or .ckpt with --allow-pickle).")
-
-
-def rename_legacy_clip(tensors: dict) -> dict:
-    """`tensors` (name -> tensor or shape) with SD 1.x CLIP keys in the old layout (no
-    `text_model.` level) renamed by LEGACY_CLIP_SD1; the very same dict when none is."""
-    def new_name(key: str) -> str:
-        for old, new in LEGACY_CLIP_SD1.items():
-            if key.startswith(old):
-                return new + key[len(old):]
-        return key
-    if not any(key.startswith(tuple(LEGACY_CLIP_SD1)) for key in tensors):
-        return tensors
-    return {new_name(key): value for key, value in tensors.items()}
-
-
-def is_sgm_sd2(shapes: dict) -> bool:
-    """An SD 2.x OpenCLIP stored under OPENCLIP_SD2_SGM (an SDXL refiner keeps that name too: told
-    apart by its UNet's size conditioning, `label_emb`, which SD 2.x has not)."""
-    return (any(k.startswith(OPENCLIP_SD2_SGM) for k in shapes) and UNET + "label_emb.0.0.weight" not in shapes
-            and not any(k.startswith(OPENCLIP_XL) for k in shapes))
-
-
-def renamed(tensors: dict, old: str, new: str) -> dict:
-    return {new + k[len(old):] if k.startswith(old) else k: v for k, v in tensors.items()}
 
 
 def _read_tensors(path: Path, prefix: str, allow_pickle: bool) -> dict:
@@ -271,7 +226,7 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     """Read a single file's family and every config it needs. Raises ModelLoadError."""
     path = Path(path)
     raw = read_shapes(path, allow_pickle)
-    s, legacy_clip, sgm_text = _in_original_layout(raw)
+    s, legacy_clip, sgm_text = in_original_layout(raw)
     notes = [note for flag, note in ((legacy_clip, LEGACY_CLIP_NOTE), (sgm_text, SGM_TEXT_NOTE)) if flag]
     family = _family(s, path)
     inpainting = s.get(UNET + "input_blocks.0.0.weight", (0, 4))[1] == 9
@@ -282,14 +237,6 @@ def inspect(path: Path, allow_pickle: bool = False, prediction_type: str | None 
     return Checkpoint(path=path, family=family, inpainting=inpainting, prediction_type=pred,
                       native_size=size, configs=_configs(s, family, pred, size), notes=tuple(notes),
                       legacy_clip=legacy_clip, sgm_text=sgm_text)
-
-
-def _in_original_layout(raw: dict) -> tuple[dict, bool, bool]:
-    """The shapes under the original layout's names, older tools' renamings undone: (shapes,
-    whether SD 1.x's CLIP was in the old layout, whether SD 2.x's OpenCLIP was under SGM's name)."""
-    s = rename_legacy_clip(raw)
-    sgm_text = is_sgm_sd2(s)
-    return (renamed(s, OPENCLIP_SD2_SGM, OPENCLIP_SD2) if sgm_text else s), s is not raw, sgm_text
 
 
 def _family(s: dict, path: Path) -> str:
