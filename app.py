@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
 
     from studio.api.routes import api_routes
+    from studio.finetune.jobs import TrainingJobs
     from studio.serving.studio import Studio
     from studio.ui import build_ui
 
     try:
-        studio = Studio.from_settings(settings)
+        studio = Studio.from_settings(settings, backend=backend_for(settings))
         info = studio.model_info()
     except PresetError as exc:
         print(f"Presets are invalid: {exc}", file=sys.stderr)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(SHARE_WARNING, file=sys.stderr)
     if studio.content_filter.enabled or settings.share:
         print(studio.content_filter.status().capitalize())
-    demo = build_ui(studio)
+    demo = build_ui(studio, TrainingJobs.from_settings(settings))
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     # The REST routes are made part of Gradio's app when it is created: they come before its routes.
     routes = api_routes(studio, settings.auth) if settings.api else []
@@ -79,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def backend_for(settings):
+    """What runs the jobs: None (in this process), or the Ray workers (--workers ray)."""
+    if settings.workers == "ray":
+        from studio.workers.backend import ray_workers
+        return ray_workers()
+    return None
 
 
 def _stop(signum, frame) -> None:

@@ -119,7 +119,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from studio.config import Settings
     from studio.serving.studio import Studio
-    from studio.train.common import machine_name
+    from embedded.common import machine_name
     studio = Studio.from_settings(Settings(model="", outputs=Path(tempfile.mkdtemp(prefix="bench-animation-"))))
     print(f"embedded model, 64 px, {args.threads} threads, {torch.__version__}, {machine_name()}")
     print(f"\n{'speed':52} {'s/frame':>8} {'frames/s':>9}")

@@ -109,7 +109,7 @@ def make_studio(name: str, out: Path, tag: str, **manager_options):
     from studio.prompts.presets import load_presets
     from studio.serving.studio import Studio
     manager = ModelManager(model_folder(name), device=device(), **manager_options)
-    return Studio(manager=manager, outputs=OutputFolder(out / f"outputs-{name}-{tag}"),
+    return Studio.over(manager=manager, outputs=OutputFolder(out / f"outputs-{name}-{tag}"),
                   presets=load_presets(PRESETS_DIR))
 
 
@@ -317,7 +317,7 @@ def stage_animation(p: dict, out: Path) -> dict:
 def stage_finetune(p: dict, out: Path) -> dict:
     """A LoRA (rank 8, batch 1, UNet only) on world pictures rendered at the model's size."""
     from studio.finetune.jobs import create_job
-    from studio.finetune.measure import concept_dataset
+    from embedded.finetune_measure import concept_dataset
     from studio.finetune.settings import make_settings
     from studio.finetune.trainer import train
     name, size, steps = p["finetune"]

@@ -31,7 +31,7 @@ PROMPT = "a red circle on a blue background"
 
 def cases(studio) -> dict[str, tuple[str, dict, bool]]:
     """name -> (model, request fields, saved)."""
-    from studio.train.evaluate import CFG
+    from embedded.fidelity import CFG
     teacher = dict(scheduler="DPM++ 2M Karras", steps=20, cfg_scale=CFG)
     few = studio.select_model(STUDENT).few_step
     studio.select_model("")
@@ -74,7 +74,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     if not student_available():
-        sys.exit("assets/embedded-model/lcm-unet is missing: python -m studio.train.distill makes it")
+        sys.exit("assets/embedded-model/lcm-unet is missing: python -m embedded.distill makes it")
     import torch
     torch.set_num_threads(args.threads)
     from studio.config import Settings
@@ -91,7 +91,7 @@ def main() -> None:
 
 
 def machine() -> str:
-    from studio.train.common import machine_name
+    from embedded.common import machine_name
     return machine_name()
 
 

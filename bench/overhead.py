@@ -56,7 +56,7 @@ def main() -> None:
 
     def studio_image():
         if submit is None:             # a studio before the dispatcher: its engine call
-            return studio.run(request).images[0].image
+            return studio.local.run(request).images[0].image
         return submit(request, user="bench").result().images[0].image
 
     pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED_MODEL, torch_dtype=torch.float32,
@@ -87,7 +87,7 @@ def main() -> None:
     print(f"plain diffusers  median {statistics.median(plain):.3f} s/image")
     print(f"studio           median {statistics.median(own):.3f} s/image")
     print(f"studio / plain   median {statistics.median(ratios):.3f} (IQR {q1:.3f}-{q3:.3f})")
-    _where(lambda: studio.run(request))
+    _where(lambda: studio.local.run(request))
 
 
 def _where(engine_image) -> None:

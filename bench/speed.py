@@ -165,7 +165,7 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
         manager = ModelManager("" if model == "embedded" else str(folder), device=device,
                                fast=fast, compile=compile_flag,
                                compile_cache=Path(cache_dir) if cache_dir else None)
-        studio = Studio(manager=manager, outputs=OutputFolder(out / f"outputs-{case}-{path}"),
+        studio = Studio.over(manager=manager, outputs=OutputFolder(out / f"outputs-{case}-{path}"),
                         presets=load_presets(PRESETS_DIR))
         fields = dict(prompt=prompt, steps=steps, cfg_scale=cfg, seed=0, width=size, height=size,
                       scheduler="DPM++ 2M Karras", feature_cache=feature_cache)
@@ -207,7 +207,8 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
         record["peak_flops"] = _peak_flops(device, dtype)
     else:
         # switching tabs, samplers and presets must never reload the weights
-        from studio.generation.schedulers import SCHEDULERS, build_scheduler
+        from studio.generation.schedulers import build_scheduler
+        from studio.samplers import SCHEDULERS
         loads = manager.loads
         t = time.perf_counter()
         for m in ("img2img", "inpaint", "txt2img"):

@@ -63,10 +63,11 @@ def make_studio(config: str, threads: int, outputs: Path, model: str = ""):
     cost["ray_init_s"] = time.perf_counter() - began
     gpus = ray.cluster_resources().get("GPU", 0.0)
     began = time.perf_counter()
+    from studio.workers.backend import ray_workers
     studio = Studio.from_settings(Settings(
         model=model, outputs=outputs, queue_size=QUEUE, workers="ray", replicas=replicas,
         gpus_per_replica=min(1.0, gpus / replicas) if gpus else 1.0,
-        worker_threads=0 if share is None else max(1, int(threads * share))))
+        worker_threads=0 if share is None else max(1, int(threads * share))), backend=ray_workers())
     cost["deploy_s"] = time.perf_counter() - began
     return studio, cost
 

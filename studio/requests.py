@@ -21,8 +21,8 @@ from PIL import Image
 
 from studio.errors import InvalidRequest
 from studio.fields import bounded, empty, in_range, names, number, or_zero, text, word
-from studio.outputs.images import load_image, mask_from_image
-from studio.generation.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
+from studio.inputs import load_image, mask_from_image
+from studio.samplers import DEFAULT_SCHEDULER, SCHEDULERS
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
 MODES: tuple[str, ...] = ("txt2img", "img2img", "inpaint")

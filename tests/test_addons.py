@@ -44,7 +44,7 @@ def run(studio, **kw):
     lib = studio.library.names()
     req = make_request(known_loras=lib["loras"], known_vaes=lib["vae"],
                        **{"prompt": "a red circle", "seed": 7, "steps": 2, "width": 64, "height": 64, **kw})
-    return studio.run(req).images[0]
+    return studio.local.run(req).images[0]
 
 
 def px(image) -> np.ndarray:
@@ -65,7 +65,7 @@ def test_lora_changes_the_image_and_removing_it_restores_the_base_exactly(studio
     assert len(data["loras"][0]["sha256"]) == 12
     assert "Lora hashes" in parse_parameters(params)[2]
     # the JSON metadata alone brings the image back
-    again = studio.run(make_request(**{k: v for k, v in data["request"].items() if k != "mode"},
+    again = studio.local.run(make_request(**{k: v for k, v in data["request"].items() if k != "mode"},
                                     mode=data["mode"]))
     assert np.array_equal(px(again.images[0]), px(full))
 

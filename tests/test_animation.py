@@ -361,7 +361,7 @@ def test_every_mode_runs_on_tiny_random_weight_checkpoints(family, tmp_path):
     from studio.serving.studio import Studio
     folder = tmp_path / family
     tiny_pipeline(family).save_pretrained(folder)
-    studio = Studio(manager=ModelManager(str(folder), device="cpu"), outputs=OutputFolder(tmp_path / "out"),
+    studio = Studio.over(manager=ModelManager(str(folder), device="cpu"), outputs=OutputFolder(tmp_path / "out"),
                     presets=load_presets(PRESETS_DIR))
     clip = None
     for mode in ("travel", "2d", "preview", "video"):

@@ -222,8 +222,8 @@ def test_the_embedded_default_paints_the_prompt_in_browser(browser, tmp_path):
     from PIL import Image
 
     from studio.config import EMBEDDED_MODEL
-    from studio.train.checker import check
-    from studio.train.world import Obj, Scene
+    from embedded.checker import check
+    from embedded.world import Obj, Scene
     if not (EMBEDDED_MODEL / "model_index.json").is_file():
         pytest.skip("assets/embedded-model is not built")
     srv = start_server(None, tmp_path / "outputs", tmp_path / "server.log")

@@ -76,14 +76,14 @@ def test_every_tab_generates_from_a_single_file_or_a_folder(files, family, form,
     if form == "file":    # a tiny folder's widths say nothing of the family; a file's layout does
         assert info.family.startswith({"sd1": "SD 1", "sd2": "SD 2", "sdxl": "SDXL"}[family])
     base = dict(prompt="a red circle", seed=3, steps=2, width=64, height=64)
-    first = studio.run(make_request(**base)).images[0]
-    again = studio.run(make_request(**base)).images[0]
+    first = studio.local.run(make_request(**base)).images[0]
+    again = studio.local.run(make_request(**base)).images[0]
     assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
-    img2img = studio.run(make_request(mode="img2img", image=first.image, strength=0.6, **base)).images[0]
+    img2img = studio.local.run(make_request(mode="img2img", image=first.image, strength=0.6, **base)).images[0]
     mask = np.zeros((64, 64), np.uint8)
     mask[16:48, 16:48] = 255
     from PIL import Image
-    inpaint = studio.run(make_request(mode="inpaint", image=first.image, mask=Image.fromarray(mask), mask_blur=0,
+    inpaint = studio.local.run(make_request(mode="inpaint", image=first.image, mask=Image.fromarray(mask), mask_blur=0,
                                       **base)).images[0]
     for result in (first, img2img, inpaint):
         assert result.path.is_file() and result.image.size == (64, 64)
@@ -97,7 +97,7 @@ def test_inpainting_file_is_for_the_inpaint_tab(files, tmp_path):
     studio = Studio.from_settings(Settings(model=str(path), outputs=tmp_path))
     from studio.errors import InvalidRequest
     with pytest.raises(InvalidRequest, match="inpainting model"):
-        studio.run(make_request(prompt="x", steps=1, width=64, height=64))
+        studio.local.run(make_request(prompt="x", steps=1, width=64, height=64))
 
 
 def test_sidecar_yaml_and_flag_set_the_sd2_prediction_type(files, tmp_path):
@@ -181,7 +181,7 @@ def test_sd1_file_with_the_old_clip_layout_loads_and_generates(files, tmp_path, 
         studio = Studio.from_settings(Settings(model=str(source), outputs=tmp_path / source.stem))
         info = studio.model_info()
         assert (info.kind, info.family) == ("file", "SD 1.x")
-        result = studio.run(make_request(prompt="a red circle", seed=3, steps=2, width=64, height=64)).images[0]
+        result = studio.local.run(make_request(prompt="a red circle", seed=3, steps=2, width=64, height=64)).images[0]
         assert result.path.is_file() and result.image.size == (64, 64)
         images.append(np.asarray(result.image))
     assert np.array_equal(images[0], images[1])

@@ -1,7 +1,7 @@
-"""The few-step student's distillation (studio/train/distill.py), as a smoke run on a few
+"""The few-step student's distillation (embedded/distill.py), as a smoke run on a few
 trajectories: a finite loss that falls, a resume that continues exactly, and a student that loads
 into the standard pipeline with diffusers' LCMScheduler and draws the same picture for the same
-seed; and the teacher's trajectories it learns from (studio/train/trajectories.py): the studio's
+seed; and the teacher's trajectories it learns from (embedded/trajectories.py): the studio's
 own guided pipeline on the same noise ends where they end, and their grid holds every timestep
 the LCM sampler visits."""
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from studio.config import EMBEDDED_MODEL
-from studio.train.distill import SMOKE, STUDENT_FOLDER, distill, export, load_teacher
-from studio.train.trajectories import GRID, sampler_timesteps, solve
+from embedded.distill import SMOKE, STUDENT_FOLDER, distill, export, load_teacher
+from embedded.trajectories import GRID, sampler_timesteps, solve
 
 pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_file(),
                                 reason="assets/embedded-model is not built yet")
@@ -64,7 +64,7 @@ def test_the_loss_falls_and_the_student_draws_in_few_steps(tmp_path):
     assert not np.array_equal(pictures[1], pictures[4]) and not np.array_equal(pictures[4], draw(4, 4))
 
     # the evaluation prints the table beside the teacher and writes the student's card
-    from studio.train.evaluate import main
+    from embedded.evaluate import main
     fig = main(["--student", "--model", str(model), "--n", "4", "--draws", "1", "--quick"])
     for row in ("teacher, 20 steps", "teacher, 4 steps", "student, 1 step", "student, 2 steps", "student, 3 steps",
                 "student, 4 steps", "student, 6 steps", "student, 8 steps"):

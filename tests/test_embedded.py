@@ -8,8 +8,8 @@ from PIL import Image
 
 from studio.config import EMBEDDED_MODEL, Settings
 from studio.requests import make_request
-from studio.train.checker import check, nearest_colour
-from studio.train.world import Obj, Scene, render
+from embedded.checker import check, nearest_colour
+from embedded.world import Obj, Scene, render
 
 pytestmark = pytest.mark.skipif(not (EMBEDDED_MODEL / "model_index.json").is_file(),
                                 reason="assets/embedded-model is not built yet")
@@ -33,7 +33,7 @@ def test_the_vae_reads_back_colour_shape_pairs_it_never_saw():
     import torch
     from diffusers import AutoencoderKL
 
-    from studio.train.evaluate import reconstruction
+    from embedded.evaluate import reconstruction
     vae = AutoencoderKL.from_pretrained(EMBEDDED_MODEL, subfolder="vae", torch_dtype=torch.float32).eval()
     scores = reconstruction(vae, 100, 64)
     assert scores["colour"] >= 0.9 and scores["position"] >= 0.95 and scores["shape"] >= 0.8, scores
@@ -41,7 +41,7 @@ def test_the_vae_reads_back_colour_shape_pairs_it_never_saw():
 
 def test_txt2img_follows_the_prompt_colours(embedded):
     scene = Scene(objects=(Obj("circle", "red", "large", "center"),), background="blue")
-    result = embedded.run(make_request(prompt="a red circle on a blue background", seed=0,
+    result = embedded.local.run(make_request(prompt="a red circle on a blue background", seed=0,
                                        steps=20, cfg_scale=5, batch_size=4))
     scores = [check(g.image, scene) for g in result.images]
     assert sum(s.background for s in scores) >= 3, [s.found for s in scores]
@@ -68,7 +68,7 @@ def test_txt2img_puts_the_object_where_the_prompt_says(embedded):
     for position, phrase in (("top left", "in the top left corner"), ("bottom right", "in the bottom right corner"),
                              ("right", "on the right")):
         scene = Scene(objects=(Obj("square", "yellow", "large", position),), background="purple")
-        result = embedded.run(make_request(prompt=f"a large yellow square {phrase} on a purple background",
+        result = embedded.local.run(make_request(prompt=f"a large yellow square {phrase} on a purple background",
                                            seed=0, steps=20, cfg_scale=5, batch_size=4))
         for g in result.images:
             found.append(check(g.image, scene).found.get("position"))
@@ -79,7 +79,7 @@ def test_txt2img_puts_the_object_where_the_prompt_says(embedded):
 
 def test_img2img_keeps_the_layout(embedded):
     scene = Scene(objects=(Obj("square", "green", "large", "top left"),), background="white")
-    result = embedded.run(make_request(mode="img2img", image=render(scene, 64), strength=0.3,
+    result = embedded.local.run(make_request(mode="img2img", image=render(scene, 64), strength=0.3,
                                        prompt="a large green square in the top left corner on a "
                                               "white background", seed=1, steps=20, cfg_scale=5))
     assert check(result.images[0].image, scene).found.get("position") == "top left"
@@ -91,7 +91,7 @@ def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
     mask.paste(255, (16, 16, 48, 48))
 
     def blue_share(prompt: str) -> float:
-        out = embedded.run(make_request(mode="inpaint", image=base, mask=mask, prompt=prompt,
+        out = embedded.local.run(make_request(mode="inpaint", image=base, mask=mask, prompt=prompt,
                                         seed=3, steps=20, cfg_scale=5, strength=1.0, mask_blur=0,
                                         batch_size=4))
         assert out.images[0].data["model"]["inpainting_unet"] is True   # its own 9-channel UNet
@@ -110,7 +110,7 @@ def test_inpaint_puts_the_prompted_colour_in_the_mask_only(embedded):
 
 @pytest.mark.parametrize("prompt", ["🎨🔴 un cercle rouge ∆ 日本語", "red circle " * 1000, ""])
 def test_any_text_is_a_valid_prompt(embedded, prompt):
-    result = embedded.run(make_request(prompt=prompt[:10_000], seed=0, steps=4))
+    result = embedded.local.run(make_request(prompt=prompt[:10_000], seed=0, steps=4))
     assert result.images[0].image.size == (64, 64)
 
 
@@ -118,11 +118,11 @@ def test_words_it_never_saw_get_a_note_and_known_ones_none(embedded):
     """"a photo of a cat" used to return a random shape without a word; now the result says which
     words the model does not know, and the page says what it knows next to the prompt."""
     from studio.ui.widgets import prompt_hint
-    cat = embedded.run(make_request(prompt="a photo of a cat", seed=0, steps=2))
+    cat = embedded.local.run(make_request(prompt="a photo of a cat", seed=0, steps=2))
     (note,) = [n for n in cat.notes if "unknown" in n]
     assert "knows shapes, colours, sizes, positions and backgrounds; unknown: photo, cat" in note
     assert "--model" in note
-    known = embedded.run(make_request(prompt="a (large:1.1) red circle BREAK in the top left corner, "
+    known = embedded.local.run(make_request(prompt="a (large:1.1) red circle BREAK in the top left corner, "
                                              "on a blue background", seed=0, steps=2))
     assert not [n for n in known.notes if "unknown" in n]
     assert "knows only shapes, colours" in prompt_hint(embedded)
@@ -131,7 +131,7 @@ def test_words_it_never_saw_get_a_note_and_known_ones_none(embedded):
 def test_the_shipped_vocabulary_is_the_worlds():
     """vocabulary.txt is written by the export from the world's captions; it must not drift."""
     from studio.prompts.vocabulary import read_vocabulary
-    from studio.train.world import VOCABULARY_KNOWS, vocabulary
+    from embedded.world import VOCABULARY_KNOWS, vocabulary
     words, knows = read_vocabulary(EMBEDDED_MODEL)
     assert words == frozenset(vocabulary()) and knows == VOCABULARY_KNOWS
 
@@ -141,6 +141,6 @@ def test_the_model_card_is_made_from_its_records():
     evaluation.json: the figures it states are the recorded ones."""
     import json
 
-    from studio.train.model_card import model_card
+    from embedded.model_card import model_card
     figures = json.loads((EMBEDDED_MODEL / "evaluation.json").read_text(encoding="utf-8"))
     assert model_card(EMBEDDED_MODEL, figures) == (EMBEDDED_MODEL / "README.md").read_text(encoding="utf-8")

@@ -11,11 +11,11 @@ from PIL import Image
 from studio.errors import InvalidRequest
 from studio.outputs.metadata import parse_parameters, read_metadata
 from studio.requests import make_request
-from studio.generation.schedulers import SCHEDULERS
+from studio.samplers import SCHEDULERS
 
 
 def run(studio, **kw):
-    return studio.run(make_request(**kw))
+    return studio.local.run(make_request(**kw))
 
 
 def pixels(image) -> np.ndarray:
@@ -51,7 +51,7 @@ def test_same_seed_same_pixels_other_seed_differs(studio):
 def test_metadata_reproduces_the_image(studio):
     first = run(studio, prompt="a green star", seed=1234, steps=4, scheduler="Euler a", cfg_scale=5)
     _, data = read_metadata(first.images[0].path)
-    again = studio.run(make_request(**{k: v for k, v in data["request"].items() if k != "mode"}))
+    again = studio.local.run(make_request(**{k: v for k, v in data["request"].items() if k != "mode"}))
     assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))
 
 
@@ -171,7 +171,7 @@ def test_inpaint_model_with_9_channels_is_used_by_inpaint_only(tiny_inpaint_mode
     s = Studio.from_settings(Settings(model=str(tiny_inpaint_model), outputs=tmp_path))
     assert s.model_info().in_channels == 9 and s.model_info().inpaint_only
     image, mask = _image_and_mask((64, 64), (16, 16, 48, 48))
-    result = s.run(make_request(mode="inpaint", image=image, mask=mask, prompt="x", seed=1,
+    result = s.local.run(make_request(mode="inpaint", image=image, mask=mask, prompt="x", seed=1,
                                 steps=3, mask_blur=0))
     assert type(s.manager.pipeline("inpaint")).__name__ == "StableDiffusionInpaintPipeline"
     assert s.manager.pipeline("inpaint").unet.config.in_channels == 9
@@ -179,7 +179,7 @@ def test_inpaint_model_with_9_channels_is_used_by_inpaint_only(tiny_inpaint_mode
     outside = np.asarray(mask) == 0
     assert np.array_equal(out[outside], pixels(image)[outside])
     with pytest.raises(InvalidRequest, match="inpainting model"):
-        s.run(make_request(prompt="x", steps=2))
+        s.local.run(make_request(prompt="x", steps=2))
 
 
 def test_stop_keeps_finished_images(studio):
@@ -189,7 +189,7 @@ def test_stop_keeps_finished_images(studio):
         calls["steps"] = done
 
     # Stop as soon as the second image's batch has started: the first image is kept.
-    result = studio.run(make_request(prompt="x", seed=1, steps=3, batch_count=3),
+    result = studio.local.run(make_request(prompt="x", seed=1, steps=3, batch_count=3),
                         on_step=on_step, should_stop=lambda: calls["steps"] >= 4)
     assert result.stopped
     assert len(result.images) == 1 and result.images[0].path.is_file()
@@ -198,7 +198,7 @@ def test_stop_keeps_finished_images(studio):
 
 def test_progress_reports_every_step(studio):
     seen = []
-    studio.run(make_request(prompt="x", seed=1, steps=4, batch_count=2),
+    studio.local.run(make_request(prompt="x", seed=1, steps=4, batch_count=2),
                on_step=lambda d, t: seen.append((d, t)))
     assert seen == [(i, 8) for i in range(1, 9)]
 

@@ -79,9 +79,9 @@ def test_an_sgm_layout_sd2_turbo_file_loads_exactly_and_paints_as_the_usual_layo
     assert studio.model_info().native_size == 512
     base = dict(prompt="a red circle", seed=3, scheduler=few.sampler, steps=few.steps, cfg_scale=few.cfg,
                 width=64, height=64)
-    pictures = [studio.run(make_request(**base)).images[0]]
+    pictures = [studio.local.run(make_request(**base)).images[0]]
     usual = Studio.from_settings(Settings(model=str(path), outputs=tmp_path / "usual", prediction_type="epsilon"))
-    pictures.append(usual.run(make_request(**base)).images[0])
+    pictures.append(usual.local.run(make_request(**base)).images[0])
     assert np.array_equal(np.asarray(pictures[0].image), np.asarray(pictures[1].image))
     assert "Schedule type: SGM Uniform" in pictures[0].parameters
 
@@ -108,7 +108,7 @@ def test_a_guidance_embedding_model_is_lcm_and_ignores_the_negative_prompt(lcm_f
     base = dict(prompt="a red circle", seed=4, scheduler=few.sampler, steps=few.steps, width=64, height=64)
 
     def picture(**extra):
-        return np.asarray(studio.run(make_request(**{**base, "cfg_scale": few.cfg, **extra})).images[0].image)
+        return np.asarray(studio.local.run(make_request(**{**base, "cfg_scale": few.cfg, **extra})).images[0].image)
 
     plain = picture()
     assert np.array_equal(plain, picture(negative_prompt="blue, square"))      # no negative branch
@@ -131,7 +131,7 @@ def test_a_tiny_lcm_lora_is_recognised_and_draws(tmp_path):
     studio = Studio.from_settings(Settings(model=str(model), models_dir=tmp_path / "models", outputs=tmp_path / "out"))
     base = dict(prompt="a red circle", seed=4, scheduler=few.sampler, steps=few.steps, cfg_scale=few.cfg,
                 width=64, height=64)
-    with_lora = studio.run(studio.make_request("txt2img", **base, loras=[[name, 1.0]])).images[0]
-    without = studio.run(studio.make_request("txt2img", **base)).images[0]
+    with_lora = studio.local.run(studio.make_request("txt2img", **base, loras=[[name, 1.0]])).images[0]
+    without = studio.local.run(studio.make_request("txt2img", **base)).images[0]
     assert "Sampler: LCM" in with_lora.parameters and "lcm-lora-tiny" in with_lora.parameters
     assert not np.array_equal(np.asarray(with_lora.image), np.asarray(without.image))

@@ -18,7 +18,7 @@ from studio.finetune import dataset as ds
 from studio.finetune.export import KEY_RULE, file_data_hash, kohya_tensors, write_lora
 from studio.finetune.folder import JobFolder
 from studio.finetune.jobs import LOCAL, TrainingJobs, create_job
-from studio.finetune.measure import concept_dataset
+from embedded.finetune_measure import concept_dataset
 from studio.finetune.settings import make_settings, total_steps
 from studio.config import EMBEDDED_MODEL
 

@@ -119,7 +119,7 @@ def test_engine_cases_end_in_an_image_or_a_message(studio, files):
         if req is None:
             return
         try:
-            result = studio.run(req)
+            result = studio.local.run(req)
         except StudioError as exc:
             assert str(exc)
             return
@@ -131,7 +131,7 @@ def test_engine_cases_end_in_an_image_or_a_message(studio, files):
     assert not [p for p in outputs.rglob("*") if p.is_file() and p.suffix != ".png"
                 and not p.name.startswith(".history.")], "a half-written file"   # (the history index is not)
     # and the studio still works
-    assert studio.run(make_request(prompt="a red circle", steps=2)).images
+    assert studio.local.run(make_request(prompt="a red circle", steps=2)).images
 
 
 def test_api_cases_and_the_server_keeps_serving(server, files):

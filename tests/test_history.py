@@ -105,7 +105,7 @@ def test_after_kill_9_the_next_start_finds_every_picture(tmp_path):
 
 def test_pictures_made_by_the_studio_are_indexed_as_they_are_saved(studio):
     from studio.requests import make_request
-    studio.run(make_request(prompt="an indexed blue square", steps=2, seed=4242))
+    studio.local.run(make_request(prompt="an indexed blue square", steps=2, seed=4242))
     total, rows = studio.history.search(Query(words="indexed blue"))
     assert total == 1 and rows[0]["seed"] == 4242 and rows[0]["tab"] == "txt2img"
     assert "Seed: 4242" in rows[0]["parameters"]

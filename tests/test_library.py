@@ -64,7 +64,7 @@ def test_switching_models_by_name(models_dir, tmp_path):
                          ("tiny-folder", "tiny SD-format")]:
         info = studio.select_model(name)
         assert info.family == family and studio.current_choice() == name
-        image = studio.run(req).images[0]
+        image = studio.local.run(req).images[0]
         assert read_metadata(image.path)[1]["model"]["name"] == info.name
     assert studio.manager.loads == 3
     studio.select_model(EMBEDDED)

@@ -30,7 +30,7 @@ def fresh(tiny_model, tmp_path):
 
 
 def run(studio, **kw):
-    return studio.run(make_request(**{"prompt": "a red circle", "seed": 4, "steps": 3, **kw}))
+    return studio.local.run(make_request(**{"prompt": "a red circle", "seed": 4, "steps": 3, **kw}))
 
 
 def test_low_memory_mode_keeps_the_image(fresh):

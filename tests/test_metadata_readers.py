@@ -26,7 +26,7 @@ from sd_prompt_reader.image_data_reader import ImageDataReader
 from sd_prompt_reader.format.base_format import BaseFormat
 
 from studio.config import Settings
-from studio.generation.schedulers import SCHEDULERS
+from studio.samplers import SCHEDULERS
 from studio.outputs.metadata import format_parameters, pnginfo
 from studio.requests import make_request
 from studio.serving.studio import Studio
@@ -149,7 +149,7 @@ def check_image(path: Path, *, prompt: str, negative: str, steps: int, scheduler
 
 # -- the shared tiny diffusers model: txt2img, img2img, inpaint -------------------------------------
 def _generate(studio, **kw):
-    (image,) = studio.run(make_request(**kw)).images
+    (image,) = studio.local.run(make_request(**kw)).images
     return image
 
 
@@ -210,7 +210,7 @@ def test_lora_embedding_vae_and_clip_skip_read_back_in_both_readers(addon_studio
     studio, root = addon_studio
     lib = studio.library.names()
     prompt = "a shiny-thing (red:1.2) circle, on blue"   # shiny-thing: the embedding
-    image = studio.run(make_request(
+    image = studio.local.run(make_request(
         known_loras=lib["loras"], known_vaes=lib["vae"], prompt=prompt, negative_prompt=NEGATIVE,
         seed=9, steps=2, width=64, height=64, scheduler="DPM++ 2M Karras", cfg_scale=7,
         loras=[["ink.safetensors", 0.8], ["glow.safetensors", 1.0]], vae="warm.safetensors",

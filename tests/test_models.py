@@ -103,12 +103,12 @@ def test_default_without_embedded_model_is_a_labelled_placeholder(monkeypatch, t
 @pytest.fixture(scope="module")
 def model_with_own_inpainting(tiny_model, tmp_path_factory):
     """The tiny model plus an `inpaint-unet/` subfolder, as the embedded model ships: a 9-channel
-    UNet made from its own UNet by the training code (studio/train/inpaint.py)."""
+    UNet made from its own UNet by the training code (embedded/inpaint.py)."""
     import shutil
 
     from diffusers import UNet2DConditionModel
 
-    from studio.train.inpaint import inpaint_unet_from
+    from embedded.inpaint import inpaint_unet_from
     folder = tmp_path_factory.mktemp("own-inpaint") / "tiny-with-inpaint"
     shutil.copytree(tiny_model, folder)
     inpaint_unet_from(UNet2DConditionModel.from_pretrained(folder / "unet")).save_pretrained(
@@ -141,10 +141,10 @@ def test_the_own_inpainting_unet_generates_and_is_recorded(model_with_own_inpain
     base = Image.new("RGB", (64, 64), (200, 30, 30))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
-    result = studio.run(make_request(mode="inpaint", image=base, mask=mask, prompt="a blue square",
+    result = studio.local.run(make_request(mode="inpaint", image=base, mask=mask, prompt="a blue square",
                                      seed=0, steps=3, mask_blur=0))
     out = np.asarray(result.images[0].image)
     assert np.array_equal(out[np.asarray(mask) == 0], np.asarray(base)[np.asarray(mask) == 0])
     assert result.images[0].data["model"]["inpainting_unet"] is True
-    txt = studio.run(make_request(prompt="a blue square", seed=0, steps=2))
+    txt = studio.local.run(make_request(prompt="a blue square", seed=0, steps=2))
     assert txt.images[0].data["model"]["inpainting_unet"] is False

@@ -56,7 +56,7 @@ def test_outpainting_keeps_the_original_pixels_outside_the_band(studio):
     ext = read_extend(32, 0, 0, 16, "edge", 8)
     request = outpaint_request(studio, dict(image=image, prompt="a red circle", steps=3, seed=4, strength=1.0), ext)
     assert request.mode == "inpaint" and request.mask_blur == 0 and request.seed == 4
-    result = studio.run(request).images[0]
+    result = studio.local.run(request).images[0]
     out = np.asarray(result.image.convert("RGB"))
     assert result.image.size == (96, 80)
     # outside the band (8 px from the left edge; the bottom edge too) every pixel is the original

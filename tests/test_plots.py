@@ -85,7 +85,7 @@ def test_a_seed_by_cfg_plot_cell_equals_the_same_request_alone(studio):
     grid = save_grid(result, studio.outputs)
     assert not result.stopped and len(result.images) == 4
     for (x, y, _), picture in result.images.items():
-        alone = studio.run(studio.make_request("txt2img", **{**BASE, "seed": [1, 2][x], "cfg_scale": [3, 9][y]}))
+        alone = studio.local.run(studio.make_request("txt2img", **{**BASE, "seed": [1, 2][x], "cfg_scale": [3, 9][y]}))
         assert np.array_equal(pixels(picture.image), pixels(alone.images[0].image)), (x, y)
         assert picture.path.exists() and read_metadata(picture.path)[1]["seed"] == [1, 2][x]
     # the grid: beside its cells, two by two with labels around, its metadata naming the axes

@@ -238,7 +238,7 @@ def test_constructs_change_the_image_and_inline_negatives_equal_a_typed_negative
     from studio.requests import make_request
 
     def image(**kw):
-        r = studio.run(make_request(**{"seed": 3, "steps": 4, **kw})).images[0]
+        r = studio.local.run(make_request(**{"seed": 3, "steps": 4, **kw})).images[0]
         return np.asarray(r.image, dtype=np.int16), r
     plain, _ = image(prompt="a red circle")
     strong, _ = image(prompt="a (red:1.5) circle")
@@ -296,12 +296,12 @@ def test_variants_expand_per_seed_and_keep_reference_tags(tmp_path):
 def test_each_variant_image_can_be_made_again_alone(studio):
     from studio.outputs.metadata import read_metadata
     from studio.requests import make_request
-    batch = studio.run(make_request(prompt="a {red|blue|green|white} circle", seed=10, steps=3,
+    batch = studio.local.run(make_request(prompt="a {red|blue|green|white} circle", seed=10, steps=3,
                                     batch_size=2, batch_count=2)).images
     variants = [read_metadata(i.path)[1]["parsed"]["variant"] for i in batch]
     assert all(v.startswith("a ") and "{" not in v for v in variants)
     third = batch[2]
-    alone = studio.run(make_request(prompt="a {red|blue|green|white} circle", seed=third.seed,
+    alone = studio.local.run(make_request(prompt="a {red|blue|green|white} circle", seed=third.seed,
                                     steps=3)).images[0]
     assert read_metadata(alone.path)[1]["parsed"]["variant"] == variants[2]
     # same prompt and seed; batched matmuls differ from single ones only in the last bits
@@ -313,7 +313,7 @@ def test_each_variant_image_can_be_made_again_alone(studio):
 def test_every_combination(studio):
     from studio.outputs.metadata import read_metadata
     from studio.requests import make_request
-    result = studio.run(make_request(prompt="a {red|blue} {circle|square}", variants="all", seed=1,
+    result = studio.local.run(make_request(prompt="a {red|blue} {circle|square}", variants="all", seed=1,
                                      steps=2, batch_size=3))
     variants = sorted(read_metadata(i.path)[1]["parsed"]["variant"] for i in result.images)
     assert variants == ["a blue circle", "a blue square", "a red circle", "a red square"]

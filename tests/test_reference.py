@@ -36,24 +36,24 @@ def test_strength_zero_is_the_plain_image_and_strength_changes_it(studio, tmp_pa
     path = tmp_path / "green.png"
     _green().save(path)
     base = dict(prompt="a circle {image}", seed=5, steps=3)
-    plain = px(studio.run(make_request(prompt="a circle", seed=5, steps=3)))
-    zero = studio.run(make_request(references=[str(path)], reference_strength=0, **base))
+    plain = px(studio.local.run(make_request(prompt="a circle", seed=5, steps=3)))
+    zero = studio.local.run(make_request(references=[str(path)], reference_strength=0, **base))
     assert np.array_equal(px(zero), plain)
     assert any("strength is 0" in n for n in zero.notes)
-    guided = studio.run(make_request(references=[str(path)], reference_strength=0.8, **base))
+    guided = studio.local.run(make_request(references=[str(path)], reference_strength=0.8, **base))
     assert not np.array_equal(px(guided), plain)   # (how much: the embedded-model figure)
     meta = guided.images[0].data
     assert meta["references"][0]["name"] == "green" and meta["reference_strength"] == 0.8
-    again = studio.run(make_request(references=[str(path)], reference_strength=0.8, **base))
+    again = studio.local.run(make_request(references=[str(path)], reference_strength=0.8, **base))
     assert np.array_equal(px(again), px(guided))              # reproducible
     # the UNet is back to its own attention afterwards
-    assert np.array_equal(px(studio.run(make_request(prompt="a circle", seed=5, steps=3))), plain)
+    assert np.array_equal(px(studio.local.run(make_request(prompt="a circle", seed=5, steps=3))), plain)
 
 
 def test_reference_in_img2img_and_inpaint(studio):
     ref = _green()
     for mode, extra in [("img2img", {}), ("inpaint", {"mask": Image.new("L", (64, 64), 255)})]:
-        r = studio.run(make_request(mode=mode, image=Image.new("RGB", (64, 64), "white"), prompt="x {image}",
+        r = studio.local.run(make_request(mode=mode, image=Image.new("RGB", (64, 64), "white"), prompt="x {image}",
                                     references=[("green", ref)], reference_strength=0.6, seed=1,
                                     steps=4, strength=0.8, **extra))
         assert r.images[0].path.is_file()
@@ -61,7 +61,7 @@ def test_reference_in_img2img_and_inpaint(studio):
 
 def test_bad_references_get_messages(studio, tmp_path):
     with pytest.raises(InvalidRequest, match="none is attached"):
-        studio.run(make_request(prompt="a {image}", steps=2))
+        studio.local.run(make_request(prompt="a {image}", steps=2))
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
     with pytest.raises(InvalidRequest, match="'junk'.*could not be read"):
@@ -78,7 +78,7 @@ def test_ip_adapter_without_weights_is_a_clear_message(tiny_model, tmp_path):
     s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
                                       outputs=tmp_path / "out"))
     with pytest.raises(InvalidRequest, match="IP-Adapter needs its weights in models/ip-adapter"):
-        s.run(make_request(prompt="a {image}", references=[("g", _green())], reference_method="ip-adapter",
+        s.local.run(make_request(prompt="a {image}", references=[("g", _green())], reference_method="ip-adapter",
                            steps=2))
 
 
@@ -89,12 +89,12 @@ def test_ip_adapter_with_local_weights(tiny_model, tmp_path):
     s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
                                       outputs=tmp_path / "out"))
     write_ip_adapter(s.manager.base().unet, tmp_path / "models" / "ip-adapter")
-    plain = px(s.run(make_request(prompt="a circle", seed=2, steps=3)))
-    guided = s.run(make_request(prompt="a circle {image}", references=[("g", _green())], seed=2, steps=3,
+    plain = px(s.local.run(make_request(prompt="a circle", seed=2, steps=3)))
+    guided = s.local.run(make_request(prompt="a circle {image}", references=[("g", _green())], seed=2, steps=3,
                                 reference_method="ip-adapter", reference_strength=1.0))
     assert not np.array_equal(px(guided), plain)
     assert guided.images[0].data["ip_adapter"]["file"] == "ip-adapter_tiny.safetensors"
     # removed afterwards: the plain image comes back exactly, in every tab
-    assert np.array_equal(px(s.run(make_request(prompt="a circle", seed=2, steps=3))), plain)
-    s.run(make_request(mode="img2img", image=_green(), prompt="x {image}", references=[("g", _green())],
+    assert np.array_equal(px(s.local.run(make_request(prompt="a circle", seed=2, steps=3))), plain)
+    s.local.run(make_request(mode="img2img", image=_green(), prompt="x {image}", references=[("g", _green())],
                        reference_method="ip-adapter", steps=3, strength=0.7))

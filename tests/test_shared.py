@@ -78,7 +78,7 @@ def test_a_full_queue_says_so_instead_of_waiting(limited):
 # content safety
 
 def test_blocklist_matches_whole_words_and_phrases(tmp_path):
-    from studio.serving.safety import ContentFilter
+    from studio.generation.safety import ContentFilter
     (tmp_path / "b.txt").write_text("# comment\nnude\nexplicit sex\n")
     f = ContentFilter(True, tmp_path / "b.txt")
     for text in ["a NUDE figure", "explicit   sex scene", "(nude:1.2)"]:
@@ -97,9 +97,9 @@ def test_filter_is_on_with_share_and_blocks_before_generating(tiny_model, tmp_pa
     assert s.content_filter.enabled and "no image check" in s.content_filter.status()
     for prompt in ["a nude figure", "a {red|nude} figure"]:     # variants are checked too
         with pytest.raises(InvalidRequest, match="'nude'"):
-            s.run(make_request(prompt=prompt, variants="all", steps=1))
+            s.local.run(make_request(prompt=prompt, variants="all", steps=1))
     assert not list((tmp_path / "out").rglob("*.png"))
-    s.run(make_request(prompt="a red circle", negative_prompt="nude", steps=1))   # negatives are fine
+    s.local.run(make_request(prompt="a red circle", negative_prompt="nude", steps=1))   # negatives are fine
 
 
 def _tiny_safety_checker(folder, flag_everything: bool):
@@ -128,7 +128,7 @@ def test_safety_checker_keeps_flagged_images_unsaved_and_unseen(tiny_model, tmp_
     s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", models_dir=tmp_path / "models",
                                       content_filter="on"))
     assert "checked by the safety checker" in s.content_filter.status()
-    result = s.run(make_request(prompt="a red circle", steps=2, batch_size=2))
+    result = s.local.run(make_request(prompt="a red circle", steps=2, batch_size=2))
     saved = list((tmp_path / "out").rglob("*.png"))
     if flag:
         assert result.images == [] and saved == []

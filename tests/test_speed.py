@@ -83,14 +83,14 @@ def test_feature_cache_rejects_meaningless_intervals():
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
-    return Studio(manager=ModelManager("", device="cpu"), outputs=OutputFolder(tmp_path_factory.mktemp("o")),
+    return Studio.over(manager=ModelManager("", device="cpu"), outputs=OutputFolder(tmp_path_factory.mktemp("o")),
                   presets=load_presets(PRESETS_DIR))
 
 
 def _run(studio, **kw):
     req = make_request(**{"prompt": "a red circle on a blue background", "seed": 3,
                           "steps": 12, "width": 64, "height": 64, **kw})
-    return studio.run(req).images[0]
+    return studio.local.run(req).images[0]
 
 
 def _psnr(a, b) -> float:
@@ -140,7 +140,7 @@ def test_fast_path_on_cpu_matches_the_plain_path(tmp_path):
     assert not resolve_fast("auto", "cpu").enabled and resolve_fast("auto", "cuda").compile
     fast = resolve_fast("on", "cpu")
     assert fast.channels_last and not fast.compile
-    studios = [Studio(manager=ModelManager("", device="cpu", fast=mode),
+    studios = [Studio.over(manager=ModelManager("", device="cpu", fast=mode),
                       outputs=OutputFolder(tmp_path / mode), presets=load_presets(PRESETS_DIR))
                for mode in ("off", "on")]
     plain, quick = (_run(s) for s in studios)
@@ -177,7 +177,7 @@ def test_live_previews_are_cheap_pictures_of_the_final_image(embedded):
     made = []
     req = make_request(prompt="a large red circle on a blue background", seed=5, steps=20,
                        width=64, height=64)
-    result = embedded.run(req, on_preview=lambda make: made.append(make()))
+    result = embedded.local.run(req, on_preview=lambda make: made.append(make()))
     assert len(made) == 19                                    # every step but the last
     last = np.asarray(made[-1].convert("RGB"), dtype=np.float64)
     final = np.asarray(result.images[0].image.resize(made[-1].size), dtype=np.float64)
@@ -206,7 +206,7 @@ class _LinearVAE(torch.nn.Module):
 
 
 def test_latent_preview_fits_a_linear_encoder_exactly():
-    from studio.generation.preview import LatentPreview
+    from studio.models.preview import LatentPreview
     vae = _LinearVAE()
     fit = LatentPreview.fit(vae)
     assert fit.error < 0.5
@@ -223,9 +223,9 @@ def test_compiled_fast_path_warms_up_in_the_background_and_matches_the_plain_pat
             pytest.fail("g++ is required here: torch.compile's CPU backend builds C++")
         pytest.skip("no C++ compiler for torch.compile's CPU backend")
     cache = tmp_path / "compile"
-    fast = Studio(manager=ModelManager("", device="cpu", fast="on", compile=True, compile_cache=cache),
+    fast = Studio.over(manager=ModelManager("", device="cpu", fast="on", compile=True, compile_cache=cache),
                   outputs=OutputFolder(tmp_path / "fast"), presets=load_presets(PRESETS_DIR))
-    plain = Studio(manager=ModelManager("", device="cpu", fast="off"),
+    plain = Studio.over(manager=ModelManager("", device="cpu", fast="off"),
                    outputs=OutputFolder(tmp_path / "plain"), presets=load_presets(PRESETS_DIR))
     warm = fast.warm_up()               # compiles for the native size while nothing waits on it
     warm.join(timeout=600)

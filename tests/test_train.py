@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from studio.train.config import CONFIGS
-from studio.train.train import TOKENIZER_SOURCE, train
+from embedded.config import CONFIGS
+from embedded.train import TOKENIZER_SOURCE, train
 
 
 def test_clip_tokenizer_files_are_clips_real_vocabulary():
@@ -52,7 +52,7 @@ def test_smoke_training_writes_a_loadable_sd_folder_and_resumes(tmp_path, monkey
     monkeypatch.delenv("STUDIO_TRAIN_INTERRUPT_AT")
     record = train(cfg, out, work, TOKENIZER_SOURCE)
     assert record["resumed"] == ["UNet+text detail from step 3"]
-    from studio.train.common import bf16_native
+    from studio.models.precision import bf16_native
     assert record["vae_bf16_autocast"] is bf16_native("cpu")   # bf16 only where the CPU runs it natively
     assert record["unet_steps_done"] == cfg.unet_steps and record["detail_steps_done"] == cfg.detail_steps
 
@@ -84,7 +84,7 @@ def test_the_inpainting_unet_starts_as_the_text_to_image_unet():
     predicts exactly what the original predicts from the noisy latents alone."""
     from diffusers import UNet2DConditionModel
 
-    from studio.train.inpaint import inpaint_unet_from
+    from embedded.inpaint import inpaint_unet_from
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -99,8 +99,8 @@ def test_the_inpainting_unet_starts_as_the_text_to_image_unet():
 
 
 def test_training_masks_cover_the_object_or_a_region():
-    from studio.train.inpaint import draw_masks, object_boxes
-    from studio.train.world import Obj, Scene, render
+    from embedded.inpaint import draw_masks, object_boxes
+    from embedded.world import Obj, Scene, render
     import numpy as np
     img = np.asarray(render(Scene((Obj("square", "red", "small", "top left"),), "blue"), 64))
     boxes = object_boxes(img[None])
@@ -114,8 +114,8 @@ def test_training_masks_cover_the_object_or_a_region():
 
 
 def test_loss_weight_keeps_high_noise_steps_and_min_snr_elsewhere():
-    from studio.train.model import noise_scheduler
-    from studio.train.model import loss_weight, timesteps as _timesteps
+    from embedded.model import noise_scheduler
+    from embedded.model import loss_weight, timesteps as _timesteps
     cfg = CONFIGS["full"]
     ab = noise_scheduler().alphas_cumprod
     snr = ab / (1 - ab)
@@ -199,7 +199,7 @@ def test_a_layout_restart_goes_on_from_a_finished_layout_phase(tmp_path):
 
 
 def test_the_layout_lr_is_constant_after_warm_up_when_asked_and_decays_otherwise():
-    from studio.train.common import _lr_at
+    from embedded.common import _lr_at
     cfg = CONFIGS["full"]
     lrs = [_lr_at(s, cfg, 7000, 4e-4, "constant") for s in (0, cfg.warmup - 1, cfg.warmup, 3500, 6999)]
     assert lrs[0] < lrs[1] == lrs[2] == lrs[3] == lrs[4] == 4e-4
@@ -214,8 +214,8 @@ def test_captions_and_the_exported_tokenizer_stop_at_text_tokens(tmp_path):
 
     from diffusers import StableDiffusionPipeline
 
-    from studio.train.model import load_tokenizer
-    from studio.train.data import _tokens
+    from embedded.model import load_tokenizer
+    from embedded.data import _tokens
     ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), ["a red circle", "a red circle " * 40], 32)
     assert ids.shape == (2, 32) and empty.shape == (32,) and ids[1, -1] == 49407
     cfg = replace(CONFIGS["smoke"], text_tokens=32, layout_schedule="constant")
@@ -226,9 +226,9 @@ def test_captions_and_the_exported_tokenizer_stop_at_text_tokens(tmp_path):
 
 
 def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path, capsys):
-    """`python -m studio.train.evaluate --quick --readme` on a smoke model: every figure of issue 3
+    """`python -m embedded.evaluate --quick --readme` on a smoke model: every figure of issue 3
     is measured and lands in the folder's README (the figures of a 6-step model mean nothing)."""
-    from studio.train.evaluate import main
+    from embedded.evaluate import main
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     fig = main(["--model", str(tmp_path / "m"), "--quick", "--n", "4", "--readme", "--draws", "2"])
     assert set(fig["fidelity"]) == {"colour", "background", "position", "shape", "all"}
@@ -247,7 +247,7 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
     assert fig["inpainting UNet"] is True and fig["seconds per 20-step image (median)"] > 0
     readme = (tmp_path / "m" / "README.md").read_text()
     for text in ("with negative \"red\"", "without (\"a red triangle", "the VAE's reconstructions",
-                 "detail steps", "inpainting UNet", "python -m studio.train.train", "95% intervals",
+                 "detail steps", "inpainting UNet", "python -m embedded.train", "95% intervals",
                  "By draw (prompt seed", "Colour by held-out pair", "8 held-out prompts"):
         assert text in readme, text
     assert json.loads((tmp_path / "m" / "evaluation.json").read_text())["held-out prompts"] == 8
@@ -259,7 +259,7 @@ def test_the_evaluation_prints_every_figure_and_writes_the_model_readme(tmp_path
 def test_record_and_validation_draws_never_share_prompts_or_noise():
     """Settings are chosen on validation draws, the record is measured on its own draws: no
     (prompt seed) or noise seed (for up to 10,000 prompts a draw) is in both."""
-    from studio.train.evaluate import RECORD_DRAWS, draw_seeds
+    from embedded.evaluate import RECORD_DRAWS, draw_seeds
     record = [draw_seeds(d) for d in range(RECORD_DRAWS + 5)]
     valid = [draw_seeds(d, validation=True) for d in range(1, 9)]
     assert record[0] == (0, 0) and RECORD_DRAWS == 3
@@ -273,7 +273,7 @@ def test_record_and_validation_draws_never_share_prompts_or_noise():
 def test_a_resumed_stages_time_is_counted_once():
     import time
 
-    from studio.train.train import _stage_time
+    from embedded.train import _stage_time
     timings: dict = {}
     _stage_time(timings, "unet", time.time() - 2.0, 10.0)   # 8 s before the interruption, 2 s now
     assert timings["unet_s"] == pytest.approx(2.0, abs=0.2)
@@ -284,7 +284,7 @@ def test_a_resumed_stages_time_is_counted_once():
 
 
 def test_bf16_autocast_where_it_runs_and_nowhere_else(monkeypatch):
-    from studio.train import common
+    from studio.models import precision as common
     layer = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4)
     monkeypatch.setattr(common, "bf16_native", lambda device: True)
@@ -302,7 +302,7 @@ def test_bf16_autocast_where_it_runs_and_nowhere_else(monkeypatch):
 
 
 def test_wilson_interval_of_a_share():
-    from studio.train.evaluate import wilson
+    from embedded.evaluate import wilson
     lo, hi = wilson(0.895, 200)
     assert 0.84 < lo < 0.85 and 0.93 < hi < 0.94          # 179/200: about +-4.5 points
     assert wilson(1.0, 200)[1] == 1.0 and wilson(1.0, 200)[0] > 0.98
@@ -311,7 +311,8 @@ def test_wilson_interval_of_a_share():
 
 
 def test_bf16_native_answers_for_every_device_and_the_record_names_the_cpu():
-    from studio.train.common import bf16_native, machine_name
+    from embedded.common import machine_name
+    from studio.models.precision import bf16_native
     assert isinstance(bf16_native("cpu"), bool)
     assert bf16_native("mps") is False
     if not torch.cuda.is_available():
@@ -330,8 +331,8 @@ def test_refine_decoder_changes_only_the_decoder_and_records_it(tmp_path):
     record says what was done and its time counts, and the evaluation's README says so."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from studio.train.evaluate import main as evaluate
-    from studio.train.train import main
+    from embedded.evaluate import main as evaluate
+    from embedded.train import main
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     main(["--config", "smoke", "--refine-decoder", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
           "--work", str(tmp_path / "w")])
@@ -359,7 +360,7 @@ def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_pat
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from studio.train.train import main
+    from embedded.train import main
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     main(["--config", "smoke", "--retrain-inpaint", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
           "--work", str(tmp_path / "w"), "--inpaint-steps", "3"])
@@ -378,6 +379,6 @@ def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_pat
     assert retrain["steps"] == 3 and retrain["lr"] == CONFIGS["smoke"].inpaint_lr
     assert "--retrain-inpaint" in retrain["command"] and rec["timings_s"]["inpaint_retrain1_s"] > 0
     assert not (tmp_path / "r" / "README.md").exists()   # old figures dropped
-    from studio.train.evaluate import main as evaluate
+    from embedded.evaluate import main as evaluate
     evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
     assert "inpainting UNet trained again" in (tmp_path / "r" / "README.md").read_text()

@@ -118,7 +118,7 @@ def test_stop_after_the_first_pass_keeps_it(studio):
 def test_upscaling_a_generated_picture_keeps_its_parameters(studio):
     from studio.outputs.metadata import read_metadata
     from studio.upscale.extras import read_settings, upscale_picture
-    made = studio.run(studio.make_request("txt2img", **BASE)).images[0]
+    made = studio.local.run(studio.make_request("txt2img", **BASE)).images[0]
     done = upscale_picture(studio, str(made.path), read_settings(studio, "Lanczos", 2))
     assert done.image.size == (128, 128) and done.path.name.endswith("-upscale.png")
     text, data = read_metadata(done.path)
@@ -164,7 +164,7 @@ def test_a_result_larger_than_the_studio_allows_is_refused(studio):
 def test_the_kept_latents_are_the_last_ones_of_the_picture(studio):
     """keep_latents hands back what the VAE decoded into the saved picture (not an earlier step)."""
     import torch
-    made = studio.run(studio.make_request("txt2img", keep_latents=True, **BASE)).images[0]
+    made = studio.local.run(studio.make_request("txt2img", keep_latents=True, **BASE)).images[0]
     vae = studio.manager.base().vae
     assert made.latents.shape[:2] == (1, vae.config.latent_channels)
     with torch.no_grad():

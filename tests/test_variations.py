@@ -18,7 +18,7 @@ def pixels(result, i=0):
 
 
 def run(studio, **kw):
-    return studio.run(make_request(**{"prompt": "a red circle", "steps": 4, **kw}))
+    return studio.local.run(make_request(**{"prompt": "a red circle", "steps": 4, **kw}))
 
 
 def test_strength_0_is_the_seed_and_1_the_variation_seed_exactly(studio):

@@ -53,8 +53,11 @@ def settings(tmp_path_factory):
                     worker_threads=torch.get_num_threads())      # the same threads: the same bits
 
 
-def _studio(settings: Settings, name: str, **changes) -> Studio:
-    studio = Studio.from_settings(replace(settings, outputs=settings.outputs / name, **changes))
+def _studio(settings: Settings, name: str, local_testing: bool = False, **changes) -> Studio:
+    from studio.workers.backend import ray_workers
+    settings = replace(settings, outputs=settings.outputs / name, **changes)
+    studio = Studio.from_settings(settings, backend=ray_workers(local_testing=local_testing)
+                                  if settings.workers == "ray" else None)
     studio.select_model("sd1.safetensors")          # the UI's pick: it must reach the replicas
     return studio
 
@@ -81,10 +84,7 @@ def backend(request, settings):
     if request.param == "in-process":
         yield _studio(settings, "in-process")
     elif request.param == "ray-local":
-        from studio.workers.backend import use_ray_workers
-        studio = _studio(settings, "ray-local")
-        use_ray_workers(studio, replace(settings, workers="ray"), local_testing=True)
-        yield studio
+        yield _studio(settings, "ray-local", local_testing=True, workers="ray")
     else:
         yield request.getfixturevalue("cluster")
 
@@ -105,7 +105,7 @@ def test_same_picture_bits_and_metadata_as_in_process(backend, reference):
     same record; Ray's pictures carry their provenance apart, in the saved file too."""
     req = _request(backend, loras=[["ink.safetensors", 0.8]], vae="warm.safetensors", batch_size=2)
     got = backend.submit(req, user="ann").result(timeout=120)
-    want = reference.run(req)
+    want = reference.local.run(req)
     assert len(got.images) == len(want.images) == 2
     for g, w in zip(got.images, want.images):
         assert np.array_equal(_pixels(g), _pixels(w))
@@ -114,7 +114,7 @@ def test_same_picture_bits_and_metadata_as_in_process(backend, reference):
         parameters, data = read_metadata(g.path)
         assert parameters == g.parameters and data == json.loads(json.dumps(g.data))
     assert got.images[0].data["model"]["name"] == want.images[0].data["model"]["name"]
-    if backend.workers is not None:
+    if backend.backend is not backend.local:
         where = got.images[0].data["provenance"]
         assert where["model"] == "sd1.safetensors" and where["device"] == "cpu" and where["pid"] > 0
         assert where["queue_wait_s"] >= 0 and where["host"]
@@ -138,10 +138,10 @@ def test_the_memory_mode_reaches_the_workers(backend, reference):
         got = backend.submit(_request(backend), user="ann").result(timeout=120)
     finally:
         backend.manager.set_memory("none")
-    if backend.workers is not None:
+    if backend.backend is not backend.local:
         assert got.images[0].data["provenance"]["memory"] == "low"
     after = backend.submit(_request(backend), user="ann").result(timeout=120)
-    assert np.array_equal(_pixels(after.images[0]), _pixels(reference.run(_request(reference)).images[0]))
+    assert np.array_equal(_pixels(after.images[0]), _pixels(reference.local.run(_request(reference)).images[0]))
 
 
 def test_stop_mid_run_and_skip_a_batch(backend):
@@ -180,8 +180,8 @@ def test_a_job_waits_in_the_dispatcher_until_a_worker_is_free_in_fair_order_and_
         assert [j.user for j in d.order()] == ["bob", "cy", "ann", "ann"]   # newcomers first
         with pytest.raises(QueueFull, match="Queue is full"):
             d.submit(long, user="dee")
-        if backend.workers is not None:
-            assert len(backend.workers.active) <= slots
+        if backend.backend is not backend.local:
+            assert len(backend.backend.active) <= slots
     finally:
         for job in running + waiting + [bob, cy]:
             job.stop()
@@ -207,7 +207,7 @@ def _kill_when(cluster, job, ready) -> dict:
     """SIGKILL the replica running `job` once `ready()`; returns who it was."""
     for update in job.updates():
         if update.kind == "progress" and ready():
-            (who,) = cluster.workers.active.values()
+            (who,) = cluster.backend.active.values()
             os.kill(who["pid"], signal.SIGKILL)
             return who
     raise AssertionError("the job ended before the replica could be killed")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from studio.train.checker import Score, check, score_many
-from studio.train.world import (COLOURS, HELDOUT_COLOUR_BG, HELDOUT_PAIRS, POSITIONS, SHAPES,
+from embedded.checker import Score, check, score_many
+from embedded.world import (COLOURS, HELDOUT_COLOUR_BG, HELDOUT_PAIRS, POSITIONS, SHAPES,
                                 SIZES, Obj, Scene, caption, full_caption, heldout_prompts,
                                 make_dataset, object_box, position_phrase, render, sample_scene)
 
@@ -123,7 +123,7 @@ def test_heldout_split_and_prompts(heldout):
                      position_phrase(o.position)):
             assert word in prompt
         assert prompt in (full_caption(scene, 0), full_caption(scene, 1))
-    from studio.train.world import POSITIONS
+    from embedded.world import POSITIONS
     short = heldout_prompts(200, seed=2, position=False)
     assert {(s.objects[0].colour, s.objects[0].shape) for s, _ in short} == HELDOUT_PAIRS
     for scene, prompt in short:

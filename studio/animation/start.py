@@ -17,7 +17,7 @@ from studio.animation.render import Animation, Frame, Inputs
 from studio.animation.settings import make_settings
 from studio.animation.video import read_video
 from studio.errors import InvalidRequest
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 
 FOLDER = "animations"
 _NAME = re.compile(r"\A[\w-]{1,80}\Z")

@@ -15,7 +15,7 @@ from typing import Any
 
 from studio.config import EMBEDDED_MODEL
 from studio.errors import InvalidRequest
-from studio.generation.schedulers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
+from studio.samplers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
 from studio.models.hashes import known_model_sha256, model_sha256
 from studio.models.library import EMBEDDED
 from studio.models.sources import STUDENT, STUDENT_FOLDER

@@ -24,8 +24,8 @@ from studio import __version__
 from studio.api.catalog import Options, clip_skip, find_checkpoint
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
-from studio.generation.schedulers import SCHEDULERS, from_a1111
-from studio.outputs.images import load_image
+from studio.samplers import SCHEDULERS, from_a1111
+from studio.inputs import load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings

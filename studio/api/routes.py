@@ -33,7 +33,7 @@ from studio.api import catalog, convert
 from studio.api.calls import Caller, Calls
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
 from studio.errors import QueueFull, StudioError, TooManyJobs
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.upscale.extras import upscale_picture

@@ -69,6 +69,13 @@ class TrainingJobs:
     def __post_init__(self) -> None:
         self._children: dict[str, subprocess.Popen] = {}
 
+    @classmethod
+    def from_settings(cls, settings) -> "TrainingJobs":
+        """The studio's jobs: under outputs/training, datasets and LoRAs in the folders --datasets
+        and --models-dir name."""
+        return cls(Path(settings.outputs) / "training", Path(settings.models_dir), Path(settings.datasets),
+                   settings.device)
+
     # -- reading ---------------------------------------------------------------------------------
     def folder(self, job_id: str) -> JobFolder:
         job = JobFolder(self.root / str(job_id))

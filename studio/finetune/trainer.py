@@ -80,7 +80,7 @@ def sample_studio(job: JobFolder, settings: TrainSettings, device: str):
 
     (job.path / "models" / "loras").mkdir(parents=True, exist_ok=True)
     manager = ModelManager(settings.model, device=device, dtype="auto", fast="off")
-    return Studio(manager=manager, outputs=HeldPictures(), presets=load_presets(PRESETS_DIR),
+    return Studio.over(manager=manager, outputs=HeldPictures(), presets=load_presets(PRESETS_DIR),
                   library=ModelLibrary(job.path / "models"), start_model=settings.model)
 
 
@@ -203,7 +203,7 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
     target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
     cond = (data["embeds"][idx].to(run.device) if run.text_encoder is None
             else run.text_encoder(data["ids"][idx].to(run.device))[0])
-    from studio.train.common import autocast
+    from studio.models.precision import autocast
     with autocast(run.device, run.device.startswith("cuda")):
         pred = run.unet(noisy, t, encoder_hidden_states=cond).sample
     per_sample = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))

@@ -41,7 +41,7 @@ from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
 from studio.prompts.vocabulary import vocabulary_note
 from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
-from studio.serving.safety import ContentFilter
+from studio.generation.safety import ContentFilter
 
 log = logging.getLogger(__name__)
 

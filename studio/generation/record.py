@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from studio import __version__
-from studio.generation.schedulers import SCHEDULERS
+from studio.samplers import SCHEDULERS
 from studio.outputs.metadata import format_parameters, strict_json
 from studio.requests import GenerationRequest
 

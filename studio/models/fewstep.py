@@ -52,7 +52,7 @@ GUIDANCE_EMBEDDING = FewStep(
 
 
 def embedded_student(w_min: float, w_max: float) -> FewStep:
-    """The embedded model's own student (studio/train/distill.py): its CFG default is the middle
+    """The embedded model's own student (embedded/distill.py): its CFG default is the middle
     of the guidance range it was distilled for (w = CFG - 1)."""
     return FewStep("the embedded model's 4-step student", "LCM", 4, 1 + (w_min + w_max) / 2, True,
                    f"Distilled for CFG {1 + w_min:g}-{1 + w_max:g}; the negative prompt has no effect. "

@@ -312,11 +312,11 @@ class ModelManager:
 
     # -- live previews ---------------------------------------------------------------------------
     def preview(self, latents):
-        """A cheap RGB picture of the first image in `latents` (studio/generation/preview.py); the linear map
+        """A cheap RGB picture of the first image in `latents` (studio/models/preview.py); the linear map
         is fitted once per VAE, so a swapped-in VAE file gets its own."""
         import weakref
 
-        from studio.generation.preview import MAX_LINEAR_ERROR, LatentPreview, decoded_preview
+        from studio.models.preview import MAX_LINEAR_ERROR, LatentPreview, decoded_preview
 
         with self.lock:
             vae = self.base().vae

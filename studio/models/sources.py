@@ -18,8 +18,8 @@ from studio.models.fewstep import FewStep, embedded_student, from_name, from_une
 
 log = logging.getLogger(__name__)
 
-INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (studio/train/inpaint.py)
-STUDENT_FOLDER = "lcm-unet"       # the embedded model's few-step student (studio/train/distill.py)
+INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (embedded/inpaint.py)
+STUDENT_FOLDER = "lcm-unet"       # the embedded model's few-step student (embedded/distill.py)
 STUDENT = "embedded-shapes-4step"  # its name in the model list, the API and pictures' "Model:"
 ALTERNATE_UNETS = (STUDENT_FOLDER,)   # UNets a folder holds for another model than its own
 
@@ -119,7 +119,7 @@ def _student() -> ModelInfo:
     """The embedded model with its few-step student's UNet in place of its own."""
     if not student_available():
         raise ModelLoadError(f"{STUDENT} is not here: assets/embedded-model/{STUDENT_FOLDER} is missing "
-                             "(python -m studio.train.distill makes it).")
+                             "(python -m embedded.distill makes it).")
     teacher = resolve("")[0]
     record = json.loads((EMBEDDED_MODEL / STUDENT_FOLDER / "distillation.json").read_text(encoding="utf-8"))
     config = record.get("config", {})
@@ -184,7 +184,7 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
 
 def _inpaint_unet(read, path: str, kind: str) -> str:
     """The model's own inpainting UNet: a subfolder `inpaint-unet` with a 9-channel
-    UNet2DConditionModel, as the embedded model's training writes (studio/train/inpaint.py)."""
+    UNet2DConditionModel, as the embedded model's training writes (embedded/inpaint.py)."""
     if kind == "hub":
         return ""
     config = read(f"{INPAINT_FOLDER}/config.json")

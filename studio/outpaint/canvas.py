@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 from studio.fields import bounded, number
 from studio.requests import MAX_SEED, GenerationRequest
 

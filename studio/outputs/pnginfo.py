@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from studio.generation.schedulers import SCHEDULERS, from_a1111
+from studio.samplers import SCHEDULERS, from_a1111
 from studio.outputs.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, parse_parameters
 
 # the studio request fields a picture may set in a tab (the model is shown, not switched)

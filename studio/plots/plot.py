@@ -66,7 +66,7 @@ class PlotResult:
 
 def known_names(studio) -> dict[str, list[str]]:
     """What the choice axes may name: this studio's samplers, models, VAEs, presets, styles."""
-    from studio.generation.schedulers import scheduler_names
+    from studio.samplers import scheduler_names
     library = studio.library.names() if studio.library else {"vae": []}
     return {"samplers": scheduler_names(), "checkpoints": studio.model_choices(),
             "vaes": ["Automatic", *library["vae"]], "presets": [NO_PRESET, *studio.presets.negative_names()],

@@ -6,13 +6,15 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
-from studio.ui import animation, extras, fewstep, history, img2img, inpaint, model_bar, pnginfo, train, txt2img
+from studio.finetune.jobs import TrainingJobs
+from studio.ui import animation, extras, fewstep, finetune, history, img2img, inpaint, model_bar, pnginfo, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
 TITLE = "Stable Diffusion Studio"
 
 
-def build_ui(studio: Studio) -> gr.Blocks:
+def build_ui(studio: Studio, training: TrainingJobs | None = None) -> gr.Blocks:
+    """The tabs over `studio`; the Train tab over `training` (None: training is not set up)."""
     try:
         native = studio.model_info().native_size
     except StudioError:
@@ -30,7 +32,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             with gr.Tab("Animation", id="animation", elem_id="tab-animation"):
                 animation.build(studio)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
-                try_it, attach_jobs, train_jobs = train.build(studio)
+                try_it, attach_jobs, train_jobs = finetune.build(studio, training)
             with gr.Tab("Extras", id="extras", elem_id="tab-extras"):
                 extras.build(studio)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab-pnginfo"):
@@ -51,7 +53,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                       queue=False)
         fewstep.wire(demo, switched, studio, [t2i_fields, i2i_fields, inp_fields])
         demo.load(attach_jobs, None, train_jobs, api_visibility="private", queue=False)
-        try_it.click(lambda j: (train.try_prompt(studio, j), gr.Tabs(selected="txt2img")), train_jobs,
+        try_it.click(lambda j: (finetune.try_prompt(training, j), gr.Tabs(selected="txt2img")), train_jobs,
                      [t2i_fields["prompt"], tabs], api_visibility="private", queue=False)
     return demo
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from studio.animation.settings import (CHOICES, FORMATS, INTEGERS, AnimationSettings, from_deforum)
 from studio.errors import StudioError
-from studio.generation.schedulers import scheduler_names
+from studio.samplers import scheduler_names
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
 from studio.ui.jobs import dispatched, event_function, stop_job, who

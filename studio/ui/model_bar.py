@@ -69,8 +69,9 @@ def model_banner(studio: Studio) -> str:
     text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
             f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
     manager = studio.manager
-    if studio.workers is not None:
-        text += f" · {studio.workers.describe()}"
+    where = studio.where_jobs_run()
+    if where:
+        text += f" · {where}"
     elif manager.loaded:
         text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
         text += f", fast path: {manager.fast.describe()}"

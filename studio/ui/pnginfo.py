@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
 from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE
 

@@ -7,7 +7,7 @@ import inspect
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.ui import live, plots

@@ -12,7 +12,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.requests import CFG_RANGE, STEPS_RANGE, make_request
-from studio.generation.schedulers import DEFAULT_SCHEDULER, scheduler_names
+from studio.samplers import DEFAULT_SCHEDULER, scheduler_names
 from studio.serving.studio import Studio
 from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE, lora_rows, stop_job
 from studio.upscale.hires import DEFAULT_STRENGTH, LATENT, SCALE_RANGE

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from studio.errors import InvalidRequest
-from studio.outputs.images import load_image
+from studio.inputs import load_image
 from studio.outputs.metadata import PARAMETERS_KEY, format_parameters, parse_parameters, strict_json
 from studio.fields import bounded, in_range, number
 from studio.upscale.upscalers import target_size, upscale, upscaler_names

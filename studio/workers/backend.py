@@ -1,10 +1,10 @@
 """The dispatcher's Ray backend: start or join Ray, deploy the workers, send each job to one.
 
-`use_ray_workers(studio, settings)` gives the studio a dispatcher with one slot per replica whose
-backend is a `RayBackend`: the UI process keeps the queue (fair order, lanes, Stop) and hands a
-job to Ray only when a replica is free. Pictures are saved here, by the UI process, from the data
-the replica streams back, each as soon as it arrives (a replica that dies later loses none of
-them).
+`ray_workers()` is what app.py hands `Studio.from_settings` for `--workers ray`: a `RayBackend`
+(a `Backend`, studio/serving/backend.py) with one slot per replica. The UI process keeps the
+queue (fair order, lanes, Stop) and hands a job to Ray only when a replica is free. Pictures are
+saved here, by the UI process, from the data the replica streams back, each as soon as it arrives
+(a replica that dies later loses none of them).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from studio import errors
 from studio.config import Settings
 from studio.requests import GeneratedImage, GenerationRequest, GenerationResult
-from studio.serving.dispatcher import Dispatcher
+from studio.serving.backend import InProcess
 
 log = logging.getLogger(__name__)
 APP = "studio-workers"
@@ -32,20 +32,19 @@ class WorkerLost(errors.StudioError):
     """The replica running a job died, and the job could not run again."""
 
 
-def use_ray_workers(studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
-    """Put the studio's generations on Ray Serve replicas (starting or joining Ray first)."""
-    try:
-        if not local_testing:
-            start_ray(settings)
-        backend = RayBackend.deploy(studio, settings, local_testing=local_testing)
-    except errors.StudioError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - said at start-up, in one line
-        raise errors.StudioError(f"the Ray workers did not start: {type(exc).__name__}: {exc}") from exc
-    studio.dispatcher = Dispatcher(backend, max_queued=studio.queue_size,
-                                   jobs_per_minute=studio.limits.jobs_per_minute, slots=settings.replicas)
-    studio.workers = backend
-    return backend
+def ray_workers(*, local_testing: bool = False):
+    """The backend factory for `Studio.from_settings`: the studio's jobs on Ray Serve replicas
+    (Ray started or joined first; `local_testing`: Serve's in-process testing mode, no Ray)."""
+    def start(local: InProcess, settings: Settings) -> "RayBackend":
+        try:
+            if not local_testing:
+                start_ray(settings)
+            return RayBackend.deploy(local, settings, local_testing=local_testing)
+        except errors.StudioError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - said at start-up, in one line
+            raise errors.StudioError(f"the Ray workers did not start: {type(exc).__name__}: {exc}") from exc
+    return start
 
 
 def start_ray(settings: Settings) -> None:
@@ -123,14 +122,16 @@ class Attempt:
 
 
 class RayBackend:
-    """Called by the dispatcher's workers, one job each: Studio.run's signature, on Ray."""
+    """A `Backend` on Ray Serve: a slot per replica. `local` is this process's parts: the model
+    the UI picked and the memory mode go with every job, and pictures are saved in its outputs."""
 
-    def __init__(self, studio, handle, signals, replicas: int) -> None:
-        self.studio, self.handle, self.signals, self.replicas = studio, handle, signals, replicas
+    def __init__(self, local: InProcess, handle, signals, replicas: int) -> None:
+        self.local, self.handle, self.signals, self.replicas = local, handle, signals, replicas
+        self.slots = replicas
         self.active: dict[str, dict] = {}       # job id -> the worker running it (who is busy now)
 
     @classmethod
-    def deploy(cls, studio, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
+    def deploy(cls, local: InProcess, settings: Settings, *, local_testing: bool = False) -> "RayBackend":
         import ray
         from ray import serve
 
@@ -141,10 +142,10 @@ class RayBackend:
         app = GenerationWorker.options(**options).bind(settings, Signals.bind(), threads)
         handle = serve.run(app, name=APP, route_prefix=None, _local_testing_mode=local_testing)
         log.info("Ray Serve: %d generation worker(s) ready (%s)", settings.replicas, options["ray_actor_options"])
-        return cls(studio, handle, handle.signals_handle.remote().result(), settings.replicas)
+        return cls(local, handle, handle.signals_handle.remote().result(), settings.replicas)
 
-    # -- the dispatcher's backend ------------------------------------------------------------------
-    def __call__(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
+    # -- the Backend --------------------------------------------------------------------------------
+    def run(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
                  should_skip=None, save: bool = True, preview_every_s: float = 0.0,
                  waited_s: float = 0.0) -> GenerationResult:
         hooks = dict(on_step=on_step, should_stop=should_stop, should_skip=should_skip, on_preview=on_preview,
@@ -166,7 +167,10 @@ class RayBackend:
     def describe(self) -> str:
         """For the model banner: where generations run."""
         return (f"on {self.replicas} Ray worker{'s' if self.replicas != 1 else ''} "
-                f"({len(self.active)} busy), memory: {self.studio.manager.memory}")
+                f"({len(self.active)} busy), memory: {self.local.manager.memory}")
+
+    def warm_up(self) -> None:
+        """Nothing to warm here: each replica loaded its model when it started."""
 
     def explain(self, request: GenerationRequest) -> dict:
         try:
@@ -181,7 +185,7 @@ class RayBackend:
         """What a request does not say but the UI chose for the whole studio: the model picked
         (for a request that names none) and the memory mode. Sent with every job, so every
         replica follows a switch."""
-        return self.studio.current_choice(), self.studio.manager.memory
+        return self.local.picker.current(), self.local.manager.memory
 
     # -- one run on a replica ----------------------------------------------------------------------
     def _attempt(self, request, *, on_step, should_stop, should_skip, on_preview, save, preview_every_s,
@@ -233,7 +237,7 @@ class RayBackend:
         """A finished picture: saved now (unless the caller holds it), with its provenance."""
         _, image, parameters, data, seed = event
         data = {**data, "provenance": provenance(got, waited_s)}
-        path = self.studio.outputs.save(image, parameters, data, seed=seed) if save else None
+        path = self.local.outputs.save(image, parameters, data, seed=seed) if save else None
         return GeneratedImage(path=path, image=image, seed=seed, parameters=parameters, data=data)
 
     def _result(self, request: GenerationRequest, got: Attempt, note: str = "") -> GenerationResult:

@@ -25,7 +25,7 @@ from ray import serve
 from studio import errors
 from studio.config import Settings
 from studio.requests import GenerationRequest
-from studio.serving.studio import Studio
+from studio.serving.backend import InProcess
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05           # how often a running job looks for Stop and Skip on the board
@@ -93,19 +93,17 @@ class GenerationWorker:
         if threads:
             torch.set_num_threads(threads)
         self.signals = signals
-        self.studio = Studio._in_process(settings)
-        self.studio.manager.base()                    # the model loads once, before the first job
+        self.local = InProcess.from_settings(settings)
+        self.local.manager.base()                    # the model loads once, before the first job
         self.identity = {"worker": _replica_id(), "host": socket.gethostname(), "pid": os.getpid(),
-                         "device": str(self.studio.manager.device), "threads": torch.get_num_threads()}
+                         "device": str(self.local.manager.device), "threads": torch.get_num_threads()}
 
     def signals_handle(self):
         return self.signals
 
     def explain(self, request: GenerationRequest, model: str, memory: str) -> dict:
         self._use(model, memory)
-        if request.model:
-            self.studio.select_model(request.model)
-        return self.studio.explain_prompt(request)
+        return self.local.explain(request)
 
     async def generate(self, job: str, request: GenerationRequest, model: str, memory: str,
                        preview_every_s: float):
@@ -137,14 +135,15 @@ class GenerationWorker:
 
     def _run(self, request: GenerationRequest, studio_state: tuple[str, str], preview_every_s: float,
              put: Callable[[tuple], None], presses: Presses) -> None:
-        """On a thread of the replica: the request through Studio.run, events out through `put`."""
+        """On a thread of the replica: the request through its InProcess backend, events out
+        through `put`."""
         try:
             self._use(*studio_state)
-            if request.model and request.model != self.studio.current_choice():
-                self.studio.select_model(request.model)
-            self.studio.manager.base()   # loaded first: a fresh replica resolves its memory mode only then
-            put(("placed", {"model": self.studio.current_choice(), "memory": self.studio.manager.memory_in_use}))
-            result = self.studio.run(request, on_step=lambda done, total: put(("progress", done, total)),
+            if request.model and request.model != self.local.picker.current():
+                self.local.picker.select(request.model)
+            self.local.manager.base()   # loaded first: a fresh replica resolves its memory mode only then
+            put(("placed", {"model": self.local.picker.current(), "memory": self.local.manager.memory_in_use}))
+            result = self.local.run(request, on_step=lambda done, total: put(("progress", done, total)),
                                      should_stop=presses.stop.is_set, should_skip=presses.take_skip,
                                      on_preview=_previews(put, preview_every_s), outputs=Streamed(put))
             put(("done", result.seed, result.stopped, result.notes, [i.latents for i in result.images]))
@@ -157,10 +156,10 @@ class GenerationWorker:
     def _use(self, model: str, memory: str) -> None:
         """The UI's model choice (for a request that names none) and memory mode reach every
         replica with each job."""
-        if model and model != self.studio.current_choice():
-            self.studio.select_model(model)
-        if memory and memory != self.studio.manager.memory:
-            self.studio.manager.set_memory(memory)
+        if model and model != self.local.picker.current():
+            self.local.picker.select(model)
+        if memory and memory != self.local.manager.memory:
+            self.local.manager.set_memory(memory)
 
 
 def _previews(put: Callable[[tuple], None], every_s: float):

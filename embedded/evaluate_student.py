@@ -1,4 +1,4 @@
-"""The few-step student beside its teacher (`python -m studio.train.evaluate --student`): the
+"""The few-step student beside its teacher (`python -m embedded.evaluate --student`): the
 pixel checker's fidelity on the record's held-out prompts, the same starting noise for every
 model, for the student at 1, 2, 3, 4, 6 and 8 steps, the teacher at 20 (what the student learns
 from) and the teacher at 4 (the control: distillation is worth shipping only if the student beats
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from studio.generation.schedulers import DEFAULT_SCHEDULER
+from studio.samplers import DEFAULT_SCHEDULER
 from .common import machine_name
 from .distill import STUDENT_FOLDER
-from .evaluate import CFG, _fresh, _gens, fidelity_scores, shares, wilson
+from .fidelity import CFG, fidelity_scores, fresh, generators, shares, wilson
 
 STUDENT_SCHEDULER = "LCM"
 STUDENT_CFG = CFG            # w = CFG - 1 = 4, inside the distillation's w range (2-6)
@@ -40,8 +40,8 @@ def latency(cases: dict[str, tuple], size: int, rounds: int) -> dict[str, dict]:
     for r in range(rounds + 1):
         for name, (pipe, steps, cfg, scheduler) in cases.items():
             t = time.perf_counter()
-            _fresh(pipe, r, scheduler)("a red circle on a blue background", num_inference_steps=steps,
-                                       guidance_scale=cfg, height=size, width=size, generator=_gens([r]))
+            fresh(pipe, r, scheduler)("a red circle on a blue background", num_inference_steps=steps,
+                                       guidance_scale=cfg, height=size, width=size, generator=generators([r]))
             if r:
                 times[name].append(time.perf_counter() - t)
     out = {}
@@ -100,8 +100,8 @@ def student_card(model: Path) -> str:
     minutes = (run["seconds"] + run.get("trajectory seconds", 0)) / 60
     return f"""# embedded-shapes-4step: a few-step student of the embedded model
 
-A consistency model distilled from the embedded model's UNet (`python -m studio.train.distill`,
-`studio/train/distill.py`): the teacher's UNet with a guidance embedding ({cfg['cond_dim']} wide),
+A consistency model distilled from the embedded model's UNet (`python -m embedded.distill`,
+`embedded/distill.py`): the teacher's UNet with a guidance embedding ({cfg['cond_dim']} wide),
 trained to return, from any state on the teacher's guided ODE, where that ODE ends. The teacher's
 ODE was solved once for {cfg['n_trajectories']:,} captions of rendered scenes (data seed {cfg['seed']};
 DPM-Solver++ 2M on a {len(cfg['grid'])}-point grid holding the LCM sampler's timesteps
@@ -126,5 +126,5 @@ teacher's 20-step figures; against the teacher at 4 steps (the control):
 Latency: batch 1, {s['size']} px, {s['torch threads']} threads, teacher and student runs interleaved
 (p95: {', '.join(f"{k} {v['p95 s'] * 1000:.0f} ms" for k, v in fig['latency'].items())}).
 
-`python -m studio.train.evaluate --student` prints these figures and writes `evaluation.json`.
+`python -m embedded.evaluate --student` prints these figures and writes `evaluation.json`.
 """

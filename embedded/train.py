@@ -1,19 +1,19 @@
 """Train the embedded default model: a tiny Stable-Diffusion-format model of the shape world.
 
-    python -m studio.train.train                  # the full run (CPU: <= 2 h on 2 cores)
-    python -m studio.train.train --config smoke   # seconds; what the tests run
-    python -m studio.train.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
-    python -m studio.train.train --retrain-inpaint assets/embedded-model  # the inpainting UNet only
+    python -m embedded.train                  # the full run (CPU: <= 2 h on 2 cores)
+    python -m embedded.train --config smoke   # seconds; what the tests run
+    python -m embedded.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
+    python -m embedded.train --retrain-inpaint assets/embedded-model  # the inpainting UNet only
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
 the VAE decoder on those latents, 5. train the UNet and the CLIP text encoder together, mostly
-for the layout, 5b. go on from its EMA weights for the details (studio/train/unet.py), 6. train
-a 9-channel inpainting UNet from it (studio/train/inpaint.py), 7. export a diffusers folder
-(fp16 weights) to --out. Stages 2-4 live in studio/train/autoencoder.py.
+for the layout, 5b. go on from its EMA weights for the details (embedded/unet.py), 6. train
+a 9-channel inpainting UNet from it (embedded/inpaint.py), 7. export a diffusers folder
+(fp16 weights) to --out. Stages 2-4 live in embedded/autoencoder.py.
 
 Choices, each for a measured reason (issue 3): v-prediction on SD's scaled-linear betas (see
-studio/train/model.py for the two runs that led there) so every SD sampler applies; 10% empty captions so classifier-free guidance
+embedded/model.py for the two runs that led there) so every SD sampler applies; 10% empty captions so classifier-free guidance
 and negative prompts work; min-SNR-gamma loss weighting (Hang et al. 2023, arXiv:2303.09556),
 floored so that the high-noise steps, where the layout is set, keep their weight, and a share of
 every batch drawn from high noise (see `loss_weight`), then a detail phase without either (see
@@ -39,7 +39,9 @@ from studio.config import ROOT
 from .autoencoder import stage_decoder, stage_latents, stage_vae
 from .config import CONFIGS, TrainConfig
 from .data import _tokens, stage_data
-from .common import RESUMED, _stage_time, bf16_native, machine_name
+from studio.models.precision import bf16_native
+
+from .common import RESUMED, _stage_time, machine_name
 from .export import export
 from .inpaint import stage_inpaint
 from .model import TOKENIZER_SOURCE, build_models, load_tokenizer
@@ -116,7 +118,7 @@ def train(cfg: TrainConfig, out: Path, work: Path, tokenizer_dir: Path, device: 
                             images, device)
     _stage_time(timings, "inpaint", t, inpaint["seconds"])
     record = {
-        "command": command or "python -m studio.train.train",
+        "command": command or "python -m embedded.train",
         "config": asdict(cfg), "device": device, "threads": torch.get_num_threads(),
         "machine": machine_name(),
         # what the VAE and decoder stages of this invocation computed in (none when reused)
@@ -150,7 +152,7 @@ def _kept_source(folder: Path, out: Path, copy_to: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m studio.train.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m embedded.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="full")
     p.add_argument("--out", type=Path, help=f"model folder (default {DEFAULT_OUT}; smoke: WORK/model)")
@@ -160,10 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=["cuda", "cpu", "mps"])
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--layout-schedule", choices=["cosine", "constant"],
-                   help="the layout phase's lr after warm-up (see studio/train/unet.py)")
+                   help="the layout phase's lr after warm-up (see embedded/unet.py)")
     p.add_argument("--unet-steps", type=int)
     p.add_argument("--layout-restart-steps", type=int, nargs="*",
-                   help="layout phase restarts, each from the previous one's EMA weights (see studio/train/unet.py)")
+                   help="layout phase restarts, each from the previous one's EMA weights (see embedded/unet.py)")
     p.add_argument("--detail-steps", type=int)
     p.add_argument("--text-tokens", type=int, help="tokens per caption and prompt (default: the config's)")
     p.add_argument("--inpaint-steps", type=int)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or (DEFAULT_OUT if cfg.name == "full" else work / "model")
     if args.autoencoder:
         args.autoencoder = _kept_source(args.autoencoder, out, work / "autoencoder-source")
-    command = " ".join(["python -m studio.train.train", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m embedded.train", *(argv if argv is not None else sys.argv[1:])])
     if args.retrain_inpaint:
         from .refine import retrain_inpaint
         retrain_inpaint(_kept_source(args.retrain_inpaint, out, work / "inpaint-source"), out, work,

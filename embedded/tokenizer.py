@@ -5,7 +5,7 @@ file that open_clip_torch ships (`open_clip/bpe_simple_vocab_16e6.txt.gz`). With
 model tokenizes any text as real SD does: byte-level, so emoji and any unicode encode, and long
 prompts are truncated like CLIP's.
 
-    python -m studio.train.tokenizer BPE_GZ OUT_DIR
+    python -m embedded.tokenizer BPE_GZ OUT_DIR
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The embedded model's README (its model card): how it was made, from the folder's
-training.json, and what it does, from `python -m studio.train.evaluate --readme`'s figures."""
+training.json, and what it does, from `python -m embedded.evaluate --readme`'s figures."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from studio.generation.schedulers import DEFAULT_SCHEDULER
+from studio.samplers import DEFAULT_SCHEDULER
 from studio.models.sources import ALTERNATE_UNETS
-from .evaluate import CFG, REFERENCE_COLOUR, REFERENCE_KEY, STEPS
+from .fidelity import CFG, REFERENCE_COLOUR, REFERENCE_KEY, STEPS
 from .world import COLOURS
 
 
@@ -115,7 +115,7 @@ def model_card(model: Path, fig: dict) -> str:
 A latent diffusion model in the exact diffusers Stable Diffusion 1.x layout (AutoencoderKL,
 UNet2DConditionModel, CLIPTextModel with CLIP's real 49,408-token BPE vocabulary, a scheduler
 config), trained by this project on a synthetic world of coloured shapes
-(`studio/train/world.py`). It is for trying the studio offline: it knows circles, squares,
+(`embedded/world.py`). It is for trying the studio offline: it knows circles, squares,
 triangles, stars and rings in {len(COLOURS)} colours on flat backgrounds, small or large, in nine
 positions — and nothing else.
 
@@ -123,7 +123,7 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 ({size_mb:.1f} MB in all) and run on the CPU in fp32.
 
 ## How it was made
-    {rec.get("command") or "python -m studio.train.train"}
+    {rec.get("command") or "python -m embedded.train"}
 
 - seed {cfg["seed"]}, {cfg["n_images"]:,} images at {cfg["size"]} px, VAE {cfg["vae_steps"]} steps
   (batch {cfg["vae_batch"]}), UNet + text encoder {rec["unet_steps_done"]} steps (batch
@@ -136,9 +136,9 @@ Loads with `StableDiffusionPipeline.from_pretrained("assets/embedded-model")`; w
 - time: {sum(rec["timings_s"].values()) / 60:.0f} min ({", ".join(f"{k} {v:.0f}" for k, v in rec["timings_s"].items())})
 - VAE reconstruction PSNR: {rec["vae_psnr_db"]} dB{decoder}
 - objective: v-prediction on Stable Diffusion's scaled-linear noise schedule (why:
-  `studio/train/model.py`){earlier}
+  `embedded/model.py`){earlier}
 
-## What it does (python -m studio.train.evaluate --readme)
+## What it does (python -m embedded.evaluate --readme)
 {fig["held-out prompts"]} held-out prompts (colour/shape pairs never seen in training; {len(draws) or 1} draw(s) of
 {one} pooled), {STEPS} steps, {DEFAULT_SCHEDULER}, CFG {CFG}, scored by the project's
 pixel checker:

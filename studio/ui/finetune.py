@@ -1,4 +1,4 @@
-"""The Train tab (API: `/train`, `/train_status`, `/train_stop`, `/train_resume`): pictures with
+"""The Train tab, where a LoRA is fine-tuned (API: `/train`, `/train_status`, `/train_stop`, `/train_resume`): pictures with
 captions in a dataset folder, a preset or one's own settings with the one total of steps shown,
 then a LoRA trained in its own process (studio/finetune/); the tab polls the job's folder, so a
 reload or a server restart re-attaches. The finished LoRA is in models/loras; "Try it" puts its
@@ -13,7 +13,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.finetune import dataset as ds
-from studio.finetune.jobs import LOCAL
+from studio.finetune.jobs import LOCAL, TrainingJobs
 from studio.finetune.settings import RANGES, explain_total, load_preset, make_settings, preset_names
 from studio.serving.studio import Studio
 
@@ -36,22 +36,22 @@ def owner(request: gr.Request | None) -> str:
     return getattr(request, "username", None) or LOCAL
 
 
-def _jobs(studio: Studio):
-    if studio.training is None:
+def _jobs(jobs: TrainingJobs | None) -> TrainingJobs:
+    if jobs is None:
         raise gr.Error("Training is not set up in this studio.")
-    return studio.training
+    return jobs
 
 
-def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
-    """The tab; returns its "Try it" button, the page-load function that re-attaches the user's
-    jobs, and the job list (its input and output)."""
+def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, gr.Dropdown]:
+    """The tab over the studio's training `jobs` (None: not set up); returns its "Try it" button,
+    the page-load function that re-attaches the user's jobs, and the job list (its input and output)."""
     c: dict[str, Any] = {}
     D = make_settings({"name": "x", "dataset": "x", "preset": "subject"})    # the fields start as the preset
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("#### 1. Pictures and captions")
             with gr.Row():
-                c["dataset"] = gr.Dropdown(_dataset_names(studio), value=None, allow_custom_value=True, scale=3,
+                c["dataset"] = gr.Dropdown(_dataset_names(jobs), value=None, allow_custom_value=True, scale=3,
                                            label="Dataset (a folder in datasets/; type a new name to make one)",
                                            elem_id="train-dataset")
                 refresh = gr.Button("↻", scale=0, min_width=40, elem_id="train-refresh")
@@ -69,7 +69,7 @@ def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
                 c["trigger"] = gr.Textbox("", label="Trigger word (put before every caption)", elem_id="train-trigger")
                 c["preset"] = gr.Dropdown(preset_names(), value="subject", label="Preset",
                                           elem_id="train-preset")
-            why = gr.Markdown(_why("subject", studio), elem_id="train-why")
+            why = gr.Markdown(_why("subject"), elem_id="train-why")
             with gr.Row():
                 for key in NUMBER_FIELDS:
                     c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
@@ -95,17 +95,17 @@ def build(studio: Studio) -> tuple[gr.Button, Any, gr.Dropdown]:
             samples = gr.Gallery(label="Samples (fixed seeds; step 0 is the model without the LoRA)", columns=3,
                                  height=300, elem_id="train-samples")
             try_it = gr.Button("Try it in text to image", visible=False, elem_id="train-try")
-    _wire_dataset(studio, c, refresh, uploads, gallery, captions, save_captions, report, total)
-    _wire_settings(studio, c, why, total)
-    attach = _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
+    _wire_dataset(jobs, c, refresh, uploads, gallery, captions, save_captions, report, total)
+    _wire_settings(jobs, c, why, total)
+    attach = _wire_job(studio, jobs, c, go, stop, resume, job, progress, loss, samples, try_it)
     return try_it, attach, job
 
 
-def _dataset_names(studio: Studio) -> list[str]:
-    return ds.dataset_names(studio.training.datasets) if studio.training else []
+def _dataset_names(jobs: TrainingJobs | None) -> list[str]:
+    return ds.dataset_names(jobs.datasets) if jobs else []
 
 
-def _why(preset: str, studio: Studio) -> str:
+def _why(preset: str) -> str:
     try:
         return "*" + str(load_preset(preset).get("why", "")) + "*"
     except StudioError:
@@ -114,12 +114,12 @@ def _why(preset: str, studio: Studio) -> str:
 
 # -- the dataset ----------------------------------------------------------------------------------------
 
-def show_dataset(studio: Studio, name: str | None, trigger: str = ""):
+def show_dataset(jobs: TrainingJobs | None, name: str | None, trigger: str = ""):
     """Gallery, caption table and pre-flight report of dataset `name`."""
     if not name:
         return [], [], "Pick a dataset, or type a new name and add pictures."
     try:
-        folder = ds.dataset_folder(_jobs(studio).datasets, name)
+        folder = ds.dataset_folder(_jobs(jobs).datasets, name)
         if not folder.exists():
             return [], [], f"**{name}** is new: add pictures."
         data = ds.read_dataset(folder, trigger)
@@ -132,31 +132,31 @@ def show_dataset(studio: Studio, name: str | None, trigger: str = ""):
             [[i.path.name, i.caption] for i in data.items], "\n".join(lines))
 
 
-def _wire_dataset(studio, c, refresh, uploads, gallery, captions, save_captions, report, total) -> None:
+def _wire_dataset(jobs, c, refresh, uploads, gallery, captions, save_captions, report, total) -> None:
     def load(name, trigger):
-        return show_dataset(studio, name, trigger)
+        return show_dataset(jobs, name, trigger)
 
     def rescan():
-        return gr.Dropdown(choices=_dataset_names(studio))
+        return gr.Dropdown(choices=_dataset_names(jobs))
 
     def add(name, files, trigger):
         if not files:
             return gr.skip(), *[gr.skip()] * 3
         try:
-            ds.add_files(_jobs(studio).datasets, name, files)
+            ds.add_files(_jobs(jobs).datasets, name, files)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
-        return gr.Dropdown(choices=_dataset_names(studio), value=name), *show_dataset(studio, name, trigger)
+        return gr.Dropdown(choices=_dataset_names(jobs), value=name), *show_dataset(jobs, name, trigger)
 
     def save(name, rows, trigger):
         try:
-            data = ds.read_dataset(ds.dataset_folder(_jobs(studio).datasets, name))
+            data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets, name))
             table = rows.values.tolist() if hasattr(rows, "values") else (rows or [])
             n = ds.write_captions(data, {str(r[0]): str(r[1]) for r in table if r and r[0]})
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         gr.Info(f"Saved {n} captions.")
-        return show_dataset(studio, name, trigger)
+        return show_dataset(jobs, name, trigger)
 
     shown = [gallery, captions, report]
     private = dict(api_visibility="private", queue=False)
@@ -169,17 +169,17 @@ def _wire_dataset(studio, c, refresh, uploads, gallery, captions, save_captions,
 
 # -- settings -------------------------------------------------------------------------------------------
 
-def total_text(studio: Studio, raw: dict) -> str:
+def total_text(jobs: TrainingJobs | None, raw: dict) -> str:
     try:
         settings = make_settings({**raw, "name": raw.get("name") or "x", "dataset": raw.get("dataset") or "x"})
-        data = ds.read_dataset(ds.dataset_folder(_jobs(studio).datasets, raw.get("dataset") or ""),
+        data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets, raw.get("dataset") or ""),
                                settings.trigger, settings.repeats)
     except StudioError as exc:
         return f"*{exc}*"
     return explain_total(settings, len(data.items), data.with_repeats)
 
 
-def _wire_settings(studio, c, why, total) -> None:
+def _wire_settings(jobs, c, why, total) -> None:
     keys = list(c)
 
     def fill(preset):
@@ -188,10 +188,10 @@ def _wire_settings(studio, c, why, total) -> None:
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         return [values.get(k, gr.skip()) if k in (*NUMBER_FIELDS, *ADVANCED) else gr.skip() for k in keys] + [
-            _why(preset, studio)]
+            _why(preset)]
 
     def count(*values):
-        return total_text(studio, dict(zip(keys, values)))
+        return total_text(jobs, dict(zip(keys, values)))
 
     private = dict(api_visibility="private", queue=False, show_progress="hidden")
     c["preset"].change(fill, c["preset"], [*(c[k] for k in keys), why], **private)
@@ -201,23 +201,23 @@ def _wire_settings(studio, c, why, total) -> None:
 
 # -- the job --------------------------------------------------------------------------------------------
 
-def start(studio: Studio, raw: dict, request: gr.Request | None) -> str:
-    """Check the settings and start the job (its own process); returns its id."""
+def start(jobs: TrainingJobs | None, model: str, raw: dict, request: gr.Request | None) -> str:
+    """Check the settings and start the job (its own process) on `model` unless they name one;
+    returns its id."""
     raw = {k: v for k, v in raw.items() if v is not None}
-    raw.setdefault("model", studio.manager.source)
+    raw.setdefault("model", model)
     try:
-        return _jobs(studio).start(make_settings(raw), owner(request))
+        return _jobs(jobs).start(make_settings(raw), owner(request))
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
 
 
-def job_view(studio: Studio, job_id: str | None, user: str = LOCAL) -> tuple:
+def job_view(jobs: TrainingJobs | None, job_id: str | None, user: str = LOCAL) -> tuple:
     """(progress text, loss curve, samples, whether there is a LoRA to try) of one of `user`'s jobs."""
     if not job_id:
         return "", None, [], False
     try:
-        jobs = _jobs(studio)
-        status, folder = jobs.status(job_id, user), jobs.folder(job_id)
+        status, folder = _jobs(jobs).status(job_id, user), _jobs(jobs).folder(job_id)
     except StudioError as exc:
         return f"⚠ {exc}", None, [], False
     step, total_ = status.get("step", 0), status.get("total", 0)
@@ -254,10 +254,10 @@ def _loss_frame(losses: list[tuple[int, float]]):
     return pd.DataFrame(rows)
 
 
-def try_prompt(studio: Studio, job_id: str) -> str:
+def try_prompt(jobs: TrainingJobs | None, job_id: str) -> str:
     """The text-to-image prompt that uses a finished job's LoRA: its tag and trigger word."""
     try:
-        settings = _jobs(studio).folder(job_id).settings_json()
+        settings = _jobs(jobs).folder(job_id).settings_json()
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     return f"<lora:{settings.get('name', '')}:1> {settings.get('trigger', '')}".strip()
@@ -279,12 +279,12 @@ def _plain_event(fn, keys: list[str], doc: str):
     return event
 
 
-def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it):
+def _wire_job(studio, jobs, c, go, stop, resume, job, progress, loss, samples, try_it):
     keys = list(c)
 
     def train(raw: dict, request: gr.Request | None):
-        job_id = start(studio, raw, request)
-        return gr.Dropdown(choices=_jobs(studio).jobs(owner(request)), value=job_id), job_id
+        job_id = start(jobs, studio.model_source(), raw, request)
+        return gr.Dropdown(choices=_jobs(jobs).jobs(owner(request)), value=job_id), job_id
 
     new_id = gr.Textbox(visible=False)
     go.click(_plain_event(train, keys, "Start training a LoRA: TrainSettings fields (the preset fills what is left "
@@ -294,22 +294,22 @@ def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
     def status(job_id: str, request: gr.Request) -> dict:
         """One of your training jobs' status: state, step, total, loss, s_per_step, eta_s, message, result."""
         try:
-            return _jobs(studio).status(job_id, owner(request))
+            return _jobs(jobs).status(job_id, owner(request))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
 
     gr.api(status, api_name="train_status")
 
-    def jobs(request: gr.Request) -> list[str]:
+    def listed(request: gr.Request) -> list[str]:
         """Your training jobs' ids, newest first (a new session sees the jobs it started before)."""
-        return _jobs(studio).jobs(owner(request))
+        return _jobs(jobs).jobs(owner(request))
 
-    gr.api(jobs, api_name="train_jobs")
+    gr.api(listed, api_name="train_jobs")
 
     def act(action: str):
         def run(job_id: str, request: gr.Request) -> str:
             try:
-                getattr(_jobs(studio), action)(job_id, owner(request))
+                getattr(_jobs(jobs), action)(job_id, owner(request))
             except StudioError as exc:
                 raise gr.Error(str(exc)) from None
             return job_id
@@ -320,7 +320,7 @@ def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
     resume.click(act("resume"), job, None, api_name="train_resume", queue=False)
 
     def view(job_id, request: gr.Request):
-        text, frame, pictures, done = job_view(studio, job_id, owner(request))
+        text, frame, pictures, done = job_view(jobs, job_id, owner(request))
         return text, frame, pictures, gr.Button(visible=done)
 
     shown = [progress, loss, samples, try_it]
@@ -329,7 +329,7 @@ def _wire_job(studio, c, go, stop, resume, job, progress, loss, samples, try_it)
 
     def attach(request: gr.Request):
         """On page load: the user's jobs, the newest selected (a reload re-attaches)."""
-        mine = _jobs(studio).jobs(owner(request)) if studio.training else []
+        mine = jobs.jobs(owner(request)) if jobs else []
         return gr.Dropdown(choices=mine, value=mine[0] if mine else None)
 
     return attach

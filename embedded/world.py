@@ -1,7 +1,7 @@
 """A synthetic world of coloured shapes with captions, the training data of the embedded model.
 
 The world is small on purpose: a tiny latent-diffusion model can learn it on a CPU budget, and
-a pixel checker (`studio.train.checker`) can read every picture back, so prompt-following is
+a pixel checker (`embedded.checker`) can read every picture back, so prompt-following is
 measured rather than eyeballed. Some (colour, shape) and (colour, background) combinations are
 held out of training so the evaluation asks for compositions the model has never seen.
 
@@ -392,7 +392,7 @@ def contact_sheet(path: str | Path, n: int = 64, seed: int = 0, size: int = 64,
     return captions
 
 
-if __name__ == "__main__":  # python -m studio.train.world out.png [split]
+if __name__ == "__main__":  # python -m embedded.world out.png [split]
     import sys
 
     target = sys.argv[1] if len(sys.argv) > 1 else "world.png"

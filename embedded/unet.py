@@ -1,4 +1,4 @@
-"""Stages 5 and 5b of `python -m studio.train.train`: the UNet and the CLIP text encoder trained
+"""Stages 5 and 5b of `python -m embedded.train`: the UNet and the CLIP text encoder trained
 together, a layout phase (with optional restarts) then a detail phase (see `unet_phases`)."""
 
 from __future__ import annotations

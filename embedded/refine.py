@@ -1,5 +1,5 @@
 """Later stages on a finished model folder, keeping everything else bit for bit:
-`python -m studio.train.train --refine-decoder MODEL_FOLDER` fine-tunes only the VAE decoder
+`python -m embedded.train --refine-decoder MODEL_FOLDER` fine-tunes only the VAE decoder
 (`refine_decoder`), `--retrain-inpaint MODEL_FOLDER` trains only the inpainting UNet again
 (`retrain_inpaint`)."""
 
@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from .autoencoder import stage_decoder, stage_latents
-from .common import RESUMED, bf16_native, machine_name
+from studio.models.precision import bf16_native
+
+from .common import RESUMED, machine_name
 from .config import CONFIGS
 from .data import _tokens, stage_data
 
@@ -83,7 +85,7 @@ def refine_decoder(source: Path, out: Path, work: Path, device: str | None = Non
     rec = dict(rec)
     refines = list(rec.get("decoder_refines", []))
     refines.append({
-        "command": command or f"python -m studio.train.train --refine-decoder {source}",
+        "command": command or f"python -m embedded.train --refine-decoder {source}",
         "steps": cfg.decoder_steps, "lr": cfg.decoder_lr, "clip": cfg.vae_clip, "bf16": cfg.vae_bf16 and bf16_native(device),
         "batch": cfg.vae_batch, "psnr_db_before": round(refined["psnr_before"], 2),
         "psnr_db": round(refined["psnr"], 2), "seconds": round(refined["seconds"], 1),
@@ -135,7 +137,7 @@ def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = No
     rec = dict(rec)
     retrains = list(rec.get("inpaint_retrains", []))
     retrains.append({
-        "command": command or f"python -m studio.train.train --retrain-inpaint {source}",
+        "command": command or f"python -m embedded.train --retrain-inpaint {source}",
         "steps": trained["steps"], "lr": cfg.inpaint_lr, "batch": cfg.batch,
         "seconds": round(trained["seconds"], 1), "device": device, "threads": torch.get_num_threads(),
         "machine": machine_name(), "torch": torch.__version__, "resumed": list(RESUMED)})

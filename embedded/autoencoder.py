@@ -11,7 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import _bar, _interrupt_hook, _load, _lr_at, _save, autocast, log_resume
+from studio.models.precision import autocast
+
+from .common import _bar, _interrupt_hook, _load, _lr_at, _save, log_resume
 from .config import TrainConfig
 
 

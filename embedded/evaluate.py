@@ -1,10 +1,10 @@
 """Evaluate the embedded model and print the figures of issue 3 (and write them to its README).
 
-    python -m studio.train.evaluate [--model assets/embedded-model] [--n 200] [--readme]
-    python -m studio.train.evaluate --validation [--draws 2]   # validation prompts only
+    python -m embedded.evaluate [--model assets/embedded-model] [--n 200] [--readme]
+    python -m embedded.evaluate --validation [--draws 2]   # validation prompts only
 
 1. prompt fidelity on held-out prompts (colour/shape pairs never seen in training), scored by
-   the pixel checker (studio/train/checker.py): colour, background, position, shape, on three
+   the pixel checker (embedded/checker.py): colour, background, position, shape, on three
    draws of 200 prompts pooled (600: on 200, a figure near 90% is known only to +-4 points;
    `draw_seeds`), with each draw's figures, 95% intervals and colour by held-out pair; and on
    held-out prompts that name no position ("a red circle on a blue background"); beside them the
@@ -34,15 +34,16 @@ import torch
 from PIL import Image
 
 from studio.generation.engine import composite
-from studio.generation.schedulers import DEFAULT_SCHEDULER, build_scheduler
-from .checker import Score, check, nearest_colour, score_many
-from .common import machine_name
 from studio.models.sources import INPAINT_FOLDER
+from studio.samplers import DEFAULT_SCHEDULER
+
+from .checker import check, nearest_colour, score_many
+from .common import machine_name
+from .fidelity import (CFG, RECORD_DRAWS, REFERENCE_COLOUR, REFERENCE_KEY, STEPS, colour_by_pair, draw_seeds,
+                       fidelity_scores, fresh, generators, shares, wilson)
 from .world import COLOURS, POSITIONS, Scene, heldout_prompts, render
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
-CFG = 5.0
-STEPS = 20
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "embedded-model"
 
 
 def load(model: Path, device: str):
@@ -62,15 +63,6 @@ def load(model: Path, device: str):
     return pipe, StableDiffusionImg2ImgPipeline.from_pipe(pipe), own or blend, blend if own else None
 
 
-def _fresh(pipe, seed: int = 0, scheduler: str = DEFAULT_SCHEDULER):
-    pipe.scheduler = build_scheduler(scheduler, pipe.scheduler.config, seed=seed)
-    return pipe
-
-
-def _gens(seeds):
-    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-
-
 def object_colour_share(image: Image.Image, colour: str) -> float:
     """Among pixels that differ from the background (border median), the share nearest to
     `colour` in the world's palette."""
@@ -85,87 +77,6 @@ def object_colour_share(image: Image.Image, colour: str) -> float:
     palette = np.array([COLOURS[n] for n in names], dtype=np.float32)
     nearest = ((obj[:, None] - palette[None]) ** 2).sum(-1).argmin(1)
     return float((nearest == names.index(colour)).mean())
-
-
-RECORD_DRAWS = 3   # the record: this many draws of --n held-out prompts, pooled (600 at --n 200)
-
-
-def draw_seeds(draw: int, validation: bool = False) -> tuple[int, int]:
-    """(prompt seed, first noise seed) of a draw of held-out prompts.
-
-    The record's draws (the test set): draw 0 is prompt seed 0 with noise seeds 0..n-1 (the
-    record's only draw until 2026-12-02), draws d >= 1 prompt seed 100 + d with noise seeds
-    100,000 d + i. Validation draws (d >= 1), for choosing settings such as the CFG scale or a
-    recipe without looking at the test set: prompt seed 2 + d, noise seeds 10,000 d + i (they
-    were `--draws`' further draws until 2026-12-02, when the CFG scale was checked on them).
-    All are other prompts of the same held-out (colour, shape) pairs."""
-    if validation:
-        if draw < 1:
-            raise ValueError("validation draws count from 1")
-        return 2 + draw, 10_000 * draw
-    return (0, 0) if draw == 0 else (100 + draw, 100_000 * draw)
-
-
-def fidelity_scores(pipe, n: int, size: int, chunk: int = 25, position: bool = True,
-                    draw: int = 0, validation: bool = False, steps: int = STEPS, cfg: float = CFG,
-                    scheduler: str = DEFAULT_SCHEDULER) -> list[tuple[Scene, Score]]:
-    """The checker's verdicts on `n` held-out prompts of one draw (`draw_seeds`); with
-    `position=False` they name no position (draw 0 only: prompt seed 2). The same prompts get
-    the same starting noise whatever the steps, CFG or sampler (a student beside its teacher)."""
-    if position:
-        prompt_seed, noise = draw_seeds(draw, validation)
-    elif draw == 0 and not validation:
-        prompt_seed, noise = 2, 0
-    else:
-        raise ValueError("prompts without a position word have one draw")
-    items = heldout_prompts(n, seed=prompt_seed, position=position)
-    out_scores = []
-    for start in range(0, n, chunk):
-        part = items[start:start + chunk]
-        seeds = range(noise + start, noise + start + len(part))
-        out = _fresh(pipe, seeds[0], scheduler)(
-            [p for _, p in part], num_inference_steps=steps, guidance_scale=cfg, height=size,
-            width=size, generator=_gens(seeds)).images
-        out_scores += [(scene, check(img, scene)) for img, (scene, _) in zip(out, part)]
-    return out_scores
-
-
-def shares(results: list[tuple[Scene, Score]], position: bool = True) -> dict:
-    """Shares of pictures with the asked colour, background, position, shape, and all of them."""
-    keys = ("colour", "background", "position", "shape") if position else ("colour", "background", "shape")
-    n = len(results)
-    out = {k: sum(bool(getattr(s, k)) for _, s in results) / n for k in keys}
-    out["all"] = sum(all(getattr(s, k) for k in keys) for _, s in results) / n
-    return out
-
-
-def colour_by_pair(results: list[tuple[Scene, Score]]) -> dict:
-    """Colour share per held-out (colour, shape) pair, weakest first: which unseen composition
-    the model gets wrong, and what it paints instead (the checker's colour of the misses)."""
-    by: dict[str, list] = {}
-    for scene, s in results:
-        o = scene.objects[0]
-        by.setdefault(f"{o.colour} {o.shape}", []).append(s)
-    rows = {}
-    for pair, scores in by.items():
-        painted: dict[str, int] = {}
-        for s in scores:
-            if not s.colour:
-                got = s.found.get("colour") if s.found.get("object") else "no object"
-                painted[str(got)] = painted.get(str(got), 0) + 1
-        rows[pair] = {"colour": sum(bool(s.colour) for s in scores) / len(scores), "n": len(scores),
-                      "misses painted": dict(sorted(painted.items(), key=lambda kv: -kv[1]))}
-    return dict(sorted(rows.items(), key=lambda kv: (kv[1]["colour"], kv[0])))
-
-
-def wilson(share: float, n: int, z: float = 1.96) -> list[float]:
-    """95% (Wilson score) interval of a share measured on `n` pictures: on 200 prompts a
-    figure near 90% is known to about +-4 points."""
-    if n <= 0:
-        return [0.0, 1.0]
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(float(max(0.0, centre - half)), 4), round(float(min(1.0, centre + half)), 4)]
 
 
 def fidelity(pipe, n: int, size: int, chunk: int = 25, position: bool = True) -> dict:
@@ -196,9 +107,9 @@ def negative_prompt(pipe, size: int, n: int = 32) -> dict:
     colour the model paints most for it (it names no colour, so red is rare to begin with): each
     colour's share of the object pixels without and with its name as the negative prompt."""
     def images(neg: str | None) -> list:
-        return _fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
+        return fresh(pipe)(["a circle"] * n, negative_prompt=[neg] * n if neg else None,
                             num_inference_steps=STEPS, guidance_scale=CFG, height=size, width=size,
-                            generator=_gens(range(n))).images
+                            generator=generators(range(n))).images
 
     def share(imgs, colour: str) -> float:
         return float(np.mean([object_colour_share(i, colour) for i in imgs]))
@@ -214,10 +125,10 @@ def img2img_layout(i2i, size: int, n: int = 50) -> float:
     kept = 0
     for start in range(0, n, 25):
         part = items[start:start + 25]
-        out = _fresh(i2i, start)(
+        out = fresh(i2i, start)(
             [p for _, p in part], image=[render(s, size) for s, _ in part], strength=0.3,
             num_inference_steps=STEPS, guidance_scale=CFG,
-            generator=_gens(range(start, start + len(part)))).images
+            generator=generators(range(start, start + len(part)))).images
         kept += sum(check(img, scene).found.get("position") == scene.objects[0].position
                     for img, (scene, _) in zip(out, part))
     return kept / n
@@ -240,9 +151,9 @@ def inpaint_blue_square(inp, size: int, n: int = 24, seed: int = 0) -> dict:
         mask = Image.new("L", (size, size), 0)
         mask.paste(255, box)
         noise = 10_000 * seed + i
-        out = _fresh(inp, noise)("a blue square", image=base, mask_image=mask, height=size, width=size,
+        out = fresh(inp, noise)("a blue square", image=base, mask_image=mask, height=size, width=size,
                                  strength=1.0, num_inference_steps=STEPS, guidance_scale=CFG,
-                                 generator=_gens([noise])).images[0]
+                                 generator=generators([noise])).images[0]
         out = composite(out, base, mask)
         region = np.asarray(out.crop(box).convert("RGB"), dtype=np.float32).reshape(-1, 3)
         blue = float(np.mean([nearest_colour(p) == "blue" for p in region]))
@@ -253,10 +164,6 @@ def inpaint_blue_square(inp, size: int, n: int = 24, seed: int = 0) -> dict:
     return {"blue object in mask (>=25% blue pixels)": blue_in_mask / n,
             "mean blue share in mask": float(np.mean(share)),
             "images with any changed pixel outside the mask": changed_outside}
-
-
-REFERENCE_COLOUR = "pink"   # not what the model paints for a colourless "a circle" (green)
-REFERENCE_KEY = f"reference image ({REFERENCE_COLOUR} circle): {REFERENCE_COLOUR} share of object pixels"
 
 
 def reference_colour(pipe, size: int, n: int = 24, strength: float = 0.8,
@@ -270,10 +177,10 @@ def reference_colour(pipe, size: int, n: int = 24, strength: float = 0.8,
     for label, s in (("without reference", 0.0), (f"with reference (strength {strength})", strength)):
         shares = []
         for i in range(n):
-            p = _fresh(pipe, i)
+            p = fresh(pipe, i)
             with ReferenceGuidance(p, [ref], s, size, size, seed=i):
                 img = p("a circle on a gray background", num_inference_steps=STEPS, guidance_scale=CFG,
-                        height=size, width=size, generator=_gens([i])).images[0]
+                        height=size, width=size, generator=generators([i])).images[0]
             shares.append(object_colour_share(img, colour))
         res[label] = float(np.mean(shares))
     return res
@@ -283,14 +190,14 @@ def speed(pipe, size: int, runs: int = 7) -> float:
     times = []
     for i in range(runs + 1):
         t = time.perf_counter()
-        _fresh(pipe, i)("a red circle on a blue background", num_inference_steps=STEPS,
-                        guidance_scale=CFG, height=size, width=size, generator=_gens([i]))
+        fresh(pipe, i)("a red circle on a blue background", num_inference_steps=STEPS,
+                        guidance_scale=CFG, height=size, width=size, generator=generators([i]))
         times.append(time.perf_counter() - t)
     return statistics.median(times[1:])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m studio.train.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m embedded.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--n", type=int, default=200, help="held-out prompts (>= 200 for the record)")

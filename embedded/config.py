@@ -44,7 +44,7 @@ class TrainConfig:
     detail_high_noise_share: float = 0.0   # also the inpainting stage's
     detail_snr_floor: float = 0.0          # plain min-SNR-gamma in the detail phase
     ema_decay: float = 0.999
-    inpaint_steps: int = 400        # stage 6: the 9-channel inpainting UNet (studio/train/inpaint.py)
+    inpaint_steps: int = 400        # stage 6: the 9-channel inpainting UNet (embedded/inpaint.py)
     inpaint_lr: float = 2e-3         # 2e-4 left the mask unused: see inpaint.py
     checkpoint_every: int = 250
     time_budget_min: float = 0.0    # if set, stop the UNet stages early when the run reaches this

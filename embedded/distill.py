@@ -2,12 +2,12 @@
 trained by regression on the teacher's own ODE solutions, written for this project's tiny
 v-prediction model on the CPU.
 
-    python -m studio.train.distill [--model assets/embedded-model] [--minutes 38] [--steps N]
+    python -m embedded.distill [--model assets/embedded-model] [--minutes 38] [--steps N]
                                    [--work .cache/distill] [--smoke]
 
 The student is the teacher's UNet with a guidance embedding (`time_cond_proj_dim`), started from
 the teacher's weights. First the teacher's guided probability-flow ODE is solved once for each of
-`n_trajectories` captions (studio/train/trajectories.py: its own noise, guidance w drawn from
+`n_trajectories` captions (embedded/trajectories.py: its own noise, guidance w drawn from
 w_min-w_max, every state kept). Then each step: trajectory states at grid timesteps (half of them
 at the timesteps LCMScheduler samples at for 1, 2 and 4 steps), the student's clean latent there
 through the consistency boundary conditions, and a pseudo-Huber loss against the trajectory's
@@ -36,11 +36,13 @@ from pathlib import Path
 import torch
 
 from studio.models.sources import STUDENT_FOLDER
-from .common import _bar, _ema_update, _interrupt_hook, _load, _save, autocast, log_resume, machine_name
+from studio.models.precision import autocast
+
+from .common import _bar, _ema_update, _interrupt_hook, _load, _save, log_resume, machine_name
 from .trajectories import GRID, sampler_timesteps, solve
 from .world import make_dataset
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "embedded-model"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "embedded-model"
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The teacher's guided probability-flow ODE, solved once per training sample: where the few-step
-student (studio/train/distill.py) learns to land. Each trajectory starts from its own noise at
+student (embedded/distill.py) learns to land. Each trajectory starts from its own noise at
 t = 999, follows the teacher's DPM-Solver++ (2M, diffusers' DPMSolverMultistepScheduler on a
 custom timestep grid) with classifier-free guidance w (CFG = w + 1), and keeps every state it
 passes and the clean latent it ends on. Every state on one trajectory has that same endpoint:

@@ -1,6 +1,6 @@
 """Does fine-tuning teach the embedded model something it does not know? Measured, not eyeballed:
 
-    python -m studio.finetune.measure [--pictures 20] [--seeds 50] [--work .cache/finetune-measure]
+    python -m embedded.finetune_measure [--pictures 20] [--seeds 50] [--work .cache/finetune-measure]
 
 A 13th colour, azure (128, 192, 224), that the model has never seen: 20 pictures of azure shapes
 rendered by the world generator with captions in the world's own phrasing, two (azure, shape)
@@ -28,7 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
-from studio.train.world import COLOURS, POSITIONS, SHAPES, SIZES, Obj, Scene, caption, full_caption, render
+from embedded.world import COLOURS, POSITIONS, SHAPES, SIZES, Obj, Scene, caption, full_caption, render
 
 NEW_COLOUR = "azure"
 PALETTE = {**COLOURS, NEW_COLOUR: (128, 192, 224)}
@@ -64,7 +64,7 @@ def reference_pictures(folder: Path, n: int = 20, seed: int = 11) -> None:
     everything azure"."""
     from PIL import Image
 
-    from studio.train.world import make_dataset
+    from embedded.world import make_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     images, captions, _ = make_dataset(n, seed=seed)
@@ -80,7 +80,7 @@ def eval_prompts(n: int, seed: int, shapes: tuple[str, ...]) -> list[tuple[Scene
 
 def plain_prompts(n: int, seed: int) -> list[tuple[Scene, str]]:
     """Prompts of the world's own colours (no trigger): what the LoRA must leave alone."""
-    from studio.train.world import heldout_prompts
+    from embedded.world import heldout_prompts
     return heldout_prompts(n, seed)
 
 
@@ -94,7 +94,7 @@ def pictures(studio, prompts: list[str], seeds: list[int], lora: str | None, wei
 
 
 def scores(images, scenes) -> dict[str, float]:
-    from studio.train.checker import score_many
+    from embedded.checker import score_many
     return {k: round(100 * v, 1) for k, v in score_many(images, scenes, PALETTE).items()}
 
 
