@@ -101,9 +101,17 @@ def describe(picture) -> dict:
 
 
 def make_all(outputs: Path) -> dict[str, list[tuple[dict, Image.Image]]]:
-    studio = _studio(outputs)
-    return {name: [(describe(p), (p if isinstance(p, Image.Image) else p.image).convert("RGB")) for p in pictures]
-            for name, pictures in _cases(studio).items()}
+    """Every case, on one torch thread (the CPU kernels split the sums by threads: the last bits
+    of a picture depend on their number)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        studio = _studio(outputs)
+        return {name: [(describe(p), (p if isinstance(p, Image.Image) else p.image).convert("RGB")) for p in pictures]
+                for name, pictures in _cases(studio).items()}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cpu_kind() -> str:

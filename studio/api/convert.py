@@ -26,7 +26,7 @@ from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
 from studio.samplers import SCHEDULERS, from_a1111
 from studio.inputs import load_image
-from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult
+from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
 from studio.upscale.hires import hires_upscalers, plan_hires
@@ -160,9 +160,8 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
     if len(known) > 1:
         notes.append(f"One style per picture here: applied {known[0]!r}, not {', '.join(map(repr, known[1:]))}.")
     return dict(
-        prompt=body.prompt, negative_prompt=body.negative_prompt, style=known[0] if known else None,
-        scheduler=scheduler, steps=body.steps, cfg_scale=body.cfg_scale, width=body.width, height=body.height,
-        seed=body.seed, batch_count=body.n_iter, batch_size=body.batch_size,
+        **body_fields(body, "img2img" if isinstance(body, Img2ImgBody) else "txt2img"),
+        style=known[0] if known else None, scheduler=scheduler,
         model=(find_checkpoint(studio, override["sd_model_checkpoint"]) if "sd_model_checkpoint" in override
                else studio.current_choice()),
         vae=options.vae_name(override["sd_vae"]) if "sd_vae" in override else options.vae,
@@ -170,10 +169,17 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
         else options.clip_skip)
 
 
+def body_fields(body: Txt2ImgBody, mode: str) -> dict[str, Any]:
+    """The request fields a body carries under their REST names (each field's `rest` in the
+    request's table: A1111's name, or the studio's own for a field A1111 has not): what was
+    sent, or A1111's default; a studio field left out (None) keeps the studio's default."""
+    return {f.name: getattr(body, f.rest) for f in request_fields()
+            if f.rest and mode in f.modes and getattr(body, f.rest, None) is not None}
+
+
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     notes: list[str] = []
-    raw = {**_common(body, studio, options, notes), "variation_seed": body.subseed,
-           "variation_strength": body.subseed_strength}
+    raw = _common(body, studio, options, notes)
     if body.enable_hr:
         raw.update(_hires(body, studio, notes))
         return Translated("txt2img", [plan_hires(studio, raw)[0]], notes, hires=raw)
@@ -204,7 +210,8 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
         raise InvalidRequest(f"inpainting_fill must be 0 (fill), 1 (original), 2 (latent noise) or 3 "
                              f"(latent nothing), got {body.inpainting_fill}.")
     notes: list[str] = []
-    raw = _common(body, studio, options, notes)
+    raw = {k: v for k, v in _common(body, studio, options, notes).items()
+           if k not in ("variation_seed", "variation_strength")}
     if body.subseed_strength:
         notes.append("Variation seeds work in txt2img only here: subseed_strength was ignored.")
     size, lim = (body.width, body.height), studio.limits
@@ -222,12 +229,12 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
             image = INPAINT_FILLS[body.inpainting_fill](image, mask, seed)
             extra = dict(mask=mask, mask_blur=body.mask_blur if body.mask_blur is not None
                          else max(body.mask_blur_x, body.mask_blur_y),
-                         only_masked=body.inpaint_full_res, only_masked_padding=body.inpaint_full_res_padding)
+                         **{k: v for k, v in body_fields(body, "inpaint").items() if k not in raw})
         elif resize:
             image = _fit(image, body.resize_mode, size, True)
         fields = {**raw, "seed": raw["seed"] + i if raw["seed"] >= 0 else -1,
                   "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
-        requests.append(studio.make_request(mode, image=image, strength=body.denoising_strength, **fields, **extra))
+        requests.append(studio.make_request(mode, image=image, **{**fields, **extra}))
     return Translated("img2img", requests, notes)
 
 

@@ -4,20 +4,34 @@ Every field is optional with A1111's API default (steps 50, sampler "Euler", 512
 unknown fields are ignored, as A1111's pydantic v1 models did: clients send their own extra keys
 (SillyTavern its `url` and `auth`, the Photoshop plugin `uniqueDocumentId`...). Types are checked
 here (FastAPI answers 422 as A1111 does); ranges are checked once, by the studio's make_request.
+
+Beside A1111's fields, a body takes the studio's own request fields that A1111 has not, under
+their REST names (`rest` in the request's table, studio/requests/request.py): left out, the
+studio's default.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from studio.fields import Choice, Flag, Names, Number, Text
+from studio.requests import request_fields
 
 
 class A1111Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class Txt2ImgBody(A1111Body):
+def _rest_type(kind) -> type:
+    """The JSON type of a field's kind in a body."""
+    if isinstance(kind, Number):
+        return int if kind.integer else float
+    return {Text: str, Choice: str, Names: list[str], Flag: bool}[type(kind)]
+
+
+class A1111Txt2Img(A1111Body):
     prompt: str = ""
     negative_prompt: str = ""
     styles: list[str] = Field(default_factory=list)
@@ -58,7 +72,7 @@ class Txt2ImgBody(A1111Body):
     infotext: str | None = None
 
 
-class Img2ImgBody(Txt2ImgBody):
+class A1111Img2Img(A1111Txt2Img):
     init_images: list[str] | None = None
     resize_mode: int = 0
     image_cfg_scale: float | None = None
@@ -74,6 +88,19 @@ class Img2ImgBody(Txt2ImgBody):
     initial_noise_multiplier: float | None = None
     include_init_images: bool = False
     denoising_strength: float = 0.75
+
+
+def with_studio_fields(name: str, a1111: type[A1111Body], modes: tuple[str, ...]) -> type[A1111Body]:
+    """A1111's body and the studio's request fields of these modes it has not (left out: the
+    studio's default)."""
+    return create_model(name, __base__=a1111, **{
+        f.rest: (Optional[_rest_type(f.kind)], Field(None, description=f"{f.caption or f.label} (the studio's own"
+                                                     f"{'; ' + f.help if f.help else ''})"))
+        for f in request_fields() if f.rest and set(modes) & set(f.modes) and f.rest not in a1111.model_fields})
+
+
+Txt2ImgBody = with_studio_fields("Txt2ImgBody", A1111Txt2Img, ("txt2img",))
+Img2ImgBody = with_studio_fields("Img2ImgBody", A1111Img2Img, ("img2img", "inpaint"))
 
 
 class PngInfoBody(A1111Body):

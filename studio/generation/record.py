@@ -21,7 +21,7 @@ import numpy as np
 from studio import __version__
 from studio.samplers import SCHEDULERS
 from studio.outputs.metadata import format_parameters, strict_json
-from studio.requests import GenerationRequest
+from studio.requests import GenerationRequest, request_fields
 
 
 def scheduler_record(config) -> dict:
@@ -30,6 +30,13 @@ def scheduler_record(config) -> dict:
     same request has the same record anywhere (a Ray worker, the next run of the studio)."""
     return strict_json({k: sorted(v) if k == "_use_default_values" and isinstance(v, list) else v
                         for k, v in dict(config).items()})
+
+
+# A1111's key order (processing.py create_infotext); a field's key not named here comes after these
+INFOTEXT_ORDER = ("Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash",
+                  "VAE", "Variation seed", "Variation seed strength", "Denoising strength", "Clip skip", "Mask blur",
+                  "Inpaint area", "Masked area padding", "Batch size", "Batch pos", "Styles array", "Wildcard prompt",
+                  "Feature cache", "Lora weights", "Lora hashes", "TI hashes")
 
 
 @dataclass(frozen=True)
@@ -72,32 +79,27 @@ class ImageRecord:
     # -- AUTOMATIC1111 -----------------------------------------------------------------------------
     def a1111_fields(self) -> dict[str, Any]:
         """Infotext fields in A1111's order (processing.py create_infotext): its own keys, then its
-        extra generation parameters, then the studio's own, `Version` last. None = left out."""
+        extra generation parameters, then the studio's own, `Version` last. None = left out.
+        The request's fields write their own keys (each field's `infotext` in
+        studio/requests/request.py); the record writes what only it knows."""
         r, spec, vae = self.request, SCHEDULERS[self.request.scheduler], self.addons.get("vae")
         loras, embeddings = self.addons.get("loras") or [], self.addons.get("embeddings") or []
-        img2img, inpaint, batched = r.mode != "txt2img", r.mode == "inpaint", r.batch_size > 1
-        return {
-            "Steps": r.steps, "Sampler": spec.sampler, "Schedule type": spec.schedule,
-            "CFG scale": r.cfg_scale, "Seed": self.seed, "Size": f"{self.size[0]}x{self.size[1]}",
-            "Model hash": self.model.hash or None, "Model": self.model.name,
-            "VAE hash": vae["sha256"][:10] if vae else None, "VAE": vae["name"] if vae else None,
-            "Variation seed": self.variation_seed,
-            "Variation seed strength": r.variation_strength if self.variation_seed is not None else None,
-            "Denoising strength": r.strength if img2img else None,
-            "Clip skip": r.clip_skip if r.clip_skip > 1 else None,
-            "Mask blur": r.mask_blur if inpaint else None,
-            "Inpaint area": "Only masked" if inpaint and r.only_masked else None,
-            "Masked area padding": r.only_masked_padding if inpaint and r.only_masked else None,
-            "Batch size": r.batch_size if batched else None,
+        batched = r.batch_size > 1
+        made = {
+            "Sampler": spec.sampler, "Schedule type": spec.schedule, "Seed": self.seed,
+            "Size": f"{self.size[0]}x{self.size[1]}", "Model hash": self.model.hash or None,
+            "Model": self.model.name, "VAE hash": vae["sha256"][:10] if vae else None,
+            "VAE": vae["name"] if vae else None, "Variation seed": self.variation_seed,
             "Batch pos": self.batch_pos if batched else None,
-            "Styles array": f'["{r.style}"]' if r.style else None,
             "Wildcard prompt": self.template if self.template != self.variant else None,
-            "Feature cache": r.feature_cache or None,
             "Lora weights": ", ".join(f"{_alias(x['name'])}: {x['weight']:g}" for x in loras) or None,
             "Lora hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in loras) or None,
             "TI hashes": ", ".join(f"{_bare(x['name'])}: {x['sha256']}" for x in embeddings) or None,
-            "Version": f"studio {__version__}",
         }
+        written = {f.infotext.key: f.written(r) for f in request_fields() if f.infotext and f.infotext.write}
+        return {**{key: made.get(key, written.get(key)) for key in INFOTEXT_ORDER},
+                **{key: value for key, value in written.items() if key not in INFOTEXT_ORDER},
+                "Version": f"studio {__version__}"}
 
     def parameters(self) -> str:
         fields = self.a1111_fields()

@@ -18,13 +18,15 @@ from PIL import Image
 
 from studio.samplers import SCHEDULERS, from_a1111
 from studio.outputs.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, parse_parameters
+from studio.requests import request_fields
+from studio.requests.hires import hires_fields
 
-# the studio request fields a picture may set in a tab (the model is shown, not switched)
-SENDABLE = ("prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", "cfg_scale",
-            "width", "height", "seed", "variation_seed", "variation_strength", "batch_count", "batch_size", "strength", "mask_blur", "only_masked",
-            "only_masked_padding", "loras", "vae", "clip_skip", "variants", "reference_strength",
-            "reference_method", "feature_cache", "hires", "hires_scale", "hires_steps", "hires_strength",
-            "hires_upscaler")
+# the fields a picture may set in a tab: those a tab shows but pictures (the model is shown, not
+# switched; reference pictures are not in the metadata), the request's and the hires fix's
+SENDABLE = tuple(f.name for f in (*request_fields(), *hires_fields())
+                 if f.group and f.name not in ("references",))
+# the request fields read from A1111's infotext by their key (Sampler and Size are read apart)
+A1111_FIELDS = tuple(f for f in request_fields() if f.infotext is not None)
 HIRES_READ = ("hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler", "steps", "width", "height")
 MAX_CHUNK_CHARS = 200_000      # a text chunk longer than this is shown cut, never parsed
 
@@ -109,11 +111,11 @@ def _from_a1111(chunks: dict[str, str]) -> PictureInfo | None:
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
     if "Sampler" in settings:
         fields["scheduler"] = from_a1111(settings["Sampler"], settings.get("Schedule type"))[0]
-    for key, name, kind in A1111_FIELDS:
-        if key in settings:
-            value = _number(settings[key], kind)
+    for f in A1111_FIELDS:
+        if f.infotext.key in settings:
+            value = f.read_infotext(settings[f.infotext.key])
             if value is not None:
-                fields[name] = value
+                fields[f.name] = value
     width, _, height = settings.get("Size", "").partition("x")
     for name, value in (("width", width), ("height", height)):
         if value.strip().isdigit():
@@ -137,12 +139,6 @@ def _hires_fields(settings: dict[str, str], fields: dict[str, Any]) -> None:
         if side in fields:
             fields[side] = max(64, round(fields[side] / scale / 8) * 8)
 
-
-A1111_FIELDS = (("Steps", "steps", int), ("CFG scale", "cfg_scale", float), ("Seed", "seed", int),
-                ("Variation seed", "variation_seed", int), ("Variation seed strength", "variation_strength", float),
-                ("Denoising strength", "strength", float), ("Clip skip", "clip_skip", int),
-                ("Mask blur", "mask_blur", int), ("Masked area padding", "only_masked_padding", int),
-                ("Batch size", "batch_size", int), ("Feature cache", "feature_cache", int))
 
 COMFY_SAMPLERS = {"euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "dpm_2": "DPM2",
                   "dpm_2_ancestral": "DPM2 a", "lms": "LMS", "dpmpp_2m": "DPM++ 2M", "dpmpp_sde": "DPM++ SDE",

@@ -1,5 +1,6 @@
 """The axes of an X/Y/Z plot: a table of axis types, each naming the request field it sets, how
-its values are read, and how a value is labelled on the grid.
+its values are read, and how a value is labelled on the grid. A field declared with `axis` in the
+request's table (or the hires fix's) is an axis of its own; the special ones are below.
 
 Values use AUTOMATIC1111's syntax, read by regular expressions (never evaluated):
     1, 2, 3              a list (comma separated; "quoted, values" keep their commas)
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from studio.errors import InvalidRequest
+from studio.fields import Field, Number
+from studio.requests import request_fields
+from studio.requests.hires import hires_fields
 
 MAX_VALUES = 64                 # values on one axis
 
@@ -162,8 +166,8 @@ class AxisType:
         return values
 
 
-def _numeric(name: str, field: str, whole: bool) -> AxisType:
-    return AxisType(name, lambda axis, text, known: numbers(axis, text, whole), _set(field),
+def _numeric(name: str, field: str, whole: bool, apply: Apply | None = None) -> AxisType:
+    return AxisType(name, lambda axis, text, known: numbers(axis, text, whole), apply or _set(field),
                     lambda v: f"{name}: {v:g}")
 
 
@@ -177,32 +181,37 @@ def _prompt_sr(axis: str, text: str, known: dict) -> list[tuple[str, str]]:
     return [(items[0], item) for item in items] if items else []
 
 
-AXIS_TYPES: dict[str, AxisType] = {a.name: a for a in (
-    _numeric("Seed", "seed", True),
-    _numeric("Variation seed", "variation_seed", True),
-    _numeric("Variation strength", "variation_strength", False),
-    _numeric("Steps", "steps", True),
-    _numeric("CFG scale", "cfg_scale", False),
+def from_field(f: Field, apply: Apply | None = None) -> AxisType:
+    """The axis of a declared field (`axis` in its table): numbers, or names from its catalog."""
+    if isinstance(f.kind, Number):
+        return _numeric(f.axis_name, f.name, f.kind.integer, apply)
+    return _choice(f.axis_name, f.name, f.kind.catalog, apply)
+
+
+# axes that are not one field set to a value
+SPECIAL = (
     AxisType("Prompt S/R", _prompt_sr, _search_replace, lambda v: v[1]),
-    _choice("Sampler", "scheduler", "samplers"),
     AxisType("Size", lambda axis, text, known: sizes(axis, text), _set_size, lambda v: f"{v[0]}x{v[1]}"),
-    _numeric("Clip skip", "clip_skip", True),
-    _choice("Checkpoint", "model", "checkpoints"),
-    _choice("VAE", "vae", "vaes"),
     AxisType("LoRA weight", lambda axis, text, known: numbers(axis, text, False), _lora_weight,
              lambda v: f"LoRA weight: {v:g}"),
     _choice("Negative preset", "negative_presets", "presets", _preset),
-    _choice("Style", "style", "styles"),
-    _numeric("Feature cache", "feature_cache", True),
-    _numeric("Strength", "strength", False),
-    AxisType("Hires upscale", lambda axis, text, known: numbers(axis, text, False), _set_hires("hires_scale"),
-             lambda v: f"Hires upscale: {v:g}"),
-    AxisType("Hires steps", lambda axis, text, known: numbers(axis, text, True), _set_hires("hires_steps"),
-             lambda v: f"Hires steps: {v:g}"),
-    AxisType("Hires strength", lambda axis, text, known: numbers(axis, text, False), _set_hires("hires_strength"),
-             lambda v: f"Hires strength: {v:g}"),
-    _choice("Hires upscaler", "hires_upscaler", "hires_upscalers", _set_hires("hires_upscaler")),
-)}
+)
+# the order the axis list shows them in; axes of fields declared later come after these
+ORDER = ("Seed", "Variation seed", "Variation strength", "Steps", "CFG scale", "Prompt S/R", "Sampler", "Size",
+         "Clip skip", "Checkpoint", "VAE", "LoRA weight", "Negative preset", "Style", "Feature cache", "Strength",
+         "Hires upscale", "Hires steps", "Hires strength", "Hires upscaler")
+
+
+def _axis_types() -> dict[str, AxisType]:
+    """Every field declared as an axis (a hires fix field turns the fix on for its cell), and the
+    special ones, in ORDER."""
+    found = [*(from_field(f) for f in request_fields() if f.axis),
+             *(from_field(f, _set_hires(f.name)) for f in hires_fields() if f.axis), *SPECIAL]
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return {a.name: a for a in sorted(found, key=lambda a: rank.get(a.name, len(ORDER)))}
+
+
+AXIS_TYPES: dict[str, AxisType] = _axis_types()
 NOTHING = "Nothing"
 AXIS_NAMES = [NOTHING, *AXIS_TYPES]
 

@@ -8,7 +8,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.serving.studio import Studio
 from studio.upscale.extras import NONE, SCALE_RANGE, read_settings, upscale_picture
-from studio.ui.widgets import upscaler_choices
+from studio.ui.form import upscaler_choices
 
 
 def build(studio: Studio) -> gr.Image:

@@ -11,7 +11,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.models.fewstep import LORA_NAMES, FewStep, from_name, looks_few_step, negative_has_effect
 from studio.serving.studio import Studio
-from studio.ui.jobs import lora_rows
+from studio.ui.form import lora_rows
 
 INERT = "No effect here: guidance is off (CFG 1 or below) or built into the model."
 ACTIVE = ""

@@ -17,22 +17,10 @@ from studio.errors import StudioError
 from studio.requests import GenerationRequest
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
+from studio.ui.form import lora_rows
 from studio.upscale.hires import run_hires
 
-NO_STYLE = "None"            # the Style dropdown's "no style"
-AUTOMATIC_VAE = "Automatic"  # the VAE dropdown's "the model's own"
 PREVIEW_EVERY_S = 0.5        # live previews: at most two a second
-
-
-def lora_rows(value) -> list[list]:
-    """A Dataframe's value as a list of rows, whatever form Gradio hands it in."""
-    if value is None:
-        return []
-    if hasattr(value, "values") and hasattr(value, "columns"):   # pandas
-        return [list(r) for r in value.values.tolist()]
-    if isinstance(value, dict):
-        return [list(r) for r in value.get("data", [])]
-    return [list(r) for r in value if r and any(v not in (None, "") for v in r)]
 
 
 def stop_job(studio: Studio, request: gr.Request | None) -> None:
@@ -56,14 +44,10 @@ def who(request: gr.Request | None) -> tuple[str, str]:
 
 
 def raw_fields(studio: Studio, raw: dict[str, Any]) -> dict[str, Any]:
-    """A tab's values as request fields: "None" style and "Automatic" VAE are nothing, the LoRA
-    table's rows a list, and the model the page shows now (the job runs on it even if someone
-    switches before it starts)."""
+    """A tab's values as request fields: the LoRA table's rows a list, and the model the page
+    shows now (the job runs on it even if someone switches before it starts). The "nothing" a
+    list shows ("None" style, "Automatic" VAE) the request's own check reads as nothing."""
     raw = dict(raw)
-    if raw.get("style") == NO_STYLE:
-        raw["style"] = None
-    if raw.get("vae") == AUTOMATIC_VAE:
-        raw["vae"] = None
     if "loras" in raw:
         raw["loras"] = lora_rows(raw["loras"])
     raw.setdefault("model", studio.current_choice())

@@ -52,17 +52,13 @@ def live_picture(studio: Studio, mode: str, raw: dict[str, Any], request: gr.Req
     return result, time.monotonic() - began
 
 
-def field_names(fn: Callable, count: int) -> list[str]:
-    """The request fields a tab's event function takes, in the order of its inputs."""
-    return [p.name for p in inspect.signature(fn).parameters.values()][:count]
-
-
-def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, names: list[str], seed: gr.Number,
+def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, params: list[tuple[str, Any]], seed: gr.Number,
          generate: gr.Button, results: list, adapt: Callable[[dict], dict] | None = None,
-         api: tuple[str, Callable] | None = None) -> None:
-    """`inputs` and `names`: the tab's generation inputs and the request field each sets;
-    `adapt` turns them into request fields (the inpainting editor); `api`: (api name, the tab's
-    event function, whose parameters the endpoint takes)."""
+         api: str | None = None) -> None:
+    """`inputs` and `params`: the tab's generation inputs and (the request field each sets, its
+    API default); `adapt` turns them into request fields (the inpainting editor); `api`: the
+    name of an endpoint taking the same parameters."""
+    names = [name for name, _ in params]
 
     def frame(request: gr.Request, enabled, session, *values):     # (request first: Gradio fills it in)
         if not enabled:
@@ -106,16 +102,16 @@ def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, names: list[s
     generate.click(cancel, None, None, api_visibility="private", queue=False)
     live.keep.click(keep, [live.state], results, api_visibility="private", queue=False)
     if api:
-        _api(studio, mode, inputs, api[1], names, api[0], adapt)
+        _api(studio, mode, inputs, params, api, adapt)
 
 
-def _api(studio: Studio, mode: str, inputs: list, fn: Callable, names: list[str], api_name: str,
+def _api(studio: Studio, mode: str, inputs: list, params: list[tuple[str, Any]], api_name: str,
          adapt: Callable[[dict], dict] | None) -> None:
     """A gradio_client endpoint with the tab's parameters: one picture and its parameters text."""
     def live_api(*args):
         *values, request = args           # Gradio puts the request where the signature below has it
         try:
-            raw = dict(zip(names, values))
+            raw = dict(zip([name for name, _ in params], values))
             result, _ = live_picture(studio, mode, adapt(raw) if adapt else raw, request)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
@@ -123,8 +119,10 @@ def _api(studio: Studio, mode: str, inputs: list, fn: Callable, names: list[str]
             raise gr.Error("Replaced by a newer live request from the same session.")
         return result.images[0].image, result.images[0].parameters
 
-    params = list(inspect.signature(fn).parameters.values())
-    live_api.__signature__ = inspect.Signature(params[:len(inputs)] + [p for p in params if p.name == "request"])
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    live_api.__signature__ = inspect.Signature([inspect.Parameter(name, kind, default=default)
+                                                for name, default in params]
+                                               + [inspect.Parameter("request", kind, default=None)])
     live_api.__annotations__ = {"request": gr.Request}
     live_api.__doc__ = (f"One picture for these controls ({mode}), made in the live lane and not saved "
                         "(call the tab's own endpoint to save one). Returns the picture and its parameters.")

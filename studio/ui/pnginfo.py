@@ -11,7 +11,9 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
-from studio.ui.jobs import AUTOMATIC_VAE, NO_STYLE
+from studio.fields import Choice
+from studio.requests import request_fields
+from studio.ui.form import blank_shown
 
 TARGETS = (("txt2img", "Send to txt2img"), ("img2img", "Send to img2img"), ("inpaint", "Send to inpaint"))
 
@@ -52,11 +54,11 @@ def describe(info) -> str:
 
 
 def ui_value(name: str, value: Any) -> Any:
-    """A request field's value as its control shows it."""
-    if name == "style":
-        return value or NO_STYLE
-    if name == "vae":
-        return value or AUTOMATIC_VAE
+    """A request field's value as its control shows it: a list's "nothing" by its name there
+    ("None" style, "Automatic" VAE), the LoRA table as rows."""
+    kind = next((f.kind for f in request_fields() if f.name == name), None)
+    if isinstance(kind, Choice) and kind.blank:
+        return value or blank_shown(kind)
     if name == "loras":
         return [list(row) for row in value or []]
     return value

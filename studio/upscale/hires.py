@@ -10,40 +10,16 @@ read the picture back as one hires-fix generation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
-from studio.fields import bounded, in_range, number
-from studio.requests import STEPS_RANGE, GeneratedImage, GenerationRequest
+from studio.requests import GeneratedImage, GenerationRequest
+from studio.requests.hires import FIELDS, LATENT, Hires, take_hires
 from studio.serving.sequence import Sequence
 from studio.upscale.upscalers import upscale, upscaler_names
-
-FIELDS = ("hires", "hires_scale", "hires_steps", "hires_strength", "hires_upscaler")
-# A1111's latent upscalers: the first pass's latents resized (mode, antialias), no decode and encode
-LATENT = {"Latent": ("bilinear", False), "Latent (antialiased)": ("bilinear", True),
-          "Latent (bicubic)": ("bicubic", False), "Latent (bicubic antialiased)": ("bicubic", True),
-          "Latent (nearest)": ("nearest", False), "Latent (nearest-exact)": ("nearest-exact", False)}
-SCALE_RANGE = (1.0, 4.0)
-DEFAULT_STRENGTH = 0.7        # A1111's default denoising strength for the second pass
-
-
-@dataclass(frozen=True)
-class Hires:
-    scale: float
-    steps: int          # 0: as many as the first pass
-    strength: float
-    upscaler: str
-
-    @property
-    def latent(self) -> bool:
-        return self.upscaler in LATENT
-
-    def recipe(self, first: GenerationRequest, steps: int) -> tuple[tuple[str, Any], ...]:
-        return (("Steps", first.steps), ("Hires upscale", self.scale), ("Hires steps", steps),
-                ("Hires upscaler", self.upscaler))
 
 
 @dataclass
@@ -53,29 +29,6 @@ class HiresResult:
     notes: list[str] = field(default_factory=list)
     stopped: bool = False
     seed: int | None = None
-
-
-def take_hires(raw: dict, upscalers: list[str]) -> Hires | None:
-    """Take the hires fields out of a tab's or a caller's fields; None when hires fix is off."""
-    values = {name: raw.pop(name, None) for name in FIELDS}
-    on = values["hires"]
-    if on in (None, "", False, 0):
-        return None
-    if on not in (True, 1):
-        raise InvalidRequest(f"Hires fix must be true or false, got {on!r}.")
-    scale = bounded("Hires upscale", 2.0 if values["hires_scale"] is None else values["hires_scale"],
-                    *SCALE_RANGE, integer=False)
-    steps = number("Hires steps", values["hires_steps"] or 0, integer=True)
-    if steps:
-        in_range("Hires steps", steps, *STEPS_RANGE)
-    strength = bounded("Hires strength", DEFAULT_STRENGTH if values["hires_strength"] is None
-                       else values["hires_strength"], 0.0, 1.0, integer=False)
-    upscaler = values["hires_upscaler"] or "Lanczos"
-    if upscaler not in upscalers:
-        raise InvalidRequest(f"Unknown hires upscaler {upscaler!r}. Known: {', '.join(upscalers)}.")
-    if upscaler in LATENT and strength == 0:
-        raise InvalidRequest("A latent upscale needs a denoising strength above 0 (0.5 or more works best).")
-    return Hires(scale, steps, strength, upscaler)
 
 
 def hires_upscalers(library) -> list[str]:
@@ -97,7 +50,7 @@ def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image
     fields = {**raw, "seed": seed, "batch_count": 1, "batch_size": 1, "variation_strength": 0,
               "width": image.shape[1] if isinstance(image, np.ndarray) else image.width,
               "height": image.shape[0] if isinstance(image, np.ndarray) else image.height,
-              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first, steps), "latents": latents}
+              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first.steps, steps), "latents": latents}
     return studio.make_request("img2img", image=image, **fields)
 
 
@@ -120,7 +73,7 @@ def upscaled(studio, picture: GeneratedImage, hires: Hires) -> tuple[Image.Image
 def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
     """The first pass and the hires settings, both passes checked before anything runs."""
     raw = dict(raw)
-    hires = take_hires(raw, hires_upscalers(studio.library))
+    hires = take_hires(raw, hires_upscalers(studio.library), studio.limits)
     if hires is None:
         raise InvalidRequest("Hires fix is off.")
     first = studio.make_request("txt2img", keep_latents=hires.latent, **raw)

@@ -1,0 +1,228 @@
+"""A tab's controls, built from the field tables (studio/requests/request.py, requests/hires.py):
+a field's kind says which control shows it; its declaration gives the label, range, default,
+help and group; LAYOUT says how a tab lays the groups out. A tab's event takes the controls in
+the table's order, so its API parameters are the field names, in the same order everywhere.
+
+No torch or diffusers here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any, Callable
+
+import gradio as gr
+
+from studio.fields import Choice, Field
+from studio.requests import request_fields
+from studio.requests.hires import LATENT, hires_fields
+from studio.samplers import scheduler_names
+from studio.serving.studio import Studio
+from studio.upscale.upscalers import BUILT_IN
+
+# How a tab lays out the groups of its fields, in this order: (group, container, elem_id suffix).
+# "column": one under another; "row": side by side; any other text: a closed accordion of that title.
+# A field's group "name:part" puts it in a row with the fields of the same part, inside the group.
+LAYOUT = (
+    ("prompt", "column", ""),
+    ("presets", "row", ""),
+    ("sampling", "row", ""),
+    ("size", "row", ""),
+    ("seed", "row", ""),
+    ("variation", "Variation seed", "variation-panel"),
+    ("hires", "Hires fix", "hires-panel"),
+    ("addons", "LoRA, VAE, clip skip and more", "addons"),
+    ("variants", "column", ""),
+    ("references", "Reference images: {image} in the prompt", "references-panel"),
+)
+PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)
+TOOLS = {"txt2img": hires_fields}        # a tab's tools with fields of their own, after the request's
+
+
+def blank_shown(kind: Choice) -> str | None:
+    """What a list control shows for "nothing" ("None" style, "Automatic" VAE)."""
+    return kind.blank[-1] if kind.blank else None
+
+
+def library_names(studio: Studio, kind: str, rescan: bool = False) -> list[str]:
+    if studio.library is None:
+        return []
+    return (studio.library.scan() if rescan else studio.library.names())[kind]
+
+
+def upscaler_choices(studio: Studio, rescan: bool = False) -> list[str]:
+    return [*BUILT_IN, *library_names(studio, "upscalers", rescan)]
+
+
+# a catalog's choices as a control lists them (rescan: read the models folder again)
+CATALOGS: dict[str, Callable[[Studio, bool], list]] = {
+    "samplers": lambda studio, rescan: scheduler_names(),
+    "presets": lambda studio, rescan: studio.presets.negative_names(),
+    "styles": lambda studio, rescan: studio.presets.style_names(),
+    "vaes": lambda studio, rescan: library_names(studio, "vae", rescan),
+    "hires_upscalers": lambda studio, rescan: [*LATENT, *upscaler_choices(studio, rescan)],
+}
+RESCANNED = ("vaes", "hires_upscalers")     # lists read again when the control is opened
+
+
+def choices(f: Field, studio: Studio, rescan: bool = False) -> list:
+    kind = f.kind
+    if isinstance(kind, Choice) and kind.options:
+        return [(label, value) for value, label in kind.options] if isinstance(kind.options[0], tuple) \
+            else list(kind.options)
+    listed = CATALOGS[kind.catalog](studio, rescan)
+    shown = blank_shown(kind) if isinstance(kind, Choice) else None
+    return [shown, *listed] if shown else listed
+
+
+def _common(f: Field, tab: str, extra: dict) -> dict:
+    common = dict(label=f.caption or f.label, elem_id=f"{tab}-{f.elem_id}")
+    if f.help:
+        common["info"] = f.help
+    return {**common, **extra}
+
+
+def control(f: Field, tab: str, studio: Studio, **extra: Any):
+    """The control that shows field `f` on `tab` (`extra`: what this tab shows differently)."""
+    kind, widget = f.kind, f.kind.widget
+    if widget == "text":
+        return gr.Textbox(extra.pop("value", f.default), lines=kind.lines, placeholder=kind.placeholder or None,
+                          **_common(f, tab, extra))
+    if widget in ("slider", "number"):
+        high = min(kind.ui_high or kind.high, kind.high_for(studio.limits))
+        value = extra.pop("value", f.default if kind.unset == f.default else min(f.default, high))
+        if widget == "number":
+            return gr.Number(value=value, precision=0 if kind.integer else None, **_common(f, tab, extra))
+        return gr.Slider(extra.pop("minimum", kind.low), high, value=value, step=kind.step, **_common(f, tab, extra))
+    if widget == "checkbox":
+        return gr.Checkbox(f.default, **_common(f, tab, extra))
+    if widget == "multiselect":
+        return gr.Dropdown(choices(f, studio), value=list(f.default), multiselect=True, **_common(f, tab, extra))
+    value = f.default if f.default is not None else blank_shown(kind)
+    if widget == "radio":
+        return gr.Radio(choices(f, studio), value=value, **_common(f, tab, extra))
+    made = gr.Dropdown(choices(f, studio), value=value, **_common(f, tab, extra))
+    if kind.catalog in RESCANNED:
+        made.focus(lambda: gr.Dropdown(choices=choices(f, studio, rescan=True)), None, made,
+                   api_visibility="private", queue=False)
+    return made
+
+
+# controls of a kind of their own: field name -> builder(field, tab, studio)
+CUSTOM: dict[str, Callable] = {}
+
+
+def custom(name: str):
+    def register(builder: Callable) -> Callable:
+        CUSTOM[name] = builder
+        return builder
+    return register
+
+
+@custom("loras")
+def lora_table(f: Field, tab: str, studio: Studio):
+    """A LoRA picker from models/loras and the table of LoRAs with their weights."""
+    add_lora = gr.Dropdown(library_names(studio, "loras"), value=None, label="Add a LoRA",
+                           elem_id=f"{tab}-add-lora", info="from models/loras; set its weight in the table")
+    loras = gr.Dataframe(value=[], headers=["LoRA", "weight"], datatype=["str", "number"],
+                         column_count=(2, "fixed"), row_count=(0, "dynamic"),
+                         label="LoRAs (delete a row to remove one)", elem_id=f"{tab}-loras")
+
+    def add(name, rows):
+        rows = lora_rows(rows)
+        if name and all(r[0] != name for r in rows):
+            rows.append([name, 1.0])
+        return rows, gr.Dropdown(value=None)
+
+    add_lora.input(add, [add_lora, loras], [loras, add_lora], api_visibility="private", queue=False)
+    add_lora.focus(lambda: gr.Dropdown(choices=library_names(studio, "loras", rescan=True)), None,
+                   add_lora, api_visibility="private", queue=False)
+    return loras
+
+
+@custom("references")
+def reference_files(f: Field, tab: str, studio: Studio):
+    return gr.File(file_count="multiple", file_types=["image"], type="filepath", **_common(f, tab, {}))
+
+
+def lora_rows(value) -> list[list]:
+    """A Dataframe's value as a list of rows, whatever form Gradio hands it in."""
+    if value is None:
+        return []
+    if hasattr(value, "values") and hasattr(value, "columns"):   # pandas
+        return [list(r) for r in value.values.tolist()]
+    if isinstance(value, dict):
+        return [list(r) for r in value.get("data", [])]
+    return [list(r) for r in value if r and any(v not in (None, "") for v in r)]
+
+
+@dataclass
+class Form:
+    """A tab's fields (the request's its mode uses, then its tools') and the controls made so far."""
+    tab: str
+    studio: Studio
+    fields: list[Field]
+    extra: dict[str, dict] = field(default_factory=dict)     # field -> what this tab shows differently
+    controls: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Callable[[], None]] = field(default_factory=dict)   # field -> widgets made after it
+
+    @classmethod
+    def of(cls, tab: str, studio: Studio, **extra: dict) -> "Form":
+        tools = TOOLS[tab]() if tab in TOOLS else ()
+        return cls(tab, studio, [f for f in (*request_fields(), *tools) if tab in f.modes], extra)
+
+    def shown(self, group: str) -> list[Field]:
+        return [f for f in self.fields if f.shown_in(self.tab) and f.group.split(":")[0] == group]
+
+    def lay_out(self, *groups: str) -> None:
+        """The controls of these groups, each in its LAYOUT container."""
+        for group, container, elem in LAYOUT:
+            if group in groups and self.shown(group):
+                with _container(container, f"{self.tab}-{elem}" if elem else None):
+                    self._group(group, row=container == "row")
+        for group in groups:
+            if group not in PROMPT_GROUPS and self.shown(group):
+                self._group(group, row=False)
+
+    def _group(self, group: str, row: bool) -> None:
+        for part, members in groupby(self.shown(group), key=lambda f: f.group):
+            members = list(members)
+            with gr.Row() if ":" in part and not row else _nothing():
+                for f in members:
+                    self._make(f)
+
+    def _make(self, f: Field) -> None:
+        builder = CUSTOM.get(f.name)
+        self.controls[f.name] = builder(f, self.tab, self.studio) if builder else \
+            control(f, self.tab, self.studio, **self.extra.get(f.name, {}))
+        if f.name in self.after:
+            self.after[f.name]()
+
+    def inputs(self, *first: Any) -> list:
+        """The event's inputs: `first` (the tab's own picture controls), then every control, in
+        the table's order."""
+        return [*first, *(self.controls[f.name] for f in self.fields if f.name in self.controls)]
+
+    def params(self, *first: str) -> list[tuple[str, Any]]:
+        """The event's API parameters (name, default), matching `inputs`: the tab's own pictures
+        are required, the fields default to their controls' values."""
+        return [*((name, inspect.Parameter.empty) for name in first),
+                *((f.name, None) for f in self.fields if f.name in self.controls)]
+
+
+def _container(kind: str, elem_id: str | None):
+    if kind == "row":
+        return gr.Row(elem_id=elem_id)
+    if kind == "column":
+        return _nothing()
+    return gr.Accordion(kind, open=False, elem_id=elem_id)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
