@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from studio.errors import InvalidRequest
-from studio.fields import Field, Number
+from studio.fields import Choice, Field, Number
 from studio.requests import request_fields
 from studio.requests.hires import hires_fields
 
@@ -182,9 +182,14 @@ def _prompt_sr(axis: str, text: str, known: dict) -> list[tuple[str, str]]:
 
 
 def from_field(f: Field, apply: Apply | None = None) -> AxisType:
-    """The axis of a declared field (`axis` in its table): numbers, or names from its catalog."""
+    """The axis of a declared field (`axis` in its table): numbers, names from its catalog, or
+    one of its fixed options."""
     if isinstance(f.kind, Number):
         return _numeric(f.axis_name, f.name, f.kind.integer, apply)
+    if isinstance(f.kind, Choice) and f.kind.options:
+        options = f.kind.values()
+        return AxisType(f.axis_name, lambda axis, text, known: names(axis, text, options), apply or _set(f.name),
+                        lambda v: f"{f.axis_name}: {v}")
     return _choice(f.axis_name, f.name, f.kind.catalog, apply)
 
 
