@@ -145,8 +145,7 @@ def _check_scripts(body: Txt2ImgBody) -> None:
         raise ApiError(422, f"always on script {title} not found")
 
 
-UNSUPPORTED = (("restore_faces", "Face restoration is not available here: the faces were not restored."),
-               ("tiling", "Tiling is not available here: the picture does not tile."))
+UNSUPPORTED = (("restore_faces", "Face restoration is not available here: the faces were not restored."),)
 
 
 def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from studio.generation.plan import (PlannedImage, apply_addons, plan_images, req
 from studio.generation.record import ImageRecord, ModelRecord, array_sha256, scheduler_record
 from studio.generation.reference import Reference, ReferenceGuidance
 from studio.generation.schedulers import build_scheduler
+from studio.generation.tiling import tiling
 from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.memory import free_device_memory
@@ -93,6 +94,7 @@ class Setup:
     guided: list[Reference]            # references for reference-only attention
     ip_images: object                  # IP-Adapter images, or None
     cache_every: int                   # the feature cache's interval (0: off)
+    tiling: str                        # the edges the picture continues across ("off": none)
     versions: dict[str, str]
     device: str
     dtype: str
@@ -200,7 +202,7 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
         images = [r.image for r in prep.references]
         ip_images, guided = (images[0] if len(images) == 1 else [images]), []
     return Setup(base=base, addons=addons, text_state=text_state, guided=guided, ip_images=ip_images,
-                 cache_every=_feature_cache_interval(prep, guided, manager),
+                 cache_every=_feature_cache_interval(prep, guided, manager), tiling=_tiling(prep, manager),
                  model=ModelRecord(name=info.name, source=info.source, kind=info.kind, family=info.family,
                                    hash=manager.model_hash(), inpainting_unet=own_inpaint),
                  versions=_versions(), device=manager.device,
@@ -216,6 +218,15 @@ def _feature_cache_interval(prep: Prepared, guided: list, manager: ModelManager)
         prep.notes.append(f"Feature cache is off for this generation: it does not combine with {why}.")
         return 0
     return every
+
+
+def _tiling(prep: Prepared, manager: ModelManager) -> str:
+    """A compiled UNet keeps the padding it was compiled with: tiling there is said, not done."""
+    if prep.request.tiling != "off" and manager.fast.compile:
+        prep.notes.append("Tiling is off for this generation: it does not combine with torch.compile "
+                          "(--no-compile to use it).")
+        return "off"
+    return prep.request.tiling
 
 
 def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager: ModelManager) -> Conditioner:
@@ -259,7 +270,7 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
     if request.mode != "txt2img" and request.strength == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height,
-                           seeds[0]), feature_cache(pipe.unet, setup.cache_every):
+                           seeds[0]), feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler
 
 

@@ -64,6 +64,22 @@ class Side(Number):
         return side
 
 
+@dataclass(frozen=True)
+class Edges(Choice):
+    """Which edges a picture continues across; a bool (A1111's `tiling`) is both or none."""
+
+    def parse(self, f, value, ctx):
+        if isinstance(value, bool):
+            return "both" if value else "off"
+        return super().parse(f, value, ctx)
+
+
+def _tiling(text: str) -> str | None:
+    """A1111 writes `Tiling: True`; the studio also x or y for one axis."""
+    value = {"true": "both", "false": "off"}.get(text.strip().lower(), text.strip().lower())
+    return value if value in ("off", "x", "y", "both") else None
+
+
 SEED = Number(0, MAX_SEED, integer=True, unset=-1, box=True)
 FRACTION = Number(0.0, 1.0, step=0.01)
 
@@ -145,6 +161,11 @@ class GenerationRequest:
         "Feature cache", caption="Feature cache (DeepCache)", group="addons", axis=True, rest="feature_cache",
         help="0 = off; N = the full UNet every N-th step, the deep features reused in between: faster, a little "
              "less faithful", infotext=Infotext("Feature cache"))   # studio/generation/deepcache.py
+    tiling: str = declare("off", Edges(options=(("off", "off"), ("x", "left-right"), ("y", "top-bottom"),
+                                                ("both", "both")), radio=True), "Tiling",
+                          help="a seamless texture: the picture continues across these edges", group="addons",
+                          axis=True, rest="tiling", infotext=Infotext("Tiling", show=lambda v: "True" if v == "both" else v,
+                                                                      read=_tiling))   # studio/generation/tiling.py
     variation_seed: int = declare(-1, SEED, "Variation seed", caption="Variation seed (-1 = random)", tabs=("txt2img",),
                                   group="variation", axis=True, rest="subseed",
                                   infotext=Infotext("Variation seed", write=False))   # A1111's subseed
