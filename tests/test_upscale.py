@@ -13,7 +13,7 @@ from studio.errors import InvalidRequest, StudioError
 from studio.outputs.pnginfo import read_info
 from studio.serving.sequence import Sequence
 from studio.upscale.hires import plan_hires, run_hires
-from studio.upscale.upscalers import run_tiled, target_size, upscale
+from studio.models.upscalers import run_tiled, target_size, upscale
 
 BASE = dict(prompt="a red circle", steps=3, seed=21, width=64, height=64)
 
@@ -211,7 +211,7 @@ def test_a_model_upscaler_file_runs_through_spandrels_loader(tmp_path, monkeypat
     from safetensors.torch import save_file
 
     from studio.models.library import ModelLibrary
-    from studio.upscale import upscalers
+    from studio.models import upscalers
 
     class ImageModelDescriptor:
         def __init__(self, scale):
@@ -253,3 +253,41 @@ def test_a_model_upscaler_file_runs_through_spandrels_loader(tmp_path, monkeypat
     assert np.array_equal(np.asarray(eight), np.asarray(image).repeat(8, axis=0).repeat(8, axis=1))
     odd = upscale(image, (500, 70), "4x-fake.pth", library)                  # one pass, then Lanczos down
     assert odd.size == (500, 70)
+
+
+def test_an_upscale_is_a_job_of_the_fair_queue_for_its_user(studio, monkeypatch):
+    """Extras (the tab and the REST route) and the hires fix's picture upscaler submit an
+    UpscaleRequest to the dispatcher: it waits its turn among the generations, for its user."""
+    from studio.requests.upscale import UpscaleRequest
+    from studio.upscale.extras import read_settings, upscale_picture
+    seen = []
+    submit = studio.dispatcher.submit
+
+    def spy(request, **kw):
+        seen.append((type(request).__name__, kw.get("user"), kw.get("save", True)))
+        return submit(request, **kw)
+
+    monkeypatch.setattr(studio.dispatcher, "submit", spy)
+    done = upscale_picture(studio, noise(40, 30), read_settings(studio, "Nearest", 2), user="bob", session="b")
+    assert seen == [("UpscaleRequest", "bob", True)] and done.image.size == (80, 60) and done.path.is_file()
+    seen.clear()
+    result = run_hires(studio, {**BASE, "hires": True, "hires_scale": 2, "hires_steps": 2},
+                       Sequence(studio, user="ann", session="a"))
+    assert [k for k, _, _ in seen] == ["GenerationRequest", "UpscaleRequest", "GenerationRequest"]
+    assert seen[1] == ("UpscaleRequest", "ann", False) and len(result.images) == 1    # held, not saved
+    assert isinstance(UpscaleRequest(image=np.zeros((8, 8, 3), np.uint8), size=(16, 16), upscaler="Lanczos").model, str)
+
+
+def test_stop_is_heard_between_a_model_upscalers_tiles():
+    from studio.errors import GenerationStopped
+    calls = []
+
+    def stop_after_two():
+        calls.append(1)
+        if len(calls) > 2:
+            raise GenerationStopped("Stopped while upscaling.")
+
+    with pytest.raises(GenerationStopped):
+        run_tiled(lambda tile: tile.repeat_interleave(2, -1).repeat_interleave(2, -2), 2, noise(200, 200),
+                  tile=64, overlap=8, between_tiles=stop_after_two)
+    assert len(calls) == 3        # 16 tiles, stopped at the third

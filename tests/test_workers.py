@@ -144,6 +144,20 @@ def test_the_memory_mode_reaches_the_workers(backend, reference):
     assert np.array_equal(_pixels(after.images[0]), _pixels(reference.local.run(_request(reference)).images[0]))
 
 
+def test_an_upscale_runs_where_the_generations_run_and_is_saved_here(backend, reference):
+    """Extras' upscale is a job like a generation: on a replica when Ray serves, the picture
+    streamed back and saved by this process as NNNNN-upscale.png, the same bits as in-process."""
+    from PIL import Image
+    from studio.upscale.extras import read_settings, upscale_picture
+    source = Image.fromarray(np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    got = upscale_picture(backend, source, read_settings(backend, "Lanczos", 2), user="ann")
+    want = upscale_picture(reference, source, read_settings(reference, "Lanczos", 2), user="ann")
+    assert got.path.name.endswith("-upscale.png") and np.array_equal(np.asarray(got.image), np.asarray(want.image))
+    assert got.parameters == want.parameters
+    if backend.backend is not backend.local:
+        assert read_metadata(got.path)[1]["provenance"]["worker"]
+
+
 def test_stop_mid_run_and_skip_a_batch(backend):
     job = backend.submit(_request(backend, steps=150, batch_count=3), user="ann", session="s1")
     for update in job.updates():

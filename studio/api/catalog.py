@@ -19,7 +19,7 @@ from studio.samplers import A1111_ALIASES, A1111_DEFAULT_SCHEDULE, SCHEDULERS
 from studio.models.hashes import known_model_sha256, model_sha256
 from studio.models.library import EMBEDDED
 from studio.models.sources import STUDENT, STUDENT_FOLDER
-from studio.upscale.upscalers import upscaler_names
+from studio.models.upscalers import upscaler_names
 from studio.requests import CLIP_SKIP_RANGE
 from studio.serving.studio import Studio
 

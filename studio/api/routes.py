@@ -145,8 +145,9 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         return {"info": info.infotext, "items": info.items, "parameters": info.a1111_parameters()}
 
     @router.post("/extra-single-image")
-    def extra_single_image(body: ExtrasSingleBody) -> dict:
-        done = upscale_picture(studio, convert.decode_image("image", body.image), convert.extras_settings(body, studio))
+    def extra_single_image(body: ExtrasSingleBody, caller: Caller = who) -> dict:
+        done = upscale_picture(studio, convert.decode_image("image", body.image), convert.extras_settings(body, studio),
+                               user=caller.user, session=caller.session)
         return {"html_info": html.escape(done.parameters).replace("\n", "<br>"),
                 "image": base64.b64encode(done.path.read_bytes()).decode("ascii")}
 

@@ -25,15 +25,20 @@ from studio.models.picker import ModelPicker
 from studio.outputs.folder import HeldPictures, OutputFolder
 from studio.prompts.presets import Presets, load_presets
 from studio.requests import GenerationRequest, GenerationResult
+from studio.requests.upscale import UpscaleRequest
 
 log = logging.getLogger(__name__)
+
+
+# what a job is: a generation, or a picture to upscale (each a plain-data request)
+Request = GenerationRequest | UpscaleRequest
 
 
 class Backend(Protocol):
     """Runs one job at a time per slot; the dispatcher decides which job goes next."""
     slots: int
 
-    def run(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
+    def run(self, request: Request, on_step=None, should_stop=None, on_preview=None,
             should_skip=None, save: bool = True, preview_every_s: float = 0.0,
             waited_s: float = 0.0) -> GenerationResult:
         """Run `request` now; progress, previews, Stop and Skip through the hooks; pictures saved
@@ -78,20 +83,23 @@ class InProcess:
                        settings.content_filter == "on" or (settings.content_filter == "auto" and settings.share),
                        settings.presets / "blocklist.txt", settings.models_dir / "safety-checker"))
 
-    def run(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
+    def run(self, request: Request, on_step=None, should_stop=None, on_preview=None,
             should_skip=None, save: bool = True, preview_every_s: float = 0.0, waited_s: float = 0.0,
             outputs=None) -> GenerationResult:
-        """Run one request now, on this thread. A request that names a model runs on it (switching
+        """Run one job now, on this thread. A request that names a model runs on it (switching
         first if another user switched since it was queued). With `save=False` (a live picture)
         the pictures are held, not written (their `path` is None); `outputs` (a Ray replica's)
         takes them instead of the folder. The job's preview rate and wait are a remote backend's
         business (the dispatcher's Job paces previews here)."""
+        if outputs is None:
+            outputs = self.outputs if save else HeldPictures()
+        if isinstance(request, UpscaleRequest):
+            from studio.generation.upscale import upscale_job
+            return upscale_job(request, self.manager, self.library, outputs, should_stop)
         from studio.generation.engine import generate
 
         if request.model:
             self.picker.select(request.model)
-        if outputs is None:
-            outputs = self.outputs if save else HeldPictures()
         return generate(request, self.manager, outputs, self.presets,
                         on_step=on_step, on_preview=on_preview, should_stop=should_stop,
                         should_skip=should_skip, library=self.library,

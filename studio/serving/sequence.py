@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from studio.requests import GenerationRequest, GenerationResult
+from studio.requests import GenerationResult
+from studio.serving.backend import Request
 from studio.serving.dispatcher import Job, Update
 
 
@@ -27,14 +28,15 @@ class Sequence:
     def stopped(self) -> bool:
         return self.studio.dispatcher.stopped_since(self.session, self.started)
 
-    def run(self, request: GenerationRequest,
-            on_update: Callable[[Update], None] | None = None) -> GenerationResult | None:
-        """Submit one request, wait for it (updates to `on_update`) and return its result; None
-        without submitting when the run was stopped. Raises what the job raised."""
+    def run(self, request: Request, on_update: Callable[[Update], None] | None = None,
+            save: bool | None = None) -> GenerationResult | None:
+        """Submit one request (a generation or an upscale), wait for it (updates to `on_update`)
+        and return its result; None without submitting when the run was stopped. Raises what the
+        job raised. `save`: this job's pictures saved or held, if not as the run's."""
         if self.stopped:
             return None
         job = self.studio.submit(request, user=self.user, session=self.session,
-                                 preview_every_s=self.preview_every_s, save=self.save)
+                                 preview_every_s=self.preview_every_s, save=self.save if save is None else save)
         if self.on_submit is not None:
             self.on_submit(job)
         try:

@@ -7,6 +7,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.serving.studio import Studio
+from studio.ui.jobs import dispatched, who
 from studio.upscale.extras import NONE, SCALE_RANGE, read_settings, upscale_picture
 from studio.ui.form import upscaler_choices
 
@@ -38,14 +39,15 @@ def build(studio: Studio) -> gr.Image:
             info = gr.Textbox(label="Parameters", lines=4, interactive=False, elem_id="extras-info")
 
     def upscale(image, upscaler="Lanczos", scale=2.0, width=0, height=0, crop=False, second=NONE,
-                second_visibility=0.0):
+                second_visibility=0.0, request: gr.Request = None):
         """Upscale a picture by `scale` (or to width x height) with an upscaler from /upscalers;
         returns the saved PNG and its parameters."""
         if not image:
             raise gr.Error("Add a picture first.")
         try:
+            user, session = who(request)
             done = upscale_picture(studio, image, read_settings(studio, upscaler, scale, width, height, crop,
-                                                                second, second_visibility))
+                                                                second, second_visibility), user=user, session=session)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         return str(done.path), done.parameters
@@ -55,5 +57,5 @@ def build(studio: Studio) -> gr.Image:
                                                       + upscaler_choices(studio, rescan=True)),
                        None, dropdown, api_visibility="private", queue=False)
     run.click(upscale, [picture, upscaler, scale, width, height, crop, second, visibility], [result, info],
-              api_name="upscale", concurrency_id="gpu", concurrency_limit=1)
+              api_name="upscale", **dispatched(studio))
     return picture

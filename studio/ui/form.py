@@ -20,7 +20,7 @@ from studio.requests import request_fields
 from studio.requests.hires import LATENT, hires_fields
 from studio.samplers import scheduler_names
 from studio.serving.studio import Studio
-from studio.upscale.upscalers import BUILT_IN
+from studio.models.upscalers import BUILT_IN
 
 # How a tab lays out the groups of its fields, in this order: (group, container, elem_id suffix).
 # "column": one under another; "row": side by side; any other text: a closed accordion of that title.

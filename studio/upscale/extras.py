@@ -1,6 +1,7 @@
 """Upscaling a picture on its own (A1111's Extras): by a factor or to a size, optionally blended
 with a second upscaler, saved as NNNNN-upscale.png with the source's parameters kept and A1111's
-`Postprocess` keys added, like A1111 writes them."""
+`Postprocess` keys added, like A1111 writes them. The upscale is a job of the dispatcher (an
+UpscaleRequest), so it waits its turn and runs where the generations run."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from studio.errors import InvalidRequest
+from studio.errors import GenerationStopped, InvalidRequest
 from studio.inputs import load_image
 from studio.outputs.metadata import PARAMETERS_KEY, format_parameters, parse_parameters, strict_json
 from studio.fields import bounded, in_range, number
-from studio.upscale.upscalers import target_size, upscale, upscaler_names
+from studio.models.upscalers import target_size, upscaler_names
+from studio.requests.parsers import array
+from studio.requests.upscale import NONE, UpscaleRequest
 
 SCALE_RANGE = (1.0, 8.0)
-NONE = "None"
 
 
 @dataclass
@@ -60,8 +62,10 @@ def read_settings(studio, upscaler: Any, scale: Any = 2.0, width: Any = 0, heigh
     return UpscaleSettings(upscaler, value, width, height, bool(crop), second, visibility)
 
 
-def upscale_picture(studio, picture: Any, settings: UpscaleSettings) -> Upscaled:
-    """Upscale, then save (the metadata first read from the source) and return what was saved."""
+def upscale_picture(studio, picture: Any, settings: UpscaleSettings, *, user: str = "local",
+                    session: str | None = None) -> Upscaled:
+    """Upscale (a job in the dispatcher's queue, for `user`), saved with the source's metadata
+    first read from it; returns what was saved."""
     source = load_image("Picture", picture, mode="keep")
     parameters = source.info.get(PARAMETERS_KEY) if isinstance(source.info.get(PARAMETERS_KEY), str) else ""
     rgb = source.convert("RGB")
@@ -69,31 +73,15 @@ def upscale_picture(studio, picture: Any, settings: UpscaleSettings) -> Upscaled
     if size[0] * size[1] > studio.limits.max_pixels * 4:
         raise InvalidRequest(f"{size[0]}x{size[1]} is more than this studio upscales to "
                              f"({studio.limits.max_pixels * 4:,} pixels).")
-    result = _run(studio, rgb, size, settings)
     text, data = _record(rgb, parameters, size, settings)
-    path = studio.outputs.save(result, text, data, seed=0, kind="upscale")
-    return Upscaled(path, result, text, data)
-
-
-def _run(studio, image: Image.Image, size: tuple[int, int], s: UpscaleSettings) -> Image.Image:
-    drawn = _fill(image, size) if s.crop and s.scale is None else size
-
-    def one(name: str) -> Image.Image:
-        out = image if name == NONE else upscale(image, drawn, name, studio.library, studio.manager)
-        return out if out.size == drawn else out.resize(drawn, Image.LANCZOS)
-
-    result = one(s.upscaler)
-    if s.second != NONE and s.second_visibility > 0:
-        result = Image.blend(result, one(s.second), s.second_visibility)
-    if drawn != size:
-        result = ImageOps.fit(result, size, Image.LANCZOS)       # the centre, cut to the asked size
-    return result
-
-
-def _fill(image: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
-    """The size that covers `size` with the image's aspect ratio (cropped afterwards)."""
-    ratio = max(size[0] / image.width, size[1] / image.height)
-    return max(size[0], round(image.width * ratio)), max(size[1], round(image.height * ratio))
+    request = UpscaleRequest(image=array(rgb), size=size, upscaler=settings.upscaler, second=settings.second,
+                             second_visibility=settings.second_visibility,
+                             crop=settings.crop and settings.scale is None, parameters=text, data=data)
+    result = studio.submit(request, user=user, session=session).result()
+    if result.stopped or not result.images:
+        raise GenerationStopped("Stopped before the picture was upscaled.")
+    done = result.images[0]
+    return Upscaled(done.path, done.image, done.parameters, done.data)
 
 
 def _record(source: Image.Image, parameters: str, size: tuple[int, int], s: UpscaleSettings) -> tuple[str, dict]:

@@ -19,7 +19,9 @@ from studio.errors import InvalidRequest, StudioError
 from studio.requests import GeneratedImage, GenerationRequest
 from studio.requests.hires import FIELDS, LATENT, Hires, take_hires
 from studio.serving.sequence import Sequence
-from studio.upscale.upscalers import upscale, upscaler_names
+from studio.models.upscalers import upscaler_names
+from studio.requests.parsers import array
+from studio.requests.upscale import UpscaleRequest
 
 
 @dataclass
@@ -54,12 +56,15 @@ def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image
     return studio.make_request("img2img", image=image, **fields)
 
 
-def upscaled(studio, picture: GeneratedImage, hires: Hires) -> tuple[Image.Image, np.ndarray | None]:
-    """The first-pass picture at the second pass's size; with a latent upscaler also its latents
-    resized (the picture then only stands for them in the record)."""
+def upscaled(picture: GeneratedImage, hires: Hires, sequence: Sequence) -> tuple[Image.Image | None, np.ndarray | None]:
+    """The first-pass picture at the second pass's size (an upscale job of the run, held, not
+    saved: None when the run was stopped); with a latent upscaler also its latents resized (the
+    picture then only stands for them in the record)."""
     size = bigger(picture.image.size, hires.scale)
     if not hires.latent:
-        return upscale(picture.image, size, hires.upscaler, studio.library, studio.manager), None
+        done = sequence.run(UpscaleRequest(image=array(picture.image.convert("RGB")), size=size,
+                                           upscaler=hires.upscaler), save=False)
+        return (None if done is None or done.stopped else done.images[0].image), None
     import torch
     import torch.nn.functional as F
 
@@ -99,8 +104,9 @@ def run_hires(studio, raw: dict, sequence: Sequence,
     for n, picture in enumerate(made.images):
         say(0.5 + n / len(made.images) / 2, f"Upscaling picture {n + 1} ({hires.upscaler})")
         try:
-            image, latents = upscaled(studio, picture, hires)
-            done = sequence.run(second_pass(studio, raw, first, hires, image, picture.seed, latents), lambda u, n=n: (
+            image, latents = upscaled(picture, hires, sequence)
+            second = None if image is None else second_pass(studio, raw, first, hires, image, picture.seed, latents)
+            done = None if second is None else sequence.run(second, lambda u, n=n: (
                 u.kind == "progress" and say(0.5 + (n + u.done / u.total) / len(made.images) / 2,
                                              f"Hires pass {n + 1}: step {u.done}/{u.total}")))
         except StudioError as exc:

@@ -235,9 +235,9 @@ class RayBackend:
 
     def _keep(self, event: tuple, got: Attempt, save: bool, waited_s: float) -> GeneratedImage:
         """A finished picture: saved now (unless the caller holds it), with its provenance."""
-        _, image, parameters, data, seed = event
+        _, image, parameters, data, seed, kind = event
         data = {**data, "provenance": provenance(got, waited_s)}
-        path = self.local.outputs.save(image, parameters, data, seed=seed) if save else None
+        path = self.local.outputs.save(image, parameters, data, seed=seed, kind=kind) if save else None
         return GeneratedImage(path=path, image=image, seed=seed, parameters=parameters, data=data)
 
     def _result(self, request: GenerationRequest, got: Attempt, note: str = "") -> GenerationResult:

@@ -5,7 +5,7 @@ Imported only by the Ray backend (it imports Ray). Each event a worker yields is
     ("placed", state)                      its model and memory mode for this job
     ("progress", done, total)              denoising steps
     ("preview", picture)                   a PIL image, at most one per preview_every_s
-    ("picture", image, parameters, data, seed)   a finished picture and its metadata, unsaved
+    ("picture", image, parameters, data, seed, kind)   a finished picture and its metadata, unsaved
     ("done", seed, stopped, notes, latents)      the end (latents: per picture, or None)
     ("error", error class name, message)   a StudioError (by name) or another failure
 """
@@ -60,7 +60,7 @@ class Streamed:
         self._put = put
 
     def save(self, image, parameters: str, data: dict[str, Any], *, seed: int, kind: str | None = None) -> None:
-        self._put(("picture", image, parameters, data, seed))
+        self._put(("picture", image, parameters, data, seed, kind))
         return None
 
 

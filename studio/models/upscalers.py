@@ -4,7 +4,8 @@ big picture fits in memory.
 
 Model files are read as state dicts only (.safetensors, or .pth through torch's weights-only
 unpickler); spandrel recognises the architecture from the tensors. The model runs under the model
-manager's lock, so it never shares the GPU with a generation in progress.
+manager's lock, so it never shares the GPU with a generation in progress; callers reach it as a
+job of the dispatcher (an UpscaleRequest: studio/generation/upscale.py), never on their own thread.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def target_size(image: Image.Image, scale: float | None, width: int | None, heig
     return width, height
 
 
-def upscale(image: Image.Image, size: tuple[int, int], name: str, library=None, manager=None) -> Image.Image:
-    """`image` at exactly `size`, with the upscaler called `name`."""
+def upscale(image: Image.Image, size: tuple[int, int], name: str, library=None, manager=None,
+            between_tiles: Callable[[], None] | None = None) -> Image.Image:
+    """`image` at exactly `size`, with the upscaler called `name` (`between_tiles` is called
+    before each tile of a model upscaler: a Stop raises there)."""
     image = image.convert("RGB")
     if name in BUILT_IN:
         return image.resize(size, BUILT_IN[name])
@@ -57,7 +60,7 @@ def upscale(image: Image.Image, size: tuple[int, int], name: str, library=None, 
         for _ in range(MAX_PASSES):
             if image.width >= size[0] and image.height >= size[1]:
                 break
-            image = run_tiled(model.run, model.scale, image)
+            image = run_tiled(model.run, model.scale, image, between_tiles=between_tiles)
     return image.resize(size, Image.LANCZOS) if image.size != size else image
 
 
@@ -109,7 +112,8 @@ def _read(path: Path, device: str) -> ModelUpscaler:
     return ModelUpscaler(int(descriptor.scale), run)
 
 
-def run_tiled(run: Callable, scale: int, image: Image.Image, tile: int = TILE, overlap: int = OVERLAP) -> Image.Image:
+def run_tiled(run: Callable, scale: int, image: Image.Image, tile: int = TILE, overlap: int = OVERLAP,
+              between_tiles: Callable[[], None] | None = None) -> Image.Image:
     """A model over `image` in overlapping tiles (each at most tile x tile input pixels); where
     tiles overlap their outputs are averaged, so the seams do not show."""
     import torch
@@ -120,6 +124,8 @@ def run_tiled(run: Callable, scale: int, image: Image.Image, tile: int = TILE, o
     weight = torch.zeros(1, 1, h * scale, w * scale)
     for top in _starts(h, tile, overlap):
         for left in _starts(w, tile, overlap):
+            if between_tiles is not None:
+                between_tiles()
             bottom, right = min(top + tile, h), min(left + tile, w)
             up = run(pixels[:, :, top:bottom, left:right])
             region = (slice(None), slice(None), slice(top * scale, bottom * scale), slice(left * scale, right * scale))
