@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     print(f"Model: {info.name} ({info.family}, {info.native_size}px){' - ' + info.notice if info.notice else ''}")
-    stale = studio.outputs.remove_stale()
+    stale = studio.remove_stale_outputs()
     if stale:
         print(f"Removed {stale} unfinished temporary file(s) from {settings.outputs} (an earlier crash)")
 
     if settings.share and not settings.auth:
         print(SHARE_WARNING, file=sys.stderr)
-    if studio.content_filter.enabled or settings.share:
-        print(studio.content_filter.status().capitalize())
+    if studio.safety_on() or settings.share:
+        print(studio.safety_status().capitalize())
     demo = build_ui(studio, TrainingJobs.from_settings(settings))
     demo.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     # The REST routes are made part of Gradio's app when it is created: they come before its routes.

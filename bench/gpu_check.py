@@ -229,7 +229,7 @@ def stage_correctness(p: dict, out: Path) -> dict:
             if tab != "inpaint":        # the studio's inpaint pastes back and blurs: not plain's
                 row["psnr_vs_plain_diffusers"] = psnr(pictures[tab], plain_picture(name, tab, size, p["steps"], plain))
             rows.append(row)
-        eager.manager.unload()
+        eager.local.manager.unload()
         plain.clear()
         free_device_memory()
         # the dry run takes the same path with compilation off: inductor's cold compile costs ~160 s
@@ -241,8 +241,8 @@ def stage_correctness(p: dict, out: Path) -> dict:
             image = picture(compiled, tab, tab_fields(tab, size, p["steps"], name)).images[0].image
             row = next(r for r in rows if r["model"] == name and r["tab"] == tab)
             row.update(compiled_first_s=round(time.perf_counter() - began, 1),
-                       psnr_compiled_vs_eager=psnr(image, pictures[tab]), fast_path=compiled.manager.fast.describe())
-        compiled.manager.unload()
+                       psnr_compiled_vs_eager=psnr(image, pictures[tab]), fast_path=compiled.local.manager.fast.describe())
+        compiled.local.manager.unload()
         free_device_memory()
     return {"rows": rows, "psnr_note": "None = identical pictures"}
 
@@ -271,9 +271,9 @@ def stage_memory(p: dict, out: Path) -> dict:
             studio = make_studio(name, out, f"memory-{mode}", memory=mode, compile=False)
             began = time.perf_counter()
             picture(studio, "txt2img", tab_fields("txt2img", size, 4, name))
-            rows.append({"model": name, "size": size, "mode": mode, "in_use": studio.manager.memory_in_use,
+            rows.append({"model": name, "size": size, "mode": mode, "in_use": studio.local.manager.memory_in_use,
                          "peak_gib": peak_gib(), "seconds_4_steps": round(time.perf_counter() - began, 2)})
-            studio.manager.unload()
+            studio.local.manager.unload()
             del studio
             free_device_memory()
     return {"rows": rows, "oom_retry": oom_retry(p, out)}
@@ -283,9 +283,9 @@ def oom_retry(p: dict, out: Path) -> dict:
     """The test hook raises CUDA's OutOfMemoryError once in the loop: the picture must still come."""
     name, size = p["memory_models"][0]
     studio = make_studio(name, out, "oom", memory="none", compile=False)
-    studio.manager.inject_oom = 1
+    studio.local.manager.inject_oom = 1
     result = picture(studio, "txt2img", tab_fields("txt2img", size, 4, name))
-    return {"pictures": len(result.images), "notes": result.notes, "memory_after": studio.manager.memory_in_use}
+    return {"pictures": len(result.images), "notes": result.notes, "memory_after": studio.local.manager.memory_in_use}
 
 
 def stage_live(p: dict, out: Path) -> dict:
@@ -363,7 +363,7 @@ def stage_profile(p: dict, out: Path) -> dict:
     from torch.profiler import ProfilerActivity, profile
     name, size = p["profile_model"]
     studio = make_studio(name, out, "profile", fast="on", compile=False)
-    unet, dev = studio.manager.base().unet, device()
+    unet, dev = studio.local.manager.base().unet, device()
     x = torch.randn(2, unet.config.in_channels, size // 8, size // 8, device=dev, dtype=unet.dtype)
     x = x.to(memory_format=torch.channels_last)
     ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=unet.dtype)

@@ -220,7 +220,7 @@ def child(case: str, path: str, steps: int | None, repeats: int, out: Path, cach
             build_scheduler(name, manager.base().scheduler.config, seed=0)
         record["switch_sampler_ms"] = (time.perf_counter() - t) * 1000 / len(SCHEDULERS)
         t = time.perf_counter()
-        studio.presets.resolve(prompt, "", ["bad hands"], None)
+        studio.local.presets.resolve(prompt, "", ["bad hands"], None)
         record["switch_preset_ms"] = (time.perf_counter() - t) * 1000
         record["weights_reloaded"] = manager.loads - loads
         record["fast_path"] = manager.fast.describe()

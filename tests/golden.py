@@ -74,7 +74,7 @@ def _cases(studio) -> dict[str, list]:
     base = dict(prompt="a blue triangle on a red background", steps=2, seed=9, variation_seed=10)
     plot = make_xyz_plot(studio, base, [("CFG scale", "3, 9"), ("Sampler", "Euler, DPM++ 2M"), (None, "")], "txt2img")
     result = run_plot(plot, Sequence(studio, **USER))
-    grid = save_grid(result, studio.outputs)
+    grid = save_grid(result, studio)
     out["plot"] = [result.images[key] for key in sorted(result.images)]
     out["plot_grid"] = [Image.open(grid)]
     hires = run_hires(studio, dict(prompt="an orange heart on a grey background", steps=3, seed=13, hires=True,

@@ -41,7 +41,7 @@ def studio(models_dir, tmp_path_factory):
 
 
 def run(studio, **kw):
-    lib = studio.library.names()
+    lib = studio.local.library.names()
     req = make_request(known_loras=lib["loras"], known_vaes=lib["vae"],
                        **{"prompt": "a red circle", "seed": 7, "steps": 2, "width": 64, "height": 64, **kw})
     return studio.local.run(req).images[0]
@@ -71,7 +71,7 @@ def test_lora_changes_the_image_and_removing_it_restores_the_base_exactly(studio
 
 
 def test_lora_names_and_weights_are_checked_at_the_boundary(studio):
-    lib = studio.library.names()
+    lib = studio.local.library.names()
     for loras, message in [([["missing.safetensors", 1]], "Unknown LoRA"),
                            ([["ink.safetensors", float("nan")]], "finite"),
                            ([["ink.safetensors", 9]], "between"),
@@ -126,7 +126,7 @@ def test_vae_file_changes_the_decode_and_automatic_restores_it(studio):
             kw["mask"] = warm.image.convert("L").point(lambda v: 255)
         run(studio, **kw)
     assert np.array_equal(px(run(studio)), base)
-    assert studio.manager.loads == 1
+    assert studio.local.manager.loads == 1
 
 
 def test_clip_skip(studio):
@@ -149,5 +149,5 @@ def test_embedding_named_in_a_negative_preset(models_dir, tmp_path):
     s.select_model("sd1.safetensors")
     preset = run(s, negative_presets=["hands embedding"])
     assert read_metadata(preset.path)[1]["embeddings"][0]["name"] == "shiny-thing"
-    tokenizer = s.manager.base().tokenizer
+    tokenizer = s.local.manager.base().tokenizer
     assert "shiny-thing" in tokenizer.get_vocab()   # the preset's word is now the embedding's token

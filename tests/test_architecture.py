@@ -163,6 +163,22 @@ def test_a_planted_cycle_is_found(tmp_path):
                for c in cycles({m: imports(m, p, modules) for m, p in modules.items()}))
 
 
+def test_callers_ask_the_studio_and_do_not_reach_into_it():
+    """Tabs, the APIs and the tools ask the Studio (models, names, submit, stop, save...); its
+    parts (`local`), its dispatcher and its backend are the serving floor's. The LoRA trainer
+    trains the very weights its own in-process studio draws samples with: it alone holds them."""
+    import re
+    reach = re.compile(r"\bstudio\.(local|dispatcher|backend|manager|library|outputs|presets|content_filter)\b"
+                       r"(?!\.(metadata|pnginfo|folder|index)\b)")
+    allowed = {STUDIO / "finetune" / "trainer.py"}
+    for path in STUDIO.rglob("*.py"):
+        if path.parent.name in ("serving", "workers") or path in allowed:
+            continue
+        found = [line.strip() for line in path.read_text().splitlines()
+                 if reach.search(line) and not re.match(r"\s*(from|import)\s", line)]
+        assert found == [], f"{path.relative_to(ROOT)} reaches into the Studio: {found}"
+
+
 def test_the_ui_the_rest_api_the_plots_and_the_dispatcher_import_no_torch_or_diffusers():
     code = ("import sys, studio.ui, studio.serving.studio, studio.serving.dispatcher, studio.requests, "
             "studio.api.routes, studio.outputs.pnginfo, studio.plots.plot, studio.serving.sequence, "

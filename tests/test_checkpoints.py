@@ -89,7 +89,7 @@ def test_every_tab_generates_from_a_single_file_or_a_folder(files, family, form,
         assert result.path.is_file() and result.image.size == (64, 64)
     outside = np.asarray(inpaint.image)[mask == 0]
     assert np.array_equal(outside, np.asarray(first.image)[mask == 0])
-    assert studio.manager.loads == 1
+    assert studio.local.manager.loads == 1
 
 
 def test_inpainting_file_is_for_the_inpaint_tab(files, tmp_path):

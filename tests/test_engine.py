@@ -79,21 +79,21 @@ def test_every_scheduler_builds_and_generates(studio, name):
 
 
 def test_scheduler_table_matches_the_model_compatibles(studio):
-    compatible = {c.__name__ for c in studio.manager.base().scheduler.compatibles}
+    compatible = {c.__name__ for c in studio.local.manager.base().scheduler.compatibles}
     # LCM and TCD (few-step samplers) are not listed by diffusers but build with from_config and
     # generate (test_every_scheduler_builds_and_generates); all others must be.
     assert {s.cls for s in SCHEDULERS.values()} - {"LCMScheduler", "TCDScheduler"} <= compatible
 
 
 def test_scheduler_is_per_request_not_shared(studio):
-    shared = studio.manager.pipeline("txt2img")
+    shared = studio.local.manager.pipeline("txt2img")
     before = type(shared.scheduler).__name__
     run(studio, prompt="x", seed=1, steps=2, scheduler="Heun")
     assert type(shared.scheduler).__name__ == before
 
 
 def test_negative_preset_reaches_the_text_encoder(studio):
-    pipe = studio.manager.base()
+    pipe = studio.local.manager.base()
     seen: list[str] = []
     hook = pipe.text_encoder.register_forward_pre_hook(
         lambda module, args, kwargs=None: seen.extend(pipe.tokenizer.batch_decode(args[0])),
@@ -102,7 +102,7 @@ def test_negative_preset_reaches_the_text_encoder(studio):
         result = run(studio, prompt="a hand", seed=5, steps=2, negative_presets=["bad hands"])
     finally:
         hook.remove()
-    terms = studio.presets.negatives["bad hands"].terms
+    terms = studio.local.presets.negatives["bad hands"].terms
     assert any(terms.split(",")[0] in text for text in seen), seen
     assert terms in result.images[0].data["negative_prompt"]
     plain = run(studio, prompt="a hand", seed=5, steps=2).images[0].image
@@ -111,7 +111,7 @@ def test_negative_preset_reaches_the_text_encoder(studio):
 
 def test_style_template_wraps_the_prompt(studio):
     result = run(studio, prompt="a lighthouse", seed=5, steps=2, style="Watercolor")
-    expected = studio.presets.styles["Watercolor"].apply("a lighthouse")
+    expected = studio.local.presets.styles["Watercolor"].apply("a lighthouse")
     assert result.images[0].data["prompt"] == expected
     assert result.images[0].data["request"]["prompt"] == "a lighthouse"
 
@@ -173,8 +173,8 @@ def test_inpaint_model_with_9_channels_is_used_by_inpaint_only(tiny_inpaint_mode
     image, mask = _image_and_mask((64, 64), (16, 16, 48, 48))
     result = s.local.run(make_request(mode="inpaint", image=image, mask=mask, prompt="x", seed=1,
                                 steps=3, mask_blur=0))
-    assert type(s.manager.pipeline("inpaint")).__name__ == "StableDiffusionInpaintPipeline"
-    assert s.manager.pipeline("inpaint").unet.config.in_channels == 9
+    assert type(s.local.manager.pipeline("inpaint")).__name__ == "StableDiffusionInpaintPipeline"
+    assert s.local.manager.pipeline("inpaint").unet.config.in_channels == 9
     out = pixels(result.images[0].image)
     outside = np.asarray(mask) == 0
     assert np.array_equal(out[outside], pixels(image)[outside])

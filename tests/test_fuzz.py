@@ -107,7 +107,7 @@ def _small(req):
 
 
 def test_engine_cases_end_in_an_image_or_a_message(studio, files):
-    outputs = studio.outputs.root
+    outputs = studio.local.outputs.root
     accepted = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None,

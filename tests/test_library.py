@@ -53,7 +53,7 @@ def test_names_outside_the_list_are_refused(models_dir, tmp_path, name):
         return
     with pytest.raises(InvalidRequest):
         studio.select_model(name)
-    assert studio.manager.source == ""
+    assert studio.local.manager.source == ""
 
 
 def test_switching_models_by_name(models_dir, tmp_path):
@@ -66,9 +66,9 @@ def test_switching_models_by_name(models_dir, tmp_path):
         assert info.family == family and studio.current_choice() == name
         image = studio.local.run(req).images[0]
         assert read_metadata(image.path)[1]["model"]["name"] == info.name
-    assert studio.manager.loads == 3
+    assert studio.local.manager.loads == 3
     studio.select_model(EMBEDDED)
-    assert studio.manager.source == "" and not studio.manager.loaded
+    assert studio.local.manager.source == "" and not studio.local.manager.loaded
 
 
 def test_hub_id_not_in_the_cache_is_refused_at_once(models_dir, tmp_path, monkeypatch):

@@ -73,7 +73,7 @@ def test_live_off_cancels_without_a_stop_and_live_jobs_are_not_rate_limited():
 
 
 def test_a_live_picture_is_held_kept_with_its_metadata_and_equals_the_same_request(studio):
-    outputs = studio.outputs.root
+    outputs = studio.local.outputs.root
     before = set(outputs.rglob("*.png")) if outputs.exists() else set()
     req = make_request(prompt="a red circle", steps=3, seed=7, width=64, height=64)
     live = studio.live(req, user="ann", session="s-ann")
@@ -109,7 +109,7 @@ def test_the_student_is_a_model_of_its_own_with_few_step_defaults(embedded):
     assert embedded.current_choice() == STUDENT and info.name == STUDENT
     few = info.few_step
     assert (few.sampler, few.steps, few.guidance_embedded) == ("LCM", 4, True) and 3 <= few.cfg <= 9
-    assert embedded.manager.model_sha256() != teacher_hash
+    assert embedded.local.manager.model_sha256() != teacher_hash
     req = dict(prompt="a red circle on a blue background", scheduler=few.sampler, steps=few.steps,
                cfg_scale=few.cfg, seed=5)
     first = embedded.live(embedded.make_request("txt2img", **req), user="a", session="s").images[0]
@@ -119,9 +119,9 @@ def test_the_student_is_a_model_of_its_own_with_few_step_defaults(embedded):
     assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
     assert np.array_equal(np.asarray(first.image), np.asarray(inert.image))   # the negative has no effect
     assert f"Model: {STUDENT}" in first.parameters and "Sampler: LCM" in first.parameters
-    assert embedded.manager.pipeline("txt2img").unet.config.time_cond_proj_dim
+    assert embedded.local.manager.pipeline("txt2img").unet.config.time_cond_proj_dim
     embedded.select_model("")
-    assert embedded.model_info().few_step is None and embedded.manager.model_sha256() == teacher_hash
+    assert embedded.model_info().few_step is None and embedded.local.manager.model_sha256() == teacher_hash
 
 
 @student
@@ -142,7 +142,7 @@ def test_a_live_picture_follows_the_canvas_and_equals_the_same_request(studio, m
     equals what the same request makes when generated; nothing is written until Keep."""
     from PIL import Image
     from studio.ui.live import live_picture
-    outputs = studio.outputs.root
+    outputs = studio.local.outputs.root
     before = set(outputs.rglob("*.png")) if outputs.exists() else set()
     mask = {"mask": Image.new("L", (64, 64), 255)} if mode == "inpaint" else {}
     fields = dict(prompt="a red circle", steps=3, seed=7, width=64, height=64, strength=0.6, **mask)

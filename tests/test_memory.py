@@ -35,25 +35,25 @@ def run(studio, **kw):
 
 def test_low_memory_mode_keeps_the_image(fresh):
     plain = np.asarray(run(fresh).images[0].image, dtype=np.int16)
-    assert fresh.manager.memory_in_use == "none"
-    fresh.manager.set_memory("low")
-    assert fresh.manager.memory_in_use == "low" and fresh.manager.loads == 1
-    assert fresh.manager.base().vae.use_tiling and fresh.manager.base().vae.use_slicing
+    assert fresh.local.manager.memory_in_use == "none"
+    fresh.local.manager.set_memory("low")
+    assert fresh.local.manager.memory_in_use == "low" and fresh.local.manager.loads == 1
+    assert fresh.local.manager.base().vae.use_tiling and fresh.local.manager.base().vae.use_slicing
     low = np.asarray(run(fresh).images[0].image, dtype=np.int16)
     assert np.abs(low - plain).max() <= 2      # slicing changes float summation order only
     with pytest.raises(InvalidRequest, match="Unknown memory mode"):
-        fresh.manager.set_memory("turbo")
+        fresh.local.manager.set_memory("turbo")
 
 
 def test_oom_is_retried_with_savers_and_the_user_is_told(fresh):
-    fresh.manager.memory = "none"
-    fresh.manager.inject_oom = 1
+    fresh.local.manager.memory = "none"
+    fresh.local.manager.inject_oom = 1
     result = run(fresh)
     assert len(result.images) == 1 and result.images[0].path.is_file()
     assert any("Ran out of memory" in n for n in result.notes)
-    assert fresh.manager.memory_in_use == "low" and fresh.manager.inject_oom == 0
+    assert fresh.local.manager.memory_in_use == "low" and fresh.local.manager.inject_oom == 0
     # savers already on: a second OOM is a clear message, and the next request works
-    fresh.manager.inject_oom = 1
+    fresh.local.manager.inject_oom = 1
     with pytest.raises(StudioError, match="Out of memory at"):
         run(fresh)
     assert len(run(fresh).images) == 1
@@ -64,7 +64,7 @@ def test_low_memory_mode_works_on_the_embedded_model_whose_first_block_has_one_h
     a ZeroDivisionError in every picture (found by bench/gpu_check.py's dry run). One head a slice."""
     studio = Studio.from_settings(Settings(model="", outputs=tmp_path))
     plain = np.asarray(run(studio, width=64, height=64).images[0].image, dtype=np.int16)
-    studio.manager.set_memory("low")
+    studio.local.manager.set_memory("low")
     low = np.asarray(run(studio, width=64, height=64).images[0].image, dtype=np.int16)
     assert np.abs(low - plain).max() <= 2
 

@@ -158,7 +158,7 @@ def _generate(studio, **kw):
 def test_txt2img_reads_back_in_both_readers(studio, negative, scheduler, cfg):
     image = _generate(studio, prompt=PROMPT, negative_prompt=negative, seed=42, steps=3,
                       scheduler=scheduler, cfg_scale=cfg)
-    model_hash = studio.manager.model_hash()
+    model_hash = studio.local.manager.model_hash()
     check_image(image.path, prompt=PROMPT, negative=negative, steps=3, scheduler=scheduler, cfg=cfg,
                 seed=42, size=(64, 64), model=studio.model_info().name, model_hash=model_hash)
 
@@ -169,7 +169,7 @@ def test_img2img_reads_back_in_both_readers(studio):
                       seed=5, steps=3, strength=0.6, scheduler="DPM++ 2M Karras", cfg_scale=6.5)
     sp, _, _ = check_image(image.path, prompt=PROMPT, negative=NEGATIVE, steps=3,
                            scheduler="DPM++ 2M Karras", cfg=6.5, seed=5, size=(96, 64),
-                           model=studio.model_info().name, model_hash=studio.manager.model_hash())
+                           model=studio.model_info().name, model_hash=studio.local.manager.model_hash())
     assert sp["metadata"]["Denoising strength"] == "0.6"
 
 
@@ -182,7 +182,7 @@ def test_inpaint_reads_back_in_both_readers(studio):
                       only_masked_padding=8, scheduler="Euler", cfg_scale=7)
     sp, _, _ = check_image(image.path, prompt=PROMPT, negative="", steps=3, scheduler="Euler", cfg=7.0,
                            seed=6, size=(96, 64), model=studio.model_info().name,
-                           model_hash=studio.manager.model_hash())
+                           model_hash=studio.local.manager.model_hash())
     meta = sp["metadata"]
     assert (meta["Denoising strength"], meta["Mask blur"]) == ("0.75", "4")
     assert (meta["Inpaint area"], meta["Masked area padding"]) == ("Only masked", "8")
@@ -208,7 +208,7 @@ def addon_studio(tmp_path_factory):
 
 def test_lora_embedding_vae_and_clip_skip_read_back_in_both_readers(addon_studio):
     studio, root = addon_studio
-    lib = studio.library.names()
+    lib = studio.local.library.names()
     prompt = "a shiny-thing (red:1.2) circle, on blue"   # shiny-thing: the embedding
     image = studio.local.run(make_request(
         known_loras=lib["loras"], known_vaes=lib["vae"], prompt=prompt, negative_prompt=NEGATIVE,
@@ -219,7 +219,7 @@ def test_lora_embedding_vae_and_clip_skip_read_back_in_both_readers(addon_studio
     # The Model hash is A1111's (and Civitai's AutoV2): sha256 of the checkpoint file, 10 digits.
     checkpoint = root / "checkpoints" / "sd1.safetensors"
     file_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
-    assert studio.manager.model_hash() == file_hash
+    assert studio.local.manager.model_hash() == file_hash
     sp, pr, parameters = check_image(image.path, prompt=prompt, negative=NEGATIVE, steps=2,
                                      scheduler="DPM++ 2M Karras", cfg=7.0, seed=9, size=(64, 64),
                                      model="sd1", model_hash=file_hash)

@@ -107,7 +107,7 @@ def test_a_picture_without_metadata_and_broken_chunks():
 def test_the_studios_own_picture_restores_every_setting(studio):
     request = make_request(prompt="a blue {circle|square} __colors__", negative_prompt="red", steps=3,
                            seed=77, width=64, height=64, scheduler="Euler a", cfg_scale=5.5, clip_skip=2,
-                           negative_presets=["bad hands"], known_presets=studio.presets.negative_names())
+                           negative_presets=["bad hands"], known_presets=studio.local.presets.negative_names())
     result = studio.local.run(request)
     info = read_info(Image.open(result.images[0].path))
     assert info.source == "studio"

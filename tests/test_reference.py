@@ -88,7 +88,7 @@ def test_ip_adapter_with_local_weights(tiny_model, tmp_path):
     from tests.ldm_layout import write_ip_adapter
     s = Studio.from_settings(Settings(model=str(tiny_model), models_dir=tmp_path / "models",
                                       outputs=tmp_path / "out"))
-    write_ip_adapter(s.manager.base().unet, tmp_path / "models" / "ip-adapter")
+    write_ip_adapter(s.local.manager.base().unet, tmp_path / "models" / "ip-adapter")
     plain = px(s.local.run(make_request(prompt="a circle", seed=2, steps=3)))
     guided = s.local.run(make_request(prompt="a circle {image}", references=[("g", _green())], seed=2, steps=3,
                                 reference_method="ip-adapter", reference_strength=1.0))

@@ -80,7 +80,7 @@ def _body(value, rest: TestClient, studio: Studio):
     text = json.dumps(value)
     text = text.replace("INIT_IMAGE_DATA_URL", b64png(noisy(64), data_url=True))
     text = text.replace("MASK_DATA_URL", b64png(square_mask(), data_url=True))
-    text = text.replace("FIRST_STYLE", next(iter(studio.presets.styles)))
+    text = text.replace("FIRST_STYLE", next(iter(studio.local.presets.styles)))
     body = json.loads(text)
     if body == "CURRENT_MODEL_TITLE":
         return {"sd_model_checkpoint": _current_title(rest)}
@@ -148,7 +148,7 @@ def test_txt2img_answer_and_saved_picture(rest, own_studio):
     assert info["all_seeds"] == [9, 10] and info["sampler_name"] == "DPM++ 2M" and len(answer["images"]) == 2
     assert answer["parameters"]["scheduler"] == "karras" and answer["parameters"]["sampler_name"] == "DPM++ 2M"
     # the picture sent is the one saved, byte for byte, with its parameters chunk
-    saved = sorted(own_studio.outputs.root.rglob("*-9.png"))[-1]
+    saved = sorted(own_studio.local.outputs.root.rglob("*-9.png"))[-1]
     assert base64.b64decode(answer["images"][0]) == saved.read_bytes()
     assert decoded(answer["images"][0]).info["parameters"] == info["infotexts"][0]
 
@@ -197,7 +197,7 @@ def test_extra_single_image_upscales_and_saves(rest, own_studio):
     upscaled, as it was saved; face restoration is refused, not silently skipped."""
     answer = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy(), data_url=True),
                                                               "upscaler_1": "Lanczos", "upscaling_resize": 2}).json()
-    saved = sorted(own_studio.outputs.root.rglob("*-upscale.png"))[-1]
+    saved = sorted(own_studio.local.outputs.root.rglob("*-upscale.png"))[-1]
     assert decoded(answer["image"]).size == (128, 128) and base64.b64decode(answer["image"]) == saved.read_bytes()
     assert "Postprocess upscale by: 2" in answer["html_info"]
     answer = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy()), "resize_mode": 1,
@@ -456,7 +456,7 @@ def test_no_api_flag(tiny_model, tmp_path):
 
 def test_embeddings_and_loras_listed_after_a_refresh(own_studio, rest):
     from safetensors.numpy import save_file
-    root = own_studio.library.root
+    root = own_studio.local.library.root
     (root / "embeddings").mkdir(exist_ok=True)
     (root / "loras").mkdir(exist_ok=True)
     save_file({"emb_params": np.zeros((3, 768), np.float16)}, str(root / "embeddings" / "badhand.safetensors"))

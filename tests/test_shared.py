@@ -92,9 +92,9 @@ def test_blocklist_matches_whole_words_and_phrases(tmp_path):
 def test_filter_is_on_with_share_and_blocks_before_generating(tiny_model, tmp_path):
     from studio.config import Settings
     from studio.serving.studio import Studio
-    assert not Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path)).content_filter.enabled
+    assert not Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path)).local.content_filter.enabled
     s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", share=True))
-    assert s.content_filter.enabled and "no image check" in s.content_filter.status()
+    assert s.local.content_filter.enabled and "no image check" in s.local.content_filter.status()
     for prompt in ["a nude figure", "a {red|nude} figure"]:     # variants are checked too
         with pytest.raises(InvalidRequest, match="'nude'"):
             s.local.run(make_request(prompt=prompt, variants="all", steps=1))
@@ -127,7 +127,7 @@ def test_safety_checker_keeps_flagged_images_unsaved_and_unseen(tiny_model, tmp_
     _tiny_safety_checker(tmp_path / "models" / "safety-checker", flag_everything=flag)
     s = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path / "out", models_dir=tmp_path / "models",
                                       content_filter="on"))
-    assert "checked by the safety checker" in s.content_filter.status()
+    assert "checked by the safety checker" in s.local.content_filter.status()
     result = s.local.run(make_request(prompt="a red circle", steps=2, batch_size=2))
     saved = list((tmp_path / "out").rglob("*.png"))
     if flag:

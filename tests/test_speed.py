@@ -111,11 +111,11 @@ def test_feature_cache_in_the_studio_is_faithful_and_recorded(embedded):
 
 
 def test_repeated_prompts_skip_the_text_encoder_and_change_nothing(embedded):
-    base = embedded.manager.base()
+    base = embedded.local.manager.base()
     calls = []
     hook = base.text_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
-        embedded.manager.text_cache.clear()
+        embedded.local.manager.text_cache.clear()
         first = _run(embedded, prompt="a large green star", negative_prompt="red")
         n = len(calls)
         again = _run(embedded, prompt="a large green star", negative_prompt="red", seed=4)
@@ -144,7 +144,7 @@ def test_fast_path_on_cpu_matches_the_plain_path(tmp_path):
                       outputs=OutputFolder(tmp_path / mode), presets=load_presets(PRESETS_DIR))
                for mode in ("off", "on")]
     plain, quick = (_run(s) for s in studios)
-    assert studios[1].manager.base().unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert studios[1].local.manager.base().unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     diff = np.abs(np.asarray(plain.image, dtype=np.int16) - np.asarray(quick.image, dtype=np.int16))
     assert diff.max() <= 3, diff.max()              # float reassociation only
 
@@ -183,7 +183,7 @@ def test_live_previews_are_cheap_pictures_of_the_final_image(embedded):
     final = np.asarray(result.images[0].image.resize(made[-1].size), dtype=np.float64)
     assert last.shape == (64, 64, 3)                          # 16x16 latents, shown 4x
     # this tiny VAE is far from linear, so its previews are real (small) decodes
-    assert embedded.manager._preview[1].error > 20
+    assert embedded.local.manager._preview[1].error > 20
     assert np.abs(last - final).mean() < 10, np.abs(last - final).mean()
     early = np.asarray(made[0].convert("RGB"), dtype=np.float64)
     assert np.abs(early - final).mean() > np.abs(last - final).mean()
@@ -230,7 +230,7 @@ def test_compiled_fast_path_warms_up_in_the_background_and_matches_the_plain_pat
     warm = fast.warm_up()               # compiles for the native size while nothing waits on it
     warm.join(timeout=600)
     assert not warm.is_alive()
-    assert fast.manager.loaded and fast.manager.fast.compile
+    assert fast.local.manager.loaded and fast.local.manager.fast.compile
     assert any(cache.rglob("*")), "inductor did not write to --compile-cache"
     a = np.asarray(_run(fast, steps=20).image, dtype=np.int16)
     b = np.asarray(_run(plain, steps=20).image, dtype=np.int16)

@@ -89,14 +89,14 @@ def test_hires_fix_draws_twice_and_records_it_as_a1111_does(studio):
 
 
 def test_hires_settings_and_the_second_pass_are_checked_before_anything_runs(studio):
-    before = set(studio.outputs.root.rglob("*.png"))
+    before = set(studio.local.outputs.root.rglob("*.png"))
     for fields, message in (({"hires_scale": 9}, "Hires upscale must be between 1 and 4"),
                             ({"hires_upscaler": "magic"}, "Unknown hires upscaler 'magic'"),
                             ({"hires_strength": 2}, "Hires strength must be between 0 and 1"),
                             ({"hires_scale": 4, "width": 1024, "height": 1024}, "Width must be between")):
         with pytest.raises(InvalidRequest, match=message):
             plan_hires(studio, {**BASE, "hires": True, **fields})
-    assert set(studio.outputs.root.rglob("*.png")) == before
+    assert set(studio.local.outputs.root.rglob("*.png")) == before
 
 
 def test_stop_after_the_first_pass_keeps_it(studio):
@@ -165,7 +165,7 @@ def test_the_kept_latents_are_the_last_ones_of_the_picture(studio):
     """keep_latents hands back what the VAE decoded into the saved picture (not an earlier step)."""
     import torch
     made = studio.local.run(studio.make_request("txt2img", keep_latents=True, **BASE)).images[0]
-    vae = studio.manager.base().vae
+    vae = studio.local.manager.base().vae
     assert made.latents.shape[:2] == (1, vae.config.latent_channels)
     with torch.no_grad():
         decoded = vae.decode(torch.from_numpy(made.latents) / vae.config.scaling_factor).sample

@@ -118,7 +118,7 @@ def test_same_picture_bits_and_metadata_as_in_process(backend, reference):
         where = got.images[0].data["provenance"]
         assert where["model"] == "sd1.safetensors" and where["device"] == "cpu" and where["pid"] > 0
         assert where["queue_wait_s"] >= 0 and where["host"]
-        assert not backend.manager.loaded, "the UI process must not load the weights"
+        assert not backend.local.manager.loaded, "the UI process must not load the weights"
 
 
 def test_same_seed_same_picture_a_random_seed_is_reported_and_live_pictures_are_held(backend):
@@ -133,11 +133,11 @@ def test_same_seed_same_picture_a_random_seed_is_reported_and_live_pictures_are_
 
 
 def test_the_memory_mode_reaches_the_workers(backend, reference):
-    backend.manager.set_memory("low")
+    backend.local.manager.set_memory("low")
     try:
         got = backend.submit(_request(backend), user="ann").result(timeout=120)
     finally:
-        backend.manager.set_memory("none")
+        backend.local.manager.set_memory("none")
     if backend.backend is not backend.local:
         assert got.images[0].data["provenance"]["memory"] == "low"
     after = backend.submit(_request(backend), user="ann").result(timeout=120)
@@ -212,7 +212,7 @@ def test_both_replicas_serve_and_the_ui_process_explains_through_them(cluster):
     assert ray.cluster_resources()["GPU"] == 1 and ray.available_resources().get("GPU", 0) == 0, \
         "both replicas hold half of the one GPU"
     explained = cluster.explain_prompt(_request(cluster, prompt="a red circle, (blue:1.3)"))
-    assert explained and not cluster.manager.loaded
+    assert explained and not cluster.local.manager.loaded
     from studio.ui.model_bar import model_banner
     assert "on 2 Ray workers" in model_banner(cluster)
 
@@ -248,9 +248,9 @@ def test_a_replica_killed_before_any_picture_runs_the_job_again_on_another(clust
 
 
 def test_a_replica_killed_after_a_picture_keeps_what_was_saved(cluster):
-    before = set(cluster.outputs.root.rglob("*.png"))
+    before = set(cluster.local.outputs.root.rglob("*.png"))
     job = cluster.submit(_request(cluster, steps=60, seed=21, batch_count=4), user="ann")
-    _kill_when(cluster, job, lambda: len(set(cluster.outputs.root.rglob("*-21.png")) - before) >= 1)
+    _kill_when(cluster, job, lambda: len(set(cluster.local.outputs.root.rglob("*-21.png")) - before) >= 1)
     result = job.result(timeout=120)
     assert 1 <= len(result.images) < 4 and result.stopped
     assert all(p.path.is_file() for p in result.images)

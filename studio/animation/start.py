@@ -24,7 +24,7 @@ _NAME = re.compile(r"\A[\w-]{1,80}\Z")
 
 
 def animations_root(studio) -> Path:
-    return Path(studio.outputs.root) / FOLDER
+    return Path(studio.outputs_root()) / FOLDER
 
 
 def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None = None) -> Animation:

@@ -97,10 +97,10 @@ class Calls:
         with self._lock:
             for call in self._active.get(caller.session, []):
                 call.interrupted = True
-        self.studio.dispatcher.stop(caller.session)
+        self.studio.stop(caller.session)
 
     def skip(self, caller: Caller) -> None:
-        for job in self.studio.dispatcher.jobs_of(caller.session):
+        for job in self.studio.jobs_of(caller.session):
             job.skip()
 
     def progress(self, caller: Caller, with_image: bool) -> dict[str, Any]:

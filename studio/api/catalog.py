@@ -48,7 +48,7 @@ def checkpoints(studio: Studio) -> list[Checkpoint]:
     for choice in studio.model_choices():
         location = _location(studio, choice)
         current = choice == studio.current_choice()
-        sha = (studio.manager.known_sha256() if current else None) or _known_sha(location, _unet(choice))
+        sha = (studio.known_model_sha256() if current else None) or _known_sha(location, _unet(choice))
         filename = "embedded-model" if choice == EMBEDDED else choice
         stem = Path(choice).stem if location is not None and location.is_file() else choice
         out.append(Checkpoint(choice, f"{choice} [{sha[:10]}]" if sha else choice,
@@ -59,8 +59,8 @@ def checkpoints(studio: Studio) -> list[Checkpoint]:
 def _location(studio: Studio, choice: str) -> Path | None:
     if choice in (EMBEDDED, STUDENT):
         return EMBEDDED_MODEL
-    if studio.library and choice in studio.library.names()["checkpoints"]:
-        return studio.library.get("checkpoints", choice).path
+    if choice in studio.names("checkpoints"):
+        return studio.file_of("checkpoints", choice)
     path = Path(choice)
     return path if path.exists() else None        # the --model source (a hub id: None)
 
@@ -150,7 +150,7 @@ class Options:
     def vae_name(self, value: Any) -> str | None:
         if value in (None, "", AUTOMATIC, "None"):
             return None
-        names = self.studio.library.names()["vae"] if self.studio.library else []
+        names = self.studio.names("vae")
         match = next((n for n in names if value in (n, Path(n).stem, Path(n).name)), None)
         if match is None:
             raise InvalidRequest(f"Unknown VAE {value!r} (GET /sdapi/v1/sd-vae lists them).")
@@ -203,24 +203,20 @@ def schedulers() -> list[dict]:
             {"name": "karras", "label": "Karras", "aliases": None, "default_rho": 7.0, "need_inner_model": False}]
 
 
-def _names(studio: Studio, kind: str) -> list[str]:
-    return studio.library.names()[kind] if studio.library else []
-
-
 def loras(studio: Studio) -> list[dict]:
-    return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}} for n in _names(studio, "loras")]
+    return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}} for n in studio.names("loras")]
 
 
 def sd_vae(studio: Studio) -> list[dict]:
-    return [{"model_name": Path(n).stem, "filename": n} for n in _names(studio, "vae")]
+    return [{"model_name": Path(n).stem, "filename": n} for n in studio.names("vae")]
 
 
 def embeddings(studio: Studio) -> dict:
     """Embedding files by the name a prompt uses, with their vector width where the file's header
     says it (safetensors; .pt files are not unpickled for a listing)."""
     loaded = {}
-    for name in _names(studio, "embeddings"):
-        path = studio.library.get("embeddings", name).path
+    for name in studio.names("embeddings"):
+        path = studio.file_of("embeddings", name)
         width, count = _safetensors_shape(path)
         loaded[Path(name).stem] = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
                                    "shape": width, "vectors": count}
@@ -243,7 +239,7 @@ def _safetensors_shape(path: Path) -> tuple[int | None, int | None]:
 
 def prompt_styles(studio: Studio) -> list[dict]:
     return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative}
-            for s in studio.presets.styles.values()]
+            for s in studio.styles().values()]
 
 
 def upscalers(studio: Studio) -> list[dict]:
@@ -251,4 +247,4 @@ def upscalers(studio: Studio) -> list[dict]:
     model has is known once it is loaded, so 4, the usual, is said)."""
     return [{"name": name, "model_name": None if name in ("None", "Lanczos", "Nearest") else name,
              "model_path": None, "model_url": None, "scale": 4}
-            for name in ("None", *upscaler_names(studio.library))]
+            for name in ("None", *upscaler_names(studio.names("upscalers")))]

@@ -155,7 +155,7 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
     notes += sampler_notes
     notes += [text for name, text in UNSUPPORTED if getattr(body, name)]
     override = body.override_settings or {}
-    known = [s for s in body.styles if s in studio.presets.styles]
+    known = [s for s in body.styles if s in studio.style_names()]
     if len(known) > 1:
         notes.append(f"One style per picture here: applied {known[0]!r}, not {', '.join(map(repr, known[1:]))}.")
     return dict(
@@ -189,7 +189,7 @@ def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any
     """A1111's hires fields as the studio's (hr_upscaler None: Latent, as A1111); hr_resize_x/y
     become the factor they imply."""
     upscaler = body.hr_upscaler or "Latent"
-    known = hires_upscalers(studio.library)
+    known = hires_upscalers(studio)
     if upscaler not in known:
         notes.append(f"Hires upscaler {upscaler!r} is not here: used Lanczos (known: {', '.join(known)}).")
         upscaler = "Lanczos"

@@ -156,8 +156,7 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         raise HTTPException(404, "Model not found")
 
     def refresh() -> None:
-        if studio.library:
-            studio.library.scan()
+        studio.names("checkpoints", rescan=True)
 
     for path in ("/refresh-checkpoints", "/refresh-loras", "/refresh-vae", "/refresh-embeddings"):
         router.add_api_route(path, refresh, methods=["POST"], name=path.strip("/"))

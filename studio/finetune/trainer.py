@@ -87,10 +87,10 @@ def sample_studio(job: JobFolder, settings: TrainSettings, device: str):
 def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str) -> Run:
     dataset = read_dataset(datasets / settings.dataset, settings.trigger, settings.repeats)
     studio = sample_studio(job, settings, device)
-    info = studio.manager.info()
+    info = studio.model_info()
     if info.family.startswith("SDXL"):
         raise TrainingFailed("Training SDXL LoRAs is not in this version of the studio (SD 1.x and 2.x are).")
-    pipe = studio.manager.pipeline("txt2img")
+    pipe = studio.local.manager.pipeline("txt2img")     # the weights trained are the ones the samples use
     run = Run(job, settings, dataset, studio, pipe, device, settings.resolution or info.native_size,
               total_steps(settings, dataset.with_repeats))
     run.data = encode(run)
@@ -321,7 +321,7 @@ def samples(run: Run) -> list[Path]:
     if run.step:
         write_lora(run.job.path / "models" / "loras" / "preview.safetensors", lora_tensors(run),
                    {"ss_output_name": "preview"})
-        run.studio.library.scan()
+        run.studio.names("loras", rescan=True)
         loras = [("preview.safetensors", 1.0)]
     made = []
     for k, prompt in enumerate(sample_prompts(run.settings, run.dataset)):
@@ -341,9 +341,9 @@ def export(run: Run, models_dir: Path) -> Path:
     """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview."""
     import shutil
 
-    s, info = run.settings, run.studio.manager.info()
+    s, info = run.settings, run.studio.model_info()
     per_epoch = math.ceil(run.dataset.with_repeats / s.batch)
-    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=run.studio.manager.model_hash(),
+    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=run.studio.local.manager.model_hash(),
                              dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
                              images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
                              total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)

@@ -26,9 +26,9 @@ MAX_PASSES = 3                   # a 4x model reaches at most 64x
 MAX_OUTPUT_PIXELS = 8192 * 8192
 
 
-def upscaler_names(library) -> list[str]:
-    """What the pickers and /sdapi/v1/upscalers offer."""
-    models = library.names()["upscalers"] if library is not None else []
+def upscaler_names(models: list[str]) -> list[str]:
+    """What the pickers and /sdapi/v1/upscalers offer: the built-in ones, then the model files
+    (the models folder's `upscalers`)."""
     return [*BUILT_IN, *models]
 
 
@@ -53,7 +53,8 @@ def upscale(image: Image.Image, size: tuple[int, int], name: str, library=None, 
     if name in BUILT_IN:
         return image.resize(size, BUILT_IN[name])
     if library is None or name not in library.names()["upscalers"]:
-        raise InvalidRequest(f"Unknown upscaler {name!r}. Known: {', '.join(upscaler_names(library))}.")
+        models = library.names()["upscalers"] if library is not None else []
+        raise InvalidRequest(f"Unknown upscaler {name!r}. Known: {', '.join(upscaler_names(models))}.")
     model = _load(library.get("upscalers", name).path, manager.device if manager else "cpu")
     lock = manager.lock if manager is not None else threading.Lock()
     with lock:

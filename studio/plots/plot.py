@@ -67,10 +67,10 @@ class PlotResult:
 def known_names(studio) -> dict[str, list[str]]:
     """What the choice axes may name: this studio's samplers, models, VAEs, presets, styles."""
     from studio.samplers import scheduler_names
-    library = studio.library.names() if studio.library else {"vae": []}
+
     return {"samplers": scheduler_names(), "checkpoints": studio.model_choices(),
-            "vaes": ["Automatic", *library["vae"]], "presets": [NO_PRESET, *studio.presets.negative_names()],
-            "styles": ["None", *studio.presets.style_names()], "hires_upscalers": hires_upscalers(studio.library)}
+            "vaes": ["Automatic", *studio.names("vae")], "presets": [NO_PRESET, *studio.preset_names()],
+            "styles": ["None", *studio.style_names()], "hires_upscalers": hires_upscalers(studio)}
 
 
 def _fixed_seeds(raw: dict, axes: list[Axis]) -> dict:
@@ -238,7 +238,7 @@ def grid_image(result: PlotResult) -> Image.Image:
     return draw_grid(cells, p.x_labels, p.y_labels, p.z_labels)
 
 
-def save_grid(result: PlotResult, outputs) -> Path | None:
+def save_grid(result: PlotResult, studio) -> Path | None:
     """The grid beside its cells (NNNNN-grid.png): A1111's parameters of the first cell plus the
     plot's keys, and a JSON record of the axes and each cell's file."""
     if not result.images:
@@ -257,5 +257,5 @@ def save_grid(result: PlotResult, outputs) -> Path | None:
         "request": first.data.get("request"),
     })
     result.grid_image = grid_image(result)
-    result.grid = outputs.save(result.grid_image, parameters, data, seed=first.seed, kind="grid")
+    result.grid = studio.save(result.grid_image, parameters, data, seed=first.seed, kind="grid")
     return result.grid

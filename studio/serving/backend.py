@@ -112,7 +112,12 @@ class InProcess:
         return explain(request, self.manager, self.presets)
 
     def describe(self) -> str:
-        return ""
+        """The loaded model's device, dtype, memory mode and fast path; or that it loads later."""
+        m = self.manager
+        if not m.loaded:
+            return "loads at the first generation"
+        return (f"loaded on {m.device} ({str(m.dtype).replace('torch.', '')}), memory: {m.memory_in_use}, "
+                f"fast path: {m.fast.describe()}")
 
     def warm_up(self) -> None:
         """Import torch and diffusers and hash the model file, so the first click does not wait;

@@ -14,7 +14,6 @@ from typing import Callable
 
 from studio.config import Settings
 from studio.errors import GenerationStopped
-from studio.generation.safety import ContentFilter
 from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.picker import ModelPicker
@@ -63,30 +62,66 @@ class Studio:
                           picker=ModelPicker(manager, library, start_model))
         return cls(local=local, **kw)
 
-    # -- this process's parts, for the callers that need them -------------------------------------
-    @property
-    def manager(self) -> ModelManager:
-        return self.local.manager
+    # -- the models folder and the presets -----------------------------------------------------
+    def names(self, kind: str, rescan: bool = False) -> list[str]:
+        """What the models folder offers of `kind` (checkpoints, loras, vae, embeddings,
+        ip-adapter, upscalers), by name; `rescan`: read the folder again first."""
+        library = self.local.library
+        if library is None:
+            return []
+        return (library.scan() if rescan else library.names())[kind]
 
-    @property
-    def outputs(self) -> OutputFolder:
-        return self.local.outputs
+    def file_of(self, kind: str, name: str) -> Path:
+        """Where a file the models folder offers is (for listings: a path is never taken from a caller)."""
+        return self.local.library.get(kind, name).path
 
-    @property
-    def presets(self) -> Presets:
-        return self.local.presets
+    def preset_names(self) -> list[str]:
+        return self.local.presets.negative_names()
 
-    @property
-    def library(self) -> ModelLibrary | None:
-        return self.local.library
+    def style_names(self) -> list[str]:
+        return self.local.presets.style_names()
 
-    @property
-    def content_filter(self) -> ContentFilter:
-        return self.local.content_filter
+    def styles(self) -> dict:
+        """The styles by name (their prompt and negative prompt)."""
+        return dict(self.local.presets.styles)
+
+    # -- the outputs folder and the content filter --------------------------------------------------
+    def save(self, image, parameters: str, data: dict, *, seed: int = 0, kind: str | None = None) -> Path:
+        """Save a picture made of others (a plot's grid) with its metadata, as every picture is."""
+        return self.local.outputs.save(image, parameters, data, seed=seed, kind=kind)
+
+    def outputs_root(self) -> Path:
+        return self.local.outputs.root
+
+    def remove_stale_outputs(self) -> int:
+        """Unfinished temporary files an earlier crash left in the outputs folder: removed."""
+        return self.local.outputs.remove_stale()
+
+    def safety_on(self) -> bool:
+        return self.local.content_filter.enabled
+
+    def safety_status(self) -> str:
+        """What the content filter does, in a few words."""
+        return self.local.content_filter.status()
+
+    # -- Stop ---------------------------------------------------------------------------------------
+    def stop(self, session: str) -> bool:
+        """Stop this session's jobs (running and waiting); False when it has none."""
+        return self.dispatcher.stop(session)
+
+    def stop_live(self, session: str) -> None:
+        """End this session's live pictures (Live switched off, or Generate pressed)."""
+        self.dispatcher.stop_live(session)
+
+    def stopped_since(self, session: str, since: float) -> bool:
+        return self.dispatcher.stopped_since(session, since)
+
+    def jobs_of(self, session: str) -> list[Job]:
+        return self.dispatcher.jobs_of(session)
 
     # -- the models ---------------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:
-        return self.manager.info()
+        return self.local.manager.info()
 
     def model_choices(self, rescan: bool = False) -> list[str]:
         """What the model picker offers (studio/models/picker.py)."""
@@ -99,9 +134,23 @@ class Studio:
         """Switch to a model named in the picker (or the API); never a path."""
         return self.local.picker.select(choice)
 
+    def model_loaded(self) -> bool:
+        return self.local.manager.loaded
+
+    def memory_mode(self) -> str:
+        return self.local.manager.memory
+
+    def set_memory(self, mode: str) -> str:
+        """The memory savers for the model (auto, none, low, offload, sequential); returns what was done."""
+        return self.local.manager.set_memory(mode)
+
+    def known_model_sha256(self) -> str | None:
+        """The loaded model's full sha256 when it was hashed already (nothing is read)."""
+        return self.local.manager.known_sha256()
+
     def model_source(self) -> str:
         """The loaded model as a source another process can load (a path or hub id; "" = embedded)."""
-        return self.manager.source
+        return self.local.manager.source
 
     def where_jobs_run(self) -> str:
         """For the model banner: "" in this process, else the backend's own words."""
@@ -111,10 +160,9 @@ class Studio:
     def make_request(self, mode: str, **raw) -> GenerationRequest:
         """Check raw fields once (the boundary every caller uses: tabs, gradio_client, REST)
         against this studio's limits, presets, styles and models folder."""
-        names = self.library.names() if self.library else {"loras": [], "vae": []}
-        return make_request(mode=mode, limits=self.limits, known_presets=self.presets.negative_names(),
-                            known_styles=self.presets.style_names(), known_loras=names["loras"],
-                            known_vaes=names["vae"], **raw)
+        return make_request(mode=mode, limits=self.limits, known_presets=self.preset_names(),
+                            known_styles=self.style_names(), known_loras=self.names("loras"),
+                            known_vaes=self.names("vae"), **raw)
 
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
                preview_every_s: float = 0.0, save: bool = True) -> Job:
@@ -135,7 +183,7 @@ class Studio:
 
     def keep(self, picture: GeneratedImage) -> Path:
         """Save a live picture with the metadata it was made with, as every picture is saved."""
-        return self.outputs.save(picture.image, picture.parameters, picture.data, seed=picture.seed)
+        return self.save(picture.image, picture.parameters, picture.data, seed=picture.seed)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
         """How the prompts are read, by the backend that holds the weights."""

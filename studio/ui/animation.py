@@ -84,7 +84,7 @@ def build(studio: Studio) -> None:
                                        elem_id="animation-width")
                 c["height"] = gr.Slider(0, 1024, value=0, step=8, label="Height (0 = the model's)",
                                         elem_id="animation-height")
-                c["negative_presets"] = gr.Dropdown(studio.presets.negative_names(), value=[], multiselect=True,
+                c["negative_presets"] = gr.Dropdown(studio.preset_names(), value=[], multiselect=True,
                                                     label="Negative presets", elem_id="animation-negative-presets")
             plots = {}
             with gr.Accordion("Camera (2D motion and preview)", open=False, elem_id="animation-camera"):

@@ -46,22 +46,16 @@ def blank_shown(kind: Choice) -> str | None:
     return kind.blank[-1] if kind.blank else None
 
 
-def library_names(studio: Studio, kind: str, rescan: bool = False) -> list[str]:
-    if studio.library is None:
-        return []
-    return (studio.library.scan() if rescan else studio.library.names())[kind]
-
-
 def upscaler_choices(studio: Studio, rescan: bool = False) -> list[str]:
-    return [*BUILT_IN, *library_names(studio, "upscalers", rescan)]
+    return [*BUILT_IN, *studio.names("upscalers", rescan)]
 
 
 # a catalog's choices as a control lists them (rescan: read the models folder again)
 CATALOGS: dict[str, Callable[[Studio, bool], list]] = {
     "samplers": lambda studio, rescan: scheduler_names(),
-    "presets": lambda studio, rescan: studio.presets.negative_names(),
-    "styles": lambda studio, rescan: studio.presets.style_names(),
-    "vaes": lambda studio, rescan: library_names(studio, "vae", rescan),
+    "presets": lambda studio, rescan: studio.preset_names(),
+    "styles": lambda studio, rescan: studio.style_names(),
+    "vaes": lambda studio, rescan: studio.names("vae", rescan),
     "hires_upscalers": lambda studio, rescan: [*LATENT, *upscaler_choices(studio, rescan)],
 }
 RESCANNED = ("vaes", "hires_upscalers")     # lists read again when the control is opened
@@ -124,7 +118,7 @@ def custom(name: str):
 @custom("loras")
 def lora_table(f: Field, tab: str, studio: Studio):
     """A LoRA picker from models/loras and the table of LoRAs with their weights."""
-    add_lora = gr.Dropdown(library_names(studio, "loras"), value=None, label="Add a LoRA",
+    add_lora = gr.Dropdown(studio.names("loras"), value=None, label="Add a LoRA",
                            elem_id=f"{tab}-add-lora", info="from models/loras; set its weight in the table")
     loras = gr.Dataframe(value=[], headers=["LoRA", "weight"], datatype=["str", "number"],
                          column_count=(2, "fixed"), row_count=(0, "dynamic"),
@@ -137,7 +131,7 @@ def lora_table(f: Field, tab: str, studio: Studio):
         return rows, gr.Dropdown(value=None)
 
     add_lora.input(add, [add_lora, loras], [loras, add_lora], api_visibility="private", queue=False)
-    add_lora.focus(lambda: gr.Dropdown(choices=library_names(studio, "loras", rescan=True)), None,
+    add_lora.focus(lambda: gr.Dropdown(choices=studio.names("loras", rescan=True)), None,
                    add_lora, api_visibility="private", queue=False)
     return loras
 

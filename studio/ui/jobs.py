@@ -24,7 +24,7 @@ PREVIEW_EVERY_S = 0.5        # live previews: at most two a second
 
 
 def stop_job(studio: Studio, request: gr.Request | None) -> None:
-    if request is not None and studio.dispatcher.stop(request.session_hash):
+    if request is not None and studio.stop(request.session_hash):
         gr.Info("Stopping after the current step…")
 
 
@@ -82,7 +82,7 @@ def run_request(studio: Studio, made: GenerationRequest, progress: gr.Progress, 
             if update.kind == "queued":
                 progress(0, desc=f"Waiting: {update.ahead} job(s) before yours")
             elif update.kind == "started":
-                progress(0, desc="Loading the model…" if not studio.manager.loaded else "Starting…")
+                progress(0, desc="Loading the model…" if not studio.model_loaded() else "Starting…")
             elif update.kind == "progress":
                 progress((update.done, update.total), desc=f"Step {update.done}/{update.total}", unit="steps")
             elif update.kind == "preview":

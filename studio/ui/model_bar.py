@@ -21,7 +21,7 @@ def build(studio: Studio):
                              info="models/checkpoints (single files or diffusers folders), or a "
                                   "hub id already in the local cache")
         refresh = gr.Button("🔄 Refresh", scale=0, min_width=60, elem_id="model-refresh")
-        memory = gr.Dropdown(list(MEMORY_MODES), value=studio.manager.memory, label="Memory", scale=1,
+        memory = gr.Dropdown(list(MEMORY_MODES), value=studio.memory_mode(), label="Memory", scale=1,
                              elem_id="model-memory",
                              info="; ".join(f"{k}: {v}" for k, v in MEMORY_HELP.items() if k != "none"))
     banner = gr.Markdown(model_banner(studio), elem_id="model-banner")
@@ -43,7 +43,7 @@ def build(studio: Studio):
         """Memory savers: auto, none, low (attention slicing, VAE slicing/tiling), offload or
         sequential (CPU offload, CUDA only). Returns the model description."""
         try:
-            gr.Info(studio.manager.set_memory(str(mode)))
+            gr.Info(studio.set_memory(str(mode)))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         return model_banner(studio)
@@ -68,19 +68,11 @@ def model_banner(studio: Studio) -> str:
         return f"**Model problem:** {exc}"
     text = (f"**Model:** {info.name} · {info.family} · native size {info.native_size}×"
             f"{info.native_size}" + (" · inpainting model" if info.inpaint_only else ""))
-    manager = studio.manager
-    where = studio.where_jobs_run()
-    if where:
-        text += f" · {where}"
-    elif manager.loaded:
-        text += f" · loaded on {manager.device} ({str(manager.dtype).replace('torch.', '')}), memory: {manager.memory_in_use}"
-        text += f", fast path: {manager.fast.describe()}"
-    else:
-        text += " · loads at the first generation"
+    text += f" · {studio.where_jobs_run()}"
     if info.notice:
         text += f"\n\n{'⚠️ ' if info.kind == 'placeholder' else ''}{info.notice}"
     if info.few_step:
         text += f"\n\n⚡ {info.few_step.banner()}"
-    if studio.content_filter.enabled:
-        text += f"\n\n🛡 {studio.content_filter.status().capitalize()}."
+    if studio.safety_on():
+        text += f"\n\n🛡 {studio.safety_status().capitalize()}."
     return text

@@ -80,7 +80,7 @@ def _run(studio: Studio, make, raw: dict[str, Any], progress: gr.Progress, reque
         raise gr.Error(str(exc)) from None
     progress(0, desc=f"{plot.kind}: {plot.count} pictures")
     result = run_composed(studio, lambda seq, say: run_plot(plot, seq, on_progress=say), progress, request)
-    grid = save_grid(result, studio.outputs)
+    grid = save_grid(result, studio)
     cells = [result.images[key] for key in sorted(result.images, key=lambda k: k[::-1])]
     yield panel_values(cells, result.notes, cells[0].seed if cells else None,
                        [(str(grid), f"{plot.kind} grid")] if grid else [])

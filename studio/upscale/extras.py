@@ -46,7 +46,7 @@ class UpscaleSettings:
 def read_settings(studio, upscaler: Any, scale: Any = 2.0, width: Any = 0, height: Any = 0, crop: Any = False,
                   second: Any = NONE, second_visibility: Any = 0.0) -> UpscaleSettings:
     """The boundary: names from the list, numbers in range."""
-    names = upscaler_names(studio.library)
+    names = upscaler_names(studio.names("upscalers"))
     for label, name in (("Upscaler", upscaler), ("Second upscaler", second)):
         if name not in (NONE, *names):
             raise InvalidRequest(f"Unknown {label.lower()} {name!r}. Known: {', '.join(names)}.")

@@ -33,9 +33,9 @@ class HiresResult:
     seed: int | None = None
 
 
-def hires_upscalers(library) -> list[str]:
+def hires_upscalers(studio) -> list[str]:
     """What the hires fix may upscale with: the latent modes, then every picture upscaler."""
-    return [*LATENT, *upscaler_names(library)]
+    return [*LATENT, *upscaler_names(studio.names("upscalers"))]
 
 
 def bigger(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -78,7 +78,7 @@ def upscaled(picture: GeneratedImage, hires: Hires, sequence: Sequence) -> tuple
 def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
     """The first pass and the hires settings, both passes checked before anything runs."""
     raw = dict(raw)
-    hires = take_hires(raw, hires_upscalers(studio.library), studio.limits)
+    hires = take_hires(raw, hires_upscalers(studio), studio.limits)
     if hires is None:
         raise InvalidRequest("Hires fix is off.")
     first = studio.make_request("txt2img", keep_latents=hires.latent, **raw)
