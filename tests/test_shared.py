@@ -8,7 +8,7 @@ from gradio_client import Client
 
 from studio.config import settings_from_args
 from studio.errors import InvalidRequest
-from studio.serving.jobs import RateLimiter
+from studio.serving.rate_limit import RateLimiter
 from studio.requests import Limits, make_request
 from tests.conftest import start_server, stop_server
 

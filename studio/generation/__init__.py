@@ -1,3 +1,5 @@
-"""Generation: the engine in named stages (engine.py), a request's images (plan.py), the
-sampler table (schedulers.py), reference guidance (reference.py), live previews (preview.py),
-the feature cache (deepcache.py) and the typed metadata record (record.py)."""
+"""Generation: the jobs a backend runs. The engine in named stages (engine.py), a request's
+images (plan.py), a fresh scheduler per request (schedulers.py; the names table is
+studio/samplers.py), reference guidance (reference.py), the feature cache (deepcache.py),
+tiling (tiling.py), the content filter (safety.py), the typed metadata record (record.py), and
+an upscale job (upscale.py)."""

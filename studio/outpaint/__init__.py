@@ -1,2 +1,2 @@
-"""Wider pictures: outpainting extends the canvas and inpaints the new strips (issue 21), one
-ordinary inpainting request."""
+"""Wider pictures: outpainting extends the canvas and inpaints the new strips, one ordinary
+inpainting request."""

@@ -1,2 +1,2 @@
-"""Plots for quick prompt experiments: X/Y/Z plots over request fields and prompt matrices,
-each a grid of ordinary requests run through the dispatcher (issue 21)."""
+"""Plots for quick prompt experiments: X/Y/Z plots over request fields (the fields declared as
+axes) and prompt matrices, each a grid of ordinary requests run through the dispatcher."""

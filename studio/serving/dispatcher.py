@@ -1,11 +1,12 @@
-"""The dispatcher: the one door every generation goes through.
+"""The dispatcher: the one door every job goes through.
 
-Callers (the tabs, the gradio_client endpoints, later the REST API, animation frames, plot cells
-and live previews) `submit(request, user=...)` a GenerationRequest and get a `Job` back: its
-updates (queue position, progress, previews), `stop()`, and `result()`.
+Callers (the tabs, the gradio_client endpoints, the REST API, animation frames, plot cells, live
+previews, Extras and the hires fix's upscales) `submit(request, user=...)` a request (a
+generation, or a picture to upscale) and get a `Job` back: its updates (queue position,
+progress, previews), `stop()`, and `result()`.
 
 The dispatcher owns the one queue and runs `slots` jobs at a time, each on a worker thread that
-calls the backend: in-process (`Studio.run`, one slot: the one GPU), or Ray Serve replicas
+calls its backend's `run` (studio/serving/backend.py): in-process (one slot: the one GPU), or Ray Serve replicas
 (studio/workers/, one slot a replica: a job is handed to Ray only when a replica is free, so
 the waiting stays here, where it can be reordered).
 The queue is fair between users (a login name, else a browser session): start-time fair queueing
@@ -34,13 +35,13 @@ from typing import Any, Callable, Iterator
 
 from studio.errors import GenerationStopped, QueueFull, StudioError
 from studio.requests import GenerationRequest, GenerationResult
-from studio.serving.jobs import RateLimiter
+from studio.serving.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-# what runs one request: Studio.run(request, on_step=..., should_stop=..., on_preview=..., save=...,
+# what runs one request: a Backend's run(request, on_step=..., should_stop=..., on_preview=..., save=...,
 # preview_every_s=..., waited_s=...)
-Backend = Callable[..., GenerationResult]
+RunJob = Callable[..., GenerationResult]
 LANES = ("queue", "live")
 
 
@@ -150,7 +151,7 @@ class Dispatcher:
     """One queue in front of `slots` workers, fair between users, with a bound on waiting jobs and
     per-user rate limits."""
 
-    def __init__(self, backend: Backend, *, max_queued: int = 16, jobs_per_minute: int = 0,
+    def __init__(self, backend: RunJob, *, max_queued: int = 16, jobs_per_minute: int = 0,
                  slots: int = 1) -> None:
         self._backend = backend
         self.slots = max(1, slots)

@@ -1,12 +1,13 @@
-"""The Gradio Blocks app: the tabs over one Studio. Builds widgets and wires events only."""
+"""The Gradio Blocks app: the tabs over one Studio. Builds widgets and wires events only; a tab's
+request controls are built from the field tables (form.py)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.serving.studio import Studio
 from studio.finetune.jobs import TrainingJobs
+from studio.serving.studio import Studio
 from studio.ui import animation, extras, fewstep, finetune, history, img2img, inpaint, model_bar, pnginfo, txt2img
 from studio.ui.widgets import ResultsPanel, prompt_hint
 
