@@ -343,7 +343,8 @@ def export(run: Run, models_dir: Path) -> Path:
 
     s, info = run.settings, run.studio.model_info()
     per_epoch = math.ceil(run.dataset.with_repeats / s.batch)
-    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=run.studio.local.manager.model_hash(),
+    model_hash = run.studio.local.manager.model_hash()
+    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=model_hash,
                              dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
                              images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
                              total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)

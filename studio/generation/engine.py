@@ -269,8 +269,8 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
                                             call["prompt_embeds"].dtype)
     if request.mode != "txt2img" and request.strength == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
-    with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height,
-                           seeds[0]), feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
+    with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
+            feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler
 
 

@@ -24,7 +24,8 @@ def covering(image: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
 
 
 def upscale_job(request: UpscaleRequest, manager: ModelManager, library: ModelLibrary | None,
-                outputs: OutputFolder | HeldPictures, should_stop: Callable[[], bool] | None = None) -> GenerationResult:
+                outputs: OutputFolder | HeldPictures,
+                should_stop: Callable[[], bool] | None = None) -> GenerationResult:
     image, size = Image.fromarray(request.image), request.size
     drawn = covering(image, size) if request.crop else size
 

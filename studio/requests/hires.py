@@ -27,8 +27,8 @@ SWITCH = "hires"              # the field that turns the fix on
 
 @dataclass(frozen=True, kw_only=True)
 class HiresFields:
-    hires: bool = declare(False, Flag(), "Hires fix", caption="Hires fix: upscale, then a second pass at the bigger size",
-                          modes=("txt2img",), group="hires")
+    hires: bool = declare(False, Flag(), "Hires fix", modes=("txt2img",), group="hires",
+                          caption="Hires fix: upscale, then a second pass at the bigger size")
     hires_scale: float = declare(2.0, Number(*SCALE_RANGE, step=0.05), "Hires upscale", caption="Upscale by",
                                  modes=("txt2img",), group="hires:1", axis=True)
     hires_steps: int = declare(0, Number(0, STEPS_RANGE[1], integer=True, step=1, cap="max_steps"), "Hires steps",

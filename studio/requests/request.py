@@ -106,8 +106,9 @@ class GenerationRequest:
     style: str | None = declare(None, Choice(catalog="styles", blank=("", "None")), "Style", group="presets",
                                 axis=True, infotext=Infotext("Styles array", show=lambda s: f'["{s}"]',
                                                              read=_styles_array))
+    # infotext: the record writes Sampler and Schedule type (studio/samplers.py's names)
     scheduler: str = declare(DEFAULT_SCHEDULER, Choice(catalog="samplers", noun="scheduler"), "Sampler",
-                             group="sampling", elem="scheduler", axis=True)   # infotext: the record (Sampler, Schedule type)
+                             group="sampling", elem="scheduler", axis=True)
     steps: int = declare(20, Number(*STEPS_RANGE, integer=True, step=1, cap="max_steps"), "Steps", group="sampling",
                          axis=True, rest="steps", infotext=Infotext("Steps", always=True))
     cfg_scale: float = declare(7.0, Number(*CFG_RANGE, step=0.5), "CFG scale", group="sampling", axis=True,
@@ -164,8 +165,8 @@ class GenerationRequest:
     tiling: str = declare("off", Edges(options=(("off", "off"), ("x", "left-right"), ("y", "top-bottom"),
                                                 ("both", "both")), radio=True), "Tiling",
                           help="a seamless texture: the picture continues across these edges", group="addons",
-                          axis=True, rest="tiling", infotext=Infotext("Tiling", show=lambda v: "True" if v == "both" else v,
-                                                                      read=_tiling))   # studio/generation/tiling.py
+                          axis=True, rest="tiling",    # studio/generation/tiling.py
+                          infotext=Infotext("Tiling", show=lambda v: "True" if v == "both" else v, read=_tiling))
     variation_seed: int = declare(-1, SEED, "Variation seed", caption="Variation seed (-1 = random)", tabs=("txt2img",),
                                   group="variation", axis=True, rest="subseed",
                                   infotext=Infotext("Variation seed", write=False))   # A1111's subseed
@@ -175,7 +176,8 @@ class GenerationRequest:
                                              "seed and counts the variation seed up",
                                         infotext=Infotext("Variation seed strength"))
     # for callers that compose requests, not shown in a tab
-    model: str = declare("", Choice(catalog="checkpoints"), "Model", axis="Checkpoint")   # "": the one loaded when the job runs
+    model: str = declare("", Choice(catalog="checkpoints"), "Model",
+                         axis="Checkpoint")          # "": the one loaded when the job runs
     blend_prompt: str = declare("", Text(), "Blend prompt")           # prompt travel: the prompts' embeddings
     blend_negative_prompt: str = declare("", Text(), "Blend negative prompt")   # mixed toward these two's ...
     blend: float = declare(0.0, Number(0.0, 1.0), "Blend")           # ... by this much: 0 = off, 1 = the blend prompts

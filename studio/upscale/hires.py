@@ -52,7 +52,8 @@ def second_pass(studio, raw: dict, first: GenerationRequest, hires: Hires, image
     fields = {**raw, "seed": seed, "batch_count": 1, "batch_size": 1, "variation_strength": 0,
               "width": image.shape[1] if isinstance(image, np.ndarray) else image.width,
               "height": image.shape[0] if isinstance(image, np.ndarray) else image.height,
-              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first.steps, steps), "latents": latents}
+              "steps": steps, "strength": hires.strength, "recipe": hires.recipe(first.steps, steps),
+              "latents": latents}
     return studio.make_request("img2img", image=image, **fields)
 
 
@@ -95,7 +96,8 @@ def run_hires(studio, raw: dict, sequence: Sequence,
     raw = {k: v for k, v in raw.items() if k not in FIELDS}
     result = HiresResult()
     say = on_progress or (lambda done, text: None)
-    made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total / 2, f"First pass: step {u.done}/{u.total}"))
+    made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total / 2,
+                                                                      f"First pass: step {u.done}/{u.total}"))
     if made is None or made.stopped or not made.images:
         result.stopped = made is None or made.stopped
         result.notes += made.notes if made else ["Stopped."]
