@@ -119,7 +119,7 @@ def test_stop_ends_only_that_sessions_jobs_queued_and_running():
     assert gate.first_started.wait(5)
     queued = d.submit(make_request(prompt="ann queued"), user="ann", session="s-ann")
     other = d.submit(make_request(prompt="bob"), user="bob", session="s-bob")
-    assert d.stop("s-ann") and not d.stop("nobody")
+    assert d.stop("s-ann", "ann") and not d.stop("nobody", "ann")
     assert queued.result(timeout=5).stopped and queued.state == "stopped"   # never started
     gate.release.set()
     assert running.result(timeout=5).stopped

@@ -26,7 +26,7 @@ def test_latest_wins_one_live_job_waiting_per_session():
     gate.release.set()
     assert not typed[2].result(timeout=10).stopped and running.result(timeout=10)
     assert gate.ran == ["cy running", "a red circle"] and gate.saved == [True, False]
-    assert not d.stopped_since("s-ann", 0)          # replaced is not a Stop press
+    assert not d.stopped_since("s-ann", 0, "ann")          # replaced is not a Stop press
 
 
 def test_someone_typing_does_not_starve_queued_jobs():
@@ -62,9 +62,9 @@ def test_live_off_cancels_without_a_stop_and_live_jobs_are_not_rate_limited():
     _fill(d, gate, [("cy", "cy running")])
     waiting = d.submit(make_request(prompt="typed"), user="ann", session="s-ann", lane="live")
     queued = d.submit(make_request(prompt="generate"), user="ann", session="s-ann")
-    d.stop_live("s-ann")
+    d.stop_live("s-ann", "ann")
     assert waiting.result(timeout=5).stopped and queued.state == "queued"
-    assert not d.stopped_since("s-ann", 0)
+    assert not d.stopped_since("s-ann", 0, "ann")
     for i in range(4):           # more than the 2 jobs a minute: live jobs are bounded by latest-wins
         d.submit(make_request(prompt=f"typed {i}"), user="ann", session="s-ann", lane="live")
     with pytest.raises(ValueError):

@@ -149,7 +149,7 @@ def test_prompt_matrix_makes_every_combination(studio):
 def test_stop_keeps_the_finished_cells(studio):
     plot = make_xyz_plot(studio, BASE, [("Seed", "1, 2, 3")])
     run = sequence(studio, "stopper")
-    result = run_plot(plot, run, on_cell=lambda cell, picture: studio.dispatcher.stop("stopper"))
+    result = run_plot(plot, run, on_cell=lambda cell, picture: studio.dispatcher.stop("stopper", "stopper"))
     assert result.stopped and len(result.images) == 1 and "1 of 3 pictures" in result.notes[0]
     grid = save_grid(result, studio.local.outputs)
     assert read_metadata(grid)[1]["stopped"] is True and len(read_metadata(grid)[1]["cells"]) == 1

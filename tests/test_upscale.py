@@ -106,7 +106,7 @@ def test_stop_after_the_first_pass_keeps_it(studio):
     def on_progress(done, text):
         said.append(text)
         if text.startswith("Upscaling"):
-            studio.dispatcher.stop("stops")
+            studio.dispatcher.stop("stops", "stops")
 
     result = run_hires(studio, {**BASE, "hires": True}, sequence, on_progress)
     assert result.stopped and len(result.first_pass) == 1 and result.images == []

@@ -2,10 +2,11 @@
 `/progress`, `/interrupt` and `/skip` can answer without waiting for them.
 
 Who is calling: with logins, the login (its REST calls are one session, `api:<login>`, so
-interrupt stops that login's REST jobs and never a browser's); without, every REST caller shares
-the session `api` (A1111's interrupt is global too), while the queue is fair per client address.
-Progress and previews are of the caller's own session only: a picture in the making is never
-shown to another user.
+interrupt stops that login's REST jobs and never a browser's nor another login's); without, the
+client's address (`api@<address>`, in the session `api`). A job is the caller's by user and
+session together, both decided here: interrupt, skip and progress act on the caller's own jobs
+only, whatever session name a browser claims, and a picture in the making is never shown to
+another user. (A1111's interrupt is global; here it is the caller's.)
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Calls:
         results; an interrupted call returns what finished. A hires fix runs its passes in turn."""
         call = Call(translated.kind, [])
         with self._lock:
-            self._active.setdefault(caller.session, []).append(call)
+            self._active.setdefault(caller, []).append(call)
         try:
             if translated.hires is not None:
                 return [self._hires(call, translated, caller)]
@@ -73,9 +74,9 @@ class Calls:
             raise
         finally:
             with self._lock:
-                self._active[caller.session].remove(call)
-                if not self._active[caller.session]:
-                    del self._active[caller.session]
+                self._active[caller].remove(call)
+                if not self._active[caller]:
+                    del self._active[caller]
 
     def _follow(self, call: Call, index: int, job: Job) -> GenerationResult:
         for update in job.updates():
@@ -95,18 +96,18 @@ class Calls:
     # -- interrupt, skip, progress ----------------------------------------------------------------
     def interrupt(self, caller: Caller) -> None:
         with self._lock:
-            for call in self._active.get(caller.session, []):
+            for call in self._active.get(caller, []):
                 call.interrupted = True
-        self.studio.stop(caller.session)
+        self.studio.stop(caller.session, caller.user)
 
     def skip(self, caller: Caller) -> None:
-        for job in self.studio.jobs_of(caller.session):
+        for job in self.studio.jobs_of(caller.session, caller.user):
             job.skip()
 
     def progress(self, caller: Caller, with_image: bool) -> dict[str, Any]:
         """A1111's progress answer for the caller's calls; idle: progress 0, job_count 0."""
         with self._lock:
-            calls = list(self._active.get(caller.session, []))
+            calls = list(self._active.get(caller, []))
         running = next((c for c in calls if c.started is not None), calls[0] if calls else None)
         if running is None:
             return _answer(0.0, 0.0, _state(job_count=0), None, None)

@@ -199,36 +199,39 @@ class Dispatcher:
             self._lock.notify_all()
         return job
 
-    def stop(self, session: str) -> bool:
-        """Stop every job of this browser session (running or queued); False when it has none.
+    # A job belongs to its user and session, both decided by the server (a login, else an
+    # unguessable connection id; a client may name any session, never another's user): Stop and
+    # the rest act on jobs of both, so a session name that is guessed stops nothing of another's.
+    def stop(self, session: str, user: str) -> bool:
+        """Stop every job of this user's session (running or queued); False when it has none.
         The time is kept, so a caller running several jobs in turn (`Sequence`) also stops when
         Stop is pressed between two of them."""
         now = time.monotonic()
         with self._lock:     # (an hour-old press can no longer matter to a run: forget it)
             self._stopped_at = {s: t for s, t in self._stopped_at.items() if now - t < 3600}
-            self._stopped_at[session] = now
-        jobs = self.jobs_of(session)
+            self._stopped_at[(user, session)] = now
+        jobs = self.jobs_of(session, user)
         for job in jobs:
             job.stop()
         return bool(jobs)
 
-    def stop_live(self, session: str) -> None:
+    def stop_live(self, session: str, user: str) -> None:
         """End this session's live jobs (Live switched off, or Generate pressed); not a Stop press,
         so a run of several jobs (`Sequence`) goes on."""
-        for job in self.jobs_of(session):
+        for job in self.jobs_of(session, user):
             if job.lane == "live":
                 job.stop()
 
-    def stopped_since(self, session: str, since: float) -> bool:
-        """Whether this session pressed Stop after `since` (a time.monotonic() value)."""
+    def stopped_since(self, session: str, since: float, user: str) -> bool:
+        """Whether this user's session pressed Stop after `since` (a time.monotonic() value)."""
         with self._lock:
-            return self._stopped_at.get(session, float("-inf")) >= since
+            return self._stopped_at.get((user, session), float("-inf")) >= since
 
-    def jobs_of(self, session: str) -> list[Job]:
-        """This session's jobs: the running one first, then the waiting ones in start order."""
+    def jobs_of(self, session: str, user: str) -> list[Job]:
+        """This user's session's jobs: the running one first, then the waiting ones in start order."""
         with self._lock:
-            return [j for j in self._running if j.session == session] + \
-                [j for j in self.order() if j.session == session]
+            mine = [*self._running, *self.order()]
+            return [j for j in mine if j.session == session and j.user == user]
 
     def waiting(self) -> int:
         with self._lock:

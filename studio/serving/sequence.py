@@ -26,7 +26,7 @@ class Sequence:
 
     @property
     def stopped(self) -> bool:
-        return self.studio.stopped_since(self.session, self.started)
+        return self.studio.stopped_since(self.session, self.started, self.user)
 
     def run(self, request: Request, on_update: Callable[[Update], None] | None = None,
             save: bool | None = None) -> GenerationResult | None:

@@ -105,19 +105,19 @@ class Studio:
         return self.local.content_filter.status()
 
     # -- Stop ---------------------------------------------------------------------------------------
-    def stop(self, session: str) -> bool:
-        """Stop this session's jobs (running and waiting); False when it has none."""
-        return self.dispatcher.stop(session)
+    def stop(self, session: str, user: str) -> bool:
+        """Stop this user's session's jobs (running and waiting); False when it has none."""
+        return self.dispatcher.stop(session, user)
 
-    def stop_live(self, session: str) -> None:
+    def stop_live(self, session: str, user: str) -> None:
         """End this session's live pictures (Live switched off, or Generate pressed)."""
-        self.dispatcher.stop_live(session)
+        self.dispatcher.stop_live(session, user)
 
-    def stopped_since(self, session: str, since: float) -> bool:
-        return self.dispatcher.stopped_since(session, since)
+    def stopped_since(self, session: str, since: float, user: str) -> bool:
+        return self.dispatcher.stopped_since(session, since, user)
 
-    def jobs_of(self, session: str) -> list[Job]:
-        return self.dispatcher.jobs_of(session)
+    def jobs_of(self, session: str, user: str) -> list[Job]:
+        return self.dispatcher.jobs_of(session, user)
 
     # -- the models ---------------------------------------------------------------------------------
     def model_info(self) -> ModelInfo:

@@ -24,7 +24,10 @@ PREVIEW_EVERY_S = 0.5        # live previews: at most two a second
 
 
 def stop_job(studio: Studio, request: gr.Request | None) -> None:
-    if request is not None and studio.stop(request.session_hash):
+    """Stop this browser's jobs: of its session, and of its login (a session name is the client's
+    to choose; the login is the server's)."""
+    user, session = who(request)
+    if request is not None and studio.stop(session, user):
         gr.Info("Stopping after the current step…")
 
 

@@ -75,7 +75,8 @@ def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, params: list[
 
     def toggle(enabled, seed_value, request: gr.Request = None):
         if not enabled:
-            studio.stop_live(who(request)[1])
+            user, session = who(request)
+            studio.stop_live(session, user)
         fixed = draw_seed() if enabled and (seed_value is None or int(seed_value) < 0) else gr.skip()
         return (gr.Image(visible=bool(enabled)), gr.Button(visible=bool(enabled)),
                 "" if not enabled else "Live: drawing…", fixed)
@@ -97,7 +98,8 @@ def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, params: list[
                         api_visibility="private", queue=False).then(frame, **io)
 
     def cancel(request: gr.Request = None):
-        studio.stop_live(who(request)[1])
+        user, session = who(request)
+        studio.stop_live(session, user)
 
     generate.click(cancel, None, None, api_visibility="private", queue=False)
     live.keep.click(keep, [live.state], results, api_visibility="private", queue=False)
