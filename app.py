@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                     auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],
-                    show_error=True, footer_links=["api", "settings"], app_kwargs={"routes": routes})
+                    show_error=True, footer_links=["api", "settings"], app_kwargs={"routes": routes},
+                    max_file_size=settings.limits.max_body_bytes)
     except KeyboardInterrupt:
         pass
     return 0

@@ -109,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch-count", type=int, default=16, help="most batches a request (default 16)")
     g.add_argument("--jobs-per-minute", type=int, default=0,
                    help="jobs a user may start a minute (login name, else browser session; 0 = no limit)")
+    g.add_argument("--max-body-mb", type=int, default=32,
+                   help="largest REST body or upload in MB, refused before it is read (default 32)")
     g.add_argument("--queue-size", type=int, default=16,
                    help="generations waiting at most; more get 'the queue is full' (default 16)")
     g.add_argument("--content-filter", choices=["auto", "on", "off"], default="auto",
@@ -135,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _limits(p: argparse.ArgumentParser, args) -> Limits:
-    for name in ("max_side", "max_steps", "max_batch", "max_batch_count", "queue_size"):
+    for name in ("max_side", "max_steps", "max_batch", "max_batch_count", "queue_size", "max_body_mb"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_side < 64 or args.max_side % 8:
@@ -144,7 +146,8 @@ def _limits(p: argparse.ArgumentParser, args) -> Limits:
         p.error("--jobs-per-minute must be 0 (no limit) or more")
     return Limits(max_side=args.max_side, max_pixels=args.max_side ** 2,
                   max_batch_size=args.max_batch, max_batch_count=args.max_batch_count,
-                  max_steps=args.max_steps, jobs_per_minute=args.jobs_per_minute)
+                  max_steps=args.max_steps, jobs_per_minute=args.jobs_per_minute,
+                  max_body_bytes=args.max_body_mb * 2**20)
 
 
 def settings_from_args(argv: list[str] | None = None) -> Settings:

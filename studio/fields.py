@@ -35,7 +35,10 @@ def number(name: str, value: Any, *, integer: bool) -> float | int:
     try:
         parsed = float(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be a number, got {value!r}.") from None
+        raise InvalidRequest(f"{name} must be a number, got {_short(value)}.") from None
+    except OverflowError:        # a whole number too large for any float
+        raise InvalidRequest(f"{name} must be a number of a sensible size, got one of {len(str(value))} "
+                             "digits.") from None
     if not math.isfinite(parsed):
         raise InvalidRequest(f"{name} must be a finite number, got {value!r}.")
     if integer:
@@ -43,6 +46,11 @@ def number(name: str, value: Any, *, integer: bool) -> float | int:
             raise InvalidRequest(f"{name} must be a whole number, got {value!r}.")
         return int(parsed)
     return parsed
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def in_range(name: str, value: float, low: float, high: float) -> None:

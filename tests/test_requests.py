@@ -123,3 +123,19 @@ def test_a_request_is_plain_data_that_survives_another_process():
     assert back == r and np.array_equal(back.image, r.image) and np.array_equal(back.mask, r.mask)
     assert back.reference_images()[0][0] == "green" and back.reference_images()[0][1].getpixel((0, 0)) == (0, 128, 0)
     assert back.input_mask().mode == "L" and back.input_image().size == IMG.size
+
+
+def test_an_input_sized_picture_is_bounded_by_the_studios_size_too():
+    """Width and height 0 mean the input's own size: --max-side and the pixel budget hold for it as
+    for a size typed in (issue 38: a 2112x64 input came back 2112x64; at --max-side 128 a 256x256
+    input was made at 256)."""
+    wide = Image.new("RGB", (2112, 64), "white")
+    with pytest.raises(InvalidRequest, match="The input is 2112x64, larger than this studio makes .* for example 2048x"):
+        make_request(mode="img2img", image=wide)
+    small_studio = Limits(max_side=128, max_pixels=128 * 128)
+    with pytest.raises(InvalidRequest, match="set the width and height, for example 128x128 \\(the picture is pasted"):
+        make_request(mode="inpaint", image=Image.new("RGB", (256, 256)), mask=Image.new("L", (256, 256), 255),
+                     limits=small_studio)
+    assert make_request(mode="img2img", image=Image.new("RGB", (256, 256)), width=128, height=128,
+                        limits=small_studio).width == 128            # a size within the limits: made
+    assert make_request(mode="img2img", image=IMG).width == 0         # a small input: its own size, as before

@@ -175,8 +175,9 @@ def clip_skip(value: Any) -> int:
         raise InvalidRequest(f"CLIP_stop_at_last_layers must be a whole number, got {value!r}.")
     try:
         number = int(float(value))
-    except ValueError:
-        raise InvalidRequest(f"CLIP_stop_at_last_layers must be a whole number, got {value!r}.") from None
+    except (ValueError, OverflowError):     # not a number, infinite, or too many digits for a float
+        raise InvalidRequest(f"CLIP_stop_at_last_layers must be a whole number from {CLIP_SKIP_RANGE[0]} to "
+                             f"{CLIP_SKIP_RANGE[1]}.") from None
     if not CLIP_SKIP_RANGE[0] <= number <= CLIP_SKIP_RANGE[1]:
         raise InvalidRequest(f"CLIP_stop_at_last_layers must be between {CLIP_SKIP_RANGE[0]} and "
                              f"{CLIP_SKIP_RANGE[1]}, got {number}.")

@@ -16,16 +16,20 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import json
 import logging
+import math
 import secrets
 from typing import Any, Callable
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from studio import __version__
@@ -33,6 +37,7 @@ from studio.api import catalog, convert
 from studio.api.calls import Caller, Calls
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
 from studio.errors import QueueFull, StudioError, TooManyJobs
+from studio.requests import Limits
 from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
@@ -50,18 +55,76 @@ def _error(status: int, error: str, detail: str, headers: dict | None = None) ->
                         headers=headers)
 
 
+class BadBody(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number in JSON")
+
+
+async def checked_body(request: Request, limit: int) -> None:
+    """A POST body within `limit` bytes (refused from its Content-Length before it is read, or as
+    soon as it passes the limit) and, when it is JSON, strict JSON: no NaN or Infinity, numbers of
+    a sensible size, not nested beyond what a request needs. Kept for the route to read again."""
+    if request.method not in ("POST", "PUT"):
+        return
+    mb = f"{limit / 2**20:g} MB"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BadBody(413, f"The body is {int(length) / 2**20:.1f} MB; this studio takes at most {mb} "
+                           "(--max-body-mb).")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadBody(413, f"The body is larger than this studio takes ({mb}, --max-body-mb).")
+    request._body = body        # (starlette reads a consumed stream from here)
+    if body.strip() and "json" in request.headers.get("content-type", "json"):
+        try:
+            json.loads(body, parse_constant=_no_constant)
+        except RecursionError:
+            raise BadBody(400, "The JSON body is nested too deeply.") from None
+        except json.JSONDecodeError as exc:
+            raise BadBody(400, f"The body is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                               f"{exc.colno}).") from None
+        except ValueError as exc:      # NaN, Infinity, or an integer past Python's 4,300 digits
+            raise BadBody(400, f"The body is not valid JSON: {exc}." if "JSON" in str(exc) else
+                          "The body is not valid JSON: a number in it has too many digits.") from None
+
+
+def _finite(value: Any) -> Any:
+    """A validation error's inputs as JSON can carry them (no NaN or Infinity, long values cut)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
+
+
 class A1111Route(APIRoute):
-    """A route whose failures answer in A1111's error shape, never with a traceback."""
+    """A route whose failures answer in A1111's error shape, never with a traceback; its body is
+    checked first (`checked_body`), against `max_body` bytes."""
+    max_body = Limits().max_body_bytes
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 
         async def route(request: Request):
             try:
+                await checked_body(request, self.max_body)
                 return await handler(request)
-            except RequestValidationError:
-                raise
-            except HTTPException as exc:
+            except BadBody as exc:
+                return _error(exc.status, "HTTPException", exc.detail)
+            except RequestValidationError as exc:      # FastAPI's 422 shape, as A1111 answers
+                return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+            except StarletteHTTPException as exc:
                 return _error(exc.status_code, "HTTPException", str(exc.detail), exc.headers)
             except convert.ApiError as exc:
                 return _error(exc.status, "HTTPException", exc.detail)
@@ -104,7 +167,8 @@ def _basic(header: str) -> tuple[str, str] | None:
 def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
     """Every /sdapi/v1 route, plus /docs and /openapi.json describing them (and nothing else)."""
     who = Depends(caller_dependency(auth))      # every route: a wrong login is refused first
-    router = APIRouter(prefix=PREFIX, route_class=A1111Route, dependencies=[who], tags=["A1111-compatible"])
+    route_class = type("A1111Route", (A1111Route,), {"max_body": studio.limits.max_body_bytes})
+    router = APIRouter(prefix=PREFIX, route_class=route_class, dependencies=[who], tags=["A1111-compatible"])
     options, calls = catalog.Options(studio), Calls(studio)
 
     @router.post("/txt2img")

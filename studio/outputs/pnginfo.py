@@ -280,7 +280,7 @@ def _json(text: str | None) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):     # not JSON, or nested too deep to be metadata
         return None
 
 

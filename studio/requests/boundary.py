@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from studio.errors import InvalidRequest
 from studio.fields import Context
-from studio.requests.request import MODES, GenerationRequest, Limits, request_fields
+from studio.requests.request import MIN_SIDE, MODES, GenerationRequest, Limits, request_fields
 from studio.samplers import scheduler_names
 
 
@@ -20,6 +20,21 @@ def _size_within_pixels(r: GenerationRequest, ctx: Context) -> None:
     if r.width and r.height and r.width * r.height > ctx.limits.max_pixels:
         raise InvalidRequest(f"{r.width}x{r.height} is {r.width * r.height:,} pixels; this studio allows "
                              f"at most {ctx.limits.max_pixels:,}.")
+
+
+def _input_size_within_limits(r: GenerationRequest, ctx: Context) -> None:
+    """Width or height 0 means the input's own: it too must be within this studio's size."""
+    if r.mode == "txt2img" or r.image is None or (r.width and r.height):
+        return
+    lim, (ih, iw) = ctx.limits, r.image.shape[:2]
+    width, height = r.width or iw // 8 * 8, r.height or ih // 8 * 8
+    if max(width, height) <= lim.max_side and width * height <= lim.max_pixels:
+        return
+    scale = min(lim.max_side / max(width, height), (lim.max_pixels / (width * height)) ** 0.5)
+    fit = (max(MIN_SIDE, int(width * scale) // 8 * 8), max(MIN_SIDE, int(height * scale) // 8 * 8))
+    raise InvalidRequest(f"The input is {iw}x{ih}, larger than this studio makes ({lim.max_side} px a side, "
+                         f"{lim.max_pixels:,} pixels): set the width and height, for example {fit[0]}x{fit[1]}"
+                         + (" (the picture is pasted back at the input's size)." if r.mode == "inpaint" else "."))
 
 
 def _variation_in_txt2img(r: GenerationRequest, ctx: Context) -> None:
@@ -42,7 +57,7 @@ def _a_denoising_step_is_left(r: GenerationRequest, ctx: Context) -> None:
 
 # what only two fields together can say, checked after every field on its own
 PAIRS: tuple[Callable[[GenerationRequest, Context], None], ...] = (
-    _size_within_pixels, _variation_in_txt2img, _mask_fits_the_image, _a_denoising_step_is_left)
+    _size_within_pixels, _input_size_within_limits, _variation_in_txt2img, _mask_fits_the_image, _a_denoising_step_is_left)
 
 
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),

@@ -47,6 +47,7 @@ class Limits:
     max_batch_count: int = 16
     max_steps: int = 150
     jobs_per_minute: int = 0        # per user (login name, else browser session); 0 = no limit
+    max_body_bytes: int = 32 * 2**20    # a REST body or an upload, refused before it is read further
 
 
 @dataclass(frozen=True)
