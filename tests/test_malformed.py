@@ -54,7 +54,7 @@ PYTHON_WORDS = ("Traceback", "OverflowError", "RecursionError", "ValueError", "c
     ("options", '{"CLIP_stop_at_last_layers": 1e309}', 400, "CLIP_stop_at_last_layers"),
     ("txt2img", "[" * 100_000 + "]" * 100_000, 400, "nested too deeply"),
     ("txt2img", '{"prompt": "x", "steps": "many"}', 422, "steps"),
-    ("txt2img", '{"prompt": "x"', 400, "not valid JSON"),
+    ("txt2img", '{"prompt": "x"', 422, "JSON decode error"),
     ("png-info", json.dumps({"image": _png_with_prompt_chunk("[" * 90_000 + "]" * 90_000)}), 200, ""),
 ])
 def test_malformed_bodies_get_a_4xx_in_the_studios_words(client, path, body, status, said):

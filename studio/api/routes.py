@@ -87,9 +87,8 @@ async def checked_body(request: Request, limit: int) -> None:
             json.loads(body, parse_constant=_no_constant)
         except RecursionError:
             raise BadBody(400, "The JSON body is nested too deeply.") from None
-        except json.JSONDecodeError as exc:
-            raise BadBody(400, f"The body is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                               f"{exc.colno}).") from None
+        except json.JSONDecodeError:
+            return          # FastAPI answers it: 422 with where the JSON breaks, as A1111 does
         except ValueError as exc:      # NaN, Infinity, or an integer past Python's 4,300 digits
             raise BadBody(400, f"The body is not valid JSON: {exc}." if "JSON" in str(exc) else
                           "The body is not valid JSON: a number in it has too many digits.") from None
