@@ -385,3 +385,25 @@ def test_sdxl_travel_mixes_the_pooled_embeddings_too():
     for key in ("prompt_embeds", "pooled_prompt_embeds"):
         assert torch.allclose(half[key], (a[key] + b[key]) / 2, atol=1e-5), key
     assert not torch.allclose(a["pooled_prompt_embeds"], b["pooled_prompt_embeds"])
+
+
+def test_a_video_too_big_is_refused_from_its_header_and_a_refused_animation_leaves_no_folder(embedded, tmp_path):
+    """Issue 38, findings 5 and 8: an 8 KB MP4 of 240 frames at 4096x256 was decoded whole (RSS +700 MB)
+    before its width was refused; a refused /animate left an empty folder behind."""
+    import resource
+
+    from studio.animation.start import animations_root, begin
+    from studio.animation.video import write_mp4
+    frame = tmp_path / "wide.png"
+    Image.new("RGB", (4096, 256), (40, 90, 200)).save(frame)
+    clip = write_mp4([frame] * 240, tmp_path / "wide.mp4", 24, "")
+    assert clip.stat().st_size < 200_000
+    folders = set(animations_root(embedded).glob("*")) if animations_root(embedded).exists() else set()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InvalidRequest, match="is 4096x256; this studio takes videos up to 2048 px a side"):
+        begin(embedded, dict(mode="video", frames=240, formats=[]), video=str(clip))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000     # KB: nothing decoded
+    with pytest.raises(InvalidRequest):                  # refused after its folder was chosen
+        begin(embedded, dict(mode="2d", frames=3, steps="0:(500)", formats=[]))
+    after = set(animations_root(embedded).glob("*"))
+    assert after == folders, after - folders

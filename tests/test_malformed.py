@@ -94,3 +94,23 @@ FIELDS = ["prompt", "negative_prompt", "steps", "cfg_scale", "width", "height", 
 def test_no_body_of_any_shape_gets_a_5xx(client, path, body):
     answer = _post(client, path, json.dumps(body))
     assert answer.status_code < 500, (path, body, answer.text[:300])
+
+
+def test_init_images_are_counted_and_the_queue_asked_before_any_is_decoded(client):
+    """Issue 38, finding 5: 40 init images of 2048x2048 were all decoded (+600 MB) before the 503.
+    Here they are not even base64: the answer shows they were never read."""
+    many = {"init_images": ["not base64!"] * 40, "steps": 2, "width": 64, "height": 64}
+    answer = _post(client, "img2img", json.dumps(many))
+    assert answer.status_code == 400 and "40 init images; this studio takes at most 2" in answer.text
+    answer = _post(client, "img2img", json.dumps({**many, "init_images": ["not base64!"] * 2}))
+    assert answer.status_code == 400 and "not base64" in answer.text          # within bounds: read, refused
+
+
+def test_a_full_queue_is_said_before_the_pictures_are_read(tiny_model, tmp_path):
+    from studio.api.routes import api_routes
+    from studio.config import Settings
+    from studio.serving.studio import Studio
+    studio = Studio.from_settings(Settings(model=str(tiny_model), outputs=tmp_path, queue_size=2))
+    rest = TestClient(FastAPI(routes=api_routes(studio, [])), raise_server_exceptions=False)
+    answer = _post(rest, "img2img", json.dumps({"init_images": ["not base64!"] * 3, "steps": 2}))
+    assert answer.status_code == 503 and "asks for 3" in answer.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,13 +36,18 @@ def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None =
     if settings.mode == "video":
         if not video:
             raise InvalidRequest("Video mode needs a video to work over.")
-        frames, _ = read_video(video, settings.video_every, settings.frames)
+        frames, _ = read_video(video, settings.video_every, settings.frames, studio.limits.max_side)
         settings = replace(settings, frames=len(frames))       # a shorter video: as many frames as it has
     inputs = Inputs(start=_picture("Start picture", start), end=_picture("End picture", end), video=frames)
-    animation = Animation(studio, settings, new_folder(studio, settings.seed), inputs)
-    if animation.plan:
-        _check_first_request(studio, animation)
-    animation.write_inputs(video)
+    folder = new_folder(studio, settings.seed)
+    try:
+        animation = Animation(studio, settings, folder, inputs)
+        if animation.plan:
+            _check_first_request(studio, animation)
+        animation.write_inputs(video)
+    except BaseException:        # refused: no empty folder is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return animation
 
 

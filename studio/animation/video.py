@@ -15,6 +15,7 @@ from PIL import Image
 from studio.errors import InvalidRequest
 
 MAX_INPUT_FRAMES = 2000
+MAX_INPUT_PIXELS = 300_000_000      # of all the frames read, together (~0.9 GB of RGB)
 
 
 def looped(frames: list[Path], loop: str) -> list[Path]:
@@ -70,9 +71,27 @@ def write_videos(frames: list[Path], folder: Path, name: str, formats: tuple[str
     return {fmt: WRITERS[fmt](order, folder / f"{name}.{fmt}", fps, comment) for fmt in formats}
 
 
-def read_video(path: str | Path, every: int = 1, limit: int = MAX_INPUT_FRAMES) -> tuple[list[np.ndarray], float]:
+def _probe(name: str, meta: dict, every: int, limit: int, max_side: int | None) -> None:
+    """The video's frame size and count from its header, checked before decoding."""
+    width, height = (int(v) for v in meta.get("size") or (0, 0))
+    if max_side and max(width, height) > max_side:
+        raise InvalidRequest(f"The video {name} is {width}x{height}; this studio takes videos up to {max_side} px "
+                             "a side.")
+    frames = meta.get("nframes")
+    frames = limit if not isinstance(frames, (int, float)) or frames != frames or frames == float("inf") \
+        else min(limit, int(frames) // max(1, every) + 1)
+    if width * height * frames > MAX_INPUT_PIXELS:
+        raise InvalidRequest(f"The video {name}: {frames} frames of {width}x{height} would take "
+                             f"{width * height * frames * 3 / 2**30:.1f} GB; use fewer frames, every Nth frame, "
+                             "or a smaller video.")
+
+
+def read_video(path: str | Path, every: int = 1, limit: int = MAX_INPUT_FRAMES,
+               max_side: int | None = None) -> tuple[list[np.ndarray], float]:
     """Every Nth frame of a video file (at most `limit`) and its frame rate; a clear message for a
-    file that is not a video."""
+    file that is not a video, and for one whose frames are wider or taller than `max_side` or
+    would take more than MAX_INPUT_PIXELS together: both probed from the file's header, before
+    a frame is decoded."""
     import imageio.v2 as imageio
 
     try:
@@ -80,13 +99,17 @@ def read_video(path: str | Path, every: int = 1, limit: int = MAX_INPUT_FRAMES) 
     except Exception as exc:  # noqa: BLE001 - imageio raises several kinds for a bad file
         raise InvalidRequest(f"Cannot read the video {Path(path).name}: {exc}") from None
     try:
-        fps = float(reader.get_meta_data().get("fps") or 0) or 12.0
+        meta = reader.get_meta_data()
+        _probe(Path(path).name, meta, every, limit, max_side)
+        fps = float(meta.get("fps") or 0) or 12.0
         frames = []
         for i, frame in enumerate(reader):
             if i % every == 0:
                 frames.append(np.ascontiguousarray(frame[..., :3]))
                 if len(frames) >= limit:
                     break
+    except InvalidRequest:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise InvalidRequest(f"Cannot read the video {Path(path).name}: {exc}") from None
     finally:

@@ -201,6 +201,16 @@ def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any
             "hires_upscaler": upscaler}
 
 
+def room_for(body: Img2ImgBody, studio: Studio, user: str) -> None:
+    """Before any init image is decoded: at most a batch count of them (each is a job of its
+    own), and room in the queue for them all."""
+    count = len(body.init_images or [])
+    if count > studio.limits.max_batch_count:
+        raise InvalidRequest(f"{count} init images; this studio takes at most {studio.limits.max_batch_count} "
+                             "in one request.")
+    studio.check_room(user, count)
+
+
 def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
     """One request per init image (seeds one apart), inpainting when there is a mask."""
     if not body.init_images:

@@ -177,6 +177,7 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
 
     @router.post("/img2img")
     def img2img(body: Img2ImgBody, caller: Caller = who) -> dict:
+        convert.room_for(body, studio, caller.user)          # before any picture is decoded
         translated = convert.img2img(body, studio, options)
         return convert.answer(body, translated, calls.run(translated, caller))
 

@@ -202,6 +202,19 @@ class Dispatcher:
     # A job belongs to its user and session, both decided by the server (a login, else an
     # unguessable connection id; a client may name any session, never another's user): Stop and
     # the rest act on jobs of both, so a session name that is guessed stops nothing of another's.
+    def check_room(self, user: str, jobs: int = 1) -> None:
+        """QueueFull now when `jobs` more of `user`'s would not be let in: a caller that must decode
+        or prepare much before submitting asks first, and spends nothing on a full queue."""
+        with self._lock:
+            waiting = self.waiting()
+            mine = sum(1 for *_, j in self._heap if j.user == user)
+        if self.max_queued and waiting + jobs > self.max_queued:
+            raise QueueFull(f"Queue is full: {waiting} generations are waiting and this asks for {jobs}; try "
+                            "again in a moment.")
+        if self.max_per_user and mine + jobs > self.max_per_user:
+            raise QueueFull(f"You have {mine} generations waiting and this asks for {jobs}; one user may queue "
+                            f"{self.max_per_user} here.")
+
     def stop(self, session: str, user: str) -> bool:
         """Stop every job of this user's session (running or queued); False when it has none.
         The time is kept, so a caller running several jobs in turn (`Sequence`) also stops when

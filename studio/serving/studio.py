@@ -171,6 +171,10 @@ class Studio:
         return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s,
                                       save=save)
 
+    def check_room(self, user: str, jobs: int = 1) -> None:
+        """QueueFull now, before anything is decoded, when `jobs` more would not be let in."""
+        self.dispatcher.check_room(user, jobs)
+
     def live(self, request: GenerationRequest, *, user: str, session: str) -> GenerationResult | None:
         """One live picture (held, not saved) through the dispatcher's live lane; None when newer
         input replaced it while it waited, or Live was switched off."""
