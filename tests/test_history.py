@@ -117,3 +117,33 @@ def test_the_history_benchmark_prints_its_figures():
     assert done.returncode == 0, done.stderr
     assert "rebuild from nothing:" in done.stdout and "(300 read)" in done.stdout
     assert "three words (red circle blue)" in done.stdout and "baseline, no index" in done.stdout
+
+
+def test_an_index_damaged_past_its_first_page_is_found_and_built_again(tmp_path):
+    """Issue 38, finding 7: a file whose first page is whole opened fine and then answered every
+    search with "database disk image is malformed", also after restarts."""
+    folder = OutputFolder(tmp_path)
+    for seed in range(60):
+        save(folder, f"a white circle number {seed} " + "with a long prompt " * 20, seed)
+    index = HistoryIndex(tmp_path)
+    assert index.sync()["added"] == 60
+    index.close()
+    raw = bytearray((tmp_path / ".history.sqlite").read_bytes())
+    assert len(raw) > 4 * 4096
+    raw[2 * 4096: len(raw) - 4096] = b"\xff" * (len(raw) - 3 * 4096)        # every page but the first and last
+    (tmp_path / ".history.sqlite").write_bytes(bytes(raw))
+    for name in (".history.sqlite-wal", ".history.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    again = HistoryIndex(tmp_path)                                            # the next start
+    again.sync()
+    assert again.search(Query(words="white"))[0] == 60 and (tmp_path / ".history.damaged").exists()
+    # damaged while in use: the search that meets it rebuilds and answers
+    again.close()
+    (tmp_path / ".history.damaged").unlink()
+    raw = bytearray((tmp_path / ".history.sqlite").read_bytes())
+    raw[2 * 4096: len(raw) - 4096] = b"\xff" * (len(raw) - 3 * 4096)
+    in_use = HistoryIndex(tmp_path)
+    in_use._db = in_use._open()                    # opened before the damage, as a running studio has it
+    (tmp_path / ".history.sqlite").write_bytes(bytes(raw))
+    assert in_use.search(Query(words="number", page_size=100))[0] == 60
+    assert (tmp_path / ".history.damaged").exists()

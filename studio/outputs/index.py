@@ -58,15 +58,39 @@ class HistoryIndex:
 
     # -- the database -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        """The index, checked when first opened (`PRAGMA quick_check` reads every page: damage past
+        the first one is found too); a damaged file is set aside and a new one made."""
         if self._db is None:
             self.root.mkdir(parents=True, exist_ok=True)
             try:
                 self._db = self._open()
+                found = self._db.execute("PRAGMA quick_check").fetchone()[0]
+                if found != "ok":
+                    raise sqlite3.DatabaseError(found)
             except sqlite3.DatabaseError:
-                log.warning("History index %s is damaged; building it again", self.path)
-                self.path.replace(self.path.with_suffix(".damaged"))
+                self._set_aside()
                 self._db = self._open()
         return self._db
+
+    def _set_aside(self) -> None:
+        log.warning("History index %s is damaged; building it again from the pictures", self.path)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        for leftover in (self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        self.path.replace(self.path.with_suffix(".damaged"))
+
+    def _healing(self, work):
+        """`work()`; when the index turns out damaged while in use, it is set aside, built again from
+        the pictures, and `work()` runs once more."""
+        try:
+            return work()
+        except sqlite3.DatabaseError:
+            with self._lock:
+                self._set_aside()
+            self.sync()
+            return work()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -130,21 +154,27 @@ class HistoryIndex:
         where, args = _where(query)
         size = max(1, min(int(query.page_size), MAX_PAGE))
         offset = (max(1, int(query.page)) - 1) * size
-        with self._lock:
-            db = self._connect()
-            total = db.execute(f"SELECT COUNT(*) FROM pictures {where}", args).fetchone()[0]
-            rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM pictures {where} ORDER BY {SORTS[query.sort]} "
-                              f"LIMIT ? OFFSET ?", [*args, size, offset]).fetchall()
+
+        def page():
+            with self._lock:
+                db = self._connect()
+                total = db.execute(f"SELECT COUNT(*) FROM pictures {where}", args).fetchone()[0]
+                rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM pictures {where} ORDER BY {SORTS[query.sort]} "
+                                  f"LIMIT ? OFFSET ?", [*args, size, offset]).fetchall()
+            return total, rows
+
+        total, rows = self._healing(page)
         return total, [dict(zip(COLUMNS, row)) | {"file": str(self.root / row[0])} for row in rows]
 
     def choices(self, column: str) -> list[str]:
         """The distinct models, samplers or tabs in the index (for the filters)."""
         if column not in ("model", "sampler", "tab"):
             raise ValueError(column)
-        with self._lock:
-            found = self._connect().execute(f"SELECT DISTINCT {column} FROM pictures WHERE {column} != '' "
-                                            f"ORDER BY {column}").fetchall()
-        return [value for (value,) in found]
+        def distinct():
+            with self._lock:
+                return self._connect().execute(f"SELECT DISTINCT {column} FROM pictures WHERE {column} != '' "
+                                               f"ORDER BY {column}").fetchall()
+        return [value for (value,) in self._healing(distinct)]
 
     def close(self) -> None:
         with self._lock:
