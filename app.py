@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     settings = settings_from_args(argv)
 
+    from starlette.middleware import Middleware
+
     from studio.api.routes import api_routes
     from studio.finetune.jobs import TrainingJobs
     from studio.serving.studio import Studio
     from studio.ui import build_ui
+    from studio.ui.files import OutputsGuard
 
     try:
         studio = Studio.from_settings(settings, backend=backend_for(settings))
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                     auth=settings.auth or None, allowed_paths=[str(settings.outputs.resolve())],
-                    show_error=True, footer_links=["api", "settings"], app_kwargs={"routes": routes},
-                    max_file_size=settings.limits.max_body_bytes)
+                    show_error=True, footer_links=["api", "settings"], max_file_size=settings.limits.max_body_bytes,
+                    app_kwargs={"routes": routes, "middleware": [
+                        Middleware(OutputsGuard, root=settings.outputs, spaces=bool(settings.auth))]})
     except KeyboardInterrupt:
         pass
     return 0

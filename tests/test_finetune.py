@@ -252,10 +252,14 @@ def test_only_the_owner_stops_a_job(tmp_path):
     job, datasets = _job(tmp_path, n_pictures=2)
     jobs = TrainingJobs(tmp_path / "jobs", tmp_path / "models", datasets)
     job.set_status(state="running", pid=None)
-    with pytest.raises(InvalidRequest, match="another user"):
+    with pytest.raises(InvalidRequest, match="No training job"):       # another's: as one not there
         jobs.stop(job.id, "mallory")
-    with pytest.raises(InvalidRequest, match="another user"):
-        jobs.status(job.id, "mallory")
+    answers = []
+    for job_id in (job.id, "azure-20990101-000000"):     # hers, and one that is not there
+        with pytest.raises(InvalidRequest) as refused:
+            jobs.status(job_id, "mallory")
+        answers.append(str(refused.value).replace(job_id, "X"))
+    assert answers[0] == answers[1]
     assert jobs.status(job.id)["state"] == "interrupted"      # no process: it says so, Resume continues
     assert jobs.jobs(LOCAL) == [job.id] and jobs.jobs("mallory") == []
 

@@ -82,7 +82,7 @@ def test_a_seed_by_cfg_plot_cell_equals_the_same_request_alone(studio):
     plot = make_xyz_plot(studio, BASE, [("Seed", "1, 2"), ("CFG scale", "3, 9")])
     assert plot.count == 4 and plot.x_labels == ["Seed: 1", "Seed: 2"] and plot.y_labels == ["CFG scale: 3", "CFG scale: 9"]
     result = run_plot(plot, sequence(studio))
-    grid = save_grid(result, studio.local.outputs)
+    grid = save_grid(result, studio)
     assert not result.stopped and len(result.images) == 4
     for (x, y, _), picture in result.images.items():
         alone = studio.local.run(studio.make_request("txt2img", **{**BASE, "seed": [1, 2][x], "cfg_scale": [3, 9][y]}))
@@ -140,7 +140,7 @@ def test_prompt_matrix_makes_every_combination(studio):
     assert plot.y_labels == ["− large", "+ large"]
     assert len({c.request.seed for c in plot.cells}) == 1
     result = run_plot(plot, sequence(studio))
-    grid = save_grid(result, studio.local.outputs)
+    grid = save_grid(result, studio)
     assert len(result.images) == 4 and "Script: Prompt matrix" in read_metadata(grid)[0]
     with pytest.raises(InvalidRequest, match="parts split by \\|"):
         make_prompt_matrix(studio, {**BASE, "prompt": "no parts"})
@@ -151,7 +151,7 @@ def test_stop_keeps_the_finished_cells(studio):
     run = sequence(studio, "stopper")
     result = run_plot(plot, run, on_cell=lambda cell, picture: studio.dispatcher.stop("stopper", "stopper"))
     assert result.stopped and len(result.images) == 1 and "1 of 3 pictures" in result.notes[0]
-    grid = save_grid(result, studio.local.outputs)
+    grid = save_grid(result, studio)
     assert read_metadata(grid)[1]["stopped"] is True and len(read_metadata(grid)[1]["cells"]) == 1
 
 

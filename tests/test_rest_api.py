@@ -442,7 +442,8 @@ def test_basic_auth_guards_every_route(rest_server):
             assert response.json()["detail"] == "Incorrect username or password"
             assert response.headers["WWW-Authenticate"] == "Basic"
     assert requests.get(base + "/loras", auth=("ann", "s3cret"), timeout=10).status_code == 200
-    docs = requests.get(rest_server.url.rstrip("/") + "/openapi.json", timeout=10).json()
+    assert requests.get(rest_server.url.rstrip("/") + "/openapi.json", timeout=10).status_code == 401
+    docs = requests.get(rest_server.url.rstrip("/") + "/openapi.json", auth=("ann", "s3cret"), timeout=10).json()
     assert "/sdapi/v1/txt2img" in docs["paths"] and all(p.startswith("/sdapi/v1") for p in docs["paths"])
 
 

@@ -24,13 +24,15 @@ FOLDER = "animations"
 _NAME = re.compile(r"\A[\w-]{1,80}\Z")
 
 
-def animations_root(studio) -> Path:
-    return Path(studio.outputs_root()) / FOLDER
+def animations_root(studio, user: str | None = None) -> Path:
+    """outputs/animations; `user`'s own (outputs/<login>/animations) when logins have their own space."""
+    return Path(studio.outputs_root(user)) / FOLDER
 
 
-def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None = None) -> Animation:
+def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None = None,
+          user: str | None = None) -> Animation:
     """A new animation from raw settings and pictures: everything checked (schedules at every frame
-    too) and written to its folder before the first frame runs."""
+    too) and written to its folder (in `user`'s space) before the first frame runs."""
     settings = make_settings(**raw)
     frames: list[np.ndarray] = []
     if settings.mode == "video":
@@ -39,7 +41,7 @@ def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None =
         frames, _ = read_video(video, settings.video_every, settings.frames, studio.limits.max_side)
         settings = replace(settings, frames=len(frames))       # a shorter video: as many frames as it has
     inputs = Inputs(start=_picture("Start picture", start), end=_picture("End picture", end), video=frames)
-    folder = new_folder(studio, settings.seed)
+    folder = new_folder(studio, settings.seed, user)
     try:
         animation = Animation(studio, settings, folder, inputs)
         if animation.plan:
@@ -51,10 +53,10 @@ def begin(studio, raw: dict[str, Any], start=None, end=None, video: str | None =
     return animation
 
 
-def new_folder(studio, seed: int) -> Path:
+def new_folder(studio, seed: int, user: str | None = None) -> Path:
     """outputs/animations/<date-time>-<seed>, made now; -2, -3... when another animation (another
     user, the same second and seed) has the name, so no two runs ever share a folder."""
-    root = animations_root(studio)
+    root = animations_root(studio, user)
     root.mkdir(parents=True, exist_ok=True)
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}"
     for n in itertools.count(1):
@@ -66,11 +68,12 @@ def new_folder(studio, seed: int) -> Path:
             continue
 
 
-def reopen(studio, name: str) -> Animation:
-    """An animation begun earlier (by its folder name), to resume."""
+def reopen(studio, name: str, user: str | None = None) -> Animation:
+    """An animation `user` began earlier (by its folder name), to resume: another login's is not
+    found, with the same words as one that is not there."""
     if not isinstance(name, str) or not _NAME.match(name.strip()):
         raise InvalidRequest(f"{name!r} is not an animation's name (its folder under outputs/{FOLDER}).")
-    folder = animations_root(studio) / name.strip()
+    folder = animations_root(studio, user) / name.strip()
     if not (folder / "animation.json").exists():
         raise InvalidRequest(f"No animation named {name!r} under outputs/{FOLDER}.")
     return Animation.open(studio, folder)

@@ -236,20 +236,34 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
     }
     for path, listing in listings.items():
         router.add_api_route(path, listing, methods=["GET"], name=path.strip("/"))
-    return [*router.routes, *_docs(router.routes)]
+    return [*router.routes, *_docs(router.routes, caller_dependency(auth) if auth else None)]
 
 
-def _docs(routes: list[BaseRoute]) -> list[BaseRoute]:
-    """OpenAPI of the REST routes only (Gradio's own routes are not an API to build on)."""
+def _docs(routes: list[BaseRoute], login: Callable | None) -> list[BaseRoute]:
+    """OpenAPI of the REST routes only (Gradio's own routes are not an API to build on); behind the
+    same logins as the API."""
     schema = {}
 
-    def openapi(request: Request) -> JSONResponse:
+    async def checked(request: Request) -> JSONResponse | None:
+        if login is None:
+            return None
+        try:
+            await login(request)
+        except HTTPException as exc:
+            return _error(exc.status_code, "HTTPException", str(exc.detail), exc.headers)
+        return None
+
+    async def openapi(request: Request) -> JSONResponse:
+        if (refused := await checked(request)) is not None:
+            return refused
         if not schema:
             schema.update(get_openapi(title="Stable Diffusion Studio: A1111-compatible API", version=__version__,
                                       routes=routes, description="AUTOMATIC1111's /sdapi/v1, served by the studio."))
         return JSONResponse(schema)
 
-    def docs(request: Request):
+    async def docs(request: Request):
+        if (refused := await checked(request)) is not None:
+            return refused
         return get_swagger_ui_html(openapi_url="/openapi.json", title="Studio API")
 
     return [Route("/openapi.json", openapi, include_in_schema=False), Route("/docs", docs, include_in_schema=False)]

@@ -20,8 +20,15 @@ from studio.errors import InvalidRequest
 from studio.finetune.dataset import blocking, dataset_folder, preflight, read_dataset
 from studio.finetune.folder import STATES_RUNNING, JobFolder
 from studio.finetune.settings import TrainSettings
+from studio.outputs.folder import space_name
 
 LOCAL = "local"
+
+
+def lora_name(name: str, owner: str) -> str:
+    """A trained LoRA's name in models/loras: a login's in a folder of its own (no login can
+    overwrite another's file; every login may use it, the owner's name on it)."""
+    return name if owner == LOCAL else f"{space_name(owner)}/{name}"
 
 
 def create_job(root: Path, settings: TrainSettings, *, owner: str, models_dir: Path, datasets: Path,
@@ -69,6 +76,11 @@ class TrainingJobs:
     def __post_init__(self) -> None:
         self._children: dict[str, subprocess.Popen] = {}
 
+    def datasets_of(self, owner: str) -> Path:
+        """Where `owner`'s datasets are: the datasets folder, or a login's own folder in it (the
+        studio's logins each have their own; without logins everyone is "local")."""
+        return self.datasets if owner == LOCAL else self.datasets / space_name(owner)
+
     @classmethod
     def from_settings(cls, settings) -> "TrainingJobs":
         """The studio's jobs: under outputs/training, datasets and LoRAs in the folders --datasets
@@ -86,7 +98,7 @@ class TrainingJobs:
     def status(self, job_id: str, owner: str | None = None) -> dict:
         """The job's status; a job whose process ended without saying so is "interrupted". With
         `owner` (a caller's view), only that user's job is shown."""
-        job = self.folder(job_id) if owner is None else self._owned(job_id, owner)
+        job = self.folder(job_id) if owner is None else self.owned(job_id, owner)
         self._reap()
         status = job.status()
         if status.get("state") in STATES_RUNNING and not alive(status.get("pid")) and job.id not in self._children:
@@ -113,14 +125,14 @@ class TrainingJobs:
     # -- acting ---------------------------------------------------------------------------------
     def start(self, settings: TrainSettings, owner: str) -> str:
         self._one_at_a_time()
-        dataset_folder(self.datasets, settings.dataset)        # a name, inside the datasets folder
-        job = create_job(self.root, settings, owner=owner, models_dir=self.models_dir, datasets=self.datasets,
+        dataset_folder(self.datasets_of(owner), settings.dataset)        # a name, inside the datasets folder
+        job = create_job(self.root, settings, owner=owner, models_dir=self.models_dir, datasets=self.datasets_of(owner),
                          device=self.device)
         self._spawn(job)
         return job.id
 
     def resume(self, job_id: str, owner: str) -> str:
-        job = self._owned(job_id, owner)
+        job = self.owned(job_id, owner)
         state = self.status(job_id).get("state")
         if state in STATES_RUNNING:
             raise InvalidRequest(f"{job_id} is still running.")
@@ -133,15 +145,20 @@ class TrainingJobs:
 
     def stop(self, job_id: str, owner: str) -> None:
         """Ask the trainer to save a checkpoint and exit (it checks before every step)."""
-        job = self._owned(job_id, owner)
+        job = self.owned(job_id, owner)
         if self.status(job_id).get("state") not in STATES_RUNNING:
             raise InvalidRequest(f"{job_id} is not running.")
         job.request_stop()
 
-    def _owned(self, job_id: str, owner: str) -> JobFolder:
-        job = self.folder(job_id)
-        if job.job().get("owner") != owner:
-            raise InvalidRequest(f"{job_id} belongs to another user; only they can see, stop or resume it.")
+    def owned(self, job_id: str, owner: str) -> JobFolder:
+        """One of `owner`'s jobs; another's is answered as one that is not there (the same words:
+        a guessed id confirms nothing)."""
+        try:
+            job = self.folder(job_id)
+        except InvalidRequest:
+            job = None
+        if job is None or job.job().get("owner") != owner:
+            raise InvalidRequest(f"No training job {str(job_id)[:80]!r}.")
         return job
 
     def _one_at_a_time(self) -> None:

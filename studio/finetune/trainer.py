@@ -31,6 +31,7 @@ from studio.finetune.dataset import Dataset, read_dataset, with_trigger
 from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, kohya_tensors, lora_state, sidecar,
                                     training_metadata, write_lora)
 from studio.finetune.folder import JobFolder
+from studio.finetune.jobs import LOCAL, lora_name
 from studio.finetune.settings import TrainSettings, sample_interval, total_steps
 
 SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
@@ -348,7 +349,9 @@ def export(run: Run, models_dir: Path) -> Path:
                              dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
                              images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
                              total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)
-    out = write_lora(models_dir / "loras" / f"{s.name}.safetensors", lora_tensors(run), meta)
+    name = lora_name(s.name, run.job.job().get("owner", LOCAL))       # a login's own folder
+    (models_dir / "loras" / name).parent.mkdir(parents=True, exist_ok=True)
+    out = write_lora(models_dir / "loras" / f"{name}.safetensors", lora_tensors(run), meta)
     description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps."
     (out.with_suffix(".json")).write_text(json.dumps(sidecar(s, info.family, description), indent=1),
                                           encoding="utf-8")

@@ -22,16 +22,21 @@ MAX_IMAGES = 8 * 16        # every combination of variants: at most this many im
 def lora_list(asked: tuple[tuple[str, float], ...], tags: list[tuple[str, str]],
               library: ModelLibrary | None) -> list[tuple[str, float]]:
     """The request's LoRAs plus the prompt's `<lora:name:weight>` tags (by file name, with or
-    without the extension; a tag overrides the same LoRA's weight from the list)."""
+    without the extension, or its path in models/loras: `<lora:ann/azure:1>`; a tag overrides the
+    same LoRA's weight from the list)."""
     out = dict(asked)
     if not tags:
         return list(out.items())
     names = library.names()["loras"] if library is not None else []
+
+    def named(n: str, tag: str) -> bool:       # the file, its name, or its path without the extension
+        return tag in (n, Path(n).stem, Path(n).name, Path(n).with_suffix("").as_posix())
+
     for tag, weight_text in tags:
-        matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
+        matches = [n for n in names if named(n, tag)]
         if not matches and library is not None:      # added since the last scan (a LoRA just trained)
             names = library.scan()["loras"]
-            matches = [n for n in names if n == tag or Path(n).stem == tag or Path(n).name == tag]
+            matches = [n for n in names if named(n, tag)]
         if not matches:
             raise InvalidRequest(f"<lora:{tag}> in the prompt: no such LoRA in models/loras "
                                  f"(available: {', '.join(Path(n).stem for n in names) or 'none'}).")

@@ -94,8 +94,15 @@ def save_as(path: Path, image: Image.Image, parameters: str, data: dict[str, Any
     return path
 
 
+def space_name(owner: str) -> str:
+    """A login as a folder name: letters, digits, '.', '-' and '_' kept, anything else '_'."""
+    name = re.sub(r"[^\w.-]", "_", owner).lstrip(".")
+    return name or "_"
+
+
 class OutputFolder:
-    """Saves images as root/YYYY-MM-DD/NNNNN-<seed>.png and lists them back."""
+    """Saves images as root/YYYY-MM-DD/NNNNN-<seed>.png (a login's own under root/<login>/ when
+    each login has its own space) and lists them back."""
 
     def __init__(self, root: str | Path, *, clock: Callable[[], datetime] = datetime.now,
                  on_saved: Callable[[Path, str, dict], None] | None = None):
@@ -108,6 +115,16 @@ class OutputFolder:
         self._clock = clock
         self._lock = _lock_for(self.root)
         self.on_saved = on_saved
+        self._spaces: dict[str, OutputFolder] = {}
+
+    def space(self, owner: str | None) -> "OutputFolder":
+        """Where `owner`'s pictures go when each login has its own space: root/<owner>/ (day
+        folders inside, the same history index); None: this folder."""
+        if not owner:
+            return self
+        if owner not in self._spaces:
+            self._spaces[owner] = OutputFolder(self.root / space_name(owner), clock=self._clock, on_saved=self.on_saved)
+        return self._spaces[owner]
 
     def save(
         self, image: Image.Image, parameters: str, data: dict[str, Any], *, seed: int,
@@ -152,7 +169,8 @@ class OutputFolder:
         if not self.root.is_dir():
             return 0
         removed = 0
-        for day in self.root.iterdir():
+        days = [*self.root.glob("*"), *self.root.glob("*/*")]       # the folder's and each login space's
+        for day in days:
             if day.is_dir() and _DAY_RE.match(day.name):
                 for tmp in day.glob(".*.tmp"):
                     try:

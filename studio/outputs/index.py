@@ -144,14 +144,15 @@ class HistoryIndex:
         return self._building
 
     # -- searching ---------------------------------------------------------------------------------
-    def search(self, query: Query) -> tuple[int, list[dict[str, Any]]]:
-        """(how many match, the page asked for) — newest first unless sorted otherwise. The first
-        search after start waits for the index to be brought in line with the files."""
+    def search(self, query: Query, space: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """(how many match, the page asked for) — newest first unless sorted otherwise; with
+        `space` (a login's folder), that login's pictures only. The first search after start waits
+        for the index to be brought in line with the files."""
         if self._building is not None:
             self._building.join(timeout=300)
         if query.sort not in SORTS:
             raise InvalidRequest(f"Sort must be one of {', '.join(SORTS)}, got {query.sort!r}.")
-        where, args = _where(query)
+        where, args = _where(query, space)
         size = max(1, min(int(query.page_size), MAX_PAGE))
         offset = (max(1, int(query.page)) - 1) * size
 
@@ -166,14 +167,18 @@ class HistoryIndex:
         total, rows = self._healing(page)
         return total, [dict(zip(COLUMNS, row)) | {"file": str(self.root / row[0])} for row in rows]
 
-    def choices(self, column: str) -> list[str]:
-        """The distinct models, samplers or tabs in the index (for the filters)."""
+    def choices(self, column: str, space: str | None = None) -> list[str]:
+        """The distinct models, samplers or tabs in the index (for the filters); with `space`, of
+        that login's pictures."""
         if column not in ("model", "sampler", "tab"):
             raise ValueError(column)
+        where, args = _where(Query(), space)
+
         def distinct():
             with self._lock:
-                return self._connect().execute(f"SELECT DISTINCT {column} FROM pictures WHERE {column} != '' "
-                                               f"ORDER BY {column}").fetchall()
+                return self._connect().execute(
+                    f"SELECT DISTINCT {column} FROM pictures {where or 'WHERE 1'} AND {column} != '' "
+                    f"ORDER BY {column}", args).fetchall()
         return [value for (value,) in self._healing(distinct)]
 
     def close(self) -> None:
@@ -183,11 +188,19 @@ class HistoryIndex:
                 self._db = None
 
 
-def _where(q: Query) -> tuple[str, list]:
+def _like(text: str) -> str:
+    """Text LIKE matches literally (a backslash escapes its wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(q: Query, space: str | None = None) -> tuple[str, list]:
     clauses, args = [], []
+    if space is not None:                      # a login's own pictures: under root/<login>/
+        clauses.append("path LIKE ? ESCAPE '\\'")
+        args.append(_like(space) + "/%")
     for word in q.words.split()[:16]:
         clauses.append("(prompt LIKE ? ESCAPE '\\' OR negative LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\')")
-        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = "%" + _like(word) + "%"
         args += [pattern] * 3
     for column, value in (("model", q.model), ("sampler", q.sampler), ("tab", q.tab)):
         if value:
@@ -207,18 +220,28 @@ def _where(q: Query) -> tuple[str, list]:
 
 # -- reading pictures ------------------------------------------------------------------------------
 
+def _days(root: Path):
+    """The day folders: root's own, and those of each login's space (root/<login>/<day>)."""
+    for entry in root.iterdir():
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if _DAY_RE.match(entry.name):
+            yield entry
+        else:
+            yield from (day for day in entry.iterdir() if day.is_dir() and _DAY_RE.match(day.name))
+
+
 def _pictures(root: Path):
     """(path relative to root, stat) of every saved PNG (day folders, no hidden files)."""
     if not root.is_dir():
         return
-    for day in root.iterdir():
-        if day.is_dir() and _DAY_RE.match(day.name):
-            for entry in day.iterdir():
-                if entry.suffix.lower() == ".png" and not entry.name.startswith("."):
-                    try:
-                        yield entry.relative_to(root).as_posix(), entry.stat()
-                    except OSError:
-                        continue
+    for day in _days(root):
+        for entry in day.iterdir():
+            if entry.suffix.lower() == ".png" and not entry.name.startswith("."):
+                try:
+                    yield entry.relative_to(root).as_posix(), entry.stat()
+                except OSError:
+                    continue
 
 
 def _read(path: Path) -> tuple[str, dict | None]:
@@ -250,7 +273,7 @@ def _row(root: Path, path: Path, parameters: str, data: dict | None) -> tuple:
     size = str(settings.get("Size", "x")).partition("x")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return (rel, stat.st_mtime, stat.st_size, datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds"),
-            rel.split("/")[0], _tab(data, request), str(data.get("prompt", prompt) or prompt),
+            next((part for part in rel.split("/") if _DAY_RE.match(part)), ""), _tab(data, request), str(data.get("prompt", prompt) or prompt),
             str(data.get("negative_prompt", negative) or negative), str(model.get("name") or settings.get("Model", "")),
             str(request.get("scheduler") or settings.get("Sampler", "")), seed,
             _int(data.get("width", size[0])), _int(data.get("height", size[2])), parameters)

@@ -238,7 +238,7 @@ def grid_image(result: PlotResult) -> Image.Image:
     return draw_grid(cells, p.x_labels, p.y_labels, p.z_labels)
 
 
-def save_grid(result: PlotResult, studio) -> Path | None:
+def save_grid(result: PlotResult, studio, user: str | None = None) -> Path | None:
     """The grid beside its cells (NNNNN-grid.png): A1111's parameters of the first cell plus the
     plot's keys, and a JSON record of the axes and each cell's file."""
     if not result.images:
@@ -257,5 +257,5 @@ def save_grid(result: PlotResult, studio) -> Path | None:
         "request": first.data.get("request"),
     })
     result.grid_image = grid_image(result)
-    result.grid = studio.save(result.grid_image, parameters, data, seed=first.seed, kind="grid")
+    result.grid = studio.save(result.grid_image, parameters, data, seed=first.seed, kind="grid", user=user)
     return result.grid

@@ -40,9 +40,9 @@ class Backend(Protocol):
 
     def run(self, request: Request, on_step=None, should_stop=None, on_preview=None,
             should_skip=None, save: bool = True, preview_every_s: float = 0.0,
-            waited_s: float = 0.0) -> GenerationResult:
+            waited_s: float = 0.0, owner: str | None = None) -> GenerationResult:
         """Run `request` now; progress, previews, Stop and Skip through the hooks; pictures saved
-        (or held, `save=False`) with their metadata."""
+        (or held, `save=False`) with their metadata, in `owner`'s space (None: the folder's)."""
 
     def explain(self, request: GenerationRequest) -> dict:
         """How the prompts of `request` are read (where the weights are)."""
@@ -85,14 +85,14 @@ class InProcess:
 
     def run(self, request: Request, on_step=None, should_stop=None, on_preview=None,
             should_skip=None, save: bool = True, preview_every_s: float = 0.0, waited_s: float = 0.0,
-            outputs=None) -> GenerationResult:
+            owner: str | None = None, outputs=None) -> GenerationResult:
         """Run one job now, on this thread. A request that names a model runs on it (switching
         first if another user switched since it was queued). With `save=False` (a live picture)
         the pictures are held, not written (their `path` is None); `outputs` (a Ray replica's)
         takes them instead of the folder. The job's preview rate and wait are a remote backend's
         business (the dispatcher's Job paces previews here)."""
         if outputs is None:
-            outputs = self.outputs if save else HeldPictures()
+            outputs = self.outputs.space(owner) if save else HeldPictures()
         if isinstance(request, UpscaleRequest):
             from studio.generation.upscale import upscale_job
             return upscale_job(request, self.manager, self.library, outputs, should_stop)

@@ -60,8 +60,9 @@ class Job:
     """A handle on one submitted request. Thread-safe; made by the dispatcher only."""
 
     def __init__(self, request: GenerationRequest, user: str, session: str, preview_every_s: float,
-                 dispatcher: "Dispatcher", lane: str = "queue", save: bool = True) -> None:
+                 dispatcher: "Dispatcher", lane: str = "queue", save: bool = True, owner: str | None = None) -> None:
         self.request, self.user, self.session, self.lane = request, user, session, lane
+        self.owner = owner                         # whose space its pictures are saved in (None: the folder's)
         self.save = save and lane != "live"        # False: the pictures are held for the caller
         self.preview_every_s = preview_every_s     # 0: no previews
         self.state = "queued"                      # -> running -> done | failed | stopped
@@ -169,7 +170,8 @@ class Dispatcher:
 
     # -- callers -----------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
-               preview_every_s: float = 0.0, lane: str = "queue", save: bool = True) -> Job:
+               preview_every_s: float = 0.0, lane: str = "queue", save: bool = True,
+               owner: str | None = None) -> Job:
         """Queue a request; QueueFull when max_queued jobs wait or `user` holds half of them,
         InvalidRequest when `user` is over their jobs per minute (none counts as a job). In the
         live lane the session's waiting live job, if any, is replaced (it ends stopped).
@@ -190,7 +192,7 @@ class Dispatcher:
                                 "here; wait for one of them to start.")
             if lane != "live":
                 self.rate.admit(user)
-            job = Job(request, user, session or user, preview_every_s, self, lane, save)
+            job = Job(request, user, session or user, preview_every_s, self, lane, save, owner)
             start = max(self._virtual, self._finish_tag.get(user, 0.0))
             self._finish_tag[user] = start + 1
             heapq.heappush(self._heap, (start, next(self._arrival), job))
@@ -320,7 +322,7 @@ class Dispatcher:
                                    should_skip=job._take_skip,
                                    on_preview=job._on_preview if job.preview_every_s else None,
                                    save=job.save, preview_every_s=job.preview_every_s,
-                                   waited_s=job.started_at - job.queued_at)
+                                   waited_s=job.started_at - job.queued_at, owner=job.owner)
         except GenerationStopped as exc:
             return "stopped", None, exc
         except StudioError as exc:

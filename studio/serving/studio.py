@@ -18,7 +18,7 @@ from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.picker import ModelPicker
 from studio.models.sources import ModelInfo
-from studio.outputs.folder import OutputFolder
+from studio.outputs.folder import OutputFolder, space_name
 from studio.outputs.index import HistoryIndex
 from studio.prompts.presets import Presets
 from studio.requests import GeneratedImage, GenerationRequest, GenerationResult, Limits, make_request
@@ -36,6 +36,7 @@ class Studio:
     queue_size: int = 16             # generations waiting at most (0: no bound)
     history: HistoryIndex | None = None     # the searchable index of the outputs folder
     backend: Backend = None  # type: ignore[assignment]   # runs the jobs; `local` when not given
+    spaces: bool = False             # logins: each has its own space (pictures, history, animations)
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,7 +52,7 @@ class Studio:
         history = HistoryIndex(settings.outputs)
         local = InProcess.from_settings(settings, OutputFolder(settings.outputs, on_saved=history.add))
         return cls(local=local, limits=settings.limits, queue_size=settings.queue_size, history=history,
-                   backend=backend(local, settings) if backend else None)
+                   backend=backend(local, settings) if backend else None, spaces=bool(settings.auth))
 
     @classmethod
     def over(cls, manager: ModelManager, outputs, presets: Presets, library: ModelLibrary | None = None,
@@ -85,13 +86,29 @@ class Studio:
         """The styles by name (their prompt and negative prompt)."""
         return dict(self.local.presets.styles)
 
-    # -- the outputs folder and the content filter --------------------------------------------------
-    def save(self, image, parameters: str, data: dict, *, seed: int = 0, kind: str | None = None) -> Path:
-        """Save a picture made of others (a plot's grid) with its metadata, as every picture is."""
-        return self.local.outputs.save(image, parameters, data, seed=seed, kind=kind)
+    # -- each login's space -------------------------------------------------------------------------
+    def space(self, user: str | None) -> str | None:
+        """The folder name of `user`'s space when logins have their own (`user` is then the login
+        the server checked, never a name a client sent); None: everyone shares the outputs folder."""
+        return space_name(user) if self.spaces and user else None
 
-    def outputs_root(self) -> Path:
-        return self.local.outputs.root
+    def search_history(self, query, user: str | None = None) -> tuple[int, list[dict]]:
+        """The history, of `user`'s pictures only when logins have their own space."""
+        return self.history.search(query, self.space(user))
+
+    def history_choices(self, column: str, user: str | None = None) -> list[str]:
+        return self.history.choices(column, self.space(user))
+
+    # -- the outputs folder and the content filter --------------------------------------------------
+    def save(self, image, parameters: str, data: dict, *, seed: int = 0, kind: str | None = None,
+             user: str | None = None) -> Path:
+        """Save a picture made of others (a plot's grid) with its metadata, as every picture is, in
+        `user`'s space."""
+        return self.local.outputs.space(self.space(user)).save(image, parameters, data, seed=seed, kind=kind)
+
+    def outputs_root(self, user: str | None = None) -> Path:
+        """The outputs folder; `user`'s own within it when logins have their own space."""
+        return self.local.outputs.space(self.space(user)).root
 
     def remove_stale_outputs(self) -> int:
         """Unfinished temporary files an earlier crash left in the outputs folder: removed."""
@@ -169,7 +186,7 @@ class Studio:
         """Queue a request with the dispatcher (fair between users); the job handle has its
         progress, previews, stop() and result(). `save=False`: pictures held for the caller."""
         return self.dispatcher.submit(request, user=user, session=session, preview_every_s=preview_every_s,
-                                      save=save)
+                                      save=save, owner=self.space(user))
 
     def check_room(self, user: str, jobs: int = 1) -> None:
         """QueueFull now, before anything is decoded, when `jobs` more would not be let in."""
@@ -185,9 +202,9 @@ class Studio:
             return None
         return None if result.stopped else result
 
-    def keep(self, picture: GeneratedImage) -> Path:
+    def keep(self, picture: GeneratedImage, user: str | None = None) -> Path:
         """Save a live picture with the metadata it was made with, as every picture is saved."""
-        return self.save(picture.image, picture.parameters, picture.data, seed=picture.seed)
+        return self.save(picture.image, picture.parameters, picture.data, seed=picture.seed, user=user)
 
     def explain_prompt(self, request: GenerationRequest) -> dict:
         """How the prompts are read, by the backend that holds the weights."""

@@ -54,8 +54,12 @@ def build_ui(studio: Studio, training: TrainingJobs | None = None) -> gr.Blocks:
                       queue=False)
         fewstep.wire(demo, switched, studio, [t2i_fields, i2i_fields, inp_fields])
         demo.load(attach_jobs, None, train_jobs, api_visibility="private", queue=False)
-        try_it.click(lambda j: (finetune.try_prompt(training, j), gr.Tabs(selected="txt2img")), train_jobs,
-                     [t2i_fields["prompt"], tabs], api_visibility="private", queue=False)
+
+        def try_it_in_txt2img(job_id, request: gr.Request):
+            return finetune.try_prompt(training, job_id, finetune.owner(request)), gr.Tabs(selected="txt2img")
+
+        try_it.click(try_it_in_txt2img, train_jobs[0], [t2i_fields["prompt"], tabs], api_visibility="private",
+                     queue=False)
     return demo
 
 

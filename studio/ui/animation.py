@@ -16,7 +16,7 @@ from studio.errors import StudioError
 from studio.samplers import scheduler_names
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.ui.jobs import dispatched, event_function, stop_job, who
+from studio.ui.jobs import dispatched, event_function, login, stop_job, who
 
 D = AnimationSettings()
 MODE_LABELS = [("Prompt travel", "travel"), ("2D motion", "2d"), ("Video input", "video"),
@@ -190,7 +190,8 @@ def run_animation(studio: Studio, raw: dict, progress: gr.Progress, request: gr.
     start, end, video, name = raw.pop("start"), raw.pop("end"), raw.pop("video"), (raw.pop("resume") or "").strip()
     user, session = who(request)
     try:
-        animation = reopen(studio, name) if name else begin(studio, raw, start, end, video)
+        animation = reopen(studio, name, login(request)) if name else begin(studio, raw, start, end, video,
+                                                                           user=login(request))
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
     total, shown = len(animation.plan), []

@@ -13,7 +13,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.finetune import dataset as ds
-from studio.finetune.jobs import LOCAL, TrainingJobs
+from studio.finetune.jobs import LOCAL, TrainingJobs, lora_name
 from studio.finetune.settings import RANGES, explain_total, load_preset, make_settings, preset_names
 from studio.serving.studio import Studio
 
@@ -42,16 +42,17 @@ def _jobs(jobs: TrainingJobs | None) -> TrainingJobs:
     return jobs
 
 
-def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, gr.Dropdown]:
+def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, list]:
     """The tab over the studio's training `jobs` (None: not set up); returns its "Try it" button,
-    the page-load function that re-attaches the user's jobs, and the job list (its input and output)."""
+    the page-load function that re-attaches the user's jobs and lists their datasets, and what it
+    fills (the job list, which "Try it" reads first, and the dataset list)."""
     c: dict[str, Any] = {}
     D = make_settings({"name": "x", "dataset": "x", "preset": "subject"})    # the fields start as the preset
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("#### 1. Pictures and captions")
             with gr.Row():
-                c["dataset"] = gr.Dropdown(_dataset_names(jobs), value=None, allow_custom_value=True, scale=3,
+                c["dataset"] = gr.Dropdown([], value=None, allow_custom_value=True, scale=3,      # (filled per login)
                                            label="Dataset (a folder in datasets/; type a new name to make one)",
                                            elem_id="train-dataset")
                 refresh = gr.Button("↻", scale=0, min_width=40, elem_id="train-refresh")
@@ -98,11 +99,12 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, gr
     _wire_dataset(jobs, c, refresh, uploads, gallery, captions, save_captions, report, total)
     _wire_settings(jobs, c, why, total)
     attach = _wire_job(studio, jobs, c, go, stop, resume, job, progress, loss, samples, try_it)
-    return try_it, attach, job
+    return try_it, attach, [job, c["dataset"]]
 
 
-def _dataset_names(jobs: TrainingJobs | None) -> list[str]:
-    return ds.dataset_names(jobs.datasets) if jobs else []
+def _dataset_names(jobs: TrainingJobs | None, who: str) -> list[str]:
+    """`who`'s datasets (a login's own folder when the studio has logins)."""
+    return ds.dataset_names(jobs.datasets_of(who)) if jobs else []
 
 
 def _why(preset: str) -> str:
@@ -114,12 +116,12 @@ def _why(preset: str) -> str:
 
 # -- the dataset ----------------------------------------------------------------------------------------
 
-def show_dataset(jobs: TrainingJobs | None, name: str | None, trigger: str = ""):
-    """Gallery, caption table and pre-flight report of dataset `name`."""
+def show_dataset(jobs: TrainingJobs | None, name: str | None, trigger: str = "", who: str = LOCAL):
+    """Gallery, caption table and pre-flight report of `who`'s dataset `name`."""
     if not name:
         return [], [], "Pick a dataset, or type a new name and add pictures."
     try:
-        folder = ds.dataset_folder(_jobs(jobs).datasets, name)
+        folder = ds.dataset_folder(_jobs(jobs).datasets_of(who), name)
         if not folder.exists():
             return [], [], f"**{name}** is new: add pictures."
         data = ds.read_dataset(folder, trigger)
@@ -133,30 +135,31 @@ def show_dataset(jobs: TrainingJobs | None, name: str | None, trigger: str = "")
 
 
 def _wire_dataset(jobs, c, refresh, uploads, gallery, captions, save_captions, report, total) -> None:
-    def load(name, trigger):
-        return show_dataset(jobs, name, trigger)
+    def load(name, trigger, request: gr.Request):
+        return show_dataset(jobs, name, trigger, owner(request))
 
-    def rescan():
-        return gr.Dropdown(choices=_dataset_names(jobs))
+    def rescan(request: gr.Request):
+        return gr.Dropdown(choices=_dataset_names(jobs, owner(request)))
 
-    def add(name, files, trigger):
+    def add(name, files, trigger, request: gr.Request):
         if not files:
             return gr.skip(), *[gr.skip()] * 3
         try:
-            ds.add_files(_jobs(jobs).datasets, name, files)
+            ds.add_files(_jobs(jobs).datasets_of(owner(request)), name, files)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
-        return gr.Dropdown(choices=_dataset_names(jobs), value=name), *show_dataset(jobs, name, trigger)
+        return (gr.Dropdown(choices=_dataset_names(jobs, owner(request)), value=name),
+                *show_dataset(jobs, name, trigger, owner(request)))
 
-    def save(name, rows, trigger):
+    def save(name, rows, trigger, request: gr.Request):
         try:
-            data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets, name))
+            data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets_of(owner(request)), name))
             table = rows.values.tolist() if hasattr(rows, "values") else (rows or [])
             n = ds.write_captions(data, {str(r[0]): str(r[1]) for r in table if r and r[0]})
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         gr.Info(f"Saved {n} captions.")
-        return show_dataset(jobs, name, trigger)
+        return show_dataset(jobs, name, trigger, owner(request))
 
     shown = [gallery, captions, report]
     private = dict(api_visibility="private", queue=False)
@@ -169,10 +172,10 @@ def _wire_dataset(jobs, c, refresh, uploads, gallery, captions, save_captions, r
 
 # -- settings -------------------------------------------------------------------------------------------
 
-def total_text(jobs: TrainingJobs | None, raw: dict) -> str:
+def total_text(jobs: TrainingJobs | None, raw: dict, who: str = LOCAL) -> str:
     try:
         settings = make_settings({**raw, "name": raw.get("name") or "x", "dataset": raw.get("dataset") or "x"})
-        data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets, raw.get("dataset") or ""),
+        data = ds.read_dataset(ds.dataset_folder(_jobs(jobs).datasets_of(who), raw.get("dataset") or ""),
                                settings.trigger, settings.repeats)
     except StudioError as exc:
         return f"*{exc}*"
@@ -190,8 +193,8 @@ def _wire_settings(jobs, c, why, total) -> None:
         return [values.get(k, gr.skip()) if k in (*NUMBER_FIELDS, *ADVANCED) else gr.skip() for k in keys] + [
             _why(preset)]
 
-    def count(*values):
-        return total_text(jobs, dict(zip(keys, values)))
+    count = _plain_event(lambda raw, request: total_text(jobs, raw, owner(request)), keys,
+                         "The one total of steps these settings give on the dataset.")
 
     private = dict(api_visibility="private", queue=False, show_progress="hidden")
     c["preset"].change(fill, c["preset"], [*(c[k] for k in keys), why], **private)
@@ -254,13 +257,14 @@ def _loss_frame(losses: list[tuple[int, float]]):
     return pd.DataFrame(rows)
 
 
-def try_prompt(jobs: TrainingJobs | None, job_id: str) -> str:
-    """The text-to-image prompt that uses a finished job's LoRA: its tag and trigger word."""
+def try_prompt(jobs: TrainingJobs | None, job_id: str, who: str = LOCAL) -> str:
+    """The text-to-image prompt that uses one of `who`'s finished LoRAs: its tag and trigger word."""
     try:
-        settings = _jobs(jobs).folder(job_id).settings_json()
+        folder = _jobs(jobs).owned(job_id, who)
     except StudioError as exc:
         raise gr.Error(str(exc)) from None
-    return f"<lora:{settings.get('name', '')}:1> {settings.get('trigger', '')}".strip()
+    settings = folder.settings_json()
+    return f"<lora:{lora_name(settings.get('name', ''), who)}:1> {settings.get('trigger', '')}".strip()
 
 
 def _plain_event(fn, keys: list[str], doc: str):
@@ -328,8 +332,9 @@ def _wire_job(studio, jobs, c, go, stop, resume, job, progress, loss, samples, t
     job.change(view, job, shown, api_visibility="private", queue=False)
 
     def attach(request: gr.Request):
-        """On page load: the user's jobs, the newest selected (a reload re-attaches)."""
+        """On page load: the user's jobs, the newest selected (a reload re-attaches), and datasets."""
         mine = jobs.jobs(owner(request)) if jobs else []
-        return gr.Dropdown(choices=mine, value=mine[0] if mine else None)
+        return (gr.Dropdown(choices=mine, value=mine[0] if mine else None),
+                gr.Dropdown(choices=_dataset_names(jobs, owner(request))))
 
     return attach

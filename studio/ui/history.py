@@ -13,6 +13,7 @@ from studio.errors import StudioError
 from studio.outputs.index import SORTS, Query
 from studio.fields import number
 from studio.serving.studio import Studio
+from studio.ui.jobs import login
 from studio.ui.widgets import selected_index
 
 PAGE_SIZE = 48
@@ -46,25 +47,26 @@ def build(studio: Studio):
 
     def history_search(query: str = "", model: str = ANY, sampler: str = ANY, tab: str = ANY, seed: str | int | None = None,
                        since: str = "", until: str = "", sort: str = "newest", page: int = 1,
-                       page_size: int = PAGE_SIZE) -> dict:
+                       page_size: int = PAGE_SIZE, request: gr.Request = None) -> dict:
         """Saved pictures matching every word of `query` (prompt, negative prompt or model), and the
-        filters; `page` of `page_size`. Returns {total, page, pages, pictures: [{file, prompt, seed,
-        model, sampler, tab, width, height, created, parameters}]}."""
+        filters; `page` of `page_size`; your own pictures when the studio has logins. Returns {total,
+        page, pages, pictures: [{file, prompt, seed, model, sampler, tab, width, height, created,
+        parameters}]}."""
         try:
             q = Query(words=str(query or ""), model="" if model in (None, ANY) else model,
                       sampler="" if sampler in (None, ANY) else sampler, tab="" if tab in (None, ANY) else tab,
                       seed=None if seed is None or str(seed).strip() == "" else number("Seed", seed, integer=True),
                       since=_day("From", since), until=_day("To", until), sort=sort or "newest",
                       page=number("Page", page or 1, integer=True), page_size=number("Page size", page_size, integer=True))
-            total, rows = studio.history.search(q)
+            total, rows = studio.search_history(q, login(request))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         keep = ("file", "prompt", "seed", "model", "sampler", "tab", "width", "height", "created", "parameters")
         return {"total": total, "page": q.page, "pages": max(1, math.ceil(total / max(1, q.page_size))),
                 "pictures": [{k: row[k] for k in keep} for row in rows]}
 
-    def show(*values):
-        answer = history_search(*values)
+    def show(words, model, sampler, tab, seed, since, until, sort, page, request: gr.Request = None):
+        answer = history_search(words, model, sampler, tab, seed, since, until, sort, page, request=request)
         pictures = answer["pictures"]
         text = f"**{answer['total']} picture(s)** · page {answer['page']} of {answer['pages']}"
         return ([(p["file"], f"seed {p['seed']} · {p['prompt'][:60]}") for p in pictures], text,
@@ -72,20 +74,25 @@ def build(studio: Studio):
 
     filters = [words, model, sampler, tab, seed, since, until, sort, page]
     outputs = [gallery, found, paths, page]
-    search.click(lambda *v: show(*v[:-1], 1), filters, outputs, api_visibility="private", queue=False)
-    words.submit(lambda *v: show(*v[:-1], 1), filters, outputs, api_visibility="private", queue=False)
-    previous.click(lambda *v: show(*v[:-1], max(1, int(v[-1] or 1) - 1)), filters, outputs,
-                   api_visibility="private", queue=False)
-    following.click(lambda *v: show(*v[:-1], int(v[-1] or 1) + 1), filters, outputs, api_visibility="private",
-                    queue=False)
+    def turning(to_page):
+        def turn(words, model, sampler, tab, seed, since, until, sort, page, request: gr.Request):
+            return show(words, model, sampler, tab, seed, since, until, sort, to_page(int(page or 1)), request)
+        return turn
+
+    private = dict(api_visibility="private", queue=False)
+    search.click(turning(lambda page: 1), filters, outputs, **private)
+    words.submit(turning(lambda page: 1), filters, outputs, **private)
+    previous.click(turning(lambda page: max(1, page - 1)), filters, outputs, **private)
+    following.click(turning(lambda page: page + 1), filters, outputs, **private)
     gallery.select(selected_index, None, selected, api_visibility="private", queue=False)
     gr.api(history_search, api_name="history_search")
     gr.api(_newest(studio), api_name="history")
 
-    def refresh():
+    def refresh(request: gr.Request):
         """The first page of everything, and the filters' choices from the index."""
-        lists = [gr.Dropdown(choices=[ANY, *studio.history.choices(column)]) for column in ("model", "sampler", "tab")]
-        return (*show("", ANY, ANY, ANY, "", "", "", "newest", 1), *lists)
+        lists = [gr.Dropdown(choices=[ANY, *studio.history_choices(column, login(request))])
+                 for column in ("model", "sampler", "tab")]
+        return (*show("", ANY, ANY, ANY, "", "", "", "newest", 1, request), *lists)
 
     return refresh, outputs + [model, sampler, tab], to_pnginfo, paths, selected
 
@@ -98,8 +105,9 @@ def _day(label: str, value) -> str:
 
 
 def _newest(studio: Studio):
-    def history(limit: int = 100) -> list[dict]:
-        """The newest saved images: file, seed and prompt of each (from the history index)."""
-        total, rows = studio.history.search(Query(page_size=max(1, min(int(limit or 100), 1000))))
+    def history(limit: int = 100, request: gr.Request = None) -> list[dict]:
+        """The newest saved images (your own when the studio has logins): file, seed and prompt of
+        each (from the history index)."""
+        total, rows = studio.search_history(Query(page_size=max(1, min(int(limit or 100), 1000))), login(request))
         return [{"file": row["file"], "seed": row["seed"], "prompt": row["prompt"]} for row in rows]
     return history

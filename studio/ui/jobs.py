@@ -40,6 +40,11 @@ def dispatched(studio: Studio) -> dict:
                 concurrency_limit=studio.queue_size + 2 if studio.queue_size else 32)
 
 
+def login(request: gr.Request | None) -> str | None:
+    """The login the server checked, when the studio has logins (its space); else None."""
+    return getattr(request, "username", None) or None
+
+
 def who(request: gr.Request | None) -> tuple[str, str]:
     """(user, session): the login name, else the browser session, is who the queue is fair to."""
     session = request.session_hash if request is not None and request.session_hash else "anonymous"

@@ -18,7 +18,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.live.session import LiveSession, draw_seed, live_fields
 from studio.serving.studio import Studio
-from studio.ui.jobs import panel_values, raw_fields, who
+from studio.ui.jobs import login, panel_values, raw_fields, who
 
 
 @dataclasses.dataclass
@@ -84,7 +84,7 @@ def wire(studio: Studio, mode: str, live: LivePanel, inputs: list, params: list[
     def keep(session, request: gr.Request = None):
         if session.picture is None:
             raise gr.Error("Nothing to keep yet: switch Live on and change something.")
-        path = studio.keep(session.picture)
+        path = studio.keep(session.picture, login(request))
         gr.Info(f"Kept as {path.name}")
         kept = dataclasses.replace(session.picture, path=path)
         return panel_values([kept], [], kept.seed)

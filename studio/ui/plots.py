@@ -13,7 +13,7 @@ from studio.plots.axes import AXIS_NAMES, NOTHING, read_axis
 from studio.plots.plot import (Plot, known_names, make_prompt_matrix, make_xyz_plot, run_plot,
                                save_grid)
 from studio.serving.studio import Studio
-from studio.ui.jobs import dispatched, event_function, panel_values, raw_fields, run_composed
+from studio.ui.jobs import dispatched, event_function, login, panel_values, raw_fields, run_composed
 from studio.ui.widgets import ResultsPanel, result_outputs
 
 EXAMPLE = "Seed: 1, 2, 3 · Steps: 10-30 (+10) · CFG scale: 3-9 [4] · Prompt S/R: red, blue, \"dark, green\""
@@ -80,7 +80,7 @@ def _run(studio: Studio, make, raw: dict[str, Any], progress: gr.Progress, reque
         raise gr.Error(str(exc)) from None
     progress(0, desc=f"{plot.kind}: {plot.count} pictures")
     result = run_composed(studio, lambda seq, say: run_plot(plot, seq, on_progress=say), progress, request)
-    grid = save_grid(result, studio)
+    grid = save_grid(result, studio, login(request))
     cells = [result.images[key] for key in sorted(result.images, key=lambda k: k[::-1])]
     yield panel_values(cells, result.notes, cells[0].seed if cells else None,
                        [(str(grid), f"{plot.kind} grid")] if grid else [])

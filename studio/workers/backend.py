@@ -146,10 +146,11 @@ class RayBackend:
 
     # -- the Backend --------------------------------------------------------------------------------
     def run(self, request: GenerationRequest, on_step=None, should_stop=None, on_preview=None,
-                 should_skip=None, save: bool = True, preview_every_s: float = 0.0,
-                 waited_s: float = 0.0) -> GenerationResult:
+            should_skip=None, save: bool = True, preview_every_s: float = 0.0,
+            waited_s: float = 0.0, owner: str | None = None) -> GenerationResult:
         hooks = dict(on_step=on_step, should_stop=should_stop, should_skip=should_skip, on_preview=on_preview,
-                     save=save, preview_every_s=preview_every_s if on_preview else 0.0, waited_s=waited_s)
+                     save=save, preview_every_s=preview_every_s if on_preview else 0.0, waited_s=waited_s,
+                     owner=owner)
         first = self._attempt(request, **hooks)
         if first.end is not None:
             return self._result(request, first)
@@ -189,7 +190,7 @@ class RayBackend:
 
     # -- one run on a replica ----------------------------------------------------------------------
     def _attempt(self, request, *, on_step, should_stop, should_skip, on_preview, save, preview_every_s,
-                 waited_s) -> Attempt:
+                 waited_s, owner) -> Attempt:
         """Send the job, follow its stream; `end` stays None when the replica died."""
         from ray.exceptions import ActorUnavailableError, RayActorError
 
@@ -204,7 +205,7 @@ class RayBackend:
                     pressed_stop = True
                 if should_skip is not None and should_skip():
                     self.signals.skip.remote(job)
-                self._take(event, got, on_step, on_preview, save, waited_s)
+                self._take(event, got, on_step, on_preview, save, waited_s, owner)
                 if event[0] == "started":
                     self.active[job] = got.worker
                 if got.end is not None:
@@ -216,7 +217,8 @@ class RayBackend:
             self.signals.forget.remote(job)
         return got
 
-    def _take(self, event: tuple, got: Attempt, on_step, on_preview, save: bool, waited_s: float) -> None:
+    def _take(self, event: tuple, got: Attempt, on_step, on_preview, save: bool, waited_s: float,
+              owner: str | None) -> None:
         kind = event[0]
         if kind == "started":
             got.worker, got.started_at = event[1], time.monotonic()
@@ -227,17 +229,18 @@ class RayBackend:
         elif kind == "preview" and on_preview is not None:
             on_preview(lambda picture=event[1]: picture)
         elif kind == "picture":
-            got.pictures.append(self._keep(event, got, save, waited_s))
+            got.pictures.append(self._keep(event, got, save, waited_s, owner))
         elif kind == "error":
             raise _error(event[1], event[2])
         elif kind == "done":
             got.end = event
 
-    def _keep(self, event: tuple, got: Attempt, save: bool, waited_s: float) -> GeneratedImage:
-        """A finished picture: saved now (unless the caller holds it), with its provenance."""
+    def _keep(self, event: tuple, got: Attempt, save: bool, waited_s: float, owner: str | None) -> GeneratedImage:
+        """A finished picture: saved now in its owner's space (unless the caller holds it), with its
+        provenance."""
         _, image, parameters, data, seed, kind = event
         data = {**data, "provenance": provenance(got, waited_s)}
-        path = self.local.outputs.save(image, parameters, data, seed=seed, kind=kind) if save else None
+        path = self.local.outputs.space(owner).save(image, parameters, data, seed=seed, kind=kind) if save else None
         return GeneratedImage(path=path, image=image, seed=seed, parameters=parameters, data=data)
 
     def _result(self, request: GenerationRequest, got: Attempt, note: str = "") -> GenerationResult:
