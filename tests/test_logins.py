@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import httpx
 import pytest
@@ -200,3 +201,12 @@ def test_eight_logins_at_once_each_get_their_own_and_only_their_own():
     result = run(logins=8, rounds=1, steps=2, port=free_port())
     assert result["errors"] == [] and result["done"] == result["calls"] == 32
     assert result["isolation"] == []
+
+
+def test_a_login_named_like_the_outputs_folders_own_gets_a_space_apart():
+    from studio.outputs.folder import space_name
+    from studio.ui.files import may_read
+    assert space_name("training") == "_training" and space_name("2026-12-06") == "_2026-12-06"
+    assert "/" not in space_name("../ann") and not space_name(".hidden").startswith(".")
+    root = Path("/srv/outputs")
+    assert not may_read(root, root / "training" / "job" / "state.pt", "training", True)

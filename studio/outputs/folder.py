@@ -94,10 +94,14 @@ def save_as(path: Path, image: Image.Image, parameters: str, data: dict[str, Any
     return path
 
 
+RESERVED = ("training", "animations")      # the outputs folder's own subfolders
+
+
 def space_name(owner: str) -> str:
-    """A login as a folder name: letters, digits, '.', '-' and '_' kept, anything else '_'."""
-    name = re.sub(r"[^\w.-]", "_", owner).lstrip(".")
-    return name or "_"
+    """A login as a folder name: letters, digits, '.', '-' and '_' kept, anything else '_'; a name
+    the outputs folder uses itself (its training jobs, a day folder) gets a '_' in front."""
+    name = re.sub(r"[^\w.-]", "_", owner).lstrip(".") or "_"
+    return f"_{name}" if name in RESERVED or _DAY_RE.match(name) else name
 
 
 class OutputFolder:
