@@ -88,12 +88,15 @@ def test_another_login_cannot_stop_a_users_jobs_whatever_session_it_names(shared
     for w in workers:
         w.start()
     time.sleep(1.0)                            # both are queued or running
-    calls = 0
-    while any(w.is_alive() for w in workers) and calls < 400:
+    calls, running = 0, []
+    while True:
+        running.append(any(w.is_alive() for w in workers))
         calls += _interfere(shared, ["api:ann", "api", ann_ui.session_hash, "ann"])
+        if not any(w.is_alive() for w in workers) or calls >= 400:
+            break
     for w in workers:
         w.join(300)
-    assert calls >= 20, calls                   # bob did try while ann's jobs ran
+    assert running[0] and calls >= 20, (running, calls)      # bob did try while ann's jobs ran
     info = json.loads(done["rest"]["info"])
     assert len(done["rest"]["images"]) == 6 and not info["interrupted"], info["notes"]
     assert len(done["ui"][0]) == 6
