@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +63,24 @@ def mask_from_image(name: str, value: Any) -> Image.Image:
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         return image.convert("RGBA").getchannel("A")
     return image.convert("L")
+
+
+def decode_base64(name: str, text: Any) -> Image.Image:
+    """A base64 picture (with or without a `data:image/...;base64,` prefix), opened lazily so that
+    load_image checks its size from the header before decoding. URLs are not fetched."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest(f"{name}: no image was given.")
+    text = text.strip()
+    if text.startswith(("http://", "https://")):
+        raise InvalidRequest(f"{name}: this studio does not fetch URLs; send the picture as base64.")
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text)
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InvalidRequest(f"{name} is too large: {exc}") from None
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"Invalid encoded image: {name} is not base64.") from None
+    except (UnidentifiedImageError, OSError):
+        raise InvalidRequest(f"Invalid encoded image: {name} is not a picture (PNG, JPEG, WebP...).") from None

@@ -330,3 +330,65 @@ def write_ip_adapter(unet, folder: Path, seed: int = 0, tokens: int = 4) -> Path
     path = folder / "ip-adapter_tiny.safetensors"
     save_file(sd, str(path))
     return path
+
+
+def controlnet_to_ldm(controlnet, prefix: str = "control_model.") -> dict:
+    """A diffusers ControlNetModel's tensors in ControlNet's own layout (lllyasviel's cldm: the
+    UNet encoder's input_blocks and middle_block, zero_convs, input_hint_block, middle_block_out),
+    under `prefix` ("control_model." as A1111 users' files have it, or "")."""
+    sd = {k: v.detach().clone() for k, v in controlnet.state_dict().items()}
+    cfg = controlnet.config
+    encoder = {k: v for k, v in sd.items() if not k.startswith(("controlnet_", "up_blocks"))}
+    out = {}
+    per, levels = cfg.layers_per_block, len(cfg.block_out_channels)
+    _move(encoder, out, "time_embedding.linear_1", "time_embed.0")
+    _move(encoder, out, "time_embedding.linear_2", "time_embed.2")
+    _move(encoder, out, "add_embedding.linear_1", "label_emb.0.0")
+    _move(encoder, out, "add_embedding.linear_2", "label_emb.0.2")
+    _move(encoder, out, "conv_in", "input_blocks.0.0")
+    for i in range(levels):
+        for j in range(per):
+            n = 1 + i * (per + 1) + j
+            _move(encoder, out, f"down_blocks.{i}.resnets.{j}", f"input_blocks.{n}.0", _RESNET)
+            _move(encoder, out, f"down_blocks.{i}.attentions.{j}", f"input_blocks.{n}.1")
+        _move(encoder, out, f"down_blocks.{i}.downsamplers.0.conv", f"input_blocks.{(i + 1) * (per + 1)}.0.op")
+    _move(encoder, out, "mid_block.resnets.0", "middle_block.0", _RESNET)
+    _move(encoder, out, "mid_block.attentions.0", "middle_block.1")
+    _move(encoder, out, "mid_block.resnets.1", "middle_block.2", _RESNET)
+    zero = {k: v for k, v in sd.items() if k.startswith("controlnet_")}
+    for i in range(len(controlnet.controlnet_down_blocks)):
+        _move(zero, out, f"controlnet_down_blocks.{i}", f"zero_convs.{i}.0")
+    _move(zero, out, "controlnet_mid_block", "middle_block_out.0")
+    _move(zero, out, "controlnet_cond_embedding.conv_in", "input_hint_block.0")
+    blocks = len(controlnet.controlnet_cond_embedding.blocks)
+    for k in range(blocks):
+        _move(zero, out, f"controlnet_cond_embedding.blocks.{k}", f"input_hint_block.{2 * (k + 1)}")
+    _move(zero, out, "controlnet_cond_embedding.conv_out", f"input_hint_block.{2 * (blocks + 1)}")
+    if len(out) != len(sd):
+        raise AssertionError(f"ControlNet writer left {len(sd) - len(out)} tensors unmapped")
+    return {prefix + k: v for k, v in out.items()}
+
+
+def acting_controlnet(unet, hint: tuple[int, ...], seed: int):
+    """A ControlNet made from `unet` (ControlNetModel.from_unet) whose zero convolutions are not
+    zero, so that it acts, and acts after its picture (the picture's embedding as strong as the
+    latents'). `hint`: its picture embedding's channels; len(hint) - 1 halvings = the VAE's."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint)
+    g = torch.Generator().manual_seed(seed)
+    for conv, scale in [*((c, 0.05) for c in net.controlnet_down_blocks), (net.controlnet_mid_block, 0.05),
+                        (net.controlnet_cond_embedding.conv_out, 1.0)]:
+        conv.weight.data = torch.randn(conv.weight.shape, generator=g) * scale
+    return net.eval()
+
+
+def write_controlnet_for(model: Path, models_dir: Path, name: str = "shapes") -> Path:
+    """An acting ControlNet for the studio's tiny model (a diffusers folder; 4 pixels a latent) in
+    `models_dir`/controlnet/`name`."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    folder = models_dir / "controlnet" / name
+    acting_controlnet(unet, (16, 32, 32), seed=6).save_pretrained(folder)
+    return folder

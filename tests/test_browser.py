@@ -548,3 +548,65 @@ def test_animation_tab_renders_frames_and_plays_the_video_in_browser(page, serve
     assert page.locator("#animation-strip img").count() >= 1
     assert "4 frames" in page.inner_text("#animation-status")
     assert len(list(server.outputs.glob("animations/*/frame_*.png"))) >= 4
+
+
+@pytest.fixture(scope="module")
+def control_server(tiny_model, tmp_path_factory):
+    from tests.ldm_layout import write_controlnet_for
+    base = tmp_path_factory.mktemp("control-browser")
+    write_controlnet_for(tiny_model, base / "models")
+    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
+    yield srv
+    stop_server(srv)
+
+
+def test_controlnet_sketch_pad_painted_in_browser(browser, control_server):
+    """A ControlNet unit on the txt2img tab whose picture is a stroke drawn with the mouse on the
+    sketch pad: an empty pad is refused, the preview shows the map, and the picture made records
+    the unit."""
+    from studio.outputs.metadata import read_metadata
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(control_server.url, wait_until="domcontentloaded")
+        page.fill("#txt2img-prompt textarea", "a red circle")
+        set_steps(page, "txt2img")
+        page.locator("#txt2img-control-panel").get_by_text("ControlNet: place things").click()
+        page.locator("#txt2img-control-1-enabled input").check()
+        page.locator("#txt2img-control-1-source").get_by_text("the sketch pad").click()
+        page.locator("#txt2img-control-1-model input").click()
+        page.get_by_role("option", name="shapes").click()
+        page.click("#txt2img-generate")
+        expect_toast(page, "the sketch pad is empty")
+
+        canvas = page.locator("#txt2img-control-1-sketch canvas").first
+        canvas.wait_for(state="visible")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        middle = {"x": cx - 40, "y": cy - 40, "width": 80, "height": 80}
+        white_before = white_pixels(page, middle)
+        page.mouse.move(cx - 30, cy - 30)            # a zigzag inside the pad's picture
+        page.mouse.down()
+        for dx, dy in ((30, -30), (-30, 0), (30, 0), (-30, 30), (30, 30)):
+            page.mouse.move(cx + dx, cy + dy, steps=3)
+        page.mouse.up()
+        deadline = time.time() + 10
+        while (white := white_pixels(page, middle)) < white_before + 400 and time.time() < deadline:
+            time.sleep(0.2)
+        assert white >= white_before + 400, f"the stroke did not show on the pad ({white_before} -> {white})"
+        page.click("#txt2img-control-1-preview")
+        page.locator("#txt2img-control-1-map img").wait_for(state="visible")
+
+        before = pngs(control_server.outputs)
+        info_before = page.input_value("#txt2img-info textarea")
+        page.click("#txt2img-generate")
+        gallery_image(page, "txt2img", control_server, info_before)
+        info = page.input_value("#txt2img-info textarea")
+        assert 'ControlNet 0: "Module: canny, Model: shapes [' in info, info
+        _, data = read_metadata(new_png(control_server, before))
+        assert data["controlnet"][0]["model"] == "shapes"
+    finally:
+        context.close()

@@ -10,22 +10,21 @@ ordinary img2img or inpainting request.
 from __future__ import annotations
 
 import base64
-import binascii
-import io
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
 from studio import __version__
+from studio.api import controlnet
 from studio.api.catalog import Options, clip_skip, find_checkpoint
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
 from studio.samplers import SCHEDULERS, from_a1111
-from studio.inputs import load_image
+from studio.inputs import decode_base64, load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
@@ -51,24 +50,8 @@ class Translated:
 # -- images in ------------------------------------------------------------------------------------
 
 def decode_image(name: str, text: Any) -> Image.Image:
-    """A base64 picture (with or without a `data:image/...;base64,` prefix), opened lazily so that
-    load_image checks its size from the header before decoding. URLs are not fetched."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidRequest(f"{name}: no image was given.")
-    text = text.strip()
-    if text.startswith(("http://", "https://")):
-        raise InvalidRequest(f"{name}: this studio does not fetch URLs; send the picture as base64.")
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        data = base64.b64decode(text)
-        return Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise InvalidRequest(f"{name} is too large: {exc}") from None
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"Invalid encoded image: {name} is not base64.") from None
-    except (UnidentifiedImageError, OSError):
-        raise InvalidRequest(f"Invalid encoded image: {name} is not a picture (PNG, JPEG, WebP...).") from None
+    """A body's base64 picture (studio/inputs.py: never a path, never a URL fetched)."""
+    return decode_base64(name, text)
 
 
 def _mask(body: Img2ImgBody, size: tuple[int, int]) -> Image.Image:
@@ -135,12 +118,13 @@ INPAINT_FILLS = {
 # -- requests ---------------------------------------------------------------------------------------
 
 def _check_scripts(body: Txt2ImgBody) -> None:
-    """The studio has no A1111 scripts (GET /scripts lists none): a request that needs one is
-    refused with A1111's 422, never run without it. Entries without arguments ask for nothing."""
+    """The studio has no A1111 scripts (GET /scripts lists none) but ControlNet's units: a request
+    that needs one is refused with A1111's 422, never run without it. Entries without arguments
+    ask for nothing."""
     if body.script_name:
         raise ApiError(422, f"Script '{body.script_name}' not found")
     for title, entry in (body.alwayson_scripts or {}).items():
-        if isinstance(entry, dict) and not entry.get("args"):
+        if (isinstance(entry, dict) and not entry.get("args")) or controlnet.is_controlnet(title):
             continue
         raise ApiError(422, f"always on script {title} not found")
 
@@ -158,8 +142,10 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
     known = [s for s in body.styles if s in studio.style_names()]
     if len(known) > 1:
         notes.append(f"One style per picture here: applied {known[0]!r}, not {', '.join(map(repr, known[1:]))}.")
+    control = controlnet.units(body, decode_image)
     return dict(
         **body_fields(body, "img2img" if isinstance(body, Img2ImgBody) else "txt2img"),
+        **({"control": control} if control is not None else {}),
         style=known[0] if known else None, scheduler=scheduler,
         model=(find_checkpoint(studio, override["sd_model_checkpoint"]) if "sd_model_checkpoint" in override
                else studio.current_choice()),

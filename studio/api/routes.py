@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from studio import __version__
-from studio.api import catalog, convert
+from studio.api import catalog, controlnet, convert
 from studio.api.calls import Caller, Calls
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
 from studio.errors import QueueFull, StudioError, TooManyJobs
@@ -236,7 +236,8 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
     }
     for path, listing in listings.items():
         router.add_api_route(path, listing, methods=["GET"], name=path.strip("/"))
-    return [*router.routes, *_docs(router.routes, caller_dependency(auth) if auth else None)]
+    routes = [*router.routes, *controlnet.routes(studio, convert.decode_image, route_class, [who])]
+    return [*routes, *_docs(routes, caller_dependency(auth) if auth else None)]
 
 
 def _docs(routes: list[BaseRoute], login: Callable | None) -> list[BaseRoute]:

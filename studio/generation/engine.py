@@ -23,6 +23,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from studio import __version__
+from studio.control.guidance import ActiveUnit, ControlGuidance
+from studio.control.units import active_unit, check_fits, control_maps
+from studio.control.units import record as control_record
 from studio.errors import BatchSkipped, GenerationStopped, InvalidRequest, StudioError
 from studio.generation.deepcache import feature_cache
 from studio.generation.noise import variation_latents
@@ -77,6 +80,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     final_latents: dict = field(default_factory=dict)   # batch -> its last latents (keep_latents)
     toward: tuple[str, str] | None = None  # the blend prompts, read (prompt travel)
+    control_maps: list = field(default_factory=list)     # each control unit's map at the picture's size
 
     @property
     def batches(self) -> list[list[PlannedImage]]:
@@ -95,6 +99,7 @@ class Setup:
     ip_images: object                  # IP-Adapter images, or None
     cache_every: int                   # the feature cache's interval (0: off)
     tiling: str                        # the edges the picture continues across ("off": none)
+    control: list[ActiveUnit]          # the control units, their models loaded
     versions: dict[str, str]
     device: str
     dtype: str
@@ -158,7 +163,8 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
                     loras=request_loras(plan, request, library), references=references,
                     steps=denoising_steps(request.mode, request.steps, request.strength),
                     image=request.input_image(), mask=mask, notes=notes,
-                    toward=blend_target(request, presets, notes))
+                    toward=blend_target(request, presets, notes),
+                    control_maps=control_maps(request, width, height, seed))
 
 
 def blend_target(request: GenerationRequest, presets: Presets, notes: list[str]) -> tuple[str, str] | None:
@@ -203,6 +209,7 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
         ip_images, guided = (images[0] if len(images) == 1 else [images]), []
     return Setup(base=base, addons=addons, text_state=text_state, guided=guided, ip_images=ip_images,
                  cache_every=_feature_cache_interval(prep, guided, manager), tiling=_tiling(prep, manager),
+                 control=_control(prep, manager, library, addons),
                  model=ModelRecord(name=info.name, source=info.source, kind=info.kind, family=info.family,
                                    hash=manager.model_hash(), inpainting_unet=own_inpaint),
                  versions=_versions(), device=manager.device,
@@ -218,6 +225,24 @@ def _feature_cache_interval(prep: Prepared, guided: list, manager: ModelManager)
         prep.notes.append(f"Feature cache is off for this generation: it does not combine with {why}.")
         return 0
     return every
+
+
+def _control(prep: Prepared, manager: ModelManager, library: ModelLibrary | None, addons: dict) -> list[ActiveUnit]:
+    """The control units' models (loaded once, kept beside the model), checked against it."""
+    units = prep.request.control
+    if not units:
+        return []
+    if library is None:
+        raise InvalidRequest("ControlNet needs a models folder (models/controlnet).")
+    base, active, records = manager.base(), [], []
+    for unit, map_ in zip(units, prep.control_maps):
+        model = manager.controls.get(library.get("controlnet", unit.model), manager.device, base.unet.dtype,
+                                     manager.allow_pickle)
+        check_fits(model, base.unet, base.vae_scale_factor)
+        active.append(active_unit(unit, map_, model, manager.device, base.unet.dtype))
+        records.append(control_record(unit, model))
+    addons["controlnet"] = records
+    return active
 
 
 def _tiling(prep: Prepared, manager: ModelManager) -> str:
@@ -269,7 +294,9 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
                                             call["prompt_embeds"].dtype)
     if request.mode != "txt2img" and request.strength == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
-    with ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
+    # the control hook first: reference-only's own pass inside a step then carries the step's control
+    with ControlGuidance(pipe, setup.control), \
+            ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
             feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler
 

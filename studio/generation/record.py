@@ -22,6 +22,7 @@ from studio import __version__
 from studio.samplers import SCHEDULERS
 from studio.outputs.metadata import format_parameters, strict_json
 from studio.requests import GenerationRequest, request_fields
+from studio.requests.control import CONTROL_MODES, RESIZE_MODES
 
 
 def scheduler_record(config) -> dict:
@@ -99,6 +100,7 @@ class ImageRecord:
         written = {f.infotext.key: f.written(r) for f in request_fields() if f.infotext and f.infotext.write}
         return {**{key: made.get(key, written.get(key)) for key in INFOTEXT_ORDER},
                 **{key: value for key, value in written.items() if key not in INFOTEXT_ORDER},
+                **control_infotext(self.addons.get("controlnet") or []),
                 "Version": f"studio {__version__}"}
 
     def parameters(self) -> str:
@@ -132,6 +134,26 @@ class ImageRecord:
                        "lora_tags": [list(t) for t in self.lora_tags], "schedule": self.schedule},
             **self.addons,
         })
+
+
+def control_infotext(units: list[dict]) -> dict[str, str]:
+    """`ControlNet 0: "Module: canny, Model: name [hash], Weight: 1, ..."`, as sd-webui-controlnet
+    writes each unit (its labels, its names of the modes)."""
+    out = {}
+    for i, u in enumerate(units):
+        parts = {"Module": u["module"], "Model": u["title"], "Weight": f"{u['weight']:g}",
+                 "Resize Mode": _title(RESIZE_MODES, u["resize_mode"]), "Processor Res": u["processor_res"],
+                 "Threshold A": f"{u['threshold_a']:g}", "Threshold B": f"{u['threshold_b']:g}",
+                 "Guidance Start": f"{u['start']:g}", "Guidance End": f"{u['end']:g}",
+                 "Pixel Perfect": u["pixel_perfect"], "Control Mode": _title(CONTROL_MODES, u["control_mode"])}
+        if u["control_type"]:
+            parts["Control Type"] = u["control_type"]
+        out[f"ControlNet {i}"] = ", ".join(f"{k}: {v}" for k, v in parts.items())
+    return out
+
+
+def _title(table: tuple, name: str) -> str:
+    return next(title for n, title, _ in table if n == name)
 
 
 def _alias(name: str) -> str:

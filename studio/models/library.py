@@ -1,5 +1,5 @@
 """The models folder: what an artist put in models/checkpoints, loras, vae, embeddings,
-ip-adapter and upscalers.
+ip-adapter, upscalers and controlnet.
 
 Scanned at start and on the UI's refresh button. Anything typed into the UI or sent through the
 API names an entry of this library (or a hub id, read from the local cache only); a path is never
@@ -14,7 +14,9 @@ from pathlib import Path
 
 from studio.errors import InvalidRequest
 
-KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter", "upscalers")
+KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter", "upscalers", "controlnet")
+# a kind whose diffusers folders are entries (the file that marks one)
+FOLDER_MARKS = {"checkpoints": "model_index.json", "controlnet": "config.json"}
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 EMBEDDED = "embedded (shape world)"
@@ -56,9 +58,11 @@ class ModelLibrary:
                     if not real.is_relative_to(base_real):
                         continue        # a symlink leading out of the folder is not offered
                     name = path.relative_to(base).as_posix()
-                    if kind == "checkpoints" and path.is_dir() and (path / "model_index.json").is_file():
+                    mark = FOLDER_MARKS.get(kind)
+                    if mark and path.is_dir() and (path / mark).is_file():
                         found[name] = Entry(kind, name, path)
-                    elif path.is_file() and path.suffix.lower() in suffixes and not _inside_diffusers_folder(path, base):
+                    elif path.is_file() and path.suffix.lower() in suffixes and not _inside_diffusers_folder(
+                            path, base, mark or "model_index.json"):
                         found[name] = Entry(kind, name, path)
             self._entries[kind] = found
         return self.names()
@@ -82,11 +86,11 @@ class ModelLibrary:
         return entry
 
 
-def _inside_diffusers_folder(path: Path, base: Path) -> bool:
+def _inside_diffusers_folder(path: Path, base: Path, mark: str = "model_index.json") -> bool:
     """Weights inside a diffusers folder belong to it, not to the list of single files."""
     parent = path.parent
     while parent != base and base in parent.parents:
-        if (parent / "model_index.json").is_file():
+        if (parent / mark).is_file():
             return True
         parent = parent.parent
     return False

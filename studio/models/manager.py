@@ -86,6 +86,8 @@ class ModelManager:
         self.allow_download = True                # a hub id named on the command line may download
         from studio.models.addons import AddonState
         self.addons = AddonState()                # LoRAs, embeddings, VAE applied to the weights
+        from studio.control.models import ControlModels
+        self.controls = ControlModels()           # ControlNets / T2I-Adapters loaded beside the model
         self.requested_device = device
         self.requested_dtype = dtype
         self.lock = threading.RLock()
@@ -359,6 +361,7 @@ class ModelManager:
             self._own_inpaint = None
             self.addons = AddonState()
             self.text_cache.clear()
+            self.controls.clear()
             free_device_memory()
 
     def switch(self, source: str, allow_download: bool = True) -> ModelInfo:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from studio.errors import InvalidRequest
 from studio.fields import Context
+from studio.requests.control import has_picture
 from studio.requests.request import MIN_SIDE, MODES, GenerationRequest, Limits, request_fields
 from studio.samplers import scheduler_names
 
@@ -55,14 +56,23 @@ def _a_denoising_step_is_left(r: GenerationRequest, ctx: Context) -> None:
                              "the strength or the steps.")
 
 
+def _control_has_pictures(r: GenerationRequest, ctx: Context) -> None:
+    for i, unit in enumerate(r.control, 1):
+        if not has_picture(unit, r.mode):
+            raise InvalidRequest(f"ControlNet unit {i} has no control picture: upload one (or draw on the "
+                                 "sketch pad).")
+
+
 # what only two fields together can say, checked after every field on its own
 PAIRS: tuple[Callable[[GenerationRequest, Context], None], ...] = (
-    _size_within_pixels, _input_size_within_limits, _variation_in_txt2img, _mask_fits_the_image, _a_denoising_step_is_left)
+    _size_within_pixels, _input_size_within_limits, _variation_in_txt2img, _mask_fits_the_image, _a_denoising_step_is_left,
+    _control_has_pictures)
 
 
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
                  known_presets: Sequence[str] | None = None, known_styles: Sequence[str] | None = None,
                  known_loras: Sequence[str] | None = None, known_vaes: Sequence[str] | None = None,
+                 known_controlnets: Sequence[str] | None = None, known_preprocessors: Sequence[str] | None = None,
                  **raw: Any) -> GenerationRequest:
     """Check raw inputs once and return a trusted request, or raise InvalidRequest. The names a
     field may take are checked against the `known_*` lists given (None: not checked)."""
@@ -72,7 +82,8 @@ def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),
     if unknown:
         raise InvalidRequest(f"Unknown parameter(s): {', '.join(sorted(unknown))}.")
     ctx = Context(mode, limits, {"presets": known_presets, "styles": known_styles, "loras": known_loras,
-                                 "vaes": known_vaes, "samplers": scheduler_names()})
+                                 "vaes": known_vaes, "samplers": scheduler_names(),
+                                 "controlnets": known_controlnets, "preprocessors": known_preprocessors})
     values = {f.name: f.parse(raw.get(f.name, f.default), ctx) for f in request_fields() if mode in f.modes}
     request = GenerationRequest(mode=mode, **values)
     for check in PAIRS:

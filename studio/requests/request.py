@@ -22,7 +22,7 @@ from PIL import Image
 from studio.errors import InvalidRequest
 from studio.fields import (Choice, Custom, Field, Flag, Infotext, Names, Number, Text, declare, in_range,
                            number, or_zero, table)
-from studio.requests import parsers
+from studio.requests import control, parsers
 from studio.samplers import DEFAULT_SCHEDULER
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -158,6 +158,8 @@ class GenerationRequest:
     reference_method: str = declare("reference-only", Choice(options=("reference-only", "ip-adapter"), radio=True),
                                     "Reference method", caption="Method", group="references",
                                     help="reference-only needs no weights; IP-Adapter needs models/ip-adapter")
+    control: tuple[control.ControlUnit, ...] = declare((), Custom(control.units), "ControlNet", group="control",
+                                                       compare=False, repr=False)   # studio/control/
     feature_cache: int = declare(0, Number(*FEATURE_CACHE_RANGE, integer=True, step=1, ui_high=5, refused=(
         (1, "Feature cache 1 would run the full UNet every step: use 0 (off) or 2 and up."),)),
         "Feature cache", caption="Feature cache (DeepCache)", group="addons", axis=True, rest="feature_cache",
@@ -208,6 +210,7 @@ class GenerationRequest:
         out["loras"] = [list(pair) for pair in self.loras]
         out["references"] = [name for name, _ in self.references]
         out["recipe"] = [list(pair) for pair in self.recipe]
+        out["control"] = [unit.settings() for unit in self.control]
         return out
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Callable
 
 from studio.config import Settings
+from studio.control.maps import preview_map
+from studio.control.models import model_title
+from studio.control.preprocessors import names as preprocessor_names
 from studio.errors import GenerationStopped
 from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
@@ -66,11 +69,21 @@ class Studio:
     # -- the models folder and the presets -----------------------------------------------------
     def names(self, kind: str, rescan: bool = False) -> list[str]:
         """What the models folder offers of `kind` (checkpoints, loras, vae, embeddings,
-        ip-adapter, upscalers), by name; `rescan`: read the folder again first."""
+        ip-adapter, upscalers, controlnet), by name; `rescan`: read the folder again first."""
         library = self.local.library
         if library is None:
             return []
         return (library.scan() if rescan else library.names())[kind]
+
+    def control_title(self, name: str) -> str:
+        """A control model as sd-webui-controlnet lists it: "name [short hash]"."""
+        return model_title(self.local.library.get("controlnet", name))
+
+    def detect(self, module: str, picture, **settings) -> "np.ndarray":
+        """A preprocessor's map of `picture` (RGB uint8), to look at before generating; the
+        settings as a control unit takes them (processor_res, threshold_a/b, mask, width and
+        height of the picture to be made: 0 for the map at the preprocessor's resolution)."""
+        return preview_map(module, picture, **settings)
 
     def file_of(self, kind: str, name: str) -> Path:
         """Where a file the models folder offers is (for listings: a path is never taken from a caller)."""
@@ -179,7 +192,8 @@ class Studio:
         against this studio's limits, presets, styles and models folder."""
         return make_request(mode=mode, limits=self.limits, known_presets=self.preset_names(),
                             known_styles=self.style_names(), known_loras=self.names("loras"),
-                            known_vaes=self.names("vae"), **raw)
+                            known_vaes=self.names("vae"), known_controlnets=self.names("controlnet"),
+                            known_preprocessors=preprocessor_names(), **raw)
 
     def submit(self, request: GenerationRequest, *, user: str, session: str | None = None,
                preview_every_s: float = 0.0, save: bool = True) -> Job:

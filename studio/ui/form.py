@@ -36,6 +36,7 @@ LAYOUT = (
     ("addons", "LoRA, VAE, clip skip and more", "addons"),
     ("variants", "column", ""),
     ("references", "Reference images: {image} in the prompt", "references-panel"),
+    ("control", "column", ""),
 )
 PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)
 TOOLS = {"txt2img": hires_fields}        # a tab's tools with fields of their own, after the request's
@@ -136,6 +137,15 @@ def lora_table(f: Field, tab: str, studio: Studio):
     return loras
 
 
+@custom("control")
+def control_panel(f: Field, tab: str, studio: Studio):
+    """The ControlNet units' panel (studio/ui/control.py); the field itself, for programs, is a
+    hidden JSON list of unit objects."""
+    from studio.ui import control as panel
+    state = panel.panel(tab, studio)
+    return gr.JSON(None, visible=False, label=f.label, elem_id=f"{tab}-control"), {panel.PARAM: state}
+
+
 @custom("references")
 def reference_files(f: Field, tab: str, studio: Studio):
     return gr.File(file_count="multiple", file_types=["image"], type="filepath", **_common(f, tab, {}))
@@ -161,6 +171,7 @@ class Form:
     extra: dict[str, dict] = field(default_factory=dict)     # field -> what this tab shows differently
     controls: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Callable[[], None]] = field(default_factory=dict)   # field -> widgets made after it
+    hidden: dict[str, Any] = field(default_factory=dict)     # the event's inputs that are no API parameter
 
     @classmethod
     def of(cls, tab: str, studio: Studio, **extra: dict) -> "Form":
@@ -189,21 +200,27 @@ class Form:
 
     def _make(self, f: Field) -> None:
         builder = CUSTOM.get(f.name)
-        self.controls[f.name] = builder(f, self.tab, self.studio) if builder else \
+        made = builder(f, self.tab, self.studio) if builder else \
             control(f, self.tab, self.studio, **self.extra.get(f.name, {}))
+        if isinstance(made, tuple):             # a control, and States the UI keeps its values in
+            made, states = made
+            self.hidden.update(states)
+        self.controls[f.name] = made
         if f.name in self.after:
             self.after[f.name]()
 
     def inputs(self, *first: Any) -> list:
         """The event's inputs: `first` (the tab's own picture controls), then every control, in
-        the table's order."""
-        return [*first, *(self.controls[f.name] for f in self.fields if f.name in self.controls)]
+        the table's order, then the States of panels (no API parameters: Gradio leaves them out)."""
+        return [*first, *(self.controls[f.name] for f in self.fields if f.name in self.controls),
+                *self.hidden.values()]
 
     def params(self, *first: str) -> list[tuple[str, Any]]:
         """The event's API parameters (name, default), matching `inputs`: the tab's own pictures
         are required, the fields default to their controls' values."""
         return [*((name, inspect.Parameter.empty) for name in first),
-                *((f.name, None) for f in self.fields if f.name in self.controls)]
+                *((f.name, None) for f in self.fields if f.name in self.controls),
+                *((name, None) for name in self.hidden)]
 
 
 def _container(kind: str, elem_id: str | None):

@@ -17,6 +17,8 @@ from studio.errors import StudioError
 from studio.requests import GenerationRequest
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
+from studio.ui import control as control_panel
+from studio.ui.control import panel_units
 from studio.ui.form import lora_rows
 from studio.upscale.hires import run_hires
 
@@ -58,6 +60,9 @@ def raw_fields(studio: Studio, raw: dict[str, Any]) -> dict[str, Any]:
     raw = dict(raw)
     if "loras" in raw:
         raw["loras"] = lora_rows(raw["loras"])
+    panel = raw.pop(control_panel.PARAM, None)      # the ControlNet panel's units, unless a program sent some
+    if not raw.get("control") and panel_units(panel):
+        raw["control"] = panel_units(panel)
     raw.setdefault("model", studio.current_choice())
     return raw
 

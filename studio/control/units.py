@@ -1,0 +1,76 @@
+"""A request's control units made ready for the engine's stages: their maps at the picture's size
+(the `prepare` stage: plain CPU work, before the model lock) and their models loaded, checked
+against the loaded model and turned into the guidance's units (the `condition` stage)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from studio.control.guidance import ActiveUnit
+from studio.control.maps import control_map
+from studio.control.models import ControlModel
+from studio.control.preprocessors import UNION_TYPES, find, setting
+from studio.errors import InvalidRequest
+from studio.requests import GenerationRequest
+
+FAMILY_BY_TEXT_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+
+
+def control_maps(request: GenerationRequest, width: int, height: int, seed: int) -> list[np.ndarray]:
+    """Each unit's map (float32 HxWx3) for a picture of width x height."""
+    if request.control and request.mode == "inpaint" and request.only_masked:
+        raise InvalidRequest("ControlNet units do not combine with 'Only masked' inpainting yet (the map would "
+                             "cover the whole picture, the generation only the crop): turn 'Only masked' off.")
+    maps = []
+    for unit in request.control:
+        picture = unit.image if unit.image is not None else request.image
+        mask = unit.mask if unit.mask is not None else request.mask
+        maps.append(control_map(unit, picture, mask, width, height, seed))
+    return maps
+
+
+def _pixels_per_latent(model: ControlModel) -> int:
+    cfg = model.module.config
+    if model.kind == "adapter":
+        return int(cfg.downscale_factor)
+    return 2 ** (len(cfg.conditioning_embedding_out_channels) - 1)
+
+
+def check_fits(model: ControlModel, unet, vae_scale_factor: int) -> None:
+    """A control model made for another family, or for another latent size, is the user's clear
+    message before any step runs."""
+    width = unet.config.cross_attention_dim
+    if model.cross_attention_dim is not None and model.cross_attention_dim != width:
+        made = FAMILY_BY_TEXT_WIDTH.get(model.cross_attention_dim)
+        here = FAMILY_BY_TEXT_WIDTH.get(width)
+        if made and here:
+            raise InvalidRequest(f"ControlNet model {model.name!r} is made for {made} models; the loaded model is {here}.")
+        raise InvalidRequest(f"ControlNet model {model.name!r} is made for models with {model.cross_attention_dim}-wide "
+                             f"text embeddings; the loaded model has {width}.")
+    if _pixels_per_latent(model) != vae_scale_factor:
+        raise InvalidRequest(f"ControlNet model {model.name!r} reads its picture at {_pixels_per_latent(model)} pixels "
+                             f"a latent; the loaded model has {vae_scale_factor}: made for another model.")
+
+
+def active_unit(unit, map_: np.ndarray, model: ControlModel, device: str, dtype) -> ActiveUnit:
+    import torch
+
+    cond = torch.from_numpy(np.ascontiguousarray(map_.transpose(2, 0, 1)))[None].to(device, dtype)
+    index = 0
+    if model.kind == "union":
+        wanted = unit.control_type or find(unit.module).union_type
+        if wanted not in UNION_TYPES:
+            raise InvalidRequest(f"ControlNet-Union model {model.name!r} needs a control type for preprocessor "
+                                 f"{unit.module!r}: one of {', '.join(UNION_TYPES)}.")
+        index = UNION_TYPES[wanted]
+    return ActiveUnit(model=model.module, kind=model.kind, cond=cond, weight=unit.weight, start=unit.start,
+                      end=unit.end, mode=unit.control_mode, control_type=index)
+
+
+def record(unit, model: ControlModel) -> dict:
+    """What the picture's record keeps of a unit: its settings (the preprocessor's thresholds as
+    used, its defaults for -1), the model's name and hash."""
+    p = find(unit.module)
+    return {**unit.settings(), "module": p.name, "threshold_a": setting(p, "a", unit.threshold_a),
+            "threshold_b": setting(p, "b", unit.threshold_b), "model": model.name, "title": model.title,
+            "sha256": model.sha256}
