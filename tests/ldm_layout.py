@@ -392,3 +392,22 @@ def write_controlnet_for(model: Path, models_dir: Path, name: str = "shapes") ->
     folder = models_dir / "controlnet" / name
     acting_controlnet(unet, (16, 32, 32), seed=6).save_pretrained(folder)
     return folder
+
+
+def acting_union(unet, hint: tuple[int, ...], seed: int, control_types: int = 8):
+    """A ControlNet-Union (xinsir's architecture: one model, a control type per unit) sized for
+    `unet`, random weights, its zero convolutions not zero."""
+    from diffusers import ControlNetUnionModel
+
+    config = {k: v for k, v in ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=hint,
+                                                              load_weights_from_unet=False).config.items()
+              if k != "_use_default_values"}       # else from_config puts the defaults back
+    width = unet.config.block_out_channels[0]
+    torch.manual_seed(seed)
+    net = ControlNetUnionModel.from_config({**config, "num_trans_channel": width, "num_proj_channel": width,
+                                            "num_trans_head": 2, "num_control_type": control_types})
+    g = torch.Generator().manual_seed(seed)
+    for conv, scale in [*((c, 0.05) for c in net.controlnet_down_blocks), (net.controlnet_mid_block, 0.05),
+                        (net.controlnet_cond_embedding.conv_out, 1.0)]:
+        conv.weight.data = torch.randn(conv.weight.shape, generator=g) * scale
+    return net.eval()

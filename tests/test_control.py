@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from studio.outputs.metadata import parse_parameters
 from studio.requests import Limits
 from studio.requests.control import ControlUnit, units
 from studio.serving.studio import Studio
-from tests.ldm_layout import (acting_controlnet, controlnet_to_ldm, tiny_pipeline, write_controlnet_for,
+from tests.ldm_layout import (acting_controlnet, acting_union, controlnet_to_ldm, tiny_pipeline, write_controlnet_for,
                               write_single_file)
 
 webuiapi = pytest.importorskip("webuiapi")
@@ -264,6 +265,57 @@ def test_a_control_model_for_another_model_is_a_clear_message(studio, model, mes
         studio.local.run(make(studio, control=[{**EDGES, "model": model}]))
 
 
+def test_plot_axes_set_the_first_units_weight_end_and_preprocessor(studio):
+    from studio.plots.plot import make_xyz_plot, run_plot
+    from studio.serving.sequence import Sequence
+
+    base = {"prompt": "a red circle", "seed": 7, "steps": 4, "width": 64, "height": 64, "control": [EDGES]}
+    plot = make_xyz_plot(studio, base, [("ControlNet weight", "0, 1"), ("ControlNet preprocessor", "canny, invert"),
+                                        ("ControlNet end", "0.5, 1")])
+    assert plot.count == 8 and plot.x_labels == ["ControlNet weight: 0", "ControlNet weight: 1"]
+    result = run_plot(plot, Sequence(studio, user="plots", session="plots"))
+    plain, _ = pixels(studio)
+    for (x, y, z), picture in result.images.items():
+        alone, _ = pixels(studio, control=[{**EDGES, "weight": [0, 1][x], "module": ["canny", "invert"][y],
+                                            "guidance_end": [0.5, 1][z]}])
+        assert np.array_equal(np.asarray(picture.image, dtype=np.int16), alone), (x, y, z)
+        assert np.array_equal(alone, plain) == (x == 0), (x, y, z)
+    with pytest.raises(InvalidRequest, match="enable a ControlNet unit first"):
+        make_xyz_plot(studio, {**base, "control": []}, [("ControlNet weight", "0, 1")])
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    """SD 2.x and SDXL single files, each with a ControlNet of its own; SDXL also with a
+    ControlNet-Union of 8 control types (ProMax's) and one of 6."""
+    root = tmp_path_factory.mktemp("control-families")
+    (root / "checkpoints").mkdir()
+    for family in ("sd2", "sdxl"):
+        pipe = tiny_pipeline(family)
+        write_single_file(pipe, family, root / "checkpoints" / f"{family}.safetensors")
+        acting_controlnet(pipe.unet, (16, 32), seed=7).save_pretrained(root / "controlnet" / f"{family}-edges")
+    acting_union(pipe.unet, (16, 32), seed=8).save_pretrained(root / "controlnet" / "union-promax")
+    acting_union(pipe.unet, (16, 32), seed=8, control_types=6).save_pretrained(root / "controlnet" / "union")
+    return Studio.from_settings(Settings(model="", models_dir=root, outputs=tmp_path_factory.mktemp("outputs")))
+
+
+def test_sd2_sdxl_and_union_controlnets_act_and_weight_zero_is_the_plain_picture(families):
+    for family in ("sd2", "sdxl"):
+        families.select_model(f"{family}.safetensors")
+        plain, _ = pixels(families)
+        unit = {"model": f"{family}-edges", "module": "canny", "image": square()}
+        assert np.abs(pixels(families, control=[unit])[0] - plain).mean() > 0.5, family
+        assert np.array_equal(pixels(families, control=[{**unit, "weight": 0}])[0], plain), family
+    union = {"model": "union-promax", "image": square()}
+    canny, result = pixels(families, control=[{**union, "module": "canny"}])
+    assert 'Control Type: canny' in result.images[0].parameters
+    typed, _ = pixels(families, control=[{**union, "module": "canny", "control_type": "depth"}])
+    tile, _ = pixels(families, control=[{**union, "module": "tile_resample"}])
+    assert np.abs(canny - plain).mean() > 0.5 and np.abs(canny - typed).mean() > 0.1 and np.abs(canny - tile).mean() > 0.1
+    with pytest.raises(InvalidRequest, match="knows 6 control types; 'tile' is not one of them"):
+        pixels(families, control=[{**union, "model": "union", "module": "tile_resample"}])
+
+
 # -- REST ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -361,3 +413,14 @@ def test_gradio_client_sends_units_as_the_control_field(control_server):
     assert np.array_equal(first_picture(control=[{**unit, "weight": 0}]), plain)
     with pytest.raises(Exception, match="Unknown ControlNet model 'gone'"):
         first_picture(control=[{**unit, "model": "gone"}])
+
+
+def test_rest_hires_fix_keeps_the_units_on_both_passes(rest):
+    body = {"prompt": "a red circle", "seed": 7, "steps": 4, "width": 64, "height": 64, "enable_hr": True,
+            "hr_scale": 1.5, "denoising_strength": 0.6, "hr_upscaler": "Lanczos",
+            "alwayson_scripts": {"controlnet": {"args": [{"model": "edges", "module": "canny", "image": b64(square())}]}}}
+    r = rest.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    infotexts = json.loads(r.json()["info"])["infotexts"]
+    assert len(infotexts) == 1 and "Hires upscale: 1.5" in infotexts[0] and 'ControlNet 0: "Module: canny' in infotexts[0]
+    assert answer_pixels(r).shape == (96, 96, 3)

@@ -63,6 +63,9 @@ def active_unit(unit, map_: np.ndarray, model: ControlModel, device: str, dtype)
             raise InvalidRequest(f"ControlNet-Union model {model.name!r} needs a control type for preprocessor "
                                  f"{unit.module!r}: one of {', '.join(UNION_TYPES)}.")
         index = UNION_TYPES[wanted]
+        if index >= model.module.config.num_control_type:
+            raise InvalidRequest(f"ControlNet-Union model {model.name!r} knows {model.module.config.num_control_type} "
+                                 f"control types; {wanted!r} is not one of them (a ProMax model has tile and inpaint).")
     return ActiveUnit(model=model.module, kind=model.kind, cond=cond, weight=unit.weight, start=unit.start,
                       end=unit.end, mode=unit.control_mode, control_type=index)
 
@@ -71,6 +74,7 @@ def record(unit, model: ControlModel) -> dict:
     """What the picture's record keeps of a unit: its settings (the preprocessor's thresholds as
     used, its defaults for -1), the model's name and hash."""
     p = find(unit.module)
-    return {**unit.settings(), "module": p.name, "threshold_a": setting(p, "a", unit.threshold_a),
+    control_type = unit.control_type or (p.union_type if model.kind == "union" else "")
+    return {**unit.settings(), "module": p.name, "control_type": control_type, "threshold_a": setting(p, "a", unit.threshold_a),
             "threshold_b": setting(p, "b", unit.threshold_b), "model": model.name, "title": model.title,
             "sha256": model.sha256}

@@ -137,6 +137,17 @@ def _lora_weight(raw: dict, value: float) -> None:
     raw["loras"] = [[row[0], value] for row in rows]
 
 
+def _first_unit(key: str) -> Apply:
+    """A ControlNet axis sets the first unit's `key` (as sd-webui-controlnet's axes do)."""
+    def apply(raw: dict, value: Any) -> None:
+        units = [u if isinstance(u, dict) else {**u.settings(), "image": u.image, "mask": u.mask}
+                 for u in raw.get("control") or []]
+        if not units:
+            raise InvalidRequest("ControlNet axes set the first unit: enable a ControlNet unit first.")
+        raw["control"] = [{**units[0], key: value}, *units[1:]]
+    return apply
+
+
 def _set_hires(field: str) -> Apply:
     """A hires setting turns the hires fix on for the cell."""
     def apply(raw: dict, value: Any) -> None:
@@ -200,11 +211,16 @@ SPECIAL = (
     AxisType("LoRA weight", lambda axis, text, known: numbers(axis, text, False), _lora_weight,
              lambda v: f"LoRA weight: {v:g}"),
     _choice("Negative preset", "negative_presets", "presets", _preset),
+    _numeric("ControlNet weight", "", False, _first_unit("weight")),
+    _numeric("ControlNet start", "", False, _first_unit("guidance_start")),
+    _numeric("ControlNet end", "", False, _first_unit("guidance_end")),
+    _choice("ControlNet preprocessor", "", "preprocessors", _first_unit("module")),
 )
 # the order the axis list shows them in; axes of fields declared later come after these
 ORDER = ("Seed", "Variation seed", "Variation strength", "Steps", "CFG scale", "Prompt S/R", "Sampler", "Size",
          "Clip skip", "Checkpoint", "VAE", "LoRA weight", "Negative preset", "Style", "Feature cache", "Strength",
-         "Hires upscale", "Hires steps", "Hires strength", "Hires upscaler")
+         "Hires upscale", "Hires steps", "Hires strength", "Hires upscaler", "ControlNet weight", "ControlNet start",
+         "ControlNet end", "ControlNet preprocessor")
 
 
 def _axis_types() -> dict[str, AxisType]:

@@ -66,11 +66,13 @@ class PlotResult:
 
 def known_names(studio) -> dict[str, list[str]]:
     """What the choice axes may name: this studio's samplers, models, VAEs, presets, styles."""
+    from studio.control.preprocessors import names as preprocessor_names
     from studio.samplers import scheduler_names
 
     return {"samplers": scheduler_names(), "checkpoints": studio.model_choices(),
             "vaes": ["Automatic", *studio.names("vae")], "presets": [NO_PRESET, *studio.preset_names()],
-            "styles": ["None", *studio.style_names()], "hires_upscalers": hires_upscalers(studio)}
+            "styles": ["None", *studio.style_names()], "hires_upscalers": hires_upscalers(studio),
+            "preprocessors": preprocessor_names()}
 
 
 def _fixed_seeds(raw: dict, axes: list[Axis]) -> dict:
