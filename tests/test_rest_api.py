@@ -217,7 +217,7 @@ def test_unknown_sampler_falls_back_and_says_so(rest):
     ({"width": 100}, 400, "Width must be a multiple of 8"),
     ({"steps": 0}, 400, "Steps must be between"),
     ({"script_name": "x/y/z plot"}, 422, "Script 'x/y/z plot' not found"),
-    ({"alwayson_scripts": {"ControlNet": {"args": [{"enabled": True}]}}}, 422, "always on script ControlNet not found"),
+    ({"alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]}}}, 422, "always on script ADetailer not found"),
     ({"override_settings": {"sd_model_checkpoint": "nothing.safetensors"}}, 400, "Model 'nothing.safetensors' not found"),
     ({"override_settings": {"CLIP_stop_at_last_layers": 40}}, 400, "CLIP_stop_at_last_layers must be between"),
 ])
@@ -444,7 +444,9 @@ def test_basic_auth_guards_every_route(rest_server):
     assert requests.get(base + "/loras", auth=("ann", "s3cret"), timeout=10).status_code == 200
     assert requests.get(rest_server.url.rstrip("/") + "/openapi.json", timeout=10).status_code == 401
     docs = requests.get(rest_server.url.rstrip("/") + "/openapi.json", auth=("ann", "s3cret"), timeout=10).json()
-    assert "/sdapi/v1/txt2img" in docs["paths"] and all(p.startswith("/sdapi/v1") for p in docs["paths"])
+    assert "/sdapi/v1/txt2img" in docs["paths"] and "/controlnet/detect" in docs["paths"]
+    assert all(p.startswith(("/sdapi/v1/", "/controlnet/")) for p in docs["paths"])
+    assert requests.get(rest_server.url + "controlnet/model_list", timeout=10).status_code == 401
 
 
 def test_no_api_flag(tiny_model, tmp_path):
