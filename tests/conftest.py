@@ -107,3 +107,14 @@ def server(tiny_model, tmp_path_factory):
     srv = start_server(tiny_model, base / "outputs", base / "server.log")
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def control_server(tiny_model, tmp_path_factory):
+    """`python app.py` on the tiny model with a ControlNet made for it (`shapes`) in its models folder."""
+    from tests.ldm_layout import write_controlnet_for
+    base = tmp_path_factory.mktemp("control-server")
+    write_controlnet_for(tiny_model, base / "models")
+    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
+    yield srv
+    stop_server(srv)

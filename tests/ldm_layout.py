@@ -125,11 +125,10 @@ def _move(src: dict, out: dict, old: str, new: str, rename: dict | None = None, 
     return found
 
 
-def unet_to_ldm(sd: dict, cfg) -> dict:
-    out: dict = {}
-    p = "model.diffusion_model."
-    per = cfg.layers_per_block
-    levels = len(cfg.block_out_channels)
+def _encoder_to_ldm(sd: dict, out: dict, cfg, p: str) -> None:
+    """The UNet's encoder half (time and size embeddings, input blocks, middle block): what a
+    ControlNet copies of it, under the same names."""
+    per, levels = cfg.layers_per_block, len(cfg.block_out_channels)
     _move(sd, out, "time_embedding.linear_1", p + "time_embed.0")
     _move(sd, out, "time_embedding.linear_2", p + "time_embed.2")
     _move(sd, out, "add_embedding.linear_1", p + "label_emb.0.0")
@@ -144,6 +143,14 @@ def unet_to_ldm(sd: dict, cfg) -> dict:
     _move(sd, out, "mid_block.resnets.0", p + "middle_block.0", _RESNET)
     _move(sd, out, "mid_block.attentions.0", p + "middle_block.1")
     _move(sd, out, "mid_block.resnets.1", p + "middle_block.2", _RESNET)
+
+
+def unet_to_ldm(sd: dict, cfg) -> dict:
+    out: dict = {}
+    p = "model.diffusion_model."
+    per = cfg.layers_per_block
+    levels = len(cfg.block_out_channels)
+    _encoder_to_ldm(sd, out, cfg, p)
     for i in range(levels):
         for j in range(per + 1):
             n = i * (per + 1) + j
@@ -337,24 +344,9 @@ def controlnet_to_ldm(controlnet, prefix: str = "control_model.") -> dict:
     UNet encoder's input_blocks and middle_block, zero_convs, input_hint_block, middle_block_out),
     under `prefix` ("control_model." as A1111 users' files have it, or "")."""
     sd = {k: v.detach().clone() for k, v in controlnet.state_dict().items()}
-    cfg = controlnet.config
     encoder = {k: v for k, v in sd.items() if not k.startswith(("controlnet_", "up_blocks"))}
     out = {}
-    per, levels = cfg.layers_per_block, len(cfg.block_out_channels)
-    _move(encoder, out, "time_embedding.linear_1", "time_embed.0")
-    _move(encoder, out, "time_embedding.linear_2", "time_embed.2")
-    _move(encoder, out, "add_embedding.linear_1", "label_emb.0.0")
-    _move(encoder, out, "add_embedding.linear_2", "label_emb.0.2")
-    _move(encoder, out, "conv_in", "input_blocks.0.0")
-    for i in range(levels):
-        for j in range(per):
-            n = 1 + i * (per + 1) + j
-            _move(encoder, out, f"down_blocks.{i}.resnets.{j}", f"input_blocks.{n}.0", _RESNET)
-            _move(encoder, out, f"down_blocks.{i}.attentions.{j}", f"input_blocks.{n}.1")
-        _move(encoder, out, f"down_blocks.{i}.downsamplers.0.conv", f"input_blocks.{(i + 1) * (per + 1)}.0.op")
-    _move(encoder, out, "mid_block.resnets.0", "middle_block.0", _RESNET)
-    _move(encoder, out, "mid_block.attentions.0", "middle_block.1")
-    _move(encoder, out, "mid_block.resnets.1", "middle_block.2", _RESNET)
+    _encoder_to_ldm(encoder, out, controlnet.config, "")
     zero = {k: v for k, v in sd.items() if k.startswith("controlnet_")}
     for i in range(len(controlnet.controlnet_down_blocks)):
         _move(zero, out, f"controlnet_down_blocks.{i}", f"zero_convs.{i}.0")

@@ -550,16 +550,6 @@ def test_animation_tab_renders_frames_and_plays_the_video_in_browser(page, serve
     assert len(list(server.outputs.glob("animations/*/frame_*.png"))) >= 4
 
 
-@pytest.fixture(scope="module")
-def control_server(tiny_model, tmp_path_factory):
-    from tests.ldm_layout import write_controlnet_for
-    base = tmp_path_factory.mktemp("control-browser")
-    write_controlnet_for(tiny_model, base / "models")
-    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
-    yield srv
-    stop_server(srv)
-
-
 def test_controlnet_sketch_pad_painted_in_browser(browser, control_server):
     """A ControlNet unit on the txt2img tab whose picture is a stroke drawn with the mouse on the
     sketch pad: an empty pad is refused, the preview shows the map, and the picture made records

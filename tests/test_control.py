@@ -27,8 +27,7 @@ from studio.outputs.metadata import parse_parameters
 from studio.requests import Limits
 from studio.requests.control import ControlUnit, units
 from studio.serving.studio import Studio
-from tests.ldm_layout import (acting_controlnet, acting_union, controlnet_to_ldm, tiny_pipeline, write_controlnet_for,
-                              write_single_file)
+from tests.ldm_layout import acting_controlnet, acting_union, controlnet_to_ldm, tiny_pipeline, write_single_file
 
 webuiapi = pytest.importorskip("webuiapi")
 
@@ -383,17 +382,6 @@ def test_a_control_picture_that_is_a_decompression_bomb_is_refused(rest):
 
 
 # -- gradio_client, as programs call the tabs --------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def control_server(tiny_model, tmp_path_factory):
-    """`python app.py` on the tiny model with a ControlNet made for it in its models folder."""
-    from .conftest import start_server, stop_server
-    base = tmp_path_factory.mktemp("control-server")
-    write_controlnet_for(tiny_model, base / "models")
-    srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
-    yield srv
-    stop_server(srv)
-
 
 def test_gradio_client_sends_units_as_the_control_field(control_server):
     from gradio_client import Client
