@@ -412,3 +412,36 @@ def test_rest_hires_fix_keeps_the_units_on_both_passes(rest):
     infotexts = json.loads(r.json()["info"])["infotexts"]
     assert len(infotexts) == 1 and "Hires upscale: 1.5" in infotexts[0] and 'ControlNet 0: "Module: canny' in infotexts[0]
     assert answer_pixels(r).shape == (96, 96, 3)
+
+
+# -- preprocessors with weights ----------------------------------------------------------------------
+
+def write_depth_model(folder):
+    """A tiny random Depth Anything (transformers) with its image processor, as the hub's folder has them."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=backbone, fusion_hidden_size=16, neck_hidden_sizes=[8, 16, 32, 32], head_hidden_size=8,
+        reassemble_hidden_size=32, patch_size=14)).eval().save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      do_pad=False).save_pretrained(folder)
+
+
+def test_depth_needs_its_files_in_models_annotators_and_then_makes_a_depth_map(studio, models_dir):
+    unit = {**EDGES, "module": "depth_midas"}            # sd-webui-controlnet's name: the depth model here
+    with pytest.raises(InvalidRequest, match="models/annotators/depth-anything/; missing: config.json, "
+                                             "model.safetensors, preprocessor_config.json"):
+        pixels(studio, control=[unit])
+    with pytest.raises(InvalidRequest, match="missing: config.json"):
+        studio.detect("depth_anything", square())
+    write_depth_model(models_dir / "annotators" / "depth-anything")
+    shown = studio.detect("depth_anything", square(), processor_res=64)
+    assert shown.shape == (64, 64, 3) and shown.min() == 0 and shown.max() == 255   # scaled to the full range
+    controlled, result = pixels(studio, control=[unit])
+    plain, _ = pixels(studio)
+    assert np.abs(controlled - plain).mean() > 0.5
+    assert 'ControlNet 0: "Module: depth_anything' in result.images[0].parameters

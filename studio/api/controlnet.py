@@ -69,7 +69,7 @@ def _module_detail() -> dict[str, Any]:
     def slider(s, name):
         return None if s is None else {"name": s.label, "value": s.default, "min": s.low, "max": s.high,
                                        "step": s.step}
-    return {name: {"model_free": name == "none", "sliders": [x for x in (
+    return {name: {"model_free": False, "sliders": [x for x in (
         {"name": "Processor Res", "value": 512, "min": 64, "max": 2048} if p.resolution else None,
         slider(p.a, "a"), slider(p.b, "b")) if x is not None]} for name, p in PREPROCESSORS.items()}
 

@@ -8,8 +8,11 @@ pixel of the map is one pixel of the result); the rule is sd-webui-controlnet's,
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
+from studio.control.annotators import Annotator
 from studio.control.preprocessors import find, setting
 from studio.errors import InvalidRequest
 from studio.fields import bounded
@@ -59,9 +62,13 @@ def fit(x: np.ndarray, width: int, height: int, resize_mode: str, fill: float = 
     return out
 
 
+Annotate = Callable[[Annotator, np.ndarray], np.ndarray]     # an annotator's map of a picture
+
+
 def control_map(unit: ControlUnit, picture: np.ndarray, mask: np.ndarray | None, width: int, height: int,
-                seed: int) -> np.ndarray:
-    """The map for one unit (float32 HxWx3) at the target size."""
+                seed: int, annotate: Annotate | None = None) -> np.ndarray:
+    """The map for one unit (float32 HxWx3) at the target size; `annotate` runs the preprocessors
+    that need weights (studio/control/annotators.py)."""
     p = find(unit.module)
     a, b = setting(p, "a", unit.threshold_a), setting(p, "b", unit.threshold_b)
     x, m = picture, mask
@@ -72,7 +79,12 @@ def control_map(unit: ControlUnit, picture: np.ndarray, mask: np.ndarray | None,
                if unit.pixel_perfect else unit.processor_res)
         x = at_resolution(x, res)
         m = None if m is None else _resize(m, x.shape[1], x.shape[0])
-    out = p.run(np.ascontiguousarray(x), a, b, m, seed)
+    if p.annotator is not None:
+        if annotate is None:
+            raise InvalidRequest(f"The {p.name} preprocessor needs a models folder (models/annotators).")
+        out = annotate(p.annotator, np.ascontiguousarray(x))
+    else:
+        out = p.run(np.ascontiguousarray(x), a, b, m, seed)
     return fit(out, width, height, unit.resize_mode, fill=-1.0 if p.name == "inpaint" else 0.0)
 
 
@@ -83,7 +95,8 @@ def shown(map_: np.ndarray) -> np.ndarray:
 
 def preview_map(module: str, picture: np.ndarray, *, processor_res: int = 512, threshold_a: float = -1,
                 threshold_b: float = -1, mask: np.ndarray | None = None, width: int = 0, height: int = 0,
-                resize_mode: str = "crop and resize", pixel_perfect: bool = False, seed: int = 0) -> np.ndarray:
+                resize_mode: str = "crop and resize", pixel_perfect: bool = False, seed: int = 0,
+                annotate: Annotate | None = None) -> np.ndarray:
     """The map a unit with these settings would use, as a picture (RGB uint8): at width x height,
     or (0) at the preprocessor's resolution, as sd-webui-controlnet's detect answers."""
     p = find(module)
@@ -96,4 +109,4 @@ def preview_map(module: str, picture: np.ndarray, *, processor_res: int = 512, t
         width, height = max(8, round(w * k)), max(8, round(h * k))
     unit = ControlUnit(model="", module=p.name, processor_res=res, threshold_a=threshold_a, threshold_b=threshold_b,
                        resize_mode=resize_mode, pixel_perfect=pixel_perfect)
-    return shown(control_map(unit, picture, mask, width, height, seed))
+    return shown(control_map(unit, picture, mask, width, height, seed, annotate))

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from studio.control.annotators import DEPTH, Annotator
 from studio.errors import InvalidRequest
 
 
@@ -34,11 +35,12 @@ Run = Callable[[np.ndarray, float, float, "np.ndarray | None", int], np.ndarray]
 class Preprocessor:
     name: str                  # sd-webui-controlnet's module name where the behaviour is the same
     label: str
-    run: Run                   # (RGB uint8, threshold A, threshold B, mask or None, seed) -> map
+    run: Run | None            # (RGB uint8, threshold A, threshold B, mask or None, seed) -> map
     a: Setting | None = None
     b: Setting | None = None
     resolution: bool = True    # runs at the unit's processor resolution (else at the picture's size)
     union_type: str = ""       # the control type of a ControlNet-Union model it feeds
+    annotator: Annotator | None = None   # instead of `run`: a model from models/annotators (annotators.py)
 
 
 def _cv2():
@@ -153,6 +155,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("blur_gaussian", "blur", blur_gaussian, Setting("Sigma", 9.0, 0.01, 64.0, 0.01), union_type="tile"),
     Preprocessor("inpaint", "inpaint (the masked picture)", inpaint, resolution=False, union_type="inpaint"),
     Preprocessor("shuffle", "shuffle", shuffle, union_type=""),
+    Preprocessor("depth_anything", "depth (Depth Anything: its files in models/annotators/depth-anything)", None,
+                 annotator=DEPTH, union_type="depth"),
 )}
 # a ControlNet-Union model's control types, in the order its control_type vector has them
 UNION_TYPES = {"openpose": 0, "depth": 1, "hed": 2, "scribble": 2, "softedge": 2, "canny": 3, "lineart": 3,
@@ -160,7 +164,9 @@ UNION_TYPES = {"openpose": 0, "depth": 1, "hed": 2, "scribble": 2, "softedge": 2
 # sd-webui-controlnet's other names for the same behaviour (what its clients send)
 ALIASES = {"scribble": "scribble_xdog", "inpaint_only": "inpaint", "softedge": "softedge_gradient",
            "lineart": "lineart_standard", "tile": "tile_resample", "blur": "blur_gaussian",
-           "invert (from white bg & black line)": "invert"}
+           "invert (from white bg & black line)": "invert", "depth": "depth_anything",
+           "depth_midas": "depth_anything", "depth_zoe": "depth_anything", "depth_leres": "depth_anything",
+           "depth_anything_v2": "depth_anything"}
 
 
 def names() -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from studio.control.guidance import ActiveUnit
-from studio.control.maps import control_map
+from studio.control.maps import Annotate, control_map
 from studio.control.models import ControlModel
 from studio.control.preprocessors import UNION_TYPES, find, setting
 from studio.errors import InvalidRequest
@@ -16,7 +16,8 @@ from studio.requests import GenerationRequest
 FAMILY_BY_TEXT_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 
-def control_maps(request: GenerationRequest, width: int, height: int, seed: int) -> list[np.ndarray]:
+def control_maps(request: GenerationRequest, width: int, height: int, seed: int,
+                 annotate: Annotate | None = None) -> list[np.ndarray]:
     """Each unit's map (float32 HxWx3) for a picture of width x height."""
     if request.control and request.mode == "inpaint" and request.only_masked:
         raise InvalidRequest("ControlNet units do not combine with 'Only masked' inpainting yet (the map would "
@@ -25,7 +26,7 @@ def control_maps(request: GenerationRequest, width: int, height: int, seed: int)
     for unit in request.control:
         picture = unit.image if unit.image is not None else request.image
         mask = unit.mask if unit.mask is not None else request.mask
-        maps.append(control_map(unit, picture, mask, width, height, seed))
+        maps.append(control_map(unit, picture, mask, width, height, seed, annotate))
     return maps
 
 

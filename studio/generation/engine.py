@@ -24,6 +24,7 @@ from PIL import Image, ImageFilter
 
 from studio import __version__
 from studio.control.guidance import ActiveUnit, ControlGuidance
+from studio.control.maps import Annotate
 from studio.control.units import active_unit, check_fits, control_maps
 from studio.control.units import record as control_record
 from studio.errors import BatchSkipped, GenerationStopped, InvalidRequest, StudioError
@@ -136,7 +137,8 @@ def target_size(request: GenerationRequest, native: int, notes: list[str]) -> tu
 
 
 def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
-            library: ModelLibrary | None, content_filter: ContentFilter | None) -> Prepared:
+            library: ModelLibrary | None, content_filter: ContentFilter | None,
+            annotate: Annotate | None = None) -> Prepared:
     notes = [info.notice] if info.notice and info.kind == "placeholder" else []
     width, height = target_size(request, info.native_size, notes)
     template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
@@ -164,7 +166,14 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
                     steps=denoising_steps(request.mode, request.steps, request.strength),
                     image=request.input_image(), mask=mask, notes=notes,
                     toward=blend_target(request, presets, notes),
-                    control_maps=control_maps(request, width, height, seed))
+                    control_maps=control_maps(request, width, height, seed, annotate))
+
+
+def annotator_runner(manager: ModelManager, library: ModelLibrary | None) -> Annotate | None:
+    """Preprocessors with weights run with the manager's kept annotators, from models/annotators."""
+    if library is None:
+        return None
+    return lambda annotator, rgb: manager.annotators.run(annotator, rgb, library.folder("annotators"))
 
 
 def blend_target(request: GenerationRequest, presets: Presets, notes: list[str]) -> tuple[str, str] | None:
@@ -430,7 +439,7 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
              should_stop: ShouldStop | None = None, should_skip: ShouldStop | None = None,
              library: ModelLibrary | None = None, content_filter: ContentFilter | None = None) -> GenerationResult:
     callbacks = Callbacks(on_step, on_preview, should_stop, should_skip)
-    prep = prepare(request, manager.info(), presets, library, content_filter)
+    prep = prepare(request, manager.info(), presets, library, content_filter, annotator_runner(manager, library))
     images: list[GeneratedImage] = []
     stopped = False
     with manager.lock, contextlib.ExitStack() as stack:

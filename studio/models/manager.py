@@ -86,8 +86,10 @@ class ModelManager:
         self.allow_download = True                # a hub id named on the command line may download
         from studio.models.addons import AddonState
         self.addons = AddonState()                # LoRAs, embeddings, VAE applied to the weights
+        from studio.control.annotators import Annotators
         from studio.control.models import ControlModels
         self.controls = ControlModels()           # ControlNets / T2I-Adapters loaded beside the model
+        self.annotators = Annotators()            # preprocessors' models (depth), kept across models
         self.requested_device = device
         self.requested_dtype = dtype
         self.lock = threading.RLock()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from studio.config import Settings
 from studio.control.maps import preview_map
 from studio.control.models import model_title
@@ -79,11 +81,13 @@ class Studio:
         """A control model as sd-webui-controlnet lists it: "name [short hash]"."""
         return model_title(self.local.library.get("controlnet", name))
 
-    def detect(self, module: str, picture, **settings) -> "np.ndarray":
+    def detect(self, module: str, picture: np.ndarray, **settings) -> np.ndarray:
         """A preprocessor's map of `picture` (RGB uint8), to look at before generating; the
         settings as a control unit takes them (processor_res, threshold_a/b, mask, width and
         height of the picture to be made: 0 for the map at the preprocessor's resolution)."""
-        return preview_map(module, picture, **settings)
+        library, annotators = self.local.library, self.local.manager.annotators
+        folder = None if library is None else library.folder("annotators")
+        return preview_map(module, picture, annotate=lambda a, rgb: annotators.run(a, rgb, folder), **settings)
 
     def file_of(self, kind: str, name: str) -> Path:
         """Where a file the models folder offers is (for listings: a path is never taken from a caller)."""
