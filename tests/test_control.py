@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -445,3 +446,25 @@ def test_depth_needs_its_files_in_models_annotators_and_then_makes_a_depth_map(s
     plain, _ = pixels(studio)
     assert np.abs(controlled - plain).mean() > 0.5
     assert 'ControlNet 0: "Module: depth_anything' in result.images[0].parameters
+
+
+def test_units_on_a_compiled_unet_match_the_eager_picture_without_a_graph_a_step(models_dir, tmp_path):
+    import shutil
+
+    import torch._dynamo
+    if not shutil.which("g++"):
+        if os.environ.get("STUDIO_REQUIRE_COMPILER"):
+            pytest.fail("g++ is required here: torch.compile's CPU backend builds C++")
+        pytest.skip("no C++ compiler for torch.compile's CPU backend")
+    pictures = {}
+    for compiled in (False, True):
+        s = Studio.from_settings(Settings(model="", models_dir=models_dir, outputs=tmp_path / str(compiled),
+                                          fast="on", compile=compiled, compile_cache=tmp_path / "cache"))
+        s.select_model("sd1.safetensors")
+        pictures[compiled] = pixels(s, control=[EDGES])[0]
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert np.array_equal(pixels(s, control=[EDGES, {**EDGES, "model": "lines", "weight": 0.5}])[0],
+                              pixels(s, control=[EDGES, {**EDGES, "model": "lines", "weight": 0.5}])[0])
+        if compiled:      # two runs of 4 steps with other units: at most the one graph more
+            assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs <= 1
+    assert np.abs(pictures[True] - pictures[False]).max() <= 3

@@ -66,7 +66,11 @@ class ControlGuidance:
         return False
 
     # -- the hook --------------------------------------------------------------------------------
+    @torch.compiler.disable
     def _before_unet(self, unet, args, kwargs):
+        """Runs eagerly even on a compiled UNet (the fast path's): its step counting is Python
+        state, and the ControlNet then gives what it gives uncompiled; the compiled UNet takes
+        the residuals as inputs (one graph more, not one a step: tests/test_control.py)."""
         if kwargs.get("down_block_additional_residuals") is not None or \
                 kwargs.get("down_intrablock_additional_residuals") is not None:
             return None        # a call made inside another (reference-only's pass): already controlled
