@@ -468,3 +468,11 @@ def test_units_on_a_compiled_unet_match_the_eager_picture_without_a_graph_a_step
         if compiled:      # two runs of 4 steps with other units: at most the one graph more
             assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs <= 1
     assert np.abs(pictures[True] - pictures[False]).max() <= 3
+
+
+def test_only_masked_inpainting_with_a_unit_is_refused_with_a_message(studio):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    with pytest.raises(InvalidRequest, match="do not combine with 'Only masked'"):
+        studio.local.run(make(studio, "inpaint", image=square(), mask=mask, only_masked=True,
+                              control=[{"model": "edges", "module": "canny"}]))
