@@ -90,11 +90,13 @@ def test_every_infotext_key_written_is_read_back_by_png_info():
         it = f.infotext
         if it is None or not it.write or isinstance(f.kind, Custom):
             continue
-        value = _other_value(f)
+        value = "1,2" if f.name == "regions_ratio" else _other_value(f)
         if value is None:
             continue
         mode = "inpaint" if "txt2img" not in f.modes else "txt2img"
         raw = {f.name: value, "only_masked": True} if mode == "inpaint" else {f.name: value}
+        if f.name in ("regions_ratio", "base_ratio"):        # written for a prompt with regions (and a base)
+            raw["prompt"] = "sky ADDBASE a ADDCOL b"
         if f.name == "variation_strength":
             raw["variation_seed"] = 5
         request = make_request(mode=mode, image=Image.new("RGB", (64, 64)), mask=Image.new("L", (64, 64), 255),

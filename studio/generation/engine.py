@@ -25,6 +25,7 @@ from PIL import Image, ImageFilter
 from studio import __version__
 from studio.control.guidance import ActiveUnit, ControlGuidance
 from studio.control.maps import Annotate
+from studio.control.regions import Regions, RegionalConditioner, has_regions, read_regions, regional_attention
 from studio.control.units import active_unit, check_fits, control_maps
 from studio.control.units import record as control_record
 from studio.errors import BatchSkipped, GenerationStopped, InvalidRequest, StudioError
@@ -46,6 +47,7 @@ from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
 from studio.prompts.vocabulary import vocabulary_note
 from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest, GenerationResult
+from studio.requests.request import REGION_KEYWORDS
 from studio.generation.safety import ContentFilter
 
 log = logging.getLogger(__name__)
@@ -152,9 +154,12 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
     if content_filter is not None:
         for text in dict.fromkeys(img.prompt for img in plan):
             content_filter.check_prompt(text)
-    note = vocabulary_note(info.name, info.knows, info.vocabulary, [img.parsed.positive_text for img in plan])
+    note = vocabulary_note(info.name, info.knows, info.vocabulary,
+                           [REGION_KEYWORDS.sub(" ", img.parsed.positive_text) for img in plan])
     if note:
         notes.append(note)
+    for text in dict.fromkeys(img.parsed.positive_text for img in plan):
+        read_regions(text, request.regions_ratio, request.base_ratio)      # a ratio that does not fit: now
     references = request_references(plan, request)
     if references and request.reference_strength == 0:
         notes.append("Reference strength is 0: the reference images are not used.")
@@ -263,17 +268,32 @@ def _tiling(prep: Prepared, manager: ModelManager) -> str:
     return prep.request.tiling
 
 
-def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager: ModelManager) -> Conditioner:
+def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager: ModelManager):
     """A batch's prompts as embeddings per denoising step (emphasis, BREAK, prompt editing);
-    batches with the same prompts share one Conditioner."""
+    batches with the same prompts share one Conditioner. A prompt with regions (ADDCOL,
+    ADDROW...) is encoded region by region (studio/control/regions.py)."""
     key = tuple((m.parsed.positive_text, m.parsed.negative) for m in members)
     if len(set(key)) == 1:
         key = key[:1]
     toward = (*prep.toward, prep.request.blend) if prep.toward else None
     if key not in setup.conds:
-        setup.conds[key] = Conditioner(setup.base, [k[0] for k in key], [k[1] for k in key], prep.steps,
-                                       prep.request.clip_skip, manager.text_cache, setup.text_state, toward)
+        regions = _regions(prep, setup, key)
+        positives = list(regions.texts) if regions else [k[0] for k in key]
+        cond = Conditioner(setup.base, positives, [k[1] for k in key], prep.steps, prep.request.clip_skip,
+                           manager.text_cache, setup.text_state, toward)
+        setup.conds[key] = RegionalConditioner(cond, regions) if regions else cond
     return setup.conds[key]
+
+
+def _regions(prep: Prepared, setup: Setup, key: tuple) -> Regions | None:
+    r = prep.request
+    if not any(has_regions(positive) for positive, _ in key):
+        return None
+    why = ("prompt variants that differ within a batch (use batch size 1)" if len(key) > 1 else
+           "prompt travel (blend)" if prep.toward else "IP-Adapter" if setup.ip_images is not None else "")
+    if why:
+        raise InvalidRequest(f"Regional prompts do not combine with {why} yet.")
+    return read_regions(key[0][0], r.regions_ratio, r.base_ratio)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -304,7 +324,10 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
     if request.mode != "txt2img" and request.strength == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     # the control hook first: reference-only's own pass inside a step then carries the step's control
+    regional = cond.regions if isinstance(cond, RegionalConditioner) else None
+    latent = (prep.height // pipe.vae_scale_factor, prep.width // pipe.vae_scale_factor)
     with ControlGuidance(pipe, setup.control), \
+            regional_attention(pipe.unet, regional, getattr(cond, "tokens", 0), *latent), \
             ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
             feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler

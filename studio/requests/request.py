@@ -11,6 +11,7 @@ A request is plain data: numbers, text, names of models and add-ons, and images 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -79,6 +80,14 @@ def _tiling(text: str) -> str | None:
     """A1111 writes `Tiling: True`; the studio also x or y for one axis."""
     value = {"true": "both", "false": "off"}.get(text.strip().lower(), text.strip().lower())
     return value if value in ("off", "x", "y", "both") else None
+
+
+# Regional Prompter's keywords: a prompt with one of them is split into regions (studio/control/regions.py)
+REGION_KEYWORDS = re.compile(r"\b(ADDCOMM|ADDBASE|ADDCOL|ADDROW)\b")
+
+
+def _regional(r: "GenerationRequest") -> bool:
+    return bool(REGION_KEYWORDS.search(r.prompt))
 
 
 SEED = Number(0, MAX_SEED, integer=True, unset=-1, box=True)
@@ -158,6 +167,14 @@ class GenerationRequest:
     reference_method: str = declare("reference-only", Choice(options=("reference-only", "ip-adapter"), radio=True),
                                     "Reference method", caption="Method", group="references",
                                     help="reference-only needs no weights; IP-Adapter needs models/ip-adapter")
+    regions_ratio: str = declare("", Text(placeholder="1,1  or  1,2,1;2,3,2"), "Divide ratio", group="regions",
+                                 rest="regions_ratio",
+                                 help="the regions' sizes: widths of one row (or heights of one column); several rows: "
+                                      "height,widths...;height,widths... (empty: all alike)",
+                                 infotext=Infotext("RP Ratios", when=_regional, read=str.strip))
+    base_ratio: float = declare(0.2, FRACTION, "Base ratio", group="regions", axis=True, rest="base_ratio",
+                                help="how much of the ADDBASE prompt is mixed in everywhere",
+                                infotext=Infotext("RP Base Ratios", always=True, when=lambda r: "ADDBASE" in r.prompt))
     control: tuple[control.ControlUnit, ...] = declare((), Custom(control.units), "ControlNet", group="control",
                                                        compare=False, repr=False)   # studio/control/
     feature_cache: int = declare(0, Number(*FEATURE_CACHE_RANGE, integer=True, step=1, ui_high=5, refused=(

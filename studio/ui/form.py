@@ -36,6 +36,7 @@ LAYOUT = (
     ("addons", "LoRA, VAE, clip skip and more", "addons"),
     ("variants", "column", ""),
     ("references", "Reference images: {image} in the prompt", "references-panel"),
+    ("regions", "Regional prompts: ADDCOL / ADDROW in the prompt", "regions-panel"),
     ("control", "column", ""),
 )
 PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)

@@ -1,0 +1,125 @@
+"""Regional prompts (studio/control/regions.py): Regional Prompter's keywords and divide ratios read
+into boxes, masks that cover the canvas once at every attention resolution, and masked
+cross-attention on a real tiny SD 1.x pipeline: the same prompt in every region is the plain
+picture bit for bit, so what differs is the regions' doing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from studio.config import Settings
+from studio.control.regions import masks, read_regions
+from studio.errors import InvalidRequest
+from studio.serving.studio import Studio
+from tests.ldm_layout import tiny_pipeline, write_single_file
+
+
+def test_keywords_and_ratios_become_prompts_and_boxes():
+    r = read_regions("a garden ADDCOMM soft light ADDBASE a red circle ADDCOL a cyan square ADDROW grass",
+                     "1,1,3;1,1", 0.3)
+    assert r.prompts == ("a garden, a red circle", "a garden, a cyan square", "a garden, grass")
+    assert r.base == "a garden soft light" and r.base_ratio == 0.3
+    assert r.texts == ("a garden soft light", *r.prompts)
+    assert r.boxes == ((0.0, 0.0, 0.25, 0.5), (0.25, 0.0, 1.0, 0.5), (0.0, 0.5, 1.0, 1.0))
+    equal = read_regions("a ADDCOL b ADDCOL c", "", 0.2)
+    assert equal.base is None and equal.base_ratio == 0.0
+    assert [round(b[2] - b[0], 4) for b in equal.boxes] == [0.3333] * 3
+    assert read_regions("top ADDROW bottom", "1,3", 0.2).boxes == ((0, 0, 1, 0.25), (0, 0.25, 1, 1))
+    assert read_regions("a red circle", "", 0.2) is None
+
+
+@pytest.mark.parametrize("prompt, ratio, message", [
+    ("a ADDCOL b", "1,2,3", "has 3 numbers for 1 rows"),
+    ("a ADDCOL b ADDROW c", "1,1;1,1", r"describes 2 rows of \[1, 1\] columns; the prompt has 2 rows of \[2, 1\]"),
+    ("a ADDCOL b", "1,x", "must be numbers"),
+    ("a ADDCOL b", "1,-1", "must be positive"),
+    ("a ADDBASE b ADDCOMM c ADDCOL d", "", "ADDCOMM comes first"),
+])
+def test_bad_ratios_and_keyword_orders_are_explained(prompt, ratio, message):
+    with pytest.raises(InvalidRequest, match=message):
+        read_regions(prompt, ratio, 0.2)
+
+
+@pytest.mark.parametrize("height, width", [(8, 8), (9, 13), (16, 24)])
+def test_masks_cover_every_position_once_at_every_resolution(height, width):
+    r = read_regions("a ADDCOL b ADDCOL c ADDROW d", "1,1,2,1;2,1", 0.2)
+    for k in range(3):
+        h, w = -(-height // 2 ** k), -(-width // 2 ** k)
+        m = masks(r, h * w, height, width)
+        assert m.shape == (4, h * w, 1) and bool((m.sum(0) == 1).all()), (h, w)
+    first = masks(r, height * width, height, width)[0].reshape(height, width)
+    assert first[0, 0] == 1 and first[-1, -1] == 0          # the first region: top left
+
+
+def test_each_position_attends_to_its_own_regions_text_only():
+    """A real cross-attention layer: positions in the left column get exactly the attention to
+    the left prompt's tokens, the right column's to the right prompt's."""
+    import torch
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from studio.control.regions import _RegionalAttention
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=8, heads=2, dim_head=8).eval()
+    attn.set_processor(AttnProcessor2_0())
+    regions = read_regions("left ADDCOL right", "1,3", 0.2)
+    hidden, left, right = torch.randn(1, 4 * 8, 16), torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    wrapped = _RegionalAttention(attn.processor, regions, tokens=5, height=4, width=8)
+    with torch.no_grad():
+        mixed = wrapped(attn, hidden, torch.cat([left, right], dim=1)).reshape(4, 8, 16)
+        alone = [attn(hidden, encoder_hidden_states=t).reshape(4, 8, 16) for t in (left, right)]
+    assert torch.allclose(mixed[:, :2], alone[0][:, :2]) and torch.allclose(mixed[:, 2:], alone[1][:, 2:])
+    assert not torch.allclose(alone[0], alone[1])
+
+
+# -- through the engine ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("regions-models")
+    (root / "checkpoints").mkdir()
+    write_single_file(tiny_pipeline("sd1"), "sd1", root / "checkpoints" / "sd1.safetensors")
+    s = Studio.from_settings(Settings(model="", models_dir=root, outputs=tmp_path_factory.mktemp("outputs")))
+    s.select_model("sd1.safetensors")
+    return s
+
+
+def pixels(studio, prompt, mode="txt2img", **kw):
+    result = studio.local.run(studio.make_request(mode, **{"prompt": prompt, "seed": 3, "steps": 4, "width": 64,
+                                                          "height": 64, **kw}))
+    return np.asarray(result.images[0].image, dtype=np.int16), result
+
+
+def test_the_same_prompt_in_every_region_is_the_plain_picture_and_other_prompts_change_their_side(studio):
+    plain, _ = pixels(studio, "a red circle")
+    assert np.array_equal(pixels(studio, "a red circle ADDCOL a red circle")[0], plain)
+    assert np.array_equal(pixels(studio, "a red circle ADDROW a red circle ADDCOL a red circle",
+                                 regions_ratio="1,1;1,1,2")[0], plain)
+    right, result = pixels(studio, "a red circle ADDCOL a blue square on a green field")
+    assert np.abs(right - plain).mean() > 0.5       # (where: the attention test below; the picture mixes it)
+    assert "RP Ratios" not in result.images[0].parameters                     # all alike: nothing to say
+    picture = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    base, _ = pixels(studio, "a red circle", "img2img", image=picture, strength=0.6)
+    assert np.array_equal(pixels(studio, "a red circle ADDCOL a red circle", "img2img", image=picture,
+                                 strength=0.6)[0], base)
+
+
+def test_the_base_prompt_mixes_in_by_its_ratio_and_both_are_recorded(studio):
+    regions, _ = pixels(studio, "a red circle ADDCOL a blue square", regions_ratio="1,2")
+    none, _ = pixels(studio, "sky ADDBASE a red circle ADDCOL a blue square", regions_ratio="1,2", base_ratio=0)
+    assert np.array_equal(none, regions)
+    some, result = pixels(studio, "sky ADDBASE a red circle ADDCOL a blue square", regions_ratio="1,2",
+                          base_ratio=0.5)
+    assert np.abs(some - regions).mean() > 0.3
+    text = result.images[0].parameters
+    assert 'RP Ratios: "1,2"' in text and "RP Base Ratios: 0.5" in text
+    assert result.images[0].data["request"]["regions_ratio"] == "1,2"
+
+
+def test_what_regions_do_not_combine_with_yet_is_refused_with_a_message(studio):
+    with pytest.raises(InvalidRequest, match="Prompt editing"):
+        pixels(studio, "a [red:blue:0.5] circle ADDCOL a square")
+    with pytest.raises(InvalidRequest, match="prompt variants that differ within a batch"):
+        pixels(studio, "a {red|blue} circle ADDCOL a square", variants="all", batch_size=2)
+    with pytest.raises(InvalidRequest, match="has 3 numbers"):
+        pixels(studio, "a ADDCOL b", regions_ratio="1,1,1")
