@@ -587,10 +587,8 @@ def test_controlnet_sketch_pad_painted_in_browser(browser, control_server):
         while (white := white_pixels(page, middle)) < white_before + 400 and time.time() < deadline:
             time.sleep(0.2)
         assert white >= white_before + 400, f"the stroke did not show on the pad ({white_before} -> {white})"
-        page.click("#txt2img-control-1-preview")
-        page.locator("#txt2img-control-1-map img").wait_for(state="visible")
 
-        before = pngs(control_server.outputs)
+        before = pngs(control_server.outputs)              # Generate at once: the stroke is read at the click
         info_before = page.input_value("#txt2img-info textarea")
         page.click("#txt2img-generate")
         gallery_image(page, "txt2img", control_server, info_before)
@@ -598,5 +596,7 @@ def test_controlnet_sketch_pad_painted_in_browser(browser, control_server):
         assert 'ControlNet 0: "Module: canny, Model: shapes [' in info, info
         _, data = read_metadata(new_png(control_server, before))
         assert data["controlnet"][0]["model"] == "shapes"
+        page.click("#txt2img-control-1-preview")
+        page.locator("#txt2img-control-1-map img").wait_for(state="visible")
     finally:
         context.close()

@@ -65,7 +65,7 @@ def panel_units(values: list | None) -> list[dict]:
     return [u for u in (to_unit(v) for v in values or []) if u is not None]
 
 
-def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) -> None:
+def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) -> list:
     p = f"{tab}-control-{i}"
     first = PREPROCESSORS["canny"]
     with gr.Row():
@@ -132,6 +132,7 @@ def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) 
             raise gr.Error(str(exc)) from None
 
     preview.click(show, widgets, shown, api_visibility="private", queue=False)
+    return widgets
 
 
 def _black_canvas() -> dict:
@@ -151,13 +152,20 @@ def _sliders(name: str):
     return *out, gr.Slider(visible=pre.resolution)
 
 
-def panel(tab: str, studio: Studio) -> gr.State:
-    """The panel (a closed accordion); returns the State its values are kept in."""
+def panel(tab: str, studio: Studio) -> tuple[gr.State, list]:
+    """The panel (a closed accordion); returns the State its values are kept in and every unit's
+    controls (a Generate reads them all at its click: `collect`)."""
     state = gr.State([None] * MAX_UNITS)
+    widgets = []
     with gr.Accordion("ControlNet: place things with a picture, a sketch or edges", open=False,
                       elem_id=f"{tab}-control-panel"):
         with gr.Tabs():
             for i in range(1, MAX_UNITS + 1):
                 with gr.Tab(f"Unit {i}", elem_id=f"{tab}-control-tab-{i}"):
-                    _unit(i, tab, studio, state, own_picture=tab != "txt2img")
-    return state
+                    widgets += _unit(i, tab, studio, state, own_picture=tab != "txt2img")
+    return state, widgets
+
+
+def collect(*values) -> list[dict]:
+    """Every unit's controls' values (as `panel` lists them) as the State keeps them."""
+    return [dict(zip(KEYS, values[i:i + len(KEYS)])) for i in range(0, len(values), len(KEYS))]

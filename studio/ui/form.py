@@ -143,8 +143,9 @@ def control_panel(f: Field, tab: str, studio: Studio):
     """The ControlNet units' panel (studio/ui/control.py); the field itself, for programs, is a
     hidden JSON list of unit objects."""
     from studio.ui import control as panel
-    state = panel.panel(tab, studio)
-    return gr.JSON(None, visible=False, label=f.label, elem_id=f"{tab}-control"), {panel.PARAM: state}
+    state, widgets = panel.panel(tab, studio)
+    return (gr.JSON(None, visible=False, label=f.label, elem_id=f"{tab}-control"), {panel.PARAM: state},
+            (widgets, panel.collect, state))
 
 
 @custom("references")
@@ -173,6 +174,7 @@ class Form:
     controls: dict[str, Any] = field(default_factory=dict)
     after: dict[str, Callable[[], None]] = field(default_factory=dict)   # field -> widgets made after it
     hidden: dict[str, Any] = field(default_factory=dict)     # the event's inputs that are no API parameter
+    collectors: list[tuple] = field(default_factory=list)    # (controls, fn, State): read at a Generate
 
     @classmethod
     def of(cls, tab: str, studio: Studio, **extra: dict) -> "Form":
@@ -203,12 +205,23 @@ class Form:
         builder = CUSTOM.get(f.name)
         made = builder(f, self.tab, self.studio) if builder else \
             control(f, self.tab, self.studio, **self.extra.get(f.name, {}))
-        if isinstance(made, tuple):             # a control, and States the UI keeps its values in
-            made, states = made
+        if isinstance(made, tuple):             # a control, States the UI keeps its values in, and how
+            made, states, collector = made      # a Generate fills them from the controls first
             self.hidden.update(states)
+            self.collectors.append(collector)
         self.controls[f.name] = made
         if f.name in self.after:
             self.after[f.name]()
+
+    def click(self, button):
+        """What a tab's run is attached to: the button's click — after the panels' States are
+        filled from their controls as the page shows them at the click (unqueued), so a stroke
+        just drawn is in, whatever the order the page's change events arrive in."""
+        listener = button.click
+        for controls, fn, state in self.collectors:
+            listener = listener(fn, controls, state, queue=False, api_visibility="private",
+                                show_progress="hidden").then
+        return listener
 
     def inputs(self, *first: Any) -> list:
         """The event's inputs: `first` (the tab's own picture controls), then every control, in

@@ -31,8 +31,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
         yield from run_job(studio, "img2img", raw, progress, request)
 
     inputs, params = form.inputs(image), form.params("image")
-    generate.click(event_function(img2img, params, DOC), inputs, result_outputs(panel), api_name="img2img",
-                   **dispatched(studio))
+    form.click(generate)(event_function(img2img, params, DOC), inputs, result_outputs(panel), api_name="img2img",
+                         **dispatched(studio))
     live.wire(studio, "img2img", live_panel, inputs, params, form.controls["seed"], generate, result_outputs(panel))
     plots.build(studio, inputs, params, panel, mode="img2img")
     return panel, image, form.controls

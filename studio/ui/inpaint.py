@@ -70,8 +70,8 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
 
     shared, fields = form.inputs(), form.params()
     browser = ("editor", "uploaded_mask")
-    generate.click(event_function(inpaint_from_editor, form.params(*browser), DOC), [editor, mask_upload] + shared,
-                   result_outputs(panel), api_visibility="private", **dispatched(studio))
+    form.click(generate)(event_function(inpaint_from_editor, form.params(*browser), DOC), [editor, mask_upload] + shared,
+                         result_outputs(panel), api_visibility="private", **dispatched(studio))
 
     # The API endpoint: plain image and mask inputs (hidden in the page).
     with gr.Row(visible=False):

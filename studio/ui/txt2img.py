@@ -48,7 +48,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
 
     inputs, params = form.inputs(), form.params()
     event = event_function(txt2img, params, DOC)
-    generate.click(event, inputs, result_outputs(panel), api_name="txt2img", **dispatched(studio))
+    form.click(generate)(event, inputs, result_outputs(panel), api_name="txt2img", **dispatched(studio))
     live.wire(studio, "txt2img", live_panel, inputs, params, form.controls["seed"], generate,
               result_outputs(panel), api="live")
     plots.build(studio, inputs, params, panel)
