@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SIZE_RADIUS", "POSITIONS", "HELDOUT_PAIRS",
-    "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render",
+    "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render", "draw_shape",
     "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts",
     "make_dataset", "contact_sheet", "vocabulary", "VOCABULARY_KNOWS",
 ]
@@ -131,24 +131,29 @@ def _draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, side: int, background: tuple[
               colours: dict[str, tuple[int, int, int]]) -> None:
     """Draw one object on a canvas of `side` pixels (already supersampled)."""
     cx, cy = object_centre(obj)
-    cx, cy, r = cx * side, cy * side, SIZE_RADIUS[obj.size] * side
-    fill = colours[obj.colour]
-    if obj.shape == "circle":
+    draw_shape(draw, obj.shape, cx * side, cy * side, SIZE_RADIUS[obj.size] * side, colours[obj.colour],
+               background)
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill, background) -> None:
+    """Draw `shape` centred at (cx, cy) inside the circle of radius `r` (pixels): the world's
+    five shapes at any place and size (a ring's hole takes `background`)."""
+    if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif obj.shape == "square":
+    elif shape == "square":
         h = 0.85 * r
         draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-    elif obj.shape == "triangle":
+    elif shape == "triangle":
         draw.polygon([(cx, cy - r), (cx + 0.95 * r, cy + 0.8 * r), (cx - 0.95 * r, cy + 0.8 * r)],
                      fill=fill)
-    elif obj.shape == "star":
+    elif shape == "star":
         draw.polygon(_star_points(cx, cy, r), fill=fill)
-    elif obj.shape == "ring":
+    elif shape == "ring":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
         ri = 0.55 * r
         draw.ellipse((cx - ri, cy - ri, cx + ri, cy + ri), fill=background)
     else:
-        raise ValueError(f"unknown shape {obj.shape!r}")
+        raise ValueError(f"unknown shape {shape!r}")
 
 
 def render(scene: Scene, size: int = 64, colours: dict[str, tuple[int, int, int]] | None = None) -> Image.Image:

@@ -119,7 +119,7 @@ class ControlGuidance:
             cond = [cond]
         ts = t if torch.is_tensor(t) and t.ndim else torch.as_tensor(t, device=x.device)
         down, mid = u.model(x, ts, encoder_hidden_states=text, controlnet_cond=cond, conditioning_scale=1.0,
-                            added_cond_kwargs=added, timestep_cond=kwargs.get("timestep_cond"),
+                            added_cond_kwargs=added, timestep_cond=_timestep_cond(u.model, kwargs),
                             return_dict=False, **extra)
         factors = scales(len(down) + 1, u.weight, u.mode)
         down = [r * f for r, f in zip(down, factors)]
@@ -139,6 +139,12 @@ class ControlGuidance:
         half = sample.shape[0] // 2 if only_cond else 0
         out = [f.expand(sample.shape[0] - half, -1, -1, -1) for f in feats]
         return [torch.cat([torch.zeros_like(f), f]) for f in out] if half else list(out)
+
+
+def _timestep_cond(model, kwargs: dict):
+    """The UNet's guidance embedding (a few-step student's), for a ControlNet that takes one: a
+    ControlNet made from the teacher has no projection for it and runs as it was trained."""
+    return kwargs.get("timestep_cond") if getattr(model.time_embedding, "cond_proj", None) is not None else None
 
 
 def _add(total: list | None, more: list) -> list:

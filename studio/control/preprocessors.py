@@ -169,6 +169,22 @@ ALIASES = {"scribble": "scribble_xdog", "inpaint_only": "inpaint", "softedge": "
            "depth_anything_v2": "depth_anything"}
 
 
+# what a model's name says it was trained on (sd-webui-controlnet's file names: control_v11p_sd15_canny,
+# ..._scribble) -> the preprocessor that makes its map; a drawing on the sketch pad is a scribble already
+MODEL_KINDS = (("canny", "canny"), ("scribble", "scribble_xdog"), ("softedge", "softedge_gradient"),
+               ("lineart", "lineart_standard"), ("tile", "tile_resample"), ("inpaint", "inpaint"),
+               ("shuffle", "shuffle"), ("depth", "depth_anything"))
+
+
+def suggested(model: str | None, drawn: bool) -> str | None:
+    """The preprocessor a model's name asks for (None: its name says nothing)."""
+    name = (model or "").lower()
+    for word, module in MODEL_KINDS:
+        if word in name:
+            return "none" if drawn and word == "scribble" else module
+    return None
+
+
 def names() -> list[str]:
     """Every name a unit may give: the table's and the aliases clients send."""
     return [*PREPROCESSORS, *ALIASES]

@@ -1,5 +1,6 @@
 """The models folder: what an artist put in models/checkpoints, loras, vae, embeddings,
-ip-adapter, upscalers and controlnet.
+ip-adapter, upscalers and controlnet (and what the studio ships: the embedded model's scribble
+ControlNet, BUILT_IN).
 
 Scanned at start and on the UI's refresh button. Anything typed into the UI or sent through the
 API names an entry of this library (or a hub id, read from the local cache only); a path is never
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.config import EMBEDDED_MODEL
 from studio.errors import InvalidRequest
+from studio.models.sources import CONTROL_FOLDER, CONTROL_NAME
 
 KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter", "upscalers", "controlnet")
 # a kind whose diffusers folders are entries (the file that marks one)
@@ -20,6 +23,8 @@ FOLDER_MARKS = {"checkpoints": "model_index.json", "controlnet": "config.json"}
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 EMBEDDED = "embedded (shape world)"
+# what the studio ships, listed beside the user's files (kind -> name -> folder) when it is there
+BUILT_IN = {"controlnet": {CONTROL_NAME: EMBEDDED_MODEL / CONTROL_FOLDER}}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class ModelLibrary:
                     elif path.is_file() and path.suffix.lower() in suffixes and not _inside_diffusers_folder(
                             path, base, mark or "model_index.json"):
                         found[name] = Entry(kind, name, path)
+            for name, path in BUILT_IN.get(kind, {}).items():
+                if name not in found and (path / FOLDER_MARKS.get(kind, "")).is_file():
+                    found[name] = Entry(kind, name, path)
             self._entries[kind] = found
         return self.names()
 
@@ -81,7 +89,7 @@ class ModelLibrary:
             raise InvalidRequest(f"No {kind[:-1] if kind.endswith('s') else kind} named {name!r} in "
                                  f"{self.folder(kind)} (available: {shown}).")
         # the file may have been swapped for a symlink since the scan
-        if not entry.path.resolve().is_relative_to(self.folder(kind).resolve()):
+        if entry.path != BUILT_IN.get(kind, {}).get(entry.name) and not entry.path.resolve().is_relative_to(self.folder(kind).resolve()):
             raise InvalidRequest(f"{name!r} leads outside {self.folder(kind)}; refused.")
         return entry
 

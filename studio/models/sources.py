@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 INPAINT_FOLDER = "inpaint-unet"   # a model folder's own 9-channel UNet (embedded/inpaint.py)
 STUDENT_FOLDER = "lcm-unet"       # the embedded model's few-step student (embedded/distill.py)
 STUDENT = "embedded-shapes-4step"  # its name in the model list, the API and pictures' "Model:"
-ALTERNATE_UNETS = (STUDENT_FOLDER,)   # UNets a folder holds for another model than its own
+CONTROL_FOLDER = "controlnet-scribble"   # the embedded model's own scribble ControlNet (embedded/controlnet.py)
+CONTROL_NAME = "embedded-scribble"       # its name in the ControlNet model list
+# what a model folder holds beside its own weights (not part of its hash): another model's UNet
+# (the student) and the model's control models
+ALTERNATE_UNETS = (STUDENT_FOLDER, CONTROL_FOLDER)
 
 PLACEHOLDER_NOTICE = (
     "The embedded default model is not in assets/ yet, so the studio runs an UNTRAINED tiny "

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from studio.control.preprocessors import PREPROCESSORS
+from studio.control.preprocessors import PREPROCESSORS, suggested
 from studio.errors import StudioError
 from studio.requests.control import CONTROL_MODES, MAX_UNITS, RESIZE_MODES
 from studio.serving.studio import Studio
@@ -114,6 +114,8 @@ def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) 
     for event in [w.change for w in widgets] + [sketch.input]:
         event(keep, [state, *widgets], state, api_visibility="private", queue=False, show_progress="hidden")
     module.change(_sliders, module, [a, b, res], api_visibility="private", queue=False)
+    model.input(lambda m, src, now: suggested(m, src == "sketch") or now, [model, source, module], module,
+                api_visibility="private", queue=False)
     model.focus(lambda: gr.Dropdown(choices=_models(studio, rescan=True)), None, model,
                 api_visibility="private", queue=False)
 
