@@ -65,6 +65,13 @@ def mask_from_image(name: str, value: Any) -> Image.Image:
     return image.convert("L")
 
 
+def encode_base64(picture: Any) -> str:
+    """A picture (PIL or a numpy array) as base64 PNG, what decode_base64 reads back."""
+    buffer = io.BytesIO()
+    (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def decode_base64(name: str, text: Any) -> Image.Image:
     """A base64 picture (with or without a `data:image/...;base64,` prefix), opened lazily so that
     load_image checks its size from the header before decoding. URLs are not fetched."""

@@ -123,3 +123,157 @@ def test_what_regions_do_not_combine_with_yet_is_refused_with_a_message(studio):
         pixels(studio, "a {red|blue} circle ADDCOL a square", variants="all", batch_size=2)
     with pytest.raises(InvalidRequest, match="has 3 numbers"):
         pixels(studio, "a ADDCOL b", regions_ratio="1,1,1")
+
+
+# -- Regional Prompter's REST form ---------------------------------------------------------------
+
+def rp(*args):
+    """Regional Prompter's positional arguments as its clients send them (the first 13 of its UI's)."""
+    return {"Regional Prompter": {"args": list(args)}}
+
+
+RP_ON = [True, False, "Matrix", "Columns", "Mask", "Prompt", "1,1", "0.2", False, False, False, "Attention", False]
+
+
+@pytest.mark.parametrize("prompt, changes, want", [
+    ("a red circle BREAK a blue square", {}, ("a red circle ADDCOL a blue square", "1,1")),
+    ("a red circle AND a blue square", {}, ("a red circle ADDCOL a blue square", "1,1")),
+    ("top BREAK bottom", {3: "Rows", 6: "1,3"}, ("top ADDROW bottom", "1,3")),
+    ("top BREAK bottom", {3: "Vertical"}, ("top ADDROW bottom", "1,1")),
+    ("garden BREAK a BREAK b BREAK c", {9: True, 6: "1,1,3;1,1"}, ("garden ADDCOMM a ADDCOL b ADDROW c", "1,1,3;1,1")),
+    ("garden BREAK sky BREAK a BREAK b", {8: True, 9: True}, ("garden ADDCOMM sky ADDBASE a ADDCOL b", "1,1")),
+    ("a ADDCOL b", {}, ("a ADDCOL b", "1,1")),                          # its own keywords, as they are
+    ("one prompt", {}, ("one prompt", None)),                           # no region asked for: plain
+    ("a BREAK b", {0: False}, ("a BREAK b", None)),                     # not active
+])
+def test_regional_prompters_arguments_become_the_studios_regions(prompt, changes, want):
+    from studio.api.regions import fields
+    from studio.api.schema import Txt2ImgBody
+    args = [changes.get(i, v) for i, v in enumerate(RP_ON)]
+    got = fields(Txt2ImgBody(prompt=prompt, alwayson_scripts=rp(*args)))
+    assert (got.get("prompt", prompt), got.get("regions_ratio")) == want
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({2: "Mask"}, "Mask mode is not available"),
+    ({2: "Prompt"}, "Prompt mode is not available"),
+    ({11: "Latent"}, "Latent calculation is not available"),
+    ({3: "Diagonal"}, "Columns or Rows"),
+    ({3: "Rows", 6: "1,1;1,1"}, "Rows mode with a ';' ratio"),
+    ({7: "0.2,0.5"}, "one ratio for every region"),
+])
+def test_what_regional_prompter_does_and_the_studio_does_not_is_a_4xx_that_says_so(studio, changes, message):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from studio.api.routes import api_routes
+    rest = TestClient(FastAPI(routes=api_routes(studio, [])))
+    args = [changes.get(i, v) for i, v in enumerate(RP_ON)]
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a BREAK b", "steps": 2, "width": 64, "height": 64,
+                                                  "alwayson_scripts": rp(*args)})
+    assert answer.status_code == 400 and message in answer.json()["detail"], answer.text
+
+
+def test_a_rest_call_with_regional_prompter_draws_the_picture_of_its_keywords(studio):
+    import base64
+    import io
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from studio.api.routes import api_routes
+    rest = TestClient(FastAPI(routes=api_routes(studio, [])))
+    body = {"seed": 3, "steps": 4, "width": 64, "height": 64}
+    answer = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "sky BREAK a red circle BREAK a blue square",
+                                                  "alwayson_scripts": rp(*RP_ON[:6], "1,2", "0.3", True)})
+    assert answer.status_code == 200, answer.text
+    keywords = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "sky ADDBASE a red circle ADDCOL a blue square",
+                                                    "regions_ratio": "1,2", "base_ratio": 0.3})
+    got, want = (np.asarray(Image.open(io.BytesIO(base64.b64decode(a.json()["images"][0])))) for a in (answer, keywords))
+    assert np.array_equal(got, want)
+    plain = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "sky, a red circle, a blue square"})
+    assert not np.array_equal(got, np.asarray(Image.open(io.BytesIO(base64.b64decode(plain.json()["images"][0])))))
+    info = answer.json()["info"]
+    assert "RP Ratios" in info and "RP Base Ratios: 0.3" in info
+    assert "regional prompter" in rest.get("/sdapi/v1/scripts").json()["txt2img"]
+
+
+# -- painted regions -------------------------------------------------------------------------------
+
+def painting(side=64, **areas):
+    """A black canvas with rectangles painted in region colours: colour=(x0, y0, x1, y1)."""
+    from studio.requests.parsers import REGION_COLOURS
+    rgb = dict(REGION_COLOURS)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    for colour, (x0, y0, x1, y1) in areas.items():
+        canvas[y0:y1, x0:x1] = rgb[colour]
+    return canvas
+
+
+def test_a_painting_becomes_region_labels_and_its_masks_share_each_position_out():
+    from studio.fields import Context
+    from studio.requests.parsers import regions_mask
+    canvas = painting(red=(0, 0, 32, 64), green=(40, 8, 60, 30))
+    canvas[0, 0] = (230, 20, 30)                                  # a brush's soft edge: the nearest colour
+    labels = regions_mask("Painted regions", {"composite": canvas}, Context())
+    assert labels[5, 5] == 1 and labels[10, 50] == 2 and labels[50, 50] == 0 and labels[0, 0] == 1
+    assert regions_mask("Painted regions", np.zeros((64, 64, 3), np.uint8), Context()) is None   # nothing painted
+    regions = read_regions("field ADDCOL a red circle ADDCOL a cyan square", "", 0.2, labels)
+    assert regions.prompts == ("field", "a red circle", "a cyan square") and regions.boxes == ()
+    for positions, (h, w) in ((64, (8, 8)), (16, (4, 4)), (4, (2, 2))):
+        m = masks(regions, positions, 8, 8).reshape(3, h, w)
+        assert np.allclose(m.sum(0).numpy(), 1.0)
+    m = masks(regions, 64, 8, 8).reshape(3, 8, 8)
+    assert m[1, :, :4].min() == 1 and m[0, 4:, 4:].min() == 1 and 0 < m[2, 1, 5] <= 1
+
+
+@pytest.mark.parametrize("prompt, ratio, areas, message", [
+    ("field ADDCOL a", "", {"red": (0, 0, 8, 8), "green": (8, 8, 16, 16)}, "no prompt for green"),
+    ("field ADDCOL a ADDCOL b", "", {"red": (0, 0, 8, 8)}, "for green: nothing is painted"),
+    ("field ADDCOL a", "1,2", {"red": (0, 0, 8, 8)}, "leave the divide ratio empty"),
+])
+def test_paint_and_prompt_that_do_not_match_are_explained(prompt, ratio, areas, message):
+    from studio.fields import Context
+    from studio.requests.parsers import regions_mask
+    with pytest.raises(InvalidRequest, match=message):
+        read_regions(prompt, ratio, 0.2, regions_mask("p", painting(**areas), Context()))
+
+
+def test_painted_regions_act_as_the_same_boxes_would_and_need_region_prompts(studio):
+    left = painting(red=(0, 0, 32, 64))
+    painted, result = pixels(studio, "a blue square ADDCOL a red circle", regions_mask=left)
+    boxes, _ = pixels(studio, "a red circle ADDCOL a blue square")
+    assert np.array_equal(painted, boxes)
+    # the saved picture keeps the painting (a small PNG); PNG Info puts it back on the painter's canvas
+    from studio.fields import Context
+    from studio.outputs.pnginfo import read_info
+    from studio.requests.parsers import regions_mask
+    from studio.ui.pnginfo import ui_value
+    from PIL import Image
+    restored = read_info(Image.open(result.images[0].path)).fields["regions_mask"]
+    assert isinstance(restored, str) and len(restored) < 1000
+    labels = regions_mask("Painted regions", ui_value("regions_mask", restored), Context())
+    assert np.array_equal(labels, regions_mask("Painted regions", left, Context()))
+    plain, _ = pixels(studio, "a red circle")
+    assert np.array_equal(pixels(studio, "a red circle ADDCOL a red circle", regions_mask=left)[0], plain)
+    with pytest.raises(InvalidRequest, match="Regions are painted but the prompt has none"):
+        pixels(studio, "a red circle", regions_mask=left)
+
+
+def test_rest_takes_painted_regions_as_a_base64_picture(studio):
+    import base64
+    import io
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from PIL import Image
+    from studio.api.routes import api_routes
+    rest = TestClient(FastAPI(routes=api_routes(studio, [])))
+    buffer = io.BytesIO()
+    Image.fromarray(painting(red=(0, 0, 32, 64))).save(buffer, format="PNG")
+    body = {"seed": 3, "steps": 4, "width": 64, "height": 64}
+    painted = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "a blue square ADDCOL a red circle",
+                                                   "regions_mask": base64.b64encode(buffer.getvalue()).decode()})
+    boxes = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "a red circle ADDCOL a blue square"})
+    assert painted.status_code == 200, painted.text
+    got, want = (np.asarray(Image.open(io.BytesIO(base64.b64decode(a.json()["images"][0])))) for a in (painted, boxes))
+    assert np.array_equal(got, want)
+    refused = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "a ADDCOL b", "regions_mask": "/etc/passwd"})
+    assert refused.status_code == 400

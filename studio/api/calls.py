@@ -11,14 +11,13 @@ another user. (A1111's interrupt is global; here it is the caller's.)
 
 from __future__ import annotations
 
-import base64
-import io
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from studio.api.convert import Translated
+from studio.inputs import encode_base64
 from studio.requests import GenerationResult
 from studio.serving.dispatcher import Job
 from studio.serving.sequence import Sequence
@@ -123,7 +122,7 @@ class Calls:
                        sampling_steps=per_batch, interrupted=running.interrupted, job_timestamp=running.timestamp)
         text = (f"Waiting: {running.ahead} job(s) before yours" if running.started is None
                 else f"Step {running.done}/{running.total}")
-        image = _png_base64(running.preview) if with_image and running.preview is not None else None
+        image = encode_base64(running.preview) if with_image and running.preview is not None else None
         return _answer(fraction, eta, state, image, text)
 
 
@@ -151,7 +150,3 @@ def _answer(progress: float, eta: float, state: dict, image: str | None, text: s
             "current_image": image, "textinfo": text}
 
 
-def _png_base64(picture) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -12,18 +12,15 @@ same boundary as the tabs' (studio/requests/control.py).
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Body
-from PIL import Image
 
 from studio.api.schema import Txt2ImgBody
 from studio.control.preprocessors import ALIASES, PREPROCESSORS, UNION_TYPES
 from studio.errors import InvalidRequest
-from studio.inputs import load_image
+from studio.inputs import encode_base64, load_image
 from studio.requests.control import MAX_UNITS
 from studio.serving.studio import Studio
 
@@ -74,10 +71,6 @@ def _module_detail() -> dict[str, Any]:
         slider(p.a, "a"), slider(p.b, "b")) if x is not None]} for name, p in PREPROCESSORS.items()}
 
 
-def _png(array: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def routes(studio: Studio, decode, route_class, dependencies: list) -> list:
@@ -123,7 +116,7 @@ def routes(studio: Studio, decode, route_class, dependencies: list) -> list:
             mask = (np.asarray(load_image(f"controlnet_masks[{i}]", decode(f"controlnet_masks[{i}]", masks[i]), mode="L"))
                     if i < len(masks) and masks[i] else None)
             res = body.get("controlnet_processor_res", 512)
-            out.append(_png(studio.detect(module, picture, processor_res=512 if res in (-1, None) else res,
+            out.append(encode_base64(studio.detect(module, picture, processor_res=512 if res in (-1, None) else res,
                                           threshold_a=_number(body, "controlnet_threshold_a"),
                                           threshold_b=_number(body, "controlnet_threshold_b"), mask=mask)))
         return {"images": out, "info": "Success"}

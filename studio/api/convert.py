@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from studio import __version__
-from studio.api import controlnet
+from studio.api import controlnet, regions
 from studio.api.catalog import Options, clip_skip, find_checkpoint
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
+from studio.fields import Custom
 from studio.samplers import SCHEDULERS, from_a1111
 from studio.inputs import decode_base64, load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
@@ -118,13 +119,14 @@ INPAINT_FILLS = {
 # -- requests ---------------------------------------------------------------------------------------
 
 def _check_scripts(body: Txt2ImgBody) -> None:
-    """The studio has no A1111 scripts (GET /scripts lists none) but ControlNet's units: a request
-    that needs one is refused with A1111's 422, never run without it. Entries without arguments
-    ask for nothing."""
+    """The studio runs no A1111 scripts but the two always-on ones GET /scripts lists, ControlNet's
+    units and Regional Prompter's regions: a request that needs another is refused with A1111's 422, never run
+    without it. Entries without arguments ask for nothing."""
     if body.script_name:
         raise ApiError(422, f"Script '{body.script_name}' not found")
     for title, entry in (body.alwayson_scripts or {}).items():
-        if (isinstance(entry, dict) and not entry.get("args")) or controlnet.is_controlnet(title):
+        if (isinstance(entry, dict) and not entry.get("args")) or controlnet.is_controlnet(title) \
+                or regions.is_regional_prompter(title):
             continue
         raise ApiError(422, f"always on script {title} not found")
 
@@ -144,7 +146,7 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
         notes.append(f"One style per picture here: applied {known[0]!r}, not {', '.join(map(repr, known[1:]))}.")
     control = controlnet.units(body, decode_image)
     return dict(
-        **body_fields(body, "img2img" if isinstance(body, Img2ImgBody) else "txt2img"),
+        **{**body_fields(body, "img2img" if isinstance(body, Img2ImgBody) else "txt2img"), **regions.fields(body)},
         **({"control": control} if control is not None else {}),
         style=known[0] if known else None, scheduler=scheduler,
         model=(find_checkpoint(studio, override["sd_model_checkpoint"]) if "sd_model_checkpoint" in override
@@ -157,9 +159,10 @@ def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str
 def body_fields(body: Txt2ImgBody, mode: str) -> dict[str, Any]:
     """The request fields a body carries under their REST names (each field's `rest` in the
     request's table: A1111's name, or the studio's own for a field A1111 has not): what was
-    sent, or A1111's default; a studio field left out (None) keeps the studio's default."""
-    return {f.name: getattr(body, f.rest) for f in request_fields()
-            if f.rest and mode in f.modes and getattr(body, f.rest, None) is not None}
+    sent, or A1111's default; a studio field left out (None) keeps the studio's default. A picture
+    (a field of its own kind) comes as base64 and is decoded here; a text is never a path."""
+    return {f.name: decode_image(f.rest, getattr(body, f.rest)) if isinstance(f.kind, Custom) else getattr(body, f.rest)
+            for f in request_fields() if f.rest and mode in f.modes and getattr(body, f.rest, None) is not None}
 
 
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:

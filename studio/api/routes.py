@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
 from studio import __version__
-from studio.api import catalog, controlnet, convert
+from studio.api import catalog, controlnet, convert, regions
 from studio.api.calls import Caller, Calls
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, InterrogateBody, PngInfoBody, Txt2ImgBody
 from studio.errors import QueueFull, StudioError, TooManyJobs
@@ -231,7 +231,8 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
         "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],
         "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [],
-        "/scripts": lambda: {"txt2img": [], "img2img": []}, "/extensions": lambda: [],
+        "/scripts": lambda: {mode: [controlnet.SCRIPT, regions.SCRIPT] for mode in ("txt2img", "img2img")},
+        "/extensions": lambda: [],
         "/cmd-flags": lambda: {"api": True, "nowebui": False, "api_auth": bool(auth), "listen": False},
     }
     for path, listing in listings.items():

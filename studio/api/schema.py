@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from studio.fields import Choice, Flag, Names, Number, Text
+from studio.fields import Choice, Custom, Flag, Names, Number, Text
 from studio.requests import request_fields
 
 
@@ -28,7 +28,7 @@ def _rest_type(kind) -> type:
     """The JSON type of a field's kind in a body."""
     if isinstance(kind, Number):
         return int if kind.integer else float
-    return {Text: str, Choice: str, Names: list[str], Flag: bool}[type(kind)]
+    return {Text: str, Choice: str, Names: list[str], Flag: bool, Custom: str}[type(kind)]   # Custom: a base64 picture
 
 
 class A1111Txt2Img(A1111Body):

@@ -22,10 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from studio.errors import InvalidRequest
+from studio.requests.parsers import REGION_COLOURS
 from studio.requests.request import REGION_KEYWORDS as KEYWORDS
+
 MAX_REGIONS = 16
 
 
@@ -35,6 +40,7 @@ class Regions:
     boxes: tuple[tuple[float, float, float, float], ...]   # (left, top, right, bottom) fractions
     base: str | None = None
     base_ratio: float = 0.0
+    painted: object = field(default=None, compare=False)   # painted regions instead of boxes: HxW labels
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -91,10 +97,13 @@ def layout(rows: list[int], ratio: str) -> list[tuple[float, float, float, float
             for xs in [_edges(widths[r])] for c in range(len(widths[r]))]
 
 
-def read_regions(text: str, ratio: str, base_ratio: float) -> Regions | None:
-    """The regions a prompt asks for (None: no keyword in it)."""
+def read_regions(text: str, ratio: str, base_ratio: float, painted=None) -> Regions | None:
+    """The regions a prompt asks for (None: no keyword in it); with `painted` (a label map), the
+    first region is the unpainted part and the others the colours in order."""
     if not has_regions(text):
         return None
+    if painted is not None:
+        return _painted(text, ratio, base_ratio, painted)
     common, base = "", None
     if "ADDCOMM" in text:
         common, _, text = text.partition("ADDCOMM")
@@ -111,6 +120,25 @@ def read_regions(text: str, ratio: str, base_ratio: float) -> Regions | None:
                    base_ratio if base is not None else 0.0)
 
 
+def _painted(text: str, ratio: str, base_ratio: float, painted) -> Regions:
+    """Regions painted in colours: the prompt's parts (ADDCOL or ADDROW between them) are the
+    unpainted part's, then the first colour's, the second's..."""
+    if (ratio or "").strip():
+        raise InvalidRequest("Regions are painted: leave the divide ratio empty (it sizes regions that are not).")
+    boxes = read_regions(re.sub(r"\bADDROW\b", "ADDCOL", text), "", base_ratio)
+    colours = len(boxes.prompts) - 1
+    used = {int(v) for v in np.unique(painted)} - {0}
+    if colours > len(REGION_COLOURS) or not used <= set(range(1, colours + 1)):
+        extra = sorted(used - set(range(1, colours + 1)))
+        raise InvalidRequest(f"Regions are painted in {len(used)} colours but the prompt has {colours} region "
+                             f"prompts after the unpainted part's (no prompt for "
+                             f"{', '.join(REGION_COLOURS[k - 1][0] for k in extra)}).")
+    missing = [REGION_COLOURS[k - 1][0] for k in range(1, colours + 1) if k not in used]
+    if missing:
+        raise InvalidRequest(f"Region prompt for {', '.join(missing)}: nothing is painted in that colour.")
+    return Regions(boxes.prompts, (), boxes.base, boxes.base_ratio, painted)
+
+
 # -------------------------------------------------------------------------------------------------
 # the attention
 
@@ -125,10 +153,15 @@ def masks(regions: Regions, positions: int, height: int, width: int):
             break
     else:
         raise ValueError(f"no layer of {positions} positions in a {height}x{width} latent")
-    out = torch.zeros(len(regions.boxes), h, w)
-    for i, (x0, y0, x1, y1) in enumerate(regions.boxes):
-        out[i, round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = 1.0
-    return out.reshape(len(regions.boxes), h * w, 1)
+    if regions.painted is not None:     # each region's share of the painted pixels a position covers
+        labels = torch.as_tensor(np.asarray(regions.painted, dtype=np.int64))
+        one_hot = torch.stack([(labels == k).float() for k in range(len(regions.prompts))])[None]
+        out = torch.nn.functional.adaptive_avg_pool2d(one_hot, (h, w))[0]
+    else:
+        out = torch.zeros(len(regions.boxes), h, w)
+        for i, (x0, y0, x1, y1) in enumerate(regions.boxes):
+            out[i, round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)] = 1.0
+    return out.reshape(len(out), h * w, 1)
 
 
 class _RegionalAttention:

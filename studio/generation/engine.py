@@ -159,7 +159,7 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
     if note:
         notes.append(note)
     for text in dict.fromkeys(img.parsed.positive_text for img in plan):
-        read_regions(text, request.regions_ratio, request.base_ratio)      # a ratio that does not fit: now
+        read_regions(text, request.regions_ratio, request.base_ratio, request.regions_mask)   # what does not fit: now
     references = request_references(plan, request)
     if references and request.reference_strength == 0:
         notes.append("Reference strength is 0: the reference images are not used.")
@@ -293,7 +293,7 @@ def _regions(prep: Prepared, setup: Setup, key: tuple) -> Regions | None:
            "prompt travel (blend)" if prep.toward else "IP-Adapter" if setup.ip_images is not None else "")
     if why:
         raise InvalidRequest(f"Regional prompts do not combine with {why} yet.")
-    return read_regions(key[0][0], r.regions_ratio, r.base_ratio)
+    return read_regions(key[0][0], r.regions_ratio, r.base_ratio, r.regions_mask)
 
 
 # -------------------------------------------------------------------------------------------------

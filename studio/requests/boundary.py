@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from studio.errors import InvalidRequest
 from studio.fields import Context
 from studio.requests.control import has_picture
-from studio.requests.request import MIN_SIDE, MODES, GenerationRequest, Limits, request_fields
+from studio.requests.request import MIN_SIDE, MODES, REGION_KEYWORDS, GenerationRequest, Limits, request_fields
 from studio.samplers import scheduler_names
 
 
@@ -63,10 +63,16 @@ def _control_has_pictures(r: GenerationRequest, ctx: Context) -> None:
                                  "sketch pad).")
 
 
+def _painted_regions_have_prompts(r: GenerationRequest, ctx: Context) -> None:
+    if r.regions_mask is not None and not REGION_KEYWORDS.search(r.prompt):
+        raise InvalidRequest("Regions are painted but the prompt has none: write the unpainted part's prompt, "
+                             "then each colour's, separated by ADDCOL (red first, then green, blue...).")
+
+
 # what only two fields together can say, checked after every field on its own
 PAIRS: tuple[Callable[[GenerationRequest, Context], None], ...] = (
     _size_within_pixels, _input_size_within_limits, _variation_in_txt2img, _mask_fits_the_image, _a_denoising_step_is_left,
-    _control_has_pictures)
+    _control_has_pictures, _painted_regions_have_prompts)
 
 
 def make_request(*, mode: str = "txt2img", limits: Limits = Limits(),

@@ -19,6 +19,10 @@ LORA_WEIGHT_RANGE = (-4.0, 4.0)
 MAX_LORAS = 8
 MAX_REFERENCES = 4
 MAX_RECIPE = 16
+# painted regions: each colour a region, in this order (what the Regional prompts painter offers)
+REGION_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (255, 0, 0)), ("green", (0, 255, 0)), ("blue", (0, 0, 255)), ("yellow", (255, 255, 0)),
+    ("magenta", (255, 0, 255)), ("cyan", (0, 255, 255)), ("orange", (255, 128, 0)), ("purple", (128, 0, 255)))
 
 
 def array(image: Image.Image | None) -> np.ndarray | None:
@@ -48,6 +52,31 @@ def mask(label: str, value: Any, ctx: Context) -> np.ndarray:
         raise InvalidRequest("The mask is empty: paint over the area to repaint, or upload a mask "
                              "(white = repaint).")
     return array(image)
+
+
+def regions_mask(label: str, value: Any, ctx: Context) -> np.ndarray | None:
+    """Painted regions: a picture whose strokes in REGION_COLOURS mark regions 1, 2, ... (each pixel
+    the nearest of them); black or clear is unpainted (0). A label map, HxW uint8; None when
+    nothing is painted. Gradio's ImageEditor hands {"composite": picture, ...}."""
+    if isinstance(value, dict):
+        value = value.get("composite")
+    if empty(value):
+        return None
+    rgba = np.asarray(load_image(label, value, mode="keep").convert("RGBA"), dtype=np.int32)
+    painted = (rgba[..., 3] > 127) & (rgba[..., :3].max(axis=2) > 64)
+    if not painted.any():
+        return None
+    palette = np.array([c for _, c in REGION_COLOURS], dtype=np.int32)
+    nearest = ((rgba[..., None, :3] - palette) ** 2).sum(axis=-1).argmin(axis=-1) + 1
+    out = np.where(painted, nearest, 0).astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def painting(labels: np.ndarray) -> np.ndarray:
+    """The painted regions' picture again (RGB, black unpainted): what regions_mask reads back."""
+    palette = np.array([(0, 0, 0), *(c for _, c in REGION_COLOURS)], dtype=np.uint8)
+    return palette[np.asarray(labels)]
 
 
 def loras(label: str, value: Any, ctx: Context) -> tuple[tuple[str, float], ...]:

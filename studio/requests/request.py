@@ -23,6 +23,7 @@ from PIL import Image
 from studio.errors import InvalidRequest
 from studio.fields import (Choice, Custom, Field, Flag, Infotext, Names, Number, Text, declare, in_range,
                            number, or_zero, table)
+from studio.inputs import encode_base64
 from studio.requests import control, parsers
 from studio.samplers import DEFAULT_SCHEDULER
 
@@ -175,6 +176,8 @@ class GenerationRequest:
     base_ratio: float = declare(0.2, FRACTION, "Base ratio", group="regions", axis=True, rest="base_ratio",
                                 help="how much of the ADDBASE prompt is mixed in everywhere",
                                 infotext=Infotext("RP Base Ratios", always=True, when=lambda r: "ADDBASE" in r.prompt))
+    regions_mask: np.ndarray | None = declare(None, Custom(parsers.regions_mask), "Painted regions", group="regions",
+                                              rest="regions_mask", compare=False, repr=False)   # HxW labels: 0 unpainted, k colour k
     control: tuple[control.ControlUnit, ...] = declare((), Custom(control.units), "ControlNet", group="control",
                                                        compare=False, repr=False)   # studio/control/
     feature_cache: int = declare(0, Number(*FEATURE_CACHE_RANGE, integer=True, step=1, ui_high=5, refused=(
@@ -228,6 +231,8 @@ class GenerationRequest:
         out["references"] = [name for name, _ in self.references]
         out["recipe"] = [list(pair) for pair in self.recipe]
         out["control"] = [unit.settings() for unit in self.control]
+        if self.regions_mask is not None:      # a small PNG of the painting, as the API takes it
+            out["regions_mask"] = encode_base64(parsers.painting(self.regions_mask))
         return out
 
 

@@ -14,6 +14,7 @@ from itertools import groupby
 from typing import Any, Callable
 
 import gradio as gr
+import numpy as np
 
 from studio.fields import Choice, Field
 from studio.requests import request_fields
@@ -146,6 +147,20 @@ def control_panel(f: Field, tab: str, studio: Studio):
     state, widgets = panel.panel(tab, studio)
     return (gr.JSON(None, visible=False, label=f.label, elem_id=f"{tab}-control"), {panel.PARAM: state},
             (widgets, panel.collect, state))
+
+
+@custom("regions_mask")
+def region_painter(f: Field, tab: str, studio: Studio):
+    """A black canvas to paint regions on, one brush colour a region (REGION_COLOURS' order)."""
+    from studio.requests.parsers import REGION_COLOURS
+    side = 512
+    canvas = np.zeros((side, side, 4), np.uint8) + np.uint8([0, 0, 0, 255])
+    colours = ["#%02x%02x%02x" % rgb for _, rgb in REGION_COLOURS]
+    return gr.ImageEditor({"background": canvas, "layers": [], "composite": canvas}, type="numpy",
+                          image_mode="RGBA", canvas_size=(side, side), layers=False, height=360,
+                          brush=gr.Brush(colors=colours, color_mode="fixed", default_size=48),
+                          **_common(f, tab, {"label": "Painted regions: the prompt's parts after the first are "
+                                                      "red, green, blue... (ADDCOL between them)"}))
 
 
 @custom("references")

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from studio.errors import StudioError
-from studio.inputs import load_image
+from studio.inputs import decode_base64, load_image
 from studio.outputs.pnginfo import read_info
 from studio.fields import Choice
 from studio.requests import request_fields
@@ -61,6 +62,9 @@ def ui_value(name: str, value: Any) -> Any:
         return value or blank_shown(kind)
     if name == "loras":
         return [list(row) for row in value or []]
+    if name == "regions_mask" and value:      # the painting, back on the painter's canvas
+        canvas = np.asarray(decode_base64("Painted regions", value).convert("RGBA"))
+        return {"background": canvas, "layers": [], "composite": canvas}
     return value
 
 
