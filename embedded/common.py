@@ -4,6 +4,7 @@ learning-rate schedule, EMA and the progress bar."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import platform
@@ -112,3 +113,35 @@ def _interrupt_hook(step: int) -> None:
 def _bar(total: int, initial: int, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=2.0)
+
+
+def export_fp16(net: torch.nn.Module, out: Path, record_name: str, record: dict) -> Path:
+    """A trained model (diffusers save_pretrained) in fp16 in `out`, its training record beside it;
+    the model in memory stays fp32."""
+    net.to(torch.float16).save_pretrained(out)
+    net.to(torch.float32)
+    (out / record_name).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def command_line(description: str, work: str, smoke_help: str):
+    """The arguments the resumable trainings take (the student, the ControlNet), threads at most 2."""
+    import argparse
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "assets" / "embedded-model")
+    p.add_argument("--work", type=Path, default=Path(work))
+    p.add_argument("--steps", type=int)
+    p.add_argument("--minutes", type=float)
+    p.add_argument("--smoke", action="store_true", help=smoke_help)
+    p.add_argument("--out", type=Path, help="export into this model folder (default: --model)")
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return p
+
+
+def configured(base, args):
+    """A copy of a training config with --steps and --minutes applied."""
+    import copy
+    cfg = copy.copy(base)
+    cfg.steps = args.steps or cfg.steps
+    cfg.minutes = args.minutes if args.minutes is not None else cfg.minutes
+    return cfg

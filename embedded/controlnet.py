@@ -19,7 +19,6 @@ studio lists as `embedded-scribble` (studio/models/library.py).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -33,7 +32,8 @@ import torch.nn.functional as F
 
 from studio.models.sources import CONTROL_FOLDER
 
-from .common import _bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, log_resume, machine_name
+from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, command_line, configured, export_fp16,
+                     log_resume, machine_name)
 from .config import TrainConfig
 from .model import loss_weight, noise_scheduler, timesteps
 from .scribbles import make_examples
@@ -182,28 +182,14 @@ def _mean(values: list[float]) -> float | None:
 
 def export(net, record: dict, model: Path, command: str) -> Path:
     """The ControlNet (the slow average) in the model folder, fp16, with its training record."""
-    out = model / CONTROL_FOLDER
-    net.to(torch.float16).save_pretrained(out)
-    net.to(torch.float32)
-    (out / "training.json").write_text(json.dumps({"command": command, **record}, indent=2) + "\n")
-    return out
+    return export_fp16(net, model / CONTROL_FOLDER, "training.json", {"command": command, **record})
 
 
 def main(argv: list[str] | None = None) -> None:
     import sys
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--work", type=Path, default=Path(".cache/controlnet"))
-    p.add_argument("--steps", type=int)
-    p.add_argument("--minutes", type=float)
-    p.add_argument("--smoke", action="store_true", help="a few steps on a few examples (the tests)")
-    p.add_argument("--out", type=Path, help="export into this model folder (default: --model)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    cfg = copy.copy(SMOKE if args.smoke else ControlConfig())
-    cfg.steps = args.steps or cfg.steps
-    cfg.minutes = args.minutes if args.minutes is not None else cfg.minutes
-    done = train(cfg, args.model, args.work)
+    args = command_line(__doc__.splitlines()[0], ".cache/controlnet",
+                        "a few steps on a few examples (the tests)").parse_args(argv)
+    done = train(configured(SMOKE if args.smoke else ControlConfig(), args), args.model, args.work)
     command = "python -m embedded.controlnet " + " ".join(sys.argv[1:] if argv is None else argv)
     path = export(done["controlnet"], done["record"], args.out or args.model, command.strip())
     r = done["record"]

@@ -25,7 +25,6 @@ pipelines with diffusers' LCMScheduler.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -38,7 +37,8 @@ import torch
 from studio.models.sources import STUDENT_FOLDER
 from studio.models.precision import autocast
 
-from .common import _bar, _ema_update, _interrupt_hook, _load, _save, log_resume, machine_name
+from .common import (_bar, _ema_update, _interrupt_hook, _load, _save, command_line, configured, export_fp16,
+                     log_resume, machine_name)
 from .trajectories import GRID, sampler_timesteps, solve
 from .world import make_dataset
 
@@ -231,27 +231,13 @@ def _mean(values: list[float]) -> float | None:
 
 def export(student, record: dict, model: Path) -> Path:
     """The student (the slow average) beside the teacher's UNet, in fp16, with its training record."""
-    out = model / STUDENT_FOLDER
-    student.to(torch.float16).save_pretrained(out)
-    student.to(torch.float32)
-    (out / "distillation.json").write_text(json.dumps(record, indent=2) + "\n")
-    return out
+    return export_fp16(student, model / STUDENT_FOLDER, "distillation.json", record)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    p.add_argument("--work", type=Path, default=Path(".cache/distill"))
-    p.add_argument("--steps", type=int)
-    p.add_argument("--minutes", type=float)
-    p.add_argument("--smoke", action="store_true", help="a few steps on a few trajectories (the tests)")
-    p.add_argument("--out", type=Path, help="export into this model folder (default: --model)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    cfg = copy.copy(SMOKE if args.smoke else DistillConfig())
-    cfg.steps = args.steps or cfg.steps
-    cfg.minutes = args.minutes if args.minutes is not None else cfg.minutes
-    done = distill(cfg, args.model, args.work)
+    args = command_line(__doc__.splitlines()[0], ".cache/distill",
+                        "a few steps on a few trajectories (the tests)").parse_args(argv)
+    done = distill(configured(SMOKE if args.smoke else DistillConfig(), args), args.model, args.work)
     path = export(done["student"], done["record"], args.out or args.model)
     print(f"student: {path} (trajectories {done['record']['trajectory seconds']:.0f} s, "
           f"{done['record']['steps']} steps {done['record']['seconds']:.0f} s; "
