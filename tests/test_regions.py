@@ -277,3 +277,18 @@ def test_rest_takes_painted_regions_as_a_base64_picture(studio):
     assert np.array_equal(got, want)
     refused = rest.post("/sdapi/v1/txt2img", json={**body, "prompt": "a ADDCOL b", "regions_mask": "/etc/passwd"})
     assert refused.status_code == 400
+
+
+def test_the_regions_evaluation_scores_halves_and_its_prompts_say_each_layout():
+    from embedded.evaluate_regions import both_right, main, prompts
+    from embedded.world import Obj, Scene, render
+    a, b = Obj("circle", "orange", "large", "left"), Obj("square", "cyan", "large", "right")
+    plain, regional, based = prompts(a, b, "black", "columns")
+    assert plain == "an orange circle on the left and a cyan square on the right on a black background"
+    assert regional.count("ADDCOL") == 1 and based == f"{plain} ADDBASE {regional}"
+    assert "ADDROW" in prompts(a, b, "black", "rows")[1]
+    drawn = np.asarray(render(Scene((a, b), "black")))
+    assert both_right(drawn, a, b, "black", "columns")["both"]
+    assert not both_right(drawn, b, a, "black", "columns")["both"]          # swapped sides do not count
+    figures = main(["--n", "1"])
+    assert set(figures["columns"]) == {"one prompt", "regions", "one prompt as the regions' base"}
