@@ -32,7 +32,7 @@ def test_endpoints_have_the_request_field_names(client):
     common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
               "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
-              "reference_method", "regions_ratio", "base_ratio", "control", "feature_cache", "tiling"]
+              "reference_method", "regions_ratio", "base_ratio", "regions_mask", "control", "feature_cache", "tiling"]
     assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
                                                    "hires_steps", "hires_strength", "hires_upscaler"]
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons

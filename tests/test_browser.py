@@ -594,9 +594,24 @@ def test_controlnet_sketch_pad_painted_in_browser(browser, control_server):
         gallery_image(page, "txt2img", control_server, info_before)
         info = page.input_value("#txt2img-info textarea")
         assert 'ControlNet 0: "Module: canny, Model: shapes [' in info, info
-        _, data = read_metadata(new_png(control_server, before))
+        made = new_png(control_server, before)
+        _, data = read_metadata(made)
         assert data["controlnet"][0]["model"] == "shapes"
         page.click("#txt2img-control-1-preview")
         page.locator("#txt2img-control-1-map img").wait_for(state="visible")
+
+        # PNG Info puts the unit back into the panel (the stroke stays on the pad) and it generates again
+        page.locator("#txt2img-control-1-enabled input").uncheck()
+        open_tab(page, "pnginfo")
+        page.locator("#pnginfo-image input[type=file]").set_input_files(str(made))
+        page.wait_for_function("() => document.querySelector('#pnginfo-text textarea').value.includes('ControlNet 0')")
+        page.click("#pnginfo-send-txt2img")
+        page.wait_for_selector("#tab-txt2img-button[aria-selected=true]")
+        page.wait_for_function("() => document.querySelector('#txt2img-control-1-enabled input').checked")
+        assert page.input_value("#txt2img-control-1-model input") == "shapes"
+        before = pngs(control_server.outputs)
+        page.click("#txt2img-generate")          # the same settings and seed: the same parameters text, a new file
+        _, again = read_metadata(new_png(control_server, before, timeout=GENERATION_TIMEOUT_MS / 1000))
+        assert again["controlnet"][0]["model"] == "shapes" and again["seed"] == data["seed"]
     finally:
         context.close()

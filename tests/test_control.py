@@ -476,3 +476,32 @@ def test_only_masked_inpainting_with_a_unit_is_refused_with_a_message(studio):
     with pytest.raises(InvalidRequest, match="do not combine with 'Only masked'"):
         studio.local.run(make(studio, "inpaint", image=square(), mask=mask, only_masked=True,
                               control=[{"model": "edges", "module": "canny"}]))
+
+
+def test_png_info_puts_a_pictures_units_back_in_the_panel_and_never_as_pictureless_units():
+    """A picture's recorded units (settings, no pictures) go back into the panel's controls: each
+    enabled with its settings, the picture left to give; a model this studio lacks stays unset;
+    thresholds out of the preprocessor's range are left to _sliders. The hidden field programs
+    send is never filled from a record (a Generate would then run units without pictures)."""
+    import gradio as gr
+    from studio.requests.control import ControlUnit
+    from studio.ui.control import KEYS, _sliders, restored
+    from studio.ui.pnginfo import ui_value
+    recorded = [ControlUnit(model="shapes", module="canny", weight=0.6, start=0.1, end=0.8, threshold_a=50,
+                            threshold_b=-1, control_mode="control").settings(),
+                ControlUnit(model="gone [0123abcd]", module="invert").settings()]
+    recorded = json.loads(json.dumps(recorded))          # as the JSON record keeps them
+    values = restored(recorded, ["shapes"])
+    n = len(KEYS)
+    first, second, third = (dict(zip(KEYS, values[i * n:(i + 1) * n])) for i in range(3))
+    assert first["enabled"] is True and first["module"] == "canny" and first["model"] == "shapes"
+    assert (first["weight"], first["guidance_start"], first["guidance_end"]) == (0.6, 0.1, 0.8)
+    assert first["control_mode"] == "control" and first["threshold_a"] == 50
+    assert all(isinstance(first[k], type(gr.skip())) for k in ("source", "image", "sketch", "threshold_b"))
+    assert second["enabled"] is True and isinstance(second["model"], type(gr.skip()))
+    assert third["enabled"] is False
+    pending = values[3 * n]
+    a, b, _, cleared = _sliders("canny", pending)
+    assert (a.value, b.value, cleared) == (50, 200, None)          # the record's low threshold, the default high
+    assert _sliders("canny", None)[0].value == 100
+    assert isinstance(ui_value("control", recorded), type(gr.skip()))

@@ -25,11 +25,11 @@ def build_ui(studio: Studio, training: TrainingJobs | None = None) -> gr.Blocks:
         switched = model_bar.build(studio)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("Text to image", id="txt2img", elem_id="tab-txt2img"):
-                t2i, t2i_fields = txt2img.build(studio, native)
+                t2i, t2i_form = txt2img.build(studio, native)
             with gr.Tab("Image to image", id="img2img", elem_id="tab-img2img"):
-                i2i, i2i_image, i2i_fields = img2img.build(studio, native)
+                i2i, i2i_image, i2i_form = img2img.build(studio, native)
             with gr.Tab("Inpainting", id="inpaint", elem_id="tab-inpaint"):
-                inp, editor, inp_fields = inpaint.build(studio, native)
+                inp, editor, inp_form = inpaint.build(studio, native)
             with gr.Tab("Animation", id="animation", elem_id="tab-animation"):
                 animation.build(studio)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
@@ -46,19 +46,19 @@ def build_ui(studio: Studio, training: TrainingJobs | None = None) -> gr.Blocks:
         for panel in (t2i, i2i, inp):
             _wire_send(panel, tabs, i2i_image, editor)
         pnginfo.wire(send, picture_fields, picture, tabs, {
-            "txt2img": (t2i_fields, None, None), "img2img": (i2i_fields, i2i_image, lambda path: path),
-            "inpaint": (inp_fields, editor, _editor_value)})
+            "txt2img": (t2i_form, None, None), "img2img": (i2i_form, i2i_image, lambda path: path),
+            "inpaint": (inp_form, editor, _editor_value)})
         # what the model knows, next to each tab's prompt, follows a model switch
         hints = [b for b in demo.blocks.values() if str(getattr(b, "elem_id", "")).endswith("-prompt-hint")]
         switched.then(lambda: [prompt_hint(studio)] * len(hints), None, hints, api_visibility="private",
                       queue=False)
-        fewstep.wire(demo, switched, studio, [t2i_fields, i2i_fields, inp_fields])
+        fewstep.wire(demo, switched, studio, [f.controls for f in (t2i_form, i2i_form, inp_form)])
         demo.load(attach_jobs, None, train_jobs, api_visibility="private", queue=False)
 
         def try_it_in_txt2img(job_id, request: gr.Request):
             return finetune.try_prompt(training, job_id, finetune.owner(request)), gr.Tabs(selected="txt2img")
 
-        try_it.click(try_it_in_txt2img, train_jobs[0], [t2i_fields["prompt"], tabs], api_visibility="private",
+        try_it.click(try_it_in_txt2img, train_jobs[0], [t2i_form.controls["prompt"], tabs], api_visibility="private",
                      queue=False)
     return demo
 

@@ -104,6 +104,7 @@ def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) 
         perfect = gr.Checkbox(False, label="Pixel perfect", elem_id=f"{p}-pixel-perfect")
     preview = gr.Button("Preview the map", elem_id=f"{p}-preview", size="sm")
     widgets = [enabled, source, image, sketch, module, model, weight, start, end, mode, resize, res, a, b, perfect]
+    pending = gr.State(None)        # thresholds PNG Info put back, for the preprocessor it set (_sliders)
 
     def keep(values, *unit):
         values = list(values or [None] * MAX_UNITS)
@@ -113,7 +114,7 @@ def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) 
     # the sketch pad tells of a stroke by `input` (its `change` waits for a new picture)
     for event in [w.change for w in widgets] + [sketch.input]:
         event(keep, [state, *widgets], state, api_visibility="private", queue=False, show_progress="hidden")
-    module.change(_sliders, module, [a, b, res], api_visibility="private", queue=False)
+    module.change(_sliders, [module, pending], [a, b, res, pending], api_visibility="private", queue=False)
     model.input(lambda m, src, now: suggested(m, src == "sketch") or now, [model, source, module], module,
                 api_visibility="private", queue=False)
     model.focus(lambda: gr.Dropdown(choices=_models(studio, rescan=True)), None, model,
@@ -134,7 +135,7 @@ def _unit(i: int, tab: str, studio: Studio, state: gr.State, own_picture: bool) 
             raise gr.Error(str(exc)) from None
 
     preview.click(show, widgets, shown, api_visibility="private", queue=False)
-    return widgets
+    return widgets, pending
 
 
 def _black_canvas() -> dict:
@@ -142,30 +143,66 @@ def _black_canvas() -> dict:
             "layers": [], "composite": None}
 
 
-def _sliders(name: str):
-    """Threshold A/B as the preprocessor names and bounds them (hidden when it has none)."""
+def _sliders(name: str, pending: dict | None = None):
+    """Threshold A/B as the preprocessor names and bounds them (hidden when it has none): at its
+    defaults, or at what PNG Info put back for this preprocessor (`pending`, then cleared)."""
     pre = PREPROCESSORS.get(name)
     if pre is None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), None
+    kept = pending if isinstance(pending, dict) and pending.get("module") == name else {}
     out = []
-    for s in (pre.a, pre.b):
+    for s, key in ((pre.a, "threshold_a"), (pre.b, "threshold_b")):
+        value = kept.get(key)
+        if s is not None and not (isinstance(value, (int, float)) and s.low <= value <= s.high):
+            value = s.default
         out.append(gr.Slider(visible=False, value=-1, minimum=-1) if s is None else
-                   gr.Slider(minimum=s.low, maximum=s.high, value=s.default, step=s.step, label=s.label, visible=True))
-    return *out, gr.Slider(visible=pre.resolution)
+                   gr.Slider(minimum=s.low, maximum=s.high, value=value, step=s.step, label=s.label, visible=True))
+    return *out, gr.Slider(visible=pre.resolution), None
 
 
-def panel(tab: str, studio: Studio) -> tuple[gr.State, list]:
-    """The panel (a closed accordion); returns the State its values are kept in and every unit's
-    controls (a Generate reads them all at its click: `collect`)."""
+def panel(tab: str, studio: Studio) -> tuple[gr.State, list, tuple[list, Any]]:
+    """The panel (a closed accordion); returns the State its values are kept in, every unit's
+    controls (a Generate reads them all at its click: `collect`), and what PNG Info fills
+    (`restored`)."""
     state = gr.State([None] * MAX_UNITS)
-    widgets = []
+    widgets, pendings = [], []
     with gr.Accordion("ControlNet: place things with a picture, a sketch or edges", open=False,
                       elem_id=f"{tab}-control-panel"):
         with gr.Tabs():
             for i in range(1, MAX_UNITS + 1):
                 with gr.Tab(f"Unit {i}", elem_id=f"{tab}-control-tab-{i}"):
-                    widgets += _unit(i, tab, studio, state, own_picture=tab != "txt2img")
-    return state, widgets
+                    made, pending = _unit(i, tab, studio, state, own_picture=tab != "txt2img")
+                    widgets += made
+                    pendings.append(pending)
+    return state, widgets, ([*widgets, *pendings], lambda units: restored(units, _models(studio)))
+
+
+def restored(units: Any, models: list[str]) -> list:
+    """A picture's recorded units (their settings; the record keeps no pictures) back in the panel,
+    in `panel`'s order (every unit's controls, then every unit's pending thresholds): each recorded
+    unit enabled with its settings, its control picture left for the artist to give again (the
+    picture source is left as it is); a model this studio does not have is left unset; the other
+    units off."""
+    units = [u for u in units if isinstance(u, dict)] if isinstance(units, list) else []
+    values, pendings = [], []
+    for i in range(MAX_UNITS):
+        u = units[i] if i < len(units) else None
+        if u is None:
+            values += [False] + [gr.skip()] * (len(KEYS) - 1)
+            pendings.append(gr.skip())
+            continue
+        name = str(u.get("model") or "").rsplit(" [", 1)[0]
+        pre = PREPROCESSORS.get(u.get("module"))
+        chosen = {**{k: u.get(k) for k in KEYS}, "enabled": True, "source": None, "image": None, "sketch": None,
+                  "model": name if name in models else None, "module": u.get("module") if pre else None,
+                  "guidance_start": u.get("start"), "guidance_end": u.get("end")}
+        for key, s in (("threshold_a", pre and pre.a), ("threshold_b", pre and pre.b)):
+            value = chosen[key]      # -1 (the preprocessor's default) or out of its range: _sliders sets it
+            chosen[key] = value if s and isinstance(value, (int, float)) and s.low <= value <= s.high else None
+        values += [gr.skip() if chosen[k] is None else chosen[k] for k in KEYS]
+        pendings.append({"module": u.get("module"), "threshold_a": u.get("threshold_a"),
+                         "threshold_b": u.get("threshold_b")})
+    return values + pendings
 
 
 def collect(*values) -> list[dict]:

@@ -144,9 +144,9 @@ def control_panel(f: Field, tab: str, studio: Studio):
     """The ControlNet units' panel (studio/ui/control.py); the field itself, for programs, is a
     hidden JSON list of unit objects."""
     from studio.ui import control as panel
-    state, widgets = panel.panel(tab, studio)
+    state, widgets, restore = panel.panel(tab, studio)
     return (gr.JSON(None, visible=False, label=f.label, elem_id=f"{tab}-control"), {panel.PARAM: state},
-            (widgets, panel.collect, state))
+            (widgets, panel.collect, state), restore)
 
 
 @custom("regions_mask")
@@ -190,6 +190,8 @@ class Form:
     after: dict[str, Callable[[], None]] = field(default_factory=dict)   # field -> widgets made after it
     hidden: dict[str, Any] = field(default_factory=dict)     # the event's inputs that are no API parameter
     collectors: list[tuple] = field(default_factory=list)    # (controls, fn, State): read at a Generate
+    # field -> (components, fill): how a picture's recorded value is put back into a panel (PNG Info)
+    restores: dict[str, tuple[list, Callable]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, tab: str, studio: Studio, **extra: dict) -> "Form":
@@ -220,10 +222,12 @@ class Form:
         builder = CUSTOM.get(f.name)
         made = builder(f, self.tab, self.studio) if builder else \
             control(f, self.tab, self.studio, **self.extra.get(f.name, {}))
-        if isinstance(made, tuple):             # a control, States the UI keeps its values in, and how
-            made, states, collector = made      # a Generate fills them from the controls first
-            self.hidden.update(states)
+        if isinstance(made, tuple):             # a control, States the UI keeps its values in, how
+            made, states, collector, *restore = made    # a Generate fills them from the controls first,
+            self.hidden.update(states)                  # and how PNG Info puts a record back
             self.collectors.append(collector)
+            if restore:
+                self.restores[f.name] = restore[0]
         self.controls[f.name] = made
         if f.name in self.after:
             self.after[f.name]()

@@ -14,8 +14,8 @@ from studio.ui.widgets import ResultsPanel, prompt_controls, result_outputs, res
 DOC = "Repaint an input image guided by a prompt; `strength` 0 keeps it, 1 replaces it."
 
 
-def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
-    """The tab; returns its results panel, input image and request field -> control map."""
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, Form]:
+    """The tab; returns its results panel, input image and form (request field -> control map)."""
     form = Form.of("img2img", studio)
     with gr.Row():
         with gr.Column(scale=1):
@@ -35,4 +35,4 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, dict]:
                          **dispatched(studio))
     live.wire(studio, "img2img", live_panel, inputs, params, form.controls["seed"], generate, result_outputs(panel))
     plots.build(studio, inputs, params, panel, mode="img2img")
-    return panel, image, form.controls
+    return panel, image, form

@@ -37,8 +37,8 @@ DOC = ("Repaint the masked part of `image` (mask: white or opaque = repaint). Un
        "exactly as they were.")
 
 
-def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, dict]:
-    """The tab; returns its results panel, editor and request field -> control map."""
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, Form]:
+    """The tab; returns its results panel, editor and form (request field -> control map)."""
     form = Form.of("inpaint", studio)
     with gr.Row():
         with gr.Column(scale=1):
@@ -84,4 +84,4 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.ImageEditor, di
               form.controls["seed"], generate, result_outputs(panel), adapt=from_editor)
     outpaint.build(studio, editor, api_image, [(f, c) for f, c in zip(fields, shared) if f[0] not in outpaint.UNUSED],
                    panel, outpaint_panel)
-    return panel, editor, form.controls
+    return panel, editor, form

@@ -62,6 +62,8 @@ def ui_value(name: str, value: Any) -> Any:
         return value or blank_shown(kind)
     if name == "loras":
         return [list(row) for row in value or []]
+    if name == "control":         # the hidden field programs send: the panel takes the record (restored)
+        return gr.skip()
     if name == "regions_mask" and value:      # the painting, back on the painter's canvas
         canvas = np.asarray(decode_base64("Painted regions", value).convert("RGBA"))
         return {"background": canvas, "layers": [], "composite": canvas}
@@ -84,14 +86,18 @@ def wire(buttons: dict, settings: gr.JSON, picture: gr.Image, tabs: gr.Tabs, tar
     """Each send button fills every control of its tab that the picture has a setting for (and
     the picture itself, for img2img and inpainting), then shows that tab."""
     for tab, button in buttons.items():
-        controls, image_input, image_value = targets[tab]
+        form, image_input, image_value = targets[tab]
+        controls, restores = form.controls, list(form.restores.items())
         names = list(controls)
 
-        def send(fields, path, names=names, tab=tab, image_value=image_value, controls=controls):
+        def send(fields, path, names=names, tab=tab, image_value=image_value, controls=controls, restores=restores):
             fields = fields or {}
             values = [offered(controls[n], ui_value(n, fields[n])) if n in fields else gr.skip() for n in names]
+            panels = [v for n, (parts, fill) in restores for v in (fill(fields[n]) if n in fields else
+                                                                    [gr.skip()] * len(parts))]
             extra = [image_value(path) if path else gr.skip()] if image_value else []
-            return [*values, *extra, gr.Tabs(selected=tab)]
+            return [*values, *panels, *extra, gr.Tabs(selected=tab)]
 
-        outputs = [controls[n] for n in names] + ([image_input] if image_value else []) + [tabs]
+        outputs = [controls[n] for n in names] + [c for _, (parts, _) in restores for c in parts] + \
+            ([image_input] if image_value else []) + [tabs]
         button.click(send, [settings, picture], outputs, api_visibility="private", queue=False)

@@ -24,8 +24,8 @@ DOC = ("Generate images from a prompt. Returns the saved PNGs, their A1111 param
        "(img2img, `hires_steps`, `hires_strength`): the finished pictures come first, then the first passes.")
 
 
-def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
-    """The tab; returns its results panel and its request field -> control map."""
+def build(studio: Studio, native: int) -> tuple[ResultsPanel, Form]:
+    """The tab; returns its results panel and its form (request field -> control map)."""
     form = Form.of("txt2img", studio)
     with gr.Row():
         with gr.Column(scale=1):
@@ -75,4 +75,4 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, dict]:
                [*(controls[n] for n in names), c["seed"], c["variation_seed"], c["variation_strength"],
                 c["batch_count"]], api_visibility="private", queue=False).success(
         event, inputs, result_outputs(panel), api_visibility="private", **dispatched(studio))
-    return panel, controls
+    return panel, form
