@@ -115,6 +115,42 @@ def _bar(total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=2.0)
 
 
+def averaged_steps(name: str, checkpoint: Path, key: str, net: torch.nn.Module, average: torch.nn.Module, opt,
+                   gen: torch.Generator, cfg, step_fn, decay) -> tuple[int, float, list[float]]:
+    """Run `step_fn(step) -> loss` (one optimizer step of `net`) until cfg.steps, or cfg.minutes of
+    training in all; `average` follows `net` (decay(step)). Resumes exactly from `checkpoint` (the
+    net under `key`, the average, the optimizer, `gen`'s state, the losses), written every
+    cfg.checkpoint_every steps and at the end. Returns (steps, seconds, losses)."""
+    def state(step: int, seconds: float) -> dict:
+        return {key: net.state_dict(), "average": average.state_dict(), "opt": opt.state_dict(),
+                "rng": gen.get_state(), "step": step, "seconds": seconds, "losses": losses}
+
+    saved = _load(checkpoint) or {}
+    step, seconds, losses = 0, 0.0, []
+    if saved:
+        log_resume(name, saved["step"])
+        net.load_state_dict(saved[key])
+        average.load_state_dict(saved["average"])
+        opt.load_state_dict(saved["opt"])
+        gen.set_state(saved["rng"])
+        step, seconds, losses = saved["step"], saved["seconds"], saved["losses"]
+    bar, began = _bar(cfg.steps, step, name), time.time()
+    while step < cfg.steps and not (cfg.minutes and (seconds + time.time() - began) / 60 >= cfg.minutes):
+        losses.append(round(step_fn(step), 6))
+        _ema_update(average, net, decay(step))
+        step += 1
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.5f}")
+        if step % cfg.checkpoint_every == 0:
+            _save(checkpoint, state(step, seconds + time.time() - began))
+        _interrupt_hook(step)
+    bar.close()
+    seconds += time.time() - began
+    _save(checkpoint, state(step, seconds))
+    return step, seconds, losses
+
+
 def export_fp16(net: torch.nn.Module, out: Path, record_name: str, record: dict) -> Path:
     """A trained model (diffusers save_pretrained) in fp16 in `out`, its training record beside it;
     the model in memory stays fp32."""

@@ -26,14 +26,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from studio.models.sources import CONTROL_FOLDER
 
-from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, command_line, configured, export_fp16,
-                     log_resume, machine_name)
+from .common import _load, _lr_at, _save, averaged_steps, command_line, configured, export_fp16, machine_name
 from .config import TrainConfig
 from .model import loss_weight, noise_scheduler, timesteps
 from .scribbles import make_examples
@@ -138,42 +136,22 @@ def train(cfg: ControlConfig, model: Path, work: Path) -> dict:
     net = make_controlnet(frozen["unet"], cfg).train()
     average = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    checkpoint, state = work / "controlnet.pt", _load(work / "controlnet.pt") or {}
-    step, seconds, losses = 0, 0.0, []
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    if state:
-        log_resume("controlnet", state["step"])
-        net.load_state_dict(state["net"]); average.load_state_dict(state["average"])
-        opt.load_state_dict(state["opt"]); gen.set_state(state["rng"])
-        step, seconds, losses = state["step"], state["seconds"], state["losses"]
     sched, lr_cfg = noise_scheduler(), TrainConfig(warmup=cfg.warmup)
-    bar, began = _bar(cfg.steps, step, "controlnet"), time.time()
-    while step < cfg.steps and not (cfg.minutes and (seconds + time.time() - began) / 60 >= cfg.minutes):
+
+    def one_step(step: int) -> float:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, lr_cfg, cfg.steps, cfg.lr, "constant")
-        losses.append(round(_step(cfg, net, opt, frozen, data, sched, gen), 6))
-        _ema_update(average, net, min(cfg.average, (1 + step) / (10 + step)))
-        step += 1
-        bar.update(1)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.4f}")
-        if step % cfg.checkpoint_every == 0:
-            _save(checkpoint, _state(net, average, opt, gen, step, seconds + time.time() - began, losses))
-        _interrupt_hook(step)
-    bar.close()
-    seconds += time.time() - began
-    _save(checkpoint, _state(net, average, opt, gen, step, seconds, losses))
+        return _step(cfg, net, opt, frozen, data, sched, gen)
+
+    step, seconds, losses = averaged_steps("controlnet", work / "controlnet.pt", "net", net, average, opt, gen, cfg,
+                                           one_step, lambda step: min(cfg.average, (1 + step) / (10 + step)))
     record = {"config": {**asdict(cfg), "hint_channels": list(cfg.hint_channels)}, "steps": step,
               "seconds": round(seconds, 1), "data seconds": data["seconds"], "machine": machine_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "params": sum(p.numel() for p in net.parameters()),
               "loss_first_100": _mean(losses[:100]), "loss_last_100": _mean(losses[-100:])}
     return {"controlnet": average, "record": record}
-
-
-def _state(net, average, opt, gen, step, seconds, losses) -> dict:
-    return {"net": net.state_dict(), "average": average.state_dict(), "opt": opt.state_dict(),
-            "rng": gen.get_state(), "step": step, "seconds": seconds, "losses": losses}
 
 
 def _mean(values: list[float]) -> float | None:

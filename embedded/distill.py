@@ -37,8 +37,7 @@ import torch
 from studio.models.sources import STUDENT_FOLDER
 from studio.models.precision import autocast
 
-from .common import (_bar, _ema_update, _interrupt_hook, _load, _save, command_line, configured, export_fp16,
-                     log_resume, machine_name)
+from .common import _bar, _load, _save, averaged_steps, command_line, configured, export_fp16, machine_name
 from .trajectories import GRID, sampler_timesteps, solve
 from .world import make_dataset
 
@@ -162,28 +161,10 @@ def distill(cfg: DistillConfig, model: Path, work: Path) -> dict:
     student = make_student(teacher["unet"], cfg)
     average = copy.deepcopy(student).requires_grad_(False)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
-    checkpoint, state = work / "student.pt", _load(work / "student.pt") or {}
-    step, seconds, losses = 0, 0.0, []
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    if state:
-        log_resume("distill", state["step"])
-        student.load_state_dict(state["student"]); average.load_state_dict(state["average"])
-        opt.load_state_dict(state["opt"]); gen.set_state(state["rng"])
-        step, seconds, losses = state["step"], state["seconds"], state["losses"]
-    bar, began = _bar(cfg.steps, step, "distill"), time.time()
-    while step < cfg.steps and not (cfg.minutes and (seconds + time.time() - began) / 60 >= cfg.minutes):
-        losses.append(round(_step(cfg, student, opt, data, teacher["alphas"], where, gen), 6))
-        _ema_update(average, student, cfg.average)
-        step += 1
-        bar.update(1)
-        if step % 25 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.5f}")
-        if step % cfg.checkpoint_every == 0:
-            _save(checkpoint, _state(student, average, opt, gen, step, seconds + time.time() - began, losses))
-        _interrupt_hook(step)
-    bar.close()
-    seconds += time.time() - began
-    _save(checkpoint, _state(student, average, opt, gen, step, seconds, losses))
+    step, seconds, losses = averaged_steps(
+        "distill", work / "student.pt", "student", student, average, opt, gen, cfg,
+        lambda step: _step(cfg, student, opt, data, teacher["alphas"], where, gen), lambda step: cfg.average)
     config = {**asdict(cfg), "grid": list(cfg.grid), "sampler timesteps": where["sampler timesteps"]}
     return {"student": average, "record": {"config": config, "steps": step, "seconds": round(seconds, 1),
                                          "trajectory seconds": data["seconds"], "machine": machine_name(),
@@ -218,11 +199,6 @@ def _step(cfg, student, opt, data, alphas, where, gen) -> float:
     torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
     opt.step()
     return float(loss.detach())
-
-
-def _state(student, average, opt, gen, step, seconds, losses) -> dict:
-    return {"student": student.state_dict(), "average": average.state_dict(), "opt": opt.state_dict(),
-            "rng": gen.get_state(), "step": step, "seconds": seconds, "losses": losses}
 
 
 def _mean(values: list[float]) -> float | None:

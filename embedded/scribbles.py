@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .world import COLOURS, HELDOUT_COLOUR_BG, SHAPES, SUPERSAMPLE, draw_shape
+from .world import COLOURS, HELDOUT_COLOUR_BG, RING_HOLE, SHAPES, SUPERSAMPLE, draw_shape, shape_polygon
 
 RADIUS = (0.10, 0.24)              # the shape's bounding circle, fractions of the side
 MARGIN = 0.03                      # kept clear of the border
@@ -66,19 +66,10 @@ def _outline(shape: str, cx: float, cy: float, r: float) -> list[list[tuple[floa
     def circle(radius: float) -> list[tuple[float, float]]:
         return [(cx + radius * math.cos(a), cy + radius * math.sin(a))
                 for a in np.linspace(0, 2 * math.pi, 48, endpoint=False)]
-    if shape == "circle":
-        return [circle(r)]
-    if shape == "ring":
-        return [circle(r), circle(0.55 * r)]
-    if shape == "square":
-        h = 0.85 * r
-        return [[(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]]
-    if shape == "triangle":
-        return [[(cx, cy - r), (cx + 0.95 * r, cy + 0.8 * r), (cx - 0.95 * r, cy + 0.8 * r)]]
-    if shape == "star":
-        return [[(cx + (r if k % 2 == 0 else r / 2) * math.cos(-math.pi / 2 + k * math.pi / 5),
-                  cy + (r if k % 2 == 0 else r / 2) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)]]
-    raise ValueError(f"unknown shape {shape!r}")
+    corners = shape_polygon(shape, cx, cy, r)
+    if corners is not None:
+        return [corners]
+    return [circle(r), circle(RING_HOLE * r)] if shape == "ring" else [circle(r)]
 
 
 def _densify(loop: list[tuple[float, float]], step: float) -> np.ndarray:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SIZE_RADIUS", "POSITIONS", "HELDOUT_PAIRS",
-    "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render", "draw_shape",
+    "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render", "draw_shape", "shape_polygon", "RING_HOLE",
     "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts",
     "make_dataset", "contact_sheet", "vocabulary", "VOCABULARY_KNOWS",
 ]
@@ -135,25 +135,37 @@ def _draw_obj(draw: ImageDraw.ImageDraw, obj: Obj, side: int, background: tuple[
                background)
 
 
+RING_HOLE = 0.55      # a ring's hole, as a fraction of its radius
+
+
+def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    """The corners of a square, triangle or star centred at (cx, cy) inside the circle of radius
+    `r`; None for the round shapes (circle, ring)."""
+    if shape == "square":
+        h = 0.85 * r
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx + 0.95 * r, cy + 0.8 * r), (cx - 0.95 * r, cy + 0.8 * r)]
+    if shape == "star":
+        return _star_points(cx, cy, r)
+    if shape in ("circle", "ring"):
+        return None
+    raise ValueError(f"unknown shape {shape!r}")
+
+
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill, background) -> None:
     """Draw `shape` centred at (cx, cy) inside the circle of radius `r` (pixels): the world's
     five shapes at any place and size (a ring's hole takes `background`)."""
-    if shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif shape == "square":
-        h = 0.85 * r
-        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + 0.95 * r, cy + 0.8 * r), (cx - 0.95 * r, cy + 0.8 * r)],
-                     fill=fill)
-    elif shape == "star":
-        draw.polygon(_star_points(cx, cy, r), fill=fill)
-    elif shape == "ring":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        ri = 0.55 * r
-        draw.ellipse((cx - ri, cy - ri, cx + ri, cy + ri), fill=background)
+    corners = shape_polygon(shape, cx, cy, r)
+    if shape == "square":
+        draw.rectangle((*corners[0], *corners[2]), fill=fill)
+    elif corners is not None:
+        draw.polygon(corners, fill=fill)
     else:
-        raise ValueError(f"unknown shape {shape!r}")
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        if shape == "ring":
+            ri = RING_HOLE * r
+            draw.ellipse((cx - ri, cy - ri, cx + ri, cy + ri), fill=background)
 
 
 def render(scene: Scene, size: int = 64, colours: dict[str, tuple[int, int, int]] | None = None) -> Image.Image:
