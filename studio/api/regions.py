@@ -17,6 +17,7 @@ from typing import Any
 
 from studio.api.schema import Txt2ImgBody
 from studio.errors import InvalidRequest
+from studio.requests.request import REGION_KEYWORDS as KEYS
 
 SCRIPT = "regional prompter"
 # the positional arguments the conversion reads (the rest are LoRA and mask settings)
@@ -26,7 +27,6 @@ DEFAULTS = dict(active=False, mode="Matrix", matrix="Columns", ratios="1,1", bas
                 use_common=False, calculation="Attention", options=False)
 # Regional Prompter's matrix submodes: its current names and the ones it had before
 SPLITS = {"columns": "ADDCOL", "horizontal": "ADDCOL", "rows": "ADDROW", "vertical": "ADDROW"}
-KEYS = re.compile(r"\b(ADDCOMM|ADDBASE|ADDCOL|ADDROW)\b")
 
 
 def is_regional_prompter(title: str) -> bool:
