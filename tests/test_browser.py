@@ -455,6 +455,7 @@ def test_history_search_in_browser(page, server):
     none; the selected picture opens in PNG Info."""
     generate_txt2img(page, server, "a violet hexagon for the history")
     open_tab(page, "history")
+    sync_api.expect(page.locator("#history-found")).to_contain_text("picture(s)")  # the first page is in
     page.fill("#history-words textarea", "violet hexagon")
     page.click("#history-search")
     sync_api.expect(page.locator("#history-found")).to_contain_text("1 picture(s)")

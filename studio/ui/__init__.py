@@ -40,7 +40,7 @@ def build_ui(studio: Studio, training: TrainingJobs | None = None) -> gr.Blocks:
                 picture, picture_fields, send = pnginfo.build()
             with gr.Tab("History", id="history", elem_id="tab-history") as history_tab:
                 show_history, history_outputs, to_pnginfo, history_paths, history_selected = history.build(studio)
-        history_tab.select(show_history, None, history_outputs, api_visibility="private", queue=False)
+        history_tab.select(show_history, None, history_outputs, **history.IN_ORDER)
         to_pnginfo.click(lambda p, s: (_pick(p, s), gr.Tabs(selected="pnginfo")), [history_paths, history_selected],
                          [picture, tabs], api_visibility="private", queue=False)
         for panel in (t2i, i2i, inp):

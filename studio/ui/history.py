@@ -18,6 +18,9 @@ from studio.ui.widgets import selected_index
 
 PAGE_SIZE = 48
 ANY = "any"
+# the tab's first page and the searches answer one after another, in the order they were asked:
+# unqueued, a slow first page could land after a quick search and overwrite what was found
+IN_ORDER = dict(api_visibility="private", concurrency_id="history", concurrency_limit=1, show_progress="minimal")
 
 
 def build(studio: Studio):
@@ -79,11 +82,10 @@ def build(studio: Studio):
             return show(words, model, sampler, tab, seed, since, until, sort, to_page(int(page or 1)), request)
         return turn
 
-    private = dict(api_visibility="private", queue=False)
-    search.click(turning(lambda page: 1), filters, outputs, **private)
-    words.submit(turning(lambda page: 1), filters, outputs, **private)
-    previous.click(turning(lambda page: max(1, page - 1)), filters, outputs, **private)
-    following.click(turning(lambda page: page + 1), filters, outputs, **private)
+    search.click(turning(lambda page: 1), filters, outputs, **IN_ORDER)
+    words.submit(turning(lambda page: 1), filters, outputs, **IN_ORDER)
+    previous.click(turning(lambda page: max(1, page - 1)), filters, outputs, **IN_ORDER)
+    following.click(turning(lambda page: page + 1), filters, outputs, **IN_ORDER)
     gallery.select(selected_index, None, selected, api_visibility="private", queue=False)
     gr.api(history_search, api_name="history_search")
     gr.api(_newest(studio), api_name="history")
