@@ -448,6 +448,113 @@ def test_depth_needs_its_files_in_models_annotators_and_then_makes_a_depth_map(s
     assert 'ControlNet 0: "Module: depth_anything' in result.images[0].parameters
 
 
+def test_normals_from_depth_face_the_way_the_depth_slopes():
+    """A ramp nearer to the right faces left (red below the middle), a dome's upper half faces up
+    (green above it), and the far background is flat (0.5, 0.5, 1)."""
+    from studio.control.annotators import normals_from_depth
+    ramp = np.tile(np.linspace(0.5, 1.0, 64, dtype=np.float32), (64, 1))
+    n = normals_from_depth(ramp)
+    assert n.shape == (64, 64, 3) and n.dtype == np.float32
+    inner = n[8:-8, 8:-8]
+    assert (inner[..., 0] < 0.45).all() and np.allclose(inner[..., 1], 0.5, atol=1e-6) and (inner[..., 2] > 0.5).all()
+    assert np.allclose(np.linalg.norm(n * 2 - 1, axis=2), 1.0, atol=1e-5)
+    yy, xx = np.mgrid[0:64, 0:64]
+    dome = np.clip(1.0 - ((xx - 32) ** 2 + (yy - 32) ** 2) / 30.0 ** 2, 0, 1).astype(np.float32)
+    d = normals_from_depth(dome)
+    assert d[20, 32, 1] > 0.55 and d[44, 32, 1] < 0.45          # upper half faces up, lower half down
+    assert d[32, 20, 0] < 0.45 and d[32, 44, 0] > 0.55          # left half faces left, right half right
+    assert np.allclose(d[0, 0], (0.5, 0.5, 1.0))                # beyond the dome: the flat background
+
+
+def write_segmentation_model(folder, classes: int = 150):
+    """A tiny random SegFormer with its image processor, as the hub's ADE20K folder has them."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    SegformerForSemanticSegmentation(SegformerConfig(
+        num_labels=classes, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
+        decoder_hidden_size=16)).eval().save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+
+
+def test_normals_and_segmentation_need_their_files_and_then_make_their_maps(studio, models_dir, tmp_path):
+    from studio.control.annotators import ade20k_palette
+    palette = ade20k_palette()
+    assert palette.shape == (150, 3) and tuple(palette[0]) == (120, 120, 120)     # wall
+    with pytest.raises(InvalidRequest, match="models/annotators/segformer-ade20k/; missing: config.json"):
+        studio.detect("seg_ofade20k", square())                  # sd-webui-controlnet's name runs it
+    write_depth_model(models_dir / "annotators" / "depth-anything")
+    normals = studio.detect("normal_midas", square(), processor_res=64)
+    assert normals.shape == (64, 64, 3) and normals[..., 2].min() >= 127        # every surface faces the viewer
+    write_segmentation_model(models_dir / "annotators" / "segformer-ade20k")
+    seg = studio.detect("segmentation_ade20k", square(), processor_res=64)
+    assert seg.shape == (64, 64, 3)
+    colours = {tuple(c) for c in seg.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in palette}                 # every pixel one of ADE20K's colours
+    _, result = pixels(studio, control=[{**EDGES, "module": "seg_ufade20k"}])
+    assert 'ControlNet 0: "Module: segmentation_ade20k' in result.images[0].parameters
+    write_segmentation_model(models_dir / "annotators" / "segformer-ade20k", classes=19)
+    with pytest.raises(InvalidRequest, match="has 19 classes; segmentation maps take ADE20K's 150"):
+        studio.detect("segmentation_ade20k", square())
+
+
+def test_openpose_drawing_puts_each_limb_in_its_colour_between_its_points():
+    """COCO keypoints become OpenPose's 18 points (the neck between the shoulders) drawn in its
+    colours: the points in full colour, the limbs at 0.6; unseen points and their limbs not drawn."""
+    from studio.control.annotators import OPENPOSE_COLOURS, draw_openpose, openpose_points
+    coco = np.zeros((17, 2), np.float32)
+    coco[5], coco[6] = (80, 60), (40, 60)           # left and right shoulder (the person faces us)
+    coco[8], coco[12] = (40, 100), (50, 120)        # right elbow, right hip
+    scores = np.zeros(17, np.float32)
+    scores[[5, 6, 8, 12]] = 0.9
+    points = openpose_points(coco, scores)
+    assert points[1] == (60.0, 60.0) and points[2] == (40.0, 60.0) and points[3] == (40.0, 100.0)
+    assert points[0] is None and points[4] is None
+    drawn = (draw_openpose(160, 128, [points]) * 255).round().astype(np.int16)
+    assert tuple(drawn[60, 60]) == OPENPOSE_COLOURS[1]                       # the neck's point
+    assert tuple(drawn[80, 40]) == tuple(round(c * 0.6) for c in OPENPOSE_COLOURS[2])   # upper arm: limb 2-3
+    assert tuple(drawn[5, 5]) == (0, 0, 0) and tuple(drawn[150, 120]) == (0, 0, 0)
+    assert not drawn[100:, 90:].any()                                        # no left arm: nothing drawn there
+
+
+def write_pose_models(root):
+    """Tiny random ViTPose and RT-DETR folders, as the hub's have them."""
+    from transformers import (RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor, RTDetrResNetConfig,
+                              VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessor)
+    torch.manual_seed(0)
+    backbone = VitPoseBackboneConfig(image_size=[64, 48], patch_size=[16, 16], hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, out_indices=[1])
+    pose = VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=17)).eval()
+    with torch.no_grad():
+        pose.head.conv.bias.fill_(1.0)         # every heatmap peaks above the drawing threshold
+    pose.save_pretrained(root / "vitpose")
+    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(root / "vitpose")
+    resnet = RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], layer_type="basic",
+                                out_features=["stage2", "stage3", "stage4"])
+    RTDetrForObjectDetection(RTDetrConfig(
+        backbone_config=resnet, d_model=16, encoder_hidden_dim=16, encoder_in_channels=[16, 16, 16], encoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, num_queries=10,
+        num_labels=80, decoder_in_channels=[16, 16, 16], num_feature_levels=3)).eval().save_pretrained(root / "rtdetr-persons")
+    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(root / "rtdetr-persons")
+
+
+def test_pose_needs_its_files_and_then_draws_openpose_with_or_without_the_detector(tmp_path):
+    from studio.control.annotators import OPENPOSE_COLOURS, POSE, Annotators
+    annotators, picture = Annotators(), square(96)
+    with pytest.raises(InvalidRequest, match="models/annotators/vitpose/; missing: config.json"):
+        annotators.run(POSE, picture, tmp_path)
+    write_pose_models(tmp_path)
+    allowed = {(0, 0, 0), *OPENPOSE_COLOURS, *(tuple(round(c * 0.6) for c in k) for k in OPENPOSE_COLOURS)}
+    for detector in (True, False):
+        if not detector:
+            (tmp_path / "rtdetr-persons" / "model.safetensors").unlink()     # the whole picture: one person
+        drawn = annotators.run(POSE, picture, tmp_path)
+        assert drawn.shape == (96, 96, 3) and drawn.dtype == np.float32
+        colours = {tuple(c) for c in (drawn * 255).round().astype(int).reshape(-1, 3)}
+        assert colours <= allowed                    # black, OpenPose's colours and their limbs' 0.6
+    assert len(colours) > 1                          # the whole-picture person: some points drawn
+
+
 def test_units_on_a_compiled_unet_match_the_eager_picture_without_a_graph_a_step(models_dir, tmp_path):
     import shutil
 
@@ -470,12 +577,29 @@ def test_units_on_a_compiled_unet_match_the_eager_picture_without_a_graph_a_step
     assert np.abs(pictures[True] - pictures[False]).max() <= 3
 
 
-def test_only_masked_inpainting_with_a_unit_is_refused_with_a_message(studio):
+def test_only_masked_inpainting_takes_the_units_map_of_the_same_crop(studio):
+    """'Only masked' inpaints a crop around the mask scaled to the picture size; each unit's map
+    is made of that same crop of its picture (the square's corner lands mid-map, not where the
+    whole picture has it), the pixels outside the mask stay, and weight 0 is the plain picture."""
+    from PIL import Image
+    from studio.control.units import control_maps
     mask = np.zeros((64, 64), np.uint8)
-    mask[16:48, 16:48] = 255
-    with pytest.raises(InvalidRequest, match="do not combine with 'Only masked'"):
-        studio.local.run(make(studio, "inpaint", image=square(), mask=mask, only_masked=True,
-                              control=[{"model": "edges", "module": "canny"}]))
+    mask[40:56, 40:56] = 255
+    kw = dict(image=square(), mask=mask, only_masked=True, only_masked_padding=0, mask_blur=0)
+    request = make(studio, "inpaint", control=[{**EDGES, "processor_res": 64}], **kw)
+    (map_,) = control_maps(request, 64, 64, 7, None, Image.fromarray(mask))
+    edges = map_[..., 0] > 0.5
+    # the crop (40..56 of 64) holds the square's corner at (48, 48): in the map at (48 - 40) * 4 = 32
+    assert edges[:28, 29:36].any(axis=1).all() and edges[29:36, :28].any(axis=0).all()
+    assert not edges[38:].any() and not edges[:, 38:].any()      # beyond the corner: nothing
+    assert not edges[:28, 12:20].any()                           # the whole picture's left edge (x = 16): not here
+    controlled, result = pixels(studio, "inpaint", control=[{**EDGES, "processor_res": 64}], **kw)
+    plain, _ = pixels(studio, "inpaint", **kw)
+    outside = mask == 0
+    assert np.abs(controlled - square().astype(np.int16))[outside].max() <= 2   # pasted back: the rest unchanged
+    assert np.abs(controlled - plain)[~outside].mean() > 0.5
+    assert np.array_equal(pixels(studio, "inpaint", control=[{**EDGES, "weight": 0}], **kw)[0], plain)
+    assert 'ControlNet 0: "Module: canny' in result.images[0].parameters
 
 
 def test_png_info_puts_a_pictures_units_back_in_the_panel_and_never_as_pictureless_units():

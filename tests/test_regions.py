@@ -116,9 +116,22 @@ def test_the_base_prompt_mixes_in_by_its_ratio_and_both_are_recorded(studio):
     assert result.images[0].data["request"]["regions_ratio"] == "1,2"
 
 
+def test_prompt_editing_inside_regions_switches_at_its_step_like_the_plain_prompt(studio):
+    """The same edited prompt in every region gives the plain edited picture bit for bit (so the
+    switch happens at the same step), an edited region differs from both of its texts, and the
+    record's schedule shows the regions of each step range joined by BREAK. (The tiny test model
+    tells colours apart only faintly: the edited picture is neither fixed one, not far from both.)"""
+    plain, _ = pixels(studio, "a [red:blue:0.5] circle")
+    same, _ = pixels(studio, "a [red:blue:0.5] circle ADDCOL a [red:blue:0.5] circle")
+    assert np.array_equal(same, plain)
+    edited, result = pixels(studio, "a [red:blue:0.5] circle ADDCOL a square")
+    for fixed in ("a red circle ADDCOL a square", "a blue circle ADDCOL a square"):
+        assert not np.array_equal(edited, pixels(studio, fixed)[0])
+    schedule = result.images[0].data["parsed"]["schedule"]
+    assert [row[1] for row in schedule] == ["a red circle BREAK a square", "a blue circle BREAK a square"]
+
+
 def test_what_regions_do_not_combine_with_yet_is_refused_with_a_message(studio):
-    with pytest.raises(InvalidRequest, match="Prompt editing"):
-        pixels(studio, "a [red:blue:0.5] circle ADDCOL a square")
     with pytest.raises(InvalidRequest, match="prompt variants that differ within a batch"):
         pixels(studio, "a {red|blue} circle ADDCOL a square", variants="all", batch_size=2)
     with pytest.raises(InvalidRequest, match="has 3 numbers"):
@@ -155,7 +168,7 @@ def test_regional_prompters_arguments_become_the_studios_regions(prompt, changes
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({2: "Mask"}, "Mask mode is not available"),
+    ({2: "Mask"}, "Mask mode is not available here: send the painting as `regions_mask`"),
     ({2: "Prompt"}, "Prompt mode is not available"),
     ({11: "Latent"}, "Latent calculation is not available"),
     ({3: "Diagonal"}, "Columns or Rows"),

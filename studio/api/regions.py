@@ -66,6 +66,10 @@ def fields(body: Txt2ImgBody) -> dict[str, Any]:
 
 def _refuse_what_is_not_here(named: dict) -> None:
     mode = str(named["mode"] or "Matrix").strip().lower()
+    if mode == "mask":
+        raise InvalidRequest("Regional Prompter's Mask mode is not available here: send the painting as "
+                             "`regions_mask` (a base64 picture, one colour a region: red, green, blue...) with the "
+                             "prompt's parts joined by ADDCOL, the first for what is left unpainted.")
     if mode not in ("matrix", "nope"):
         raise InvalidRequest(f"Regional Prompter's {named['mode']} mode is not available here: use Matrix "
                              "(ADDCOL / ADDROW or BREAK with a divide ratio).")

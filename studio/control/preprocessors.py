@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from studio.control.annotators import DEPTH, Annotator
+from studio.control.annotators import DEPTH, NORMAL, POSE, SEGMENT, Annotator
 from studio.errors import InvalidRequest
 
 
@@ -157,6 +157,12 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("shuffle", "shuffle", shuffle, union_type=""),
     Preprocessor("depth_anything", "depth (Depth Anything: its files in models/annotators/depth-anything)", None,
                  annotator=DEPTH, union_type="depth"),
+    Preprocessor("normal_from_depth", "normals from depth (Depth Anything: models/annotators/depth-anything)", None,
+                 annotator=NORMAL, union_type="normal"),
+    Preprocessor("pose_vitpose", "pose, OpenPose's colours (ViTPose: models/annotators/vitpose)", None,
+                 annotator=POSE, union_type="openpose"),
+    Preprocessor("segmentation_ade20k", "segmentation, ADE20K colours (SegFormer: models/annotators/segformer-ade20k)",
+                 None, annotator=SEGMENT, union_type="segment"),
 )}
 # a ControlNet-Union model's control types, in the order its control_type vector has them
 UNION_TYPES = {"openpose": 0, "depth": 1, "hed": 2, "scribble": 2, "softedge": 2, "canny": 3, "lineart": 3,
@@ -166,14 +172,17 @@ ALIASES = {"scribble": "scribble_xdog", "inpaint_only": "inpaint", "softedge": "
            "lineart": "lineart_standard", "tile": "tile_resample", "blur": "blur_gaussian",
            "invert (from white bg & black line)": "invert", "depth": "depth_anything",
            "depth_midas": "depth_anything", "depth_zoe": "depth_anything", "depth_leres": "depth_anything",
-           "depth_anything_v2": "depth_anything"}
+           "depth_anything_v2": "depth_anything", "normal_midas": "normal_from_depth",
+           "openpose": "pose_vitpose",
+           "seg_ofade20k": "segmentation_ade20k", "seg_ufade20k": "segmentation_ade20k"}
 
 
 # what a model's name says it was trained on (sd-webui-controlnet's file names: control_v11p_sd15_canny,
 # ..._scribble) -> the preprocessor that makes its map; a drawing on the sketch pad is a scribble already
 MODEL_KINDS = (("canny", "canny"), ("scribble", "scribble_xdog"), ("softedge", "softedge_gradient"),
                ("lineart", "lineart_standard"), ("tile", "tile_resample"), ("inpaint", "inpaint"),
-               ("shuffle", "shuffle"), ("depth", "depth_anything"))
+               ("shuffle", "shuffle"), ("depth", "depth_anything"), ("normal", "normal_from_depth"), ("pose", "pose_vitpose"),
+               ("seg", "segmentation_ade20k"))
 
 
 def suggested(model: str | None, drawn: bool) -> str | None:

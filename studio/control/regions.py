@@ -211,18 +211,17 @@ def regional_attention(unet, regions: Regions | None, tokens: int, height: int, 
 class RegionalConditioner:
     """The regions' prompts encoded as one prompt each (the same number of chunks: `tokens`
     positions), laid side by side on the token axis, in the order `regions.texts`; the negative
-    prompt once a region. What the engine's denoise stage takes from a Conditioner."""
+    prompt once a region. What the engine's denoise stage takes from a Conditioner. Prompt
+    editing inside a region changes that region's part at its step; the record's schedule shows
+    the regions' prompts of each step range joined by BREAK, Regional Prompter's divider."""
 
     def __init__(self, conditioner, regions: Regions):
-        if conditioner.changes:
-            raise InvalidRequest("Prompt editing ([from:to:when], alternation) inside regional prompts is not "
-                                 "supported yet: write each region's prompt plainly.")
         self.inner, self.regions = conditioner, regions
-        self.per_image, self.segments, self.changes = 1, conditioner.segments[:1], False
+        self.per_image, self.changes = 1, conditioner.changes
+        self.segments = [(end, [" BREAK ".join(ps)], ns[:1]) for end, ps, ns in conditioner.segments]
         kw = conditioner.pipeline_kwargs()
         self.tokens = kw["prompt_embeds"].shape[1]
-        side = lambda x: x.reshape(1, -1, x.shape[-1])  # noqa: E731 - (regions, L, D) -> (1, regions*L, D)
-        self.kwargs = {"prompt_embeds": side(kw["prompt_embeds"]), "negative_prompt_embeds": side(kw["negative_prompt_embeds"])}
+        self.kwargs = {"prompt_embeds": _side(kw["prompt_embeds"]), "negative_prompt_embeds": _side(kw["negative_prompt_embeds"])}
         if "pooled_prompt_embeds" in kw:     # SDXL: the size conditioning's pooled text is the first prompt's
             self.kwargs.update(pooled_prompt_embeds=kw["pooled_prompt_embeds"][:1],
                                negative_pooled_prompt_embeds=kw["negative_pooled_prompt_embeds"][:1])
@@ -234,4 +233,16 @@ class RegionalConditioner:
         return self.inner.tensor_inputs()
 
     def update(self, pipe, step_index: int, kwargs: dict, images_per_prompt: int) -> dict:
-        return kwargs
+        from studio.prompts.conditioning import Embeds, put_embeds
+
+        e = self.inner.next_embeds(step_index)
+        if e is None:
+            return kwargs
+        first = lambda x: None if x is None else x[:1]  # noqa: E731
+        e = Embeds(_side(e.prompt), _side(e.negative), first(e.pooled), first(e.negative_pooled))
+        return put_embeds(pipe, kwargs, e, images_per_prompt, self.inner.sdxl)
+
+
+def _side(x):
+    """(regions, L, D) -> (1, regions * L, D): the regions' embeddings side by side."""
+    return x.reshape(1, -1, x.shape[-1])

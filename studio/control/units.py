@@ -17,17 +17,33 @@ FAMILY_BY_TEXT_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 
 
 def control_maps(request: GenerationRequest, width: int, height: int, seed: int,
-                 annotate: Annotate | None = None) -> list[np.ndarray]:
-    """Each unit's map (float32 HxWx3) for a picture of width x height."""
-    if request.control and request.mode == "inpaint" and request.only_masked:
-        raise InvalidRequest("ControlNet units do not combine with 'Only masked' inpainting yet (the map would "
-                             "cover the whole picture, the generation only the crop): turn 'Only masked' off.")
+                 annotate: Annotate | None = None, mask=None) -> list[np.ndarray]:
+    """Each unit's map (float32 HxWx3) for a picture of width x height. With 'Only masked'
+    inpainting each map is made of the same crop around `mask` (the request's mask as the
+    pipeline takes it, PIL) that the pipeline inpaints, as sd-webui-controlnet does."""
+    box = None
+    if request.control and request.mode == "inpaint" and request.only_masked and mask is not None:
+        from diffusers.image_processor import VaeImageProcessor
+        box = VaeImageProcessor.get_crop_region(mask, width, height, pad=request.only_masked_padding)
     maps = []
     for unit in request.control:
         picture = unit.image if unit.image is not None else request.image
-        mask = unit.mask if unit.mask is not None else request.mask
-        maps.append(control_map(unit, picture, mask, width, height, seed, annotate))
+        unit_mask = unit.mask if unit.mask is not None else request.mask
+        if box is not None:
+            picture, unit_mask = (None if a is None else _crop(np.asarray(a), box, mask.size)
+                                  for a in (picture, unit_mask))
+        maps.append(control_map(unit, picture, unit_mask, width, height, seed, annotate))
     return maps
+
+
+def _crop(array: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The part of `array` that `box` (x1, y1, x2, y2 on a picture of `size`) covers, scaled to the
+    array's own size (a control picture may be larger or smaller than the inpainted one)."""
+    h, w = array.shape[:2]
+    sx, sy = w / size[0], h / size[1]
+    x1, y1 = int(round(box[0] * sx)), int(round(box[1] * sy))
+    x2, y2 = max(x1 + 1, int(round(box[2] * sx))), max(y1 + 1, int(round(box[3] * sy)))
+    return np.ascontiguousarray(array[y1:y2, x1:x2])
 
 
 def _pixels_per_latent(model: ControlModel) -> int:

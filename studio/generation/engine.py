@@ -171,7 +171,7 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
                     steps=denoising_steps(request.mode, request.steps, request.strength),
                     image=request.input_image(), mask=mask, notes=notes,
                     toward=blend_target(request, presets, notes),
-                    control_maps=control_maps(request, width, height, seed, annotate))
+                    control_maps=control_maps(request, width, height, seed, annotate, mask))
 
 
 def annotator_runner(manager: ModelManager, library: ModelLibrary | None) -> Annotate | None:

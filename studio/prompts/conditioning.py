@@ -262,27 +262,36 @@ class Conditioner:
     def tensor_inputs(self) -> list[str]:
         return ["prompt_embeds", "add_text_embeds"] if self.sdxl else ["prompt_embeds"]
 
-    def update(self, pipe, step_index: int, kwargs: dict, images_per_prompt: int) -> dict:
-        """In callback_on_step_end after step `step_index` (0-based): the embeddings of the next
-        step (A1111 numbers steps from 1)."""
+    def next_embeds(self, step_index: int) -> Embeds | None:
+        """After step `step_index` (0-based): the next step's embeddings when they change there
+        (A1111 numbers steps from 1), else None."""
         nxt = step_index + 2
         if nxt > self.steps or self._segment(nxt) == self._segment(nxt - 1):
-            return kwargs
-        e = self._pair(nxt)
-        cfg = pipe.do_classifier_free_guidance
+            return None
+        return self._pair(nxt)
 
-        def both(neg, pos):
-            neg = neg.repeat_interleave(images_per_prompt, dim=0)
-            pos = pos.repeat_interleave(images_per_prompt, dim=0)
-            return torch.cat([neg, pos]) if cfg else pos
-
-        kwargs["prompt_embeds"] = both(e.negative, e.prompt).to(kwargs["prompt_embeds"].dtype)
-        if self.sdxl and "add_text_embeds" in kwargs:
-            kwargs["add_text_embeds"] = both(e.negative_pooled, e.pooled).to(kwargs["add_text_embeds"].dtype)
-        return kwargs
+    def update(self, pipe, step_index: int, kwargs: dict, images_per_prompt: int) -> dict:
+        """In callback_on_step_end after step `step_index`: the embeddings of the next step."""
+        e = self.next_embeds(step_index)
+        return kwargs if e is None else put_embeds(pipe, kwargs, e, images_per_prompt, self.sdxl)
 
     def _segment(self, step: int) -> int:
         return next(i for i, s in enumerate(self.segments) if step <= s[0])
+
+
+def put_embeds(pipe, kwargs: dict, e: Embeds, images_per_prompt: int, sdxl: bool) -> dict:
+    """`kwargs` of callback_on_step_end with the embeddings `e` in place of the step's."""
+    cfg = pipe.do_classifier_free_guidance
+
+    def both(neg, pos):
+        neg = neg.repeat_interleave(images_per_prompt, dim=0)
+        pos = pos.repeat_interleave(images_per_prompt, dim=0)
+        return torch.cat([neg, pos]) if cfg else pos
+
+    kwargs["prompt_embeds"] = both(e.negative, e.prompt).to(kwargs["prompt_embeds"].dtype)
+    if sdxl and "add_text_embeds" in kwargs:
+        kwargs["add_text_embeds"] = both(e.negative_pooled, e.pooled).to(kwargs["add_text_embeds"].dtype)
+    return kwargs
 
 
 def _at(sched: list[tuple[int, str]], step: int) -> str:
