@@ -50,6 +50,13 @@ class TrainConfig:
     time_budget_min: float = 0.0    # if set, stop the UNet stages early when the run reaches this
     refine_decoder_steps: int = 2_000   # --refine-decoder: see `refine_decoder`
     refine_decoder_lr: float = 2e-3
+    # --two-objects (refine.refine_two_objects): the UNet trained on from a finished model on
+    # a world where a share of the pictures hold two different objects, captioned with their places
+    two_object_steps: int = 2_500
+    two_object_lr: float = 2e-4
+    two_object_share: float = 0.4
+    two_object_high_noise_share: float = 0.2
+    two_object_detail_steps: int = 900     # then stage 5b's recipe on the same pictures (refine.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -71,5 +78,5 @@ CONFIGS = {
     "smoke": TrainConfig(name="smoke", n_images=48, vae_channels=(8, 16, 16), vae_steps=4, decoder_steps=4,
                          vae_batch=8, unet_channels=(16, 32, 32), text_dim=16, text_layers=1,
                          unet_steps=6, detail_steps=3, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0,
-                         inpaint_steps=4, refine_decoder_steps=4),
+                         inpaint_steps=4, refine_decoder_steps=4, two_object_steps=4, two_object_detail_steps=3),
 }

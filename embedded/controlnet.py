@@ -150,8 +150,15 @@ def train(cfg: ControlConfig, model: Path, work: Path) -> dict:
               "seconds": round(seconds, 1), "data seconds": data["seconds"], "machine": machine_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "params": sum(p.numel() for p in net.parameters()),
+              "teacher_unet_sha256": teacher_unet_sha256(model),
               "loss_first_100": _mean(losses[:100]), "loss_last_100": _mean(losses[-100:])}
     return {"controlnet": average, "record": record}
+
+
+def teacher_unet_sha256(model: Path) -> str:
+    """The sha256 of the teacher UNet's weights a ControlNet was trained beside."""
+    import hashlib
+    return hashlib.sha256((model / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
 
 
 def _mean(values: list[float]) -> float | None:

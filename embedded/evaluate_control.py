@@ -143,6 +143,11 @@ def card(model: Path, figures: dict) -> str:
                      f"{r['shape']:.1%} | {r['placed']:.1%} | {r['colour']:.1%} | {r['median offset px']} |"
                      for name, r in (("with the scribble", w), ("without control", p), ("cyan star, held-out place", s)))
     c = rec["config"]
+    from .controlnet import teacher_unet_sha256
+    trained_beside = rec.get("teacher_unet_sha256")
+    teacher = ("" if trained_beside in (None, teacher_unet_sha256(model)) else
+               f"\n- trained beside an earlier teacher UNet (sha256 {trained_beside[:12]}...); the teacher has been "
+               "trained on since (its card says how): the figures below are measured with the current one")
     return f"""# embedded-scribble: the embedded model's scribble ControlNet
 
 A ControlNet (diffusers `ControlNetModel`, {rec['params']:,} parameters) for the embedded shape-world
@@ -164,7 +169,7 @@ ControlNet unit; the sketch pad draws what it takes.
   teacher's v-prediction loss and noise weighting, {c['high_noise_share']:.0%} of each batch at t >= 900;
   exported: a slow average (decay {c['average']}) in fp16
 - time: {rec['seconds'] / 60:.0f} min of training (+{rec['data seconds']:.0f} s of data) on {rec['machine']},
-  {rec['threads']} threads; loss {rec['loss_first_100']} (first 100 steps) -> {rec['loss_last_100']} (last 100)
+  {rec['threads']} threads; loss {rec['loss_first_100']} (first 100 steps) -> {rec['loss_last_100']} (last 100){teacher}
 
 ## What it does (python -m embedded.evaluate_control --card)
 {figures['settings']['held-out shapes']} held-out shapes placed anywhere (seeds the training never used), the

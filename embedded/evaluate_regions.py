@@ -12,8 +12,8 @@ checker reads each half (left / right, or top / bottom) as its object's colour a
 background. Objects: (colour, shape) pairs of training, two different colours, a background
 unlike both, drawn from a seed of their own; noise seeds the training never used; the studio's
 defaults otherwise (sampler, 20 steps, CFG), through Studio.local.run (the product's own path).
-BASE_RATIO was chosen on 30 column prompts of another draw (CHOOSING_SEED: 0.3, 0.5, 0.7 tried),
-not on the record's prompts.
+BASE_RATIO was chosen on 30 prompts a layout of another draw (CHOOSING_SEED, noise seeds of their
+own), not on the record's prompts: `--choose` prints that draw's figures for each ratio tried.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ PROMPT_SEED = 5_151
 CHOOSING_SEED = 4_242        # the draw BASE_RATIO was chosen on
 BASE_RATIO = 0.5
 NOISE_SEED = 800_000
+CHOICES = (0.3, 0.5, 0.7, 0.85)     # base ratios --choose tries
 SIDES = {"columns": (("left", "right"), "ADDCOL"), "rows": (("top", "bottom"), "ADDROW")}
 
 
@@ -102,6 +103,25 @@ def evaluate(n: int) -> dict:
     return figures
 
 
+def choose(n: int = 30) -> dict:
+    """Both objects right with the one prompt as the base, for each base ratio of CHOICES, on
+    `n` prompts a layout of the choosing draw: what BASE_RATIO was chosen on."""
+    from studio.config import Settings
+    from studio.serving.studio import Studio
+    import tempfile
+    studio = Studio.from_settings(Settings(outputs=tempfile.mkdtemp(prefix="regions-choose-")))
+    figures = {}
+    for layout in SIDES:
+        for ratio in CHOICES:
+            right = 0
+            for i, (a, b, bg) in enumerate(pairs(n, CHOOSING_SEED + (layout == "rows"))):
+                made = studio.make_request("txt2img", prompt=prompts(a, b, bg, layout)[2], seed=NOISE_SEED + 10_000 + i,
+                                           width=64, height=64, base_ratio=ratio)
+                right += both_right(np.asarray(studio.local.run(made).images[0].image), a, b, bg, layout)["both"]
+            figures[f"{layout}, base ratio {ratio}"] = round(right / n, 4)
+    return figures
+
+
 def _summary(verdicts: list[dict]) -> dict:
     n = len(verdicts)
     both = sum(v["both"] for v in verdicts) / n
@@ -114,9 +134,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m embedded.evaluate_regions", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100, help="prompts a layout (columns, rows)")
+    p.add_argument("--choose", action="store_true", help="the base ratios tried on the choosing draw instead")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    figures = evaluate(args.n)
+    figures = choose() if args.choose else evaluate(args.n)
     print(json.dumps(figures, indent=2))
     return figures
 

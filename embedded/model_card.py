@@ -89,6 +89,14 @@ def _history_lines(rec: dict, cfg: dict) -> tuple[str, str]:
                     f"text encoder and latent space unchanged): `{r['command']}`, {r['steps']} steps, "
                     f"lr {r['lr']}, gradient norm clipped at {r['clip']}, PSNR {r['psnr_db_before']} -> "
                     f"{r['psnr_db']} dB, {r['seconds'] / 60:.0f} min on {r['machine']}, {r['threads']} threads")
+    r = rec.get("two_object_refine")
+    if r:
+        earlier += (f"\n- then the text-to-image UNet trained on, text encoder frozen, on a world where "
+                    f"{r['two_object_share']:.0%} of the pictures are two different objects captioned with their "
+                    f"places (the rest the world's own mix): `{r['command']}`, {r['steps']} steps, lr {r['lr']} "
+                    f"(cosine), {r['high_noise_share']:.0%} of each batch at high noise, then {r['detail_steps']} "
+                    f"detail steps at lr {r['detail_lr']}; {r['seconds'] / 60:.0f} min on {r['machine']}, "
+                    f"{r['threads']} threads")
     return decoder, earlier
 
 

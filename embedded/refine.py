@@ -1,10 +1,12 @@
 """Later stages on a finished model folder, keeping everything else bit for bit:
 `python -m embedded.train --refine-decoder MODEL_FOLDER` fine-tunes only the VAE decoder
 (`refine_decoder`), `--retrain-inpaint MODEL_FOLDER` trains only the inpainting UNet again
-(`retrain_inpaint`)."""
+(`retrain_inpaint`), `--two-objects MODEL_FOLDER` trains the text-to-image UNet on with more
+two-object pictures (`refine_two_objects`)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -147,3 +149,78 @@ def retrain_inpaint(source: Path, out: Path, work: Path, device: str | None = No
     _write_folder(source, out, rec, INPAINT_FOLDER, trained["unet"])
     print(f"inpainting UNet retrained in {time.time() - started:.0f} s")
     return rec
+
+
+def refine_two_objects(source: Path, out: Path, work: Path, device: str | None = None,
+                       threads: int | None = None, command: str | None = None, config: str = "full",
+                       steps: int | None = None) -> dict:
+    """Train a finished model folder's text-to-image UNet on, from its fp16 weights, on a world
+    where `two_object_share` of the pictures are two different objects captioned with their
+    places (`world.two_object_dataset`; the rest the world's own mix, so what it drew stays),
+    with the text encoder frozen: the student, the inpainting UNet and the ControlNet read the
+    same prompts as before. Then a detail phase on the same pictures (stage 5b's recipe: no
+    high-noise share, plain min-SNR), because the first phase alone moved the record's held-out
+    figures (600 prompts) from colour 92.2% / position 95.3% / shape 89.2% to 89.5% / 97.8% /
+    85.0%: layout up, colour and shape just below their intervals. Issue 39: a plain two-object prompt put both objects right on their
+    sides in 15% of pictures and regional prompts reached 42%; the model had seen two different
+    objects in a fifth of its pictures, with their places named in half of those."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .model import TOKENIZER_SOURCE, load_tokenizer
+    from .unet import Phase, stage_unet
+
+    started = time.time()
+    device, rec, cfg = _begin(source, "--two-objects", device, threads, config)
+    cfg = replace(cfg, text_tokens=rec["config"].get("text_tokens", 77), two_object_steps=steps or cfg.two_object_steps)
+    f32 = dict(torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **f32).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **f32)
+    text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **f32)
+    sub = work / "two-objects"
+    sub.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    images, captions = _two_object_data(cfg, sub)
+    with torch.no_grad():
+        latents, _ = stage_latents(cfg, sub, vae, images, device)
+    prep_s = time.time() - t
+    ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), captions, cfg.text_tokens)
+    phases = (Phase("UNet two objects", "two_objects", "unet-two-objects.pt", cfg.two_object_steps, cfg.two_object_lr,
+                    cfg.two_object_high_noise_share, cfg.snr_floor, 13, "cosine", train_text=False),
+              Phase("UNet two objects detail", "two_objects_detail", "unet-two-objects-detail.pt",
+                    cfg.two_object_detail_steps, cfg.detail_lr, cfg.detail_high_noise_share, cfg.detail_snr_floor, 17,
+                    "cosine", train_text=False))
+    seconds, steps = 0.0, []
+    for phase in phases:            # each from the one before's EMA, as stage 5b goes on from stage 5
+        trained = stage_unet(cfg, phase, sub, unet, text, ids, empty, latents, rec["latent_scale"], device, started)
+        unet = copy.deepcopy(trained["unet"]).cpu()
+        seconds, steps = seconds + trained["seconds"], steps + [trained["steps"]]
+    rec = dict(rec)
+    rec["two_object_refine"] = {
+        "command": command or f"python -m embedded.train --two-objects {source}",
+        "steps": steps[0], "lr": cfg.two_object_lr, "batch": cfg.batch, "images": cfg.n_images,
+        "two_object_share": cfg.two_object_share, "high_noise_share": cfg.two_object_high_noise_share,
+        "snr_floor": cfg.snr_floor, "detail_steps": steps[1], "detail_lr": cfg.detail_lr,
+        "text_encoder": "frozen", "seconds": round(seconds, 1),
+        "device": device, "threads": torch.get_num_threads(), "machine": machine_name(),
+        "torch": torch.__version__, "resumed": list(RESUMED)}
+    rec["timings_s"] = {**rec["timings_s"], "two_objects_s": round(seconds + prep_s, 1)}
+    _write_folder(source, out, rec, "unet", trained["unet"])
+    print(f"UNet trained on two-object pictures in {time.time() - started:.0f} s")
+    return rec
+
+
+def _two_object_data(cfg, work: Path):
+    """The refinement's pictures and captions (cached in `work`): a world of its own seed, so
+    none of it repeats the pictures the model was trained on."""
+    import numpy as np
+
+    from .world import two_object_dataset
+
+    path = work / "data.npz"
+    if path.exists():
+        d = np.load(path, allow_pickle=False)
+        return d["images"], [str(c) for c in d["captions"]]
+    images, captions = two_object_dataset(cfg.n_images, seed=cfg.seed + 39, share=cfg.two_object_share, size=cfg.size)
+    np.savez(path, images=images, captions=np.array(captions))
+    return images, captions

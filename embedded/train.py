@@ -4,6 +4,7 @@
     python -m embedded.train --config smoke   # seconds; what the tests run
     python -m embedded.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
     python -m embedded.train --retrain-inpaint assets/embedded-model  # the inpainting UNet only
+    python -m embedded.train --two-objects assets/embedded-model      # the UNet on, more two-object pictures
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
@@ -183,6 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retrain-inpaint", type=Path, metavar="MODEL_FOLDER",
                    help="only train the inpainting UNet of a model folder this command wrote again (from its "
                         "UNet, text encoder and VAE, which stay unchanged) and write it to --out")
+    p.add_argument("--two-objects", type=Path, metavar="MODEL_FOLDER",
+                   help="only train the text-to-image UNet of a model folder this command wrote on, with more "
+                        "two-object pictures (text encoder, VAE and the other UNets unchanged), and write it to --out")
+    p.add_argument("--two-object-steps", type=int, help="with --two-objects (default: the config's)")
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
@@ -203,6 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         retrain_inpaint(_kept_source(args.retrain_inpaint, out, work / "inpaint-source"), out, work,
                         args.device, args.threads, command, config=args.config, steps=args.inpaint_steps,
                         lr=args.inpaint_lr)
+        print(f"model written to {out}")
+        return
+    if args.two_objects:
+        from .refine import refine_two_objects
+        refine_two_objects(_kept_source(args.two_objects, out, work / "two-objects-source"), out, work,
+                           args.device, args.threads, command, config=args.config, steps=args.two_object_steps)
         print(f"model written to {out}")
         return
     if args.refine_decoder:

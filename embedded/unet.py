@@ -33,6 +33,8 @@ class Phase:
     snr_floor: float
     seed_offset: int
     schedule: str = "cosine"   # lr after warm-up (`common._lr_at`)
+    train_text: bool = True    # False: the text encoder stays as it is (the student, the inpainting
+                               # UNet and the ControlNet read the same one)
 
 
 def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
@@ -93,7 +95,8 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
     if state.get("done"):
         ema_unet.load_state_dict(state["ema_unet"]); ema_text.load_state_dict(state["ema_text"])
         return {"unet": ema_unet, "text": ema_text, "steps": state["step"], "seconds": state.get("seconds")}
-    params = list(unet.parameters()) + list(text.parameters())
+    params = list(unet.parameters()) + (list(text.parameters()) if phase.train_text else [])
+    text.requires_grad_(phase.train_text)
     opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=1e-2)
     step = 0
     if state:
@@ -103,7 +106,7 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         opt.load_state_dict(state["opt"]); step = state["step"]
     for m in (unet, text, ema_unet, ema_text):
         m.to(device)
-    unet.train(); text.train()
+    unet.train(); text.train(phase.train_text)
     sched = noise_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
@@ -122,7 +125,8 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         noisy = sched.add_noise(x0, noise, t)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg, phase.steps, phase.lr, phase.schedule)
-        cond = text(tok.to(device))[0]
+        with torch.set_grad_enabled(phase.train_text):
+            cond = text(tok.to(device))[0]
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         target = sched.get_velocity(x0, noise, t)
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
@@ -134,7 +138,8 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_text, text, decay)
+        if phase.train_text:
+            _ema_update(ema_text, text, decay)
         step += 1
         bar.update(1)
         if step % 25 == 0:

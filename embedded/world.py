@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "SIZE_RADIUS", "POSITIONS", "HELDOUT_PAIRS",
     "HELDOUT_COLOUR_BG", "Obj", "Scene", "object_centre", "object_box", "render", "draw_shape", "shape_polygon", "RING_HOLE",
-    "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts",
+    "position_phrase", "caption", "full_caption", "short_caption", "sample_scene", "heldout_prompts", "two_object_scene", "two_object_dataset",
     "make_dataset", "contact_sheet", "vocabulary", "VOCABULARY_KNOWS",
 ]
 
@@ -244,10 +244,11 @@ def _caption_one(obj: Obj, background: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def _caption_two(a: Obj, b: Obj, background: str, rng: random.Random) -> str:
-    """Caption a two-object scene: "two yellow triangles" or "a red circle and a blue square"."""
+def _caption_two(a: Obj, b: Obj, background: str, rng: random.Random, places: bool = False) -> str:
+    """Caption a two-object scene: "two yellow triangles" or "a red circle and a blue square"
+    (`places`: always with each object's place)."""
     say_bg = rng.random() < 0.7
-    say_pos = rng.random() < 0.5
+    say_pos = rng.random() < 0.5 or places
     bg = f" {_background_phrase(background, rng)}" if say_bg else ""
     if (a.shape, a.colour) == (b.shape, b.colour):
         size = f"{a.size} " if a.size == b.size and rng.random() < 0.5 else ""
@@ -341,6 +342,23 @@ def sample_scene(rng: random.Random, split: Literal["train", "heldout"] = "train
     return Scene((a, b), _pick_background({colour, colour2}, rng, train=True))
 
 
+def two_object_scene(rng: random.Random) -> tuple[Scene, str]:
+    """Two different training (colour, shape) pairs of two colours, anywhere their boxes stay
+    clear, on a third colour, captioned with each object's place ("an orange circle on the left
+    and a cyan square on the right"): what `--two-objects` adds to the world (embedded/refine.py)."""
+    while True:
+        (c1, s1), (c2, s2) = rng.sample(_TRAIN_PAIRS, 2)
+        if c1 != c2:
+            break
+    while True:
+        p1, p2 = rng.sample(_POSITION_NAMES, 2)
+        a, b = Obj(s1, c1, rng.choice(SIZES), p1), Obj(s2, c2, rng.choice(SIZES), p2)
+        if _boxes_clear(a, b):
+            break
+    scene = Scene((a, b), _pick_background({c1, c2}, rng, train=True))
+    return scene, _caption_two(a, b, scene.background, rng, places=True)
+
+
 def heldout_prompts(n: int = 200, seed: int = 0, position: bool = True) -> list[tuple[Scene, str]]:
     """A fixed evaluation set: distinct single-object held-out scenes with full captions (with
     `position=False`: captions without the position, `short_caption`; the scene's position then
@@ -381,6 +399,23 @@ def make_dataset(n: int, seed: int, size: int = 64,
         captions.append(caption(scene, rng))
         scenes.append(scene)
     return images, captions, scenes
+
+
+def two_object_dataset(n: int, seed: int, share: float, size: int = 64) -> tuple[np.ndarray, list[str]]:
+    """`n` pictures and captions: a `share` of `two_object_scene`s, the rest the world's own mix
+    (`sample_scene`); deterministic from `seed`."""
+    rng = random.Random(seed)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    captions: list[str] = []
+    for i in range(n):
+        if rng.random() < share:
+            scene, text = two_object_scene(rng)
+        else:
+            scene = sample_scene(rng)
+            text = caption(scene, rng)
+        images[i] = np.asarray(render(scene, size))
+        captions.append(text)
+    return images, captions
 
 
 VOCABULARY_KNOWS = "shapes, colours, sizes, positions and backgrounds"

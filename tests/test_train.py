@@ -353,6 +353,12 @@ def test_refine_decoder_changes_only_the_decoder_and_records_it(tmp_path):
     assert "decoder alone" in (tmp_path / "r" / "README.md").read_text()
 
 
+def same(a, b) -> bool:
+    """Two models with the same weights, bit for bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_path):
     """`--retrain-inpaint`: the inpainting UNet of a finished model is trained again from its
     text-to-image UNet; the VAE, that UNet and the text encoder stay bit for bit, the record
@@ -364,10 +370,6 @@ def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_pat
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     main(["--config", "smoke", "--retrain-inpaint", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
           "--work", str(tmp_path / "w"), "--inpaint-steps", "3"])
-
-    def same(a, b):
-        sa, sb = a.state_dict(), b.state_dict()
-        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
     assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
     assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
@@ -382,3 +384,32 @@ def test_retrain_inpaint_changes_only_the_inpainting_unet_and_records_it(tmp_pat
     from embedded.evaluate import main as evaluate
     evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
     assert "inpainting UNet trained again" in (tmp_path / "r" / "README.md").read_text()
+
+
+def test_two_objects_trains_only_the_unet_on_and_records_it(tmp_path):
+    """`--two-objects`: the text-to-image UNet of a finished model goes on training on a world
+    with more two-object pictures; the VAE, the text encoder (frozen: the student, the inpainting
+    UNet and the ControlNet read it) and the inpainting UNet stay bit for bit, the record says
+    what was done, and the model card says so."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from embedded.train import main
+    from embedded.world import two_object_dataset
+    train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    main(["--config", "smoke", "--two-objects", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
+          "--work", str(tmp_path / "w"), "--two-object-steps", "3"])
+    assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
+    assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
+    assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "inpaint-unet") for n in ("m", "r")))
+    assert not same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
+    rec = json.loads((tmp_path / "r" / "training.json").read_text())
+    refine = rec["two_object_refine"]
+    assert refine["steps"] == 3 and refine["text_encoder"] == "frozen" and "--two-objects" in refine["command"]
+    assert rec["timings_s"]["two_objects_s"] > 0
+    _, captions = two_object_dataset(400, seed=1, share=0.5)
+    two = [c for c in captions if " and " in c and "two " not in c]
+    assert 0.4 < len(two) / 400 < 0.75           # the share, plus the world's own two-object pictures
+    from embedded.evaluate import main as evaluate
+    evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
+    assert "two different objects captioned with their places" in (tmp_path / "r" / "README.md").read_text()
