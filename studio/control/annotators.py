@@ -20,6 +20,7 @@ CPU, in the request's prepare stage, outside the model lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -75,10 +76,13 @@ def missing(annotator: Annotator, root: Path | None) -> str | None:
             f"models/annotators/{annotator.folder}/; missing: {', '.join(absent)}. The studio never downloads them.")
 
 
+@functools.lru_cache(maxsize=1)
 def ade20k_palette() -> np.ndarray:
-    """ADE20K's 150 class colours (uint8, 150 x 3), wall first."""
+    """ADE20K's 150 class colours (uint8, 150 x 3, read-only), wall first: read once, not a map."""
     table = json.loads((Path(__file__).with_name("ade20k_palette.json")).read_text(encoding="utf-8"))
-    return np.asarray(table["palette"], dtype=np.uint8)
+    palette = np.asarray(table["palette"], dtype=np.uint8)
+    palette.flags.writeable = False
+    return palette
 
 
 def normals_from_depth(depth: np.ndarray, background: float = NORMAL_BACKGROUND,
