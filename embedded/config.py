@@ -57,6 +57,12 @@ class TrainConfig:
     two_object_share: float = 0.4
     two_object_high_noise_share: float = 0.2
     two_object_detail_steps: int = 900     # then stage 5b's recipe on the same pictures (refine.py)
+    # --regions (refine.refine_regions): the UNet trained on with a share of two-object pictures
+    # conditioned region by region (embedded/regional.py), text encoder frozen
+    regions_steps: int = 1_500
+    regions_lr: float = 2e-4
+    regions_share: float = 0.4
+    regions_detail_steps: int = 600
     extra: dict = field(default_factory=dict)
 
 
@@ -78,5 +84,6 @@ CONFIGS = {
     "smoke": TrainConfig(name="smoke", n_images=48, vae_channels=(8, 16, 16), vae_steps=4, decoder_steps=4,
                          vae_batch=8, unet_channels=(16, 32, 32), text_dim=16, text_layers=1,
                          unet_steps=6, detail_steps=3, batch=8, warmup=2, checkpoint_every=3, time_budget_min=0.0,
-                         inpaint_steps=4, refine_decoder_steps=4, two_object_steps=4, two_object_detail_steps=3),
+                         inpaint_steps=4, refine_decoder_steps=4, two_object_steps=4, two_object_detail_steps=3,
+                         regions_steps=4, regions_detail_steps=3),
 }

@@ -82,12 +82,17 @@ def both_right(picture: np.ndarray, a: Obj, b: Obj, bg: str, layout: str) -> dic
             "colours right": sum(bool(v.colour) for v in verdicts) / 2}
 
 
-def evaluate(n: int) -> dict:
+def _studio(model: str, prefix: str):
+    """The studio on `model` (a model folder; "": the embedded model), saving into a temporary folder."""
     from studio.config import Settings
     from studio.serving.studio import Studio
     import tempfile
+    return Studio.from_settings(Settings(model=model, outputs=tempfile.mkdtemp(prefix=prefix)))
+
+
+def evaluate(n: int, model: str = "") -> dict:
     began = time.time()
-    studio = Studio.from_settings(Settings(outputs=tempfile.mkdtemp(prefix="regions-eval-")))
+    studio = _studio(model, "regions-eval-")
     figures: dict = {}
     for layout in SIDES:
         rows = {"one prompt": [], "regions": [], "one prompt as the regions' base": []}
@@ -103,13 +108,10 @@ def evaluate(n: int) -> dict:
     return figures
 
 
-def choose(n: int = 30) -> dict:
+def choose(n: int = 30, model: str = "") -> dict:
     """Both objects right with the one prompt as the base, for each base ratio of CHOICES, on
     `n` prompts a layout of the choosing draw: what BASE_RATIO was chosen on."""
-    from studio.config import Settings
-    from studio.serving.studio import Studio
-    import tempfile
-    studio = Studio.from_settings(Settings(outputs=tempfile.mkdtemp(prefix="regions-choose-")))
+    studio = _studio(model, "regions-choose-")
     figures = {}
     for layout in SIDES:
         for ratio in CHOICES:
@@ -135,9 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100, help="prompts a layout (columns, rows)")
     p.add_argument("--choose", action="store_true", help="the base ratios tried on the choosing draw instead")
+    p.add_argument("--model", default="", help="a model folder (default: the embedded model)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    figures = choose() if args.choose else evaluate(args.n)
+    figures = choose(model=args.model) if args.choose else evaluate(args.n, args.model)
     print(json.dumps(figures, indent=2))
     return figures
 

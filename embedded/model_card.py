@@ -97,6 +97,14 @@ def _history_lines(rec: dict, cfg: dict) -> tuple[str, str]:
                     f"(cosine), {r['high_noise_share']:.0%} of each batch at high noise, then {r['detail_steps']} "
                     f"detail steps at lr {r['detail_lr']}; {r['seconds'] / 60:.0f} min on {r['machine']}, "
                     f"{r['threads']} threads")
+    r = rec.get("regions_refine")
+    if r:
+        earlier += (f"\n- then the text-to-image UNet trained on, text encoder frozen, with {r['two_object_share']:.0%} "
+                    f"of the pictures two objects, a third of those captioned whole, a third conditioned region by "
+                    f"region through the studio's regional attention (each object's own caption in its region) and "
+                    f"a third the same under the whole caption as base (embedded/regional.py): `{r['command']}`, "
+                    f"{r['steps']} steps, lr {r['lr']} (cosine), then {r['detail_steps']} detail steps at lr "
+                    f"{r['detail_lr']}; {r['seconds'] / 60:.0f} min on {r['machine']}, {r['threads']} threads")
     return decoder, earlier
 
 

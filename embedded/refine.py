@@ -165,37 +165,22 @@ def refine_two_objects(source: Path, out: Path, work: Path, device: str | None =
     Why (issue 39): a plain two-object prompt put both objects right on their sides in 15% of
     pictures and regional prompts reached 42%; the model had seen two different objects in a
     fifth of its pictures, with their places named in half of those (after: 42% and 71%)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from .model import TOKENIZER_SOURCE, load_tokenizer
-    from .unet import Phase, stage_unet
+    from .unet import Phase
 
     started = time.time()
     device, rec, cfg = _begin(source, "--two-objects", device, threads, config)
     cfg = replace(cfg, text_tokens=rec["config"].get("text_tokens", 77), two_object_steps=steps or cfg.two_object_steps)
-    f32 = dict(torch_dtype=torch.float32)
-    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **f32).to(device).eval()
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **f32)
-    text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **f32)
-    sub = work / "two-objects"
-    sub.mkdir(parents=True, exist_ok=True)
-    t = time.time()
-    images, captions = _two_object_data(cfg, sub)
-    with torch.no_grad():
-        latents, _ = stage_latents(cfg, sub, vae, images, device)
-    prep_s = time.time() - t
-    ids, empty = _tokens(load_tokenizer(TOKENIZER_SOURCE), captions, cfg.text_tokens)
     phases = (Phase("UNet two objects", "two_objects", "unet-two-objects.pt", cfg.two_object_steps, cfg.two_object_lr,
                     cfg.two_object_high_noise_share, cfg.snr_floor, 13, "cosine", train_text=False),
               Phase("UNet two objects detail", "two_objects_detail", "unet-two-objects-detail.pt",
                     cfg.two_object_detail_steps, cfg.detail_lr, cfg.detail_high_noise_share, cfg.detail_snr_floor, 17,
                     "cosine", train_text=False))
-    seconds, steps = 0.0, []
-    for phase in phases:            # each from the one before's EMA, as stage 5b goes on from stage 5
-        trained = stage_unet(cfg, phase, sub, unet, text, ids, empty, latents, rec["latent_scale"], device, started)
-        unet = copy.deepcopy(trained["unet"]).cpu()
-        seconds, steps = seconds + trained["seconds"], steps + [trained["steps"]]
+
+    def data(sub: Path, tokenizer):
+        images, captions = _two_object_data(cfg, sub)
+        return images, _tokens(tokenizer, captions, cfg.text_tokens), None
+
+    seconds, steps, prep_s, unet = _refine_unet(source, work / "two-objects", cfg, rec, device, phases, data, started)
     rec = dict(rec)
     rec["two_object_refine"] = {
         "command": command or f"python -m embedded.train --two-objects {source}",
@@ -206,9 +191,79 @@ def refine_two_objects(source: Path, out: Path, work: Path, device: str | None =
         "device": device, "threads": torch.get_num_threads(), "machine": machine_name(),
         "torch": torch.__version__, "resumed": list(RESUMED)}
     rec["timings_s"] = {**rec["timings_s"], "two_objects_s": round(seconds + prep_s, 1)}
-    _write_folder(source, out, rec, "unet", trained["unet"])
+    _write_folder(source, out, rec, "unet", unet)
     print(f"UNet trained on two-object pictures in {time.time() - started:.0f} s")
     return rec
+
+
+def refine_regions(source: Path, out: Path, work: Path, device: str | None = None,
+                   threads: int | None = None, command: str | None = None, config: str = "full",
+                   steps: int | None = None) -> dict:
+    """Train a finished model folder's text-to-image UNet on (text encoder frozen, as in
+    `refine_two_objects`) with a share of its pictures conditioned region by region through the
+    studio's masked cross-attention (embedded/regional.py: why), on a world of its own seed
+    (`world.regional_dataset`); then the detail phase on the same pictures."""
+    from .regional import CHUNKS, RegionalTraining
+    from .unet import Phase
+
+    started = time.time()
+    device, rec, cfg = _begin(source, "--regions", device, threads, config)
+    cfg = replace(cfg, text_tokens=rec["config"].get("text_tokens", 77), regions_steps=steps or cfg.regions_steps)
+    phases = (Phase("UNet regions", "regions", "unet-regions.pt", cfg.regions_steps, cfg.regions_lr,
+                    cfg.two_object_high_noise_share, cfg.snr_floor, 19, "cosine", train_text=False),
+              Phase("UNet regions detail", "regions_detail", "unet-regions-detail.pt", cfg.regions_detail_steps,
+                    cfg.detail_lr, cfg.detail_high_noise_share, cfg.detail_snr_floor, 23, "cosine", train_text=False))
+
+    def data(sub: Path, tokenizer):
+        images, texts, boxes, ratios = _regional_data(cfg, sub)
+        ids, empty = _tokens(tokenizer, [t for three in texts for t in three], cfg.text_tokens)
+        ids = ids.reshape(len(texts), CHUNKS, -1)
+        return images, (ids, empty), RegionalTraining(ids, boxes, ratios)
+
+    seconds, steps, prep_s, unet = _refine_unet(source, work / "regions", cfg, rec, device, phases, data, started)
+    rec = dict(rec)
+    rec["regions_refine"] = {
+        "command": command or f"python -m embedded.train --regions {source}",
+        "steps": steps[0], "lr": cfg.regions_lr, "batch": cfg.batch, "images": cfg.n_images,
+        "two_object_share": cfg.regions_share, "modes": "plain, regions, regions under a base: a third each",
+        "high_noise_share": cfg.two_object_high_noise_share, "snr_floor": cfg.snr_floor,
+        "detail_steps": steps[1], "detail_lr": cfg.detail_lr, "text_encoder": "frozen", "seconds": round(seconds, 1),
+        "device": device, "threads": torch.get_num_threads(), "machine": machine_name(),
+        "torch": torch.__version__, "resumed": list(RESUMED)}
+    rec["timings_s"] = {**rec["timings_s"], "regions_s": round(seconds + prep_s, 1)}
+    _write_folder(source, out, rec, "unet", unet)
+    print(f"UNet trained on regional prompts in {time.time() - started:.0f} s")
+    return rec
+
+
+def _refine_unet(source: Path, sub: Path, cfg, rec: dict, device: str, phases, data, started: float):
+    """The folder's text-to-image UNet trained through `phases` (each from the one before's
+    EMA, as stage 5b goes on from stage 5) on `data(sub, tokenizer)` -> (images, (ids, empty),
+    regional or None), with its text encoder frozen. Returns (seconds training, steps of each
+    phase, seconds preparing, the UNet)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .model import TOKENIZER_SOURCE, load_tokenizer
+    from .unet import stage_unet
+
+    f32 = dict(torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **f32).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **f32)
+    text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **f32)
+    sub.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    images, (ids, empty), regional = data(sub, load_tokenizer(TOKENIZER_SOURCE))
+    with torch.no_grad():
+        latents, _ = stage_latents(cfg, sub, vae, images, device)
+    prep_s = time.time() - t
+    seconds, steps = 0.0, []
+    for phase in phases:
+        trained = stage_unet(cfg, phase, sub, unet, text, ids, empty, latents, rec["latent_scale"], device, started,
+                             regional)
+        unet = copy.deepcopy(trained["unet"]).cpu()
+        seconds, steps = seconds + trained["seconds"], steps + [trained["steps"]]
+    return seconds, steps, prep_s, trained["unet"]
 
 
 def _two_object_data(cfg, work: Path):
@@ -225,3 +280,20 @@ def _two_object_data(cfg, work: Path):
     images, captions = two_object_dataset(cfg.n_images, seed=cfg.seed + 39, share=cfg.two_object_share, size=cfg.size)
     np.savez(path, images=images, captions=np.array(captions))
     return images, captions
+
+
+def _regional_data(cfg, work: Path):
+    """`world.regional_dataset`'s pictures, texts, boxes and base ratios (cached in `work`), on a
+    world of its own seed."""
+    import numpy as np
+
+    from .world import regional_dataset
+
+    path = work / "data.npz"
+    if path.exists():
+        d = np.load(path, allow_pickle=False)
+        return d["images"], [tuple(map(str, t)) for t in d["texts"]], d["boxes"], d["ratios"]
+    images, texts, boxes, ratios = regional_dataset(cfg.n_images, seed=cfg.seed + 40, share=cfg.regions_share,
+                                                    size=cfg.size)
+    np.savez(path, images=images, texts=np.array(texts), boxes=boxes, ratios=ratios)
+    return images, texts, boxes, ratios

@@ -5,6 +5,7 @@
     python -m embedded.train --refine-decoder assets/embedded-model   # the decoder only (refine.py)
     python -m embedded.train --retrain-inpaint assets/embedded-model  # the inpainting UNet only
     python -m embedded.train --two-objects assets/embedded-model      # the UNet on, more two-object pictures
+    python -m embedded.train --regions assets/embedded-model          # the UNet on, regional prompts taught
 
 Stages, each resumable from the newest checkpoint in --work (kill it and run the same command
 again): 1. render the data set, 2. train the VAE, 3. encode the data set to latents, 4. fine-tune
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="only train the text-to-image UNet of a model folder this command wrote on, with more "
                         "two-object pictures (text encoder, VAE and the other UNets unchanged), and write it to --out")
     p.add_argument("--two-object-steps", type=int, help="with --two-objects (default: the config's)")
+    p.add_argument("--regions", type=Path, metavar="MODEL_FOLDER",
+                   help="only train the text-to-image UNet of a model folder this command wrote on, with a share of "
+                        "two-object pictures conditioned region by region (regional prompts), and write it to --out")
+    p.add_argument("--regions-steps", type=int, help="with --regions (default: the config's)")
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in dict(unet_steps=args.unet_steps, vae_steps=args.vae_steps,
@@ -214,6 +219,12 @@ def main(argv: list[str] | None = None) -> None:
         from .refine import refine_two_objects
         refine_two_objects(_kept_source(args.two_objects, out, work / "two-objects-source"), out, work,
                            args.device, args.threads, command, config=args.config, steps=args.two_object_steps)
+        print(f"model written to {out}")
+        return
+    if args.regions:
+        from .refine import refine_regions
+        refine_regions(_kept_source(args.regions, out, work / "regions-source"), out, work,
+                       args.device, args.threads, command, config=args.config, steps=args.regions_steps)
         print(f"model written to {out}")
         return
     if args.refine_decoder:

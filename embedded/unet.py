@@ -3,6 +3,7 @@ together, a layout phase (with optional restarts) then a detail phase (see `unet
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from .common import (_bar, _ema_update, _interrupt_hook, _load, _lr_at, _save, _
                      log_resume, weights_fingerprint)
 from .model import loss_weight, noise_scheduler, timesteps
 from .config import TrainConfig
+from .regional import encode
 
 
 
@@ -84,9 +86,10 @@ def unet_phases(cfg: TrainConfig) -> tuple[Phase, ...]:
 
 def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torch.Tensor,
                empty: torch.Tensor, latents: torch.Tensor, scale: float, device: str,
-               started: float) -> dict:
+               started: float, regional=None) -> dict:
     """Train `unet` and `text` (modified in place) for one phase; returns the EMA models, the
-    steps done and the seconds spent (over every invocation)."""
+    steps done and the seconds spent (over every invocation). With `regional`
+    (`regional.RegionalTraining`), `ids` are its texts (N, 3, T), read region by region."""
     ck = work / phase.checkpoint
     state = _load(ck) or {}
     start = weights_fingerprint(unet, text)
@@ -107,12 +110,47 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
     for m in (unet, text, ema_unet, ema_text):
         m.to(device)
     unet.train(); text.train(phase.train_text)
+    run = _Run(cfg, phase, ck, state, start, unet, text, ema_unet, ema_text, opt, params, device, started)
+    bar = _bar(phase.steps, step, phase.name)
+    began = time.time()
+    with regional.attending(unet) if regional else contextlib.nullcontext():
+        step, stopped_early = _steps(run, step, (ids, empty, latents, scale), bar, regional)
+    bar.close()
+    seconds = time.time() - began + state.get("seconds", 0.0)
+    _save(ck, {"ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "done": True,
+               "step": step, "stopped_early": stopped_early, "seconds": seconds, "start": start})
+    return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
+
+
+@dataclass
+class _Run:
+    """What a phase's steps work on: its settings, checkpoint and models."""
+
+    cfg: TrainConfig
+    phase: Phase
+    ck: Path
+    state: dict
+    start: str
+    unet: torch.nn.Module
+    text: torch.nn.Module
+    ema_unet: torch.nn.Module
+    ema_text: torch.nn.Module
+    opt: torch.optim.Optimizer
+    params: list
+    device: str
+    started: float
+
+
+def _steps(run: _Run, step: int, data: tuple, bar, regional) -> tuple[int, bool]:
+    """The phase's training steps from `step` on `data` (token ids, the empty caption's, latents,
+    latent scale); returns the step reached and whether the time budget stopped it."""
+    cfg, phase, ck, state, start, device = run.cfg, run.phase, run.ck, run.state, run.start, run.device
+    unet, text, ema_unet, ema_text, opt = run.unet, run.text, run.ema_unet, run.ema_text, run.opt
+    ids, empty, latents, scale = data
+    gen = torch.Generator().manual_seed(cfg.seed + phase.seed_offset + step)
     sched = noise_scheduler()
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
-    gen = torch.Generator().manual_seed(cfg.seed + phase.seed_offset + step)
-    bar = _bar(phase.steps, step, phase.name)
-    stopped_early = False
     began = time.time()
     while step < phase.steps:
         idx = torch.randint(len(latents), (cfg.batch,), generator=gen)
@@ -126,7 +164,9 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg, phase.steps, phase.lr, phase.schedule)
         with torch.set_grad_enabled(phase.train_text):
-            cond = text(tok.to(device))[0]
+            cond = encode(text, tok.to(device))
+        if regional:
+            regional.batch(idx)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         target = sched.get_velocity(x0, noise, t)
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
@@ -134,7 +174,7 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         loss = (per_sample * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(run.params, 1.0)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         _ema_update(ema_unet, unet, decay)
@@ -144,21 +184,16 @@ def stage_unet(cfg: TrainConfig, phase: Phase, work: Path, unet, text, ids: torc
         bar.update(1)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        budget_hit = cfg.time_budget_min and (time.time() - started) / 60 >= cfg.time_budget_min
+        budget_hit = cfg.time_budget_min and (time.time() - run.started) / 60 >= cfg.time_budget_min
         if step % cfg.checkpoint_every == 0 or step == phase.steps or budget_hit:
             _save(ck, {"unet": unet.state_dict(), "text": text.state_dict(),
                        "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
                        "opt": opt.state_dict(), "step": step, "start": start,
                        "seconds": time.time() - began + state.get("seconds", 0.0)})
         if budget_hit:
-            stopped_early = True
-            break
+            return step, True
         _interrupt_hook(step)
-    bar.close()
-    seconds = time.time() - began + state.get("seconds", 0.0)
-    _save(ck, {"ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(), "done": True,
-               "step": step, "stopped_early": stopped_early, "seconds": seconds, "start": start})
-    return {"unet": ema_unet, "text": ema_text, "steps": step, "seconds": seconds}
+    return step, False
 
 
 def train_unet(cfg: TrainConfig, work: Path, unet, text, ids: torch.Tensor, empty: torch.Tensor,

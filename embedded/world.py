@@ -418,6 +418,57 @@ def two_object_dataset(n: int, seed: int, share: float, size: int = 64) -> tuple
     return images, captions
 
 
+
+def region_split(a: Obj, b: Obj, rng: random.Random) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Two regions (left, top, right, bottom fractions) of a two-object scene, `a`'s then `b`'s:
+    columns or rows parted in the middle of the gap between the objects' boxes (whichever way
+    they are apart; either, by chance, when both)."""
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = object_box(a), object_box(b)
+    ways = []
+    for lo, hi, first in ((ax1, bx0, True), (bx1, ax0, False)):
+        if lo <= hi:
+            ways.append(("columns", (lo + hi) / 2, first))
+    for lo, hi, first in ((ay1, by0, True), (by1, ay0, False)):
+        if lo <= hi:
+            ways.append(("rows", (lo + hi) / 2, first))
+    way, cut, a_first = rng.choice(ways)
+    one, two = ((0.0, 0.0, cut, 1.0), (cut, 0.0, 1.0, 1.0)) if way == "columns" else \
+        ((0.0, 0.0, 1.0, cut), (0.0, cut, 1.0, 1.0))
+    return (one, two) if a_first else (two, one)
+
+
+REGION_MODES = (("plain", 1 / 3), ("regions", 1 / 3), ("base", 1 / 3))
+BASE_RATIOS = (0.2, 0.7)     # a base's ratio is drawn from this range (the studio's default: 0.2)
+
+
+def regional_dataset(n: int, seed: int, share: float, size: int = 64):
+    """`n` pictures, a `share` of them two-object scenes, the rest the world's own mix; each
+    with three texts (the whole picture's caption, then a region's each) and the regions' boxes
+    and base ratio, what `embedded/regional.py` trains with. Two-object scenes are captioned
+    by REGION_MODES: the whole caption alone (base ratio 1), the regions alone, each its object's
+    own caption (ratio 0), or the regions under the whole caption as their base (a ratio of
+    BASE_RATIOS), as Regional Prompter's users write them. Deterministic from `seed`."""
+    rng = random.Random(seed)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    texts: list[tuple[str, str, str]] = []
+    boxes = np.tile(np.array([[0, 0, .5, 1], [.5, 0, 1, 1]], np.float32), (n, 1, 1))
+    ratios = np.ones(n, np.float32)
+    for i in range(n):
+        if rng.random() < share:
+            scene, text = two_object_scene(rng)
+            mode = rng.choices([m for m, _ in REGION_MODES], [w for _, w in REGION_MODES])[0]
+        else:
+            scene, mode = sample_scene(rng), "plain"
+            text = caption(scene, rng)
+        texts.append((text, text, text))
+        if mode != "plain":
+            a, b = scene.objects
+            boxes[i] = region_split(a, b, rng)
+            texts[i] = (text, _caption_one(a, scene.background, rng), _caption_one(b, scene.background, rng))
+            ratios[i] = 0.0 if mode == "regions" else rng.uniform(*BASE_RATIOS)
+        images[i] = np.asarray(render(scene, size))
+    return images, texts, boxes, ratios
+
 VOCABULARY_KNOWS = "shapes, colours, sizes, positions and backgrounds"
 
 

@@ -413,3 +413,24 @@ def test_two_objects_trains_only_the_unet_on_and_records_it(tmp_path):
     from embedded.evaluate import main as evaluate
     evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
     assert "two different objects captioned with their places" in (tmp_path / "r" / "README.md").read_text()
+
+
+def test_regions_trains_only_the_unet_on_and_records_it(tmp_path):
+    """`--regions`: the text-to-image UNet goes on training with a share of its pictures
+    conditioned region by region; everything else stays bit for bit and the record says so."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from embedded.train import main
+    train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
+    main(["--config", "smoke", "--regions", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
+          "--work", str(tmp_path / "w"), "--regions-steps", "3"])
+    assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
+    assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
+    assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "inpaint-unet") for n in ("m", "r")))
+    assert not same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
+    refine = json.loads((tmp_path / "r" / "training.json").read_text())["regions_refine"]
+    assert refine["steps"] == 3 and refine["detail_steps"] == 3 and "--regions" in refine["command"]
+    from embedded.evaluate import main as evaluate
+    evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
+    assert "region by region" in (tmp_path / "r" / "README.md").read_text()
