@@ -181,17 +181,12 @@ def refine_two_objects(source: Path, out: Path, work: Path, device: str | None =
         return images, _tokens(tokenizer, captions, cfg.text_tokens), None
 
     seconds, steps, prep_s, unet = _refine_unet(source, work / "two-objects", cfg, rec, device, phases, data, started)
-    rec = dict(rec)
-    rec["two_object_refine"] = {
-        "command": command or f"python -m embedded.train --two-objects {source}",
-        "steps": steps[0], "lr": cfg.two_object_lr, "batch": cfg.batch, "images": cfg.n_images,
-        "two_object_share": cfg.two_object_share, "high_noise_share": cfg.two_object_high_noise_share,
-        "snr_floor": cfg.snr_floor, "detail_steps": steps[1], "detail_lr": cfg.detail_lr,
-        "text_encoder": "frozen", "seconds": round(seconds, 1),
-        "device": device, "threads": torch.get_num_threads(), "machine": machine_name(),
-        "torch": torch.__version__, "resumed": list(RESUMED)}
-    rec["timings_s"] = {**rec["timings_s"], "two_objects_s": round(seconds + prep_s, 1)}
-    _write_folder(source, out, rec, "unet", unet)
+    rec = _finish(source, out, rec, "two_object_refine", "two_objects_s", unet, seconds + prep_s, dict(
+        command=command or f"python -m embedded.train --two-objects {source}",
+        steps=steps[0], lr=cfg.two_object_lr, batch=cfg.batch, images=cfg.n_images,
+        two_object_share=cfg.two_object_share, high_noise_share=cfg.two_object_high_noise_share,
+        snr_floor=cfg.snr_floor, detail_steps=steps[1], detail_lr=cfg.detail_lr, seconds=round(seconds, 1),
+        device=device))
     print(f"UNet trained on two-object pictures in {time.time() - started:.0f} s")
     return rec
 
@@ -218,21 +213,28 @@ def refine_regions(source: Path, out: Path, work: Path, device: str | None = Non
         images, texts, boxes, ratios = _regional_data(cfg, sub)
         ids, empty = _tokens(tokenizer, [t for three in texts for t in three], cfg.text_tokens)
         ids = ids.reshape(len(texts), CHUNKS, -1)
-        return images, (ids, empty), RegionalTraining(ids, boxes, ratios)
+        return images, (ids, empty), RegionalTraining(boxes, ratios)
 
     seconds, steps, prep_s, unet = _refine_unet(source, work / "regions", cfg, rec, device, phases, data, started)
-    rec = dict(rec)
-    rec["regions_refine"] = {
-        "command": command or f"python -m embedded.train --regions {source}",
-        "steps": steps[0], "lr": cfg.regions_lr, "batch": cfg.batch, "images": cfg.n_images,
-        "two_object_share": cfg.regions_share, "modes": "plain, regions, regions under a base: a third each",
-        "high_noise_share": cfg.two_object_high_noise_share, "snr_floor": cfg.snr_floor,
-        "detail_steps": steps[1], "detail_lr": cfg.detail_lr, "text_encoder": "frozen", "seconds": round(seconds, 1),
-        "device": device, "threads": torch.get_num_threads(), "machine": machine_name(),
-        "torch": torch.__version__, "resumed": list(RESUMED)}
-    rec["timings_s"] = {**rec["timings_s"], "regions_s": round(seconds + prep_s, 1)}
-    _write_folder(source, out, rec, "unet", unet)
+    rec = _finish(source, out, rec, "regions_refine", "regions_s", unet, seconds + prep_s, dict(
+        command=command or f"python -m embedded.train --regions {source}",
+        steps=steps[0], lr=cfg.regions_lr, batch=cfg.batch, images=cfg.n_images,
+        two_object_share=cfg.regions_share, modes="plain, regions, regions under a base: a third each",
+        high_noise_share=cfg.two_object_high_noise_share, snr_floor=cfg.snr_floor, detail_steps=steps[1],
+        detail_lr=cfg.detail_lr, seconds=round(seconds, 1), device=device))
     print(f"UNet trained on regional prompts in {time.time() - started:.0f} s")
+    return rec
+
+
+def _finish(source: Path, out: Path, rec: dict, key: str, timing: str, unet, total_s: float, fields: dict) -> dict:
+    """The record with `fields` under `key` (and what every UNet refinement records: the frozen
+    text encoder, the machine, torch, resumed stages) and its time, written with `unet` to `out`;
+    returns it."""
+    rec = dict(rec)
+    rec[key] = {**fields, "text_encoder": "frozen", "threads": torch.get_num_threads(), "machine": machine_name(),
+                "torch": torch.__version__, "resumed": list(RESUMED)}
+    rec["timings_s"] = {**rec["timings_s"], timing: round(total_s, 1)}
+    _write_folder(source, out, rec, "unet", unet)
     return rec
 
 

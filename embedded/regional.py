@@ -33,12 +33,12 @@ CHUNKS = 3          # the whole caption, the first region's, the second's
 
 
 class RegionalTraining:
-    """The regional conditioning of a training set: its texts' token ids (N, CHUNKS, T), boxes
-    (N, 2, 4) and base ratios (N,); `batch(idx)` picks a step's, `attending(unet)` wraps the
+    """The regions of a training set's pictures: boxes (N, 2, 4) and base ratios (N,), for texts
+    encoded (N, CHUNKS, T) by `encode`; `batch(idx)` picks a step's, `attending(unet)` wraps the
     UNet's cross-attention layers for the phase (its latents: the UNet's sample size square)."""
 
-    def __init__(self, ids: torch.Tensor, boxes: np.ndarray, ratios: np.ndarray):
-        self.ids, self.boxes, self.ratios = ids, boxes, torch.as_tensor(ratios)
+    def __init__(self, boxes: np.ndarray, ratios: np.ndarray):
+        self.boxes, self.ratios = boxes, torch.as_tensor(ratios)
         self.size = (0, 0)
         self._masks: dict[tuple, torch.Tensor] = {}
         self._batch: tuple[list, torch.Tensor] | None = None

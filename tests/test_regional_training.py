@@ -34,7 +34,7 @@ def test_training_mix_is_the_studios_regional_attention(prompt, ratio):
     sample, t = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([500])
     with torch.no_grad(), regional_attention(unet, regions, tokens, 8, 8):
         studio = unet(sample, t, encoder_hidden_states=torch.cat(chunks[3 - len(regions.texts):], 1)).sample
-        trainer = RegionalTraining(None, np.array([regions.boxes], np.float32), np.array([ratio], np.float32))
+        trainer = RegionalTraining(np.array([regions.boxes], np.float32), np.array([ratio], np.float32))
     with torch.no_grad(), trainer.attending(unet):
         trainer.batch(torch.tensor([0]))
         trained = unet(sample, t, encoder_hidden_states=torch.cat(chunks, 1)).sample
@@ -50,7 +50,7 @@ def test_a_plain_picture_trains_as_plain_attention():
     g = torch.Generator().manual_seed(2)
     text = torch.randn(2, 5, 8, generator=g)
     sample, t = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([100, 900])
-    trainer = RegionalTraining(None, np.tile(np.array([[0, 0, .3, 1], [.3, 0, 1, 1]], np.float32), (2, 1, 1)),
+    trainer = RegionalTraining(np.tile(np.array([[0, 0, .3, 1], [.3, 0, 1, 1]], np.float32), (2, 1, 1)),
                                np.ones(2, np.float32))
     with torch.no_grad():
         plain = unet(sample, t, encoder_hidden_states=text).sample
