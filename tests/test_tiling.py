@@ -20,11 +20,14 @@ def embedded():
 
 
 def test_a_tiled_picture_continues_across_the_edges_asked_for(embedded):
-    ratios = measure(embedded, seeds=6, steps=8, modes=("off", "x", "both"))   # 3 seeds: too few to tell x from off on top and bottom
-    (off_x, off_y), (x_x, x_y), (both_x, both_y) = ratios["off"], ratios["x"], ratios["both"]
+    ratios = measure(embedded, seeds=6, steps=8, modes=("off", "x", "y", "both"))
+    (off_x, off_y), (x_x, x_y), (y_x, y_y), (both_x, both_y) = (ratios[m] for m in ("off", "x", "y", "both"))
     assert off_x > 1.2 and off_y > 1.2, ratios          # untiled: the edges do not meet
     assert both_x < 1.0 and both_y < 1.0, ratios        # tiled: the seam is as smooth as the inside
-    assert x_x < 0.6 * off_x and x_y > 0.8 * off_y, ratios     # left-right only: the top and bottom as they were
+    # one way only: that seam as smooth as tiled, the other far rougher than tiled (not "as it was
+    # untiled": the picture itself changes, and with it that seam, by a fifth or so on 6 seeds)
+    assert x_x < 0.6 * off_x and x_y > 1.5 * both_y, ratios
+    assert y_y < 0.6 * off_y and y_x > 1.5 * both_x, ratios
 
 
 def test_tiling_is_recorded_and_leaves_the_model_as_it_was(embedded):
