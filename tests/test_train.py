@@ -391,18 +391,12 @@ def test_two_objects_trains_only_the_unet_on_and_records_it(tmp_path):
     with more two-object pictures; the VAE, the text encoder (frozen: the student, the inpainting
     UNet and the ControlNet read it) and the inpainting UNet stay bit for bit, the record says
     what was done, and the model card says so."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     from embedded.train import main
     from embedded.world import two_object_dataset
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     main(["--config", "smoke", "--two-objects", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
           "--work", str(tmp_path / "w"), "--two-object-steps", "3"])
-    assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
-    assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
-    assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "inpaint-unet") for n in ("m", "r")))
-    assert not same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
+    _only_the_unet_changed(tmp_path / "m", tmp_path / "r")
     rec = json.loads((tmp_path / "r" / "training.json").read_text())
     refine = rec["two_object_refine"]
     assert refine["steps"] == 3 and refine["text_encoder"] == "frozen" and "--two-objects" in refine["command"]
@@ -418,19 +412,23 @@ def test_two_objects_trains_only_the_unet_on_and_records_it(tmp_path):
 def test_regions_trains_only_the_unet_on_and_records_it(tmp_path):
     """`--regions`: the text-to-image UNet goes on training with a share of its pictures
     conditioned region by region; everything else stays bit for bit and the record says so."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     from embedded.train import main
     train(CONFIGS["smoke"], tmp_path / "m", tmp_path / "w", TOKENIZER_SOURCE)
     main(["--config", "smoke", "--regions", str(tmp_path / "m"), "--out", str(tmp_path / "r"),
           "--work", str(tmp_path / "w"), "--regions-steps", "3"])
-    assert same(*(AutoencoderKL.from_pretrained(tmp_path / n / "vae") for n in ("m", "r")))
-    assert same(*(CLIPTextModel.from_pretrained(tmp_path / n / "text_encoder") for n in ("m", "r")))
-    assert same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "inpaint-unet") for n in ("m", "r")))
-    assert not same(*(UNet2DConditionModel.from_pretrained(tmp_path / n / "unet") for n in ("m", "r")))
+    _only_the_unet_changed(tmp_path / "m", tmp_path / "r")
     refine = json.loads((tmp_path / "r" / "training.json").read_text())["regions_refine"]
     assert refine["steps"] == 3 and refine["detail_steps"] == 3 and "--regions" in refine["command"]
     from embedded.evaluate import main as evaluate
     evaluate(["--model", str(tmp_path / "r"), "--quick", "--n", "2", "--draws", "1", "--readme"])
     assert "region by region" in (tmp_path / "r" / "README.md").read_text()
+
+
+def _only_the_unet_changed(before, after) -> None:
+    """A UNet refinement's output: VAE, text encoder and inpainting UNet bit for bit, the UNet not."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+    assert same(*(AutoencoderKL.from_pretrained(m / "vae") for m in (before, after)))
+    assert same(*(CLIPTextModel.from_pretrained(m / "text_encoder") for m in (before, after)))
+    assert same(*(UNet2DConditionModel.from_pretrained(m / "inpaint-unet") for m in (before, after)))
+    assert not same(*(UNet2DConditionModel.from_pretrained(m / "unet") for m in (before, after)))
