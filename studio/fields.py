@@ -284,6 +284,7 @@ class Field:
     infotext: Infotext | None = None
     rest: str | None = None
     axis: bool | str = False                  # True: an axis named by the label; a str: its name
+    families: tuple[str, ...] | None = None   # the model families that read it (studio/families); None: all
     name: str = ""
 
     def parse(self, value: Any, ctx: Context) -> Any:

@@ -63,6 +63,42 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
 
+# Flow-matching models (Flux, SD 3.5: studio/families) sample on their own schedule: the same names
+# run diffusers' flow schedulers, or the multistep solvers on flow sigmas. Forge writes these
+# "Schedule type: Simple" (evenly spaced sigmas, shifted). A name not here runs as its sampler's
+# entry here ("DPM++ 2M Karras" as "DPM++ 2M"), else as FLOW_DEFAULT, with a note.
+FLOW = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+FLOW_SCHEDULERS: dict[str, SchedulerSpec] = {
+    "Euler": SchedulerSpec("Euler", "Simple", "FlowMatchEulerDiscreteScheduler"),
+    "Euler a": SchedulerSpec("Euler a", "Simple", "FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+    "DPM++ 2M": SchedulerSpec("DPM++ 2M", "Simple", "DPMSolverMultistepScheduler",
+                              {"algorithm_type": "dpmsolver++", "solver_order": 2, **FLOW}),
+    "DPM++ 2M SDE": SchedulerSpec("DPM++ 2M SDE", "Simple", "DPMSolverMultistepScheduler",
+                                  {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, **FLOW}),
+    "UniPC": SchedulerSpec("UniPC", "Simple", "UniPCMultistepScheduler", dict(FLOW)),
+    "DEIS": SchedulerSpec("DEIS", "Simple", "DEISMultistepScheduler", dict(FLOW)),
+    "LCM": SchedulerSpec("LCM", "Simple", "FlowMatchLCMScheduler"),
+}
+FLOW_DEFAULT = "Euler"
+# the solvers on flow sigmas: they cannot start from a noised picture (diffusers' flow img2img and
+# inpainting pipelines noise the input with the FlowMatch schedulers' `scale_noise`), and they take
+# a shift by picture size (`mu`) only where the model's schedule has one (studio/families/run.py)
+FLOW_SOLVERS = frozenset({"DPM++ 2M", "DPM++ 2M SDE", "UniPC", "DEIS"})
+
+
+def flow_scheduler(name: str, mode: str = "txt2img") -> tuple[str, list[str]]:
+    """The flow sampler a request's sampler name runs as on a flow-matching model in `mode`,
+    with a note when it is another."""
+    label = name if name in FLOW_SCHEDULERS else SCHEDULERS[name].sampler if name in SCHEDULERS else name
+    if label in FLOW_SOLVERS and mode != "txt2img":
+        return FLOW_DEFAULT, [f"{name} cannot start from a picture on a flow-matching model: used {FLOW_DEFAULT}."]
+    if label == name and name in FLOW_SCHEDULERS:
+        return name, []
+    if label in FLOW_SCHEDULERS:
+        return label, [f"{name} runs as {label} on flow sigmas here (flow-matching model)."]
+    return FLOW_DEFAULT, [f"{name} has no flow-matching form here: used {FLOW_DEFAULT} "
+                          f"(flow samplers: {', '.join(FLOW_SCHEDULERS)})."]
+
 
 def scheduler_names() -> list[str]:
     return list(SCHEDULERS)

@@ -30,7 +30,7 @@ def test_endpoints_have_the_request_field_names(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
-              "cfg_scale", "width", "height", "seed", "batch_count", "batch_size"]
+              "cfg_scale", "distilled_cfg", "shift", "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "regions_ratio", "base_ratio", "regions_mask", "control", "feature_cache", "tiling"]
     assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",

@@ -21,8 +21,8 @@ FLOORS: dict[str, int] = {
     # decoding what users send)
     "studio": 0, "studio.errors": 0, "studio.config": 0, "studio.fields": 0, "studio.inputs": 0,
     "studio.samplers": 0, "studio.requests": 0,
-    # low: models and their add-ons, prompts, the outputs folder and metadata
-    "studio.models": 1, "studio.prompts": 1, "studio.outputs": 1, "studio.control": 1,
+    # low: models and their add-ons, the model families, prompts, the outputs folder and metadata
+    "studio.models": 1, "studio.families": 1, "studio.prompts": 1, "studio.outputs": 1, "studio.control": 1,
     # the engine: one request's stages
     "studio.generation": 2,
     # serving: the dispatcher, its backends (in-process and Ray workers), the Studio callers get

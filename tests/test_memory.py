@@ -91,3 +91,33 @@ def test_prompts_encode_under_sequential_offload_hooks(family):
     for key in plain:
         if isinstance(plain[key], torch.Tensor):
             assert torch.equal(plain[key], hooked[key]), key
+
+
+def test_auto_stores_a_transformer_in_fp8_when_that_is_what_fits():
+    # 30 GiB of weights, 24 of them the transformer: in bf16 it needs 39 GiB with headroom; in fp8 23.4
+    assert resolve_memory_mode("auto", "cuda", 30 * GiB, 26 * GiB, fp8_denoiser=24 * GiB) == "fp8"
+    assert resolve_memory_mode("auto", "cuda", 30 * GiB, 26 * GiB) == "offload"        # a UNet family: no fp8
+    assert resolve_memory_mode("auto", "cuda", 30 * GiB, 80 * GiB, fp8_denoiser=24 * GiB) == "none"
+    assert resolve_memory_mode("auto", "cuda", 30 * GiB, 12 * GiB, fp8_denoiser=24 * GiB) == "offload"
+
+
+def test_fp8_mode_runs_on_the_cpu_and_stays_close(tmp_path):
+    """Layerwise casting: the transformer's weights stored in fp8, each layer cast up to run."""
+    import torch
+
+    from studio.families.tiny import write_tiny_flux
+
+    folder = write_tiny_flux(tmp_path / "flux1-dev", "dev")
+    kw = dict(prompt="a red circle", width=64, height=64, steps=2, seed=3, scheduler="Euler")
+    plain = Studio.from_settings(Settings(model=str(folder), outputs=tmp_path / "a"))
+    small = Studio.from_settings(Settings(model=str(folder), outputs=tmp_path / "b", memory="fp8"))
+    a = np.asarray(plain.local.run(make_request(**kw)).images[0].image, dtype=np.int16)
+    result = small.local.run(make_request(**kw))
+    b = np.asarray(result.images[0].image, dtype=np.int16)
+    manager = small.local.manager
+    weight = manager.base().transformer.transformer_blocks[0].attn.to_q.weight
+    assert manager.memory_in_use == "fp8" and weight.dtype == torch.float8_e4m3fn
+    assert any("fp8" in n for n in result.notes)
+    assert not np.array_equal(a, b) and np.abs(a - b).mean() < 4       # rounded weights, the same picture
+    assert "reloads" in manager.set_memory("none")
+    assert manager.base().transformer.transformer_blocks[0].attn.to_q.weight.dtype == torch.float32

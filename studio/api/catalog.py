@@ -61,6 +61,9 @@ def _location(studio: Studio, choice: str) -> Path | None:
         return EMBEDDED_MODEL
     if choice in studio.names("checkpoints"):
         return studio.file_of("checkpoints", choice)
+    kind, _, name = choice.partition("/")
+    if kind == "diffusion_models" and name in studio.names(kind):
+        return studio.file_of(kind, name)
     path = Path(choice)
     return path if path.exists() else None        # the --model source (a hub id: None)
 

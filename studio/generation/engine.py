@@ -42,6 +42,7 @@ from studio.models.manager import ModelManager
 from studio.models.memory import free_device_memory
 from studio.models.sources import ModelInfo
 from studio.outputs.folder import HeldPictures, OutputFolder
+from studio.families.run import conditioner, denoiser, family_of, guidance, settle, spatial
 from studio.prompts.conditioning import Conditioner, denoising_steps
 from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
@@ -84,6 +85,7 @@ class Prepared:
     final_latents: dict = field(default_factory=dict)   # batch -> its last latents (keep_latents)
     toward: tuple[str, str] | None = None  # the blend prompts, read (prompt travel)
     control_maps: list = field(default_factory=list)     # each control unit's map at the picture's size
+    sampler: str = ""                  # the sampler run: the request's, or its flow form (studio/families)
 
     @property
     def batches(self) -> list[list[PlannedImage]]:
@@ -142,7 +144,7 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
             library: ModelLibrary | None, content_filter: ContentFilter | None,
             annotate: Annotate | None = None) -> Prepared:
     notes = [info.notice] if info.notice and info.kind == "placeholder" else []
-    width, height = target_size(request, info.native_size, notes)
+    width, height, sampler = settle(request, info, *target_size(request, info.native_size, notes), notes)
     template, neg_template = presets.resolve(request.prompt, request.negative_prompt,
                                              request.negative_presets, request.style)
     seed = request.seed if request.seed != -1 else secrets.randbelow(MAX_SEED + 1)
@@ -171,7 +173,7 @@ def prepare(request: GenerationRequest, info: ModelInfo, presets: Presets,
                     steps=denoising_steps(request.mode, request.steps, request.strength),
                     image=request.input_image(), mask=mask, notes=notes,
                     toward=blend_target(request, presets, notes),
-                    control_maps=control_maps(request, width, height, seed, annotate, mask))
+                    control_maps=control_maps(request, width, height, seed, annotate, mask), sampler=sampler)
 
 
 def annotator_runner(manager: ModelManager, library: ModelLibrary | None) -> Annotate | None:
@@ -206,6 +208,8 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
     texts += list(prep.toward or ())
     addons = apply_addons(request, manager, library, texts, prep.loras)
     own_inpaint = request.mode == "inpaint" and bool(info.inpaint_unet)
+    if manager.memory_in_use == "fp8":
+        prep.notes.append("Memory mode fp8: the denoiser's weights were stored in fp8 (a little less faithful).")
     if own_inpaint and addons["loras"]:
         prep.notes.append(f"LoRAs act on the text encoder only here: {info.name} inpaints with its own "
                           "9-channel UNet, which has no LoRA layers.")
@@ -225,7 +229,7 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
                  cache_every=_feature_cache_interval(prep, guided, manager), tiling=_tiling(prep, manager),
                  control=_control(prep, manager, library, addons),
                  model=ModelRecord(name=info.name, source=info.source, kind=info.kind, family=info.family,
-                                   hash=manager.model_hash(), inpainting_unet=own_inpaint),
+                                   hash=manager.model_hash(), inpainting_unet=own_inpaint, arch=info.arch),
                  versions=_versions(), device=manager.device,
                  dtype=str(manager.dtype).replace("torch.", ""))
 
@@ -279,8 +283,8 @@ def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager
     if key not in setup.conds:
         regions = _regions(prep, setup, key)
         positives = list(regions.texts) if regions else [k[0] for k in key]
-        cond = Conditioner(setup.base, positives, [k[1] for k in key], prep.steps, prep.request.clip_skip,
-                           manager.text_cache, setup.text_state, toward)
+        cond = conditioner(setup.base, prep.info, positives, [k[1] for k in key], prep.steps,
+                           prep.request.clip_skip, manager.text_cache, setup.text_state, toward)
         setup.conds[key] = RegionalConditioner(cond, regions) if regions else cond
     return setup.conds[key]
 
@@ -306,9 +310,10 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
     import torch
 
     request, seeds = prep.request, [m.seed for m in members]
-    scheduler = build_scheduler(request.scheduler, setup.base.scheduler.config, seed=seeds[0])
+    scheduler = build_scheduler(prep.sampler, setup.base.scheduler.config, seed=seeds[0],
+                                flow=family_of(prep.info).flow, shift=request.shift)
     pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
-    call = dict(num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+    call = dict(num_inference_steps=request.steps, **guidance(request, prep.info),
                 num_images_per_prompt=len(members) // cond.per_image,
                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                 callback_on_step_end=_step_callback(prep, cond, batch, len(members), manager, callbacks),
@@ -325,11 +330,11 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     # the control hook first: reference-only's own pass inside a step then carries the step's control
     regional = cond.regions if isinstance(cond, RegionalConditioner) else None
-    latent = (prep.height // pipe.vae_scale_factor, prep.width // pipe.vae_scale_factor)
+    latent, net = (prep.height // pipe.vae_scale_factor, prep.width // pipe.vae_scale_factor), denoiser(pipe, prep.info)
     with ControlGuidance(pipe, setup.control), \
-            regional_attention(pipe.unet, regional, getattr(cond, "tokens", 0), *latent), \
+            regional_attention(net, regional, getattr(cond, "tokens", 0), *latent), \
             ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
-            feature_cache(pipe.unet, setup.cache_every), tiling(setup.tiling, pipe.unet, pipe.vae):
+            feature_cache(net, setup.cache_every), tiling(setup.tiling, net, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler
 
 
@@ -342,7 +347,8 @@ def _images_kwargs(prep: Prepared) -> dict:
         import torch
         return dict(image=torch.from_numpy(np.array(r.latents)), strength=r.strength)
     if r.mode == "img2img":
-        return dict(image=prep.image.resize(size, Image.LANCZOS), strength=r.strength)
+        sized = dict(height=prep.height, width=prep.width) if family_of(prep.info).sized_input else {}
+        return dict(image=prep.image.resize(size, Image.LANCZOS), strength=r.strength, **sized)
     if r.only_masked:
         return dict(image=prep.image, mask_image=prep.mask, height=prep.height, width=prep.width,
                     padding_mask_crop=r.only_masked_padding, strength=r.strength)
@@ -371,7 +377,8 @@ def _step_callback(prep: Prepared, cond: Conditioner, batch: int, images: int, m
             prep.final_latents[batch] = kwargs["latents"].detach().float().cpu()
         if callbacks.on_preview is not None and "latents" in kwargs and i + 1 < p.num_timesteps:
             # the caller decides whether to look: the picture is made only then
-            callbacks.on_preview(lambda latents=kwargs["latents"]: manager.preview(latents))
+            callbacks.on_preview(lambda latents=kwargs["latents"]: manager.preview(
+                spatial(p, latents, prep.width, prep.height)))
         return cond.update(p, i, kwargs, per_prompt) if cond.changes else kwargs
 
     return on_step_end
@@ -440,7 +447,8 @@ def image_record(prep: Prepared, setup: Setup, cond: Conditioner, member: Planne
         variant_negative=member.negative, moved_negatives=parsed.moved_negatives, lora_tags=parsed.loras,
         schedule=schedule, scheduler_class=scheduler_class, scheduler_config=scheduler_config,
         device=setup.device, dtype=setup.dtype, versions=setup.versions, addons=setup.addons,
-        references=references, notes=list(prep.notes))
+        references=references, notes=list(prep.notes),
+        sampler=prep.sampler if family_of(prep.info).flow else "")
 
 
 def _rgb_array(image: Image.Image):
@@ -480,20 +488,3 @@ def generate(request: GenerationRequest, manager: ModelManager, outputs: OutputF
                 break
             images += finish(prep, setup, cond, members, batch, outs, scheduler, outputs, content_filter)
     return GenerationResult(request=request, images=images, seed=prep.seed, stopped=stopped, notes=prep.notes)
-
-
-def explain(request: GenerationRequest, manager: ModelManager, presets: Presets) -> dict:
-    """How the studio reads a request's prompts: presets and styles applied, tags and inline
-    negatives taken out, the text of each denoising step, its weighted fragments and chunks."""
-    prompt, negative = presets.resolve(request.prompt, request.negative_prompt,
-                                       request.negative_presets, request.style)
-    parsed = parse_prompts(prompt, negative)
-    steps = denoising_steps(request.mode, request.steps, request.strength)
-    with manager.lock:
-        cond = Conditioner(manager.base(), parsed.positive_text, parsed.negative, steps, request.clip_skip)
-        report = cond.chunk_report()
-    return {"prompt as typed": request.prompt, "after presets and style": prompt,
-            "prompt": parsed.positive_text, "negative prompt": parsed.negative,
-            "moved to the negative prompt": parsed.moved_negatives,
-            "lora tags": [f"{n}:{w}" for n, w in parsed.loras], "denoising steps": steps,
-            "per step": report}

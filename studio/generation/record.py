@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from studio import __version__
-from studio.samplers import SCHEDULERS
+from studio.samplers import FLOW_SCHEDULERS, SCHEDULERS
 from studio.outputs.metadata import format_parameters, strict_json
 from studio.requests import GenerationRequest, request_fields
 from studio.requests.control import CONTROL_MODES, RESIZE_MODES
@@ -48,6 +48,7 @@ class ModelRecord:
     family: str
     hash: str                 # A1111's Model hash (sha256, 10 hex digits)
     inpainting_unet: bool     # the model's own 9-channel UNet made this image
+    arch: str = "sd"          # its family's key (studio/families): which fields it reads
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ImageRecord:
     addons: dict = field(default_factory=dict)          # loras, embeddings, vae, ip_adapter
     references: list[tuple[str, str]] = field(default_factory=list)   # (name, sha256)
     notes: list[str] = field(default_factory=list)      # what the user was told (unknown words...)
+    sampler: str = ""                     # the sampler run, where the family's table differs (flow)
 
     # -- AUTOMATIC1111 -----------------------------------------------------------------------------
     def a1111_fields(self) -> dict[str, Any]:
@@ -83,7 +85,8 @@ class ImageRecord:
         extra generation parameters, then the studio's own, `Version` last. None = left out.
         The request's fields write their own keys (each field's `infotext` in
         studio/requests/request.py); the record writes what only it knows."""
-        r, spec, vae = self.request, SCHEDULERS[self.request.scheduler], self.addons.get("vae")
+        r, vae = self.request, self.addons.get("vae")
+        spec = FLOW_SCHEDULERS[self.sampler] if self.sampler in FLOW_SCHEDULERS else SCHEDULERS[r.scheduler]
         loras, embeddings = self.addons.get("loras") or [], self.addons.get("embeddings") or []
         batched = r.batch_size > 1
         made = {
@@ -97,7 +100,8 @@ class ImageRecord:
             "Lora hashes": ", ".join(f"{_alias(x['name'])}: {x['sha256']}" for x in loras) or None,
             "TI hashes": ", ".join(f"{_bare(x['name'])}: {x['sha256']}" for x in embeddings) or None,
         }
-        written = {f.infotext.key: f.written(r) for f in request_fields() if f.infotext and f.infotext.write}
+        written = {f.infotext.key: f.written(r) for f in request_fields() if f.infotext and f.infotext.write
+                   and (f.families is None or self.model.arch in f.families)}
         return {**{key: made.get(key, written.get(key)) for key in INFOTEXT_ORDER},
                 **{key: value for key, value in written.items() if key not in INFOTEXT_ORDER},
                 **control_infotext(self.addons.get("controlnet") or []),
@@ -120,7 +124,8 @@ class ImageRecord:
             "batch_number": self.batch_number, "batch_pos": self.batch_pos,
             "width": self.size[0], "height": self.size[1], "generated_size": list(self.generated_size),
             "model": vars(self.model).copy(),
-            "scheduler": {"name": r.scheduler, "class": self.scheduler_class, "config": self.scheduler_config},
+            "scheduler": {"name": self.sampler or r.scheduler, "class": self.scheduler_class,
+                          "config": self.scheduler_config},
             "device": self.device, "dtype": self.dtype,
             "generator": "torch.Generator('cpu') per image, seeded with `seed`",
             "versions": self.versions,

@@ -24,10 +24,14 @@ class FewStep:
     guidance_embedded: bool  # guidance is an input of the model: no negative branch at any CFG
     note: str
     size: int = 0            # the side it was distilled at, where it differs from its family's
+    distilled: float = 0.0   # Distilled CFG scale (Flux), 0: the model has no guidance input
+    heading: str = ""        # what the banner starts with ("" = "Few-step (method)")
 
     def banner(self) -> str:
-        return (f"Few-step ({self.method}): {self.sampler}, {self.steps} step{'s' * (self.steps > 1)}, "
-                f"CFG {self.cfg:g} set for you (change them freely). {self.note}")
+        distilled = f", Distilled CFG {self.distilled:g}" if self.distilled else ""
+        return (f"{self.heading or f'Few-step ({self.method})'}: {self.sampler}, {self.steps} "
+                f"step{'s' * (self.steps > 1)}, CFG {self.cfg:g}{distilled} set for you (change them freely). "
+                f"{self.note}")
 
 
 FEW_STEP_SAMPLERS = ("LCM", "TCD")

@@ -17,9 +17,13 @@ from studio.config import EMBEDDED_MODEL
 from studio.errors import InvalidRequest
 from studio.models.sources import CONTROL_FOLDER, CONTROL_NAME
 
-KINDS = ("checkpoints", "loras", "vae", "embeddings", "ip-adapter", "upscalers", "controlnet")
+KINDS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "vae", "embeddings", "ip-adapter", "upscalers",
+         "controlnet")
+# ComfyUI's folders: transformers alone (Flux.1, SD 3.5) in diffusion_models, listed as models
+# beside the checkpoints; their CLIP and T5 files in text_encoders (studio/families/files.py)
+MODEL_KINDS = ("checkpoints", "diffusion_models")
 # a kind whose diffusers folders are entries (the file that marks one)
-FOLDER_MARKS = {"checkpoints": "model_index.json", "controlnet": "config.json"}
+FOLDER_MARKS = {"checkpoints": "model_index.json", "diffusion_models": "model_index.json", "controlnet": "config.json"}
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 EMBEDDED = "embedded (shape world)"
@@ -52,8 +56,8 @@ class ModelLibrary:
             # weights-only unpickler, which refuses anything but tensors and plain data.
             # Upscalers (ESRGAN and kin) are mostly .pth state dicts: read the same way (never .pt,
             # which may be TorchScript, i.e. code).
-            suffixes = {"embeddings": WEIGHT_SUFFIXES + (".pt", ".bin"),
-                        "upscalers": WEIGHT_SUFFIXES + (".pth",)}.get(kind, pickles)
+            suffixes = {"embeddings": WEIGHT_SUFFIXES + (".pt", ".bin"), "upscalers": WEIGHT_SUFFIXES + (".pth",),
+                        "checkpoints": pickles + (".gguf",), "diffusion_models": pickles + (".gguf",)}.get(kind, pickles)
             base = self.folder(kind)
             found: dict[str, Entry] = {}
             if base.is_dir():

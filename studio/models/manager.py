@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import InvalidRequest, ModelLoadError
-from studio.models.memory import MEMORY_MODES, free_device_memory, model_bytes, place, resolve_memory_mode
+from studio.models.memory import (MEMORY_MODES, HOOKED, free_device_memory, model_bytes, place,
+                                  resolve_memory_mode)
 from studio.models.sources import (PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir,
                                    read_pipeline, resolve)
 
@@ -37,13 +38,16 @@ def choose_device(requested: str = "auto") -> str:
     return requested
 
 
-def choose_dtype(requested: str, device: str):
+def choose_dtype(requested: str, device: str, arch: str = "sd"):
     import torch
 
     table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     if requested == "auto":
-        # Half precision where the hardware is made for it; full precision on the CPU.
-        return torch.float16 if device in ("cuda", "mps") else torch.float32
+        # Half precision where the hardware is made for it (bf16 for Flux and SD 3.5, which
+        # overflow fp16); full precision on the CPU.
+        if device in ("cuda", "mps"):
+            return torch.bfloat16 if arch != "sd" else torch.float16
+        return torch.float32
     return table[requested]
 
 
@@ -117,7 +121,7 @@ class ModelManager:
     def _load(self):
         info = self.info()
         device = choose_device(self.requested_device)
-        dtype = choose_dtype(self.requested_dtype, device)
+        dtype = choose_dtype(self.requested_dtype, device, info.arch)
         if info.kind == "placeholder" and not _is_diffusers_folder(placeholder_dir()):
             from studio.models.tiny import write_tiny_model
             log.warning(PLACEHOLDER_NOTICE)
@@ -130,12 +134,13 @@ class ModelManager:
         if device == "cuda":
             import torch
             free = torch.cuda.mem_get_info()[0]
-        self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free)
+        self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free,
+                                                 self._fp8_offer(pipe, info))
         place(pipe, device, self.memory_in_use)
         from studio.models.fast import apply_fast, resolve_fast
         fast, compile, compile_mode, cache = self.fast_request
-        if self.memory_in_use in ("offload", "sequential"):
-            compile = False             # accelerate's offload hooks move weights in and out
+        if self.memory_in_use in HOOKED:
+            compile = False             # offload hooks move weights in and out; fp8 hooks cast them
         self.fast = resolve_fast(fast, device, compile, compile_mode, cache)
         apply_fast(pipe, self.fast)
         self.text_cache.clear()
@@ -146,6 +151,11 @@ class ModelManager:
         self.loads += 1
         log.info("Loaded %s (%s) on %s as %s", info.name, info.family, device, dtype)
         return pipe
+
+    @staticmethod
+    def _fp8_offer(pipe, info: ModelInfo) -> int:
+        """The denoiser's bytes where `auto` may store it in fp8 (the transformer families), else 0."""
+        return model_bytes(pipe, ("transformer",)) if info.arch != "sd" else 0
 
     def base(self):
         with self.lock:
@@ -162,8 +172,12 @@ class ModelManager:
             base = self.base()
             info = self.info()
             if info.inpaint_only and mode != "inpaint":
-                raise InvalidRequest(f"{info.name} is an inpainting model (9-channel UNet): use the "
+                what = "9-channel UNet" if info.in_channels == 9 else info.family
+                raise InvalidRequest(f"{info.name} is an inpainting model ({what}): use the "
                                      "Inpainting tab, or load a regular model for this tab.")
+            if mode in info.own_modes:
+                self._derived[mode] = base          # the loaded pipeline is this mode's (Flux Fill)
+                return base
             auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
                     "inpaint": AutoPipelineForInpainting}[mode]
             own = {"unet": self._inpaint_unet(base)} if mode == "inpaint" and info.inpaint_unet else {}
@@ -217,8 +231,8 @@ class ModelManager:
                 return f"Memory mode {mode}: applied when the model loads."
             if mode in ("offload", "sequential") and self.device != "cuda":
                 raise InvalidRequest(f"Memory mode {mode} needs a CUDA GPU; this studio runs on {self.device}.")
-            if self.memory_in_use in ("offload", "sequential") or mode in ("offload", "sequential"):
-                # offload hooks cannot be removed in place: reload the weights in the new mode
+            if self.memory_in_use in HOOKED or mode in HOOKED:
+                # offload hooks and fp8 storage cannot be undone in place: reload in the new mode
                 source = self.source
                 self.unload()
                 self.source = source
@@ -228,7 +242,8 @@ class ModelManager:
             if self.device == "cuda":
                 import torch
                 free = torch.cuda.mem_get_info()[0] + model_bytes(self._base)
-            self.memory_in_use = resolve_memory_mode(mode, self.device, model_bytes(self._base), free)
+            self.memory_in_use = resolve_memory_mode(mode, self.device, model_bytes(self._base), free,
+                                                     self._fp8_offer(self._base, self.info()))
             place(self._base, self.device, self.memory_in_use)
             return f"Memory mode {mode} ({self.memory_in_use}) is on."
 

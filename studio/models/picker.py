@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.errors import InvalidRequest
-from studio.models.library import EMBEDDED, ModelLibrary
+from studio.models.library import EMBEDDED, MODEL_KINDS, ModelLibrary
 from studio.models.manager import ModelManager
 from studio.models.sources import STUDENT, ModelInfo, looks_like_hub_id, student_available
 
@@ -19,10 +19,18 @@ class ModelPicker:
     library: ModelLibrary | None = None
     start_model: str = ""        # what --model named: trusted, it was typed on the command line
 
+    def _models(self, rescan: bool = False) -> dict[str, str]:
+        """The models folder's models by picker name -> (kind, name): checkpoints by their name,
+        ComfyUI's diffusion_models as diffusion_models/<name>."""
+        if not self.library:
+            return {}
+        names = self.library.scan() if rescan else self.library.names()
+        return {(n if kind == "checkpoints" else f"{kind}/{n}"): (kind, n) for kind in MODEL_KINDS for n in names[kind]}
+
     def choices(self, rescan: bool = False) -> list[str]:
         """What the picker offers: the embedded model (and its few-step student), the --model
         source, the models folder."""
-        names = (self.library.scan() if rescan else self.library.names())["checkpoints"] if self.library else []
+        names = list(self._models(rescan))
         extra = [self.start_model] if self.start_model and self.start_model not in (*names, STUDENT) else []
         return [EMBEDDED, *([STUDENT] if student_available() else []), *extra, *names]
 
@@ -33,10 +41,9 @@ class ModelPicker:
             return EMBEDDED
         if source == STUDENT:
             return STUDENT
-        if self.library:
-            for name in self.library.names()["checkpoints"]:
-                if str(self.library.get("checkpoints", name).path) == source:
-                    return name
+        for choice, (kind, name) in self._models().items():
+            if str(self.library.get(kind, name).path) == source:
+                return choice
         return source
 
     def select(self, choice: str) -> ModelInfo:
@@ -55,8 +62,9 @@ class ModelPicker:
             return STUDENT, False
         if choice == self.start_model:
             return choice, True
-        if self.library and choice in self.library.names()["checkpoints"]:
-            return str(self.library.get("checkpoints", choice).path), False
+        models = self._models()
+        if choice in models:
+            return str(self.library.get(*models[choice]).path), False
         if looks_like_hub_id(choice):
             from huggingface_hub import try_to_load_from_cache
             if not isinstance(try_to_load_from_cache(choice, "model_index.json"), str):

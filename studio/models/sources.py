@@ -14,6 +14,7 @@ from pathlib import Path
 from studio.config import EMBEDDED_MODEL, ROOT
 from studio.prompts.vocabulary import read_vocabulary
 from studio.errors import ModelLoadError
+from studio.families import PIPELINE_CLASSES
 from studio.models.fewstep import FewStep, embedded_student, from_name, from_unet_config
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,14 @@ class ModelInfo:
     inpaint_unet: str = ""           # a 9-channel UNet that comes with the model (its subfolder)
     unet: str = ""                   # a UNet folder that replaces the model's own (the student)
     few_step: FewStep | None = None  # a few-step model: its sampler, steps and CFG
+    arch: str = "sd"                 # its family's key in studio/families (sd | flux | sd3)
+    own_modes: tuple[str, ...] = ()  # the only modes it serves, with its own pipeline (Flux Fill)
+    variant: str = ""                # its row in studio/families' VARIANTS ("" for the UNet families)
+    shift_by_size: bool = False      # its flow schedule shifts by picture size (Flux dev: `mu`)
 
     @property
     def inpaint_only(self) -> bool:
-        return self.in_channels == 9
+        return self.in_channels == 9 or self.own_modes == ("inpaint",)
 
 
 def placeholder_dir() -> Path:
@@ -100,7 +105,16 @@ def _family(unet: dict) -> str:
 
 
 def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type: str | None):
-    from studio.models.checkpoints import inspect
+    from studio.families.files import GGUF, gguf_shapes, is_transformer_file
+    from studio.models.checkpoints import SAFE_SUFFIXES, inspect, read_shapes
+
+    if path.suffix.lower() in (*SAFE_SUFFIXES, GGUF):
+        shapes = gguf_shapes(path) if path.suffix.lower() == GGUF else read_shapes(path)
+        if is_transformer_file(shapes):
+            return _describe_transformer_file(source, path, shapes)
+        if path.suffix.lower() == GGUF:
+            raise ModelLoadError(f"{path.name}: a GGUF file the studio reads holds a Flux.1 or SD 3.5 transformer; "
+                                 "this one holds neither.")
 
     ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
     info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,
@@ -162,6 +176,9 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
                              "hub id like 'owner/name'.")
     read = _config_reader(path, kind)
     try:
+        index = read("model_index.json")
+        if index.get("_class_name") in PIPELINE_CLASSES:
+            return _describe_transformer(source, path, kind, read, index), None
         unet = read("unet/config.json")
         vae = read("vae/config.json")
     except (OSError, ValueError) as exc:
@@ -186,6 +203,40 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
                      inpaint_unet=_inpaint_unet(read, path, kind), few_step=few), None
 
 
+def _describe_transformer(source: str, path: str, kind: str, read, index: dict) -> ModelInfo:
+    """A transformer family's folder (Flux.1, SD 3.5): family and variant from the pipeline class
+    and the transformer's config (studio/families)."""
+    from studio.families import VARIANTS, family, sd3_size, variant_key
+
+    transformer, vae = read("transformer/config.json"), read("vae/config.json")
+    name = Path(path).name if kind == "folder" else source
+    key = variant_key(index["_class_name"], transformer, name)
+    variant = VARIANTS[key]
+    fam = family(variant.family)
+    size = sd3_size(transformer) if fam.key == "sd3" else ""
+    label = " ".join(x for x in (fam.name, size, variant.label) if x)
+    vocabulary, knows = read_vocabulary(path) if kind != "hub" else (frozenset(), "")
+    return ModelInfo(source=source, name=name, kind=kind, family=label, native_size=int(vae.get("sample_size", 1024)),
+                     in_channels=int(transformer.get("in_channels", 64)), vocabulary=vocabulary, knows=knows,
+                     location=source if kind == "hub" else str(Path(path).expanduser()),
+                     few_step=variant.defaults, arch=fam.key, own_modes=variant.own_modes, variant=key,
+                     shift_by_size=bool(read("scheduler/scheduler_config.json").get("use_dynamic_shifting")))
+
+
+def _describe_transformer_file(source: str, path: Path, shapes: dict):
+    """A Flux.1 or SD 3.5 single file (studio/families/files.py) and where its parts are."""
+    from studio.families import VARIANTS
+    from studio.families.files import inspect_file
+
+    ck = inspect_file(path, shapes)
+    variant = VARIANTS[ck.variant]
+    info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.label, native_size=1024,
+                     in_channels=ck.configs["transformer"]["in_channels"], notice=" ".join(ck.notes),
+                     location=str(path), few_step=variant.defaults, arch=ck.family, own_modes=variant.own_modes,
+                     variant=ck.variant, shift_by_size=ck.variant != "FluxPipeline/schnell" and ck.family == "flux")
+    return info, ck
+
+
 def _inpaint_unet(read, path: str, kind: str) -> str:
     """The model's own inpainting UNet: a subfolder `inpaint-unet` with a 9-channel
     UNet2DConditionModel, as the embedded model's training writes (embedded/inpaint.py)."""
@@ -208,12 +259,16 @@ def read_pipeline(info: ModelInfo, checkpoint, dtype, allow_pickle: bool, allow_
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False)
     try:
         try:
-            if info.kind == "file":
+            if info.kind == "file" and info.arch != "sd":
+                from studio.families.files import load_dit
+                pipe = load_dit(checkpoint, dtype)
+            elif info.kind == "file":
                 from studio.models.checkpoints import load_pipeline
                 pipe = load_pipeline(checkpoint, dtype, allow_pickle)
             else:
                 own = {"unet": _unet(info.unet, dtype)} if info.unet else {}
-                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **own, **kwargs)
+                pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **own, **_left_out(info),
+                                                         **kwargs)
         except (OSError, ValueError) as first:
             if info.kind != "hub":
                 raise
@@ -235,6 +290,15 @@ def read_pipeline(info: ModelInfo, checkpoint, dtype, allow_pickle: bool, allow_
         raise ModelLoadError(f"Could not load model {info.source or info.name}: "
                              f"{type(exc).__name__}: {exc}{hint}") from exc
     return pipe
+
+
+def _left_out(info: ModelInfo) -> dict:
+    """Components a folder saved as absent (SD 3.5 without T5: `"text_encoder_3": [null, null]`),
+    passed as None, which diffusers otherwise refuses."""
+    if info.kind == "hub" or info.arch == "sd":
+        return {}
+    index = json.loads((Path(info.location) / "model_index.json").read_text(encoding="utf-8"))
+    return {k: None for k, v in index.items() if isinstance(v, list) and v == [None, None]}
 
 
 def _unet(folder: str, dtype):

@@ -124,6 +124,14 @@ class GenerationRequest:
                          axis=True, rest="steps", infotext=Infotext("Steps", always=True))
     cfg_scale: float = declare(7.0, Number(*CFG_RANGE, step=0.5), "CFG scale", group="sampling", axis=True,
                                rest="cfg_scale", infotext=Infotext("CFG scale", always=True))
+    # studio/families: written for the families that read them, as Forge writes them
+    distilled_cfg: float = declare(3.5, Number(0.0, 100.0, step=0.5, ui_high=30.0), "Distilled CFG scale",
+                                   group="sampling", axis=True, rest="distilled_cfg_scale", families=("flux",),
+                                   help="Flux.1: the guidance the model learned (its CFG scale is true guidance, "
+                                        "1 = off)", infotext=Infotext("Distilled CFG Scale", always=True))
+    shift: float = declare(0.0, Number(0.0, 20.0, step=0.5), "Shift", group="sampling", axis=True, rest="shift",
+                           families=("flux", "sd3"), infotext=Infotext("Shift"),
+                           help="flow-matching models: more steps at high noise; 0 = the model's own")
     width: int = declare(0, Side(MIN_SIDE, 2048, integer=True, step=8, cap="max_side"), "Width", group="size",
                          rest="width")          # 0: the model's native size (txt2img) or the input image's
     height: int = declare(0, Side(MIN_SIDE, 2048, integer=True, step=8, cap="max_side"), "Height", group="size",

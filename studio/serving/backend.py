@@ -106,7 +106,7 @@ class InProcess:
                         content_filter=self.content_filter)
 
     def explain(self, request: GenerationRequest) -> dict:
-        from studio.generation.engine import explain
+        from studio.generation.explain import explain
         if request.model:
             self.picker.select(request.model)
         return explain(request, self.manager, self.presets)

@@ -29,25 +29,40 @@ def negative_box(studio: Studio, cfg: float) -> gr.Textbox:
     return gr.Textbox(interactive=active, placeholder=ACTIVE if active else INERT)
 
 
-def wire(demo: gr.Blocks, switched, studio: Studio, tabs: list[dict]) -> None:
-    """`tabs`: each tab's field -> control map (scheduler, steps, cfg_scale, negative_prompt)."""
-    for fields in tabs:
-        scheduler, steps, cfg, negative = (fields[k] for k in ("scheduler", "steps", "cfg_scale", "negative_prompt"))
-        standard = (scheduler.value, steps.value, cfg.value)
+def _arch(studio: Studio) -> str:
+    try:
+        return studio.model_info().arch
+    except StudioError:
+        return "sd"
 
-        def defaults(sampler_now, cfg_now, standard=standard):
+
+def wire(demo: gr.Blocks, switched, studio: Studio, tabs: list[dict]) -> None:
+    """`tabs`: each tab's field -> control map (scheduler, steps, cfg_scale, distilled_cfg,
+    negative_prompt...). Controls of fields only some families read (Distilled CFG scale, Shift)
+    are shown while such a model is loaded."""
+    from studio.requests import request_fields
+
+    for fields in tabs:
+        scheduler, steps, cfg, distilled, negative = (
+            fields[k] for k in ("scheduler", "steps", "cfg_scale", "distilled_cfg", "negative_prompt"))
+        standard = (scheduler.value, steps.value, cfg.value, distilled.value)
+        familied = [(f.families, fields[f.name]) for f in request_fields() if f.families and f.name in fields]
+
+        def defaults(sampler_now, cfg_now, standard=standard, familied=familied):
+            arch = _arch(studio)
+            shown = [gr.update(visible=arch in families) for families, _ in familied]
             few = _few_step(studio)
             if few is not None:
-                chosen = (few.sampler, few.steps, few.cfg)
+                chosen = (few.sampler, few.steps, few.cfg, few.distilled or standard[3])
             elif looks_few_step(sampler_now, float(cfg_now or 0)):
                 chosen = standard
             else:
-                return [gr.skip(), gr.skip(), gr.skip(), negative_box(studio, cfg_now)]
-            return [*chosen, negative_box(studio, chosen[2])]
+                return [gr.skip()] * 4 + [negative_box(studio, cfg_now), *shown]
+            return [*chosen, negative_box(studio, chosen[2]), *shown]
 
+        outputs = [scheduler, steps, cfg, distilled, negative, *(c for _, c in familied)]
         for event in (switched.then, demo.load):
-            event(defaults, [scheduler, cfg], [scheduler, steps, cfg, negative], api_visibility="private",
-                  queue=False)
+            event(defaults, [scheduler, cfg], outputs, api_visibility="private", queue=False)
         cfg.change(lambda value: negative_box(studio, value), [cfg], [negative], api_visibility="private",
                    queue=False)
         _wire_loras(studio, fields["loras"], scheduler, steps, cfg, negative)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import gradio as gr
 import numpy as np
 
+from studio.errors import StudioError
 from studio.fields import Choice, Field
 from studio.requests import request_fields
 from studio.requests.hires import LATENT, hires_fields
@@ -74,6 +75,13 @@ def choices(f: Field, studio: Studio, rescan: bool = False) -> list:
     return [shown, *listed] if shown else listed
 
 
+def _loaded_arch(studio: Studio) -> str:
+    try:
+        return studio.model_info().arch
+    except StudioError:
+        return "sd"
+
+
 def _common(f: Field, tab: str, extra: dict) -> dict:
     common = dict(label=f.caption or f.label, elem_id=f"{tab}-{f.elem_id}")
     if f.help:
@@ -82,8 +90,11 @@ def _common(f: Field, tab: str, extra: dict) -> dict:
 
 
 def control(f: Field, tab: str, studio: Studio, **extra: Any):
-    """The control that shows field `f` on `tab` (`extra`: what this tab shows differently)."""
+    """The control that shows field `f` on `tab` (`extra`: what this tab shows differently); a
+    field only some model families read is shown while one of them is loaded (studio/ui/fewstep.py)."""
     kind, widget = f.kind, f.kind.widget
+    if f.families is not None:
+        extra.setdefault("visible", _loaded_arch(studio) in f.families)
     if widget == "text":
         return gr.Textbox(extra.pop("value", f.default), lines=kind.lines, placeholder=kind.placeholder or None,
                           **_common(f, tab, extra))

@@ -1,0 +1,131 @@
+"""Model families as a table: what each architecture is, what it needs and what it can do.
+
+The studio runs every family through the same manager, engine, record and tabs. What differs is
+data here: the pipeline classes that mark a family in a diffusers folder, the module that
+denoises (a UNet or a transformer), whether it samples on a flow-matching schedule (its own
+samplers and shift), the multiple its picture sides must be, how prompts are encoded
+(studio/prompts for CLIP families, studio/families/text.py for the T5 ones), whether CFG is
+distilled into the model, and which request features it has; a request that asks a family for
+one it lacks is refused with a sentence naming both. Importing this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from studio.errors import InvalidRequest
+from studio.models.fewstep import OFF, FewStep
+
+
+@dataclass(frozen=True)
+class Feature:
+    label: str                          # what the refusal calls it
+    asked: Callable[[object], bool]     # whether a request uses it
+
+
+def _regions(r) -> bool:
+    from studio.control.regions import has_regions
+    return has_regions(r.prompt)
+
+
+# request features beyond a plain picture, each a family may lack
+FEATURES: dict[str, Feature] = {
+    "regions": Feature("regional prompts (ADDCOL, ADDROW, ADDBASE)", _regions),
+    "control": Feature("ControlNet", lambda r: bool(r.control)),
+    "references": Feature("reference images", lambda r: bool(r.references) and r.reference_strength > 0),
+    "feature_cache": Feature("the feature cache (DeepCache)", lambda r: r.feature_cache > 0),
+    "tiling": Feature("tiling", lambda r: r.tiling != "off"),
+    "variation": Feature("variation seeds", lambda r: r.variation_strength > 0),
+    "clip_skip": Feature("clip skip", lambda r: r.clip_skip > 1),
+    "latents": Feature("latent input (a latent upscale)", lambda r: r.keep_latents or r.latents is not None),
+    "loras": Feature("LoRAs", lambda r: bool(r.loras) or "<lora:" in r.prompt),
+    "vae": Feature("VAE files", lambda r: bool(r.vae)),
+}
+EVERYTHING = frozenset(FEATURES)
+
+
+@dataclass(frozen=True)
+class Family:
+    key: str                   # "sd" | "flux" | "sd3"
+    name: str                  # what the model list and the record say
+    denoiser: str              # the pipeline's attribute that denoises: "unet" | "transformer"
+    flow: bool                 # flow matching: the flow samplers (studio/samplers.py) and shift
+    size_step: int             # picture sides are multiples of this (the VAE's 8, times 2x2 patches)
+    supports: frozenset[str]   # FEATURES it has
+    distilled_guidance: bool = False   # guidance_scale is the distilled embedding, CFG true_cfg_scale
+    text: str = "clip"         # prompt encoding: "clip" (studio/prompts) or "t5" (studio/families/text.py)
+    t5_tokens: int = 0         # the T5 prompt length it was trained with
+    sized_input: bool = False  # its image-to-image pipeline takes the size (else it keeps the input's)
+    passes_mu: bool = False    # its pipelines always hand the scheduler a shift by size (`mu`)
+
+    def check(self, request) -> None:
+        """Refuse what this family does not do, naming it."""
+        for key, feature in FEATURES.items():
+            if key not in self.supports and feature.asked(request):
+                raise InvalidRequest(f"{self.name} models do not take {feature.label} here yet; SD 1.x, "
+                                     f"SD 2.x and SDXL do.")
+
+
+SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
+FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset(), distilled_guidance=True, text="t5",
+              t5_tokens=512, sized_input=True, passes_mu=True)
+SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset(), text="t5", t5_tokens=256, sized_input=True)
+FAMILIES = {f.key: f for f in (SD, FLUX, SD3)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A pipeline class of a family: its name beside the family's, the modes it serves by
+    itself (a Fill model only inpaints), whether it runs true CFG with a negative prompt, and
+    the settings it was made for (the tabs take them when it loads)."""
+    family: str
+    label: str
+    own_modes: tuple[str, ...] = ()     # modes the loaded pipeline serves itself (no from_pipe)
+    true_cfg: bool = True
+    defaults: FewStep | None = None
+
+
+def _defaults(title: str, steps: int, cfg: float, distilled: float, note: str) -> FewStep:
+    return FewStep(title, "Euler", steps, cfg, False, note, distilled=distilled, heading=title)
+
+
+FLUX_NOTE = ("CFG scale is true guidance (1 = off: one pass a step; above 1 the negative prompt works, at twice "
+             "the time); Distilled CFG scale is the guidance the model learned.")
+VARIANTS: dict[str, Variant] = {
+    "FluxPipeline": Variant("flux", "dev", defaults=_defaults("Flux.1 dev", 20, 1.0, 3.5, FLUX_NOTE)),
+    "FluxPipeline/schnell": Variant("flux", "schnell", defaults=_defaults(
+        "Flux.1 schnell", 4, 1.0, 0.0, "Timestep-distilled: 1-4 steps, no guidance input. " + OFF)),
+    "FluxFillPipeline": Variant("flux", "Fill", own_modes=("inpaint",), true_cfg=False, defaults=_defaults(
+        "Flux.1 Fill", 28, 1.0, 30.0, "Inpainting and outpainting; the whole mask is redrawn (strength 1).")),
+    "FluxKontextPipeline": Variant("flux", "Kontext", defaults=_defaults(
+        "Flux.1 Kontext", 28, 1.0, 2.5, "Instruction editing: give it a picture and say what to change. "
+        + FLUX_NOTE)),
+    "StableDiffusion3Pipeline": Variant("sd3", "", defaults=_defaults(
+        "SD 3.5", 28, 4.5, 0.0, "Large: 28 steps, CFG 3.5-4.5; Medium: 40 steps, CFG 4.5.")),
+    "StableDiffusion3Pipeline/turbo": Variant("sd3", "Turbo", defaults=_defaults(
+        "SD 3.5 Large Turbo", 4, 1.0, 0.0, "Distilled: 4 steps. " + OFF)),
+}
+# the pipeline classes that mark a transformer family's diffusers folder (model_index.json)
+PIPELINE_CLASSES = frozenset(key.split("/")[0] for key in VARIANTS)
+
+
+def family(key: str) -> Family:
+    return FAMILIES[key]
+
+
+def variant_key(pipeline_class: str, transformer: dict, name: str) -> str:
+    """The VARIANTS key of a diffusers folder, from its pipeline class, transformer config and
+    name (Flux schnell has no guidance embedding; SD 3.5 Large Turbo says so in its name)."""
+    if pipeline_class == "FluxPipeline" and not transformer.get("guidance_embeds", True):
+        return "FluxPipeline/schnell"
+    if pipeline_class == "StableDiffusion3Pipeline" and "turbo" in name.lower():
+        return "StableDiffusion3Pipeline/turbo"
+    return pipeline_class
+
+
+def sd3_size(transformer: dict) -> str:
+    """SD 3.5 Medium or Large from the transformer's depth (24 or 38 blocks; Medium has the
+    dual-attention blocks)."""
+    layers = transformer.get("num_layers", 0)
+    return {24: "Medium", 38: "Large"}.get(layers, "")

@@ -1,0 +1,442 @@
+"""Flux.1 and SD 3.5 as users have them: single files in the original layouts, loaded offline.
+
+A file is recognised by its tensor names (Black Forest Labs' `double_blocks.N.img_attn.qkv` for
+Flux, Stability's `joint_blocks.N.x_block.attn.qkv` for SD 3.5), bare or under ComfyUI's and
+Stability's `model.diffusion_model.`; every width, depth and head count is read from the shapes.
+What the file lacks (Flux's transformer-only files hold neither text encoders nor VAE) is taken
+from the folders beside it as ComfyUI lays them out: `text_encoders/` (or `clip/`) for CLIP-L,
+CLIP-G and T5-XXL (fp16 or fp8), `vae/` for the 16-channel autoencoder; all-in-one files
+(Stability's sd3.5_large.safetensors, ComfyUI's fp8 checkpoints) carry them under
+`text_encoders.*.transformer.` and `first_stage_model.` or `vae.`. A missing part is a message
+naming the file to add and where. diffusers' converters turn each part into its model, from
+the tensors read here (`from_single_file` takes a dict) and configs written here (no hub).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.errors import ModelLoadError
+from studio.families import VARIANTS, family
+from studio.families.tokenizers import T5_VOCAB, clip_tokenizer, t5_tokenizer
+
+DIFFUSION = "model.diffusion_model."
+MARKS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight"}
+TEXT_INSIDE = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
+               "t5xxl": "text_encoders.t5xxl.transformer."}
+VAE_INSIDE = ("first_stage_model.", "vae.")
+TEXT_FOLDERS = ("text_encoders", "clip")
+NEEDS = {"flux": ("clip_l", "t5xxl", "vae"), "sd3": ("clip_l", "clip_g", "t5xxl", "vae")}
+OPTIONAL = {"sd3": ("t5xxl",)}          # SD 3.5 runs on its two CLIPs alone, as its makers allow
+WHERE = {"clip_l": "clip_l.safetensors in models/text_encoders",
+         "clip_g": "clip_g.safetensors in models/text_encoders",
+         "t5xxl": "t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors) in models/text_encoders",
+         "vae": "the 16-channel VAE (Flux: ae.safetensors) in models/vae"}
+# VAE factors of each family (the two VAEs share one architecture; their latents differ)
+VAE_FACTORS = {"flux": {"scaling_factor": 0.3611, "shift_factor": 0.1159},
+               "sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609}}
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where one component's tensors are: a file and the prefix they sit under."""
+    path: Path
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class DiTFile:
+    """What a transformer-family file is and where each of its parts comes from."""
+    path: Path
+    family: str                          # flux | sd3
+    variant: str                         # a VARIANTS key
+    label: str                           # "Flux.1 dev", "SD 3.5 Large"
+    configs: dict = field(repr=False, compare=False)
+    parts: dict = field(default_factory=dict)     # component -> Part
+    notes: tuple[str, ...] = ()
+
+
+def is_transformer_file(shapes: dict) -> str | None:
+    """flux, sd3, or None (a UNet family's checkpoint), from the tensor names."""
+    for fam, mark in MARKS.items():
+        if mark in shapes or DIFFUSION + mark in shapes:
+            return fam
+    return None
+
+
+def _bare(shapes: dict) -> tuple[dict, str]:
+    prefix = DIFFUSION if any(k.startswith(DIFFUSION) for k in shapes) else ""
+    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}, prefix
+
+
+def _count(shapes: dict, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in shapes for m in [rx.match(k)] if m})
+
+
+def flux_config(s: dict) -> dict:
+    """FluxTransformer2DModel's config from BFL's tensor names and shapes."""
+    hidden, in_channels = s["img_in.weight"]
+    head = s["double_blocks.0.img_attn.norm.query_norm.scale"][0]
+    rope = [head // 8, head * 7 // 16, head * 7 // 16]       # BFL's (16, 56, 56) at 128 per head
+    return {"_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
+            "out_channels": s["final_layer.linear.weight"][0], "num_layers": _count(s, r"double_blocks\.(\d+)\."),
+            "num_single_layers": _count(s, r"single_blocks\.(\d+)\."), "attention_head_dim": head,
+            "num_attention_heads": hidden // head, "joint_attention_dim": s["txt_in.weight"][1],
+            "pooled_projection_dim": s["vector_in.in_layer.weight"][1],
+            "guidance_embeds": "guidance_in.in_layer.weight" in s, "axes_dims_rope": rope}
+
+
+def sd3_config(s: dict) -> dict:
+    """SD3Transformer2DModel's config from Stability's names: 64 channels a head, as many heads
+    as blocks (mmditx.py); MMDiT-X's second attention (3.5 Medium) where `attn2` is."""
+    depth = _count(s, r"joint_blocks\.(\d+)\.")
+    hidden, in_channels, patch, _ = s["x_embedder.proj.weight"]
+    return {"_class_name": "SD3Transformer2DModel", "sample_size": 128, "patch_size": patch,
+            "in_channels": in_channels, "out_channels": s["final_layer.linear.weight"][0] // (patch * patch),
+            "num_layers": depth, "attention_head_dim": hidden // depth, "num_attention_heads": depth,
+            "joint_attention_dim": s["context_embedder.weight"][1], "caption_projection_dim": hidden,
+            "pooled_projection_dim": s["y_embedder.mlp.0.weight"][1],
+            "pos_embed_max_size": round(s["pos_embed"][1] ** 0.5),
+            "qk_norm": "rms_norm" if "joint_blocks.0.x_block.attn.ln_q.weight" in s else None,
+            "dual_attention_layers": sorted(int(i) for i in {m.group(1) for k in s for m in [
+                re.match(r"joint_blocks\.(\d+)\.x_block\.attn2\.", k)] if m})}
+
+
+def _variant(fam: str, config: dict, name: str) -> str:
+    low = name.lower()
+    if fam == "sd3":
+        return "StableDiffusion3Pipeline/turbo" if "turbo" in low else "StableDiffusion3Pipeline"
+    if config["in_channels"] > config["out_channels"]:       # latents + picture + mask: Fill
+        return "FluxFillPipeline"
+    if not config["guidance_embeds"]:
+        return "FluxPipeline/schnell"
+    return "FluxKontextPipeline" if "kontext" in low else "FluxPipeline"
+
+
+def inspect_file(path: Path, shapes: dict) -> DiTFile:
+    """Family, variant, configs and every part's whereabouts. Raises ModelLoadError naming a
+    missing part and where it goes."""
+    fam = is_transformer_file(shapes)
+    bare, prefix = _bare(shapes)
+    config = flux_config(bare) if fam == "flux" else sd3_config(bare)
+    key = _variant(fam, config, path.name)
+    size = {24: " Medium", 38: " Large"}.get(config["num_layers"], "") if fam == "sd3" else ""
+    label = f"{family(fam).name}{size} {VARIANTS[key].label}".strip()
+    parts, notes = {"transformer": Part(path, prefix)}, []
+    for role, inside in TEXT_INSIDE.items():
+        if any(k.startswith(inside) for k in shapes):
+            parts[role] = Part(path, inside)
+    inside_vae = next((p for p in VAE_INSIDE if f"{p}decoder.conv_in.weight" in shapes), None)
+    if inside_vae is not None:
+        parts["vae"] = Part(path, inside_vae)
+    parts.update(_beside(path, fam, config, [n for n in NEEDS[fam] if n not in parts]))
+    missing = [n for n in NEEDS[fam] if n not in parts and n not in OPTIONAL.get(fam, ())]
+    if missing:
+        raise ModelLoadError(f"{path.name} is {label} but has no {', no '.join(missing)}: add "
+                             + "; ".join(WHERE[m] for m in missing) + ".")
+    if path.suffix.lower() == GGUF:
+        notes.append(f"GGUF {gguf_kind(path)} transformer: its weights stay quantised, each layer computed at "
+                     "the working precision.")
+    if fam == "sd3" and "t5xxl" not in parts:
+        notes.append(f"No T5-XXL for {path.name}: SD 3.5 runs on CLIP-L and CLIP-G alone (add "
+                     f"{WHERE['t5xxl']} for its best prompt reading).")
+    configs = {"transformer": config, **_text_configs(parts), "vae": _vae_config(parts["vae"], fam)}
+    return DiTFile(path, fam, key, label, configs, parts, tuple(notes))
+
+
+# -------------------------------------------------------------------------------------------------
+# the parts beside a file (ComfyUI's folders)
+
+GGUF = ".gguf"
+
+
+def _shapes(path: Path) -> dict:
+    """Tensor name -> logical shape, from the header alone (GGUF: as ggml stores it, reversed)."""
+    if path.suffix.lower() == GGUF:
+        return gguf_shapes(path)
+    from studio.models.checkpoints import read_shapes
+    return read_shapes(path)
+
+
+def gguf_shapes(path: Path) -> dict:
+    try:
+        from gguf import GGUFReader
+        return {t.name: tuple(int(i) for i in reversed(t.shape)) for t in GGUFReader(str(path)).tensors}
+    except Exception as exc:  # noqa: BLE001 - a damaged file becomes a clear message
+        raise ModelLoadError(f"{path.name} is not a readable GGUF file: {exc}") from None
+
+
+def gguf_kind(path: Path) -> str:
+    """The quantisation most of a GGUF file's weights have (Q8_0, Q4_K...)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+    kinds = Counter(t.tensor_type.name for t in GGUFReader(str(path)).tensors if len(t.shape) > 1)
+    return kinds.most_common(1)[0][0] if kinds else "F32"
+
+
+def canonical_clip(tensors: dict) -> dict:
+    """CLIP tensors under `text_model.` as CLIP files have them (transformers 5's CLIPTextModel
+    saves them without it)."""
+    if "embeddings.token_embedding.weight" not in tensors:
+        return tensors
+    return {k if k.startswith("text_projection") else f"text_model.{k}": v for k, v in tensors.items()}
+
+
+def _kind(shapes: dict) -> tuple[str, int] | None:
+    """("clip", hidden), ("t5", d_model) or ("vae", latent channels) of a part's file."""
+    shapes = canonical_clip(shapes)
+    if "text_model.embeddings.token_embedding.weight" in shapes:
+        return "clip", shapes["text_model.embeddings.token_embedding.weight"][1]
+    if "encoder.block.0.layer.0.SelfAttention.q.weight" in shapes:
+        return "t5", shapes["shared.weight"][1] if "shared.weight" in shapes else \
+            shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][1]
+    if "decoder.conv_in.weight" in shapes:
+        return "vae", shapes["decoder.conv_in.weight"][1]
+    return None
+
+
+def _candidates(path: Path, folders: tuple[str, ...]) -> list[Path]:
+    """Files beside the model and in the models root's `folders` (ComfyUI: models/text_encoders
+    and models/vae, the root being the first folder above the file that has one of them)."""
+    root = next((p for p in list(path.parents)[1:4] if any((p / f).is_dir() for f in folders)), None)
+    places = [path.parent] + ([root / f for f in folders] if root is not None else [])
+    return sorted({f for r in places if r.is_dir() for f in r.rglob("*.safetensors") if f != path})
+
+
+def _beside(path: Path, fam: str, config: dict, wanted: list[str]) -> dict[str, Part]:
+    """The wanted parts found beside the file, each matched to the transformer by its width."""
+    found: dict[str, Part] = {}
+    if not wanted:
+        return found
+    t5_width = config["joint_attention_dim"]
+    for f in _candidates(path, TEXT_FOLDERS + ("vae",)):
+        kind = _kind(_shapes(f))
+        if kind is None:
+            continue
+        what, width = kind
+        name = f.stem.lower().replace("-", "_")
+        role = ("t5xxl" if what == "t5" and width == t5_width else
+                "vae" if what == "vae" and width == 16 else
+                ("clip_g" if "clip_g" in name or width == 1280 else "clip_l") if what == "clip" else None)
+        if role in wanted and role not in found and _fits(role, fam, config, width, name):
+            found[role] = Part(f)
+    return found
+
+
+def _fits(role: str, fam: str, config: dict, width: int, name: str) -> bool:
+    """Flux's pooled vector is CLIP-L's (its width); SD 3.5's is CLIP-L's and CLIP-G's side by side."""
+    if role == "clip_l" and fam == "flux":
+        return width == config["pooled_projection_dim"]
+    if role == "vae" and fam == "flux":
+        return "sd3" not in name
+    return True
+
+
+# -------------------------------------------------------------------------------------------------
+# configs and loading
+
+def _read(part: Part) -> dict:
+    if part.path.suffix.lower() == GGUF:      # quantised weights stay quantised (GGUFParameter)
+        from diffusers.models.model_loading_utils import load_gguf_checkpoint
+        return {k[len(part.prefix):]: v for k, v in load_gguf_checkpoint(str(part.path)).items()
+                if k.startswith(part.prefix)}
+    from safetensors import safe_open
+    with safe_open(str(part.path), framework="pt") as f:
+        return {k[len(part.prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(part.prefix)}
+
+
+def _part_shapes(part: Part) -> dict:
+    return {k[len(part.prefix):]: v for k, v in _shapes(part.path).items() if k.startswith(part.prefix)}
+
+
+def _text_configs(parts: dict) -> dict:
+    from studio.models.checkpoints import _clip_config
+
+    out = {}
+    for role in ("clip_l", "clip_g"):
+        if role in parts:
+            s = canonical_clip(_part_shapes(parts[role]))
+            config = _clip_config(s, "text_model.")
+            projection = s.get("text_projection.weight")
+            config.update(architectures=["CLIPTextModelWithProjection"], projection_dim=(projection or
+                          (config["hidden_size"],))[0], hidden_act="gelu" if role == "clip_g" else "quick_gelu")
+            out[role] = config
+    if "t5xxl" in parts:
+        s = _part_shapes(parts["t5xxl"])
+        heads = s["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"][1]
+        inner, d_model = s["encoder.block.0.layer.0.SelfAttention.q.weight"]
+        vocab = s.get("shared.weight", s.get("encoder.embed_tokens.weight", (T5_VOCAB,)))[0]
+        out["t5xxl"] = {"architectures": ["T5EncoderModel"], "model_type": "t5", "vocab_size": vocab,
+                        "d_model": d_model, "d_kv": inner // heads, "num_heads": heads,
+                        "d_ff": s["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0],
+                        "num_layers": _count(s, r"encoder\.block\.(\d+)\."), "feed_forward_proj": "gated-gelu",
+                        "is_encoder_decoder": False, "relative_attention_num_buckets":
+                        s["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"][0]}
+    return out
+
+
+def _vae_config(part: Part, fam: str) -> dict:
+    s = _part_shapes(part)
+    levels = _count(s, r"encoder\.down\.(\d+)\.")
+    widths = [s[f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(levels)]
+    return {"_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3,
+            "latent_channels": s["decoder.conv_in.weight"][1], "block_out_channels": widths,
+            "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
+            "layers_per_block": _count(s, r"encoder\.down\.0\.block\.(\d+)\."), "norm_num_groups": 32,
+            "sample_size": 1024, "use_quant_conv": False, "use_post_quant_conv": False,
+            **VAE_FACTORS[fam]}
+
+
+# Black Forest Labs' names -> diffusers' (src/flux/model.py, modules/layers.py). diffusers' own
+# converter assumes Flux.1's 3072 channels; this reads any width from the shapes.
+FLUX_TOP = {"img_in": "x_embedder", "txt_in": "context_embedder", "final_layer.linear": "proj_out",
+            "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+            "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+            "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+            "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+            "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+            "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2"}
+FLUX_DOUBLE = {"img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear", "img_attn.proj": "attn.to_out.0",
+               "txt_attn.proj": "attn.to_add_out", "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
+               "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
+               "img_attn.norm.query_norm.scale": "attn.norm_q.weight", "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
+               "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
+               "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight"}
+FLUX_SINGLE = {"linear2": "proj_out", "modulation.lin": "norm.linear", "norm.query_norm.scale": "attn.norm_q.weight",
+               "norm.key_norm.scale": "attn.norm_k.weight"}
+FLUX_FUSED = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+              "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
+
+
+def _halves_swapped(t):
+    """BFL's final adaLN gives (shift, scale); diffusers' AdaLayerNormContinuous (scale, shift)."""
+    import torch
+    shift, scale = t.chunk(2, dim=0)
+    return torch.cat([scale, shift], dim=0)
+
+
+def _renamed(tensors: dict, old: str, new: str, out: dict) -> None:
+    """`old` as `new`: a whole parameter name (a norm's scale), else its .weight and .bias."""
+    if old in tensors:
+        out[new] = tensors[old]
+        return
+    for suffix in (".weight", ".bias"):
+        if old + suffix in tensors:
+            out[new + suffix] = tensors[old + suffix]
+
+
+def flux_from_bfl(t: dict, config: dict) -> dict:
+    """diffusers' FluxTransformer2DModel state dict from BFL's tensors."""
+    out: dict = {}
+    hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    for old, new in FLUX_TOP.items():
+        _renamed(t, old, new, out)
+    for w in ("weight", "bias"):
+        out[f"norm_out.linear.{w}"] = _halves_swapped(t[f"final_layer.adaLN_modulation.1.{w}"])
+    for i in range(config["num_layers"]):
+        b, d = f"double_blocks.{i}.", f"transformer_blocks.{i}."
+        for old, new in FLUX_DOUBLE.items():
+            _renamed(t, b + old, d + new, out)
+        for old, news in FLUX_FUSED.items():
+            for w in ("weight", "bias"):
+                if f"{b}{old}.{w}" in t:
+                    for part, new in zip(t[f"{b}{old}.{w}"].chunk(3, dim=0), news):
+                        out[f"{d}{new}.{w}"] = part
+    for i in range(config["num_single_layers"]):
+        b, d = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
+        for old, new in FLUX_SINGLE.items():
+            _renamed(t, b + old, d + new, out)
+        for w in ("weight", "bias"):
+            fused = t[f"{b}linear1.{w}"]
+            q, k, v, mlp = fused.split([hidden, hidden, hidden, fused.shape[0] - 3 * hidden], dim=0)
+            out.update({f"{d}attn.to_q.{w}": q, f"{d}attn.to_k.{w}": k, f"{d}attn.to_v.{w}": v,
+                        f"{d}proj_mlp.{w}": mlp})
+    return out
+
+
+def _scheduler(fam: str, key: str) -> dict:
+    if fam == "sd3":
+        return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
+    fixed = key == "FluxPipeline/schnell"
+    return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
+            "shift": 1.0 if fixed else 3.0, "use_dynamic_shifting": not fixed, "base_shift": 0.5,
+            "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
+
+
+def _write_configs(ck: DiTFile, folder: Path) -> Path:
+    for name in ("transformer", "vae"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "config.json").write_text(json.dumps(ck.configs[name], indent=1), encoding="utf-8")
+    return folder
+
+
+def _text_encoder(ck: DiTFile, role: str, dtype):
+    """A CLIP or T5 encoder built from its config and the file's tensors (fp8 ones cast to the
+    load dtype); a missing tensor is an error, never a silent random weight."""
+    import transformers
+
+    config = dict(ck.configs[role])
+    cls_name = "CLIPTextModel" if ck.family == "flux" and role == "clip_l" else config["architectures"][0]
+    cls = getattr(transformers, cls_name)
+    config_cls = transformers.T5Config if role == "t5xxl" else transformers.CLIPTextConfig
+    model = cls(config_cls(**{k: v for k, v in config.items() if k != "architectures"}))
+    tensors = {k: v.to(dtype) for k, v in _read(ck.parts[role]).items() if not k.endswith("position_ids")}
+    if role != "t5xxl":
+        tensors = canonical_clip(tensors)
+        if not any(k.startswith("text_model.") for k in model.state_dict()):
+            tensors = {k.removeprefix("text_model."): v for k, v in tensors.items()}
+    if role == "t5xxl" and "shared.weight" not in tensors:
+        tensors["shared.weight"] = tensors["encoder.embed_tokens.weight"]
+    missing, _ = model.load_state_dict(tensors, strict=False)
+    missing = [m for m in missing if not m.endswith(("embed_tokens.weight", "position_ids"))]
+    if missing:
+        raise ModelLoadError(f"{ck.parts[role].path.name}: its {role} lacks {len(missing)} tensors ({missing[0]}, ...).")
+    return model.to(dtype).eval()
+
+
+def _transformer(ck: DiTFile, net, folder: Path, dtype):
+    """Flux through BFL's names read here (diffusers' converter assumes Flux.1's 3072 channels),
+    SD 3.5 through diffusers' converter; a GGUF file's weights stay quantised, each layer
+    dequantised to `dtype` as it runs."""
+    import diffusers
+
+    tensors = _read(ck.parts["transformer"])
+    if ck.family == "flux":
+        tensors = flux_from_bfl(tensors, ck.configs["transformer"])
+    quantised = ck.parts["transformer"].path.suffix.lower() == GGUF
+    extra = {"quantization_config": diffusers.GGUFQuantizationConfig(compute_dtype=dtype)} if quantised else {}
+    return net.from_single_file(tensors, config=str(folder), subfolder="transformer", torch_dtype=dtype,
+                                local_files_only=True, **extra)
+
+
+def load_dit(ck: DiTFile, dtype):
+    """The diffusers pipeline of a transformer-family file and its parts, offline."""
+    import diffusers
+
+    cls = getattr(diffusers, ck.variant.split("/")[0])
+    net = diffusers.FluxTransformer2DModel if ck.family == "flux" else diffusers.SD3Transformer2DModel
+    t5_tokens = family(ck.family).t5_tokens if ck.variant != "FluxPipeline/schnell" else 256
+    with tempfile.TemporaryDirectory(prefix="studio-config-") as tmp:
+        folder = _write_configs(ck, Path(tmp))
+        try:
+            transformer = _transformer(ck, net, folder, dtype)
+            vae = diffusers.AutoencoderKL.from_single_file(_read(ck.parts["vae"]), config=str(folder), subfolder="vae",
+                                                           torch_dtype=dtype, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any converter failure becomes a clear message
+            raise ModelLoadError(f"Could not load {ck.path.name} as {ck.label}: {type(exc).__name__}: {exc}") from exc
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(_scheduler(ck.family, ck.variant))
+    t5 = _text_encoder(ck, "t5xxl", dtype) if "t5xxl" in ck.parts else None
+    parts = dict(transformer=transformer, vae=vae, scheduler=scheduler,
+                 text_encoder=_text_encoder(ck, "clip_l", dtype), tokenizer=clip_tokenizer())
+    if ck.family == "flux":
+        parts.update(text_encoder_2=t5, tokenizer_2=t5_tokenizer(t5_tokens))
+    else:
+        parts.update(text_encoder_2=_text_encoder(ck, "clip_g", dtype), tokenizer_2=clip_tokenizer("!"),
+                     text_encoder_3=t5, tokenizer_3=t5_tokenizer(t5_tokens) if t5 is not None else None)
+    return cls(**parts)

@@ -1,0 +1,87 @@
+"""Prompts as embeddings for the T5 families (Flux.1, SD 3.5), with the interface of
+studio/prompts/conditioning.py's Conditioner so that the engine treats every family alike.
+
+Each distinct text is encoded once by the pipeline's own `encode_prompt` (CLIP pooled vector and
+T5 sequence; SD 3.5 also CLIP-L and CLIP-G sequences) and kept in the manager's embedding cache.
+A1111's emphasis syntax is read and its words kept: "(red:1.3) circle" encodes "red circle"
+(the weights are not applied to T5 here, and the record says so).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from studio.prompts.syntax import parse_attention
+
+
+def plain_text(text: str) -> str:
+    """The words of a prompt without A1111's emphasis markup."""
+    return "".join(part for part, _ in parse_attention(text)).strip()
+
+
+def has_weights(text: str) -> bool:
+    return any(abs(w - 1.0) > 1e-6 for _, w in parse_attention(text))
+
+
+class T5Conditioner:
+    """One batch's prompts and negatives as the pipeline's embeddings. `positive`/`negative`:
+    one text for every image, or one per image (prompt variants)."""
+
+    changes = False            # prompt editing is refused before this is built (Family.check)
+    segments: list = []
+
+    def __init__(self, pipe, positive: str | list[str], negative: str | list[str], steps: int,
+                 t5_tokens: int, true_cfg: bool, cache=None, state: tuple = ()):
+        self.pipe, self.t5_tokens, self.true_cfg = pipe, t5_tokens, true_cfg
+        self.cache, self.state = cache, state
+        positives = [positive] if isinstance(positive, str) else list(positive)
+        negatives = [negative] if isinstance(negative, str) else list(negative)
+        negatives = negatives * len(positives) if len(negatives) == 1 else negatives
+        positives = positives * len(negatives) if len(positives) == 1 else positives
+        self.per_image = len(positives)
+        self.positives, self.negatives = [plain_text(p) for p in positives], [plain_text(n) for n in negatives]
+        self.steps = steps
+
+    def _encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("t5", type(self.pipe).__name__, self.t5_tokens, *self.state, text)
+        compute = lambda: self._run_encoders(text)  # noqa: E731
+        return self.cache.get(key, compute) if self.cache is not None else compute()
+
+    def _run_encoders(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.pipe._execution_device
+        with torch.no_grad():
+            if hasattr(self.pipe, "text_encoder_3"):       # SD 3.5: CLIP-L, CLIP-G and T5
+                embeds, _, pooled, _ = self.pipe.encode_prompt(
+                    prompt=text, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=False, max_sequence_length=self.t5_tokens)
+            else:                                          # Flux: CLIP-L pooled, T5 sequence
+                embeds, pooled, _ = self.pipe.encode_prompt(
+                    prompt=text, prompt_2=None, device=device, num_images_per_prompt=1,
+                    max_sequence_length=self.t5_tokens)
+        return embeds.detach(), pooled.detach()
+
+    def _batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self._encode(t) for t in texts]
+        return torch.cat([e for e, _ in pairs]), torch.cat([p for _, p in pairs])
+
+    def pipeline_kwargs(self) -> dict:
+        embeds, pooled = self._batch(self.positives)
+        kw = dict(prompt_embeds=embeds, pooled_prompt_embeds=pooled)
+        if self.true_cfg:
+            negative, negative_pooled = self._batch(self.negatives)
+            kw.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
+        return kw
+
+    def tensor_inputs(self) -> list[str]:
+        return []
+
+    def update(self, pipe, step_index: int, kwargs: dict, images_per_prompt: int) -> dict:
+        return kwargs
+
+    def chunk_report(self) -> list[dict]:
+        """How the prompt was read: the text each encoder got and its T5 token count."""
+        tokenizer = getattr(self.pipe, "tokenizer_3", None) or self.pipe.tokenizer_2
+        count = lambda t: len(tokenizer(t).input_ids)  # noqa: E731
+        return [{"until step": self.steps, "prompt": self.positives[0], "negative": self.negatives[0],
+                 "T5 tokens": count(self.positives[0]), "T5 limit": self.t5_tokens,
+                 "negative T5 tokens": count(self.negatives[0])}]

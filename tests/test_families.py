@@ -1,0 +1,231 @@
+"""The transformer families (Flux.1, SD 3.5) through the same manager, engine, record and API as
+SD, on tiny random-weight folders with the real classes, channel counts and shipped tokenizers
+(studio/families/tiny.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from studio.config import Settings
+from studio.errors import InvalidRequest
+from studio.families.tiny import write_tiny_flux, write_tiny_sd3
+from studio.families.tokenizers import t5_tokenizer
+from studio.models.sources import describe
+from studio.outputs.metadata import parse_parameters, read_metadata
+from studio.outputs.pnginfo import read_info
+from studio.requests import make_request
+from studio.serving.studio import Studio
+
+from .test_metadata_readers import sd_parsers_view
+
+SMALL = dict(width=64, height=64, steps=3, seed=5)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    made = {v: write_tiny_flux(root / f"flux1-{v}", v) for v in ("dev", "schnell", "fill", "kontext")}
+    made["sd3"] = write_tiny_sd3(root / "sd3.5-medium")
+    made["sd3-no-t5"] = write_tiny_sd3(root / "sd3.5-no-t5", t5=False, seed=1)
+    return made
+
+
+def _studio(folder, tmp_path_factory) -> Studio:
+    return Studio.from_settings(Settings(model=str(folder), outputs=tmp_path_factory.mktemp("out")))
+
+
+@pytest.fixture(scope="module")
+def flux(folders, tmp_path_factory) -> Studio:
+    return _studio(folders["dev"], tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sd3(folders, tmp_path_factory) -> Studio:
+    return _studio(folders["sd3"], tmp_path_factory)
+
+
+def run(studio: Studio, **kw):
+    return studio.local.run(make_request(**{**SMALL, **kw}))
+
+
+def pixels(result) -> np.ndarray:
+    return np.asarray(result.images[0].image.convert("RGB"), dtype=np.int16)
+
+
+def infotext(result) -> dict[str, str]:
+    return parse_parameters(read_metadata(result.images[0].path)[0])[2]
+
+
+def _picture() -> np.ndarray:
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)
+    return img
+
+
+def _mask() -> np.ndarray:
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    return mask
+
+
+def test_the_shipped_t5_tokenizer_is_t5s():
+    tok = t5_tokenizer()
+    assert tok("Hello world").input_ids == [8774, 296, 1]
+    assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (0, 1, 32100)
+
+
+def test_family_and_variant_are_read_from_the_folder(folders):
+    seen = {k: describe(str(p)) for k, p in folders.items()}
+    assert {k: (i.arch, i.family) for k, i in seen.items()} == {
+        "dev": ("flux", "Flux.1 dev"), "schnell": ("flux", "Flux.1 schnell"), "fill": ("flux", "Flux.1 Fill"),
+        "kontext": ("flux", "Flux.1 Kontext"), "sd3": ("sd3", "SD 3.5"), "sd3-no-t5": ("sd3", "SD 3.5")}
+    assert seen["fill"].inpaint_only and seen["fill"].in_channels == 384
+    assert not seen["dev"].inpaint_only and seen["dev"].native_size == 64
+    # the settings each was made for: the tabs take them when it loads
+    assert (seen["schnell"].few_step.steps, seen["schnell"].few_step.cfg) == (4, 1.0)
+    assert seen["dev"].few_step.distilled == 3.5 and seen["fill"].few_step.distilled == 30.0
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_every_tab_same_seed_same_bits(which, request):
+    studio = request.getfixturevalue(which)
+    for mode, extra in (("txt2img", {}), ("img2img", {"image": _picture()}),
+                        ("inpaint", {"image": _picture(), "mask": _mask()})):
+        a = run(studio, mode=mode, prompt="a red circle", scheduler="Euler", **extra)
+        b = run(studio, mode=mode, prompt="a red circle", scheduler="Euler", **extra)
+        c = run(studio, mode=mode, prompt="a red circle", scheduler="Euler", **{**extra, "seed": 6})
+        assert a.images[0].image.size == (64, 64), mode
+        assert np.array_equal(pixels(a), pixels(b)), mode
+        assert not np.array_equal(pixels(a), pixels(c)), mode
+
+
+def test_inpainting_keeps_the_unmasked_pixels(flux):
+    result = run(flux, mode="inpaint", prompt="a blue square", image=_picture(), mask=_mask(), mask_blur=0)
+    out, keep = pixels(result), _mask() == 0
+    assert np.array_equal(out[keep], _picture().astype(np.int16)[keep])
+
+
+def test_flux_infotext_as_forge_writes_it_and_pnginfo_restores_it(flux):
+    result = run(flux, prompt="a red circle", scheduler="Euler", distilled_cfg=5.0, cfg_scale=1.0)
+    fields = infotext(result)
+    assert (fields["Sampler"], fields["Schedule type"]) == ("Euler", "Simple")
+    assert fields["Distilled CFG Scale"] == "5" and fields["CFG scale"] == "1"
+    info = read_info(Image.open(result.images[0].path))
+    assert info.fields["distilled_cfg"] == 5.0 and info.fields["scheduler"] == "Euler"
+    view = sd_parsers_view(result.images[0].path)
+    assert view["sampler"] == "Euler" and view["metadata"]["Distilled CFG Scale"] == "5"
+    data = read_metadata(result.images[0].path)[1]
+    assert data["scheduler"]["class"] == "FlowMatchEulerDiscreteScheduler"
+    assert data["model"]["family"] == "Flux.1 dev" and data["model"]["arch"] == "flux"
+
+
+def test_sd_families_do_not_write_the_flux_fields(sd3, studio):
+    for s in (sd3, studio):
+        fields = infotext(run(s, prompt="a red circle", scheduler="Euler", shift=2.0))
+        assert "Distilled CFG Scale" not in fields
+    assert infotext(run(sd3, prompt="a", scheduler="Euler", shift=2.0))["Shift"] == "2"
+    assert "Shift" not in infotext(run(studio, prompt="a", scheduler="Euler", shift=2.0))
+
+
+def test_distilled_guidance_true_cfg_and_shift_each_change_the_picture(flux):
+    base = pixels(run(flux, prompt="a red circle", negative_prompt="blue"))
+    assert not np.array_equal(base, pixels(run(flux, prompt="a red circle", negative_prompt="blue",
+                                               distilled_cfg=9.0)))
+    euler = pixels(run(flux, prompt="a red circle", scheduler="Euler"))
+    assert not np.array_equal(euler, pixels(run(flux, prompt="a red circle", scheduler="Euler", shift=6.0)))
+    # the solvers follow Flux dev's shift by size, and say so
+    fixed = run(flux, prompt="a red circle", negative_prompt="blue", shift=6.0)
+    assert np.array_equal(base, pixels(fixed)) and any("Shift is not used" in n for n in fixed.notes)
+    # true CFG: at 1 the negative prompt is not run at all; above 1 it acts
+    off = pixels(run(flux, prompt="a red circle", negative_prompt="blue", cfg_scale=1.0))
+    assert np.array_equal(off, pixels(run(flux, prompt="a red circle", negative_prompt="green", cfg_scale=1.0)))
+    assert not np.array_equal(pixels(run(flux, prompt="a red circle", negative_prompt="blue", cfg_scale=3.0)),
+                              pixels(run(flux, prompt="a red circle", negative_prompt="green", cfg_scale=3.0)))
+
+
+def test_schnell_has_no_guidance_input(folders, tmp_path_factory):
+    schnell = _studio(folders["schnell"], tmp_path_factory)
+    a = run(schnell, prompt="a red circle", steps=2, distilled_cfg=1.0)
+    assert np.array_equal(pixels(a), pixels(run(schnell, prompt="a red circle", steps=2, distilled_cfg=9.0)))
+    # its schedule has no shift by size, which Flux's pipelines hand the solvers: Euler instead
+    assert any("does not run on Flux.1 schnell" in n for n in a.notes)
+    assert infotext(a)["Sampler"] == "Euler"
+
+
+def test_samplers_run_in_their_flow_form_with_a_note(flux, sd3):
+    for s in (flux, sd3):
+        result = run(s, prompt="a circle", scheduler="DPM++ 2M Karras")
+        assert any("runs as DPM++ 2M on flow sigmas" in n for n in result.notes)
+        assert read_metadata(result.images[0].path)[1]["scheduler"]["config"]["use_flow_sigmas"] is True
+        assert infotext(result)["Sampler"] == "DPM++ 2M"
+        picture = run(s, mode="img2img", prompt="a circle", scheduler="UniPC", image=_picture())
+        assert infotext(picture)["Sampler"] == "Euler"
+        assert any("cannot start from a picture" in n for n in picture.notes)
+        odd = run(s, prompt="a circle", scheduler="PNDM")
+        assert infotext(odd)["Sampler"] == "Euler" and any("no flow-matching form" in n for n in odd.notes)
+
+
+def test_sizes_are_kept_on_the_families_grid(flux):
+    result = run(flux, prompt="a circle", width=72, height=64)
+    assert result.images[0].image.size == (64, 64)
+    assert any("multiples of 16" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("asked, words", [
+    (dict(prompt="a ADDCOL b", regions_ratio="1,1"), "regional prompts"),
+    (dict(tiling="both"), "tiling"),
+    (dict(feature_cache=2), "feature cache"),
+    (dict(variation_strength=0.5), "variation seeds"),
+    (dict(prompt="a <lora:x:1>"), "LoRAs"),
+])
+def test_what_a_family_lacks_is_refused_by_name(flux, asked, words):
+    with pytest.raises(InvalidRequest, match=words) as caught:
+        run(flux, **{"prompt": "a", **asked})
+    assert "Flux.1" in str(caught.value)
+
+
+def test_fill_inpaints_and_says_it_only_inpaints(folders, tmp_path_factory):
+    fill = _studio(folders["fill"], tmp_path_factory)
+    result = run(fill, mode="inpaint", prompt="a blue square", image=_picture(), mask=_mask(), cfg_scale=3.0)
+    assert result.images[0].image.size == (64, 64)
+    assert any("has no true CFG" in n for n in result.notes)
+    with pytest.raises(InvalidRequest, match="inpainting model"):
+        run(fill, prompt="a blue square")
+
+
+def test_sd3_runs_without_t5(folders, tmp_path_factory):
+    bare = _studio(folders["sd3-no-t5"], tmp_path_factory)
+    a, b = run(bare, prompt="a red circle"), run(bare, prompt="a blue square")
+    assert not np.array_equal(pixels(a), pixels(b))       # CLIP alone still reads the prompt
+
+
+def test_prompt_variants_in_one_batch_and_emphasis_as_plain_words(flux):
+    result = run(flux, prompt="a {red|blue} circle", variants="all", batch_size=2)
+    assert [g.parameters.split("\n")[0] for g in result.images] == ["a red circle", "a blue circle"]
+    weighted = run(flux, prompt="a (red:1.3) circle")
+    assert np.array_equal(pixels(weighted), pixels(run(flux, prompt="a red circle")))
+    assert any("plain words" in n for n in weighted.notes)
+
+
+def test_explain_counts_t5_tokens(flux):
+    report = flux.local.explain(make_request(prompt="Hello world"))
+    assert report["per step"][0]["T5 tokens"] == 3 and report["per step"][0]["T5 limit"] == 512
+
+
+def test_rest_api_takes_forges_distilled_cfg_scale(flux):
+    rest = TestClient(FastAPI(routes=api_routes(flux)))
+    body = dict(prompt="a red circle", steps=2, width=64, height=64, seed=3, sampler_name="Euler",
+                distilled_cfg_scale=6.5)
+    answer = rest.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    info = answer.json()["info"]
+    assert "Distilled CFG Scale: 6.5" in info and "Schedule type: Simple" in info
+
+
+def api_routes(studio):
+    from studio.api.routes import api_routes as routes
+    return routes(studio, [])
