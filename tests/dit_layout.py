@@ -225,3 +225,60 @@ def write_gguf(tensors: dict, path: Path, kind: str, arch: str = "flux") -> Path
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# -- LoRAs -----------------------------------------------------------------------------------------
+
+def write_flux_lora(transformer, path: Path, layout: str, text_encoder=None, seed: int = 0, rank: int = 4,
+                    scale: float = 0.3) -> Path:
+    """A Flux LoRA on the attention projections (fused qkv, proj), single blocks' linear1 and the
+    MLPs, random weights, in `layout`: "kohya" (sd-scripts: lora_unet_<BFL module with _>,
+    lora_down / lora_up / alpha; lora_te1_ for CLIP-L), "bfl" (BFL's dotted names under
+    diffusion_model., lora_A / lora_B, as ComfyUI saves them) or "diffusers" (PEFT names under
+    transformer.)."""
+    g = torch.Generator().manual_seed(seed)
+    cfg, hidden = transformer.config, transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    mlp = int(hidden * 4)
+    modules = {}
+    for i in range(cfg.num_layers):
+        modules.update({f"double_blocks.{i}.img_attn.qkv": (3 * hidden, hidden), f"double_blocks.{i}.img_attn.proj": (hidden, hidden),
+                        f"double_blocks.{i}.txt_attn.qkv": (3 * hidden, hidden), f"double_blocks.{i}.img_mlp.0": (mlp, hidden)})
+    for i in range(cfg.num_single_layers):
+        modules[f"single_blocks.{i}.linear1"] = (3 * hidden + mlp, hidden)
+    out = {}
+    for module, (rows, cols) in modules.items():
+        down = torch.randn(rank, cols, generator=g) * scale
+        up = torch.randn(rows, rank, generator=g) * scale
+        if layout == "kohya":
+            key = "lora_unet_" + module.replace(".", "_")
+            out.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(2.0)})
+        elif layout == "bfl":
+            out.update({f"diffusion_model.{module}.lora_A.weight": down, f"diffusion_model.{module}.lora_B.weight": up})
+        else:
+            out.update(_diffusers_lora(module, down, up, hidden))
+    if text_encoder is not None and layout == "kohya":
+        for name, m in text_encoder.named_modules():
+            if name.endswith(("q_proj", "v_proj")):
+                key = "lora_te1_" + ("text_model." + name.removeprefix("text_model.")).replace(".", "_")
+                out.update({f"{key}.lora_down.weight": torch.randn(rank, m.in_features, generator=g) * scale,
+                            f"{key}.lora_up.weight": torch.randn(m.out_features, rank, generator=g) * scale})
+    return _save(out, path)
+
+
+def _diffusers_lora(module: str, down, up, hidden: int) -> dict:
+    """One BFL module's LoRA in diffusers' names, written from BFL's layout (fused rows split)."""
+    block, i, rest = module.split(".", 2)
+    if block == "single_blocks":
+        names = ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"]
+        ups = up.split([hidden, hidden, hidden, up.shape[0] - 3 * hidden])
+        base = f"single_transformer_blocks.{i}"
+    else:
+        base = f"transformer_blocks.{i}"
+        names, ups = {"img_attn.qkv": (["attn.to_q", "attn.to_k", "attn.to_v"], up.chunk(3)),
+                      "txt_attn.qkv": (["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"], up.chunk(3)),
+                      "img_attn.proj": (["attn.to_out.0"], (up,)), "img_mlp.0": (["ff.net.0.proj"], (up,))}[rest]
+    out = {}
+    for name, part in zip(names, ups):
+        out[f"transformer.{base}.{name}.lora_A.weight"] = down
+        out[f"transformer.{base}.{name}.lora_B.weight"] = part
+    return out

@@ -68,9 +68,10 @@ class Family:
 
 
 SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
-FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset(), distilled_guidance=True, text="t5",
+FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras"}), distilled_guidance=True, text="t5",
               t5_tokens=512, sized_input=True, passes_mu=True)
-SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset(), text="t5", t5_tokens=256, sized_input=True)
+SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras"}), text="t5", t5_tokens=256,
+             sized_input=True)
 FAMILIES = {f.key: f for f in (SD, FLUX, SD3)}
 
 

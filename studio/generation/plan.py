@@ -122,15 +122,15 @@ def apply_addons(request: GenerationRequest, manager: ModelManager, library: Mod
     returns what was applied, for the metadata."""
     from studio.models.addons import apply_embeddings, apply_loras, used_embeddings
 
-    base, family = manager.base(), manager.info().family
+    base, family, arch = manager.base(), manager.info().family, manager.info().arch
     if (lora_pairs or request.vae) and library is None:
         raise InvalidRequest("LoRAs and VAE files need a models folder.")
     loras = [(name, library.get("loras", name).path, w) for name, w in lora_pairs]
-    applied = {"loras": apply_loras(base, manager.addons, loras, family)}
+    applied = {"loras": apply_loras(base, manager.addons, loras, family, arch)}
     available = {}
     if library is not None:
         available = {Path(n).stem: library.get("embeddings", n).path for n in library.names()["embeddings"]}
-    used = used_embeddings(texts, available)
+    used = used_embeddings(texts, available) if arch == "sd" else {}     # CLIP token rows: the SD families
     applied["embeddings"] = apply_embeddings(base, manager.addons, used, family)
     manager.set_vae(request.vae, library.get("vae", request.vae).path if request.vae else None)
     if request.vae:

@@ -34,8 +34,10 @@ def _adapter_id(name: str) -> str:
     return "lora_" + re.sub(r"\W", "_", name)
 
 
-def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], family: str) -> list[dict]:
-    """Make exactly `loras` active with their weights; returns their metadata records."""
+def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], family: str,
+                arch: str = "sd") -> list[dict]:
+    """Make exactly `loras` active with their weights; returns their metadata records. `family`
+    names the loaded model, `arch` is its family's key (studio/families)."""
     records = []
     if not loras:
         if state.adapters:
@@ -49,8 +51,9 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
             # the file changed on disk (trained again under the same name): load the new one
             _drop_adapter(pipe, state.adapters.pop(name))
         adapter = _adapter_id(name)
+        weights = _lora_weights(pipe, name, path, family, arch)
         try:
-            pipe.load_lora_weights(str(path), adapter_name=adapter)
+            pipe.load_lora_weights(weights, adapter_name=adapter)
         except Exception as exc:  # noqa: BLE001 - a LoRA that does not fit is the user's message
             _drop_adapter(pipe, adapter)
             raise InvalidRequest(f"LoRA {name!r} does not fit this {family} model "
@@ -65,6 +68,29 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
     for name, path, weight in loras:
         records.append({"name": name, "weight": weight, "sha256": file_hash(path)})
     return records
+
+
+def _lora_weights(pipe, name: str, path: Path, family: str, arch: str):
+    """What `load_lora_weights` takes for a LoRA file: its path, or for Flux its tensors in
+    diffusers' names (studio/families/loras.py). One made for another family is refused."""
+    from studio.families.loras import FAMILY_LABELS, flux_lora_to_diffusers, lora_family
+
+    if path.suffix.lower() != ".safetensors":
+        return str(path)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    made_for = lora_family(keys)
+    if made_for and made_for != arch:
+        raise InvalidRequest(f"LoRA {name!r} was made for {FAMILY_LABELS[made_for]} models; the loaded model is "
+                             f"{family}.")
+    if arch != "flux":
+        return str(path)
+    from safetensors.torch import load_file
+    try:
+        return flux_lora_to_diffusers(load_file(str(path)), dict(pipe.transformer.config), pipe.text_encoder)
+    except ValueError as exc:
+        raise InvalidRequest(f"LoRA {name!r} does not fit this {family} model: {exc}.") from None
 
 
 def _drop_adapter(pipe, adapter: str) -> None:
