@@ -179,7 +179,6 @@ def test_sizes_are_kept_on_the_families_grid(flux):
     (dict(prompt="a ADDCOL b", regions_ratio="1,1"), "regional prompts"),
     (dict(tiling="both"), "tiling"),
     (dict(feature_cache=2), "feature cache"),
-    (dict(variation_strength=0.5), "variation seeds"),
     (dict(clip_skip=2), "clip skip"),
 ])
 def test_what_a_family_lacks_is_refused_by_name(flux, asked, words):
@@ -229,3 +228,42 @@ def test_rest_api_takes_forges_distilled_cfg_scale(flux):
 def api_routes(studio):
     from studio.api.routes import api_routes as routes
     return routes(studio, [])
+
+
+def test_kontext_edits_a_picture_by_instruction_and_edits_the_edit(folders, tmp_path_factory):
+    kontext = _studio(folders["kontext"], tmp_path_factory)
+    first = run(kontext, mode="img2img", prompt="make the circle blue", image=_picture())
+    assert not np.array_equal(pixels(first), _picture().astype(np.int16))
+    # an edit takes the picture whole: strength plays no part (not even 0, which elsewhere keeps the input)
+    for strength in (0.9, 0.0):
+        again = run(kontext, mode="img2img", prompt="make the circle blue", image=_picture(), strength=strength)
+        assert np.array_equal(pixels(first), pixels(again))
+    data = read_metadata(first.images[0].path)[1]
+    assert data["prompt"] == "make the circle blue" and data["input_image_sha256"]
+    second = run(kontext, mode="img2img", prompt="add a red square", image=np.asarray(first.images[0].image))
+    assert read_metadata(second.images[0].path)[1]["input_image_sha256"] != data["input_image_sha256"]
+    assert run(kontext, prompt="a red circle").images[0].image.size == (64, 64)        # text alone
+    masked = run(kontext, mode="inpaint", prompt="a blue square", image=_picture(), mask=_mask(), mask_blur=0)
+    keep = _mask() == 0
+    assert np.array_equal(pixels(masked)[keep], _picture().astype(np.int16)[keep])
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_variation_seeds_end_at_each_seeds_own_picture(which, request):
+    studio = request.getfixturevalue(which)
+    kw = dict(prompt="a red circle", scheduler="Euler", variation_seed=77)
+    plain = pixels(run(studio, prompt="a red circle", scheduler="Euler"))
+    assert np.array_equal(plain, pixels(run(studio, **kw, variation_strength=0.0)))
+    other = pixels(run(studio, prompt="a red circle", scheduler="Euler", seed=77))
+    assert np.array_equal(other, pixels(run(studio, **kw, variation_strength=1.0)))
+    between = pixels(run(studio, **kw, variation_strength=0.5))
+    assert not np.array_equal(between, plain) and not np.array_equal(between, other)
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_live_previews_of_the_latents(which, request):
+    """Flux's latents are a sequence of 2x2 patches: the preview unpacks them first."""
+    studio, seen = request.getfixturevalue(which), []
+    studio.local.run(make_request(**{**SMALL, "steps": 4}), on_preview=lambda make: seen.append(make()))
+    assert len(seen) == 3 and all(p.size == (32, 32) for p in seen)       # 8x8 latents shown 4x
+    assert len({np.asarray(p).tobytes() for p in seen}) == 3

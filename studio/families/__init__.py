@@ -68,9 +68,10 @@ class Family:
 
 
 SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
-FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras"}), distilled_guidance=True, text="t5",
+FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "variation"}), distilled_guidance=True,
+              text="t5",
               t5_tokens=512, sized_input=True, passes_mu=True)
-SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras"}), text="t5", t5_tokens=256,
+SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation"}), text="t5", t5_tokens=256,
              sized_input=True)
 FAMILIES = {f.key: f for f in (SD, FLUX, SD3)}
 
@@ -78,13 +79,17 @@ FAMILIES = {f.key: f for f in (SD, FLUX, SD3)}
 @dataclass(frozen=True)
 class Variant:
     """A pipeline class of a family: its name beside the family's, the modes it serves by
-    itself (a Fill model only inpaints), whether it runs true CFG with a negative prompt, and
-    the settings it was made for (the tabs take them when it loads)."""
+    itself (a Fill model only inpaints) or through a class of its own, whether it runs true CFG
+    with a negative prompt, whether its image-to-image is an instruction edit (Kontext), and the
+    settings it was made for (the tabs take them when it loads)."""
     family: str
     label: str
     own_modes: tuple[str, ...] = ()     # modes the loaded pipeline serves itself (no from_pipe)
     true_cfg: bool = True
     defaults: FewStep | None = None
+    mode_classes: tuple[tuple[str, str], ...] = ()   # (mode, diffusers class) where AutoPipeline has none
+    edits: bool = False                 # image-to-image is an instruction edit: the picture in whole, no strength
+    solvers: bool = True                # its pipeline lets the multistep solvers set their own sigmas
 
 
 def _defaults(title: str, steps: int, cfg: float, distilled: float, note: str) -> FewStep:
@@ -97,11 +102,12 @@ VARIANTS: dict[str, Variant] = {
     "FluxPipeline": Variant("flux", "dev", defaults=_defaults("Flux.1 dev", 20, 1.0, 3.5, FLUX_NOTE)),
     "FluxPipeline/schnell": Variant("flux", "schnell", defaults=_defaults(
         "Flux.1 schnell", 4, 1.0, 0.0, "Timestep-distilled: 1-4 steps, no guidance input. " + OFF)),
-    "FluxFillPipeline": Variant("flux", "Fill", own_modes=("inpaint",), true_cfg=False, defaults=_defaults(
+    "FluxFillPipeline": Variant("flux", "Fill", own_modes=("inpaint",), true_cfg=False, solvers=False, defaults=_defaults(
         "Flux.1 Fill", 28, 1.0, 30.0, "Inpainting and outpainting; the whole mask is redrawn (strength 1).")),
     "FluxKontextPipeline": Variant("flux", "Kontext", defaults=_defaults(
-        "Flux.1 Kontext", 28, 1.0, 2.5, "Instruction editing: give it a picture and say what to change. "
-        + FLUX_NOTE)),
+        "Flux.1 Kontext", 28, 1.0, 2.5, "Instruction editing: in Image-to-image give it a picture and say what "
+        "to change (\"make the circle blue\"); Send to img2img edits the result again. " + FLUX_NOTE),
+        mode_classes=(("inpaint", "FluxKontextInpaintPipeline"),), edits=True, solvers=False),
     "StableDiffusion3Pipeline": Variant("sd3", "", defaults=_defaults(
         "SD 3.5", 28, 4.5, 0.0, "Large: 28 steps, CFG 3.5-4.5; Medium: 40 steps, CFG 4.5.")),
     "StableDiffusion3Pipeline/turbo": Variant("sd3", "Turbo", defaults=_defaults(

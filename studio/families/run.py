@@ -40,6 +40,10 @@ def flow_sampler(request, info, notes: list[str]) -> str:
     if sampler in FLOW_SOLVERS and fam.passes_mu and not info.shift_by_size:
         notes.append(f"{sampler} does not run on {info.family} (a fixed shift) here: used {FLOW_DEFAULT}.")
         return FLOW_DEFAULT
+    if sampler in FLOW_SOLVERS and not VARIANTS[info.variant].solvers:
+        notes.append(f"{sampler} does not run on {info.family} here (its pipeline sets the sigmas): used "
+                     f"{FLOW_DEFAULT}.")
+        return FLOW_DEFAULT
     if sampler in FLOW_SOLVERS and request.shift and info.shift_by_size:
         notes.append(f"Shift is not used by {sampler} on {info.family}: its shift follows the picture size "
                      "(Euler, Euler a and LCM take a fixed one).")
@@ -79,6 +83,17 @@ def conditioner(pipe, info, positives, negatives, steps: int, clip_skip: int, ca
                              cache, state)
     from studio.prompts.conditioning import Conditioner
     return Conditioner(pipe, positives, negatives, steps, clip_skip, cache, state, toward)
+
+
+def image_kwargs(info, kwargs: dict, width: int, height: int) -> dict:
+    """A call's size and picture as the variant takes them: an instruction edit (Kontext) takes
+    the picture whole, without strength (its inpainting keeps it), and is held to the asked size
+    (it otherwise rescales to its own preferred area)."""
+    variant = VARIANTS.get(info.variant)
+    if variant is None or not variant.edits:
+        return kwargs
+    kept = {k: v for k, v in kwargs.items() if k != "strength" or "mask_image" in kwargs}
+    return {**kept, "max_area": width * height, "_auto_resize": False}
 
 
 def denoiser(pipe, info):

@@ -42,7 +42,7 @@ from studio.models.manager import ModelManager
 from studio.models.memory import free_device_memory
 from studio.models.sources import ModelInfo
 from studio.outputs.folder import HeldPictures, OutputFolder
-from studio.families.run import conditioner, denoiser, family_of, guidance, settle, spatial
+from studio.families.run import conditioner, denoiser, family_of, guidance, image_kwargs, settle, spatial
 from studio.prompts.conditioning import Conditioner, denoising_steps
 from studio.prompts.presets import Presets
 from studio.prompts.syntax import parse_prompts
@@ -317,7 +317,8 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
                 num_images_per_prompt=len(members) // cond.per_image,
                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                 callback_on_step_end=_step_callback(prep, cond, batch, len(members), manager, callbacks),
-                output_type="pil", **cond.pipeline_kwargs(), **_images_kwargs(prep))
+                output_type="pil", **cond.pipeline_kwargs(),
+                **image_kwargs(prep.info, _images_kwargs(prep), prep.width, prep.height))
     if cond.changes or callbacks.on_preview is not None or request.keep_latents:
         call["callback_on_step_end_tensor_inputs"] = ["latents"] + (cond.tensor_inputs() if cond.changes else [])
     if setup.ip_images is not None:
@@ -326,7 +327,7 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
         call["latents"] = variation_latents(pipe, call["generator"], [m.variation_seed for m in members],
                                             request.variation_strength, prep.width, prep.height,
                                             call["prompt_embeds"].dtype)
-    if request.mode != "txt2img" and request.strength == 0:
+    if request.mode != "txt2img" and call.get("strength", 1) == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     # the control hook first: reference-only's own pass inside a step then carries the step's control
     regional = cond.regions if isinstance(cond, RegionalConditioner) else None

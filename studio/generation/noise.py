@@ -37,8 +37,8 @@ def variation_latents(pipe, generators: list, variation_seeds: list[int], streng
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    scale = pipe.vae_scale_factor
-    shape = (1, pipe.unet.config.in_channels, height // scale, width // scale)
+    scale, channels = pipe.vae_scale_factor, pipe.vae.config.latent_channels
+    shape = (1, channels, height // scale, width // scale)
     cpu = torch.device("cpu")
     out = []
     for generator, variation_seed in zip(generators, variation_seeds):
@@ -46,4 +46,7 @@ def variation_latents(pipe, generators: list, variation_seeds: list[int], streng
         other = randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(variation_seed),
                              device=cpu, dtype=dtype)
         out.append(slerp(strength, noise, other))
-    return torch.cat(out)
+    latents = torch.cat(out)
+    if hasattr(pipe, "_pack_latents"):      # Flux takes its noise as a sequence of 2x2 patches
+        latents = pipe._pack_latents(latents, len(out), channels, *shape[2:])
+    return latents

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import InvalidRequest, ModelLoadError
+from studio.families import VARIANTS
 from studio.models.memory import (MEMORY_MODES, HOOKED, free_device_memory, model_bytes, place,
                                   resolve_memory_mode)
 from studio.models.sources import (PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir,
@@ -180,6 +181,10 @@ class ModelManager:
                 return base
             auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
                     "inpaint": AutoPipelineForInpainting}[mode]
+            own_class = dict(VARIANTS[info.variant].mode_classes).get(mode) if info.variant else None
+            if own_class:                           # a class AutoPipeline does not map (Kontext's inpainting)
+                import diffusers
+                auto = getattr(diffusers, own_class)
             own = {"unet": self._inpaint_unet(base)} if mode == "inpaint" and info.inpaint_unet else {}
             pipe = auto.from_pipe(base, **own)
             pipe.set_progress_bar_config(disable=True)

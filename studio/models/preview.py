@@ -59,7 +59,7 @@ class LatentPreview:
         finally:
             if upcast:
                 vae.to(torch.float16)
-        z = z * float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+        z = (z - _shift(vae)) * float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)   # as pipelines scale it
         n, c, h, w = z.shape
         factor = pictures.shape[1] // h
         rgb = pictures.reshape(n, h, factor, w, factor, 3).mean(axis=(2, 4))      # (n, h, w, 3)
@@ -75,11 +75,16 @@ class LatentPreview:
         return img.resize((img.width * scale, img.height * scale), Image.BILINEAR)
 
 
+def _shift(vae) -> float:
+    """The latents' offset of Flux's and SD 3.5's VAEs (diffusers' `shift_factor`); 0 for SD's."""
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)
+
+
 def decoded_preview(vae, latents, scale: int = 4) -> Image.Image:
     """A real decode of the first image, shown at the same size as the linear preview."""
     import torch
 
-    z = latents[:1] / float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    z = latents[:1] / float(getattr(vae.config, "scaling_factor", 1.0) or 1.0) + _shift(vae)
     param = next(vae.parameters())
     with torch.no_grad():
         x = vae.decode(z.to(param.device, param.dtype)).sample[0].float().clamp(-1, 1)
