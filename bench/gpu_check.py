@@ -31,6 +31,8 @@ give speed a call of its own: --stages environment speed; docs/performance.md ha
                and the gap between kernels) on the studio's eager fast path
   finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
                trainer (studio/finetune/): steps a second and peak memory
+  families     bench/families.py --gpu: random weights of Flux.1's architecture (12B) at 1024 px, 4 and
+               28 steps, in memory modes none / fp8 / offload (peak GiB, s/image), SD 3.5 Medium's at 1024
   workers      Ray Serve replicas (studio/workers/, bench/workers.py) at SD1.5 512 px: one replica
                on the GPU, then two sharing it (0.5 each), 1 and 2 clients; Ray's start-up and
                memory. The image has no Ray: --fetch-wheels --with-ray packs it (trimmed, xz)
@@ -84,7 +86,7 @@ def plan(dry: bool) -> dict:
 
 STAGES = {   # name: share of the budget
     "environment": 0.05, "correctness": 0.25, "speed": 0.35, "memory": 0.15, "live": 0.05, "animation": 0.05,
-    "profile": 0.05, "finetune": 0.05, "workers": 0.1}
+    "profile": 0.05, "finetune": 0.05, "workers": 0.1, "families": 0.1}
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -414,6 +416,14 @@ def run_stage(name: str, args, left: float, out: Path) -> dict:
     if line is None:
         return {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-3000:]}
     return json.loads(line[len("RESULT "):])
+
+
+def stage_families(p: dict, out: Path) -> dict:
+    """bench/families.py --gpu in a child: each case in a process of its own."""
+    cmd = [sys.executable, str(ROOT / "bench" / "families.py"), "--gpu"] + (["--dry-run"] if p["dry"] else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=p["timeout"])
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {"rows": rows, "exit": done.returncode, "stderr_tail": done.stderr[-1500:] if done.returncode else ""}
 
 
 def stage_workers(p: dict, out: Path) -> dict:

@@ -350,17 +350,18 @@ run(animation, Sequence(studio, user="k", session="k", save=False))
 
 # ------------------------------------------------------------------------------ every SD family
 
-@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl", "flux", "sd3"])
 def test_every_mode_runs_on_tiny_random_weight_checkpoints(family, tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from ldm_layout import tiny_pipeline
+    from studio.families.tiny import write_tiny_flux, write_tiny_sd3
     from studio.models.manager import ModelManager
     from studio.outputs.folder import OutputFolder
     from studio.config import PRESETS_DIR
     from studio.prompts.presets import load_presets
     from studio.serving.studio import Studio
     folder = tmp_path / family
-    tiny_pipeline(family).save_pretrained(folder)
+    {"flux": write_tiny_flux, "sd3": write_tiny_sd3}.get(family, lambda f: tiny_pipeline(family).save_pretrained(f))(folder)
     studio = Studio.over(manager=ModelManager(str(folder), device="cpu"), outputs=OutputFolder(tmp_path / "out"),
                     presets=load_presets(PRESETS_DIR))
     clip = None

@@ -5,6 +5,7 @@ SD, on tiny random-weight folders with the real classes, channel counts and ship
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -267,3 +268,32 @@ def test_live_previews_of_the_latents(which, request):
     studio.local.run(make_request(**{**SMALL, "steps": 4}), on_preview=lambda make: seen.append(make()))
     assert len(seen) == 3 and all(p.size == (32, 32) for p in seen)       # 8x8 latents shown 4x
     assert len({np.asarray(p).tobytes() for p in seen}) == 3
+
+
+def test_tools_compose_on_flux_a_plot_over_distilled_cfg_and_a_hires_fix(flux):
+    from studio.plots.plot import make_xyz_plot, run_plot
+    from studio.serving.sequence import Sequence
+    from studio.upscale.hires import run_hires
+
+    base = dict(prompt="a red circle", steps=3, seed=5, width=64, height=64, scheduler="Euler")
+    plot = make_xyz_plot(flux, base, [("Distilled CFG scale", "2, 6"), ("Shift", "0, 4")])
+    result = run_plot(plot, Sequence(flux, user="t", session="plot"))
+    assert len(result.images) == 4
+    for (x, y, _), picture in result.images.items():
+        alone = run(flux, **{**base, "distilled_cfg": [2.0, 6.0][x], "shift": [0.0, 4.0][y]})
+        assert np.array_equal(np.asarray(picture.image, dtype=np.int16), pixels(alone)), (x, y)
+    hires = run_hires(flux, {**base, "hires": True, "hires_scale": 2.0, "hires_steps": 2, "hires_strength": 0.5},
+                      Sequence(flux, user="t", session="hires"))
+    assert hires.images[0].image.size == (128, 128) and "Distilled CFG Scale: 3.5" in hires.images[0].parameters
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_prompt_travel_mixes_the_t5_embeddings(which, request):
+    from studio.families.text import T5Conditioner
+    pipe = request.getfixturevalue(which).local.manager.base()
+    a = T5Conditioner(pipe, "a red circle", "", 4, 64, True).pipeline_kwargs()
+    b = T5Conditioner(pipe, "a blue square", "", 4, 64, True).pipeline_kwargs()
+    half = T5Conditioner(pipe, "a red circle", "", 4, 64, True, toward=("a blue square", "", 0.5)).pipeline_kwargs()
+    for key in ("prompt_embeds", "pooled_prompt_embeds"):
+        assert torch.allclose(half[key], (a[key] + b[key]) / 2, atol=1e-5), key
+    assert not torch.allclose(a["prompt_embeds"], b["prompt_embeds"])

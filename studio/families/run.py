@@ -80,7 +80,7 @@ def conditioner(pipe, info, positives, negatives, steps: int, clip_skip: int, ca
     if fam.text == "t5":
         from studio.families.text import T5Conditioner
         return T5Conditioner(pipe, positives, negatives, steps, fam.t5_tokens, VARIANTS[info.variant].true_cfg,
-                             cache, state)
+                             cache, state, toward)
     from studio.prompts.conditioning import Conditioner
     return Conditioner(pipe, positives, negatives, steps, clip_skip, cache, state, toward)
 

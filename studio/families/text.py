@@ -31,9 +31,12 @@ class T5Conditioner:
     segments: list = []
 
     def __init__(self, pipe, positive: str | list[str], negative: str | list[str], steps: int,
-                 t5_tokens: int, true_cfg: bool, cache=None, state: tuple = ()):
+                 t5_tokens: int, true_cfg: bool, cache=None, state: tuple = (),
+                 toward: tuple[str, str, float] | None = None):
         self.pipe, self.t5_tokens, self.true_cfg = pipe, t5_tokens, true_cfg
         self.cache, self.state = cache, state
+        # prompt travel: every embedding mixed linearly toward this pair's by its weight
+        self.toward = (plain_text(toward[0]), plain_text(toward[1]), toward[2]) if toward else None
         positives = [positive] if isinstance(positive, str) else list(positive)
         negatives = [negative] if isinstance(negative, str) else list(negative)
         negatives = negatives * len(positives) if len(negatives) == 1 else negatives
@@ -60,15 +63,20 @@ class T5Conditioner:
                     max_sequence_length=self.t5_tokens)
         return embeds.detach(), pooled.detach()
 
-    def _batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, texts: list[str], target: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self._encode(t) for t in texts]
-        return torch.cat([e for e, _ in pairs]), torch.cat([p for _, p in pairs])
+        embeds, pooled = torch.cat([e for e, _ in pairs]), torch.cat([p for _, p in pairs])
+        if target is None:
+            return embeds, pooled
+        (to_embeds, to_pooled), w = self._encode(target), self.toward[2]
+        return embeds + w * (to_embeds - embeds), pooled + w * (to_pooled - pooled)
 
     def pipeline_kwargs(self) -> dict:
-        embeds, pooled = self._batch(self.positives)
+        to_positive, to_negative = self.toward[:2] if self.toward else (None, None)
+        embeds, pooled = self._batch(self.positives, to_positive)
         kw = dict(prompt_embeds=embeds, pooled_prompt_embeds=pooled)
         if self.true_cfg:
-            negative, negative_pooled = self._batch(self.negatives)
+            negative, negative_pooled = self._batch(self.negatives, to_negative)
             kw.update(negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled)
         return kw
 
