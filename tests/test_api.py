@@ -29,12 +29,14 @@ def _first_png(gallery) -> str:
 def test_endpoints_have_the_request_field_names(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
-    common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps",
-              "cfg_scale", "distilled_cfg", "shift", "width", "height", "seed", "batch_count", "batch_size"]
+    sampling = ["cfg_scale", "distilled_cfg", "shift", "t5_tokens"]
+    common = ["prompt", "negative_prompt", "negative_presets", "style", "scheduler", "steps", *sampling,
+              "width", "height", "seed", "batch_count", "batch_size"]
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "regions_ratio", "base_ratio", "regions_mask", "control", "feature_cache", "tiling"]
-    assert names["/txt2img"] == common + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
-                                                   "hires_steps", "hires_strength", "hires_upscaler"]
+    txt2img = [*common[:10], "slg_scale", *common[10:]]        # SD 3.5's skip-layer guidance: text-to-image
+    assert names["/txt2img"] == txt2img + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
+                                                    "hires_steps", "hires_strength", "hires_upscaler"]
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
                                                                "only_masked", "only_masked_padding"] + addons

@@ -297,3 +297,25 @@ def test_prompt_travel_mixes_the_t5_embeddings(which, request):
     for key in ("prompt_embeds", "pooled_prompt_embeds"):
         assert torch.allclose(half[key], (a[key] + b[key]) / 2, atol=1e-5), key
     assert not torch.allclose(a["prompt_embeds"], b["prompt_embeds"])
+
+
+def test_the_t5_token_limit_cuts_the_prompt_where_asked(flux):
+    from studio.families.text import T5Conditioner
+    pipe = flux.local.manager.base()
+    long = "a red circle " + "on a blue background with a green star " * 3
+    cut = [T5Conditioner(pipe, text, "", 4, 4, False).pipeline_kwargs()["prompt_embeds"] for text in ("a red circle", long)]
+    assert cut[0].shape[1] == 4 and torch.equal(cut[0], cut[1])          # the words after the 4th are not read
+    whole = [T5Conditioner(pipe, text, "", 4, 512, False).pipeline_kwargs()["prompt_embeds"] for text in ("a red circle", long)]
+    assert whole[0].shape[1] == 512 and not torch.equal(whole[0], whole[1])
+    assert not np.array_equal(pixels(run(flux, prompt=long)), pixels(run(flux, prompt=long, t5_tokens=4)))
+    assert infotext(run(flux, prompt="a", t5_tokens=64))["T5 tokens"] == "64"
+    report = flux.local.explain(make_request(prompt="Hello world", t5_tokens=128))
+    assert report["per step"][0]["T5 limit"] == 128
+
+
+def test_skip_layer_guidance_on_sd3(sd3):
+    # Stability's schedule: the layers are skipped in the steps from 1% to 20% of the way (step 1 of 10)
+    base = run(sd3, prompt="a red circle", scheduler="Euler", steps=10)
+    guided = run(sd3, prompt="a red circle", scheduler="Euler", steps=10, slg_scale=2.8)
+    assert not np.array_equal(pixels(base), pixels(guided))
+    assert infotext(guided)["SLG scale"] == "2.8" and "SLG scale" not in infotext(base)

@@ -184,3 +184,20 @@ def test_gguf_transformers_load_quantised_and_stay_close(wide_flux, tmp_path, ki
     assert 0 < error < within, error          # quantised (not the float weights), and close to them
     picture, _ = _picture(studio)
     assert picture.shape == (64, 64, 3)
+
+
+def test_an_all_in_one_fp8_checkpoint_loads_in_the_working_precision(tiny, tmp_path):
+    """ComfyUI's and Forge's fp8 checkpoints: every weight stored as float8_e4m3fn."""
+    from safetensors.torch import load_file, save_file
+
+    folder, pipe = tiny["dev"]
+    path = write_all_in_one(pipe, tmp_path / "flux1-dev-fp8.safetensors", "vae.")
+    tensors = load_file(str(path))
+    save_file({k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v for k, v in tensors.items()}, str(path))
+    info, ck = resolve(str(path))
+    loaded = read_pipeline(info, ck, torch.float32, False, False)
+    got = loaded.transformer.transformer_blocks[0].attn.to_q.weight
+    want = pipe.transformer.transformer_blocks[0].attn.to_q.weight
+    assert got.dtype == torch.float32 and torch.equal(got, want.to(torch.float8_e4m3fn).float())
+    studio = Studio.from_settings(Settings(model=str(path), outputs=tmp_path / "out"))
+    assert _picture(studio)[0].shape == (64, 64, 3)

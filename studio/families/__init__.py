@@ -90,6 +90,7 @@ class Variant:
     mode_classes: tuple[tuple[str, str], ...] = ()   # (mode, diffusers class) where AutoPipeline has none
     edits: bool = False                 # image-to-image is an instruction edit: the picture in whole, no strength
     solvers: bool = True                # its pipeline lets the multistep solvers set their own sigmas
+    t5_tokens: int = 0                  # the T5 length it was made with, where not its family's
 
 
 def _defaults(title: str, steps: int, cfg: float, distilled: float, note: str) -> FewStep:
@@ -100,7 +101,7 @@ FLUX_NOTE = ("CFG scale is true guidance (1 = off: one pass a step; above 1 the 
              "the time); Distilled CFG scale is the guidance the model learned.")
 VARIANTS: dict[str, Variant] = {
     "FluxPipeline": Variant("flux", "dev", defaults=_defaults("Flux.1 dev", 20, 1.0, 3.5, FLUX_NOTE)),
-    "FluxPipeline/schnell": Variant("flux", "schnell", defaults=_defaults(
+    "FluxPipeline/schnell": Variant("flux", "schnell", t5_tokens=256, defaults=_defaults(
         "Flux.1 schnell", 4, 1.0, 0.0, "Timestep-distilled: 1-4 steps, no guidance input. " + OFF)),
     "FluxFillPipeline": Variant("flux", "Fill", own_modes=("inpaint",), true_cfg=False, solvers=False, defaults=_defaults(
         "Flux.1 Fill", 28, 1.0, 30.0, "Inpainting and outpainting; the whole mask is redrawn (strength 1).")),
@@ -129,6 +130,12 @@ def variant_key(pipeline_class: str, transformer: dict, name: str) -> str:
     if pipeline_class == "StableDiffusion3Pipeline" and "turbo" in name.lower():
         return "StableDiffusion3Pipeline/turbo"
     return pipeline_class
+
+
+def slg_layers(depth: int) -> list[int]:
+    """The blocks skip-layer guidance skips: SD 3.5 Medium's 7, 8 and 9 of 24 (Stability's
+    reference sd3_infer.py), at the same depth for other sizes."""
+    return sorted({min(depth - 1, round(depth * k / 24)) for k in (7, 8, 9)})
 
 
 def sd3_size(transformer: dict) -> str:

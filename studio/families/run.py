@@ -6,7 +6,7 @@ scheduler and denoising module at `denoise`. Each answer comes from the family t
 
 from __future__ import annotations
 
-from studio.families import VARIANTS, Family, family
+from studio.families import VARIANTS, Family, family, slg_layers
 from studio.samplers import FLOW_DEFAULT, FLOW_SOLVERS, flow_scheduler
 
 
@@ -55,12 +55,17 @@ def _weighted(text: str) -> bool:
     return has_weights(text)
 
 
-def guidance(request, info) -> dict:
+def guidance(request, info, pipe=None) -> dict:
     """CFG as the pipeline takes it: Flux's guidance_scale is the distilled embedding (its true
-    CFG is true_cfg_scale, where the variant has it); every other family's is CFG."""
+    CFG is true_cfg_scale, where the variant has it); every other family's is CFG, with SD 3.5's
+    skip-layer guidance where asked (text-to-image)."""
     fam = family_of(info)
     if not fam.distilled_guidance:
-        return {"guidance_scale": request.cfg_scale}
+        slg = {}
+        if request.slg_scale > 0 and fam.key == "sd3" and request.mode == "txt2img" and pipe is not None:
+            slg = {"skip_guidance_layers": slg_layers(pipe.transformer.config.num_layers),
+                   "skip_layer_guidance_scale": request.slg_scale}
+        return {"guidance_scale": request.cfg_scale, **slg}
     kw = {"guidance_scale": request.distilled_cfg}
     if VARIANTS[info.variant].true_cfg:
         kw["true_cfg_scale"] = request.cfg_scale
@@ -74,13 +79,19 @@ def guidance_note(request, info) -> str:
     return ""
 
 
-def conditioner(pipe, info, positives, negatives, steps: int, clip_skip: int, cache, state, toward):
+def t5_tokens(info, asked: int = 0) -> int:
+    """How many T5 tokens a prompt is read with: as asked, else the variant's or family's own."""
+    return asked or VARIANTS[info.variant].t5_tokens or family_of(info).t5_tokens
+
+
+def conditioner(pipe, info, positives, negatives, steps: int, clip_skip: int, cache, state, toward,
+                t5_asked: int = 0):
     """The text conditioner of the family (CLIP with A1111's prompt syntax, or T5)."""
     fam = family_of(info)
     if fam.text == "t5":
         from studio.families.text import T5Conditioner
-        return T5Conditioner(pipe, positives, negatives, steps, fam.t5_tokens, VARIANTS[info.variant].true_cfg,
-                             cache, state, toward)
+        return T5Conditioner(pipe, positives, negatives, steps, t5_tokens(info, t5_asked),
+                             VARIANTS[info.variant].true_cfg, cache, state, toward)
     from studio.prompts.conditioning import Conditioner
     return Conditioner(pipe, positives, negatives, steps, clip_skip, cache, state, toward)
 

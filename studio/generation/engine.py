@@ -284,7 +284,7 @@ def condition(prep: Prepared, setup: Setup, members: list[PlannedImage], manager
         regions = _regions(prep, setup, key)
         positives = list(regions.texts) if regions else [k[0] for k in key]
         cond = conditioner(setup.base, prep.info, positives, [k[1] for k in key], prep.steps,
-                           prep.request.clip_skip, manager.text_cache, setup.text_state, toward)
+                           prep.request.clip_skip, manager.text_cache, setup.text_state, toward, prep.request.t5_tokens)
         setup.conds[key] = RegionalConditioner(cond, regions) if regions else cond
     return setup.conds[key]
 
@@ -313,7 +313,7 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
     scheduler = build_scheduler(prep.sampler, setup.base.scheduler.config, seed=seeds[0],
                                 flow=family_of(prep.info).flow, shift=request.shift)
     pipe = manager.pipeline_with_scheduler(request.mode, scheduler)
-    call = dict(num_inference_steps=request.steps, **guidance(request, prep.info),
+    call = dict(num_inference_steps=request.steps, **guidance(request, prep.info, pipe),
                 num_images_per_prompt=len(members) // cond.per_image,
                 generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
                 callback_on_step_end=_step_callback(prep, cond, batch, len(members), manager, callbacks),

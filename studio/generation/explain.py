@@ -21,7 +21,7 @@ def explain(request: GenerationRequest, manager: ModelManager, presets: Presets)
     steps = denoising_steps(request.mode, request.steps, request.strength)
     with manager.lock:
         cond = conditioner(manager.base(), manager.info(), parsed.positive_text, parsed.negative, steps,
-                           request.clip_skip, None, (), None)
+                           request.clip_skip, None, (), None, request.t5_tokens)
         report = cond.chunk_report()
     return {"prompt as typed": request.prompt, "after presets and style": prompt,
             "prompt": parsed.positive_text, "negative prompt": parsed.negative,

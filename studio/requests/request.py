@@ -132,6 +132,14 @@ class GenerationRequest:
     shift: float = declare(0.0, Number(0.0, 20.0, step=0.5), "Shift", group="sampling", axis=True, rest="shift",
                            families=("flux", "sd3"), infotext=Infotext("Shift"),
                            help="flow-matching models: more steps at high noise; 0 = the model's own")
+    t5_tokens: int = declare(0, Number(0, 512, integer=True, step=64), "T5 tokens", group="sampling", rest="t5_tokens",
+                             families=("flux", "sd3"), infotext=Infotext("T5 tokens"),
+                             help="how much of the prompt T5 reads; 0 = the model's own (Flux dev 512, schnell and "
+                                  "SD 3.5 256)")
+    slg_scale: float = declare(0.0, Number(0.0, 10.0, step=0.1), "Skip-layer guidance", group="sampling", axis=True,
+                               rest="slg_scale", families=("sd3",), modes=("txt2img",), infotext=Infotext("SLG scale"),
+                               help="SD 3.5: guidance away from the picture with its middle layers skipped (2.8 for "
+                                    "Medium; 0 = off; text-to-image)")
     width: int = declare(0, Side(MIN_SIDE, 2048, integer=True, step=8, cap="max_side"), "Width", group="size",
                          rest="width")          # 0: the model's native size (txt2img) or the input image's
     height: int = declare(0, Side(MIN_SIDE, 2048, integer=True, step=8, cap="max_side"), "Height", group="size",
