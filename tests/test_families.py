@@ -13,8 +13,8 @@ from PIL import Image
 
 from studio.config import Settings
 from studio.errors import InvalidRequest
-from studio.families.tiny import write_tiny_flux, write_tiny_sd3
-from studio.families.tokenizers import t5_tokenizer
+from studio.families.tiny import write_tiny_flux, write_tiny_sd3, write_tiny_zimage
+from studio.families.tokenizers import qwen3_tokenizer, t5_tokenizer
 from studio.models.sources import describe
 from studio.outputs.metadata import parse_parameters, read_metadata
 from studio.outputs.pnginfo import read_info
@@ -32,6 +32,7 @@ def folders(tmp_path_factory):
     made = {v: write_tiny_flux(root / f"flux1-{v}", v) for v in ("dev", "schnell", "fill", "kontext")}
     made["sd3"] = write_tiny_sd3(root / "sd3.5-medium")
     made["sd3-no-t5"] = write_tiny_sd3(root / "sd3.5-no-t5", t5=False, seed=1)
+    made["zimage"] = write_tiny_zimage(root / "z-image-turbo")
     return made
 
 
@@ -47,6 +48,11 @@ def flux(folders, tmp_path_factory) -> Studio:
 @pytest.fixture(scope="module")
 def sd3(folders, tmp_path_factory) -> Studio:
     return _studio(folders["sd3"], tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def zimage(folders, tmp_path_factory) -> Studio:
+    return _studio(folders["zimage"], tmp_path_factory)
 
 
 def run(studio: Studio, **kw):
@@ -73,25 +79,32 @@ def _mask() -> np.ndarray:
     return mask
 
 
-def test_the_shipped_t5_tokenizer_is_t5s():
+def test_the_shipped_tokenizers_are_t5s_and_qwen3s():
     tok = t5_tokenizer()
     assert tok("Hello world").input_ids == [8774, 296, 1]
     assert (tok.pad_token_id, tok.eos_token_id, len(tok)) == (0, 1, 32100)
+    qwen = qwen3_tokenizer()
+    assert qwen("Hello world").input_ids == [9707, 1879]
+    chat = qwen.apply_chat_template([{"role": "user", "content": "a red circle"}], tokenize=False,
+                                    add_generation_prompt=True)
+    assert chat.startswith("<|im_start|>user\na red circle<|im_end|>")
 
 
 def test_family_and_variant_are_read_from_the_folder(folders):
     seen = {k: describe(str(p)) for k, p in folders.items()}
     assert {k: (i.arch, i.family) for k, i in seen.items()} == {
         "dev": ("flux", "Flux.1 dev"), "schnell": ("flux", "Flux.1 schnell"), "fill": ("flux", "Flux.1 Fill"),
-        "kontext": ("flux", "Flux.1 Kontext"), "sd3": ("sd3", "SD 3.5"), "sd3-no-t5": ("sd3", "SD 3.5")}
+        "kontext": ("flux", "Flux.1 Kontext"), "sd3": ("sd3", "SD 3.5"), "sd3-no-t5": ("sd3", "SD 3.5"),
+        "zimage": ("zimage", "Z-Image Turbo")}
     assert seen["fill"].inpaint_only and seen["fill"].in_channels == 384
     assert not seen["dev"].inpaint_only and seen["dev"].native_size == 64
     # the settings each was made for: the tabs take them when it loads
     assert (seen["schnell"].few_step.steps, seen["schnell"].few_step.cfg) == (4, 1.0)
     assert seen["dev"].few_step.distilled == 3.5 and seen["fill"].few_step.distilled == 30.0
+    assert (seen["zimage"].few_step.steps, seen["zimage"].few_step.cfg) == (9, 1.0)
 
 
-@pytest.mark.parametrize("which", ["flux", "sd3"])
+@pytest.mark.parametrize("which", ["flux", "sd3", "zimage"])
 def test_every_tab_same_seed_same_bits(which, request):
     studio = request.getfixturevalue(which)
     for mode, extra in (("txt2img", {}), ("img2img", {"image": _picture()}),
@@ -249,7 +262,7 @@ def test_kontext_edits_a_picture_by_instruction_and_edits_the_edit(folders, tmp_
     assert np.array_equal(pixels(masked)[keep], _picture().astype(np.int16)[keep])
 
 
-@pytest.mark.parametrize("which", ["flux", "sd3"])
+@pytest.mark.parametrize("which", ["flux", "sd3", "zimage"])
 def test_variation_seeds_end_at_each_seeds_own_picture(which, request):
     studio = request.getfixturevalue(which)
     kw = dict(prompt="a red circle", scheduler="Euler", variation_seed=77)
@@ -261,7 +274,7 @@ def test_variation_seeds_end_at_each_seeds_own_picture(which, request):
     assert not np.array_equal(between, plain) and not np.array_equal(between, other)
 
 
-@pytest.mark.parametrize("which", ["flux", "sd3"])
+@pytest.mark.parametrize("which", ["flux", "sd3", "zimage"])
 def test_live_previews_of_the_latents(which, request):
     """Flux's latents are a sequence of 2x2 patches: the preview unpacks them first."""
     studio, seen = request.getfixturevalue(which), []
@@ -319,3 +332,18 @@ def test_skip_layer_guidance_on_sd3(sd3):
     guided = run(sd3, prompt="a red circle", scheduler="Euler", steps=10, slg_scale=2.8)
     assert not np.array_equal(pixels(base), pixels(guided))
     assert infotext(guided)["SLG scale"] == "2.8" and "SLG scale" not in infotext(base)
+
+
+def test_z_image_reads_the_prompt_with_qwen3_and_its_cfg(zimage):
+    """Z-Image: true CFG with the negative prompt above 1, none at 1 (Turbo's); a prompt's own length."""
+    base = pixels(run(zimage, prompt="a red circle", negative_prompt="blue", cfg_scale=1.0))
+    assert np.array_equal(base, pixels(run(zimage, prompt="a red circle", negative_prompt="green", cfg_scale=1.0)))
+    assert not np.array_equal(pixels(run(zimage, prompt="a red circle", negative_prompt="blue", cfg_scale=3.0)),
+                              pixels(run(zimage, prompt="a red circle", negative_prompt="green", cfg_scale=3.0)))
+    assert not np.array_equal(base, pixels(run(zimage, prompt="a blue square", cfg_scale=1.0)))
+    report = zimage.local.explain(make_request(prompt="Hello world"))["per step"][0]
+    assert report["Qwen3 tokens"] == 2 and report["token limit"] == 512
+    fields = infotext(run(zimage, prompt="a red circle"))
+    assert fields["Sampler"] == "Euler" and "Distilled CFG Scale" not in fields
+    with pytest.raises(InvalidRequest, match="prompt travel"):
+        run(zimage, prompt="a red circle", blend=0.5, blend_prompt="a blue square")

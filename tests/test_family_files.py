@@ -201,3 +201,25 @@ def test_an_all_in_one_fp8_checkpoint_loads_in_the_working_precision(tiny, tmp_p
     assert got.dtype == torch.float32 and torch.equal(got, want.to(torch.float8_e4m3fn).float())
     studio = Studio.from_settings(Settings(model=str(path), outputs=tmp_path / "out"))
     assert _picture(studio)[0].shape == (64, 64, 3)
+
+
+def test_an_sd3_gguf_transformer_loads_quantised(tiny, tmp_path):
+    from .dit_layout import sd3_to_sai, write_gguf
+
+    _, pipe = tiny["sd3"]
+    write_comfyui_split(pipe, tmp_path, "unused.safetensors")
+    (tmp_path / "models" / "diffusion_models" / "unused.safetensors").unlink()
+    path = write_gguf(sd3_to_sai(pipe.transformer), tmp_path / "models" / "diffusion_models" / "sd3.5_medium-Q8_0.gguf",
+                      "Q8_0", arch="sd3")
+    info, ck = resolve(str(path))
+    assert info.family == "SD 3.5" and "GGUF Q8_0" in info.notice
+    loaded = read_pipeline(info, ck, torch.float32, False, False)
+    assert type(loaded.transformer.transformer_blocks[0].attn.to_q).__name__ == "GGUFLinear"
+    g = torch.Generator().manual_seed(0)
+    cfg = pipe.transformer.config
+    kw = dict(hidden_states=torch.randn(1, cfg.in_channels, 8, 8, generator=g),
+              encoder_hidden_states=torch.randn(1, 8, cfg.joint_attention_dim, generator=g),
+              pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g), timestep=torch.tensor([500]))
+    with torch.no_grad():
+        want, got = pipe.transformer(**kw).sample, loaded.transformer(**kw).sample
+    assert 0 < float((got - want).norm() / want.norm()) < 0.02

@@ -77,3 +77,14 @@ def test_a_lora_of_another_family_is_refused_by_name(flux, tiny_model, tmp_path)
                                               models_dir=flux.local.library.root))
     with pytest.raises(InvalidRequest, match="made for Flux.1 models"):
         picture(sd_studio, loras=[["kohya.safetensors", 1.0]])
+
+
+def test_the_lora_list_says_each_loras_family(flux):
+    families = dict(flux.lora_families())
+    assert families["kohya.safetensors"] == "Flux.1" and families["diffusers.safetensors"] == "Flux.1"
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from studio.api.routes import api_routes
+    listed = TestClient(FastAPI(routes=api_routes(flux, []))).get("/sdapi/v1/loras").json()
+    assert {e["path"]: e["family"] for e in listed}["bfl.safetensors"] == "Flux.1"

@@ -208,7 +208,9 @@ def schedulers() -> list[dict]:
 
 
 def loras(studio: Studio) -> list[dict]:
-    return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}} for n in studio.names("loras")]
+    """A1111's entries, with the model family each was made for (read from its keys)."""
+    return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}, "family": family}
+            for n, family in studio.lora_families()]
 
 
 def sd_vae(studio: Studio) -> list[dict]:

@@ -41,6 +41,7 @@ FEATURES: dict[str, Feature] = {
     "latents": Feature("latent input (a latent upscale)", lambda r: r.keep_latents or r.latents is not None),
     "loras": Feature("LoRAs", lambda r: bool(r.loras) or "<lora:" in r.prompt),
     "vae": Feature("VAE files", lambda r: bool(r.vae)),
+    "blend": Feature("prompt travel (a blend toward another prompt)", lambda r: r.blend > 0),
 }
 EVERYTHING = frozenset(FEATURES)
 
@@ -54,10 +55,15 @@ class Family:
     size_step: int             # picture sides are multiples of this (the VAE's 8, times 2x2 patches)
     supports: frozenset[str]   # FEATURES it has
     distilled_guidance: bool = False   # guidance_scale is the distilled embedding, CFG true_cfg_scale
-    text: str = "clip"         # prompt encoding: "clip" (studio/prompts) or "t5" (studio/families/text.py)
-    t5_tokens: int = 0         # the T5 prompt length it was trained with
+    text: str = "clip"         # prompt encoding: "clip" (studio/prompts), "t5" or "qwen" (studio/families/text.py)
+    t5_tokens: int = 0         # the prompt length its text encoder reads (T5, Qwen3)
     sized_input: bool = False  # its image-to-image pipeline takes the size (else it keeps the input's)
     passes_mu: bool = False    # its pipelines always hand the scheduler a shift by size (`mu`)
+    skip_layers: bool = False  # its text-to-image pipeline has skip-layer guidance (SD 3.5)
+    sizes: tuple[tuple[int, str], ...] = ()   # (transformer depth, size name): SD 3.5 Medium, Large
+    gpu_dtype: str = "fp16"    # its half precision on a GPU (Flux and SD 3.5 overflow fp16: bf16)
+    fp8_auto: bool = False     # memory mode auto may store its denoiser in fp8 (studio/models/memory.py)
+    cfg_offset: float = 0.0    # its pipeline's guidance scale is CFG minus this (Z-Image: pos + g (pos - neg))
 
     def check(self, request) -> None:
         """Refuse what this family does not do, naming it."""
@@ -69,11 +75,14 @@ class Family:
 
 SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
 FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "variation"}), distilled_guidance=True,
-              text="t5",
-              t5_tokens=512, sized_input=True, passes_mu=True)
+              text="t5", t5_tokens=512, sized_input=True, passes_mu=True, gpu_dtype="bf16", fp8_auto=True)
 SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation"}), text="t5", t5_tokens=256,
-             sized_input=True)
-FAMILIES = {f.key: f for f in (SD, FLUX, SD3)}
+             sized_input=True, skip_layers=True, sizes=((24, "Medium"), (38, "Large")), gpu_dtype="bf16", fp8_auto=True)
+# Z-Image (Tongyi-MAI, Apache-2.0): a 6B single-stream DiT read by Qwen3-4B; its embeddings are one
+# sequence a prompt, of its own length, so prompt travel cannot mix two of them
+ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation"}), text="qwen", t5_tokens=512,
+                sized_input=True, gpu_dtype="bf16", fp8_auto=True, cfg_offset=1.0)
+FAMILIES = {f.key: f for f in (SD, FLUX, SD3, ZIMAGE)}
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,11 @@ VARIANTS: dict[str, Variant] = {
         "SD 3.5", 28, 4.5, 0.0, "Large: 28 steps, CFG 3.5-4.5; Medium: 40 steps, CFG 4.5.")),
     "StableDiffusion3Pipeline/turbo": Variant("sd3", "Turbo", defaults=_defaults(
         "SD 3.5 Large Turbo", 4, 1.0, 0.0, "Distilled: 4 steps. " + OFF)),
+    "ZImagePipeline": Variant("zimage", "", solvers=False, defaults=_defaults(
+        "Z-Image", 28, 5.0, 0.0, "28-50 steps, CFG 4-6 (Z-Image's own guidance 3-5: it counts CFG from 0, "
+        "the studio from 1 as A1111 does); the prompt is read by Qwen3, so long sentences work.")),
+    "ZImagePipeline/turbo": Variant("zimage", "Turbo", solvers=False, defaults=_defaults(
+        "Z-Image Turbo", 9, 1.0, 0.0, "Distilled: 8-9 steps. " + OFF)),
 }
 # the pipeline classes that mark a transformer family's diffusers folder (model_index.json)
 PIPELINE_CLASSES = frozenset(key.split("/")[0] for key in VARIANTS)
@@ -127,8 +141,8 @@ def variant_key(pipeline_class: str, transformer: dict, name: str) -> str:
     name (Flux schnell has no guidance embedding; SD 3.5 Large Turbo says so in its name)."""
     if pipeline_class == "FluxPipeline" and not transformer.get("guidance_embeds", True):
         return "FluxPipeline/schnell"
-    if pipeline_class == "StableDiffusion3Pipeline" and "turbo" in name.lower():
-        return "StableDiffusion3Pipeline/turbo"
+    if pipeline_class in ("StableDiffusion3Pipeline", "ZImagePipeline") and "turbo" in name.lower():
+        return f"{pipeline_class}/turbo"
     return pipeline_class
 
 
@@ -138,8 +152,10 @@ def slg_layers(depth: int) -> list[int]:
     return sorted({min(depth - 1, round(depth * k / 24)) for k in (7, 8, 9)})
 
 
-def sd3_size(transformer: dict) -> str:
-    """SD 3.5 Medium or Large from the transformer's depth (24 or 38 blocks; Medium has the
-    dual-attention blocks)."""
-    layers = transformer.get("num_layers", 0)
-    return {24: "Medium", 38: "Large"}.get(layers, "")
+def model_label(key: str, transformer: dict) -> str:
+    """What the model list and the record call a model ("Flux.1 dev", "SD 3.5 Large Turbo"): its
+    family, its size by the transformer's depth where the family has sizes, its variant."""
+    variant = VARIANTS[key]
+    fam = family(variant.family)
+    size = dict(fam.sizes).get(transformer.get("num_layers", 0), "")
+    return " ".join(x for x in (fam.name, size, variant.label) if x)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import ModelLoadError
-from studio.families import VARIANTS, family
+from studio.families import family, model_label, variant_key
 from studio.families.tokenizers import T5_VOCAB, clip_tokenizer, t5_tokenizer
 
 DIFFUSION = "model.diffusion_model."
+GGUF = ".gguf"
 MARKS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight"}
 TEXT_INSIDE = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
                "t5xxl": "text_encoders.t5xxl.transformer."}
@@ -107,15 +108,17 @@ def sd3_config(s: dict) -> dict:
                 re.match(r"joint_blocks\.(\d+)\.x_block\.attn2\.", k)] if m})}
 
 
+CONFIG_READERS = {"flux": flux_config, "sd3": sd3_config}
+
+
 def _variant(fam: str, config: dict, name: str) -> str:
-    low = name.lower()
+    """The VARIANTS key of a file: its pipeline class from the tensors (Fill reads more channels
+    than it writes) or the name (Kontext), then as a folder's (schnell, Turbo)."""
     if fam == "sd3":
-        return "StableDiffusion3Pipeline/turbo" if "turbo" in low else "StableDiffusion3Pipeline"
-    if config["in_channels"] > config["out_channels"]:       # latents + picture + mask: Fill
-        return "FluxFillPipeline"
-    if not config["guidance_embeds"]:
-        return "FluxPipeline/schnell"
-    return "FluxKontextPipeline" if "kontext" in low else "FluxPipeline"
+        return variant_key("StableDiffusion3Pipeline", config, name)
+    fill, kontext = config["in_channels"] > config["out_channels"], "kontext" in name.lower()
+    return variant_key("FluxFillPipeline" if fill else "FluxKontextPipeline" if kontext else "FluxPipeline",
+                       config, name)
 
 
 def inspect_file(path: Path, shapes: dict) -> DiTFile:
@@ -123,10 +126,9 @@ def inspect_file(path: Path, shapes: dict) -> DiTFile:
     missing part and where it goes."""
     fam = is_transformer_file(shapes)
     bare, prefix = _bare(shapes)
-    config = flux_config(bare) if fam == "flux" else sd3_config(bare)
+    config = CONFIG_READERS[fam](bare)
     key = _variant(fam, config, path.name)
-    size = {24: " Medium", 38: " Large"}.get(config["num_layers"], "") if fam == "sd3" else ""
-    label = f"{family(fam).name}{size} {VARIANTS[key].label}".strip()
+    label = model_label(key, config)
     parts, notes = {"transformer": Part(path, prefix)}, []
     for role, inside in TEXT_INSIDE.items():
         if any(k.startswith(inside) for k in shapes):
@@ -151,8 +153,6 @@ def inspect_file(path: Path, shapes: dict) -> DiTFile:
 
 # -------------------------------------------------------------------------------------------------
 # the parts beside a file (ComfyUI's folders)
-
-GGUF = ".gguf"
 
 
 def _shapes(path: Path) -> dict:

@@ -35,6 +35,21 @@ def lora_family(keys) -> str:
     return ""
 
 
+def file_family(path) -> str:
+    """The family label of a LoRA file from its header ("" for a file whose keys say nothing or
+    that is not a .safetensors: pickles are not opened for a listing)."""
+    from pathlib import Path
+
+    if Path(path).suffix.lower() != ".safetensors":
+        return ""
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return FAMILY_LABELS.get(lora_family(f.keys()), "")
+    except Exception:  # noqa: BLE001 - an unreadable file is listed without a family
+        return ""
+
+
 def _bfl_modules(config: dict) -> dict[str, tuple[str, ...]]:
     """BFL module name -> the diffusers module(s) it is (several: a fused projection)."""
     out = {old: (new,) for old, new in FLUX_TOP.items()}

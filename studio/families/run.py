@@ -24,7 +24,7 @@ def settle(request, info, width: int, height: int, notes: list[str]) -> tuple[in
     if (w, h) != (width, height):
         notes.append(f"{fam.name} draws sides in multiples of {step} px: {width}x{height} made as {w}x{h}.")
     sampler = flow_sampler(request, info, notes) if fam.flow else request.scheduler
-    if fam.text == "t5" and _weighted(request.prompt + request.negative_prompt):
+    if fam.text != "clip" and _weighted(request.prompt + request.negative_prompt):
         notes.append(f"Emphasis weights such as (word:1.3) are read as plain words on {fam.name}.")
     notes += [n for n in (guidance_note(request, info),) if n]
     return w, h, sampler
@@ -62,10 +62,10 @@ def guidance(request, info, pipe=None) -> dict:
     fam = family_of(info)
     if not fam.distilled_guidance:
         slg = {}
-        if request.slg_scale > 0 and fam.key == "sd3" and request.mode == "txt2img" and pipe is not None:
+        if request.slg_scale > 0 and fam.skip_layers and request.mode == "txt2img" and pipe is not None:
             slg = {"skip_guidance_layers": slg_layers(pipe.transformer.config.num_layers),
                    "skip_layer_guidance_scale": request.slg_scale}
-        return {"guidance_scale": request.cfg_scale, **slg}
+        return {"guidance_scale": max(0.0, request.cfg_scale - fam.cfg_offset), **slg}
     kw = {"guidance_scale": request.distilled_cfg}
     if VARIANTS[info.variant].true_cfg:
         kw["true_cfg_scale"] = request.cfg_scale
@@ -88,10 +88,11 @@ def conditioner(pipe, info, positives, negatives, steps: int, clip_skip: int, ca
                 t5_asked: int = 0):
     """The text conditioner of the family (CLIP with A1111's prompt syntax, or T5)."""
     fam = family_of(info)
-    if fam.text == "t5":
-        from studio.families.text import T5Conditioner
-        return T5Conditioner(pipe, positives, negatives, steps, t5_tokens(info, t5_asked),
-                             VARIANTS[info.variant].true_cfg, cache, state, toward)
+    if fam.text != "clip":
+        from studio.families import text
+        made = {"t5": text.T5Conditioner, "qwen": text.QwenConditioner}[fam.text]
+        return made(pipe, positives, negatives, steps, t5_tokens(info, t5_asked), VARIANTS[info.variant].true_cfg,
+                    cache, state, toward)
     from studio.prompts.conditioning import Conditioner
     return Conditioner(pipe, positives, negatives, steps, clip_skip, cache, state, toward)
 

@@ -1,4 +1,4 @@
-"""Prompts as embeddings for the T5 families (Flux.1, SD 3.5), with the interface of
+"""Prompts as embeddings for the T5 and Qwen3 families (Flux.1, SD 3.5; Z-Image), with the interface of
 studio/prompts/conditioning.py's Conditioner so that the engine treats every family alike.
 
 Each distinct text is encoded once by the pipeline's own `encode_prompt` (CLIP pooled vector and
@@ -93,3 +93,26 @@ class T5Conditioner:
         return [{"until step": self.steps, "prompt": self.positives[0], "negative": self.negatives[0],
                  "T5 tokens": count(self.positives[0]), "T5 limit": self.t5_tokens,
                  "negative T5 tokens": count(self.negatives[0])}]
+
+
+class QwenConditioner(T5Conditioner):
+    """Z-Image's prompts: each read by Qwen3 inside its chat template, one embedding sequence a
+    prompt of its own length (a list, as the pipeline takes them); no pooled vector."""
+
+    def _run_encoders(self, text: str):
+        with torch.no_grad():
+            embeds, _ = self.pipe.encode_prompt(prompt=text, device=self.pipe._execution_device,
+                                                do_classifier_free_guidance=False, max_sequence_length=self.t5_tokens)
+        return embeds[0].detach(), None
+
+    def pipeline_kwargs(self) -> dict:
+        kw = dict(prompt_embeds=[self._encode(t)[0] for t in self.positives])
+        if self.true_cfg:
+            kw["negative_prompt_embeds"] = [self._encode(t)[0] for t in self.negatives]
+        return kw
+
+    def chunk_report(self) -> list[dict]:
+        count = lambda t: len(self.pipe.tokenizer(t).input_ids)  # noqa: E731
+        return [{"until step": self.steps, "prompt": self.positives[0], "negative": self.negatives[0],
+                 "Qwen3 tokens": count(self.positives[0]), "token limit": self.t5_tokens,
+                 "negative Qwen3 tokens": count(self.negatives[0])}]

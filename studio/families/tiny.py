@@ -100,3 +100,26 @@ def write_tiny_sd3(path: str | Path, *, seed: int = 0, t5: bool = True) -> Path:
         transformer=transformer)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def write_tiny_zimage(path: str | Path, *, seed: int = 0, turbo: bool = False) -> Path:
+    """A Z-Image folder: the single-stream transformer (2x2 patches, 16 latent channels), Qwen3
+    as text encoder with the shipped tokenizer, Flux's VAE; `turbo` names it as the distilled one."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    from studio.families.tokenizers import qwen3_tokenizer
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=LATENT, dim=64,
+                                           n_layers=1, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=32,
+                                           axes_dims=[8, 12, 12], axes_lens=[64, 32, 32])
+    torch.manual_seed(seed + 1)
+    text_encoder = Qwen3Model(Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_vae(VAE_FACTORS["flux"]),
+                          text_encoder=text_encoder, tokenizer=qwen3_tokenizer(), transformer=transformer)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path

@@ -326,7 +326,7 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
     if request.variation_strength > 0:
         call["latents"] = variation_latents(pipe, call["generator"], [m.variation_seed for m in members],
                                             request.variation_strength, prep.width, prep.height,
-                                            call["prompt_embeds"].dtype)
+                                            _embeds_dtype(call["prompt_embeds"]))
     if request.mode != "txt2img" and call.get("strength", 1) == 0:
         return [call["image"] for _ in seeds], scheduler     # no denoising: the input is the result
     # the control hook first: reference-only's own pass inside a step then carries the step's control
@@ -337,6 +337,11 @@ def denoise(prep: Prepared, setup: Setup, cond: Conditioner, members: list[Plann
             ReferenceGuidance(pipe, setup.guided, request.reference_strength, prep.width, prep.height, seeds[0]), \
             feature_cache(net, setup.cache_every), tiling(setup.tiling, net, pipe.vae):
         return _run_with_oom_retry(pipe, call, prep, manager), scheduler
+
+
+def _embeds_dtype(embeds):
+    """The noise's dtype, as the pipelines take it from the prompt embeddings (Z-Image's: a list)."""
+    return (embeds[0] if isinstance(embeds, list) else embeds).dtype
 
 
 def _images_kwargs(prep: Prepared) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import InvalidRequest, ModelLoadError
-from studio.families import VARIANTS
+from studio.families import VARIANTS, family
 from studio.models.memory import (MEMORY_MODES, HOOKED, free_device_memory, model_bytes, place,
                                   resolve_memory_mode)
 from studio.models.sources import (PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir,
@@ -44,11 +44,9 @@ def choose_dtype(requested: str, device: str, arch: str = "sd"):
 
     table = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     if requested == "auto":
-        # Half precision where the hardware is made for it (bf16 for Flux and SD 3.5, which
-        # overflow fp16); full precision on the CPU.
-        if device in ("cuda", "mps"):
-            return torch.bfloat16 if arch != "sd" else torch.float16
-        return torch.float32
+        # Half precision where the hardware is made for it (the family's: bf16 for Flux and
+        # SD 3.5, which overflow fp16); full precision on the CPU.
+        return table[family(arch).gpu_dtype] if device in ("cuda", "mps") else torch.float32
     return table[requested]
 
 
@@ -156,7 +154,7 @@ class ModelManager:
     @staticmethod
     def _fp8_offer(pipe, info: ModelInfo) -> int:
         """The denoiser's bytes where `auto` may store it in fp8 (the transformer families), else 0."""
-        return model_bytes(pipe, ("transformer",)) if info.arch != "sd" else 0
+        return model_bytes(pipe, (family(info.arch).denoiser,)) if family(info.arch).fp8_auto else 0
 
     def base(self):
         with self.lock:

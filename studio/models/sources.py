@@ -206,20 +206,18 @@ def resolve(source: str, allow_pickle: bool = False, prediction_type: str | None
 def _describe_transformer(source: str, path: str, kind: str, read, index: dict) -> ModelInfo:
     """A transformer family's folder (Flux.1, SD 3.5): family and variant from the pipeline class
     and the transformer's config (studio/families)."""
-    from studio.families import VARIANTS, family, sd3_size, variant_key
+    from studio.families import VARIANTS, model_label, variant_key
 
     transformer, vae = read("transformer/config.json"), read("vae/config.json")
     name = Path(path).name if kind == "folder" else source
     key = variant_key(index["_class_name"], transformer, name)
     variant = VARIANTS[key]
-    fam = family(variant.family)
-    size = sd3_size(transformer) if fam.key == "sd3" else ""
-    label = " ".join(x for x in (fam.name, size, variant.label) if x)
     vocabulary, knows = read_vocabulary(path) if kind != "hub" else (frozenset(), "")
-    return ModelInfo(source=source, name=name, kind=kind, family=label, native_size=int(vae.get("sample_size", 1024)),
+    return ModelInfo(source=source, name=name, kind=kind, family=model_label(key, transformer),
+                     native_size=int(vae.get("sample_size", 1024)),
                      in_channels=int(transformer.get("in_channels", 64)), vocabulary=vocabulary, knows=knows,
                      location=source if kind == "hub" else str(Path(path).expanduser()),
-                     few_step=variant.defaults, arch=fam.key, own_modes=variant.own_modes, variant=key,
+                     few_step=variant.defaults, arch=variant.family, own_modes=variant.own_modes, variant=key,
                      shift_by_size=bool(read("scheduler/scheduler_config.json").get("use_dynamic_shifting")))
 
 

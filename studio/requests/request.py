@@ -130,7 +130,7 @@ class GenerationRequest:
                                    help="Flux.1: the guidance the model learned (its CFG scale is true guidance, "
                                         "1 = off)", infotext=Infotext("Distilled CFG Scale", always=True))
     shift: float = declare(0.0, Number(0.0, 20.0, step=0.5), "Shift", group="sampling", axis=True, rest="shift",
-                           families=("flux", "sd3"), infotext=Infotext("Shift"),
+                           families=("flux", "sd3", "zimage"), infotext=Infotext("Shift"),
                            help="flow-matching models: more steps at high noise; 0 = the model's own")
     t5_tokens: int = declare(0, Number(0, 512, integer=True, step=64), "T5 tokens", group="sampling", rest="t5_tokens",
                              families=("flux", "sd3"), infotext=Infotext("T5 tokens"),

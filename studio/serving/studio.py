@@ -89,6 +89,11 @@ class Studio:
         folder = None if library is None else library.folder("annotators")
         return preview_map(module, picture, annotate=lambda a, rgb: annotators.run(a, rgb, folder), **settings)
 
+    def lora_families(self, rescan: bool = False) -> list[tuple[str, str]]:
+        """The LoRAs by name, each with the model family it was made for ("" where its keys do not say)."""
+        from studio.families.loras import file_family
+        return [(name, file_family(self.file_of("loras", name))) for name in self.names("loras", rescan)]
+
     def file_of(self, kind: str, name: str) -> Path:
         """Where a file the models folder offers is (for listings: a path is never taken from a caller)."""
         return self.local.library.get(kind, name).path

@@ -129,11 +129,16 @@ def custom(name: str):
     return register
 
 
+def _lora_choices(studio: Studio, rescan: bool = False) -> list[tuple[str, str]]:
+    """(shown, name): each LoRA with the model family it was made for."""
+    return [(f"{name}  ({family})" if family else name, name) for name, family in studio.lora_families(rescan)]
+
+
 @custom("loras")
 def lora_table(f: Field, tab: str, studio: Studio):
     """A LoRA picker from models/loras and the table of LoRAs with their weights."""
-    add_lora = gr.Dropdown(studio.names("loras"), value=None, label="Add a LoRA",
-                           elem_id=f"{tab}-add-lora", info="from models/loras; set its weight in the table")
+    add_lora = gr.Dropdown(_lora_choices(studio), value=None, label="Add a LoRA", elem_id=f"{tab}-add-lora",
+                           info="from models/loras (with the model family it was made for); set its weight in the table")
     loras = gr.Dataframe(value=[], headers=["LoRA", "weight"], datatype=["str", "number"],
                          column_count=(2, "fixed"), row_count=(0, "dynamic"),
                          label="LoRAs (delete a row to remove one)", elem_id=f"{tab}-loras")
@@ -145,7 +150,7 @@ def lora_table(f: Field, tab: str, studio: Studio):
         return rows, gr.Dropdown(value=None)
 
     add_lora.input(add, [add_lora, loras], [loras, add_lora], api_visibility="private", queue=False)
-    add_lora.focus(lambda: gr.Dropdown(choices=studio.names("loras", rescan=True)), None,
+    add_lora.focus(lambda: gr.Dropdown(choices=_lora_choices(studio, rescan=True)), None,
                    add_lora, api_visibility="private", queue=False)
     return loras
 
