@@ -347,3 +347,17 @@ def test_z_image_reads_the_prompt_with_qwen3_and_its_cfg(zimage):
     assert fields["Sampler"] == "Euler" and "Distilled CFG Scale" not in fields
     with pytest.raises(InvalidRequest, match="prompt travel"):
         run(zimage, prompt="a red circle", blend=0.5, blend_prompt="a blue square")
+
+
+@pytest.mark.parametrize("which, shown", [("studio", set()), ("flux", {"distilled_cfg", "shift", "t5_tokens"}),
+                                          ("sd3", {"shift", "t5_tokens", "slg_scale"}), ("zimage", {"shift"})])
+def test_the_tabs_show_the_controls_of_the_loaded_family(which, shown, request):
+    import gradio as gr
+
+    from studio.ui.form import Form
+    studio = request.getfixturevalue(which)
+    with gr.Blocks():
+        form = Form.of("txt2img", studio)
+        form.lay_out("sampling")
+    familied = {"distilled_cfg", "shift", "t5_tokens", "slg_scale"}
+    assert {name for name in familied if form.controls[name].visible} == shown
