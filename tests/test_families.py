@@ -194,6 +194,7 @@ def test_sizes_are_kept_on_the_families_grid(flux):
     (dict(tiling="both"), "tiling"),
     (dict(feature_cache=2), "feature cache"),
     (dict(clip_skip=2), "clip skip"),
+    (dict(prompt="a [red:blue:0.5] circle"), "prompt editing"),
 ])
 def test_what_a_family_lacks_is_refused_by_name(flux, asked, words):
     with pytest.raises(InvalidRequest, match=words) as caught:

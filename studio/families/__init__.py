@@ -29,6 +29,12 @@ def _regions(r) -> bool:
     return has_regions(r.prompt)
 
 
+def _editing(r) -> bool:
+    """Prompt editing ([from:to:when], [a|b]): a prompt that changes between steps."""
+    from studio.prompts.syntax import schedule
+    return any(len(schedule(text, r.steps)) > 1 for text in (r.prompt, r.negative_prompt))
+
+
 # request features beyond a plain picture, each a family may lack
 FEATURES: dict[str, Feature] = {
     "regions": Feature("regional prompts (ADDCOL, ADDROW, ADDBASE)", _regions),
@@ -42,6 +48,7 @@ FEATURES: dict[str, Feature] = {
     "loras": Feature("LoRAs", lambda r: bool(r.loras) or "<lora:" in r.prompt),
     "vae": Feature("VAE files", lambda r: bool(r.vae)),
     "blend": Feature("prompt travel (a blend toward another prompt)", lambda r: r.blend > 0),
+    "editing": Feature("prompt editing ([from:to:when], [a|b])", _editing),
 }
 EVERYTHING = frozenset(FEATURES)
 
@@ -74,10 +81,12 @@ class Family:
 
 
 SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
-FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "variation"}), distilled_guidance=True,
-              text="t5", t5_tokens=512, sized_input=True, passes_mu=True, gpu_dtype="bf16", fp8_auto=True)
-SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation"}), text="t5", t5_tokens=256,
-             sized_input=True, skip_layers=True, sizes=((24, "Medium"), (38, "Large")), gpu_dtype="bf16", fp8_auto=True)
+FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "variation", "blend"}),
+              distilled_guidance=True, text="t5", t5_tokens=512, sized_input=True, passes_mu=True, gpu_dtype="bf16",
+              fp8_auto=True)
+SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation", "blend"}), text="t5",
+             t5_tokens=256, sized_input=True, skip_layers=True, sizes=((24, "Medium"), (38, "Large")),
+             gpu_dtype="bf16", fp8_auto=True)
 # Z-Image (Tongyi-MAI, Apache-2.0): a 6B single-stream DiT read by Qwen3-4B; its embeddings are one
 # sequence a prompt, of its own length, so prompt travel cannot mix two of them
 ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation"}), text="qwen", t5_tokens=512,
