@@ -33,8 +33,8 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert (fast is None or fast > 35) and rows["txt2img"]["fast_path"] == "channels-last"
 
     memory = stages["memory"]
-    assert [r["mode"] for r in memory["rows"]] == ["none", "low", "offload", "sequential"]
-    assert [r["in_use"] for r in memory["rows"]] == ["none", "low", "low", "low"]   # no offloading from a CPU
+    assert [r["mode"] for r in memory["rows"]] == ["none", "low", "fp8", "offload", "sequential"]
+    assert [r["in_use"] for r in memory["rows"]] == ["none", "low", "fp8", "low", "low"]   # no offloading from a CPU
     oom = memory["oom_retry"]
     assert oom["pictures"] == 1 and oom["memory_after"] == "low"
     assert any("out of memory" in n.lower() for n in oom["notes"])
