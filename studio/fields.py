@@ -270,8 +270,9 @@ class Field:
     """One request field, declared once: how it is checked (`kind`), its default, what an artist
     reads (`label`, `caption` when the control says more, `help`), which modes use it, where a
     tab shows it (`group`; "" = not shown: the API and callers only), its A1111 infotext key and
-    REST body name, and whether it is an X/Y/Z plot axis (named by its label). Widgets, request
-    checks, API parameters, plot axes, the infotext and PNG Info's restore are built from it."""
+    REST body name, whether it is an X/Y/Z plot axis (named by its label), and the model families
+    that read it (`families`: shown and written only while one is loaded; None: all). Widgets,
+    request checks, API parameters, plot axes, the infotext and PNG Info's restore are built from it."""
     kind: Kind
     default: Any
     label: str

@@ -17,8 +17,10 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class FewStep:
+    """The settings a model was made for, which the tabs take when it loads: a few-step model's,
+    or a newer family's (studio/families: Flux dev's Distilled CFG, SD 3.5's steps and CFG)."""
     method: str          # what the model is, as the note names it
-    sampler: str         # a name in studio.generation.schedulers.SCHEDULERS
+    sampler: str         # a name in studio.samplers.SCHEDULERS
     steps: int
     cfg: float
     guidance_embedded: bool  # guidance is an input of the model: no negative branch at any CFG
