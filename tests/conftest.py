@@ -72,7 +72,11 @@ class Server:
 def start_server(model: Path | None, outputs: Path, log: Path, *extra: str, timeout: float = 90) -> Server:
     """`python app.py` on `model` (None: no --model, the embedded default), offline."""
     port = free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    # each server its own upload folder: Gradio names an upload by its content's hash, so two servers in
+    # /tmp/gradio receiving the same canvas at once could read one half-written by the other (CI saw
+    # "cannot identify image file .../image.webp" in the inpainting stroke test)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+               GRADIO_TEMP_DIR=str(log.parent / f"gradio-uploads-{port}"))
     cmd = [sys.executable, str(ROOT / "app.py"), *(["--model", str(model)] if model else []),
            "--port", str(port), "--outputs", str(outputs), *extra]
     handle = open(log, "w")
