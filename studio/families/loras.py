@@ -6,7 +6,7 @@ Flux LoRAs come as kohya's sd-scripts writes them (`lora_unet_double_blocks_0_im
 lora_down.weight`, `lora_up`, `alpha`; `lora_te1_...` for CLIP-L), in BFL's dotted names with
 `lora_A` / `lora_B` (ComfyUI, `diffusion_model.` prefixed), or already in diffusers' names
 (`transformer.transformer_blocks.0.attn.to_q.lora_A.weight`: passed through). The first two are
-renamed with the same tables that read BFL's transformer files (studio/families/files.py), the
+renamed with the same tables that read BFL's transformer files (studio/families/bfl.py), the
 fused projections' `up` split by the model's widths (diffusers' own converter assumes Flux.1's
 3072 channels), kohya's alpha folded into `lora_B`.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from studio.families.files import FLUX_DOUBLE, FLUX_FUSED, FLUX_SINGLE, FLUX_TOP
+from studio.families.bfl import FLUX_DOUBLE, FLUX_FUSED, FLUX_SINGLE, FLUX_TOP, halves_swapped
 
 FAMILY_MARKS = (           # (pattern in any key, family) - the first that matches
     (r"double_blocks|single_blocks|single_transformer_blocks", "flux"),
@@ -125,8 +125,7 @@ def flux_lora_to_diffusers(tensors: dict, config: dict, text_encoder=None) -> di
         targets = modules[module]
         ups = _split_rows(up, len(targets), hidden) if len(targets) > 1 else (up,)
         if module == "final_layer.adaLN_modulation.1":
-            shift, scale = up.chunk(2, dim=0)          # BFL (shift, scale) -> diffusers (scale, shift)
-            ups = (__import__("torch").cat([scale, shift], dim=0),)
+            ups = (halves_swapped(up),)                # BFL (shift, scale) -> diffusers (scale, shift)
         for target, part in zip(targets, ups):
             out[f"transformer.{target}.lora_A.weight"] = down
             out[f"transformer.{target}.lora_B.weight"] = part.contiguous()
