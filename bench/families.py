@@ -104,7 +104,6 @@ SD35M_CONFIG = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=
                     dual_attention_layers=tuple(range(13)))
 T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
 VAE = dict(block_out_channels=(128, 256, 512, 512), latent_channels=16, norm_num_groups=32)
-VAE_FACTORS = {"flux": dict(scaling_factor=0.3611, shift_factor=0.1159), "sd3": dict(scaling_factor=1.5305, shift_factor=0.0609)}
 
 
 def _shrunk(config: dict, dry: bool, **small) -> dict:
@@ -118,6 +117,7 @@ def _pipeline(family: str, dry: bool, device: str, dtype):
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+    from studio.families.files import VAE_FACTORS
     from studio.families.tokenizers import T5_VOCAB, clip_tokenizer, t5_tokenizer
 
     previous = torch.get_default_dtype()
