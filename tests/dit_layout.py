@@ -1,4 +1,4 @@
-"""Tiny Flux.1 and SD 3.5 folders written as the original single files users have.
+"""Tiny Flux.1, SD 3.5 and Z-Image folders written as the original single files users have.
 
 The key maps are derived from the reference code's module names: Black Forest Labs' `flux`
 repository (src/flux/model.py, modules/layers.py: img_in, txt_in, time_in / vector_in /
@@ -7,7 +7,11 @@ mlp.0/.2, single_blocks with linear1 (qkv + mlp in) and linear2, final_layer.lin
 adaLN_modulation.1 = (shift, scale)) and Stability's sd3.5 (mmditx.py: x_embedder.proj, pos_embed,
 t_embedder / y_embedder mlp.0/.2, context_embedder, joint_blocks.N.{context_block,x_block} with
 fused attn.qkv, attn.ln_q/ln_k, attn.proj, attn2 (MMDiT-X), mlp.fc1/fc2, adaLN_modulation.1; the
-last context block pre-only with (shift, scale); final_layer). Each map is the inverse of what
+last context block pre-only with (shift, scale); final_layer) and Tongyi-MAI's Z-Image (x_embedder,
+t_embedder.mlp.0/.2, cap_embedder.0/.1, x_pad_token / cap_pad_token, noise_refiner,
+context_refiner and layers with attention.qkv fused, attention.out, q_norm / k_norm,
+feed_forward.w1/w2/w3, final_layer.linear and adaLN_modulation.1, as ComfyUI's
+z_image_turbo_bf16.safetensors; its Qwen3-4B in Hugging Face's names under `model.`). Each map is the inverse of what
 the studio's loader must undo, written from those names, not from diffusers' converter.
 """
 
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from studio.families.files import canonical_clip
+from studio.families.encoders import canonical_clip
 
 from .ldm_layout import vae_to_ldm
 
@@ -123,6 +127,24 @@ def sd3_to_sai(transformer) -> dict:
     return out
 
 
+def zimage_to_original(transformer) -> dict:
+    """Z-Image's tensors under Tongyi-MAI's names, with its unused `norm_final` as the files carry it."""
+    sd, out = transformer.state_dict(), {}
+    renames = (("all_x_embedder.2-1.", "x_embedder."), ("all_final_layer.2-1.", "final_layer."),
+               (".attention.to_out.0.", ".attention.out."), (".attention.norm_q.", ".attention.q_norm."),
+               (".attention.norm_k.", ".attention.k_norm."))
+    for key, value in sd.items():
+        if any(f".attention.to_{x}." in key for x in "qkv"):
+            continue
+        for new, old in renames:
+            key = key.replace(new, old)
+        out[key] = value
+    for block in {k.split(".attention.to_q.")[0] for k in sd if ".attention.to_q." in k}:
+        _fused(out, f"{block}.attention.qkv", sd, [f"{block}.attention.to_{x}" for x in "qkv"])
+    out["norm_final.weight"] = torch.ones(transformer.config.dim)
+    return out
+
+
 def _save(tensors: dict, path: Path, dtype=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().clone().contiguous()
@@ -140,11 +162,18 @@ def _text(model) -> dict:
 
 
 def write_comfyui_split(pipe, root: Path, name: str, t5_dtype=None) -> Path:
-    """ComfyUI's folders: models/diffusion_models/<name> (BFL or Stability layout, transformer
-    alone), models/text_encoders/clip_l, clip_g (SD 3.5), t5xxl_fp16 (or t5xxl_fp8_e4m3fn with
-    `t5_dtype`), models/vae/ae (LDM layout)."""
+    """ComfyUI's folders: models/diffusion_models/<name> (BFL, Stability or Tongyi-MAI layout,
+    transformer alone), models/text_encoders/clip_l, clip_g (SD 3.5), t5xxl_fp16 (or
+    t5xxl_fp8_e4m3fn with `t5_dtype`) or qwen_3_4b (Z-Image), models/vae/ae (LDM layout)."""
     flux = hasattr(pipe, "text_encoder_2") and not hasattr(pipe, "text_encoder_3")
     models = root / "models"
+    if not hasattr(pipe, "text_encoder_2"):      # Z-Image: its transformer, Qwen3-4B, Flux's VAE
+        _save({f"model.diffusion_model.{k}": v for k, v in zimage_to_original(pipe.transformer).items()},
+              models / "diffusion_models" / name)
+        _save({f"model.{k}": v for k, v in pipe.text_encoder.state_dict().items()},
+              models / "text_encoders" / "qwen_3_4b.safetensors")
+        _save(_ldm_vae(pipe.vae), models / "vae" / "ae.safetensors")
+        return models / "diffusion_models" / name
     _save((flux_to_bfl if flux else sd3_to_sai)(pipe.transformer), models / "diffusion_models" / name)
     _save(_text(pipe.text_encoder), models / "text_encoders" / "clip_l.safetensors")
     t5 = pipe.text_encoder_2 if flux else pipe.text_encoder_3
@@ -282,3 +311,54 @@ def _diffusers_lora(module: str, down, up, hidden: int) -> dict:
         out[f"transformer.{base}.{name}.lora_A.weight"] = down
         out[f"transformer.{base}.{name}.lora_B.weight"] = part
     return out
+
+
+# SD 3.5 and Z-Image LoRAs: (original module, the diffusers modules its rows are, in order,
+# rows (shift, scale) - diffusers' (scale, shift)) for block 0, from mmditx.py's and Z-Image's names
+SD3_LORA_MODULES = [("joint_blocks.0.x_block.attn.qkv", ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k",
+                                                          "transformer_blocks.0.attn.to_v"], False),
+                    ("joint_blocks.0.x_block.attn.proj", ["transformer_blocks.0.attn.to_out.0"], False),
+                    ("joint_blocks.0.x_block.mlp.fc1", ["transformer_blocks.0.ff.net.0.proj"], False),
+                    ("joint_blocks.0.context_block.attn.qkv", ["transformer_blocks.0.attn.add_q_proj",
+                     "transformer_blocks.0.attn.add_k_proj", "transformer_blocks.0.attn.add_v_proj"], False),
+                    ("joint_blocks.1.context_block.adaLN_modulation.1", ["transformer_blocks.1.norm1_context.linear"], True),
+                    ("final_layer.adaLN_modulation.1", ["norm_out.linear"], True)]
+ZIMAGE_LORA_MODULES = [("layers.0.attention.qkv", ["layers.0.attention.to_q", "layers.0.attention.to_k",
+                                                   "layers.0.attention.to_v"], False),
+                       ("layers.0.attention.out", ["layers.0.attention.to_out.0"], False),
+                       ("layers.0.feed_forward.w1", ["layers.0.feed_forward.w1"], False),
+                       ("noise_refiner.0.attention.qkv", ["noise_refiner.0.attention.to_q", "noise_refiner.0.attention.to_k",
+                                                          "noise_refiner.0.attention.to_v"], False)]
+
+
+def write_dit_lora(transformer, modules: list, path: Path, layout: str, seed: int = 0, rank: int = 4,
+                   scale: float = 0.3, text_encoders: dict | None = None) -> Path:
+    """A random LoRA on `modules` in `layout`: "kohya" (lora_unet_<original module with _>,
+    lora_down / lora_up / alpha 2, fused rows; lora_te1_ / lora_te2_ for `text_encoders`),
+    "original" (dotted original names under diffusion_model., lora_A / lora_B, as ComfyUI saves
+    them), "diffusers" (PEFT names under transformer.) or "ai-toolkit" (diffusers' module names
+    under diffusion_model.). The same seed gives the same LoRA in every layout."""
+    g = torch.Generator().manual_seed(seed)
+    named, out = dict(transformer.named_modules()), {}
+    for module, targets, swapped in modules:
+        rows = [named[t].out_features for t in targets]
+        down = torch.randn(rank, named[targets[0]].in_features, generator=g) * scale
+        up = torch.randn(sum(rows), rank, generator=g) * scale
+        if layout == "kohya":
+            key = "lora_unet_" + module.replace(".", "_")
+            out.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up / (2.0 / rank),
+                        f"{key}.alpha": torch.tensor(2.0)})
+        elif layout == "original":
+            out.update({f"diffusion_model.{module}.lora_A.weight": down, f"diffusion_model.{module}.lora_B.weight": up})
+        else:
+            prefix = "transformer." if layout == "diffusers" else "diffusion_model."
+            parts = _swap(up) if swapped else up        # (shift, scale) rows as diffusers' (scale, shift)
+            for target, part in zip(targets, parts.split(rows)):
+                out.update({f"{prefix}{target}.lora_A.weight": down, f"{prefix}{target}.lora_B.weight": part})
+    for prefix, encoder in (text_encoders or {}).items():
+        for name, m in encoder.named_modules():
+            if name.endswith(("q_proj", "v_proj")):
+                key = prefix + ("text_model." + name.removeprefix("text_model.")).replace(".", "_")
+                out.update({f"{key}.lora_down.weight": torch.randn(rank, m.in_features, generator=g) * scale,
+                            f"{key}.lora_up.weight": torch.randn(m.out_features, rank, generator=g) * scale})
+    return _save(out, path)

@@ -1,5 +1,5 @@
-"""Flux.1 and SD 3.5 as users have them (studio/families/files.py): Black Forest Labs' transformer
-file with ComfyUI's text_encoders/ and vae/ folders, Stability's and ComfyUI's all-in-one files,
+"""Flux.1, SD 3.5 and Z-Image as users have them (studio/families/files.py): Black Forest Labs' and
+Tongyi-MAI's transformer files with ComfyUI's text_encoders/ and vae/ folders, Stability's and ComfyUI's all-in-one files,
 fp8 T5; each written by tests/dit_layout.py from a tiny diffusers folder (the key maps derived
 from the reference code's module names) and loaded offline to the same weights and pictures."""
 
@@ -14,7 +14,7 @@ from diffusers import DiffusionPipeline
 
 from studio.config import Settings
 from studio.errors import ModelLoadError
-from studio.families.tiny import write_tiny_flux, write_tiny_sd3
+from studio.families.tiny import write_tiny_flux, write_tiny_sd3, write_tiny_zimage
 from studio.models.sources import describe, read_pipeline, resolve
 from studio.outputs.metadata import parse_parameters, read_metadata
 from studio.requests import make_request
@@ -29,7 +29,8 @@ SMALL = dict(prompt="a red circle", width=64, height=64, steps=2, seed=9, schedu
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("dit-folders")
     folders = {"dev": write_tiny_flux(root / "flux1-dev", "dev"), "schnell": write_tiny_flux(root / "schnell", "schnell"),
-               "fill": write_tiny_flux(root / "fill", "fill"), "sd3": write_tiny_sd3(root / "sd3.5")}
+               "fill": write_tiny_flux(root / "fill", "fill"), "sd3": write_tiny_sd3(root / "sd3.5"),
+               "zimage": write_tiny_zimage(root / "z-image-turbo")}
     return {k: (v, DiffusionPipeline.from_pretrained(v, local_files_only=True)) for k, v in folders.items()}
 
 
@@ -44,10 +45,14 @@ def _same_weights(a, b) -> None:
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _same_transformer_output(pipe, loaded) -> None:
-    """One forward pass of each transformer on the same inputs: equal to float rounding (the
-    kernels may sum in another order for differently aligned memory)."""
+def _outputs(pipe, loaded) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass of each transformer on the same inputs."""
     cfg, g = pipe.transformer.config, torch.Generator().manual_seed(0)
+    if hasattr(cfg, "cap_feat_dim"):             # Z-Image: lists of (C, F, H, W) latents and caption features
+        args = ([torch.randn(cfg.in_channels, 1, 8, 8, generator=g)], torch.tensor([0.5]),
+                [torch.randn(8, cfg.cap_feat_dim, generator=g)])
+        with torch.no_grad():
+            return tuple(m.transformer(*args, return_dict=False)[0][0] for m in (pipe, loaded))
     if hasattr(cfg, "guidance_embeds"):          # Flux: packed latents, T5 sequence, CLIP vector
         kw = dict(hidden_states=torch.randn(1, 16, cfg.in_channels, generator=g),
                   encoder_hidden_states=torch.randn(1, 8, cfg.joint_attention_dim, generator=g),
@@ -59,7 +64,12 @@ def _same_transformer_output(pipe, loaded) -> None:
                   encoder_hidden_states=torch.randn(1, 8, cfg.joint_attention_dim, generator=g),
                   pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g), timestep=torch.tensor([500]))
     with torch.no_grad():
-        a, b = pipe.transformer(**kw).sample, loaded.transformer(**kw).sample
+        return pipe.transformer(**kw).sample, loaded.transformer(**kw).sample
+
+
+def _same_transformer_output(pipe, loaded) -> None:
+    """Equal to float rounding (the kernels may sum in another order for differently aligned memory)."""
+    a, b = _outputs(pipe, loaded)
     assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
 
 
@@ -86,6 +96,27 @@ def test_bfl_transformer_with_comfyuis_folders_is_the_folders_model(tiny, tmp_pa
     assert fields["Model"] == "flux1-dev" and len(fields["Model hash"]) == 10
     assert studio.local.picker.current() == "diffusion_models/flux1-dev.safetensors"
     assert path.is_file()
+
+
+def test_z_image_turbo_as_comfyui_has_it_is_the_folders_model(tiny, tmp_path):
+    """z_image_turbo_bf16.safetensors in diffusion_models/, qwen_3_4b in text_encoders/, Flux's
+    ae.safetensors in vae/: the Turbo variant by its name, the same weights and pictures."""
+    folder, pipe = tiny["zimage"]
+    write_comfyui_split(pipe, tmp_path, "z_image_turbo_bf16.safetensors")
+    studio = Studio.from_settings(Settings(model="", outputs=tmp_path / "out", models_dir=tmp_path / "models"))
+    info = studio.local.picker.select("diffusion_models/z_image_turbo_bf16.safetensors")
+    assert (info.family, info.arch, info.few_step.steps) == ("Z-Image Turbo", "zimage", 9)
+    loaded = studio.local.manager.base()
+    for name in ("transformer", "vae", "text_encoder"):
+        _same_weights(getattr(pipe, name), getattr(loaded, name))
+    _same_transformer_output(pipe, loaded)
+    by_file, result = _picture(studio)
+    by_folder, _ = _picture(Studio.from_settings(Settings(model=str(folder), outputs=tmp_path / "out2")))
+    assert _close(by_file, by_folder)
+    assert parse_parameters(read_metadata(result.images[0].path)[0])[2]["Model"] == "z_image_turbo_bf16"
+    (tmp_path / "models" / "text_encoders" / "qwen_3_4b.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"no qwen3: add qwen_3_4b.safetensors \(Qwen3-4B\) in models/text_encoders"):
+        describe(str(tmp_path / "models" / "diffusion_models" / "z_image_turbo_bf16.safetensors"))
 
 
 @pytest.mark.parametrize("which, vae_prefix", [("sd3", "first_stage_model."), ("dev", "vae.")])
@@ -203,23 +234,20 @@ def test_an_all_in_one_fp8_checkpoint_loads_in_the_working_precision(tiny, tmp_p
     assert _picture(studio)[0].shape == (64, 64, 3)
 
 
-def test_an_sd3_gguf_transformer_loads_quantised(tiny, tmp_path):
-    from .dit_layout import sd3_to_sai, write_gguf
+@pytest.mark.parametrize("which, name, arch, label", [
+    ("sd3", "sd3.5_medium-Q8_0.gguf", "sd3", "SD 3.5"), ("zimage", "z_image_turbo-Q8_0.gguf", "lumina2", "Z-Image Turbo")])
+def test_sd3_and_z_image_gguf_transformers_load_quantised(tiny, tmp_path, which, name, arch, label):
+    from .dit_layout import sd3_to_sai, write_gguf, zimage_to_original
 
-    _, pipe = tiny["sd3"]
+    _, pipe = tiny[which]
     write_comfyui_split(pipe, tmp_path, "unused.safetensors")
     (tmp_path / "models" / "diffusion_models" / "unused.safetensors").unlink()
-    path = write_gguf(sd3_to_sai(pipe.transformer), tmp_path / "models" / "diffusion_models" / "sd3.5_medium-Q8_0.gguf",
-                      "Q8_0", arch="sd3")
+    tensors = (sd3_to_sai if which == "sd3" else zimage_to_original)(pipe.transformer)
+    path = write_gguf(tensors, tmp_path / "models" / "diffusion_models" / name, "Q8_0", arch=arch)
     info, ck = resolve(str(path))
-    assert info.family == "SD 3.5" and "GGUF Q8_0" in info.notice
+    assert info.family == label and "GGUF Q8_0" in info.notice
     loaded = read_pipeline(info, ck, torch.float32, False, False)
-    assert type(loaded.transformer.transformer_blocks[0].attn.to_q).__name__ == "GGUFLinear"
-    g = torch.Generator().manual_seed(0)
-    cfg = pipe.transformer.config
-    kw = dict(hidden_states=torch.randn(1, cfg.in_channels, 8, 8, generator=g),
-              encoder_hidden_states=torch.randn(1, 8, cfg.joint_attention_dim, generator=g),
-              pooled_projections=torch.randn(1, cfg.pooled_projection_dim, generator=g), timestep=torch.tensor([500]))
-    with torch.no_grad():
-        want, got = pipe.transformer(**kw).sample, loaded.transformer(**kw).sample
+    blocks = loaded.transformer.transformer_blocks if which == "sd3" else loaded.transformer.layers
+    assert type(blocks[0].attention.to_q if which == "zimage" else blocks[0].attn.to_q).__name__ == "GGUFLinear"
+    want, got = _outputs(pipe, loaded)
     assert 0 < float((got - want).norm() / want.norm()) < 0.02

@@ -1,15 +1,17 @@
-"""Flux.1 and SD 3.5 as users have them: single files in the original layouts, loaded offline.
+"""Flux.1, SD 3.5 and Z-Image as users have them: single files in the original layouts, loaded offline.
 
 A file is recognised by its tensor names (Black Forest Labs' `double_blocks.N.img_attn.qkv` for
-Flux, Stability's `joint_blocks.N.x_block.attn.qkv` for SD 3.5), bare or under ComfyUI's and
-Stability's `model.diffusion_model.`; every width, depth and head count is read from the shapes.
-What the file lacks (Flux's transformer-only files hold neither text encoders nor VAE) is taken
+Flux, Stability's `joint_blocks.N.x_block.attn.qkv` for SD 3.5, Tongyi-MAI's
+`noise_refiner.N.attention.qkv` for Z-Image), bare or under ComfyUI's and Stability's
+`model.diffusion_model.`; every width, depth and head count is read from the shapes.
+What the file lacks (transformer-only files hold neither text encoders nor VAE) is taken
 from the folders beside it as ComfyUI lays them out: `text_encoders/` (or `clip/`) for CLIP-L,
-CLIP-G and T5-XXL (fp16 or fp8), `vae/` for the 16-channel autoencoder; all-in-one files
+CLIP-G, T5-XXL (fp16 or fp8) and Qwen3-4B, `vae/` for the 16-channel autoencoder; all-in-one files
 (Stability's sd3.5_large.safetensors, ComfyUI's fp8 checkpoints) carry them under
 `text_encoders.*.transformer.` and `first_stage_model.` or `vae.`. A missing part is a message
 naming the file to add and where. diffusers' converters turn each part into its model, from
-the tensors read here (`from_single_file` takes a dict) and configs written here (no hub).
+the tensors read here (`from_single_file` takes a dict) and configs written here (no hub); the
+text encoders are studio/families/encoders.py's.
 """
 
 from __future__ import annotations
@@ -22,25 +24,32 @@ from pathlib import Path
 
 from studio.errors import ModelLoadError
 from studio.families import family, model_label, variant_key
+from studio.families import encoders
 from studio.families.bfl import flux_from_bfl
-from studio.families.tokenizers import T5_VOCAB, clip_tokenizer, t5_tokenizer
+from studio.families.encoders import count
+from studio.families.tokenizers import clip_tokenizer, qwen3_tokenizer, t5_tokenizer
 
 DIFFUSION = "model.diffusion_model."
 GGUF = ".gguf"
-MARKS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight"}
+MARKS = {"flux": "double_blocks.0.img_attn.qkv.weight", "sd3": "joint_blocks.0.x_block.attn.qkv.weight",
+         "zimage": "noise_refiner.0.attention.qkv.weight"}
 TEXT_INSIDE = {"clip_l": "text_encoders.clip_l.transformer.", "clip_g": "text_encoders.clip_g.transformer.",
                "t5xxl": "text_encoders.t5xxl.transformer."}
 VAE_INSIDE = ("first_stage_model.", "vae.")
 TEXT_FOLDERS = ("text_encoders", "clip")
-NEEDS = {"flux": ("clip_l", "t5xxl", "vae"), "sd3": ("clip_l", "clip_g", "t5xxl", "vae")}
+NEEDS = {"flux": ("clip_l", "t5xxl", "vae"), "sd3": ("clip_l", "clip_g", "t5xxl", "vae"), "zimage": ("qwen3", "vae")}
 OPTIONAL = {"sd3": ("t5xxl",)}          # SD 3.5 runs on its two CLIPs alone, as its makers allow
 WHERE = {"clip_l": "clip_l.safetensors in models/text_encoders",
          "clip_g": "clip_g.safetensors in models/text_encoders",
          "t5xxl": "t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors) in models/text_encoders",
-         "vae": "the 16-channel VAE (Flux: ae.safetensors) in models/vae"}
-# VAE factors of each family (the two VAEs share one architecture; their latents differ)
+         "qwen3": "qwen_3_4b.safetensors (Qwen3-4B) in models/text_encoders",
+         "vae": "the 16-channel VAE (Flux and Z-Image: ae.safetensors) in models/vae"}
+# VAE factors of each family (the VAEs share one architecture; Flux's and SD 3.5's latents differ,
+# Z-Image uses Flux's VAE)
 VAE_FACTORS = {"flux": {"scaling_factor": 0.3611, "shift_factor": 0.1159},
                "sd3": {"scaling_factor": 1.5305, "shift_factor": 0.0609}}
+VAE_FACTORS["zimage"] = VAE_FACTORS["flux"]
+TEXT_WIDTH = {"flux": "joint_attention_dim", "sd3": "joint_attention_dim", "zimage": "cap_feat_dim"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class Part:
 class DiTFile:
     """What a transformer-family file is and where each of its parts comes from."""
     path: Path
-    family: str                          # flux | sd3
+    family: str                          # flux | sd3 | zimage
     variant: str                         # a VARIANTS key
     label: str                           # "Flux.1 dev", "SD 3.5 Large"
     configs: dict = field(repr=False, compare=False)
@@ -63,7 +72,7 @@ class DiTFile:
 
 
 def is_transformer_file(shapes: dict) -> str | None:
-    """flux, sd3, or None (a UNet family's checkpoint), from the tensor names."""
+    """flux, sd3, zimage, or None (a UNet family's checkpoint), from the tensor names."""
     for fam, mark in MARKS.items():
         if mark in shapes or DIFFUSION + mark in shapes:
             return fam
@@ -75,19 +84,14 @@ def _bare(shapes: dict) -> tuple[dict, str]:
     return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}, prefix
 
 
-def _count(shapes: dict, pattern: str) -> int:
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in shapes for m in [rx.match(k)] if m})
-
-
 def flux_config(s: dict) -> dict:
     """FluxTransformer2DModel's config from BFL's tensor names and shapes."""
     hidden, in_channels = s["img_in.weight"]
     head = s["double_blocks.0.img_attn.norm.query_norm.scale"][0]
     rope = [head // 8, head * 7 // 16, head * 7 // 16]       # BFL's (16, 56, 56) at 128 per head
     return {"_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
-            "out_channels": s["final_layer.linear.weight"][0], "num_layers": _count(s, r"double_blocks\.(\d+)\."),
-            "num_single_layers": _count(s, r"single_blocks\.(\d+)\."), "attention_head_dim": head,
+            "out_channels": s["final_layer.linear.weight"][0], "num_layers": count(s, r"double_blocks\.(\d+)\."),
+            "num_single_layers": count(s, r"single_blocks\.(\d+)\."), "attention_head_dim": head,
             "num_attention_heads": hidden // head, "joint_attention_dim": s["txt_in.weight"][1],
             "pooled_projection_dim": s["vector_in.in_layer.weight"][1],
             "guidance_embeds": "guidance_in.in_layer.weight" in s, "axes_dims_rope": rope}
@@ -96,7 +100,7 @@ def flux_config(s: dict) -> dict:
 def sd3_config(s: dict) -> dict:
     """SD3Transformer2DModel's config from Stability's names: 64 channels a head, as many heads
     as blocks (mmditx.py); MMDiT-X's second attention (3.5 Medium) where `attn2` is."""
-    depth = _count(s, r"joint_blocks\.(\d+)\.")
+    depth = count(s, r"joint_blocks\.(\d+)\.")
     hidden, in_channels, patch, _ = s["x_embedder.proj.weight"]
     return {"_class_name": "SD3Transformer2DModel", "sample_size": 128, "patch_size": patch,
             "in_channels": in_channels, "out_channels": s["final_layer.linear.weight"][0] // (patch * patch),
@@ -109,14 +113,27 @@ def sd3_config(s: dict) -> dict:
                 re.match(r"joint_blocks\.(\d+)\.x_block\.attn2\.", k)] if m})}
 
 
-CONFIG_READERS = {"flux": flux_config, "sd3": sd3_config}
+def zimage_config(s: dict) -> dict:
+    """ZImageTransformer2DModel's config from Tongyi-MAI's names: 2x2 patches, as many key/value
+    heads as heads (the fused qkv splits in three), rotary axes in Z-Image's proportions (32, 48,
+    48 at 128 per head) and its published lengths and bases."""
+    dim, patch_in = s["x_embedder.weight"]
+    head = s["layers.0.attention.q_norm.weight"][0]
+    return {"_class_name": "ZImageTransformer2DModel", "all_patch_size": [2], "all_f_patch_size": [1],
+            "in_channels": patch_in // 4, "dim": dim, "n_layers": count(s, r"layers\.(\d+)\."),
+            "n_refiner_layers": count(s, r"noise_refiner\.(\d+)\."), "n_heads": dim // head, "n_kv_heads": dim // head,
+            "cap_feat_dim": s["cap_embedder.0.weight"][0], "axes_dims": [head // 4, head * 3 // 8, head * 3 // 8],
+            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "t_scale": 1000.0, "norm_eps": 1e-5, "qk_norm": True}
+
+
+CONFIG_READERS = {"flux": flux_config, "sd3": sd3_config, "zimage": zimage_config}
 
 
 def _variant(fam: str, config: dict, name: str) -> str:
     """The VARIANTS key of a file: its pipeline class from the tensors (Fill reads more channels
     than it writes) or the name (Kontext), then as a folder's (schnell, Turbo)."""
-    if fam == "sd3":
-        return variant_key("StableDiffusion3Pipeline", config, name)
+    if fam != "flux":
+        return variant_key({"sd3": "StableDiffusion3Pipeline", "zimage": "ZImagePipeline"}[fam], config, name)
     fill, kontext = config["in_channels"] > config["out_channels"], "kontext" in name.lower()
     return variant_key("FluxFillPipeline" if fill else "FluxKontextPipeline" if kontext else "FluxPipeline",
                        config, name)
@@ -181,27 +198,6 @@ def gguf_kind(path: Path) -> str:
     return kinds.most_common(1)[0][0] if kinds else "F32"
 
 
-def canonical_clip(tensors: dict) -> dict:
-    """CLIP tensors under `text_model.` as CLIP files have them (transformers 5's CLIPTextModel
-    saves them without it)."""
-    if "embeddings.token_embedding.weight" not in tensors:
-        return tensors
-    return {k if k.startswith("text_projection") else f"text_model.{k}": v for k, v in tensors.items()}
-
-
-def _kind(shapes: dict) -> tuple[str, int] | None:
-    """("clip", hidden), ("t5", d_model) or ("vae", latent channels) of a part's file."""
-    shapes = canonical_clip(shapes)
-    if "text_model.embeddings.token_embedding.weight" in shapes:
-        return "clip", shapes["text_model.embeddings.token_embedding.weight"][1]
-    if "encoder.block.0.layer.0.SelfAttention.q.weight" in shapes:
-        return "t5", shapes["shared.weight"][1] if "shared.weight" in shapes else \
-            shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][1]
-    if "decoder.conv_in.weight" in shapes:
-        return "vae", shapes["decoder.conv_in.weight"][1]
-    return None
-
-
 def _candidates(path: Path, folders: tuple[str, ...]) -> list[Path]:
     """Files beside the model and in the models root's `folders` (ComfyUI: models/text_encoders
     and models/vae, the root being the first folder above the file that has one of them)."""
@@ -215,14 +211,15 @@ def _beside(path: Path, fam: str, config: dict, wanted: list[str]) -> dict[str, 
     found: dict[str, Part] = {}
     if not wanted:
         return found
-    t5_width = config["joint_attention_dim"]
+    text_width = config[TEXT_WIDTH[fam]]
     for f in _candidates(path, TEXT_FOLDERS + ("vae",)):
-        kind = _kind(_shapes(f))
+        kind = encoders.kind(_shapes(f))
         if kind is None:
             continue
         what, width = kind
         name = f.stem.lower().replace("-", "_")
-        role = ("t5xxl" if what == "t5" and width == t5_width else
+        role = ("t5xxl" if what == "t5" and width == text_width else
+                "qwen3" if what == "qwen3" and width == text_width else
                 "vae" if what == "vae" and width == 16 else
                 ("clip_g" if "clip_g" in name or width == 1280 else "clip_l") if what == "clip" else None)
         if role in wanted and role not in found and _fits(role, fam, config, width, name):
@@ -234,7 +231,7 @@ def _fits(role: str, fam: str, config: dict, width: int, name: str) -> bool:
     """Flux's pooled vector is CLIP-L's (its width); SD 3.5's is CLIP-L's and CLIP-G's side by side."""
     if role == "clip_l" and fam == "flux":
         return width == config["pooled_projection_dim"]
-    if role == "vae" and fam == "flux":
+    if role == "vae" and fam in ("flux", "zimage"):     # Flux's ae.safetensors, not SD 3.5's VAE
         return "sd3" not in name
     return True
 
@@ -243,13 +240,26 @@ def _fits(role: str, fam: str, config: dict, width: int, name: str) -> bool:
 # configs and loading
 
 def _read(part: Part) -> dict:
-    if part.path.suffix.lower() == GGUF:      # quantised weights stay quantised (GGUFParameter)
-        from diffusers.models.model_loading_utils import load_gguf_checkpoint
-        return {k[len(part.prefix):]: v for k, v in load_gguf_checkpoint(str(part.path)).items()
-                if k.startswith(part.prefix)}
+    if part.path.suffix.lower() == GGUF:
+        return _read_gguf(part)
     from safetensors import safe_open
     with safe_open(str(part.path), framework="pt") as f:
         return {k[len(part.prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(part.prefix)}
+
+
+def _read_gguf(part: Part) -> dict:
+    """A GGUF file's tensors: linear layers' weights stay quantised (GGUFParameter, dequantised
+    as each layer runs); anything else a converter quantised (Z-Image's pad tokens are 2-D rows)
+    is dequantised here, since only linear layers compute on quantised weights."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+    out = {}
+    for key, value in load_gguf_checkpoint(str(part.path)).items():
+        if key.startswith(part.prefix):
+            linear = key.endswith(".weight") and len(value.shape) == 2
+            out[key[len(part.prefix):]] = value if linear else dequantize_gguf_tensor(value)
+    return out
 
 
 def _part_shapes(part: Part) -> dict:
@@ -257,45 +267,23 @@ def _part_shapes(part: Part) -> dict:
 
 
 def _text_configs(parts: dict) -> dict:
-    from studio.models.checkpoints import _clip_config
-
-    out = {}
-    for role in ("clip_l", "clip_g"):
-        if role in parts:
-            s = canonical_clip(_part_shapes(parts[role]))
-            config = _clip_config(s, "text_model.")
-            projection = s.get("text_projection.weight")
-            config.update(architectures=["CLIPTextModelWithProjection"], projection_dim=(projection or
-                          (config["hidden_size"],))[0], hidden_act="gelu" if role == "clip_g" else "quick_gelu")
-            out[role] = config
-    if "t5xxl" in parts:
-        s = _part_shapes(parts["t5xxl"])
-        heads = s["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"][1]
-        inner, d_model = s["encoder.block.0.layer.0.SelfAttention.q.weight"]
-        vocab = s.get("shared.weight", s.get("encoder.embed_tokens.weight", (T5_VOCAB,)))[0]
-        out["t5xxl"] = {"architectures": ["T5EncoderModel"], "model_type": "t5", "vocab_size": vocab,
-                        "d_model": d_model, "d_kv": inner // heads, "num_heads": heads,
-                        "d_ff": s["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0],
-                        "num_layers": _count(s, r"encoder\.block\.(\d+)\."), "feed_forward_proj": "gated-gelu",
-                        "is_encoder_decoder": False, "relative_attention_num_buckets":
-                        s["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"][0]}
-    return out
+    return {role: encoders.config(role, _part_shapes(parts[role])) for role in encoders.ROLES if role in parts}
 
 
 def _vae_config(part: Part, fam: str) -> dict:
     s = _part_shapes(part)
-    levels = _count(s, r"encoder\.down\.(\d+)\.")
+    levels = count(s, r"encoder\.down\.(\d+)\.")
     widths = [s[f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(levels)]
     return {"_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3,
             "latent_channels": s["decoder.conv_in.weight"][1], "block_out_channels": widths,
             "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
-            "layers_per_block": _count(s, r"encoder\.down\.0\.block\.(\d+)\."), "norm_num_groups": 32,
+            "layers_per_block": count(s, r"encoder\.down\.0\.block\.(\d+)\."), "norm_num_groups": 32,
             "sample_size": 1024, "use_quant_conv": False, "use_post_quant_conv": False,
             **VAE_FACTORS[fam]}
 
 
 def _scheduler(fam: str, key: str) -> dict:
-    if fam == "sd3":
+    if fam != "flux":               # SD 3.5 and Z-Image: a fixed shift of 3
         return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}
     fixed = key == "FluxPipeline/schnell"
     return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000,
@@ -310,36 +298,20 @@ def _write_configs(ck: DiTFile, folder: Path) -> Path:
     return folder
 
 
-def _text_encoder(ck: DiTFile, role: str, dtype):
-    """A CLIP or T5 encoder built from its config and the file's tensors (fp8 ones cast to the
-    load dtype); a missing tensor is an error, never a silent random weight."""
-    import transformers
-
-    config = dict(ck.configs[role])
-    cls_name = "CLIPTextModel" if ck.family == "flux" and role == "clip_l" else config["architectures"][0]
-    cls = getattr(transformers, cls_name)
-    config_cls = transformers.T5Config if role == "t5xxl" else transformers.CLIPTextConfig
-    model = cls(config_cls(**{k: v for k, v in config.items() if k != "architectures"}))
-    tensors = {k: v.to(dtype) for k, v in _read(ck.parts[role]).items() if not k.endswith("position_ids")}
-    if role != "t5xxl":
-        tensors = canonical_clip(tensors)
-        if not any(k.startswith("text_model.") for k in model.state_dict()):
-            tensors = {k.removeprefix("text_model."): v for k, v in tensors.items()}
-    if role == "t5xxl" and "shared.weight" not in tensors:
-        tensors["shared.weight"] = tensors["encoder.embed_tokens.weight"]
-    missing, _ = model.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if not m.endswith(("embed_tokens.weight", "position_ids"))]
-    if missing:
-        raise ModelLoadError(f"{ck.parts[role].path.name}: its {role} lacks {len(missing)} tensors ({missing[0]}, ...).")
-    return model.to(dtype).eval()
+def _encoder(ck: DiTFile, role: str, dtype):
+    if role not in ck.parts:
+        return None
+    return encoders.build(role, ck.configs[role], _read(ck.parts[role]), dtype, flux=ck.family == "flux",
+                          file=ck.parts[role].path.name)
 
 
-def _transformer(ck: DiTFile, net, folder: Path, dtype):
+def _transformer(ck: DiTFile, folder: Path, dtype):
     """Flux through BFL's names read here (diffusers' converter assumes Flux.1's 3072 channels),
-    SD 3.5 through diffusers' converter; a GGUF file's weights stay quantised, each layer
-    dequantised to `dtype` as it runs."""
+    SD 3.5 and Z-Image through diffusers' converters; a GGUF file's weights stay quantised, each
+    layer dequantised to `dtype` as it runs."""
     import diffusers
 
+    net = getattr(diffusers, ck.configs["transformer"]["_class_name"])
     tensors = _read(ck.parts["transformer"])
     if ck.family == "flux":
         tensors = flux_from_bfl(tensors, ck.configs["transformer"])
@@ -349,28 +321,32 @@ def _transformer(ck: DiTFile, net, folder: Path, dtype):
                                 local_files_only=True, **extra)
 
 
+def _text_parts(ck: DiTFile, dtype) -> dict:
+    """The pipeline's text encoders and tokenizers under the names its class takes."""
+    if ck.family == "zimage":
+        return dict(text_encoder=_encoder(ck, "qwen3", dtype), tokenizer=qwen3_tokenizer())
+    t5 = _encoder(ck, "t5xxl", dtype)
+    t5_tokens = family(ck.family).t5_tokens if ck.variant != "FluxPipeline/schnell" else 256
+    t5_tokenizer_ = t5_tokenizer(t5_tokens) if t5 is not None else None
+    parts = dict(text_encoder=_encoder(ck, "clip_l", dtype), tokenizer=clip_tokenizer())
+    if ck.family == "flux":
+        return {**parts, "text_encoder_2": t5, "tokenizer_2": t5_tokenizer_}
+    return {**parts, "text_encoder_2": _encoder(ck, "clip_g", dtype), "tokenizer_2": clip_tokenizer("!"),
+            "text_encoder_3": t5, "tokenizer_3": t5_tokenizer_}
+
+
 def load_dit(ck: DiTFile, dtype):
     """The diffusers pipeline of a transformer-family file and its parts, offline."""
     import diffusers
 
     cls = getattr(diffusers, ck.variant.split("/")[0])
-    net = diffusers.FluxTransformer2DModel if ck.family == "flux" else diffusers.SD3Transformer2DModel
-    t5_tokens = family(ck.family).t5_tokens if ck.variant != "FluxPipeline/schnell" else 256
     with tempfile.TemporaryDirectory(prefix="studio-config-") as tmp:
         folder = _write_configs(ck, Path(tmp))
         try:
-            transformer = _transformer(ck, net, folder, dtype)
+            transformer = _transformer(ck, folder, dtype)
             vae = diffusers.AutoencoderKL.from_single_file(_read(ck.parts["vae"]), config=str(folder), subfolder="vae",
                                                            torch_dtype=dtype, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - any converter failure becomes a clear message
             raise ModelLoadError(f"Could not load {ck.path.name} as {ck.label}: {type(exc).__name__}: {exc}") from exc
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(_scheduler(ck.family, ck.variant))
-    t5 = _text_encoder(ck, "t5xxl", dtype) if "t5xxl" in ck.parts else None
-    parts = dict(transformer=transformer, vae=vae, scheduler=scheduler,
-                 text_encoder=_text_encoder(ck, "clip_l", dtype), tokenizer=clip_tokenizer())
-    if ck.family == "flux":
-        parts.update(text_encoder_2=t5, tokenizer_2=t5_tokenizer(t5_tokens))
-    else:
-        parts.update(text_encoder_2=_text_encoder(ck, "clip_g", dtype), tokenizer_2=clip_tokenizer("!"),
-                     text_encoder_3=t5, tokenizer_3=t5_tokenizer(t5_tokens) if t5 is not None else None)
-    return cls(**parts)
+    return cls(transformer=transformer, vae=vae, scheduler=scheduler, **_text_parts(ck, dtype))

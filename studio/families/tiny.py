@@ -1,4 +1,4 @@
-"""Tiny random-weight Flux.1 and SD 3.5 pipelines built in code, for tests and offline trials.
+"""Tiny random-weight Flux.1, SD 3.5 and Z-Image pipelines built in code, for tests and offline trials.
 
 The classes, key names and channel counts are the real ones (a 16-channel VAE that downsamples
 8x, a transformer that reads 2x2 patches: 64 input channels for Flux, 384 for Flux Fill; CLIP and
@@ -103,12 +103,14 @@ def write_tiny_sd3(path: str | Path, *, seed: int = 0, t5: bool = True) -> Path:
 
 
 def write_tiny_zimage(path: str | Path, *, seed: int = 0, turbo: bool = False) -> Path:
-    """A Z-Image folder: the single-stream transformer (2x2 patches, 16 latent channels), Qwen3
-    as text encoder with the shipped tokenizer, Flux's VAE; `turbo` names it as the distilled one."""
+    """A Z-Image folder: the single-stream transformer (2x2 patches, 16 latent channels, Z-Image's
+    rotary proportions), Qwen3 as text encoder (Qwen3-4B's rotary base) with the shipped tokenizer,
+    Flux's VAE; `turbo` names it as the distilled one."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
+    from studio.families.encoders import QWEN3_4B
     from studio.families.tokenizers import qwen3_tokenizer
 
     path = Path(path)
@@ -118,7 +120,7 @@ def write_tiny_zimage(path: str | Path, *, seed: int = 0, turbo: bool = False) -
                                            axes_dims=[8, 12, 12], axes_lens=[64, 32, 32])
     torch.manual_seed(seed + 1)
     text_encoder = Qwen3Model(Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                          num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+                                          num_attention_heads=2, num_key_value_heads=1, head_dim=16, **QWEN3_4B))
     pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_vae(VAE_FACTORS["flux"]),
                           text_encoder=text_encoder, tokenizer=qwen3_tokenizer(), transformer=transformer)
     pipe.save_pretrained(path, safe_serialization=True)

@@ -113,8 +113,8 @@ def _describe_file(source: str, path: Path, allow_pickle: bool, prediction_type:
         if is_transformer_file(shapes):
             return _describe_transformer_file(source, path, shapes)
         if path.suffix.lower() == GGUF:
-            raise ModelLoadError(f"{path.name}: a GGUF file the studio reads holds a Flux.1 or SD 3.5 transformer; "
-                                 "this one holds neither.")
+            raise ModelLoadError(f"{path.name}: a GGUF file the studio reads holds a Flux.1, SD 3.5 or Z-Image "
+                                 "transformer; this one holds none of them.")
 
     ck = inspect(path, allow_pickle=allow_pickle, prediction_type=prediction_type)
     info = ModelInfo(source=source, name=path.stem, kind="file", family=ck.family_name,
@@ -222,7 +222,7 @@ def _describe_transformer(source: str, path: str, kind: str, read, index: dict) 
 
 
 def _describe_transformer_file(source: str, path: Path, shapes: dict):
-    """A Flux.1 or SD 3.5 single file (studio/families/files.py) and where its parts are."""
+    """A Flux.1, SD 3.5 or Z-Image single file (studio/families/files.py) and where its parts are."""
     from studio.families import VARIANTS
     from studio.families.files import inspect_file
 
