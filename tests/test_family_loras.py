@@ -1,5 +1,6 @@
-"""Flux LoRAs in kohya's, BFL's (ComfyUI) and diffusers' layouts on a tiny Flux (studio/families/
-loras.py), through the studio's LoRA table; LoRAs of another family refused by name."""
+"""Flux, SD 3.5 and Z-Image LoRAs in kohya's, the original names' (ComfyUI), diffusers' and
+ai-toolkit's layouts on tiny models (studio/families/loras.py), through the studio's LoRA table;
+LoRAs of another family refused by name."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 from studio.config import Settings
 from studio.errors import InvalidRequest
 from studio.families.loras import lora_family
-from studio.families.tiny import write_tiny_flux
+from studio.families.tiny import write_tiny_flux, write_tiny_sd3, write_tiny_zimage
 from studio.requests import make_request
 from studio.serving.studio import Studio
 
-from .dit_layout import write_flux_lora
+from .dit_layout import SD3_LORA_MODULES, ZIMAGE_LORA_MODULES, write_dit_lora, write_flux_lora
 from .ldm_layout import write_kohya_lora
 
 SMALL = dict(prompt="a red circle", width=64, height=64, steps=2, seed=4, scheduler="Euler")
@@ -88,3 +89,50 @@ def test_the_lora_list_says_each_loras_family(flux):
     from studio.api.routes import api_routes
     listed = TestClient(FastAPI(routes=api_routes(flux, []))).get("/sdapi/v1/loras").json()
     assert {e["path"]: e["family"] for e in listed}["bfl.safetensors"] == "Flux.1"
+
+
+LAYOUTS = {"sd3": ("kohya", "original", "diffusers"), "zimage": ("kohya", "ai-toolkit", "diffusers")}
+
+
+@pytest.fixture(scope="module", params=["sd3", "zimage"])
+def dit(request, tmp_path_factory):
+    """(family, studio) of a tiny SD 3.5 or Z-Image with the same random LoRA in each of its layouts."""
+    which = request.param
+    root = tmp_path_factory.mktemp(f"{which}-loras")
+    folder = write_tiny_sd3(root / "sd3.5") if which == "sd3" else write_tiny_zimage(root / "z-image")
+    studio = Studio.from_settings(Settings(model=str(folder), outputs=root / "out", models_dir=root / "models"))
+    pipe = studio.local.manager.base()
+    modules = SD3_LORA_MODULES if which == "sd3" else ZIMAGE_LORA_MODULES
+    (root / "models" / "loras").mkdir(parents=True)
+    for layout in LAYOUTS[which]:
+        write_dit_lora(pipe.transformer, modules, root / "models" / "loras" / f"{layout}.safetensors", layout, seed=3)
+    studio.names("loras", rescan=True)
+    return which, studio
+
+
+def test_sd3_and_z_image_loras_in_every_layout_are_the_same_lora(dit):
+    """Each layout of one LoRA gives the same picture (fused rows split, alpha folded, (shift,
+    scale) rows swapped as they must be), unlike the base; weight 0 is the base exactly."""
+    which, studio = dit
+    base = picture(studio)
+    by_layout = {layout: picture(studio, loras=[[f"{layout}.safetensors", 0.8]]) for layout in LAYOUTS[which]}
+    first = by_layout[LAYOUTS[which][0]]
+    assert not np.array_equal(base, first)
+    assert all(int(np.abs(first - other).max()) <= 1 for other in by_layout.values()), which
+    assert np.array_equal(base, picture(studio, loras=[["kohya.safetensors", 0.0]]))
+    families = dict(studio.lora_families())
+    assert set(families.values()) == {"SD 3.5" if which == "sd3" else "Z-Image"}
+
+
+@pytest.mark.parametrize("dit", ["sd3"], indirect=True)
+def test_sd3_text_encoder_loras_reach_both_clips(dit):
+    _, studio = dit
+    pipe = studio.local.manager.base()
+    folder = studio.local.library.folder("loras")
+    write_dit_lora(pipe.transformer, SD3_LORA_MODULES[:1], folder / "te.safetensors", "kohya", seed=5,
+                   text_encoders={"lora_te1_": pipe.text_encoder, "lora_te2_": pipe.text_encoder_2})
+    studio.names("loras", rescan=True)
+    base = picture(studio)
+    assert not np.array_equal(base, picture(studio, loras=[["te.safetensors", 1.0]]))
+    adapters = pipe.get_list_adapters()
+    assert {"transformer", "text_encoder", "text_encoder_2"} <= set(adapters)

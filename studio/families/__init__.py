@@ -89,8 +89,8 @@ SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "vari
              gpu_dtype="bf16", fp8_auto=True)
 # Z-Image (Tongyi-MAI, Apache-2.0): a 6B single-stream DiT read by Qwen3-4B; its embeddings are one
 # sequence a prompt, of its own length, so prompt travel cannot mix two of them
-ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation"}), text="qwen", t5_tokens=512,
-                sized_input=True, gpu_dtype="bf16", fp8_auto=True, cfg_offset=1.0)
+ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation", "loras"}), text="qwen",
+                t5_tokens=512, sized_input=True, gpu_dtype="bf16", fp8_auto=True, cfg_offset=1.0)
 FAMILIES = {f.key: f for f in (SD, FLUX, SD3, ZIMAGE)}
 
 

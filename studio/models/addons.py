@@ -71,9 +71,9 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
 
 
 def _lora_weights(pipe, name: str, path: Path, family: str, arch: str):
-    """What `load_lora_weights` takes for a LoRA file: its path, or for Flux its tensors in
-    diffusers' names (studio/families/loras.py). One made for another family is refused."""
-    from studio.families.loras import FAMILY_LABELS, flux_lora_to_diffusers, lora_family
+    """What `load_lora_weights` takes for a LoRA file: its path, or for Flux and SD 3.5 its
+    tensors in diffusers' names (studio/families/loras.py). One made for another family is refused."""
+    from studio.families.loras import FAMILY_LABELS, MODULES, lora_family, lora_to_diffusers
 
     if path.suffix.lower() != ".safetensors":
         return str(path)
@@ -84,11 +84,12 @@ def _lora_weights(pipe, name: str, path: Path, family: str, arch: str):
     if made_for and made_for != arch:
         raise InvalidRequest(f"LoRA {name!r} was made for {FAMILY_LABELS[made_for]} models; the loaded model is "
                              f"{family}.")
-    if arch != "flux":
+    if arch not in MODULES:
         return str(path)
     from safetensors.torch import load_file
+    encoders = {n: getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")}
     try:
-        return flux_lora_to_diffusers(load_file(str(path)), dict(pipe.transformer.config), pipe.text_encoder)
+        return lora_to_diffusers(load_file(str(path)), arch, dict(pipe.transformer.config), encoders)
     except ValueError as exc:
         raise InvalidRequest(f"LoRA {name!r} does not fit this {family} model: {exc}.") from None
 
