@@ -3,7 +3,7 @@
     python app.py [--model FILE_FOLDER_OR_HUB_ID] [--models-dir models] [--host 127.0.0.1]
                   [--port 7860] [--share] [--auth user:password ...] [--auth-file FILE]
                   [--device auto|cuda|mps|cpu] [--dtype auto|fp16|bf16|fp32]
-                  [--memory auto|none|low|offload|sequential] [--allow-pickle]
+                  [--memory auto|none|low|fp8|cpu-text|...] [--allow-pickle]
                   [--prediction-type epsilon|v_prediction] [--outputs DIR] [--no-api]
                   [--workers local|ray] [--replicas N] [--ray-address ADDR]
 

@@ -4,7 +4,8 @@
                                               #   load seconds, peak RSS, s/picture, in a process each
     python bench/families.py --gpu            # a lent GPU: random weights of Flux.1's architecture (12B)
                                               #   at 1024 px, 4 and 28 steps, in memory modes none / fp8 /
-                                              #   offload (peak GiB, s/image), and SD 3.5 Medium's at 1024
+                                              #   fp8-cpu-text / offload / group (peak GiB, s/image), and
+                                              #   SD 3.5 Medium's at 1024
     python bench/families.py --gpu --dry-run  # the GPU code at tiny sizes on the CPU (what CI runs)
 
 Measures, asserts nothing; the figures go to docs/performance.md with the date and device.
@@ -161,7 +162,7 @@ def _pipeline(family: str, dry: bool, device: str, dtype):
 def gpu_case(family: str, mode: str, steps: int, size: int, dry: bool) -> dict:
     import torch
 
-    from studio.models.memory import model_bytes, place
+    from studio.models.memory import MODES, Footprint, model_bytes, place, resolve_memory_mode
 
     device = "cpu" if dry else "cuda"
     dtype = torch.float32 if dry else torch.bfloat16
@@ -169,9 +170,9 @@ def gpu_case(family: str, mode: str, steps: int, size: int, dry: bool) -> dict:
     pipe = _pipeline(family, dry, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     made = time.perf_counter() - started
-    if mode in ("offload", "sequential") and not dry:
-        pipe.to("cpu")
-    place(pipe, device, mode if not dry or mode in ("none", "fp8", "low") else "low")
+    if MODES[mode].offload and not dry:
+        pipe.to("cpu")                                   # made on the GPU (fast), offloaded from the CPU
+    place(pipe, device, resolve_memory_mode(mode, device, Footprint.of(pipe, offers=True), None))
     if not dry:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -197,9 +198,10 @@ def gpu_case(family: str, mode: str, steps: int, size: int, dry: bool) -> dict:
 
 def gpu_all(dry: bool) -> list[dict]:
     size = 64 if dry else 1024
-    cases = [("flux", m, s) for m in ("none", "fp8", "offload") for s in (4, 28)] + [("sd3", "none", 28)]
-    if dry:           # the code paths, not the figures: one fp8 Flux and one SD 3.5
-        cases = [("flux", "fp8", 2), ("sd3", "none", 2)]
+    cases = ([("flux", m, 4) for m in ("none", "fp8", "fp8-cpu-text", "offload", "group")]
+             + [("flux", m, 28) for m in ("none", "fp8", "fp8-cpu-text", "group")] + [("sd3", "none", 28)])
+    if dry:           # the code paths, not the figures: Flux in fp8 with T5 on the CPU, and SD 3.5
+        cases = [("flux", "fp8-cpu-text", 2), ("sd3", "none", 2)]
     rows = []
     for family, mode, steps in cases:
         done = subprocess.run([sys.executable, __file__, "--gpu-one", family, mode, str(steps), str(size)]

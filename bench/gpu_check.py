@@ -32,7 +32,8 @@ give speed a call of its own: --stages environment speed; docs/performance.md ha
   finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
                trainer (studio/finetune/): steps a second and peak memory
   families     bench/families.py --gpu: random weights of Flux.1's architecture (12B) at 1024 px, 4 and
-               28 steps, in memory modes none / fp8 / offload (peak GiB, s/image), SD 3.5 Medium's at 1024
+               28 steps, in memory modes none / fp8 / fp8-cpu-text / offload / group (peak GiB, s/image),
+               SD 3.5 Medium's at 1024
   workers      Ray Serve replicas (studio/workers/, bench/workers.py) at SD1.5 512 px: one replica
                on the GPU, then two sharing it (0.5 each), 1 and 2 clients; Ray's start-up and
                memory. The image has no Ray: --fetch-wheels --with-ray packs it (trimmed, xz)

@@ -32,7 +32,7 @@ class Settings:
     datasets: Path = ROOT / "datasets"  # the Train tab's pictures, one folder a dataset
     queue_size: int = 16                # generations waiting at most (the dispatcher's queue)
     content_filter: str = "auto"        # auto (on with --share) | on | off
-    memory: str = "auto"                # memory savers: auto | none | low | fp8 | offload | sequential
+    memory: str = "auto"                # studio/models/memory.py's MEMORY_MODES
     allow_pickle: bool = False          # load .ckpt (pickle) checkpoints
     prediction_type: str | None = None  # override for single files
     fast: str = "auto"                  # fast path: auto (CUDA) | on | off (studio/models/fast.py)
@@ -88,10 +88,11 @@ def parser() -> argparse.ArgumentParser:
                    help="for a single-file SD 2.x model: epsilon for the 512 base model "
                         "(default: v_prediction, as the 768-v model)")
     p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--memory", choices=["auto", "none", "low", "fp8", "offload", "sequential"], default="auto",
-                   help="memory savers: low = attention slicing + VAE slicing/tiling; fp8 = the UNet's or "
-                        "transformer's weights stored in fp8; offload / sequential = CPU offload (CUDA); "
-                        "auto = chosen from free GPU memory")
+    p.add_argument("--memory", default="auto", metavar="MODE",
+                   help="where the weights live and which savers are on: low = attention slicing + VAE "
+                        "slicing/tiling; fp8 = the UNet's or transformer's weights stored in fp8; cpu-text = "
+                        "the text encoders on the CPU; fp8-cpu-text = both; offload / group / sequential = "
+                        "CPU offload (CUDA); auto = chosen from free GPU memory")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     f = p.add_argument_group("speed (studio/models/fast.py; measure with python bench/speed.py)")
     f.add_argument("--fast", choices=["auto", "on", "off"], default="auto",

@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gpu_check import STAGES, category, time_split  # noqa: E402
 
+from studio.models.memory import MODES  # noqa: E402
+
 
 def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--budget", "900",
@@ -33,8 +35,10 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert (fast is None or fast > 35) and rows["txt2img"]["fast_path"] == "channels-last"
 
     memory = stages["memory"]
-    assert [r["mode"] for r in memory["rows"]] == ["none", "low", "fp8", "offload", "sequential"]
-    assert [r["in_use"] for r in memory["rows"]] == ["none", "low", "fp8", "low", "low"]   # no offloading from a CPU
+    assert [r["mode"] for r in memory["rows"]] == list(MODES)
+    # no offloading from a CPU
+    assert [r["in_use"] for r in memory["rows"]] == ["none", "low", "fp8", "cpu-text", "fp8-cpu-text", "low", "low",
+                                                     "low"]
     oom = memory["oom_retry"]
     assert oom["pictures"] == 1 and oom["memory_after"] == "low"
     assert any("out of memory" in n.lower() for n in oom["notes"])
@@ -52,8 +56,8 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
     finetune = stages["finetune"]
     assert finetune["state"] == "done" and finetune["steps"] == 4 and finetune["steps_per_s"] > 0
-    families = stages["families"]["rows"]         # Flux in fp8 and SD 3.5, tiny widths on the CPU
-    assert [(r["family"], r["mode"]) for r in families] == [("flux", "fp8"), ("sd3", "none")]
+    families = stages["families"]["rows"]         # Flux in fp8 with T5 on the CPU, and SD 3.5, tiny widths
+    assert [(r["family"], r["mode"]) for r in families] == [("flux", "fp8-cpu-text"), ("sd3", "none")]
     assert all(r["s_per_image"] > 0 and "error" not in r for r in families)
 
 

@@ -69,7 +69,7 @@ class Family:
     skip_layers: bool = False  # its text-to-image pipeline has skip-layer guidance (SD 3.5)
     sizes: tuple[tuple[int, str], ...] = ()   # (transformer depth, size name): SD 3.5 Medium, Large
     gpu_dtype: str = "fp16"    # its half precision on a GPU (Flux and SD 3.5 overflow fp16: bf16)
-    fp8_auto: bool = False     # memory mode auto may store its denoiser in fp8 (studio/models/memory.py)
+    lean_modes: bool = False   # `auto` may store its denoiser in fp8, its text encoders on the CPU (models/memory.py)
     cfg_offset: float = 0.0    # its pipeline's guidance scale is CFG minus this (Z-Image: pos + g (pos - neg))
 
     def check(self, request) -> None:
@@ -83,14 +83,14 @@ class Family:
 SD = Family("sd", "Stable Diffusion", "unet", False, 8, EVERYTHING)
 FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "variation", "blend"}),
               distilled_guidance=True, text="t5", t5_tokens=512, sized_input=True, passes_mu=True, gpu_dtype="bf16",
-              fp8_auto=True)
+              lean_modes=True)
 SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation", "blend"}), text="t5",
              t5_tokens=256, sized_input=True, skip_layers=True, sizes=((24, "Medium"), (38, "Large")),
-             gpu_dtype="bf16", fp8_auto=True)
+             gpu_dtype="bf16", lean_modes=True)
 # Z-Image (Tongyi-MAI, Apache-2.0): a 6B single-stream DiT read by Qwen3-4B; its embeddings are one
 # sequence a prompt, of its own length, so prompt travel cannot mix two of them
 ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation", "loras"}), text="qwen",
-                t5_tokens=512, sized_input=True, gpu_dtype="bf16", fp8_auto=True, cfg_offset=1.0)
+                t5_tokens=512, sized_input=True, gpu_dtype="bf16", lean_modes=True, cfg_offset=1.0)
 FAMILIES = {f.key: f for f in (SD, FLUX, SD3, ZIMAGE)}
 
 

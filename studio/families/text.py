@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from studio.models.memory import encoder_device, to_execution_device
 from studio.prompts.syntax import parse_attention
 
 
@@ -51,7 +52,7 @@ class T5Conditioner:
         return self.cache.get(key, compute) if self.cache is not None else compute()
 
     def _run_encoders(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.pipe._execution_device
+        device = encoder_device(self.pipe, self.pipe.text_encoder)
         with torch.no_grad():
             if hasattr(self.pipe, "text_encoder_3"):       # SD 3.5: CLIP-L, CLIP-G and T5
                 embeds, _, pooled, _ = self.pipe.encode_prompt(
@@ -61,7 +62,7 @@ class T5Conditioner:
                 embeds, pooled, _ = self.pipe.encode_prompt(
                     prompt=text, prompt_2=None, device=device, num_images_per_prompt=1,
                     max_sequence_length=self.t5_tokens)
-        return embeds.detach(), pooled.detach()
+        return to_execution_device(self.pipe, embeds.detach()), to_execution_device(self.pipe, pooled.detach())
 
     def _batch(self, texts: list[str], target: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self._encode(t) for t in texts]
@@ -101,9 +102,9 @@ class QwenConditioner(T5Conditioner):
 
     def _run_encoders(self, text: str):
         with torch.no_grad():
-            embeds, _ = self.pipe.encode_prompt(prompt=text, device=self.pipe._execution_device,
+            embeds, _ = self.pipe.encode_prompt(prompt=text, device=encoder_device(self.pipe, self.pipe.text_encoder),
                                                 do_classifier_free_guidance=False, max_sequence_length=self.t5_tokens)
-        return embeds[0].detach(), None
+        return to_execution_device(self.pipe, embeds[0].detach()), None
 
     def pipeline_kwargs(self) -> dict:
         kw = dict(prompt_embeds=[self._encode(t)[0] for t in self.positives])

@@ -39,7 +39,7 @@ from studio.generation.schedulers import build_scheduler
 from studio.generation.tiling import tiling
 from studio.models.library import ModelLibrary
 from studio.models.manager import ModelManager
-from studio.models.memory import free_device_memory
+from studio.models.memory import MODES, free_device_memory
 from studio.models.sources import ModelInfo
 from studio.outputs.folder import HeldPictures, OutputFolder
 from studio.families.run import conditioner, denoiser, family_of, guidance, image_kwargs, settle, spatial
@@ -208,8 +208,9 @@ def set_up(prep: Prepared, manager: ModelManager, library: ModelLibrary | None,
     texts += list(prep.toward or ())
     addons = apply_addons(request, manager, library, texts, prep.loras)
     own_inpaint = request.mode == "inpaint" and bool(info.inpaint_unet)
-    if manager.memory_in_use == "fp8":
-        prep.notes.append("Memory mode fp8: the denoiser's weights were stored in fp8 (a little less faithful).")
+    if MODES[manager.memory_in_use].fp8:
+        prep.notes.append(f"Memory mode {manager.memory_in_use}: the denoiser's weights were stored in fp8 "
+                          "(a little less faithful).")
     if own_inpaint and addons["loras"]:
         prep.notes.append(f"LoRAs act on the text encoder only here: {info.name} inpaints with its own "
                           "9-channel UNet, which has no LoRA layers.")

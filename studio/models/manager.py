@@ -16,8 +16,8 @@ from typing import Any
 
 from studio.errors import InvalidRequest, ModelLoadError
 from studio.families import VARIANTS, family
-from studio.models.memory import (MEMORY_MODES, HOOKED, free_device_memory, model_bytes, place,
-                                  resolve_memory_mode)
+from studio.models.memory import (MEMORY_MODES, HOOKED, MODES, Footprint, free_device_memory, model_bytes,
+                                  place, resolve_memory_mode)
 from studio.models.sources import (PLACEHOLDER_NOTICE, ModelInfo, _is_diffusers_folder, placeholder_dir,
                                    read_pipeline, resolve)
 
@@ -133,8 +133,7 @@ class ModelManager:
         if device == "cuda":
             import torch
             free = torch.cuda.mem_get_info()[0]
-        self.memory_in_use = resolve_memory_mode(self.memory, device, model_bytes(pipe), free,
-                                                 self._fp8_offer(pipe, info))
+        self.memory_in_use = resolve_memory_mode(self.memory, device, self._footprint(pipe, info), free)
         place(pipe, device, self.memory_in_use)
         from studio.models.fast import apply_fast, resolve_fast
         fast, compile, compile_mode, cache = self.fast_request
@@ -152,9 +151,10 @@ class ModelManager:
         return pipe
 
     @staticmethod
-    def _fp8_offer(pipe, info: ModelInfo) -> int:
-        """The denoiser's bytes where `auto` may store it in fp8 (the transformer families), else 0."""
-        return model_bytes(pipe, (family(info.arch).denoiser,)) if family(info.arch).fp8_auto else 0
+    def _footprint(pipe, info: ModelInfo) -> Footprint:
+        """The weights `auto` weighs; fp8 and text encoders on the CPU offered for the families
+        whose table says so (the transformer families)."""
+        return Footprint.of(pipe, offers=family(info.arch).lean_modes)
 
     def base(self):
         with self.lock:
@@ -232,7 +232,7 @@ class ModelManager:
             self.memory = mode
             if self._base is None:
                 return f"Memory mode {mode}: applied when the model loads."
-            if mode in ("offload", "sequential") and self.device != "cuda":
+            if MODES.get(mode) and MODES[mode].offload and self.device != "cuda":
                 raise InvalidRequest(f"Memory mode {mode} needs a CUDA GPU; this studio runs on {self.device}.")
             if self.memory_in_use in HOOKED or mode in HOOKED:
                 # offload hooks and fp8 storage cannot be undone in place: reload in the new mode
@@ -245,8 +245,8 @@ class ModelManager:
             if self.device == "cuda":
                 import torch
                 free = torch.cuda.mem_get_info()[0] + model_bytes(self._base)
-            self.memory_in_use = resolve_memory_mode(mode, self.device, model_bytes(self._base), free,
-                                                     self._fp8_offer(self._base, self.info()))
+            self.memory_in_use = resolve_memory_mode(mode, self.device, self._footprint(self._base, self.info()),
+                                                     free)
             place(self._base, self.device, self.memory_in_use)
             return f"Memory mode {mode} ({self.memory_in_use}) is on."
 

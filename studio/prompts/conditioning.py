@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from studio.models.memory import encoder_device, to_execution_device
 from studio.prompts.syntax import BREAK, parse_attention, schedule
 
 CHUNK = 75
@@ -87,15 +88,6 @@ def _comma_id(tokenizer) -> int | None:
     return None if token is None or token == tokenizer.unk_token_id else token
 
 
-def _execution_device(pipe, text_encoder) -> torch.device:
-    """Where the encoder runs. Under sequential CPU offload its weights sit on the meta device
-    between calls (`text_encoder.device` says meta, and token ids put there cannot be copied to
-    the GPU: the first lent H200 hit it); diffusers' pipelines ask `_execution_device`, the
-    offload hooks' own device."""
-    device = getattr(pipe, "_execution_device", None)
-    return device if isinstance(device, torch.device) and device.type != "meta" else text_encoder.device
-
-
 class _Encoder:
     """One text encoder with its tokenizer, encoding A1111-style chunks."""
 
@@ -129,7 +121,7 @@ class _Encoder:
 
     @torch.no_grad()
     def _encode(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        device = _execution_device(self.pipe, self.te)
+        device = encoder_device(self.pipe, self.te)
         outs, pooled = [], None
         for c in chunks:
             ids = [self.bos] + c.tokens + [self.eos] + [self.pad] * (self.size - len(c.tokens))
@@ -150,7 +142,7 @@ class _Encoder:
                 z = z * w[None, :, None]
                 z = z * (mean / z.mean())
             outs.append(z)
-        return torch.cat(outs, dim=1), pooled
+        return to_execution_device(self.pipe, torch.cat(outs, dim=1)), to_execution_device(self.pipe, pooled)
 
 
 @dataclass
