@@ -217,12 +217,35 @@ def test_sd3_runs_without_t5(folders, tmp_path_factory):
     assert not np.array_equal(pixels(a), pixels(b))       # CLIP alone still reads the prompt
 
 
-def test_prompt_variants_in_one_batch_and_emphasis_as_plain_words(flux):
+def test_prompt_variants_in_one_batch(flux):
     result = run(flux, prompt="a {red|blue} circle", variants="all", batch_size=2)
     assert [g.parameters.split("\n")[0] for g in result.images] == ["a red circle", "a blue circle"]
-    weighted = run(flux, prompt="a (red:1.3) circle")
-    assert np.array_equal(pixels(weighted), pixels(run(flux, prompt="a red circle")))
-    assert any("plain words" in n for n in weighted.notes)
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_emphasis_weights_the_t5_tokens_of_the_word(which, request):
+    """(red:1.5) as Forge reads it for T5: the fragment's tokens weighted, the sequence rescaled to
+    its mean; the ids built fragment by fragment are the pipeline's own for the plain words, and
+    weight 1 is the plain prompt bit for bit."""
+    from studio.families.text import T5Conditioner, weighted_ids
+    studio = request.getfixturevalue(which)
+    pipe = studio.local.manager.base()
+    tokenizer = pipe.tokenizer_3 if which == "sd3" else pipe.tokenizer_2
+    ids, weights = weighted_ids(tokenizer, "a (red:1.5) circle", 64)
+    assert ids == tokenizer("a red circle", padding="max_length", max_length=64, truncation=True).input_ids
+    red = [i for i, w in enumerate(weights) if w == 1.5]
+    assert red and tokenizer.decode([ids[i] for i in red]) == "red"
+
+    def t5(text):                 # the T5 part: the last 64 rows (SD 3.5 puts CLIP's 154 first)
+        return T5Conditioner(pipe, text, "", 4, 64, False).pipeline_kwargs()["prompt_embeds"][0, -64:]
+    plain, weighted = t5("a red circle"), t5("a (red:1.5) circle")
+    assert torch.equal(plain, t5("a (red:1.0) circle"))
+    moved = (weighted - plain).abs().mean(dim=1)
+    others = [i for i in range(64) if i not in red]
+    assert moved[red].min() > 5 * moved[others].max()      # the rescale moves the rest a little
+    assert not np.array_equal(pixels(run(studio, prompt="a (red:1.5) circle")), pixels(run(studio, prompt="a red circle")))
+    said = run(studio, prompt="a (red:1.5) circle").notes
+    assert any("CLIP-L and CLIP-G read the plain words" in n for n in said) == (which == "sd3")
 
 
 def test_explain_counts_t5_tokens(flux):
@@ -346,6 +369,9 @@ def test_z_image_reads_the_prompt_with_qwen3_and_its_cfg(zimage):
     assert report["Qwen3 tokens"] == 2 and report["token limit"] == 512
     fields = infotext(run(zimage, prompt="a red circle"))
     assert fields["Sampler"] == "Euler" and "Distilled CFG Scale" not in fields
+    weighted = run(zimage, prompt="a (red:1.3) circle")            # Qwen3 reads the words, and says so
+    assert np.array_equal(pixels(weighted), pixels(run(zimage, prompt="a red circle")))
+    assert any("plain words on Z-Image" in n for n in weighted.notes)
     with pytest.raises(InvalidRequest, match="prompt travel"):
         run(zimage, prompt="a red circle", blend=0.5, blend_prompt="a blue square")
 

@@ -71,6 +71,7 @@ class Family:
     gpu_dtype: str = "fp16"    # its half precision on a GPU (Flux and SD 3.5 overflow fp16: bf16)
     lean_modes: bool = False   # `auto` may store its denoiser in fp8, its text encoders on the CPU (models/memory.py)
     cfg_offset: float = 0.0    # its pipeline's guidance scale is CFG minus this (Z-Image: pos + g (pos - neg))
+    emphasis_note: str = ""    # what a prompt with (word:1.3) weights is told (SD and Flux weight every token read)
 
     def check(self, request) -> None:
         """Refuse what this family does not do, naming it."""
@@ -86,11 +87,13 @@ FLUX = Family("flux", "Flux.1", "transformer", True, 16, frozenset({"loras", "va
               lean_modes=True)
 SD3 = Family("sd3", "SD 3.5", "transformer", True, 16, frozenset({"loras", "variation", "blend"}), text="t5",
              t5_tokens=256, sized_input=True, skip_layers=True, sizes=((24, "Medium"), (38, "Large")),
-             gpu_dtype="bf16", lean_modes=True)
+             gpu_dtype="bf16", lean_modes=True,
+             emphasis_note="Emphasis weights act through T5 on SD 3.5; CLIP-L and CLIP-G read the plain words.")
 # Z-Image (Tongyi-MAI, Apache-2.0): a 6B single-stream DiT read by Qwen3-4B; its embeddings are one
 # sequence a prompt, of its own length, so prompt travel cannot mix two of them
 ZIMAGE = Family("zimage", "Z-Image", "transformer", True, 16, frozenset({"variation", "loras"}), text="qwen",
-                t5_tokens=512, sized_input=True, gpu_dtype="bf16", lean_modes=True, cfg_offset=1.0)
+                t5_tokens=512, sized_input=True, gpu_dtype="bf16", lean_modes=True, cfg_offset=1.0,
+                emphasis_note="Emphasis weights such as (word:1.3) are read as plain words on Z-Image.")
 FAMILIES = {f.key: f for f in (SD, FLUX, SD3, ZIMAGE)}
 
 

@@ -24,8 +24,8 @@ def settle(request, info, width: int, height: int, notes: list[str]) -> tuple[in
     if (w, h) != (width, height):
         notes.append(f"{fam.name} draws sides in multiples of {step} px: {width}x{height} made as {w}x{h}.")
     sampler = flow_sampler(request, info, notes) if fam.flow else request.scheduler
-    if fam.text != "clip" and _weighted(request.prompt + request.negative_prompt):
-        notes.append(f"Emphasis weights such as (word:1.3) are read as plain words on {fam.name}.")
+    if fam.emphasis_note and _weighted(request.prompt + request.negative_prompt):
+        notes.append(fam.emphasis_note)
     notes += [n for n in (guidance_note(request, info),) if n]
     return w, h, sampler
 

@@ -88,6 +88,17 @@ def _comma_id(tokenizer) -> int | None:
     return None if token is None or token == tokenizer.unk_token_id else token
 
 
+def emphasise(z: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """A1111's "Original" emphasis: each token's embedding times its weight, then the whole
+    rescaled to the mean it had (the relative, not the overall, scale changes)."""
+    w = torch.tensor(weights, dtype=z.dtype, device=z.device)
+    if torch.all(w == 1):
+        return z
+    mean = z.mean()
+    z = z * w[None, :, None]
+    return z * (mean / z.mean())
+
+
 class _Encoder:
     """One text encoder with its tokenizer, encoding A1111-style chunks."""
 
@@ -136,12 +147,7 @@ class _Encoder:
                 z = out.hidden_states[-(self.clip_skip + 1)]
                 if pooled is None and hasattr(out, "text_embeds"):
                     pooled = out.text_embeds
-            w = torch.tensor(weights, dtype=z.dtype, device=z.device)
-            if not torch.all(w == 1):
-                mean = z.mean()
-                z = z * w[None, :, None]
-                z = z * (mean / z.mean())
-            outs.append(z)
+            outs.append(emphasise(z, weights))
         return to_execution_device(self.pipe, torch.cat(outs, dim=1)), to_execution_device(self.pipe, pooled)
 
 
