@@ -388,3 +388,30 @@ def test_the_tabs_show_the_controls_of_the_loaded_family(which, shown, request):
         form.lay_out("sampling")
     familied = {"distilled_cfg", "shift", "t5_tokens", "slg_scale"}
     assert {name for name in familied if form.controls[name].visible} == shown
+
+
+@pytest.mark.parametrize("which", ["dev", "fill", "zimage"])
+def test_outpainting_keeps_the_picture_outside_the_band(which, folders, tmp_path_factory):
+    """Outpainting is an inpainting request on a bigger canvas (studio/outpaint): on Flux dev, on
+    Fill (Flux's own inpainting and outpainting model) and on Z-Image the original pixels outside
+    the band are kept and the new edges drawn."""
+    from studio.outpaint.canvas import outpaint_request, read_extend
+    studio = _studio(folders[which], tmp_path_factory)
+    image = Image.fromarray(_picture())
+    request = outpaint_request(studio, dict(image=image, prompt="a red circle", steps=3, seed=4, strength=1.0),
+                               read_extend(32, 0, 0, 16, "edge", 8))
+    result = studio.local.run(request).images[0]
+    out = np.asarray(result.image.convert("RGB"))
+    assert result.image.size == (96, 80)
+    assert np.array_equal(out[:64 - 8, 32 + 8:], _picture()[:64 - 8, 8:])
+    assert "Outpaint pixels: left 32 right 0 up 0 down 16" in result.parameters
+
+
+def test_live_on_schnell_is_the_saved_picture_of_the_same_request(folders, tmp_path_factory):
+    """Live at schnell's few steps: the picture held (not written) equals the same request run and saved."""
+    studio = _studio(folders["schnell"], tmp_path_factory)
+    request = make_request(prompt="a red circle", steps=2, seed=7, width=64, height=64, scheduler="Euler")
+    live = studio.live(request, user="ann", session="s-ann").images[0]
+    assert live.path is None and "Steps: 2" in live.parameters
+    saved = studio.submit(request, user="ann").result(timeout=60).images[0]
+    assert saved.path.is_file() and np.array_equal(np.asarray(live.image), np.asarray(saved.image))
