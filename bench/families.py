@@ -1,4 +1,4 @@
-"""Flux.1 and SD 3.5 (studio/families) on this machine: load time, peak memory, seconds a picture.
+"""Flux.1, SD 3.5 and Z-Image (studio/families) on this machine: load time, peak memory, seconds a picture.
 
     python bench/families.py                  # CPU: each tiny family through the studio (64 px, 4 steps):
                                               #   load seconds, peak RSS, s/picture, in a process each
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TINY = ("flux-dev", "flux-schnell", "flux-fill", "flux-kontext", "sd3.5", "flux-dev-bfl-file", "sd3.5-aio-file",
-        "flux-dev-q8_0-gguf")
+TINY = ("flux-dev", "flux-schnell", "flux-fill", "flux-kontext", "sd3.5", "z-image-turbo", "flux-dev-bfl-file",
+        "sd3.5-aio-file", "z-image-turbo-comfyui-file", "flux-dev-q8_0-gguf", "z-image-turbo-q8_0-gguf")
 PROMPT = "a red circle on a blue background"
 
 
@@ -35,21 +35,28 @@ PROMPT = "a red circle on a blue background"
 def _write(kind: str, root: Path) -> Path:
     from diffusers import DiffusionPipeline
 
-    from studio.families.tiny import write_tiny_flux, write_tiny_sd3
-    from tests.dit_layout import flux_to_bfl, write_all_in_one, write_comfyui_split, write_gguf
+    from studio.families.tiny import write_tiny_flux, write_tiny_sd3, write_tiny_zimage
+    from tests.dit_layout import flux_to_bfl, write_all_in_one, write_comfyui_split, write_gguf, zimage_to_original
 
     if kind.startswith("flux-") and not kind.endswith(("file", "gguf")):
         return write_tiny_flux(root / kind, kind.split("-")[1])
     if kind == "sd3.5":
         return write_tiny_sd3(root / kind)
-    folder = write_tiny_flux(root / "src", "dev") if kind.startswith("flux") else write_tiny_sd3(root / "src")
+    if kind == "z-image-turbo":
+        return write_tiny_zimage(root / kind, turbo=True)
+    writers = {"flux": lambda: write_tiny_flux(root / "src", "dev"), "sd3.5": lambda: write_tiny_sd3(root / "src"),
+               "z-image": lambda: write_tiny_zimage(root / "src", turbo=True)}
+    folder = next(write() for prefix, write in writers.items() if kind.startswith(prefix))
     pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
     if kind == "sd3.5-aio-file":
         return write_all_in_one(pipe, root / "checkpoints" / "sd3.5_medium.safetensors")
-    path = write_comfyui_split(pipe, root, "flux1-dev.safetensors")
+    zimage = kind.startswith("z-image")
+    path = write_comfyui_split(pipe, root, "z_image_turbo_bf16.safetensors" if zimage else "flux1-dev.safetensors")
     if kind.endswith("gguf"):
         path.unlink()
-        return write_gguf(flux_to_bfl(pipe.transformer), path.with_name("flux1-dev-Q8_0.gguf"), "Q8_0")
+        tensors = zimage_to_original(pipe.transformer) if zimage else flux_to_bfl(pipe.transformer)
+        return write_gguf(tensors, path.with_name("z_image_turbo-Q8_0.gguf" if zimage else "flux1-dev-Q8_0.gguf"),
+                          "Q8_0", arch="lumina2" if zimage else "flux")
     return path
 
 
