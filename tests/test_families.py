@@ -415,3 +415,22 @@ def test_live_on_schnell_is_the_saved_picture_of_the_same_request(folders, tmp_p
     assert live.path is None and "Steps: 2" in live.parameters
     saved = studio.submit(request, user="ann").result(timeout=60).images[0]
     assert saved.path.is_file() and np.array_equal(np.asarray(live.image), np.asarray(saved.image))
+
+
+@pytest.mark.parametrize("repo, variant, label", [("black-forest-labs/FLUX.1-schnell", "schnell", "Flux.1 schnell"),
+                                                  ("Tongyi-MAI/Z-Image-Turbo", "zimage", "Z-Image Turbo")])
+def test_hub_ids_load_from_the_cache_offline(repo, variant, label, tmp_path, monkeypatch):
+    """A hub id already in Hugging Face's cache (as a download left it: snapshots/<commit>, refs/main)."""
+    import huggingface_hub.constants
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))    # read once, at its import
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("a" * 40)
+    write_tiny_zimage(snapshot, turbo=True) if variant == "zimage" else write_tiny_flux(snapshot, variant)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("a" * 40)
+    studio = Studio.from_settings(Settings(model=repo, outputs=tmp_path / "out"))
+    assert (studio.local.manager.info().kind, studio.local.manager.info().family) == ("hub", label)
+    assert run(studio, prompt="a red circle", scheduler="Euler").images[0].image.size == (64, 64)
