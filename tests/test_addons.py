@@ -70,6 +70,33 @@ def test_lora_changes_the_image_and_removing_it_restores_the_base_exactly(studio
     assert np.array_equal(px(again.images[0]), px(full))
 
 
+def test_lora_and_ti_hashes_are_the_ones_a1111_writes(studio, models_dir, tmp_path):
+    """A1111's rules, worked by hand: a LoRA's hash is kohya's `sshs_model_hash` when its metadata
+    has one, else the sha256 of the bytes after the safetensors header (so that metadata edits do
+    not change it); an embedding's ("TI hashes") is the whole file's sha256; 12 hex digits each."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from studio.models.hashes import lora_hash
+    raw = (models_dir / "loras" / "ink.safetensors").read_bytes()
+    by_hand = hashlib.sha256(raw[8 + int.from_bytes(raw[:8], "little"):]).hexdigest()[:12]
+    assert by_hand != hashlib.sha256(raw).hexdigest()[:12]
+    fields = parse_parameters(read_metadata(run(studio, loras=[["ink.safetensors", 0.7]]).path)[0])[2]
+    assert fields["Lora hashes"] == f"ink: {by_hand}"
+    tagged = tmp_path / "tagged.safetensors"                     # a trainer wrote its own hash in
+    save_file(load_file(models_dir / "loras" / "ink.safetensors"), tagged,
+              {"ss_output_name": "ink", "sshs_model_hash": "ABCDEF0123456789" * 4})
+    assert lora_hash(tagged) == "abcdef012345"
+    save_file(load_file(models_dir / "loras" / "ink.safetensors"), tagged, {"ss_output_name": "renamed"})
+    assert lora_hash(tagged) == by_hand                          # the same tensors, other metadata
+    shutil.copy(models_dir / "embeddings" / "shiny-thing.pt", tmp_path / "shiny-thing.pt")
+    ti = hashlib.sha256((models_dir / "embeddings" / "shiny-thing.pt").read_bytes()).hexdigest()[:12]
+    fields = parse_parameters(read_metadata(run(studio, prompt="a shiny-thing circle").path)[0])[2]
+    assert fields["TI hashes"] == f"shiny-thing: {ti}"
+
+
 def test_lora_names_and_weights_are_checked_at_the_boundary(studio):
     lib = studio.local.library.names()
     for loras, message in [([["missing.safetensors", 1]], "Unknown LoRA"),

@@ -15,7 +15,8 @@ import torch
 
 from studio.errors import InvalidRequest
 from studio.finetune import dataset as ds
-from studio.finetune.export import KEY_RULE, file_data_hash, kohya_tensors, write_lora
+from studio.finetune.export import KEY_RULE, kohya_tensors, write_lora
+from studio.models.hashes import sha256_of
 from studio.finetune.folder import JobFolder
 from studio.finetune.jobs import LOCAL, TrainingJobs, create_job
 from embedded.finetune_measure import concept_dataset
@@ -125,7 +126,7 @@ def test_export_follows_the_kohya_layout_the_readers_match(tmp_path):
     assert all(any(re.fullmatch(p, m) for p in A1111_PATTERNS) for m in modules)
     assert len(keys) == 3 * len(modules) and alphas == {2.0} and dtypes == {torch.float16}
     assert all(isinstance(v, str) for v in meta.values()) and meta["ss_network_dim"] == "4"
-    assert meta["sshs_model_hash"] == file_data_hash(path)
+    assert meta["sshs_model_hash"] == sha256_of(path, after_header=True)
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)
 
 

@@ -68,13 +68,6 @@ def data_hash(tensors: dict, metadata: dict[str, str]) -> str:
     return hashlib.sha256(blob[8 + header:]).hexdigest()
 
 
-def file_data_hash(path: Path) -> str:
-    with open(path, "rb") as f:
-        header = int.from_bytes(f.read(8), "little")
-        f.seek(8 + header)
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def write_lora(path: Path, tensors: dict, metadata: dict) -> Path:
     """Write `tensors` with `metadata` (values made strings) and the hashes, atomically."""
     from safetensors.torch import save_file

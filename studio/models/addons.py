@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import InvalidRequest, ModelLoadError
-from studio.models.hashes import file_hash
+from studio.models.hashes import file_hash, lora_hash
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
             pipe.disable_lora()
         return records
     for name, path, weight in loras:
-        digest = file_hash(path)
+        digest = file_hash(path)          # the whole file: any change to it reloads the adapter
         if name in state.adapters:
             if state.adapter_files.get(name) == digest:
                 continue
@@ -66,7 +66,7 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
     pipe.enable_lora()
     pipe.set_adapters([state.adapters[n] for n, _, _ in loras], [w for _, _, w in loras])
     for name, path, weight in loras:
-        records.append({"name": name, "weight": weight, "sha256": file_hash(path)})
+        records.append({"name": name, "weight": weight, "sha256": lora_hash(path)})
     return records
 
 

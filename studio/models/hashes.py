@@ -1,5 +1,8 @@
 """File hashes as AUTOMATIC1111 writes them: sha256, cut to 10 hex digits for a model or VAE
-("Model hash", "VAE hash") and 12 for LoRAs and embeddings ("Lora hashes", "TI hashes").
+("Model hash", "VAE hash") and 12 for LoRAs and embeddings ("Lora hashes", "TI hashes"). A LoRA's
+is not its file's: A1111 takes the `sshs_model_hash` kohya's trainers write into the metadata, or
+for a .safetensors file sd-webui-additional-networks' hash of the tensor data after the header
+(the same whatever the metadata says), so that Civitai and A1111 name the same LoRA the same way.
 
 Each file is read once: hashes are remembered per (path, size, mtime), in memory and in
 `.cache/hashes.json` (as A1111 keeps its cache.json), so a checkpoint of several GB is hashed
@@ -12,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -31,16 +35,19 @@ def cache_file() -> Path:
     return Path(os.environ.get("STUDIO_CACHE", ROOT / ".cache")) / "hashes.json"
 
 
-def sha256_of(path: str | Path) -> str:
-    """The full sha256 of a file (hex), read once per (path, size, mtime)."""
+def sha256_of(path: str | Path, after_header: bool = False) -> str:
+    """The full sha256 of a file (hex), read once per (path, size, mtime); `after_header`: of a
+    safetensors file's tensor data only (the "addnet" hash)."""
     st = Path(path).stat()
-    key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{'addnet|' if after_header else ''}{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
     with _LOCK:
         _load_disk()
         if key in _CACHE:
             return _CACHE[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        if after_header:
+            f.seek(8 + int.from_bytes(f.read(8), "little"))
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     with _LOCK:
@@ -75,8 +82,30 @@ def _save_disk() -> None:
 
 
 def file_hash(path: str | Path) -> str:
-    """A1111's short hash of a LoRA or embedding file: sha256, first 12 hex digits."""
+    """A1111's short hash of an embedding file ("TI hashes"): sha256, first 12 hex digits."""
     return sha256_of(path)[:12]
+
+
+def lora_hash(path: str | Path) -> str:
+    """A1111's short hash of a LoRA ("Lora hashes"): the trainer's `sshs_model_hash` when the
+    metadata has one, else the addnet hash of a .safetensors file, else the file's sha256; 12 hex."""
+    if Path(path).suffix.lower() != ".safetensors":
+        return file_hash(path)
+    written = safetensors_metadata(path).get("sshs_model_hash", "")
+    if re.fullmatch(r"[0-9a-fA-F]{12,64}", written):
+        return written[:12].lower()
+    return sha256_of(path, after_header=True)[:12]
+
+
+def safetensors_metadata(path: str | Path) -> dict:
+    """The `__metadata__` of a safetensors file's header ({} when it has none or is unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def model_sha256(location: str | Path, unet: str | Path | None = None) -> str:
