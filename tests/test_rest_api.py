@@ -187,6 +187,12 @@ def test_enable_hr_runs_the_hires_fix(rest, own_studio):
     info = json.loads(answer["info"])
     assert "Hires upscaler: Lanczos" in info["infotexts"][0]
     assert any("'R-ESRGAN 4x+' is not here: used Lanczos" in n for n in info["notes"])
+    # A1111's own API test: enable_hr with no upscaler (Latent) and strength 0 -> 200, the first pass upscaled
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "seed": 6, "enable_hr": True,
+                                                  "denoising_strength": 0, **SMALL})
+    assert answer.status_code == 200, answer.text
+    info = json.loads(answer.json()["info"])
+    assert decoded(answer.json()["images"][0]).size == (128, 128) and "Denoising strength: 0," in info["infotexts"][0]
     bad = rest.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True, "hr_scale": 4, "width": 1024,
                                                "height": 64, "steps": 2})
     assert bad.status_code == 400 and "Width must be between" in bad.json()["detail"]

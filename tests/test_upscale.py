@@ -180,8 +180,22 @@ def test_a_latent_hires_fix_starts_the_second_pass_from_the_resized_latents(stud
     final = latent.images[0]
     assert final.image.size == (128, 128) and "Hires upscaler: Latent (bicubic)" in final.parameters
     assert not np.array_equal(np.asarray(final.image), np.asarray(pixel.images[0].image))
-    with pytest.raises(InvalidRequest, match="latent upscale needs a denoising strength above 0"):
-        plan_hires(studio, {**raw, "hires_upscaler": "Latent", "hires_strength": 0})
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_hires_strength_0_is_the_first_pass_upscaled_recorded_as_a_hires_fix(studio, upscaler):
+    """What A1111's API tests send (enable_hr, no upscaler: Latent, strength 0): no second pass; the
+    saved result is the first-pass picture upscaled (Lanczos for a latent upscaler), with A1111's keys."""
+    from studio.outputs.metadata import parse_parameters, read_metadata
+    raw = {**BASE, "hires": True, "hires_scale": 2, "hires_steps": 2, "hires_strength": 0, "hires_upscaler": upscaler}
+    result = run_hires(studio, raw, Sequence(studio, user="z", session="z"))
+    (first,), (final,) = result.first_pass, result.images
+    want = first.image.convert("RGB").resize((128, 128), Image.LANCZOS)
+    assert final.image.size == (128, 128) and final.path.is_file()
+    assert np.abs(np.asarray(final.image, dtype=int) - np.asarray(want, dtype=int)).max() <= 1
+    fields = parse_parameters(read_metadata(final.path)[0])[2]
+    assert (fields["Hires upscaler"], fields["Denoising strength"], fields["Size"]) == (upscaler, "0", "128x128")
+    assert fields["Seed"] == str(first.seed) and any("no second pass" in n for n in result.notes)
 
 
 @pytest.mark.parametrize("mode, latents, message", [

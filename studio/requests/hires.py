@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
-from studio.errors import InvalidRequest
 from studio.fields import Choice, Context, Field, Flag, Number, declare, table
 from studio.requests.request import STEPS_RANGE
 
@@ -38,7 +37,8 @@ class HiresFields:
                                     caption="Denoising strength", modes=("txt2img",), group="hires:2", axis=True)
     hires_upscaler: str = declare("Lanczos", Choice(catalog="hires_upscalers", noun="hires upscaler"),
                                   "Hires upscaler", caption="Upscaler", modes=("txt2img",), group="hires:2", axis=True,
-                                  help="Latent: the first pass's latents resized (strength 0.5 or more)")
+                                  help="Latent: the first pass's latents resized (strength 0.5 or more); with "
+                                       "strength 0 the picture is upscaled by Lanczos instead")
 
 
 @cache
@@ -74,7 +74,4 @@ def take_hires(raw: dict, upscalers: list[str], limits: Any = None) -> Hires | N
     if not switch.parse(values[SWITCH], ctx):
         return None          # off: the other fields are not looked at
     got = {f.name: f.parse(f.default if values[f.name] in (None, "") else values[f.name], ctx) for f in rest}
-    hires = Hires(got["hires_scale"], got["hires_steps"], got["hires_strength"], got["hires_upscaler"])
-    if hires.latent and hires.strength == 0:
-        raise InvalidRequest("A latent upscale needs a denoising strength above 0 (0.5 or more works best).")
-    return hires
+    return Hires(got["hires_scale"], got["hires_steps"], got["hires_strength"], got["hires_upscaler"])

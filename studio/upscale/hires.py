@@ -4,7 +4,9 @@ so the queue stays fair between them; the first-pass picture is saved too, like 
 
 The second pass records A1111's keys (`Hires upscale`, `Hires steps`, `Hires upscaler`,
 `Denoising strength`) and the first pass's steps as `Steps`, so A1111 and the studio's PNG Info
-read the picture back as one hires-fix generation.
+read the picture back as one hires-fix generation. Strength 0 (what A1111's own API tests send)
+runs no second pass: the first pass's picture upscaled is the result, saved with the same keys
+(a latent upscaler's resized latents alone would decode blurred: Lanczos stands in, with a note).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
+from studio.outputs.metadata import format_parameters, parse_parameters
 from studio.requests import GeneratedImage, GenerationRequest
 from studio.requests.hires import FIELDS, LATENT, Hires, take_hires
 from studio.serving.sequence import Sequence
@@ -76,6 +79,22 @@ def upscaled(picture: GeneratedImage, hires: Hires, sequence: Sequence) -> tuple
     return picture.image.resize(size, Image.LANCZOS), latents.numpy()
 
 
+def unchanged(picture: GeneratedImage, first: GenerationRequest, hires: Hires, sequence: Sequence):
+    """Strength 0: the first-pass picture upscaled and saved as the hires result, recorded as A1111
+    records a hires fix (its keys, the bigger size); the run's result, or None when stopped."""
+    size = bigger(picture.image.size, hires.scale)
+    upscaler = "Lanczos" if hires.latent else hires.upscaler
+    prompt, negative, settings = parse_parameters(picture.parameters)
+    version = settings.pop("Version", None)
+    keys = dict(hires.recipe(first.steps, hires.steps or first.steps), **{"Denoising strength": 0})
+    text = format_parameters(prompt, negative, {**settings, **keys, "Size": f"{size[0]}x{size[1]}",
+                                                "Version": version})
+    data = {**picture.data, "hires": {"strength": 0, "upscaled_with": upscaler, **keys}}
+    done = sequence.run(UpscaleRequest(image=array(picture.image.convert("RGB")), size=size, upscaler=upscaler,
+                                       parameters=text, data=data))
+    return None if done is None or done.stopped else done
+
+
 def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
     """The first pass and the hires settings, both passes checked before anything runs."""
     raw = dict(raw)
@@ -105,6 +124,16 @@ def run_hires(studio, raw: dict, sequence: Sequence,
     result.first_pass, result.notes, result.seed = made.images, list(made.notes), made.seed
     for n, picture in enumerate(made.images):
         say(0.5 + n / len(made.images) / 2, f"Upscaling picture {n + 1} ({hires.upscaler})")
+        if hires.strength == 0:
+            done = unchanged(picture, first, hires, sequence)
+            if done is None:
+                result.stopped = True
+                break
+            result.images += done.images
+            note = "Hires strength 0: no second pass; the first pass's picture upscaled" + (
+                " (by Lanczos: a latent upscale needs a second pass)." if hires.latent else ".")
+            result.notes += [note] if note not in result.notes else []
+            continue
         try:
             image, latents = upscaled(picture, hires, sequence)
             second = None if image is None else second_pass(studio, raw, first, hires, image, picture.seed, latents)
