@@ -153,6 +153,18 @@ def test_txt2img_answer_and_saved_picture(rest, own_studio):
     assert decoded(answer["images"][0]).info["parameters"] == info["infotexts"][0]
 
 
+def test_a_caller_that_sends_no_size_gets_the_models_native_size(rest, own_studio):
+    """A1111 answers 512x512 when a body has no width/height; here the model's own size (a chatbot
+    need not know it), written in `info`; img2img keeps the picture's size."""
+    native = own_studio.model_info().native_size
+    answer = rest.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 2, "seed": 3}).json()
+    info = json.loads(answer["info"])
+    assert decoded(answer["images"][0]).size == (native, native) and (info["width"], info["height"]) == (native, native)
+    answer = rest.post("/sdapi/v1/img2img", json={"prompt": "a red circle", "steps": 2, "seed": 3,
+                                                  "init_images": [b64png(noisy(96))]}).json()
+    assert decoded(answer["images"][0]).size == (96, 96)
+
+
 def test_subseed_is_the_variation_seed(rest):
     """A1111's subseed and subseed_strength: the seed stays, the subseeds count up, both recorded;
     img2img says it ignored them."""

@@ -184,7 +184,8 @@ def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any
         upscaler = "Lanczos"
     scale = body.hr_scale
     if body.hr_resize_x or body.hr_resize_y:
-        scale = max(body.hr_resize_x / max(1, body.width), body.hr_resize_y / max(1, body.height))
+        native = studio.model_info().native_size
+        scale = max(body.hr_resize_x / max(1, body.width or native), body.hr_resize_y / max(1, body.height or native))
     return {"hires": True, "hires_scale": scale, "hires_steps": body.hr_second_pass_steps,
             "hires_strength": 0.7 if body.denoising_strength is None else body.denoising_strength,
             "hires_upscaler": upscaler}
@@ -212,8 +213,8 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
            if k not in ("variation_seed", "variation_strength")}
     if body.subseed_strength:
         notes.append("Variation seeds work in txt2img only here: subseed_strength was ignored.")
-    size, lim = (body.width, body.height), studio.limits
-    resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and body.width * body.height <= lim.max_pixels
+    size, lim = (body.width or 0, body.height or 0), studio.limits       # not sent: the picture's own size
+    resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and size[0] * size[1] <= lim.max_pixels
     mode = "inpaint" if body.mask else "img2img"
     requests = []
     for i, text in enumerate(body.init_images):

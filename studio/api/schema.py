@@ -47,8 +47,8 @@ class A1111Txt2Img(A1111Body):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 512
+    width: int | None = None      # A1111's 512 by default; here the model's native size (img2img: the picture's)
+    height: int | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool = False
