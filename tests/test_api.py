@@ -56,6 +56,15 @@ def test_txt2img_over_the_api(client, server):
     assert read_metadata(saved[-1])[1]["request"]["negative_presets"] == ["bad hands"]
 
 
+def test_a_size_far_above_the_models_over_the_gradio_api(client, server):
+    """The txt2img tab's function routes a size above twice the native side to studio/upscale/native.py:
+    the upscaled picture first, the drawn one after it (as the hires fix shows its passes)."""
+    gallery, info, params, seed = client.predict(prompt="a red circle", steps=2, seed=23, width=320, height=320,
+                                                 api_name="/txt2img")
+    sizes = [Image.open(_first_png([g])).size for g in gallery]
+    assert sizes == [(320, 320), (64, 64)] and "Postprocess upscale to: 320x320" in info
+
+
 def test_xyz_plot_and_prompt_matrix_over_the_api(client, server):
     """/xyz_plot takes the txt2img fields plus the axes; the grid comes first, then the cells,
     all saved; /prompt_matrix the same for a prompt split by |; bad axes get a clear error."""

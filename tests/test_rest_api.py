@@ -165,6 +165,28 @@ def test_a_caller_that_sends_no_size_gets_the_models_native_size(rest, own_studi
     assert decoded(answer["images"][0]).size == (96, 96)
 
 
+def test_a_size_far_above_the_models_is_drawn_at_its_own_and_upscaled(rest, own_studio):
+    """A1111 clients send 512x512 whatever the model: above twice the native side the picture is
+    drawn at the native size (the asked shape) and upscaled to the size asked for, both saved, with
+    a note; twice the native side is drawn as asked."""
+    from studio.outputs.metadata import parse_parameters, read_metadata
+    from studio.upscale import txt2img_tool
+    native = own_studio.model_info().native_size
+    assert txt2img_tool(own_studio, {"width": 2 * native, "height": 2 * native}) is None
+    body = {"prompt": "a red circle", "steps": 2, "seed": 12, "width": 8 * native, "height": 4 * native}
+    answer = rest.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    info = json.loads(answer.json()["info"])
+    assert decoded(answer.json()["images"][0]).size == (8 * native, 4 * native)
+    assert (info["width"], info["height"]) == (8 * native, 4 * native)
+    assert any("drawn at" in n and "upscaled" in n for n in info["notes"])
+    upscaled = max(own_studio.local.outputs.root.rglob("*-upscale.png"), key=lambda p: p.stat().st_mtime_ns)
+    fields = parse_parameters(read_metadata(upscaled)[0])[2]
+    assert fields["Size"] == f"{native}x{native}"           # the asked shape, but no side under 64
+    assert fields["Postprocess upscale to"] == f"{8 * native}x{4 * native}"
+    assert fields["Seed"] == "12"
+
+
 def test_subseed_is_the_variation_seed(rest):
     """A1111's subseed and subseed_strength: the seed stays, the subseeds count up, both recorded;
     img2img says it ignored them."""

@@ -22,7 +22,6 @@ from studio.requests import GenerationResult
 from studio.serving.dispatcher import Job
 from studio.serving.sequence import Sequence
 from studio.serving.studio import Studio
-from studio.upscale.hires import run_hires
 
 PREVIEW_EVERY_S = 1.0
 
@@ -83,11 +82,12 @@ class Calls:
         return job.result()
 
     def _hires(self, call: Call, translated: Translated, caller: Caller) -> GenerationResult:
-        """Hires fix: the passes one after another (call.jobs grows as each is queued); the
-        answer has the finished pictures, as A1111's does."""
+        """A composing run (the hires fix; a size far above the model's, drawn at its own and
+        upscaled): the jobs one after another (call.jobs grows as each is queued); the answer has
+        the finished pictures, as A1111's does."""
         sequence = Sequence(self.studio, user=caller.user, session=caller.session, preview_every_s=PREVIEW_EVERY_S,
                             on_submit=call.jobs.append, on_update=lambda update: _hear(call, len(call.jobs) - 1, update))
-        result = run_hires(self.studio, translated.hires, sequence)
+        result = translated.tool(self.studio, translated.hires, sequence)
         first = translated.requests[0]
         return GenerationResult(request=first, images=result.images, seed=result.seed if result.seed is not None
                                 else first.seed, stopped=result.stopped, notes=result.notes)

@@ -29,7 +29,8 @@ from studio.inputs import decode_base64, load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
-from studio.upscale.hires import hires_upscalers, plan_hires
+from studio.upscale.hires import hires_upscalers, plan_hires, run_hires
+from studio.upscale.native import oversized, plan_from_native, run_from_native
 
 
 class ApiError(Exception):
@@ -45,7 +46,8 @@ class Translated:
     kind: str                                   # txt2img | img2img
     requests: list[GenerationRequest]           # one per init image (one for txt2img; hires: its first pass)
     notes: list[str] = field(default_factory=list)
-    hires: dict[str, Any] | None = None         # enable_hr: the raw fields the hires fix runs on
+    hires: dict[str, Any] | None = None         # the raw fields a composing run takes (enable_hr: the hires fix)
+    tool: Any = None                            # that run (studio/upscale: txt2img_tool)
 
 
 # -- images in ------------------------------------------------------------------------------------
@@ -170,7 +172,9 @@ def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     raw = _common(body, studio, options, notes)
     if body.enable_hr:
         raw.update(_hires(body, studio, notes))
-        return Translated("txt2img", [plan_hires(studio, raw)[0]], notes, hires=raw)
+        return Translated("txt2img", [plan_hires(studio, raw)[0]], notes, hires=raw, tool=run_hires)
+    if oversized(studio, raw):
+        return Translated("txt2img", [plan_from_native(studio, raw)], notes, hires=raw, tool=run_from_native)
     return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
 
 

@@ -20,7 +20,6 @@ from studio.serving.studio import Studio
 from studio.ui import control as control_panel
 from studio.ui.control import panel_units
 from studio.ui.form import lora_rows
-from studio.upscale.hires import run_hires
 
 PREVIEW_EVERY_S = 0.5        # live previews: at most two a second
 
@@ -132,9 +131,10 @@ def run_composed(studio: Studio, compose, progress: gr.Progress, request: gr.Req
         raise gr.Error(str(exc)) from None
 
 
-def run_hires_job(studio: Studio, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
-    """Hires fix from the txt2img tab: the finished pictures, the first passes after them."""
-    result = run_composed(studio, lambda seq, say: run_hires(studio, raw_fields(studio, raw), seq, say),
+def run_tool_job(studio: Studio, tool, raw: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
+    """A composing txt2img run (the hires fix; a size far above the model's, drawn at its own and
+    upscaled: studio/upscale): the finished pictures, the first passes after them."""
+    result = run_composed(studio, lambda seq, say: tool(studio, raw_fields(studio, raw), seq, say),
                           progress, request)
     yield panel_values(result.images + result.first_pass, result.notes, result.seed)
 

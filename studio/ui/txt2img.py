@@ -13,7 +13,8 @@ from studio.ui import live, plots
 from studio.ui.pnginfo import offered, ui_value
 from studio.requests.hires import FIELDS as HIRES_FIELDS
 from studio.ui.form import Form
-from studio.ui.jobs import dispatched, event_function, run_hires_job, run_job
+from studio.ui.jobs import dispatched, event_function, run_job, run_tool_job
+from studio.upscale import txt2img_tool
 from studio.ui.widgets import ResultsPanel, model_examples, prompt_controls, result_outputs, results_panel
 
 
@@ -40,8 +41,12 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, Form]:
             more = gr.Button("🎲 More like this: variations of the selected picture", elem_id="txt2img-more-like-this")
 
     def txt2img(raw: dict, progress, request):
-        if raw.get("hires"):
-            yield from run_hires_job(studio, raw, progress, request)
+        try:
+            tool = txt2img_tool(studio, raw)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        if tool is not None:
+            yield from run_tool_job(studio, tool, raw, progress, request)
         else:
             yield from run_job(studio, "txt2img", {k: v for k, v in raw.items() if k not in HIRES_FIELDS},
                                progress, request)

@@ -1,4 +1,18 @@
 """Bigger pictures, as callers that compose jobs: the hires fix (a txt2img pass, upscaled, then an
-img2img pass: hires.py) and Extras (a picture upscaled and saved with its source's parameters:
-extras.py). The upscale itself is a job of the dispatcher (studio/generation/upscale.py over
+img2img pass: hires.py), a size far above the model's own (drawn at its native size, upscaled:
+native.py) and Extras (a picture upscaled and saved with its source's parameters: extras.py). The
+upscale itself is a job of the dispatcher (studio/generation/upscale.py over
 studio/models/upscalers.py)."""
+
+from __future__ import annotations
+
+
+def txt2img_tool(studio, raw: dict):
+    """The composing run a text-to-image request needs (called as tool(studio, raw, sequence,
+    on_progress)), or None for a plain generation: the hires fix when it is on; drawing at the
+    native size and upscaling for a size far above the model's."""
+    from studio.upscale.hires import run_hires
+    from studio.upscale.native import oversized, run_from_native
+    if raw.get("hires"):
+        return run_hires
+    return run_from_native if oversized(studio, raw) else None

@@ -79,20 +79,27 @@ def upscaled(picture: GeneratedImage, hires: Hires, sequence: Sequence) -> tuple
     return picture.image.resize(size, Image.LANCZOS), latents.numpy()
 
 
-def unchanged(picture: GeneratedImage, first: GenerationRequest, hires: Hires, sequence: Sequence):
-    """Strength 0: the first-pass picture upscaled and saved as the hires result, recorded as A1111
-    records a hires fix (its keys, the bigger size); the run's result, or None when stopped."""
-    size = bigger(picture.image.size, hires.scale)
-    upscaler = "Lanczos" if hires.latent else hires.upscaler
+def saved_upscale(picture: GeneratedImage, size: tuple[int, int], upscaler: str, keys: dict, sequence: Sequence,
+                  *, final_size: bool, crop: bool = False):
+    """`picture` upscaled to `size` and saved with its parameters and `keys` (`Size` the new one
+    when `final_size`, as a hires fix records it; else the drawn one, as Extras keeps it); the
+    run's result, or None when stopped."""
     prompt, negative, settings = parse_parameters(picture.parameters)
     version = settings.pop("Version", None)
-    keys = dict(hires.recipe(first.steps, hires.steps or first.steps), **{"Denoising strength": 0})
-    text = format_parameters(prompt, negative, {**settings, **keys, "Size": f"{size[0]}x{size[1]}",
-                                                "Version": version})
-    data = {**picture.data, "hires": {"strength": 0, "upscaled_with": upscaler, **keys}}
+    sized = {"Size": f"{size[0]}x{size[1]}"} if final_size else {}
+    text = format_parameters(prompt, negative, {**settings, **keys, **sized, "Version": version})
+    data = {**picture.data, "width": size[0], "height": size[1], "upscaled": {"upscaler": upscaler, **keys}}
     done = sequence.run(UpscaleRequest(image=array(picture.image.convert("RGB")), size=size, upscaler=upscaler,
-                                       parameters=text, data=data))
+                                       crop=crop, parameters=text, data=data))
     return None if done is None or done.stopped else done
+
+
+def unchanged(picture: GeneratedImage, first: GenerationRequest, hires: Hires, sequence: Sequence):
+    """Strength 0: the first-pass picture upscaled and saved as the hires result, recorded as A1111
+    records a hires fix (its keys, the bigger size)."""
+    keys = dict(hires.recipe(first.steps, hires.steps or first.steps), **{"Denoising strength": 0})
+    return saved_upscale(picture, bigger(picture.image.size, hires.scale), "Lanczos" if hires.latent else hires.upscaler,
+                         keys, sequence, final_size=True)
 
 
 def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
