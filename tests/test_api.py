@@ -37,7 +37,8 @@ def test_endpoints_have_the_request_field_names(client):
     txt2img = [*common[:10], "slg_scale", *common[10:]]        # SD 3.5's skip-layer guidance: text-to-image
     assert names["/txt2img"] == txt2img + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
                                                     "hires_steps", "hires_strength", "hires_upscaler"]
-    assert names["/img2img"] == ["image"] + common + ["strength"] + addons
+    assert names["/img2img"] == ["image"] + common + ["strength"] + addons + ["sd_upscale", "sd_upscale_scale",
+                                                                             "sd_upscale_overlap", "sd_upscale_upscaler"]
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
                                                                "only_masked", "only_masked_padding"] + addons
 
@@ -63,6 +64,15 @@ def test_a_size_far_above_the_models_over_the_gradio_api(client, server):
                                                  api_name="/txt2img")
     sizes = [Image.open(_first_png([g])).size for g in gallery]
     assert sizes == [(320, 320), (64, 64)] and "Postprocess upscale to: 320x320" in info
+
+
+def test_sd_upscale_from_the_img2img_tab_over_the_gradio_api(client, server):
+    picture = server.outputs.parent / "sd-upscale-input.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(picture)
+    gallery, info, params, seed = client.predict(image=handle_file(str(picture)), prompt="a red circle", steps=4,
+                                                 strength=0.3, seed=3, sd_upscale=True, sd_upscale_scale=2,
+                                                 api_name="/img2img")
+    assert Image.open(_first_png(gallery)).size == (128, 128) and "SD upscale scale: 2" in info
 
 
 def test_xyz_plot_and_prompt_matrix_over_the_api(client, server):

@@ -31,7 +31,8 @@ def built():
 
 
 def _tab_fields(tab: str):
-    return [f for f in (*request_fields(), *(hires_fields() if tab == "txt2img" else ())) if f.shown_in(tab)]
+    from studio.ui.form import TOOLS
+    return [f for f in (*request_fields(), *(TOOLS[tab]() if tab in TOOLS else ())) if f.shown_in(tab)]
 
 
 @pytest.mark.parametrize("tab", TABS)

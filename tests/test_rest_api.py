@@ -187,6 +187,26 @@ def test_a_size_far_above_the_models_is_drawn_at_its_own_and_upscaled(rest, own_
     assert fields["Seed"] == "12"
 
 
+def test_the_sd_upscale_script_as_a1111s_api_tests_send_it(rest):
+    """script_name "sd upscale", script_args [info, overlap, upscaler, scale] (A1111's own API test
+    sends ["", 8, "Lanczos", 2.0]; an upscaler may also be an index into /upscalers); /scripts and
+    /script-info list it; it is an img2img script (txt2img: 422)."""
+    assert "sd upscale" in rest.get("/sdapi/v1/scripts").json()["img2img"]
+    (info,) = rest.get("/sdapi/v1/script-info").json()
+    assert info["name"] == "sd upscale" and [a["label"] for a in info["args"]][1:] == ["Tile overlap", "Upscaler",
+                                                                                     "Scale Factor"]
+    for upscaler in ("Lanczos", 1):
+        answer = rest.post("/sdapi/v1/img2img", json={"init_images": [b64png(noisy())], "prompt": "a red circle",
+                                                      "steps": 4, "seed": 2, "denoising_strength": 0.3,
+                                                      "width": 64, "height": 64, "script_name": "sd upscale",
+                                                      "script_args": ["", 8, upscaler, 2.0]})
+        assert answer.status_code == 200, answer.text
+        assert decoded(answer.json()["images"][0]).size == (128, 128)
+        assert "SD upscale upscaler: Lanczos" in json.loads(answer.json()["info"])["infotexts"][0]
+    refused = rest.post("/sdapi/v1/txt2img", json={"prompt": "x", "script_name": "sd upscale", **SMALL})
+    assert refused.status_code == 422
+
+
 def test_subseed_is_the_variation_seed(rest):
     """A1111's subseed and subseed_strength: the seed stays, the subseeds count up, both recorded;
     img2img says it ignored them."""

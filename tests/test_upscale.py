@@ -305,3 +305,40 @@ def test_stop_is_heard_between_a_model_upscalers_tiles():
         run_tiled(lambda tile: tile.repeat_interleave(2, -1).repeat_interleave(2, -2), 2, noise(200, 200),
                   tile=64, overlap=8, between_tiles=stop_after_two)
     assert len(calls) == 3        # 16 tiles, stopped at the third
+
+
+@pytest.mark.parametrize("size, overlap", [((128, 128), 16), ((200, 136), 0), ((64, 64), 32), ((264, 72), 48)])
+def test_sd_upscale_tiles_cover_the_picture_and_blend_back_to_it(size, overlap):
+    from studio.upscale.sd_upscale import blend, tiling
+    picture = np.asarray(noise(*size))
+    grid = tiling(size, (64, 64), overlap)
+    tw, th = grid.tile
+    covered = np.zeros(size[::-1], bool)
+    for x, y in grid.origins:
+        covered[y:y + th, x:x + tw] = True
+    assert covered.all()
+    assert grid.overlap == min(overlap, min(grid.tile) // 2)      # at most half a tile
+    for axis, side in ((0, tw), (1, th)):        # neighbours share at least that much
+        starts = sorted({origin[axis] for origin in grid.origins})
+        assert all(b - a <= side - grid.overlap for a, b in zip(starts, starts[1:]))
+    back = blend([picture[y:y + th, x:x + tw] for x, y in grid.origins], grid)
+    assert np.abs(np.asarray(back, dtype=int) - picture.astype(int)).max() <= 1
+
+
+def test_sd_upscale_redraws_the_upscaled_picture_tile_by_tile_and_saves_it(studio):
+    from studio.outputs.metadata import parse_parameters, read_metadata
+    from studio.upscale.sd_upscale import run_sd_upscale
+    source = noise(64, 64)
+    raw = dict(image=source, prompt="a red circle", steps=4, seed=8, strength=0.3, width=64, height=64,
+               sd_upscale=True, sd_upscale_scale=2, sd_upscale_overlap=16, sd_upscale_upscaler="Lanczos")
+    result = run_sd_upscale(studio, raw, Sequence(studio, user="s", session="s"))
+    (final,) = result.images
+    assert final.image.size == (128, 128) and final.path.name.endswith("-sdupscale.png")
+    plain = np.asarray(source.resize((128, 128), Image.LANCZOS), dtype=int)
+    redrawn = np.abs(np.asarray(final.image, dtype=int) - plain).mean()
+    assert 1 < redrawn < 100                       # drawn again at strength 0.3, not replaced
+    fields = parse_parameters(read_metadata(final.path)[0])[2]
+    assert (fields["Size"], fields["SD upscale scale"], fields["SD upscale overlap"]) == ("128x128", "2", "16")
+    assert fields["Seed"] == "8" and read_metadata(final.path)[1]["sd_upscale"]["tiles"] == 9
+    again = run_sd_upscale(studio, raw, Sequence(studio, user="s", session="s")).images[0]
+    assert np.array_equal(np.asarray(again.image), np.asarray(final.image))     # same seed, same picture

@@ -254,3 +254,21 @@ def upscalers(studio: Studio) -> list[dict]:
     return [{"name": name, "model_name": None if name in ("None", "Lanczos", "Nearest") else name,
              "model_path": None, "model_url": None, "scale": 4}
             for name in ("None", *upscaler_names(studio.names("upscalers")))]
+
+
+def sd_upscale_info(studio: Studio) -> dict:
+    """/script-info's entry of the SD upscale script (A1111's shape): its script_args in order,
+    the numbers' ranges and defaults read from the field table (studio/requests/sd_upscale.py)."""
+    from studio.requests.sd_upscale import sd_upscale_fields
+    from studio.upscale.sd_upscale import SCRIPT
+    declared = {f.name: f for f in sd_upscale_fields()}
+
+    def arg(label: str, value=None, name: str | None = None, choices: list | None = None) -> dict:
+        kind = declared[name].kind if name else None
+        return {"label": label, "value": declared[name].default if name else value, "choices": choices,
+                "minimum": getattr(kind, "low", None), "maximum": getattr(kind, "high", None),
+                "step": getattr(kind, "step", None)}
+    return {"name": SCRIPT, "is_alwayson": False, "is_img2img": True,
+            "args": [arg("", ""), arg("Tile overlap", name="sd_upscale_overlap"),
+                     arg("Upscaler", "None", choices=[u["name"] for u in upscalers(studio)]),
+                     arg("Scale Factor", name="sd_upscale_scale")]}

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from studio import __version__
-from studio.api import controlnet, regions
+from studio.api import catalog, controlnet, regions
 from studio.api.catalog import Options, clip_skip, find_checkpoint
 from studio.api.schema import ExtrasSingleBody, Img2ImgBody, Txt2ImgBody
 from studio.errors import InvalidRequest
@@ -31,6 +31,7 @@ from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
 from studio.upscale.hires import hires_upscalers, plan_hires, run_hires
 from studio.upscale.native import oversized, plan_from_native, run_from_native
+from studio.upscale.sd_upscale import SCRIPT as SD_UPSCALE, plan_sd_upscale, run_sd_upscale
 
 
 class ApiError(Exception):
@@ -124,7 +125,7 @@ def _check_scripts(body: Txt2ImgBody) -> None:
     """The studio runs no A1111 scripts but the two always-on ones GET /scripts lists, ControlNet's
     units and Regional Prompter's regions: a request that needs another is refused with A1111's 422, never run
     without it. Entries without arguments ask for nothing."""
-    if body.script_name:
+    if body.script_name and not (isinstance(body, Img2ImgBody) and body.script_name.strip().lower() == SD_UPSCALE):
         raise ApiError(422, f"Script '{body.script_name}' not found")
     for title, entry in (body.alwayson_scripts or {}).items():
         if (isinstance(entry, dict) and not entry.get("args")) or controlnet.is_controlnet(title) \
@@ -217,6 +218,8 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
            if k not in ("variation_seed", "variation_strength")}
     if body.subseed_strength:
         notes.append("Variation seeds work in txt2img only here: subseed_strength was ignored.")
+    if body.script_name:
+        return _sd_upscale(body, studio, raw, notes)
     size, lim = (body.width or 0, body.height or 0), studio.limits       # not sent: the picture's own size
     resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and size[0] * size[1] <= lim.max_pixels
     mode = "inpaint" if body.mask else "img2img"
@@ -239,6 +242,26 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
                   "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
         requests.append(studio.make_request(mode, image=image, **{**fields, **extra}))
     return Translated("img2img", requests, notes)
+
+
+def _sd_upscale(body: Img2ImgBody, studio: Studio, raw: dict[str, Any], notes: list[str]) -> Translated:
+    """A1111's "SD upscale" script: script_args [info, overlap, upscaler (index into /upscalers, or
+    its name), scale factor], on the first init image; width/height are the tiles' size."""
+    if body.mask:
+        raise InvalidRequest("SD upscale redraws the whole picture: send no mask with it.")
+    args = list(body.script_args) + [None] * 4
+    upscaler = args[2]
+    if isinstance(upscaler, int) and not isinstance(upscaler, bool):
+        listed = [u["name"] for u in catalog.upscalers(studio)]
+        upscaler = listed[upscaler] if 0 <= upscaler < len(listed) else None
+    if upscaler in (None, "None"):
+        upscaler = "Lanczos"            # A1111's "None" resizes the picture plainly
+    if len(body.init_images) > 1:
+        notes.append("SD upscale runs on the first init image only.")
+    image = load_image("init_images[0]", decode_image("init_images[0]", body.init_images[0]))
+    raw = {**raw, "image": image, "sd_upscale": True, "sd_upscale_overlap": args[1], "sd_upscale_upscaler": upscaler,
+           "sd_upscale_scale": args[3]}
+    return Translated("img2img", [plan_sd_upscale(studio, raw)[1]], notes, hires=raw, tool=run_sd_upscale)
 
 
 def extras_settings(body: ExtrasSingleBody, studio: Studio) -> UpscaleSettings:

@@ -42,6 +42,7 @@ from studio.inputs import load_image
 from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.upscale.extras import upscale_picture
+from studio.upscale.sd_upscale import SCRIPT as SD_UPSCALE
 from studio.upscale.hires import LATENT
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,9 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         "/latent-upscale-modes": lambda: [{"name": name} for name in LATENT], "/sd-vae": lambda: catalog.sd_vae(studio),
         "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
         "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],
-        "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [],
-        "/scripts": lambda: {mode: [controlnet.SCRIPT, regions.SCRIPT] for mode in ("txt2img", "img2img")},
+        "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [catalog.sd_upscale_info(studio)],
+        "/scripts": lambda: {"txt2img": [controlnet.SCRIPT, regions.SCRIPT],
+                             "img2img": [SD_UPSCALE, controlnet.SCRIPT, regions.SCRIPT]},
         "/extensions": lambda: [],
         "/cmd-flags": lambda: {"api": True, "nowebui": False, "api_auth": bool(auth), "listen": False},
     }

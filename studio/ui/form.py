@@ -20,6 +20,7 @@ from studio.errors import StudioError
 from studio.fields import Choice, Field
 from studio.requests import request_fields
 from studio.requests.hires import LATENT, hires_fields
+from studio.requests.sd_upscale import sd_upscale_fields
 from studio.samplers import scheduler_names
 from studio.serving.studio import Studio
 from studio.models.upscalers import BUILT_IN
@@ -35,6 +36,7 @@ LAYOUT = (
     ("seed", "row", ""),
     ("variation", "Variation seed", "variation-panel"),
     ("hires", "Hires fix", "hires-panel"),
+    ("sd_upscale", "SD upscale", "sd-upscale-panel"),
     ("addons", "LoRA, VAE, clip skip and more", "addons"),
     ("variants", "column", ""),
     ("references", "Reference images: {image} in the prompt", "references-panel"),
@@ -42,7 +44,8 @@ LAYOUT = (
     ("control", "column", ""),
 )
 PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)
-TOOLS = {"txt2img": hires_fields}        # a tab's tools with fields of their own, after the request's
+# a tab's tools with fields of their own, after the request's
+TOOLS = {"txt2img": hires_fields, "img2img": sd_upscale_fields}
 
 
 def blank_shown(kind: Choice) -> str | None:
@@ -61,8 +64,9 @@ CATALOGS: dict[str, Callable[[Studio, bool], list]] = {
     "styles": lambda studio, rescan: studio.style_names(),
     "vaes": lambda studio, rescan: studio.names("vae", rescan),
     "hires_upscalers": lambda studio, rescan: [*LATENT, *upscaler_choices(studio, rescan)],
+    "upscalers": upscaler_choices,
 }
-RESCANNED = ("vaes", "hires_upscalers")     # lists read again when the control is opened
+RESCANNED = ("vaes", "hires_upscalers", "upscalers")     # lists read again when the control is opened
 
 
 def choices(f: Field, studio: Studio, rescan: bool = False) -> list:

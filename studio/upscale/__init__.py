@@ -1,5 +1,6 @@
 """Bigger pictures, as callers that compose jobs: the hires fix (a txt2img pass, upscaled, then an
-img2img pass: hires.py), a size far above the model's own (drawn at its native size, upscaled:
+img2img pass: hires.py), SD upscale (a picture upscaled, then redrawn tile by tile: sd_upscale.py),
+a size far above the model's own (drawn at its native size, upscaled:
 native.py) and Extras (a picture upscaled and saved with its source's parameters: extras.py). The
 upscale itself is a job of the dispatcher (studio/generation/upscale.py over
 studio/models/upscalers.py)."""
@@ -16,3 +17,10 @@ def txt2img_tool(studio, raw: dict):
     if raw.get("hires"):
         return run_hires
     return run_from_native if oversized(studio, raw) else None
+
+
+def img2img_tool(studio, raw: dict):
+    """The composing run an image-to-image request needs, or None: SD upscale when it is on."""
+    from studio.requests.sd_upscale import SWITCH
+    from studio.upscale.sd_upscale import run_sd_upscale
+    return run_sd_upscale if raw.get(SWITCH) else None
