@@ -320,6 +320,31 @@ def test_options_round_trip_and_refusals(rest):
         assert response.status_code == 400 and detail in response.json()["detail"]
 
 
+def test_every_a1111_option_is_there_and_what_callers_set_is_kept_across_a_restart(rest, own_studio):
+    """GET /options has every key of A1111's table (send_seed, eta_noise_seed_delta...) with A1111's
+    default; a posted key the studio does not act on, known or not, is kept and comes back, also
+    from a new API over the same outputs folder (a restart); what states the studio's behaviour
+    (PNG info on) stays; a NaN or a body too big to keep is a 400."""
+    from studio.api.catalog import OPTIONS_FILE, Options, a1111_defaults
+    options = rest.get("/sdapi/v1/options").json()
+    assert set(a1111_defaults()) <= set(options) and len(options) > 200
+    assert (options["send_seed"], options["eta_noise_seed_delta"], options["jpeg_quality"]) == (True, 0, 80)
+    posted = {**options, "send_seed": False, "eta_noise_seed_delta": 31337, "my_client_setting": {"a": [1, 2]},
+              "enable_pnginfo": False}
+    assert rest.post("/sdapi/v1/options", json=posted).status_code == 200
+    after = rest.get("/sdapi/v1/options").json()
+    assert (after["send_seed"], after["eta_noise_seed_delta"], after["my_client_setting"]) == (False, 31337, {"a": [1, 2]})
+    assert after["enable_pnginfo"] is True
+    assert (own_studio.outputs_root() / OPTIONS_FILE).is_file()
+    again = Options(own_studio).get()                       # the API of a restarted studio
+    assert (again["send_seed"], again["my_client_setting"]) == (False, {"a": [1, 2]})
+    huge = rest.post("/sdapi/v1/options", json={"blob": "x" * (100 << 10)})
+    assert huge.status_code == 400 and "at most" in huge.json()["detail"]
+    nan = rest.post("/sdapi/v1/options", content=b'{"odd": NaN}', headers={"content-type": "application/json"})
+    assert nan.status_code == 400
+    rest.post("/sdapi/v1/options", json={"send_seed": True, "eta_noise_seed_delta": 0})
+
+
 def test_a_checkpoint_is_found_by_any_name(own_studio, rest):
     from studio.api.catalog import find_checkpoint
     models = rest.get("/sdapi/v1/sd-models").json()

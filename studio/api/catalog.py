@@ -8,8 +8,11 @@ Callers may name a checkpoint by title, name, file name, stem or hash, as A1111 
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -121,34 +124,88 @@ def current_checkpoint(studio: Studio) -> Checkpoint:
 
 # -- the options REST callers share -------------------------------------------------------------
 
+OPTIONS_FILE = ".a1111-options.json"   # in the outputs folder: what REST callers set, kept across restarts
+MAX_STORED = 64 << 10                  # bytes of it at most (a caller cannot fill the disk)
+KEPT = ("sd_vae", "CLIP_stop_at_last_layers")   # acted on and kept; the model is the studio's own choice
+
+
+@cache
+def a1111_defaults() -> dict[str, Any]:
+    """A1111's settings and defaults (a1111_options.json, read from its shared_options.py)."""
+    return json.loads(Path(__file__).with_name("a1111_options.json").read_text(encoding="utf-8"))["defaults"]
+
+
 class Options:
-    """A1111's settings as REST callers see them. The model is the studio's (switching it here is
-    switching it for everyone, as in the UI's picker); the VAE and clip skip are the defaults of
-    REST requests. Other keys are listed for clients that read them and ignored when posted."""
+    """A1111's settings as REST callers see them: every key of A1111's table with its default,
+    what callers posted (kept in the outputs folder across restarts, unknown keys too), and the
+    studio's own values. The model is the studio's (switching it here is switching it for
+    everyone, as in the UI's picker); the VAE and clip skip are the defaults of REST requests;
+    keys that state what the studio does (PNG info on, no grid...) stay as they are."""
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.vae: str | None = None
         self.clip_skip = 1
         self._lock = threading.Lock()
+        self._file = studio.outputs_root() / OPTIONS_FILE
+        self.stored = self._read()
+        for key in KEPT:
+            if key in self.stored:
+                try:
+                    SETTERS[key](self, self.stored[key])
+                except InvalidRequest:           # a VAE file removed since: the default again
+                    self.stored.pop(key)
 
-    def get(self) -> dict[str, Any]:
+    def _own(self) -> dict[str, Any]:
         current = current_checkpoint(self.studio)
         return {"sd_model_checkpoint": current.title, "sd_checkpoint_hash": current.sha256,
                 "sd_vae": self.vae or AUTOMATIC, "CLIP_stop_at_last_layers": self.clip_skip,
                 "samples_format": "png", "enable_pnginfo": True, "save_images_add_number": True,
                 "sd_checkpoints_limit": 1, "return_grid": False, "show_progress_every_n_steps": -1}
 
+    def get(self) -> dict[str, Any]:
+        return {**a1111_defaults(), **self.stored, **self._own()}
+
     def set(self, body: Any) -> None:
-        """Apply the keys that changed; unknown or unchanged ones are ignored (clients post back
-        the whole dict GET returned). A model switch is done before this returns."""
+        """Apply the keys that changed (clients post back the whole dict GET returned): the ones
+        the studio acts on take effect, its own statements stay, every other key is kept. A model
+        switch is done before this returns."""
         if not isinstance(body, dict):
             raise InvalidRequest("POST /options takes a JSON object of option names and values.")
         with self._lock:
-            now = self.get()
-            changed = {k: v for k, v in body.items() if k in SETTERS and v != now[k]}
+            now, own = self.get(), self._own()
+            changed = {k: v for k, v in body.items() if k not in now or v != now[k]}
+            kept = dict(self.stored)
             for key, value in changed.items():
-                SETTERS[key](self, value)
+                if key in SETTERS:
+                    SETTERS[key](self, value)
+                    if key in KEPT:
+                        kept[key] = value
+                elif key not in own:
+                    kept[key] = value
+            if kept != self.stored:
+                self._write(kept)
+                self.stored = kept
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            stored = json.loads(self._file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    def _write(self, kept: dict[str, Any]) -> None:
+        try:
+            text = json.dumps(kept, indent=1, allow_nan=False, sort_keys=True)
+        except ValueError:
+            raise InvalidRequest("Options are plain JSON values: no NaN or Infinity.") from None
+        if len(text.encode()) > MAX_STORED:
+            raise InvalidRequest(f"These options would take {len(text.encode()):,} bytes; the studio keeps at most "
+                                 f"{MAX_STORED:,} of callers' options.")
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._file.with_name(f".{self._file.name}.{threading.get_ident()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self._file)
 
     def vae_name(self, value: Any) -> str | None:
         if value in (None, "", AUTOMATIC, "None"):
