@@ -185,6 +185,8 @@ def test_a_size_far_above_the_models_is_drawn_at_its_own_and_upscaled(rest, own_
     assert fields["Size"] == f"{native}x{native}"           # the asked shape, but no side under 64
     assert fields["Postprocess upscale to"] == f"{8 * native}x{4 * native}"
     assert fields["Seed"] == "12"
+    too_big = rest.post("/sdapi/v1/txt2img", json={**body, "width": 4096, "height": 0})
+    assert too_big.status_code == 400 and "Width must be between" in too_big.json()["detail"]
 
 
 def test_the_sd_upscale_script_as_a1111s_api_tests_send_it(rest):

@@ -29,8 +29,8 @@ def _side(value) -> int:
 
 def oversized(studio, raw: dict) -> tuple[int, int] | None:
     """The size asked for when a side of it is more than OVERSIZE times the model's native side."""
-    width, height = _side(raw.get("width")), _side(raw.get("height"))
     native = studio.model_info().native_size
+    width, height = _side(raw.get("width")) or native, _side(raw.get("height")) or native   # 0: the native side
     return (width, height) if max(width, height) > OVERSIZE * native else None
 
 
@@ -41,10 +41,12 @@ def drawn_size(size: tuple[int, int], native: int) -> tuple[int, int]:
 
 
 def plan_from_native(studio, raw: dict):
-    """The request that is drawn (checked before anything runs)."""
+    """The request that is drawn, checked before anything runs (the size asked for too: within
+    this studio's limits, as if it were drawn)."""
     size = oversized(studio, raw)
-    drawn = drawn_size(size, studio.model_info().native_size)
     fields = {k: v for k, v in raw.items() if k not in HIRES_FIELDS}
+    studio.make_request("txt2img", **{**fields, "width": size[0], "height": size[1]})
+    drawn = drawn_size(size, studio.model_info().native_size)
     return studio.make_request("txt2img", **{**fields, "width": drawn[0], "height": drawn[1]})
 
 
