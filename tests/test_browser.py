@@ -339,12 +339,19 @@ def test_live_follows_the_painted_mask_in_browser(page, server):
 
 @pytest.fixture(scope="module")
 def picker_server(tiny_model, tmp_path_factory):
-    """A studio with a models folder holding one original-layout SD 1.x file."""
+    """A studio with a models folder holding one original-layout SD 1.x file, and a Flux.1 dev
+    transformer in Black Forest Labs' layout with its parts as ComfyUI keeps them."""
+    from diffusers import DiffusionPipeline
+
+    from studio.families.tiny import write_tiny_flux
     from tests.conftest import start_server, stop_server
+    from tests.dit_layout import write_comfyui_split
     from tests.ldm_layout import tiny_pipeline, write_single_file
     base = tmp_path_factory.mktemp("picker")
     (base / "models" / "checkpoints").mkdir(parents=True)
     write_single_file(tiny_pipeline("sd1"), "sd1", base / "models" / "checkpoints" / "tiny-sd1.safetensors")
+    flux = DiffusionPipeline.from_pretrained(write_tiny_flux(base / "flux-folder", "dev"), local_files_only=True)
+    write_comfyui_split(flux, base, "flux1-dev.safetensors")
     srv = start_server(tiny_model, base / "outputs", base / "server.log", "--models-dir", str(base / "models"))
     yield srv
     stop_server(srv)
@@ -370,6 +377,26 @@ def test_model_picker_in_browser(browser, picker_server):
         generate_txt2img(page, picker_server, "a red circle")
         info = page.input_value("#txt2img-info textarea")
         assert "Model: tiny-sd1" in info, info
+    finally:
+        context.close()
+
+
+def test_a_flux_file_picked_in_browser_shows_its_own_controls(browser, picker_server):
+    """diffusion_models/flux1-dev.safetensors from the picker: the banner names Flux.1 dev, the
+    txt2img tab shows Distilled CFG scale (hidden for SD), and its picture records it."""
+    context, page = _fresh_page(browser)
+    try:
+        page.goto(picker_server.url, wait_until="domcontentloaded")
+        page.wait_for_selector("#model-picker input")
+        distilled = page.locator("#txt2img-distilled-cfg")
+        sync_api.expect(distilled).to_be_hidden()
+        page.click("#model-picker input")
+        page.locator("ul[role=listbox] li", has_text="diffusion_models/flux1-dev.safetensors").first.click()
+        sync_api.expect(page.locator("#model-banner")).to_contain_text("Flux.1 dev", timeout=UI_TIMEOUT_MS)
+        sync_api.expect(distilled).to_be_visible()
+        generate_txt2img(page, picker_server, "a red circle")
+        info = page.input_value("#txt2img-info textarea")
+        assert "Distilled CFG Scale: 3.5" in info and "Model: flux1-dev" in info, info
     finally:
         context.close()
 
