@@ -342,3 +342,14 @@ def declare(default: Any, kind: Kind, label: str, *, compare: bool = True, repr:
 def table(cls: type) -> tuple[Field, ...]:
     """The declared fields of a dataclass, in declaration order, each knowing its name."""
     return tuple(replace(f.metadata["field"], name=f.name) for f in dc_fields(cls) if "field" in f.metadata)
+
+
+def take_table(declared: tuple[Field, ...], raw: dict, ctx: Context) -> dict | None:
+    """A tool's fields (a table whose first field switches it on: hires fix, SD upscale, detailer)
+    taken out of a tab's or a caller's `raw`, each checked (nothing sent: its default); None when
+    the tool is off (its other fields are then not looked at)."""
+    values = {f.name: raw.pop(f.name, None) for f in declared}
+    switch, *rest = declared
+    if not switch.parse(values[switch.name], ctx):
+        return None
+    return {f.name: f.parse(f.default if values[f.name] in (None, "") else values[f.name], ctx) for f in rest}

@@ -35,10 +35,13 @@ def test_endpoints_have_the_request_field_names(client):
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "regions_ratio", "base_ratio", "regions_mask", "control", "feature_cache", "tiling"]
     txt2img = [*common[:10], "slg_scale", *common[10:]]        # SD 3.5's skip-layer guidance: text-to-image
+    detailer = ["ad_enable", "ad_model", "ad_confidence", "ad_prompt", "ad_negative_prompt", "ad_denoising_strength",
+                "ad_dilate_erode", "ad_mask_blur", "ad_inpaint_padding"]
     assert names["/txt2img"] == txt2img + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
-                                                    "hires_steps", "hires_strength", "hires_upscaler"]
+                                                    "hires_steps", "hires_strength", "hires_upscaler"] + detailer
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons + ["sd_upscale", "sd_upscale_scale",
-                                                                             "sd_upscale_overlap", "sd_upscale_upscaler"]
+                                                                             "sd_upscale_overlap",
+                                                                             "sd_upscale_upscaler"] + detailer
     assert names["/inpaint"] == ["image", "mask"] + common + ["strength", "mask_blur",
                                                                "only_masked", "only_masked_padding"] + addons
 

@@ -29,7 +29,7 @@ FLOORS: dict[str, int] = {
     "studio.serving": 3, "studio.workers": 3,
     # tools: callers that compose requests
     "studio.plots": 4, "studio.upscale": 4, "studio.outpaint": 4, "studio.animation": 4, "studio.live": 4,
-    "studio.finetune": 4,
+    "studio.finetune": 4, "studio.detailer": 4,
     # faces: the web UI and the REST API
     "studio.ui": 5, "studio.api": 5,
 }

@@ -279,7 +279,8 @@ def test_unknown_sampler_falls_back_and_says_so(rest):
     ({"width": 100}, 400, "Width must be a multiple of 8"),
     ({"steps": 0}, 400, "Steps must be between"),
     ({"script_name": "x/y/z plot"}, 422, "Script 'x/y/z plot' not found"),
-    ({"alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]}}}, 422, "always on script ADetailer not found"),
+    ({"alwayson_scripts": {"ADetailer": {"args": [{"ad_model": "face_yolov8n.pt"}]}}}, 400, "face_yolov8n.pt"),
+    ({"alwayson_scripts": {"AnimateDiff": {"args": [{"enable": True}]}}}, 422, "always on script AnimateDiff not found"),
     ({"override_settings": {"sd_model_checkpoint": "nothing.safetensors"}}, 400, "Model 'nothing.safetensors' not found"),
     ({"override_settings": {"CLIP_stop_at_last_layers": 40}}, 400, "CLIP_stop_at_last_layers must be between"),
 ])

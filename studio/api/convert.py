@@ -29,9 +29,13 @@ from studio.inputs import decode_base64, load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
 from studio.serving.studio import Studio
 from studio.upscale.extras import UpscaleSettings, read_settings
-from studio.upscale.hires import hires_upscalers, plan_hires, run_hires
-from studio.upscale.native import oversized, plan_from_native, run_from_native
+from studio.upscale.hires import hires_upscalers, plan_hires
+from studio.upscale.native import oversized, plan_from_native
 from studio.upscale.sd_upscale import SCRIPT as SD_UPSCALE, plan_sd_upscale, run_sd_upscale
+from studio.upscale import img2img_tool, txt2img_tool
+from studio.detailer.detail import plan_detailer
+from studio.requests.detailer import FIELDS as DETAILER_FIELDS
+from studio.requests.tools import without_tools
 
 
 class ApiError(Exception):
@@ -121,6 +125,9 @@ INPAINT_FILLS = {
 
 # -- requests ---------------------------------------------------------------------------------------
 
+ADETAILER = "adetailer"
+
+
 def _check_scripts(body: Txt2ImgBody) -> None:
     """The studio runs no A1111 scripts but the two always-on ones GET /scripts lists, ControlNet's
     units and Regional Prompter's regions: a request that needs another is refused with A1111's 422, never run
@@ -129,7 +136,7 @@ def _check_scripts(body: Txt2ImgBody) -> None:
         raise ApiError(422, f"Script '{body.script_name}' not found")
     for title, entry in (body.alwayson_scripts or {}).items():
         if (isinstance(entry, dict) and not entry.get("args")) or controlnet.is_controlnet(title) \
-                or regions.is_regional_prompter(title):
+                or regions.is_regional_prompter(title) or title.strip().lower() == ADETAILER:
             continue
         raise ApiError(422, f"always on script {title} not found")
 
@@ -170,13 +177,32 @@ def body_fields(body: Txt2ImgBody, mode: str) -> dict[str, Any]:
 
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     notes: list[str] = []
-    raw = _common(body, studio, options, notes)
+    raw = {**_common(body, studio, options, notes), **_adetailer(body, studio, "txt2img", notes)}
     if body.enable_hr:
         raw.update(_hires(body, studio, notes))
-        return Translated("txt2img", [plan_hires(studio, raw)[0]], notes, hires=raw, tool=run_hires)
-    if oversized(studio, raw):
-        return Translated("txt2img", [plan_from_native(studio, raw)], notes, hires=raw, tool=run_from_native)
-    return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
+    tool = txt2img_tool(studio, raw)
+    if tool is None:
+        return Translated("txt2img", [studio.make_request("txt2img", **raw)], notes)
+    first = plan_hires(studio, raw)[0] if body.enable_hr else \
+        plan_from_native(studio, raw) if oversized(studio, raw) else studio.make_request("txt2img", **without_tools(raw))
+    return Translated("txt2img", [first], notes, hires=raw, tool=tool)
+
+
+def _adetailer(body: Txt2ImgBody, studio: Studio, mode: str, notes: list[str]) -> dict[str, Any]:
+    """ADetailer's documented REST form, alwayson_scripts {"ADetailer": {"args": [enable,
+    skip_img2img, {"ad_model": ..., "ad_prompt": ...}, ...]}} (the flags may be left out): the
+    first unit's settings as the detailer's fields (same names), checked here."""
+    entry = next((v for k, v in (body.alwayson_scripts or {}).items() if k.strip().lower() == ADETAILER), None)
+    args = entry.get("args") if isinstance(entry, dict) else None
+    flags = [a for a in args or [] if isinstance(a, bool)]
+    units = [a for a in args or [] if isinstance(a, dict)]
+    if not units or (flags and not flags[0]) or (mode == "img2img" and len(flags) > 1 and flags[1]):
+        return {}
+    if len(units) > 1:
+        notes.append(f"ADetailer: the first of {len(units)} units runs here.")
+    fields = {"ad_enable": True, **{k: v for k, v in units[0].items() if k in DETAILER_FIELDS and k != "ad_enable"}}
+    plan_detailer(studio, fields, mode)
+    return fields
 
 
 def _hires(body: Txt2ImgBody, studio: Studio, notes: list[str]) -> dict[str, Any]:
@@ -220,6 +246,9 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
         notes.append("Variation seeds work in txt2img only here: subseed_strength was ignored.")
     if body.script_name:
         return _sd_upscale(body, studio, raw, notes)
+    detailer = _adetailer(body, studio, "img2img", notes)
+    if detailer and body.mask:
+        raise InvalidRequest("ADetailer runs after text to image and image to image here, not after inpainting.")
     size, lim = (body.width or 0, body.height or 0), studio.limits       # not sent: the picture's own size
     resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and size[0] * size[1] <= lim.max_pixels
     mode = "inpaint" if body.mask else "img2img"
@@ -241,6 +270,11 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
         fields = {**raw, "seed": raw["seed"] + i if raw["seed"] >= 0 else -1,
                   "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
         requests.append(studio.make_request(mode, image=image, **{**fields, **extra}))
+        if detailer:          # the first init image, detailed after its image to image
+            if len(body.init_images) > 1:
+                notes.append("ADetailer runs on the first init image only.")
+            raw_first = {**fields, **detailer, "image": image}
+            return Translated("img2img", requests, notes, hires=raw_first, tool=img2img_tool(studio, raw_first))
     return Translated("img2img", requests, notes)
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.requests import MAX_SEED, GeneratedImage
-from studio.requests.hires import FIELDS as HIRES_FIELDS
-from studio.requests.sd_upscale import FIELDS as SD_UPSCALE_FIELDS
+from studio.requests.tools import without_tools
 
 BURST_GAP_S = 1.5      # frames further apart than this belong to different bursts of typing
 WINDOW = 10            # the achieved rate is measured over at most this many frames
@@ -19,8 +18,7 @@ WINDOW = 10            # the achieved rate is measured over at most this many fr
 
 def live_fields(raw: dict[str, Any]) -> dict[str, Any]:
     """A live request's raw fields: one picture, and none of the composing tools (hires fix, SD upscale)."""
-    tools = (*HIRES_FIELDS, *SD_UPSCALE_FIELDS)
-    return {**{k: v for k, v in raw.items() if k not in tools}, "batch_count": 1, "batch_size": 1}
+    return {**without_tools(raw), "batch_count": 1, "batch_size": 1}
 
 
 def draw_seed() -> int:

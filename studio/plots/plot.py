@@ -24,8 +24,7 @@ from studio.plots.grid import draw_grid
 from studio.requests import MAX_SEED, GeneratedImage, GenerationRequest, GenerationResult
 from studio.serving.dispatcher import Update
 from studio.serving.sequence import Sequence
-from studio.requests.sd_upscale import FIELDS as SD_UPSCALE_FIELDS
-from studio.upscale.hires import FIELDS as HIRES_FIELDS
+from studio.requests.tools import without_tools
 from studio.upscale.hires import hires_upscalers, plan_hires, run_hires
 
 MAX_CELLS = 100
@@ -97,10 +96,10 @@ def _cell(studio, base: dict, picks: list[tuple[Axis, Any]], mode: str, where: s
             if mode != "txt2img":
                 raise InvalidRequest("Hires fix is for text to image.")
             return Cell(*at, plan_hires(studio, raw)[0], raw)
-        if raw.get("sd_upscale"):
-            raise InvalidRequest("SD upscale does not run inside a plot: turn it off for the plot.")
-        tools = (*HIRES_FIELDS, *SD_UPSCALE_FIELDS)
-        return Cell(*at, studio.make_request(mode, **{k: v for k, v in raw.items() if k not in tools}))
+        for switch, name in (("sd_upscale", "SD upscale"), ("ad_enable", "The detailer")):
+            if raw.get(switch):
+                raise InvalidRequest(f"{name} does not run inside a plot: turn it off for the plot.")
+        return Cell(*at, studio.make_request(mode, **without_tools(raw)))
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
-from studio.fields import Choice, Context, Field, Flag, Number, declare, table
+from studio.fields import Choice, Context, Field, Flag, Number, declare, table, take_table
 from studio.requests.request import STEPS_RANGE
 
 # A1111's latent upscalers: the first pass's latents resized (mode, antialias), no decode and encode
@@ -68,10 +68,7 @@ class Hires:
 def take_hires(raw: dict, upscalers: list[str], limits: Any = None) -> Hires | None:
     """Take the hires fields out of a tab's or a caller's fields (nothing sent: the default);
     None when the hires fix is off."""
-    values = {name: raw.pop(name, None) for name in FIELDS}
-    ctx = Context("txt2img", limits, {"hires_upscalers": upscalers})
-    switch, *rest = hires_fields()
-    if not switch.parse(values[SWITCH], ctx):
-        return None          # off: the other fields are not looked at
-    got = {f.name: f.parse(f.default if values[f.name] in (None, "") else values[f.name], ctx) for f in rest}
+    got = take_table(hires_fields(), raw, Context("txt2img", limits, {"hires_upscalers": upscalers}))
+    if got is None:
+        return None
     return Hires(got["hires_scale"], got["hires_steps"], got["hires_strength"], got["hires_upscaler"])

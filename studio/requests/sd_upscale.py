@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
-from studio.fields import Choice, Context, Field, Flag, Number, declare, table
+from studio.fields import Choice, Context, Field, Flag, Number, declare, table, take_table
 
 SWITCH = "sd_upscale"
 
@@ -46,10 +46,7 @@ class SdUpscale:
 
 def take_sd_upscale(raw: dict, upscalers: list[str], limits: Any = None) -> SdUpscale | None:
     """Take the SD upscale fields out of a tab's or a caller's fields; None when it is off."""
-    values = {name: raw.pop(name, None) for name in FIELDS}
-    ctx = Context("img2img", limits, {"upscalers": upscalers})
-    switch, *rest = sd_upscale_fields()
-    if not switch.parse(values[SWITCH], ctx):
+    got = take_table(sd_upscale_fields(), raw, Context("img2img", limits, {"upscalers": upscalers}))
+    if got is None:
         return None
-    got = {f.name: f.parse(f.default if values[f.name] in (None, "") else values[f.name], ctx) for f in rest}
     return SdUpscale(got["sd_upscale_scale"], got["sd_upscale_overlap"], got["sd_upscale_upscaler"])

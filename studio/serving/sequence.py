@@ -6,11 +6,23 @@ turns between them, and the session's Stop ends the whole run, also when pressed
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
-from studio.requests import GenerationResult
+from studio.requests import GeneratedImage, GenerationResult
 from studio.serving.backend import Request
 from studio.serving.dispatcher import Job, Update
+
+
+@dataclass
+class ComposedResult:
+    """What a run of several jobs hands back: the finished pictures, the ones made on the way
+    (a hires fix's first passes, the undetailed pictures), notes, whether it was stopped."""
+    images: list[GeneratedImage] = field(default_factory=list)
+    first_pass: list[GeneratedImage] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stopped: bool = False
+    seed: int | None = None
 
 
 class Sequence:

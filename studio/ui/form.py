@@ -20,7 +20,9 @@ from studio.errors import StudioError
 from studio.fields import Choice, Field
 from studio.requests import request_fields
 from studio.requests.hires import LATENT, hires_fields
+from studio.requests.detailer import detailer_fields
 from studio.requests.sd_upscale import sd_upscale_fields
+from studio.detailer.detectors import detector_names
 from studio.samplers import scheduler_names
 from studio.serving.studio import Studio
 from studio.models.upscalers import BUILT_IN
@@ -37,6 +39,7 @@ LAYOUT = (
     ("variation", "Variation seed", "variation-panel"),
     ("hires", "Hires fix", "hires-panel"),
     ("sd_upscale", "SD upscale", "sd-upscale-panel"),
+    ("detailer", "Detailer (ADetailer)", "detailer-panel"),
     ("addons", "LoRA, VAE, clip skip and more", "addons"),
     ("variants", "column", ""),
     ("references", "Reference images: {image} in the prompt", "references-panel"),
@@ -45,7 +48,8 @@ LAYOUT = (
 )
 PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)
 # a tab's tools with fields of their own, after the request's
-TOOLS = {"txt2img": hires_fields, "img2img": sd_upscale_fields}
+TOOLS = {"txt2img": lambda: (*hires_fields(), *detailer_fields()),
+         "img2img": lambda: (*sd_upscale_fields(), *detailer_fields())}
 
 
 def blank_shown(kind: Choice) -> str | None:
@@ -65,6 +69,7 @@ CATALOGS: dict[str, Callable[[Studio, bool], list]] = {
     "vaes": lambda studio, rescan: studio.names("vae", rescan),
     "hires_upscalers": lambda studio, rescan: [*LATENT, *upscaler_choices(studio, rescan)],
     "upscalers": upscaler_choices,
+    "detectors": lambda studio, rescan: detector_names(),
 }
 RESCANNED = ("vaes", "hires_upscalers", "upscalers")     # lists read again when the control is opened
 

@@ -8,7 +8,7 @@ import gradio as gr
 from studio.serving.studio import Studio
 from studio.ui import live, plots
 from studio.ui.form import Form
-from studio.requests.sd_upscale import FIELDS as SD_UPSCALE_FIELDS
+from studio.requests.tools import without_tools
 from studio.ui.jobs import dispatched, event_function, run_job, run_tool_job
 from studio.upscale import img2img_tool
 from studio.ui.widgets import ResultsPanel, prompt_controls, result_outputs, results_panel
@@ -34,8 +34,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, gr.Image, Form]:
         if tool is not None:
             yield from run_tool_job(studio, tool, raw, progress, request)
         else:
-            yield from run_job(studio, "img2img", {k: v for k, v in raw.items() if k not in SD_UPSCALE_FIELDS},
-                               progress, request)
+            yield from run_job(studio, "img2img", without_tools(raw), progress, request)
 
     inputs, params = form.inputs(image), form.params("image")
     form.click(generate)(event_function(img2img, params, DOC), inputs, result_outputs(panel), api_name="img2img",

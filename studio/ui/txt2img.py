@@ -11,7 +11,7 @@ from studio.outputs.pnginfo import read_info
 from studio.serving.studio import Studio
 from studio.ui import live, plots
 from studio.ui.pnginfo import offered, ui_value
-from studio.requests.hires import FIELDS as HIRES_FIELDS
+from studio.requests.tools import without_tools
 from studio.ui.form import Form
 from studio.ui.jobs import dispatched, event_function, run_job, run_tool_job
 from studio.upscale import txt2img_tool
@@ -48,8 +48,7 @@ def build(studio: Studio, native: int) -> tuple[ResultsPanel, Form]:
         if tool is not None:
             yield from run_tool_job(studio, tool, raw, progress, request)
         else:
-            yield from run_job(studio, "txt2img", {k: v for k, v in raw.items() if k not in HIRES_FIELDS},
-                               progress, request)
+            yield from run_job(studio, "txt2img", without_tools(raw), progress, request)
 
     inputs, params = form.inputs(), form.params()
     event = event_function(txt2img, params, DOC)

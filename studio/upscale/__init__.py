@@ -11,16 +11,23 @@ from __future__ import annotations
 def txt2img_tool(studio, raw: dict):
     """The composing run a text-to-image request needs (called as tool(studio, raw, sequence,
     on_progress)), or None for a plain generation: the hires fix when it is on; drawing at the
-    native size and upscaling for a size far above the model's."""
+    native size and upscaling for a size far above the model's; either (or the plain generation)
+    followed by the detailer when it is on (studio/detailer)."""
     from studio.upscale.hires import run_hires
     from studio.upscale.native import oversized, run_from_native
-    if raw.get("hires"):
-        return run_hires
-    return run_from_native if oversized(studio, raw) else None
+    base = run_hires if raw.get("hires") else run_from_native if oversized(studio, raw) else None
+    return _detailed(base, "txt2img") if raw.get("ad_enable") else base
 
 
 def img2img_tool(studio, raw: dict):
-    """The composing run an image-to-image request needs, or None: SD upscale when it is on."""
+    """The composing run an image-to-image request needs, or None: SD upscale when it is on, and
+    the detailer after it (or after the plain request) when that is on."""
     from studio.requests.sd_upscale import SWITCH
     from studio.upscale.sd_upscale import run_sd_upscale
-    return run_sd_upscale if raw.get(SWITCH) else None
+    base = run_sd_upscale if raw.get(SWITCH) else None
+    return _detailed(base, "img2img") if raw.get("ad_enable") else base
+
+
+def _detailed(base, mode: str):
+    from studio.detailer.detail import with_detailer
+    return with_detailer(base, mode)

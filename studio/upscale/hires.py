@@ -11,7 +11,6 @@ runs no second pass: the first pass's picture upscaled is the result, saved with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,20 +19,15 @@ from PIL import Image
 from studio.errors import InvalidRequest, StudioError
 from studio.outputs.metadata import format_parameters, parse_parameters
 from studio.requests import GeneratedImage, GenerationRequest
-from studio.requests.hires import FIELDS, LATENT, Hires, take_hires
-from studio.serving.sequence import Sequence
+from studio.requests.hires import LATENT, Hires, take_hires
+from studio.requests.tools import without_tools
+from studio.serving.sequence import ComposedResult, Sequence
 from studio.models.upscalers import upscaler_names
 from studio.requests.parsers import array
 from studio.requests.upscale import UpscaleRequest
 
 
-@dataclass
-class HiresResult:
-    images: list[GeneratedImage] = field(default_factory=list)        # the second passes
-    first_pass: list[GeneratedImage] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    stopped: bool = False
-    seed: int | None = None
+HiresResult = ComposedResult          # images: the second passes; first_pass: the first
 
 
 def hires_upscalers(studio) -> list[str]:
@@ -108,6 +102,7 @@ def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
     hires = take_hires(raw, hires_upscalers(studio), studio.limits)
     if hires is None:
         raise InvalidRequest("Hires fix is off.")
+    raw = without_tools(raw)
     first = studio.make_request("txt2img", keep_latents=hires.latent, **raw)
     native = studio.model_info().native_size
     width, height = bigger((first.width or native, first.height or native), hires.scale)
@@ -119,7 +114,7 @@ def run_hires(studio, raw: dict, sequence: Sequence,
               on_progress: Callable[[float, str], None] | None = None) -> HiresResult:
     """First pass, then for each of its pictures the upscale and the second pass."""
     first, hires = plan_hires(studio, raw)
-    raw = {k: v for k, v in raw.items() if k not in FIELDS}
+    raw = without_tools(raw)
     result = HiresResult()
     say = on_progress or (lambda done, text: None)
     made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total / 2,

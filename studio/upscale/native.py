@@ -13,8 +13,9 @@ from typing import Callable
 
 from studio.requests import MIN_SIDE
 from studio.serving.sequence import Sequence
-from studio.requests.hires import FIELDS as HIRES_FIELDS
-from studio.upscale.hires import HiresResult, saved_upscale
+from studio.requests.tools import without_tools
+from studio.serving.sequence import ComposedResult
+from studio.upscale.hires import saved_upscale
 
 OVERSIZE = 2.0
 UPSCALER = "Lanczos"
@@ -44,20 +45,20 @@ def plan_from_native(studio, raw: dict):
     """The request that is drawn, checked before anything runs (the size asked for too: within
     this studio's limits, as if it were drawn)."""
     size = oversized(studio, raw)
-    fields = {k: v for k, v in raw.items() if k not in HIRES_FIELDS}
+    fields = without_tools(raw)
     studio.make_request("txt2img", **{**fields, "width": size[0], "height": size[1]})
     drawn = drawn_size(size, studio.model_info().native_size)
     return studio.make_request("txt2img", **{**fields, "width": drawn[0], "height": drawn[1]})
 
 
 def run_from_native(studio, raw: dict, sequence: Sequence,
-                    on_progress: Callable[[float, str], None] | None = None) -> HiresResult:
+                    on_progress: Callable[[float, str], None] | None = None) -> ComposedResult:
     size, native = oversized(studio, raw), studio.model_info().native_size
     drawn = drawn_size(size, native)
     first = plan_from_native(studio, raw)
     say = on_progress or (lambda done, text: None)
     made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total, f"Step {u.done}/{u.total}"))
-    result = HiresResult()
+    result = ComposedResult()
     if made is None or made.stopped or not made.images:
         result.stopped, result.notes = made is None or made.stopped, made.notes if made else ["Stopped."]
         return result

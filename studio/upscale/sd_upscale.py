@@ -22,9 +22,10 @@ from studio.models.upscalers import upscaler_names
 from studio.outputs.metadata import format_parameters, parse_parameters
 from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest
 from studio.requests.sd_upscale import SdUpscale, take_sd_upscale
+from studio.requests.tools import without_tools
 from studio.requests.upscale import UpscaleRequest
 from studio.serving.sequence import Sequence
-from studio.upscale.hires import HiresResult
+from studio.serving.sequence import ComposedResult
 
 KIND = "sdupscale"           # NNNNN-sdupscale.png
 SCRIPT = "sd upscale"        # A1111's script name (REST script_name, /scripts)
@@ -90,6 +91,7 @@ def plan_sd_upscale(studio, raw: dict) -> tuple[dict, GenerationRequest, SdUpsca
     settings = take_sd_upscale(raw, upscalers(studio), studio.limits)
     if settings is None:
         raise InvalidRequest("SD upscale is off.")
+    raw = without_tools(raw)
     request = studio.make_request("img2img", **raw)
     width, height = upscaled_size(request, settings)
     if width * height > studio.limits.max_pixels * 4:
@@ -104,11 +106,11 @@ def upscaled_size(request: GenerationRequest, settings: SdUpscale) -> tuple[int,
 
 
 def run_sd_upscale(studio, raw: dict, sequence: Sequence,
-                   on_progress: Callable[[float, str], None] | None = None) -> HiresResult:
+                   on_progress: Callable[[float, str], None] | None = None) -> ComposedResult:
     """Upscale, redraw each tile, blend, save."""
     raw, request, settings = plan_sd_upscale(studio, raw)
     say = on_progress or (lambda done, text: None)
-    result = HiresResult(notes=["SD upscale makes one picture per input: batch count and size were not used."]
+    result = ComposedResult(notes=["SD upscale makes one picture per input: batch count and size were not used."]
                          if request.batch_count * request.batch_size > 1 else [])
     source, size = Image.fromarray(request.image), upscaled_size(request, settings)
     say(0.0, f"Upscaling ({settings.upscaler})")
