@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from studio.detailer.detectors import DETECTORS, Box, detector_names
-from studio.outputs.metadata import format_parameters, parse_parameters
+from studio.outputs.metadata import add_keys
 from studio.requests import GeneratedImage, request_fields
 from studio.requests.detailer import Detailer, take_detailer
 from studio.requests.tools import without_tools
@@ -112,9 +112,7 @@ def detail_picture(studio, picture: GeneratedImage, settings: Detailer,
 def _save(studio, sequence: Sequence, pixels: np.ndarray, picture: GeneratedImage, settings: Detailer,
           boxes: list[Box]) -> GeneratedImage:
     from PIL import Image
-    prompt, negative, keys = parse_parameters(picture.parameters)
-    version = keys.pop("Version", None)
-    text = format_parameters(prompt, negative, {**keys, **settings.recipe(), "Version": version})
+    text = add_keys(picture.parameters, settings.recipe())
     data = {**picture.data, "adetailer": {**settings.recipe(),
                                           "boxes": [[b.x0, b.y0, b.x1, b.y1, b.score] for b in boxes]}}
     image = Image.fromarray(pixels)

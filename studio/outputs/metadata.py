@@ -83,6 +83,14 @@ def format_parameters(prompt: str, negative_prompt: str, fields: dict[str, objec
     return text
 
 
+def add_keys(parameters: str, keys: dict[str, object]) -> str:
+    """A1111 infotext with `keys` added (or replacing the same keys), `Version` kept last: how a
+    picture made from another (an upscale, a grid, a detailed or tiled redraw) records both."""
+    prompt, negative, fields = parse_parameters(parameters)
+    version = fields.pop("Version", None)
+    return format_parameters(prompt, negative, {**fields, **keys, "Version": version})
+
+
 def _parse_fields(line: str) -> dict[str, str] | None:
     """Parse a whole "Key: value, ..." line, or return None if any part doesn't fit."""
     stripped = line.strip()

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
-from studio.outputs.metadata import format_parameters, parse_parameters, strict_json
+from studio.outputs.metadata import add_keys, strict_json
 from studio.plots.axes import NO_PRESET, Axis, read_axis
 from studio.plots.grid import draw_grid
 from studio.requests import MAX_SEED, GeneratedImage, GenerationRequest, GenerationResult
@@ -249,9 +249,7 @@ def save_grid(result: PlotResult, studio, user: str | None = None) -> Path | Non
     if not result.images:
         return None
     first = next(iter(sorted(result.images.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]))))[1]
-    prompt, negative, settings = parse_parameters(first.parameters)
-    version = settings.pop("Version", None)
-    parameters = format_parameters(prompt, negative, {**settings, **result.plot.describe, "Version": version})
+    parameters = add_keys(first.parameters, result.plot.describe)
     data = strict_json({
         "format": 1, "kind": result.plot.kind, "describe": result.plot.describe,
         "x_labels": result.plot.x_labels, "y_labels": result.plot.y_labels, "z_labels": result.plot.z_labels,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from studio.errors import GenerationStopped, InvalidRequest
 from studio.inputs import load_image
-from studio.outputs.metadata import PARAMETERS_KEY, format_parameters, parse_parameters, strict_json
+from studio.outputs.metadata import PARAMETERS_KEY, add_keys, format_parameters, strict_json
 from studio.fields import bounded, in_range, number
 from studio.models.upscalers import target_size, upscaler_names
 from studio.requests.parsers import array
@@ -91,9 +91,7 @@ def _record(source: Image.Image, parameters: str, size: tuple[int, int], s: Upsc
     if s.second != NONE and s.second_visibility > 0:
         keys.update({"Postprocess upscaler 2": s.second, "Postprocess upscaler 2 visibility": s.second_visibility})
     if parameters:
-        prompt, negative, settings = parse_parameters(parameters)
-        version = settings.pop("Version", None)
-        text = format_parameters(prompt, negative, {**settings, **keys, "Version": version})
+        text = add_keys(parameters, keys)
     else:       # no generation to keep: the keys line alone, as A1111 writes an upscaled photo
         text = format_parameters("", "", keys).rsplit("\n", 1)[-1]
     data = strict_json({"format": 1, "kind": "upscale", "postprocess": keys, "width": size[0], "height": size[1],

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from studio.errors import InvalidRequest, StudioError
-from studio.outputs.metadata import format_parameters, parse_parameters
+from studio.outputs.metadata import add_keys
 from studio.requests import GeneratedImage, GenerationRequest
 from studio.requests.hires import LATENT, Hires, take_hires
 from studio.requests.tools import without_tools
@@ -27,7 +27,6 @@ from studio.requests.parsers import array
 from studio.requests.upscale import UpscaleRequest
 
 
-HiresResult = ComposedResult          # images: the second passes; first_pass: the first
 
 
 def hires_upscalers(studio) -> list[str]:
@@ -78,10 +77,7 @@ def saved_upscale(picture: GeneratedImage, size: tuple[int, int], upscaler: str,
     """`picture` upscaled to `size` and saved with its parameters and `keys` (`Size` the new one
     when `final_size`, as a hires fix records it; else the drawn one, as Extras keeps it); the
     run's result, or None when stopped."""
-    prompt, negative, settings = parse_parameters(picture.parameters)
-    version = settings.pop("Version", None)
-    sized = {"Size": f"{size[0]}x{size[1]}"} if final_size else {}
-    text = format_parameters(prompt, negative, {**settings, **keys, **sized, "Version": version})
+    text = add_keys(picture.parameters, {**keys, **({"Size": f"{size[0]}x{size[1]}"} if final_size else {})})
     data = {**picture.data, "width": size[0], "height": size[1], "upscaled": {"upscaler": upscaler, **keys}}
     done = sequence.run(UpscaleRequest(image=array(picture.image.convert("RGB")), size=size, upscaler=upscaler,
                                        crop=crop, parameters=text, data=data))
@@ -111,11 +107,11 @@ def plan_hires(studio, raw: dict) -> tuple[GenerationRequest, Hires]:
 
 
 def run_hires(studio, raw: dict, sequence: Sequence,
-              on_progress: Callable[[float, str], None] | None = None) -> HiresResult:
+              on_progress: Callable[[float, str], None] | None = None) -> ComposedResult:
     """First pass, then for each of its pictures the upscale and the second pass."""
     first, hires = plan_hires(studio, raw)
     raw = without_tools(raw)
-    result = HiresResult()
+    result = ComposedResult()            # images: the second passes; first_pass: the first
     say = on_progress or (lambda done, text: None)
     made = sequence.run(first, lambda u: u.kind == "progress" and say(u.done / u.total / 2,
                                                                       f"First pass: step {u.done}/{u.total}"))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from studio.errors import InvalidRequest
 from studio.models.upscalers import upscaler_names
-from studio.outputs.metadata import format_parameters, parse_parameters
+from studio.outputs.metadata import add_keys
 from studio.requests import MAX_SEED, MIN_SIDE, GeneratedImage, GenerationRequest
 from studio.requests.sd_upscale import SdUpscale, take_sd_upscale
 from studio.requests.tools import without_tools
@@ -144,11 +144,8 @@ def run_sd_upscale(studio, raw: dict, sequence: Sequence,
 def _save(studio, sequence: Sequence, image: Image.Image, tile: GeneratedImage, settings: SdUpscale, grid: Tiling,
           source: Image.Image) -> GeneratedImage:
     """The finished picture with the tiles' parameters, its size and the SD upscale settings."""
-    prompt, negative, fields = parse_parameters(tile.parameters)
-    version = fields.pop("Version", None)
     keys = settings.recipe()
-    text = format_parameters(prompt, negative, {**fields, "Size": f"{image.width}x{image.height}", **keys,
-                                                "Version": version})
+    text = add_keys(tile.parameters, {"Size": f"{image.width}x{image.height}", **keys})
     data = {**tile.data, "width": image.width, "height": image.height,
             "sd_upscale": {**keys, "tiles": len(grid.origins), "tile": list(grid.tile)},
             "source": {"width": source.width, "height": source.height,
