@@ -53,18 +53,19 @@ def test_tiles_put_together_equal_the_whole_picture_upscaled_at_once():
     assert np.array_equal(np.asarray(whole), np.asarray(image).repeat(2, axis=0).repeat(2, axis=1))
 
 
-def test_a_model_upscaler_without_spandrel_says_what_to_install(tmp_path):
+def test_a_model_upscaler_without_spandrel_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from studio.models import arches, upscalers
     from studio.models.library import ModelLibrary
     (tmp_path / "upscalers").mkdir()
     (tmp_path / "upscalers" / "4x-test.pth").write_bytes(b"not read before spandrel is found")
     library = ModelLibrary(tmp_path)
     assert library.names()["upscalers"] == ["4x-test.pth"]
-    pytest.importorskip("torch")
-    try:
-        importlib.import_module("spandrel")
-        pytest.skip("spandrel is installed here")
-    except ImportError:
-        pass
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "spandrel" else find(name, *a))
+    monkeypatch.setattr(arches, "_module", None)
+    monkeypatch.setattr(upscalers, "_cache", {})
     with pytest.raises(StudioError, match="pip install spandrel"):
         upscale(noise(16, 16), (64, 64), "4x-test.pth", library)
 
@@ -211,62 +212,57 @@ def test_latents_to_start_from_are_checked(mode, latents, message):
         make_request(mode=mode, prompt="x", latents=latents, **extra)
 
 
-def test_a_model_upscaler_file_runs_through_spandrels_loader(tmp_path, monkeypatch):
-    """spandrel cannot be imported here (its torchvision needs CUDA libraries), so a stand-in with
-    its API (ModelLoader().load_from_state_dict -> ImageModelDescriptor with .scale, .to, .eval,
-    called on a 0-1 BCHW tensor) checks the studio's side: the file read as a state dict
-    (.pth through the weights-only unpickler, .safetensors), tiles, passes until the size is
-    reached, and the exact size asked for."""
-    import sys
-    import types
-
+def test_a_model_upscaler_file_runs_through_spandrel(tmp_path, monkeypatch):
+    """The real spandrel (torchvision stood in for where it cannot import: studio/models/arches.py)
+    on a random-weight ESRGAN in the original key layout (model.0.weight ...), as .pth (read
+    through the weights-only unpickler) and .safetensors: the studio's tiles and passes give what
+    spandrel's own model gives on the whole picture, at exactly the size asked for."""
     import torch
-    import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    from studio.models.library import ModelLibrary
     from studio.models import upscalers
+    from studio.models.arches import spandrel
+    from studio.models.library import ModelLibrary
 
-    class ImageModelDescriptor:
-        def __init__(self, scale):
-            self.scale, self.calls, self.device = scale, 0, None
-
-        def to(self, device):
-            self.device = device
-            return self
-
-        def eval(self):
-            return self
-
-        def __call__(self, tile):
-            self.calls += 1
-            assert tile.shape[-1] <= upscalers.TILE and 0 <= float(tile.min()) and float(tile.max()) <= 1
-            return F.interpolate(tile, scale_factor=self.scale, mode="nearest")
-
-    loaded = []
-
-    class ModelLoader:
-        def load_from_state_dict(self, state):
-            loaded.append(sorted(state))
-            loaded.append(descriptor := ImageModelDescriptor(int(state["scale"])))
-            return descriptor
-
-    monkeypatch.setitem(sys.modules, "spandrel", types.SimpleNamespace(
-        ModelLoader=ModelLoader, ImageModelDescriptor=ImageModelDescriptor))
-    monkeypatch.setattr(upscalers, "_cache", {})
+    spandrel()                                   # the import, with torchvision stood in where needed
+    from spandrel.architectures.ESRGAN import ESRGAN
+    torch.manual_seed(0)
+    model = ESRGAN(num_filters=8, num_blocks=1, scale=2).eval()
+    state = model.state_dict()
+    assert "model.0.weight" in state                      # ESRGAN's original layout
     (tmp_path / "upscalers").mkdir()
-    torch.save({"scale": torch.tensor(4), "body.weight": torch.zeros(3)}, tmp_path / "upscalers" / "4x-fake.pth")
-    save_file({"scale": torch.tensor(2)}, str(tmp_path / "upscalers" / "2x-fake.safetensors"))
+    torch.save(state, tmp_path / "upscalers" / "2x-tiny.pth")
+    save_file(state, str(tmp_path / "upscalers" / "2x-tiny.safetensors"))
+    monkeypatch.setattr(upscalers, "_cache", {})
     library = ModelLibrary(tmp_path)
-    image = noise(300, 40, seed=9)
-    four = upscale(image, (1200, 160), "4x-fake.pth", library)
-    assert loaded[0] == ["body.weight", "scale"] and loaded[1].calls == 2     # two tiles across 300 px
-    assert np.array_equal(np.asarray(four), np.asarray(image).repeat(4, axis=0).repeat(4, axis=1))
-    eight = upscale(image, (2400, 320), "2x-fake.safetensors", library)      # three 2x passes, exact size
-    assert eight.size == (2400, 320)
-    assert np.array_equal(np.asarray(eight), np.asarray(image).repeat(8, axis=0).repeat(8, axis=1))
-    odd = upscale(image, (500, 70), "4x-fake.pth", library)                  # one pass, then Lanczos down
-    assert odd.size == (500, 70)
+    image = noise(40, 24, seed=9)
+    with torch.inference_mode():
+        pixels = torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1)[None]
+        direct = (model(pixels).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    for name in ("2x-tiny.pth", "2x-tiny.safetensors"):
+        two = upscale(image, (80, 48), name, library)
+        assert np.abs(np.asarray(two).astype(int) - direct).max() <= 1, name
+    assert upscale(image, (320, 192), "2x-tiny.pth", library).size == (320, 192)     # three passes
+    assert upscale(image, (100, 60), "2x-tiny.pth", library).size == (100, 60)       # then Lanczos
+    tiled = run_tiled(upscalers._load(library.get("upscalers", "2x-tiny.pth").path, "cpu").run, 2,
+                      noise(300, 40, seed=3))
+    assert tiled.size == (600, 80)
+
+
+def test_a_face_restorer_is_not_taken_for_an_upscaler(tmp_path, monkeypatch):
+    import torch
+    from studio.models import upscalers
+    from studio.models.arches import spandrel
+    from studio.models.library import ModelLibrary
+    spandrel()
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+    state = RestoreFormer(n_embed=16, embed_dim=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                          attn_resolutions=(), resolution=64, z_channels=8).state_dict()
+    (tmp_path / "upscalers").mkdir()
+    torch.save(state, tmp_path / "upscalers" / "faces.pth")
+    monkeypatch.setattr(upscalers, "_cache", {})
+    with pytest.raises(StudioError, match="not an upscaling model .*RestoreFormer"):
+        upscale(noise(16, 16), (64, 64), "faces.pth", ModelLibrary(tmp_path))
 
 
 def test_an_upscale_is_a_job_of_the_fair_queue_for_its_user(studio, monkeypatch):

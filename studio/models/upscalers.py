@@ -2,8 +2,8 @@
 architectures spandrel knows) from models/upscalers when spandrel is installed, run in tiles so a
 big picture fits in memory.
 
-Model files are read as state dicts only (.safetensors, or .pth through torch's weights-only
-unpickler); spandrel recognises the architecture from the tensors. The model runs under the model
+Model files are read as state dicts only (studio/models/arches.py); spandrel recognises the
+architecture from the tensors. The model runs under the model
 manager's lock, so it never shares the GPU with a generation in progress; callers reach it as a
 job of the dispatcher (an UpscaleRequest: studio/generation/upscale.py), never on their own thread.
 """
@@ -88,22 +88,12 @@ def _load(path: Path, device: str) -> ModelUpscaler:
 
 def _read(path: Path, device: str) -> ModelUpscaler:
     import torch
-    try:
-        from spandrel import ImageModelDescriptor, ModelLoader
-    except ImportError:
-        raise StudioError("Model upscalers need spandrel: pip install spandrel (with a torchvision that "
-                          "matches your torch).") from None
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        descriptor = ModelLoader().load_from_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to replace
-        raise StudioError(f"{path.name} is not an upscaler spandrel can read: {exc}") from None
-    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.scale < 1:
-        raise StudioError(f"{path.name} is not an upscaling model (it is a {type(descriptor).__name__}).")
+    from studio.models.arches import read_model, spandrel
+    descriptor = read_model(path, "an upscaler")
+    if not isinstance(descriptor, spandrel().ImageModelDescriptor) or descriptor.purpose not in ("SR", "Restoration") \
+            or descriptor.scale < 1:
+        raise StudioError(f"{path.name} is not an upscaling model (spandrel reads it as "
+                          f"{descriptor.architecture.name}, a {descriptor.purpose} model).")
     descriptor.to(device).eval()
 
     def run(tile):
