@@ -35,8 +35,9 @@ def test_endpoints_have_the_request_field_names(client):
     addons = ["loras", "vae", "clip_skip", "variants", "references", "reference_strength",
               "reference_method", "regions_ratio", "base_ratio", "regions_mask", "control", "feature_cache", "tiling"]
     txt2img = [*common[:10], "slg_scale", *common[10:]]        # SD 3.5's skip-layer guidance: text-to-image
-    detailer = ["ad_enable", "ad_model", "ad_confidence", "ad_prompt", "ad_negative_prompt", "ad_denoising_strength",
-                "ad_dilate_erode", "ad_mask_blur", "ad_inpaint_padding"]
+    faces = ["restore_faces", "face_restorer", "face_detector", "face_visibility", "codeformer_weight", "face_confidence"]
+    detailer = faces + ["ad_enable", "ad_model", "ad_confidence", "ad_prompt", "ad_negative_prompt",
+                        "ad_denoising_strength", "ad_dilate_erode", "ad_mask_blur", "ad_inpaint_padding"]
     assert names["/txt2img"] == txt2img + addons + ["variation_seed", "variation_strength", "hires", "hires_scale",
                                                     "hires_steps", "hires_strength", "hires_upscaler"] + detailer
     assert names["/img2img"] == ["image"] + common + ["strength"] + addons + ["sd_upscale", "sd_upscale_scale",

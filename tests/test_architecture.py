@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     "studio.samplers": 0, "studio.requests": 0,
     # low: models and their add-ons, the model families, prompts, the outputs folder and metadata
     "studio.models": 1, "studio.families": 1, "studio.prompts": 1, "studio.outputs": 1, "studio.control": 1,
+    "studio.face_restoration": 1,
     # the engine: one request's stages
     "studio.generation": 2,
     # serving: the dispatcher, its backends (in-process and Ray workers), the Studio callers get

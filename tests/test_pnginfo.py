@@ -64,6 +64,25 @@ def test_a1111_parameters_fill_the_studio_fields():
     assert make_request(mode="txt2img", **info.fields).scheduler == "DPM++ 2M Karras"
 
 
+def test_the_finishing_tools_keys_switch_them_on_with_their_settings():
+    """ADetailer's, face restoration's and SD upscale's keys (each written under its field's
+    label) come back as the tools' fields, so Send to a tab restores their panels; a picture
+    without them leaves the tools off."""
+    text = ("a red fox\nSteps: 20, Sampler: Euler, Seed: 3, Size: 64x64, ADetailer model: shapes, "
+            "ADetailer prompt: \"a large red circle, centred\", ADetailer confidence: 0.3, ADetailer mask blur: 4, "
+            "ADetailer denoising strength: 0.6, ADetailer inpaint only masked: True, "
+            "Face restoration: GFPGANv1.4.pth, Face restoration visibility: 0.8, CodeFormer weight: 0.3, "
+            "SD upscale scale: 2, SD upscale overlap: 64, SD upscale upscaler: Lanczos")
+    fields = read_info(picture({"parameters": text})).fields
+    assert fields["ad_enable"] is True and fields["ad_model"] == "shapes" and fields["ad_denoising_strength"] == 0.6
+    assert fields["ad_prompt"] == "a large red circle, centred" and fields["ad_mask_blur"] == 4
+    assert fields["restore_faces"] is True and fields["face_restorer"] == "GFPGANv1.4.pth"
+    assert fields["face_visibility"] == 0.8 and fields["codeformer_weight"] == 0.3
+    assert fields["sd_upscale"] is True and fields["sd_upscale_overlap"] == 64 and fields["sd_upscale_scale"] == 2
+    plain = read_info(picture({"parameters": A1111_TEXT})).fields
+    assert not {"ad_enable", "restore_faces", "sd_upscale"} & set(plain)
+
+
 def test_a1111_in_a_jpeg_exif_user_comment():
     exif = Image.Exif()
     exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + A1111_TEXT.encode("utf-16-be")

@@ -267,7 +267,7 @@ def test_extra_single_image_upscales_and_saves(rest, own_studio):
                                                               "upscaler_1": "Nearest"}).json()
     assert decoded(answer["image"]).size == (96, 80)
     refused = rest.post("/sdapi/v1/extra-single-image", json={"image": b64png(noisy()), "gfpgan_visibility": 1})
-    assert refused.status_code == 400 and "Face restoration" in refused.json()["detail"]
+    assert refused.status_code == 400 and "gfpgan file in models/face_restorers" in refused.json()["detail"]
 
 
 def test_unknown_sampler_falls_back_and_says_so(rest):

@@ -306,11 +306,23 @@ def prompt_styles(studio: Studio) -> list[dict]:
 
 
 def upscalers(studio: Studio) -> list[dict]:
-    """None, the built-in ones, then the models in models/upscalers (by file name; the scale a
-    model has is known once it is loaded, so 4, the usual, is said)."""
+    """None, the built-in ones, then the models in models/upscalers when spandrel can run them
+    (by file name; the scale a model has is known once it is loaded, so 4, the usual, is said)."""
+    from studio.models.arches import available
+    files = studio.names("upscalers") if available() else []
     return [{"name": name, "model_name": None if name in ("None", "Lanczos", "Nearest") else name,
              "model_path": None, "model_url": None, "scale": 4}
-            for name in ("None", *upscaler_names(studio.names("upscalers")))]
+            for name in ("None", *upscaler_names(files))]
+
+
+def face_restorers(studio: Studio) -> list[dict]:
+    """The files in models/face_restorers when spandrel can run them and a face detector is there
+    to find the faces (A1111's shape: name and folder)."""
+    from studio.models.arches import available
+    if not (available() and studio.names("detectors")):
+        return []
+    return [{"name": name, "cmd_dir": str(studio.file_of("face_restorers", name).parent)}
+            for name in studio.names("face_restorers")]
 
 
 def sd_upscale_info(studio: Studio) -> dict:

@@ -13,6 +13,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,15 @@ from studio.samplers import SCHEDULERS, from_a1111
 from studio.inputs import decode_base64, load_image
 from studio.requests import MIN_SIDE, GenerationRequest, GenerationResult, request_fields
 from studio.serving.studio import Studio
-from studio.upscale.extras import UpscaleSettings, read_settings
+from studio.upscale.extras import NONE, UpscaleSettings, read_settings
+from studio.upscale.faces import plan_faces
 from studio.upscale.hires import hires_upscalers, plan_hires
 from studio.upscale.native import oversized, plan_from_native
 from studio.upscale.sd_upscale import SCRIPT as SD_UPSCALE, plan_sd_upscale, run_sd_upscale
 from studio.upscale import img2img_tool, txt2img_tool
 from studio.detailer.detail import plan_detailer
 from studio.requests.detailer import FIELDS as DETAILER_FIELDS
+from studio.requests.face_restoration import RESTORER_FILES
 from studio.requests.tools import without_tools
 
 
@@ -141,15 +144,11 @@ def _check_scripts(body: Txt2ImgBody) -> None:
         raise ApiError(422, f"always on script {title} not found")
 
 
-UNSUPPORTED = (("restore_faces", "Face restoration is not available here: the faces were not restored."),)
-
-
 def _common(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str]) -> dict[str, Any]:
     """Raw studio fields from the parts txt2img and img2img share."""
     _check_scripts(body)
     scheduler, sampler_notes = from_a1111(body.sampler_name or body.sampler_index, body.scheduler)
     notes += sampler_notes
-    notes += [text for name, text in UNSUPPORTED if getattr(body, name)]
     override = body.override_settings or {}
     known = [s for s in body.styles if s in studio.style_names()]
     if len(known) > 1:
@@ -177,7 +176,8 @@ def body_fields(body: Txt2ImgBody, mode: str) -> dict[str, Any]:
 
 def txt2img(body: Txt2ImgBody, studio: Studio, options: Options) -> Translated:
     notes: list[str] = []
-    raw = {**_common(body, studio, options, notes), **_adetailer(body, studio, "txt2img", notes)}
+    raw = {**_common(body, studio, options, notes), **_faces(body, studio, options, notes),
+           **_adetailer(body, studio, "txt2img", notes)}
     if body.enable_hr:
         raw.update(_hires(body, studio, notes))
     tool = txt2img_tool(studio, raw)
@@ -202,6 +202,24 @@ def _adetailer(body: Txt2ImgBody, studio: Studio, mode: str, notes: list[str]) -
         notes.append(f"ADetailer: the first of {len(units)} units runs here.")
     fields = {"ad_enable": True, **{k: v for k, v in units[0].items() if k in DETAILER_FIELDS and k != "ad_enable"}}
     plan_detailer(studio, fields, mode)
+    return fields
+
+
+def _faces(body: Txt2ImgBody, studio: Studio, options: Options, notes: list[str]) -> dict[str, Any]:
+    """`restore_faces` with A1111's settings: the restorer its `face_restoration_model` option names
+    (a file whose name holds it, as "CodeFormer" -> codeformer.pth; else the first file) and its
+    `code_former_weight`. Without the files A1111's answer stands (200) with a note that names them."""
+    if not body.restore_faces:
+        return {}
+    chosen, restorers = options.get(), studio.names("face_restorers")
+    wanted = str(chosen.get("face_restoration_model") or "").lower()
+    named = next((n for n in restorers if wanted and wanted in Path(n).stem.lower()), "")
+    fields = {"restore_faces": True, "face_restorer": named, "codeformer_weight": chosen.get("code_former_weight", 0.5)}
+    try:
+        plan_faces(studio, fields)
+    except InvalidRequest as exc:
+        notes.append(f"{exc} The faces were not restored.")
+        return {}
     return fields
 
 
@@ -249,6 +267,9 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
     detailer = _adetailer(body, studio, "img2img", notes)
     if detailer and body.mask:
         raise InvalidRequest("ADetailer runs after text to image and image to image here, not after inpainting.")
+    if body.mask and body.restore_faces:
+        notes.append("Restore faces runs after text to image and image to image here, not after inpainting.")
+    finishing = {**({} if body.mask else _faces(body, studio, options, notes)), **detailer}
     size, lim = (body.width or 0, body.height or 0), studio.limits       # not sent: the picture's own size
     resize = MIN_SIDE <= min(size) and max(size) <= lim.max_side and size[0] * size[1] <= lim.max_pixels
     mode = "inpaint" if body.mask else "img2img"
@@ -270,10 +291,10 @@ def img2img(body: Img2ImgBody, studio: Studio, options: Options) -> Translated:
         fields = {**raw, "seed": raw["seed"] + i if raw["seed"] >= 0 else -1,
                   "batch_size": raw["batch_size"] if len(body.init_images) == 1 else 1}
         requests.append(studio.make_request(mode, image=image, **{**fields, **extra}))
-        if detailer:          # the first init image, detailed after its image to image
+        if finishing:          # the first init image, finished after its image to image
             if len(body.init_images) > 1:
-                notes.append("ADetailer runs on the first init image only.")
-            raw_first = {**fields, **detailer, "image": image}
+                notes.append("Restore faces and ADetailer run on the first init image only.")
+            raw_first = {**fields, **finishing, "image": image}
             return Translated("img2img", requests, notes, hires=raw_first, tool=img2img_tool(studio, raw_first))
     return Translated("img2img", requests, notes)
 
@@ -298,17 +319,31 @@ def _sd_upscale(body: Img2ImgBody, studio: Studio, raw: dict[str, Any], notes: l
     return Translated("img2img", [plan_sd_upscale(studio, raw)[1]], notes, hires=raw, tool=run_sd_upscale)
 
 
+# extra-single-image's face restorers: its visibility field -> the words a file of that kind is named by
+EXTRAS_RESTORERS = {"gfpgan_visibility": ("gfpgan", "restoreformer"), "codeformer_visibility": ("codeformer",)}
+
+
 def extras_settings(body: ExtrasSingleBody, studio: Studio) -> UpscaleSettings:
-    """extra-single-image's fields as the studio's upscale settings (face restoration is not
-    done here: asking for it is refused rather than ignored)."""
-    if body.gfpgan_visibility or body.codeformer_visibility:
-        raise InvalidRequest("Face restoration (GFPGAN, CodeFormer) is not available here; set its visibility to 0.")
+    """extra-single-image's fields as the studio's upscale settings; GFPGAN's or CodeFormer's
+    visibility picks a restorer file named so (one restorer a picture here)."""
     if body.resize_mode not in (0, 1):
         raise InvalidRequest(f"resize_mode must be 0 (by a factor) or 1 (to a size), got {body.resize_mode}.")
+    asked = [(name, words) for name, words in EXTRAS_RESTORERS.items() if getattr(body, name)]
+    if len(asked) > 1:
+        raise InvalidRequest("One face restorer a picture here: set gfpgan_visibility or codeformer_visibility, "
+                             "not both.")
+    restorer, visibility = NONE, 1.0
+    for name, words in asked:
+        files = studio.names("face_restorers")
+        restorer = next((n for n in files if any(w in n.lower() for w in words)), None)
+        if restorer is None:
+            raise InvalidRequest(f"{name} asks for a {words[0]} file in models/face_restorers (there: "
+                                 f"{', '.join(files) or 'none'}); put e.g. {RESTORER_FILES} there.")
+        visibility = getattr(body, name)
     by = body.resize_mode == 0
     return read_settings(studio, body.upscaler_1, body.upscaling_resize, 0 if by else body.upscaling_resize_w,
                          0 if by else body.upscaling_resize_h, body.upscaling_crop, body.upscaler_2,
-                         body.extras_upscaler_2_visibility)
+                         body.extras_upscaler_2_visibility, restorer, visibility, body.codeformer_weight)
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -349,8 +384,9 @@ def info(body: Txt2ImgBody, translated: Translated, results: list[GenerationResu
         **_subseeds(body, request, images),
         "width": first.get("width", request.width), "height": first.get("height", request.height),
         "sampler_name": SCHEDULERS[request.scheduler].sampler, "cfg_scale": request.cfg_scale,
-        "steps": request.steps, "batch_size": request.batch_size, "restore_faces": False,
-        "face_restoration_model": None, "sd_model_name": model.get("name", request.model),
+        "steps": request.steps, "batch_size": request.batch_size, "restore_faces": "faces" in first,
+        "face_restoration_model": (first.get("face_restoration") or {}).get("Face restoration"),
+        "sd_model_name": model.get("name", request.model),
         "sd_model_hash": model.get("hash") or None, "sd_vae_name": vae.get("name"),
         "sd_vae_hash": vae["sha256"][:10] if vae.get("sha256") else None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1,

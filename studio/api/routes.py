@@ -231,7 +231,7 @@ def api_routes(studio: Studio, auth: list[tuple[str, str]]) -> list[BaseRoute]:
         "/latent-upscale-modes": lambda: [{"name": name} for name in LATENT], "/sd-vae": lambda: catalog.sd_vae(studio),
         "/loras": lambda: catalog.loras(studio), "/embeddings": lambda: catalog.embeddings(studio),
         "/prompt-styles": lambda: catalog.prompt_styles(studio), "/hypernetworks": lambda: [],
-        "/face-restorers": lambda: [], "/realesrgan-models": lambda: [], "/script-info": lambda: [catalog.sd_upscale_info(studio)],
+        "/face-restorers": lambda: catalog.face_restorers(studio), "/realesrgan-models": lambda: [], "/script-info": lambda: [catalog.sd_upscale_info(studio)],
         "/scripts": lambda: {"txt2img": [controlnet.SCRIPT, regions.SCRIPT],
                              "img2img": [SD_UPSCALE, controlnet.SCRIPT, regions.SCRIPT]},
         "/extensions": lambda: [],

@@ -8,18 +8,13 @@ undetailed one (saved as it was made) after it."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from studio.detailer.detectors import DETECTORS, Box, detector_names
+from studio.detailer.detectors import Box, detect, detector_names
 from studio.outputs.metadata import add_keys
 from studio.requests import GeneratedImage, request_fields
 from studio.requests.detailer import Detailer, take_detailer
-from studio.requests.tools import without_tools
-from studio.serving.sequence import ComposedResult, Sequence
-
-Tool = Callable[..., ComposedResult]
+from studio.serving.sequence import ComposedResult, Sequence, Tool, finish_each
 
 
 def with_detailer(base: Tool | None, mode: str) -> Tool:
@@ -31,39 +26,18 @@ def with_detailer(base: Tool | None, mode: str) -> Tool:
 
 def plan_detailer(studio, raw: dict, mode: str):
     """The detailer's settings from `raw`, checked (None when it is off)."""
-    return take_detailer(dict(raw), detector_names(), mode, studio.limits)
+    return take_detailer(dict(raw), detector_names(studio.names("detectors")), mode, studio.limits)
 
 
 def run_detailer(studio, raw: dict, sequence: Sequence, on_progress=None, *, base: Tool | None = None,
                  mode: str = "txt2img") -> ComposedResult:
     raw = dict(raw)
-    settings = take_detailer(raw, detector_names(), mode, studio.limits)
-    say = on_progress or (lambda done, text: None)
-    made = _made(studio, raw, sequence, base, mode, say)
-    if made.stopped or not made.images:
-        return made
-    result = ComposedResult(first_pass=[*made.images, *made.first_pass], notes=list(made.notes), seed=made.seed)
-    for n, picture in enumerate(made.images):
-        say(0.5 + n / len(made.images) / 2, f"Detailer: picture {n + 1}")
+    settings = take_detailer(raw, detector_names(studio.names("detectors")), mode, studio.limits)
+
+    def finish(picture: GeneratedImage):
         detailed, note = detail_picture(studio, picture, settings, sequence)
-        if detailed is None:
-            result.stopped = True
-            result.notes.append("Stopped: the detailer's redraws were not saved.")
-            break
-        result.images.append(detailed)
-        result.notes += [note] if note and note not in result.notes else []
-    return result
-
-
-def _made(studio, raw: dict, sequence: Sequence, base: Tool | None, mode: str, say) -> ComposedResult:
-    """The tab's own run, before the detailer."""
-    if base is not None:
-        return base(studio, raw, sequence, lambda done, text: say(done / 2, text))
-    done = sequence.run(studio.make_request(mode, **without_tools(raw)),
-                        lambda u: u.kind == "progress" and say(u.done / u.total / 2, f"Step {u.done}/{u.total}"))
-    if done is None or done.stopped:
-        return ComposedResult(stopped=True, notes=done.notes if done else ["Stopped."])
-    return ComposedResult(images=list(done.images), notes=list(done.notes), seed=done.seed)
+        return detailed, [note] if note else []
+    return finish_each(studio, raw, sequence, on_progress, base, mode, "Detailer", finish)
 
 
 def region_mask(box: Box, size: tuple[int, int], grow: int) -> np.ndarray:
@@ -88,7 +62,7 @@ def detail_picture(studio, picture: GeneratedImage, settings: Detailer,
                    sequence: Sequence) -> tuple[GeneratedImage | None, str]:
     """Every region redrawn in turn; the finished picture saved (None when stopped), and a note."""
     current = np.asarray(picture.image.convert("RGB"))
-    boxes = DETECTORS[settings.model](current, settings.confidence)
+    boxes = detect(settings.model, current, settings.confidence, lambda name: studio.file_of("detectors", name))
     if not boxes:
         return picture, f"Detailer: {settings.model} found nothing to redraw (confidence {settings.confidence:g})."
     fields, native = _fields(picture), studio.model_info().native_size

@@ -6,12 +6,17 @@ picture and a confidence threshold and returns boxes (x0, y0, x1, y1, score), be
              shape, scored by how much it stands out (its mean distance from the background / 255,
              doubled, at most 1)
 
-Detector files (YOLO `.pt` through ultralytics, MediaPipe's face model) are not read yet.
+    <file>   a detector file of models/detectors: OpenCV's YuNet face detector (.onnx), run by
+             OpenCV (studio/face_restoration/detect.py) — faces, as ADetailer's face models find
+
+YOLO `.pt` files (ultralytics) and MediaPipe's models are not read: ultralytics needs a torchvision
+that imports beside the studio's torch, and MediaPipe a runtime of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -49,5 +54,15 @@ def shapes(picture: np.ndarray, confidence: float) -> list[Box]:
 DETECTORS: dict[str, Callable[[np.ndarray, float], list[Box]]] = {"shapes": shapes}
 
 
-def detector_names() -> list[str]:
-    return list(DETECTORS)
+def detector_names(files: list[str] = ()) -> list[str]:
+    """The built-in detectors, then the files of models/detectors."""
+    return [*DETECTORS, *files]
+
+
+def detect(name: str, picture: np.ndarray, confidence: float, file_of: Callable[[str], Path]) -> list:
+    """The regions detector `name` finds in an RGB picture (boxes with x0, y0, x1, y1, score);
+    `file_of` finds a detector file by name."""
+    if name in DETECTORS:
+        return DETECTORS[name](picture, confidence)
+    from studio.face_restoration.detect import yunet
+    return yunet(file_of(name), picture, confidence)

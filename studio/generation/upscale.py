@@ -1,6 +1,7 @@
 """An UpscaleRequest run as a job (studio/requests/upscale.py): the picture through its upscaler
-(and a second one blended in), cropped or stretched to the size asked, saved with the record
-its caller made, before anyone sees it. Stop is heard between a model upscaler's tiles."""
+(and a second one blended in), cropped or stretched to the size asked, its faces restored when
+asked (studio/face_restoration), saved with the record its caller made, before anyone sees it.
+Stop is heard between a model upscaler's tiles."""
 
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ def upscale_job(request: UpscaleRequest, manager: ModelManager, library: ModelLi
         result = Image.blend(result, one(request.second), request.second_visibility)
     if drawn != size:
         result = ImageOps.fit(result, size, Image.LANCZOS)       # the centre, cut to the asked size
-    path = outputs.save(result, request.parameters, request.data, seed=0, kind="upscale")
-    return GenerationResult(request=request, seed=0,
-                            images=[GeneratedImage(path, result, 0, request.parameters, dict(request.data))])
+    data, notes = dict(request.data), []
+    if request.faces is not None:
+        from studio.face_restoration.run import restore_picture
+        result, faces = restore_picture(result, request.faces, library, manager)
+        data["faces"] = [[f.x0, f.y0, f.x1, f.y1, f.score] for f in faces]
+        notes += [] if faces else [f"Restore faces: {request.faces.detector} found no face "
+                                   f"(confidence {request.faces.confidence:g}); the picture is as it was."]
+    path = outputs.save(result, request.parameters, data, seed=request.seed, kind=request.kind)
+    return GenerationResult(request=request, seed=request.seed, notes=notes,
+                            images=[GeneratedImage(path, result, request.seed, request.parameters, data)])

@@ -1,6 +1,6 @@
 """The models folder: what an artist put in models/checkpoints, loras, vae, embeddings,
-ip-adapter, upscalers and controlnet (and what the studio ships: the embedded model's scribble
-ControlNet, BUILT_IN).
+ip-adapter, upscalers, controlnet, face_restorers and detectors (and what the studio ships: the
+embedded model's scribble ControlNet, BUILT_IN).
 
 Scanned at start and on the UI's refresh button. Anything typed into the UI or sent through the
 API names an entry of this library (or a hub id, read from the local cache only); a path is never
@@ -18,7 +18,7 @@ from studio.errors import InvalidRequest
 from studio.models.sources import CONTROL_FOLDER, CONTROL_NAME
 
 KINDS = ("checkpoints", "diffusion_models", "text_encoders", "loras", "vae", "embeddings", "ip-adapter", "upscalers",
-         "controlnet")
+         "controlnet", "face_restorers", "detectors")
 # ComfyUI's folders: transformers alone (Flux.1, SD 3.5) in diffusion_models, listed as models
 # beside the checkpoints; their CLIP and T5 files in text_encoders (studio/families/files.py)
 MODEL_KINDS = ("checkpoints", "diffusion_models")
@@ -56,7 +56,10 @@ class ModelLibrary:
             # weights-only unpickler, which refuses anything but tensors and plain data.
             # Upscalers (ESRGAN and kin) are mostly .pth state dicts: read the same way (never .pt,
             # which may be TorchScript, i.e. code).
+            # Face restorers (GFPGAN and kin) likewise; detectors are OpenCV's ONNX graphs (data, run
+            # by OpenCV's own runtime).
             suffixes = {"embeddings": WEIGHT_SUFFIXES + (".pt", ".bin"), "upscalers": WEIGHT_SUFFIXES + (".pth",),
+                        "face_restorers": WEIGHT_SUFFIXES + (".pth",), "detectors": (".onnx",),
                         "checkpoints": pickles + (".gguf",), "diffusion_models": pickles + (".gguf",)}.get(kind, pickles)
             base = self.folder(kind)
             found: dict[str, Entry] = {}

@@ -19,11 +19,15 @@ from PIL import Image
 from studio.samplers import SCHEDULERS, from_a1111
 from studio.outputs.metadata import JSON_KEY, PARAMETERS_KEY, format_parameters, parse_parameters
 from studio.requests import request_fields
+from studio.fields import Number
 from studio.requests.hires import hires_fields
+from studio.requests.tools import RECORDED_BY_LABEL
 
+# the finishing tools' fields (SD upscale, Restore faces, the detailer), each recorded under its label
+TOOL_READ = tuple(f for declared in RECORDED_BY_LABEL for f in declared())
 # the fields a picture may set in a tab: those a tab shows but pictures (the model is shown, not
-# switched; reference pictures are not in the metadata), the request's and the hires fix's
-SENDABLE = tuple(f.name for f in (*request_fields(), *hires_fields())
+# switched; reference pictures are not in the metadata), the request's, the hires fix's and the tools'
+SENDABLE = tuple(f.name for f in (*request_fields(), *hires_fields(), *TOOL_READ)
                  if f.group and f.name not in ("references",))
 # the request fields read from A1111's infotext by their key (Sampler and Size are read apart)
 A1111_FIELDS = tuple(f for f in request_fields() if f.infotext is not None)
@@ -97,6 +101,7 @@ def _from_studio(chunks: dict[str, str]) -> PictureInfo | None:
     if info.fields.get("hires"):       # a hires fix's second pass: send the whole generation
         fields.update({k: info.fields[k] for k in HIRES_READ if k in info.fields})
         fields.pop("strength", None)
+    fields.update({f.name: info.fields[f.name] for f in TOOL_READ if f.name in info.fields})
     info.source, info.fields = "studio", fields
     info.prompt, info.negative_prompt = str(request.get("prompt", "")), str(request.get("negative_prompt", ""))
     info.model = str((record.get("model") or {}).get("name", ""))
@@ -121,7 +126,19 @@ def _from_a1111(chunks: dict[str, str]) -> PictureInfo | None:
         if value.strip().isdigit():
             fields[name] = int(value)
     _hires_fields(settings, fields)
+    _tool_fields(settings, fields)
     return PictureInfo("AUTOMATIC1111", prompt, negative, settings, fields, text, model=settings.get("Model", ""))
+
+
+def _tool_fields(settings: dict[str, str], fields: dict[str, Any]) -> None:
+    """The finishing tools' keys: a tool whose keys a picture has is switched on with them."""
+    for declared in RECORDED_BY_LABEL:
+        switch, *rest = declared()
+        got = {f.name: f.read_infotext(settings[f.label]) if isinstance(f.kind, Number) else settings[f.label]
+               for f in rest if f.label in settings}
+        got = {name: value for name, value in got.items() if value is not None}
+        if got:
+            fields.update({switch.name: True, **got})
 
 
 def _hires_fields(settings: dict[str, str], fields: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from studio.requests import GeneratedImage, GenerationResult
+from studio.requests.tools import without_tools
 from studio.serving.backend import Request
 from studio.serving.dispatcher import Job, Update
 
@@ -23,6 +24,10 @@ class ComposedResult:
     notes: list[str] = field(default_factory=list)
     stopped: bool = False
     seed: int | None = None
+
+
+# a composing run: (studio, raw fields, sequence, on_progress(done 0-1, text)) -> ComposedResult
+Tool = Callable[..., ComposedResult]
 
 
 class Sequence:
@@ -60,3 +65,40 @@ class Sequence:
         finally:
             if not job.finished:        # the caller went away: stop at the next step
                 job.stop()
+
+
+Finish = Callable[[GeneratedImage], tuple[GeneratedImage | None, list[str]]]
+
+
+def finish_each(studio, raw: dict, sequence: Sequence, on_progress, base: Tool | None, mode: str, name: str,
+                finish: Finish) -> ComposedResult:
+    """A finishing tool's run (Restore faces, the detailer, called `name`): `base` (another tool)
+    or a plain `mode` generation of `raw` without the tools' fields, then `finish` on each of its
+    pictures (the finished picture and notes; None: stopped). The pictures as drawn come after."""
+    say = on_progress or (lambda done, text: None)
+    made = _run_base(studio, raw, sequence, base, mode, say)
+    if made.stopped or not made.images:
+        return made
+    result = ComposedResult(first_pass=[*made.images, *made.first_pass], notes=list(made.notes), seed=made.seed)
+    for n, picture in enumerate(made.images):
+        say(0.5 + n / len(made.images) / 2, f"{name}: picture {n + 1}")
+        finished, notes = finish(picture)
+        if finished is None:
+            result.stopped = True
+            result.notes.append(f"Stopped: {name} did not finish the pictures left.")
+            break
+        result.images.append(finished)
+        result.notes += [note for note in notes if note not in result.notes]
+    return result
+
+
+def _run_base(studio, raw: dict, sequence: Sequence, base: Tool | None, mode: str,
+              say: Callable[[float, str], None]) -> ComposedResult:
+    """The run a finishing tool works on; its progress told as the first half."""
+    if base is not None:
+        return base(studio, raw, sequence, lambda done, text: say(done / 2, text))
+    done = sequence.run(studio.make_request(mode, **without_tools(raw)),
+                        lambda u: u.kind == "progress" and say(u.done / u.total / 2, f"Step {u.done}/{u.total}"))
+    if done is None or done.stopped:
+        return ComposedResult(stopped=True, notes=done.notes if done else ["Stopped."])
+    return ComposedResult(images=list(done.images), notes=list(done.notes), seed=done.seed)

@@ -21,6 +21,7 @@ from studio.fields import Choice, Field
 from studio.requests import request_fields
 from studio.requests.hires import LATENT, hires_fields
 from studio.requests.detailer import detailer_fields
+from studio.requests.face_restoration import face_fields
 from studio.requests.sd_upscale import sd_upscale_fields
 from studio.detailer.detectors import detector_names
 from studio.samplers import scheduler_names
@@ -39,6 +40,7 @@ LAYOUT = (
     ("variation", "Variation seed", "variation-panel"),
     ("hires", "Hires fix", "hires-panel"),
     ("sd_upscale", "SD upscale", "sd-upscale-panel"),
+    ("faces", "Restore faces", "faces-panel"),
     ("detailer", "Detailer (ADetailer)", "detailer-panel"),
     ("addons", "LoRA, VAE, clip skip and more", "addons"),
     ("variants", "column", ""),
@@ -48,8 +50,8 @@ LAYOUT = (
 )
 PROMPT_GROUPS = tuple(group for group, _, _ in LAYOUT)
 # a tab's tools with fields of their own, after the request's
-TOOLS = {"txt2img": lambda: (*hires_fields(), *detailer_fields()),
-         "img2img": lambda: (*sd_upscale_fields(), *detailer_fields())}
+TOOLS = {"txt2img": lambda: (*hires_fields(), *face_fields(), *detailer_fields()),
+         "img2img": lambda: (*sd_upscale_fields(), *face_fields(), *detailer_fields())}
 
 
 def blank_shown(kind: Choice) -> str | None:
@@ -69,9 +71,12 @@ CATALOGS: dict[str, Callable[[Studio, bool], list]] = {
     "vaes": lambda studio, rescan: studio.names("vae", rescan),
     "hires_upscalers": lambda studio, rescan: [*LATENT, *upscaler_choices(studio, rescan)],
     "upscalers": upscaler_choices,
-    "detectors": lambda studio, rescan: detector_names(),
+    "detectors": lambda studio, rescan: detector_names(studio.names("detectors", rescan)),
+    "face_restorers": lambda studio, rescan: studio.names("face_restorers", rescan),
+    "face_detectors": lambda studio, rescan: studio.names("detectors", rescan),
 }
-RESCANNED = ("vaes", "hires_upscalers", "upscalers")     # lists read again when the control is opened
+# lists read again when the control is opened
+RESCANNED = ("vaes", "hires_upscalers", "upscalers", "detectors", "face_restorers", "face_detectors")
 
 
 def choices(f: Field, studio: Studio, rescan: bool = False) -> list:

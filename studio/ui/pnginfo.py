@@ -11,7 +11,7 @@ import numpy as np
 
 from studio.errors import StudioError
 from studio.inputs import decode_base64, load_image
-from studio.outputs.pnginfo import read_info
+from studio.outputs.pnginfo import TOOL_READ, read_info
 from studio.fields import Choice
 from studio.requests import request_fields
 from studio.ui.form import blank_shown
@@ -57,7 +57,7 @@ def describe(info) -> str:
 def ui_value(name: str, value: Any) -> Any:
     """A request field's value as its control shows it: a list's "nothing" by its name there
     ("None" style, "Automatic" VAE), the LoRA table as rows."""
-    kind = next((f.kind for f in request_fields() if f.name == name), None)
+    kind = next((f.kind for f in (*request_fields(), *TOOL_READ) if f.name == name), None)
     if isinstance(kind, Choice) and kind.blank:
         return value or blank_shown(kind)
     if name == "loras":

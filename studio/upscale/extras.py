@@ -1,12 +1,12 @@
 """Upscaling a picture on its own (A1111's Extras): by a factor or to a size, optionally blended
-with a second upscaler, saved as NNNNN-upscale.png with the source's parameters kept and A1111's
+with a second upscaler, its faces optionally restored (studio/face_restoration), saved as NNNNN-upscale.png with the source's parameters kept and A1111's
 `Postprocess` keys added, like A1111 writes them. The upscale is a job of the dispatcher (an
 UpscaleRequest), so it waits its turn and runs where the generations run."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from studio.inputs import load_image
 from studio.outputs.metadata import PARAMETERS_KEY, add_keys, format_parameters, strict_json
 from studio.fields import bounded, in_range, number
 from studio.models.upscalers import target_size, upscaler_names
+from studio.requests.face_restoration import FaceRestoration, take_faces
 from studio.requests.parsers import array
 from studio.requests.upscale import NONE, UpscaleRequest
 
@@ -30,6 +31,7 @@ class Upscaled:
     image: Image.Image
     parameters: str
     data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,14 @@ class UpscaleSettings:
     crop: bool = False               # to a size: fill it and cut the overflow (else stretch)
     second: str = NONE               # a second upscaler blended in
     second_visibility: float = 0.0
+    faces: FaceRestoration | None = None     # then faces restored
 
 
 def read_settings(studio, upscaler: Any, scale: Any = 2.0, width: Any = 0, height: Any = 0, crop: Any = False,
-                  second: Any = NONE, second_visibility: Any = 0.0) -> UpscaleSettings:
-    """The boundary: names from the list, numbers in range."""
+                  second: Any = NONE, second_visibility: Any = 0.0, face_restorer: Any = NONE,
+                  face_visibility: Any = 1.0, codeformer_weight: Any = 0.5) -> UpscaleSettings:
+    """The boundary: names from the list, numbers in range (a face restorer: a file's name, or
+    NONE)."""
     names = upscaler_names(studio.names("upscalers"))
     for label, name in (("Upscaler", upscaler), ("Second upscaler", second)):
         if name not in (NONE, *names):
@@ -59,7 +64,12 @@ def read_settings(studio, upscaler: Any, scale: Any = 2.0, width: Any = 0, heigh
     if not (width or height):
         value = bounded("Upscale by", scale, *SCALE_RANGE, integer=False)
     visibility = bounded("Second upscaler visibility", second_visibility or 0, 0.0, 1.0, integer=False)
-    return UpscaleSettings(upscaler, value, width, height, bool(crop), second, visibility)
+    faces = None
+    if face_restorer not in (None, "", NONE):
+        faces = take_faces({"restore_faces": True, "face_restorer": face_restorer, "face_visibility": face_visibility,
+                            "codeformer_weight": codeformer_weight},
+                           studio.names("face_restorers"), studio.names("detectors"), studio.limits)
+    return UpscaleSettings(upscaler, value, width, height, bool(crop), second, visibility, faces)
 
 
 def upscale_picture(studio, picture: Any, settings: UpscaleSettings, *, user: str = "local",
@@ -76,12 +86,13 @@ def upscale_picture(studio, picture: Any, settings: UpscaleSettings, *, user: st
     text, data = _record(rgb, parameters, size, settings)
     request = UpscaleRequest(image=array(rgb), size=size, upscaler=settings.upscaler, second=settings.second,
                              second_visibility=settings.second_visibility,
-                             crop=settings.crop and settings.scale is None, parameters=text, data=data)
+                             crop=settings.crop and settings.scale is None, faces=settings.faces,
+                             parameters=text, data=data)
     result = studio.submit(request, user=user, session=session).result()
     if result.stopped or not result.images:
         raise GenerationStopped("Stopped before the picture was upscaled.")
     done = result.images[0]
-    return Upscaled(done.path, done.image, done.parameters, done.data)
+    return Upscaled(done.path, done.image, done.parameters, done.data, list(result.notes))
 
 
 def _record(source: Image.Image, parameters: str, size: tuple[int, int], s: UpscaleSettings) -> tuple[str, dict]:
@@ -90,6 +101,8 @@ def _record(source: Image.Image, parameters: str, size: tuple[int, int], s: Upsc
     keys["Postprocess upscaler"] = s.upscaler
     if s.second != NONE and s.second_visibility > 0:
         keys.update({"Postprocess upscaler 2": s.second, "Postprocess upscaler 2 visibility": s.second_visibility})
+    if s.faces is not None:
+        keys.update(s.faces.recipe())
     if parameters:
         text = add_keys(parameters, keys)
     else:       # no generation to keep: the keys line alone, as A1111 writes an upscaled photo
