@@ -83,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=os.environ.get("STUDIO_MODELS", str(ROOT / "models")),
                    help="folder with checkpoints/, loras/, vae/ and embeddings/ (default models/)")
     p.add_argument("--allow-pickle", action="store_true",
-                   help="allow .ckpt/.pt checkpoints (pickles can run code: only for files you trust)")
+                   help="allow .ckpt/.pt checkpoints and YOLO .pt detectors (pickles can run code: only for "
+                        "files you trust)")
     p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
                    help="for a single-file SD 2.x model: epsilon for the 512 base model "
                         "(default: v_prediction, as the 768-v model)")

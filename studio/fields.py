@@ -179,12 +179,13 @@ class Number(Kind):
 class Choice(Kind):
     """One name from a fixed list (`options`: (value, label) pairs or values) or from a catalog
     of this studio (`catalog`); `blank` values mean nothing (None), shown as `blank[-1]`.
-    `where`: the folder a missing file belongs in (named in the message)."""
+    `where`: the folder a missing file belongs in (named in the message, with `hint` after it)."""
     options: tuple = ()
     catalog: str | None = None
     blank: tuple[str, ...] = ()
     noun: str = ""
     where: str = ""
+    hint: str = ""
     radio: bool = False
 
     @property
@@ -205,7 +206,7 @@ class Choice(Kind):
         noun = self.noun or f.label.lower()
         if self.where:
             raise InvalidRequest(f"Unknown {noun} {value!r}: put it in {self.where} and press refresh "
-                                 f"(available: {', '.join(known) or 'none'}).")
+                                 f"(available: {', '.join(known) or 'none'}).{' ' + self.hint if self.hint else ''}")
         if self.options and len(known) <= 3:
             names = [repr(v) for v in known]
             listed = " or ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " or " + names[-1]

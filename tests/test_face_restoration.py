@@ -87,6 +87,45 @@ def test_a_file_that_is_no_detector_is_refused_by_name(tmp_path):
         yunet(bad, np.zeros((64, 64, 3), np.uint8), 0.5)
 
 
+def test_a_yolo_file_is_listed_with_allow_pickle_and_runs_through_ultralytics(tmp_path, monkeypatch):
+    """ultralytics cannot import beside this torch (it needs torchvision), so a stand-in with its
+    API — YOLO(path)(picture, conf=, verbose=) -> [result with boxes.xyxy and boxes.conf] — checks
+    the studio's side: ADetailer's .pt files listed only with --allow-pickle (they are pickles),
+    boxes clipped to the picture and best first, the confidence passed on; without ultralytics,
+    a message that says what to install; a .pt asked for without --allow-pickle, a message why."""
+    import sys
+    import types
+
+    from studio.face_restoration.detect import find
+    from studio.models.library import ModelLibrary
+    from studio.requests.detailer import take_detailer
+    (tmp_path / "detectors").mkdir()
+    path = tmp_path / "detectors" / "face_yolov8n.pt"
+    path.write_bytes(b"a pickle ultralytics would read")
+    assert ModelLibrary(tmp_path).names()["detectors"] == []
+    assert ModelLibrary(tmp_path, allow_pickle=True).names()["detectors"] == ["face_yolov8n.pt"]
+    calls = []
+
+    class YOLO:
+        def __init__(self, file):
+            calls.append(file)
+
+        def __call__(self, image, conf, verbose):
+            calls.append((image.size, conf))
+            boxes = types.SimpleNamespace(xyxy=torch.tensor([[-3.2, 4.5, 20.1, 30.9], [40.0, 40.0, 70.0, 50.0]]),
+                                          conf=torch.tensor([0.6, 0.9]))
+            return [types.SimpleNamespace(boxes=boxes)]
+    monkeypatch.setitem(sys.modules, "ultralytics", types.SimpleNamespace(YOLO=YOLO))
+    faces = find(path, np.zeros((60, 64, 3), np.uint8), 0.5)
+    assert [(f.x0, f.y0, f.x1, f.y1, f.score) for f in faces] == [(40, 40, 64, 50, 0.9), (0, 4, 21, 31, 0.6)]
+    assert calls == [str(path), ((64, 60), 0.5)]
+    monkeypatch.setitem(sys.modules, "ultralytics", None)          # not installed
+    with pytest.raises(StudioError, match="needs ultralytics"):
+        find(tmp_path / "detectors" / "hand_yolov8n.pt", np.zeros((8, 8, 3), np.uint8), 0.5)
+    with pytest.raises(InvalidRequest, match="--allow-pickle"):
+        take_detailer({"ad_enable": True, "ad_model": "face_yolov8n.pt"}, ["shapes"], "txt2img")
+
+
 def test_a_restored_face_is_pasted_whole_over_the_face_and_fades_out_at_the_crop():
     class Box:
         x0, y0, x1, y1 = 20, 20, 40, 40

@@ -6,11 +6,11 @@ picture and a confidence threshold and returns boxes (x0, y0, x1, y1, score), be
              shape, scored by how much it stands out (its mean distance from the background / 255,
              doubled, at most 1)
 
-    <file>   a detector file of models/detectors: OpenCV's YuNet face detector (.onnx), run by
-             OpenCV (studio/face_restoration/detect.py) — faces, as ADetailer's face models find
+    <file>   a detector file of models/detectors (studio/face_restoration/detect.py): OpenCV's
+             YuNet face detector (.onnx), or ADetailer's own YOLO models (.pt, through
+             ultralytics, with --allow-pickle)
 
-YOLO `.pt` files (ultralytics) and MediaPipe's models are not read: ultralytics needs a torchvision
-that imports beside the studio's torch, and MediaPipe a runtime of its own.
+MediaPipe's face model is not read: YuNet does its job without a runtime of its own.
 """
 
 from __future__ import annotations
@@ -64,5 +64,5 @@ def detect(name: str, picture: np.ndarray, confidence: float, file_of: Callable[
     `file_of` finds a detector file by name."""
     if name in DETECTORS:
         return DETECTORS[name](picture, confidence)
-    from studio.face_restoration.detect import yunet
-    return yunet(file_of(name), picture, confidence)
+    from studio.face_restoration.detect import find
+    return find(file_of(name), picture, confidence)

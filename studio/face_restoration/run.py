@@ -9,7 +9,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from studio.face_restoration.detect import Face, yunet
+from studio.face_restoration.detect import Face, find
 from studio.face_restoration.restore import restore_faces
 from studio.face_restoration.restorers import SIZE, load
 from studio.requests.face_restoration import FaceRestoration
@@ -19,7 +19,7 @@ def restore_picture(image: Image.Image, settings: FaceRestoration, library, mana
                     ) -> tuple[Image.Image, list[Face]]:
     """`image` with its faces restored, and the faces found (none: the image as it was)."""
     pixels = np.asarray(image.convert("RGB"))
-    faces = yunet(library.get("detectors", settings.detector).path, pixels, settings.confidence)
+    faces = find(library.get("detectors", settings.detector).path, pixels, settings.confidence)
     if not faces:
         return image, []
     restorer = load(library.get("face_restorers", settings.restorer).path, manager.device if manager else "cpu")

@@ -56,10 +56,11 @@ class ModelLibrary:
             # weights-only unpickler, which refuses anything but tensors and plain data.
             # Upscalers (ESRGAN and kin) are mostly .pth state dicts: read the same way (never .pt,
             # which may be TorchScript, i.e. code).
-            # Face restorers (GFPGAN and kin) likewise; detectors are OpenCV's ONNX graphs (data, run
-            # by OpenCV's own runtime).
+            # Face restorers (GFPGAN and kin) likewise. Detectors are OpenCV's ONNX graphs (data, run
+            # by OpenCV), and YOLO .pt pickles (ultralytics unpickles its classes) with allow_pickle.
             suffixes = {"embeddings": WEIGHT_SUFFIXES + (".pt", ".bin"), "upscalers": WEIGHT_SUFFIXES + (".pth",),
-                        "face_restorers": WEIGHT_SUFFIXES + (".pth",), "detectors": (".onnx",),
+                        "face_restorers": WEIGHT_SUFFIXES + (".pth",),
+                        "detectors": (".onnx",) + ((".pt",) if self.allow_pickle else ()),
                         "checkpoints": pickles + (".gguf",), "diffusion_models": pickles + (".gguf",)}.get(kind, pickles)
             base = self.folder(kind)
             found: dict[str, Entry] = {}

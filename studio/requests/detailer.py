@@ -12,6 +12,8 @@ from typing import Any
 from studio.fields import Choice, Context, Field, Flag, Number, Text, declare, table, take_table
 
 SWITCH = "ad_enable"
+YOLO_HINT = ("YOLO .pt detectors are pickles: listed when the studio starts with --allow-pickle "
+             "(ultralytics runs them).")
 MODES = ("txt2img", "img2img")
 
 
@@ -19,7 +21,8 @@ MODES = ("txt2img", "img2img")
 class DetailerFields:
     ad_enable: bool = declare(False, Flag(), "ADetailer", modes=MODES, group="detailer",
                               caption="Detailer: find regions, redraw each at the model's own size")
-    ad_model: str = declare("shapes", Choice(catalog="detectors", noun="detector"), "ADetailer model",
+    ad_model: str = declare("shapes", Choice(catalog="detectors", noun="detector", where="models/detectors",
+                                             hint=YOLO_HINT), "ADetailer model",
                             caption="Detector", modes=MODES, group="detailer:1")
     ad_confidence: float = declare(0.3, Number(0.0, 1.0, step=0.01), "ADetailer confidence",
                                    caption="Detection confidence", modes=MODES, group="detailer:1")

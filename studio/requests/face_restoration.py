@@ -11,6 +11,7 @@ from typing import Any
 
 from studio.errors import InvalidRequest
 from studio.fields import Choice, Context, Field, Flag, Number, declare, table, take_table
+from studio.requests.detailer import YOLO_HINT
 
 SWITCH = "restore_faces"
 MODES = ("txt2img", "img2img")
@@ -27,7 +28,7 @@ class FaceRestorationFields:
                                                    where="models/face_restorers"),
                                         "Face restoration", caption="Face restorer", modes=MODES, group="faces:1")
     face_detector: str | None = declare(None, Choice(catalog="face_detectors", blank=AUTOMATIC, noun="face detector",
-                                                   where="models/detectors"),
+                                                   where="models/detectors", hint=YOLO_HINT),
                                         "Face detector", modes=MODES, group="faces:1")
     face_visibility: float = declare(1.0, Number(0.0, 1.0, step=0.05), "Face restoration visibility",
                                      caption="Visibility", modes=MODES, group="faces:2")
