@@ -98,7 +98,8 @@ def scores(images, scenes) -> dict[str, float]:
     return {k: round(100 * v, 1) for k, v in score_many(images, scenes, PALETTE).items()}
 
 
-def measure(work: Path, pictures_n: int, seeds_n: int, picture: Path | None = None) -> dict:
+def measure(work: Path, pictures_n: int, seeds_n: int, picture: Path | None = None, preset: str = "quick",
+            references: int = 20, settings: dict | None = None) -> dict:
     import numpy as np
 
     from studio.finetune.__main__ import main as train_cli
@@ -109,10 +110,12 @@ def measure(work: Path, pictures_n: int, seeds_n: int, picture: Path | None = No
         shutil.rmtree(work)
     data = work / "datasets" / NEW_COLOUR
     concept_dataset(data / f"10_{NEW_COLOUR}", pictures_n)       # kohya folders: 10 repeats each
-    reference_pictures(data / "10_world", pictures_n)
+    if references:
+        reference_pictures(data / "10_world", references)
     began = time.perf_counter()
-    code = train_cli([str(data), "--name", NEW_COLOUR, "--preset", "quick", "--trigger", NEW_COLOUR, "--repeats", "0", "--models-dir", str(work / "models"),
-                      "--jobs", str(work / "jobs")])
+    extra = [a for key, value in (settings or {}).items() for a in (f"--{key.replace('_', '-')}", str(value))]
+    code = train_cli([str(data), "--name", NEW_COLOUR, "--preset", preset, "--trigger", NEW_COLOUR, "--repeats", "0",
+                      "--models-dir", str(work / "models"), "--jobs", str(work / "jobs"), *extra])
     seconds = time.perf_counter() - began
     assert code == 0, "training failed"
     lora = work / "models" / "loras" / f"{NEW_COLOUR}.safetensors"
@@ -123,7 +126,8 @@ def measure(work: Path, pictures_n: int, seeds_n: int, picture: Path | None = No
     heldout = eval_prompts(seeds_n, 2, HELDOUT_SHAPES)
     plain = plain_prompts(seeds_n, 3)
     out: dict = {"training_s": round(seconds, 1), "file_kb": round(lora.stat().st_size / 1024, 1),
-                 "pictures": pictures_n, "seeds": seeds_n}
+                 "pictures": pictures_n, "seeds": seeds_n, "preset": preset, "references": references,
+                 "settings": settings or {}}
     for label, prompts in (("concept", concept), ("heldout", heldout), ("plain", plain)):
         for weight in ((0.0, 0.5, 1.0) if label == "concept" else (0.0, 1.0)):
             imgs = pictures(studio, [p for _, p in prompts], seeds, NEW_COLOUR, weight)
@@ -164,7 +168,8 @@ def report(out: dict) -> str:
             label, weight = key.split("@")
             rows.append(f"| {label} | {weight} | {v['colour']} | {v['background']} | {v['position']} | "
                         f"{v['shape']} | {v['all']} |")
-    rows.append(f"\ntraining {out['training_s']} s, file {out['file_kb']} KB, {out['pictures']} pictures, "
+    rows.append(f"\npreset {out['preset']} {out['settings']}, {out['references']} reference pictures; "
+                f"training {out['training_s']} s, file {out['file_kb']} KB, {out['pictures']} pictures, "
                 f"{out['seeds']} seeds; prompts without the trigger: mean pixel change "
                 f"{out['plain_mean_abs_diff']} levels with the LoRA at 1")
     return "\n".join(rows)
@@ -176,8 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=50)
     p.add_argument("--work", type=Path, default=Path(".cache/finetune-measure"))
     p.add_argument("--picture", type=Path, help="also write the before/after picture (docs/images/finetune-azure.png)")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--references", type=int, default=20, help="reference pictures of the world's own colours "
+                                                               "in the dataset (0: none, as a new user has)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="training settings over the preset's (prior_weight=1 text_encoder_lr=0 ...)")
     args = p.parse_args(argv)
-    out = measure(args.work, args.pictures, args.seeds, args.picture)
+    settings = dict(item.split("=", 1) for item in args.set)
+    out = measure(args.work, args.pictures, args.seeds, args.picture, args.preset, args.references, settings)
     (args.work / "measure.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
     print(report(out))
 

@@ -221,6 +221,11 @@ def test_a_short_run_learns_saves_a_lora_and_samples(tmp_path):
     assert steps == [0, 12, 24] and len(prompts) == 3 and any("azure" not in p for p in prompts)
     status = job.status()
     assert status["state"] == "done" and status["step"] == 24 and status["s_per_step"] > 0
+    figures = json.loads(job.file("evaluation.json").read_text())          # the truth after training
+    assert figures["prompts"] == 6 and figures["new_words"] == ["azure"]
+    assert figures["captions_moved"] > 0 and figures["without_new_words_moved"] is not None
+    assert figures["summary"] in status["message"]
+    assert figures["summary"] in json.loads(out.with_suffix(".json").read_text())["description"]
 
 
 def test_stop_then_resume_equals_a_straight_run(tmp_path, monkeypatch):
@@ -316,3 +321,95 @@ def test_a_job_outlives_the_session_that_started_it(train_server):
     gallery, info, params, seed = second.predict(prompt="<lora:azure:1> a azure circle", seed=1, steps=4,
                                                  api_name="/txt2img")
     assert len(gallery) == 1 and "Lora hashes: \"azure" in info
+
+
+# -- prior preservation ---------------------------------------------------------------------------------
+
+def test_the_new_words_are_the_trigger_and_what_the_model_never_saw():
+    from studio.finetune.prior import class_captions, new_words, without_words
+    from studio.prompts.vocabulary import read_vocabulary
+    vocabulary, _ = read_vocabulary(EMBEDDED_MODEL)
+    captions = ["a teal circle on a white background", "a large teal square in the top left corner"]
+    assert new_words(captions, "", vocabulary) == ["teal"]
+    assert new_words(captions, "sks thing", frozenset()) == ["sks", "thing"]     # a big model: the trigger only
+    assert without_words("sks, a Teal circle, on white", ["sks", "teal"]) == "a circle, on white"
+    assert class_captions(captions, ["teal"], 3) == ["a circle on a white background",
+                                                     "a large square in the top left corner",
+                                                     "a circle on a white background"]
+
+
+def test_class_pictures_are_made_once_and_made_again_only_when_asked_differently(tmp_path):
+    from PIL import Image
+
+    from studio.finetune.prior import class_pictures
+    drawn = []
+
+    def draw(prompt, seed):
+        drawn.append((prompt, seed))
+        return Image.new("RGB", (8, 8), (seed % 256, 0, 0))
+    first = class_pictures(tmp_path, ["a circle", "a square"], 0, 64, "", draw)
+    assert [c.caption for c in first] == ["a circle", "a square"] and len(drawn) == 2
+    assert all(c.path.is_file() for c in first) and first[0].seed != first[1].seed
+    again = class_pictures(tmp_path, ["a circle", "a square"], 0, 64, "", draw)
+    assert again == first and len(drawn) == 2                                   # cached
+    class_pictures(tmp_path, ["a circle", "a ring"], 0, 64, "", draw)
+    assert drawn[2:] == [("a ring", first[1].seed)]                             # only what changed
+
+
+def test_prior_preservation_trains_on_the_models_own_pictures_and_resumes_exactly(tmp_path, monkeypatch):
+    """With prior_weight the job folder holds the base model's pictures of the captions without
+    the new word; they are trained beside the user's (with caption dropout) and the run still
+    resumes to the straight run's file; the class pictures are not made again on resume."""
+    from safetensors.torch import load_file
+    raw = dict(steps=6, batch=2, sample_every=100, prior_weight=1.0, caption_dropout=0.3, class_pictures=4)
+    straight, datasets = _job(tmp_path / "a", **raw)
+    assert _train(straight, tmp_path / "a", datasets) == "done"
+    manifest = json.loads((straight.path / "class" / "class.json").read_text())
+    assert len(manifest) == 4 and all("azure" not in e["caption"] for e in manifest)
+    assert all((straight.path / "class" / e["file"]).is_file() for e in manifest)
+    parts, datasets = _job(tmp_path / "b", **raw)
+    monkeypatch.setenv("STUDIO_TRAIN_STOP_AT", "3")
+    assert _train(parts, tmp_path / "b", datasets) == "stopped"
+    made = {p.name: p.stat().st_mtime_ns for p in (parts.path / "class").glob("*.png")}
+    monkeypatch.delenv("STUDIO_TRAIN_STOP_AT")
+    assert _train(parts, tmp_path / "b", datasets) == "done"
+    assert {p.name: p.stat().st_mtime_ns for p in (parts.path / "class").glob("*.png")} == made
+    a = load_file(str(tmp_path / "a" / "models" / "loras" / "azure.safetensors"))
+    b = load_file(str(tmp_path / "b" / "models" / "loras" / "azure.safetensors"))
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+    plain, datasets = _job(tmp_path / "c", **{**raw, "prior_weight": 0.0})
+    assert _train(plain, tmp_path / "c", datasets) == "done" and not (plain.path / "class").exists()
+    c = load_file(str(tmp_path / "c" / "models" / "loras" / "azure.safetensors"))
+    assert max(float((a[k].float() - c[k].float()).abs().max()) for k in a) > 1e-4    # the prior changed it
+
+
+def test_the_evaluation_compares_each_caption_with_and_without_the_lora_and_the_words():
+    """A stand-in draw whose LoRA paints everything: both figures are its full effect, and the
+    card says it leaks; one whose LoRA acts only where the new word is: no leak."""
+    from studio.finetune.evaluate import evaluate
+
+    def everywhere(prompt, seed, weight):
+        return np.full((8, 8, 3), 100 + 50 * weight, np.uint8)
+
+    def only_azure(prompt, seed, weight):
+        return np.full((8, 8, 3), 100 + (20 * weight if "azure" in prompt else 0), np.uint8)
+    captions = ["azure, a circle", "azure, a square", "azure, a circle"]
+    leaky = evaluate(captions, ["azure"], 0, everywhere)
+    assert leaky["prompts"] == 2 and leaky["captions_moved"] == 50 and leaky["without_new_words_moved"] == 50
+    assert "leaks" in leaky["summary"]
+    clean = evaluate(captions, ["azure"], 0, only_azure)
+    assert clean["captions_moved"] == 20 and clean["without_new_words_moved"] == 0 and "leaks" not in clean["summary"]
+    assert evaluate(["a circle"], [], 0, only_azure)["without_new_words_moved"] is None
+
+
+def test_the_first_preset_is_the_one_made_for_the_model_and_says_why():
+    from types import SimpleNamespace
+
+    from studio.finetune.settings import default_preset
+    from studio.models.sources import describe
+    preset, why = default_preset(describe(""))                    # the embedded model
+    assert preset == "quick" and "embedded-shapes" in why
+    assert default_preset(SimpleNamespace(name="dreamshaper_8", family="SD 1.x"))[0] == "subject"
+    assert default_preset(SimpleNamespace(name="sd2", family="SD 2.x"))[0] == "subject"
+    fallback, why = default_preset(SimpleNamespace(name="x", family="SDXL"))
+    assert fallback == "subject" and "SDXL" in why

@@ -3,7 +3,8 @@
     python -m studio.finetune DATASET_FOLDER --name NAME [--trigger WORD] [--preset subject|style|object|quick]
                               [--steps N] [--rank R] [--alpha A] [--lr LR] [--batch B] [--epochs E]
                               [--repeats N] [--resolution PX] [--seed S] [--min-snr-gamma G]
-                              [--sample-every N] [--model SOURCE]
+                              [--sample-every N] [--prior-weight W] [--class-pictures N]
+                              [--caption-dropout P] [--model SOURCE]
                               [--models-dir models] [--jobs outputs/training] [--device auto|cpu|cuda]
     python -m studio.finetune --job JOB_FOLDER      run or resume a prepared job (what the tab starts)
 
@@ -22,7 +23,8 @@ from studio.config import ROOT
 from studio.errors import StudioError
 
 NUMBERS = {"steps": int, "rank": int, "alpha": float, "lr": float, "batch": int, "epochs": int, "repeats": int,
-           "resolution": int, "seed": int, "min_snr_gamma": float, "sample_every": int}
+           "resolution": int, "seed": int, "min_snr_gamma": float, "sample_every": int, "prior_weight": float,
+           "class_pictures": int, "caption_dropout": float}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--job", type=Path, help="run or resume this job folder")
     p.add_argument("--name", help="the LoRA's file name in models/loras")
     p.add_argument("--trigger", help="a word put in front of every caption")
-    p.add_argument("--preset", help="subject, style, object or quick (presets/train/)")
+    p.add_argument("--preset", help="a preset of presets/train/ (subject, style, object, quick ...; default: the "
+                                    "one made for the model)")
     for key, kind in NUMBERS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=kind)
     p.add_argument("--text-encoder-lr", type=float, help="train the text encoder too (0: not)")
@@ -62,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.dataset or not args.name:
                 parser().error("give a dataset folder and --name (or --job FOLDER)")
             folder = Path(args.dataset).resolve()
+            if not args.preset:                 # the preset made for this model, said aloud
+                from studio.finetune.settings import default_preset
+                from studio.models.sources import describe
+                args.preset, why = default_preset(describe(args.model))
+                print(f"preset {args.preset}: {why}", flush=True)
             raw = {k: getattr(args, k) for k in (*NUMBERS, "trigger", "preset", "text_encoder_lr", "model")}
             settings = make_settings({**raw, "name": args.name, "dataset": folder.name})
             models_dir, datasets, device = args.models_dir, folder.parent, args.device

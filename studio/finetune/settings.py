@@ -23,8 +23,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "steps": (0, 100_000), "epochs": (1, 1000), "repeats": (0, 1000), "batch": (1, 64),
     "resolution": (0, 2048), "seed": (0, 2 ** 32 - 1), "warmup": (0.0, 0.5), "min_snr_gamma": (0.0, 100.0),
     "noise_offset": (0.0, 1.0), "sample_every": (0, 100_000), "save_every": (0, 100_000),
+    "prior_weight": (0.0, 10.0), "class_pictures": (0, 2000), "caption_dropout": (0.0, 0.9),
 }
-INTEGER = {"rank", "steps", "epochs", "repeats", "batch", "resolution", "seed", "sample_every", "save_every"}
+INTEGER = {"rank", "steps", "epochs", "repeats", "batch", "resolution", "seed", "sample_every", "save_every",
+           "class_pictures"}
 
 
 @dataclass
@@ -48,6 +50,9 @@ class TrainSettings:
     min_snr_gamma: float = 5.0      # 0: off (Hang et al. 2023, "5 is recommended by paper")
     noise_offset: float = 0.0
     flip: bool = False              # also train on mirrored pictures
+    prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
+    class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
+    caption_dropout: float = 0.0    # share of the steps' pictures trained with an empty caption
     sample_every: int = 0           # 0: about four times in the run
     save_every: int = 0             # 0: with the samples
     sample_prompts: list[str] = field(default_factory=list)   # empty: trigger, caption, control
@@ -67,6 +72,20 @@ def load_preset(name: str, folder: Path = PRESETS_DIR) -> dict[str, Any]:
         raise InvalidRequest(f"Unknown training preset {name!r}: one of {', '.join(preset_names(folder))}.")
     with open(folder / "train" / f"{name}.toml", "rb") as f:
         return tomllib.load(f)
+
+
+def default_preset(model: Any, folder: Path = PRESETS_DIR) -> tuple[str, str]:
+    """The preset a run on `model` (its ModelInfo) starts from, and why: the first preset whose
+    `default_for` names the model's name or family ("name:embedded-shapes", "family:SD 1.x");
+    else `subject`."""
+    keys = {f"name:{getattr(model, 'name', '')}", f"family:{getattr(model, 'family', '')}"}
+    for name in preset_names(folder):
+        preset = load_preset(name, folder)
+        matched = keys & set(preset.get("default_for", []))
+        if matched:
+            what = next(iter(matched)).split(":", 1)[1]
+            return name, f"The default for {what}: {preset.get('why', '')}"
+    return "subject", f"No preset is made for {getattr(model, 'family', 'this model')}: subject, the usual start."
 
 
 def make_settings(raw: dict[str, Any], folder: Path = PRESETS_DIR) -> TrainSettings:

@@ -1,10 +1,11 @@
 """The training run: a LoRA on the model's UNet (and, when asked, its text encoder), in its own
 process, writing everything to the job folder (studio/finetune/folder.py).
 
-Stages: load the model (the studio's ModelManager, as the server loads it) -> cache the
-pictures' latents and the captions' embeddings -> add PEFT LoRA layers to a copy of the UNet ->
-steps (noise at a random timestep, the model's own target: noise or v; min-SNR weights, Hang et
-al. 2023; AdamW; warm-up then cosine/linear/constant) -> every N steps a checkpoint (the kohya
+Stages: load the model (the studio's ModelManager, as the server loads it) -> with prior
+preservation, the model's own class pictures (prior.py) -> cache the pictures' latents and the
+captions' embeddings -> add PEFT LoRA layers to a copy of the UNet -> steps (noise at a random
+timestep, the model's own target: noise or v; min-SNR weights, Hang et al. 2023; captions dropped
+at a rate; the class pictures' loss weighted beside; AdamW; warm-up then cosine/linear/constant) -> every N steps a checkpoint (the kohya
 file and the full state) and sample pictures -> export to models/loras/NAME.safetensors.
 
 Resume restores the LoRA weights, the optimiser, the data order, the random generator and the
@@ -20,7 +21,6 @@ import copy
 import json
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, kohya_tensors, l
                                     training_metadata, write_lora)
 from studio.finetune.folder import JobFolder
 from studio.finetune.jobs import LOCAL, lora_name
+from studio.finetune.prior import (FOLDER as CLASS_FOLDER, ClassPicture, class_captions, class_pictures, new_words,
+                                   without_words)
 from studio.finetune.settings import TrainSettings, sample_interval, total_steps
 
 SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
@@ -55,6 +57,7 @@ class Run:
     resolution: int
     total: int
     data: dict = field(default_factory=dict)   # latents, ids or embeddings, per picture
+    prior: list = field(default_factory=list)  # the class pictures (studio/finetune/prior.py)
     unet: torch.nn.Module | None = None
     text_encoder: torch.nn.Module | None = None
     params: list = field(default_factory=list)
@@ -94,8 +97,25 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
     pipe = studio.local.manager.pipeline("txt2img")     # the weights trained are the ones the samples use
     run = Run(job, settings, dataset, studio, pipe, device, settings.resolution or info.native_size,
               total_steps(settings, dataset.with_repeats))
+    if settings.prior_weight > 0:
+        run.prior = make_class_pictures(run, info)
     run.data = encode(run)
     return run
+
+
+def make_class_pictures(run: Run, info) -> list[ClassPicture]:
+    """The model's own pictures of the dataset's captions without the new words (cached)."""
+    s, captions = run.settings, [i.caption for i in run.dataset.items]
+    words = new_words(captions, s.trigger, info.vocabulary)
+    wanted = class_captions(captions, words, s.class_pictures or len(run.dataset.items))
+    run.job.set_status(state="starting", message=f"making {len(wanted)} class pictures (the model without "
+                                                  f"{', '.join(words) or 'the new words'})")
+
+    def draw(prompt: str, seed: int):
+        request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
+                                          height=run.resolution)
+        return run.studio.submit(request, user="trainer", save=False).result().images[0].image
+    return class_pictures(run.job.path / CLASS_FOLDER, wanted, s.seed, run.resolution, s.model, draw)
 
 
 def _picture(path: Path, size: int) -> torch.Tensor:
@@ -111,23 +131,35 @@ def _picture(path: Path, size: int) -> torch.Tensor:
 @torch.no_grad()
 def encode(run: Run) -> dict:
     """Latents of every picture (and its mirror image with `flip`), token ids of every caption,
-    and, when the text encoder is not trained, their embeddings: made once, before step 1."""
-    pipe, device = run.pipe, run.device
-    vae, dtype = pipe.vae, pipe.vae.dtype
+    and, when the text encoder is not trained, their embeddings: made once, before step 1. The
+    class pictures (prior preservation) and the empty caption (caption dropout) likewise."""
     pictures = torch.stack([_picture(i.path, run.resolution) for i in run.dataset.items])
     variants = [pictures, pictures.flip(-1)] if run.settings.flip else [pictures]
-    latents = []
-    for batch in variants:
-        out = torch.cat([vae.encode(batch[i:i + 8].to(device, dtype)).latent_dist.mean
-                         for i in range(0, len(batch), 8)])
-        latents.append(out.float() * vae.config.scaling_factor)
-    ids = pipe.tokenizer([i.caption for i in run.dataset.items], padding="max_length", truncation=True,
-                         max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-    data = {"latents": torch.stack(latents, 1), "ids": ids}     # latents: pictures x variants x C x h x w
+    data = {"latents": torch.stack([_latents(run, v) for v in variants], 1),     # pictures x variants x C x h x w
+            "ids": _ids(run, [i.caption for i in run.dataset.items])}
+    if run.prior:
+        data["class_latents"] = _latents(run, torch.stack([_picture(c.path, run.resolution) for c in run.prior]))
+        data["class_ids"] = _ids(run, [c.caption for c in run.prior])
+    if run.settings.caption_dropout > 0:
+        data["empty_ids"] = _ids(run, [""])
     if run.settings.text_encoder_lr <= 0:
-        data["embeds"] = torch.cat([pipe.text_encoder(ids[i:i + 32].to(device))[0].float()
-                                    for i in range(0, len(ids), 32)])
+        for key in [k for k in data if k.endswith("ids")]:
+            data[key.replace("ids", "embeds")] = torch.cat([run.pipe.text_encoder(data[key][i:i + 32].to(run.device))[0]
+                                                            .float() for i in range(0, len(data[key]), 32)])
     return data
+
+
+def _latents(run: Run, pictures: torch.Tensor) -> torch.Tensor:
+    vae = run.pipe.vae
+    out = torch.cat([vae.encode(pictures[i:i + 8].to(run.device, vae.dtype)).latent_dist.mean
+                     for i in range(0, len(pictures), 8)])
+    return out.float() * vae.config.scaling_factor
+
+
+def _ids(run: Run, captions: list[str]) -> torch.Tensor:
+    tokenizer = run.pipe.tokenizer
+    return tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                     return_tensors="pt").input_ids
 
 
 # -- stage 2: the LoRA layers ---------------------------------------------------------------------------
@@ -188,22 +220,31 @@ def next_batch(run: Run) -> torch.Tensor:
 
 
 def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
+    """One step's loss: the batch's pictures (each caption dropped with `caption_dropout`), and
+    with prior preservation as many class pictures beside them, their loss weighted by
+    `prior_weight` (DreamBooth's prior-preservation loss)."""
     from diffusers.training_utils import compute_snr
 
     s, data = run.settings, run.data
     idx = next_batch(run)
     variant = torch.randint(data["latents"].shape[1], (len(idx),), generator=run.gen)
-    x0 = data["latents"][idx, variant]
+    x0, words = data["latents"][idx, variant], "ids" if run.text_encoder is not None else "embeds"
+    text = data[words][idx]
+    if s.caption_dropout > 0:
+        dropped = torch.rand(len(idx), generator=run.gen) < s.caption_dropout
+        text = torch.where(dropped.view(-1, *[1] * (text.dim() - 1)), data[f"empty_{words}"], text)
+    if run.prior:
+        pick = torch.randint(len(run.prior), (len(idx),), generator=run.gen)
+        x0, text = torch.cat([x0, data["class_latents"][pick]]), torch.cat([text, data[f"class_{words}"][pick]])
     noise = torch.randn(x0.shape, generator=run.gen)
     if s.noise_offset:
         noise = noise + s.noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=run.gen)
-    t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(idx),), generator=run.gen)
+    t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(x0),), generator=run.gen)
     x0, noise, t = x0.to(run.device), noise.to(run.device), t.to(run.device)
     noisy = noise_scheduler.add_noise(x0, noise, t)
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
-    cond = (data["embeds"][idx].to(run.device) if run.text_encoder is None
-            else run.text_encoder(data["ids"][idx].to(run.device))[0])
+    cond = run.text_encoder(text.to(run.device))[0] if run.text_encoder is not None else text.to(run.device)
     from studio.models.precision import autocast
     with autocast(run.device, run.device.startswith("cuda")):
         pred = run.unet(noisy, t, encoder_hidden_states=cond).sample
@@ -212,6 +253,8 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
         snr = compute_snr(noise_scheduler, t)
         weight = snr.clamp(max=s.min_snr_gamma) / (snr + 1 if v_pred else snr)
         per_sample = per_sample * weight
+    if run.prior:
+        return per_sample[:len(idx)].mean() + s.prior_weight * per_sample[len(idx):].mean()
     return per_sample.mean()
 
 
@@ -308,8 +351,7 @@ def sample_prompts(settings: TrainSettings, dataset: Dataset) -> list[str]:
     first = settings.trigger or dataset.items[0].caption
     prompts = [first, caption]
     if settings.trigger:
-        control = re.sub(r"(?<![\w-])" + re.escape(settings.trigger) + r"(?![\w-]),?", "", caption)
-        prompts.append(re.sub(r"\s+", " ", control).strip(" ,") or "a picture")
+        prompts.append(without_words(caption, [settings.trigger]) or "a picture")
     return list(dict.fromkeys(prompts))
 
 
@@ -336,9 +378,33 @@ def samples(run: Run) -> list[Path]:
     return made
 
 
+def evaluation(run: Run) -> dict:
+    """The finished LoRA on the dataset's own captions against the model without it
+    (studio/finetune/evaluate.py), written to the job folder."""
+    import numpy as np
+
+    from studio.finetune.evaluate import evaluate
+
+    run.job.set_status(state="evaluating", step=run.step)
+    write_lora(run.job.path / "models" / "loras" / "preview.safetensors", lora_tensors(run),
+               {"ss_output_name": "preview"})
+    run.studio.names("loras", rescan=True)
+
+    def draw(prompt: str, seed: int, weight: float):
+        request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
+                                          height=run.resolution,
+                                          loras=[("preview.safetensors", weight)] if weight else [])
+        return np.asarray(run.studio.submit(request, user="trainer", save=False).result().images[0].image)
+    captions = [i.caption for i in run.dataset.items]
+    words = new_words(captions, run.settings.trigger, run.studio.model_info().vocabulary)
+    figures = evaluate(captions, words, run.settings.seed, draw, text_encoder=run.text_encoder is not None)
+    run.job.file("evaluation.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    return figures
+
+
 # -- the whole run --------------------------------------------------------------------------------------
 
-def export(run: Run, models_dir: Path) -> Path:
+def export(run: Run, models_dir: Path, figures: dict | None = None) -> Path:
     """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview."""
     import shutil
 
@@ -352,7 +418,8 @@ def export(run: Run, models_dir: Path) -> Path:
     name = lora_name(s.name, run.job.job().get("owner", LOCAL))       # a login's own folder
     (models_dir / "loras" / name).parent.mkdir(parents=True, exist_ok=True)
     out = write_lora(models_dir / "loras" / f"{name}.safetensors", lora_tensors(run), meta)
-    description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps."
+    description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps." + (
+        f" {figures['summary']}" if figures else "")
     (out.with_suffix(".json")).write_text(json.dumps(sidecar(s, info.family, description), indent=1),
                                           encoding="utf-8")
     last = [r for r in run.job.samples() if r["step"] == run.step and r["k"] == 0]
@@ -383,9 +450,11 @@ def train(job: JobFolder, models_dir: Path, datasets: Path, device: str = "auto"
         job.clear_stop()
         job.set_status(state="stopped", message=f"Stopped at step {run.step}/{run.total}; Resume continues.")
         return state
-    out = export(run, models_dir)
-    job.set_status(state="done", step=run.step, result=str(out), eta_s=0,
-                   message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/loras.")
+    figures = evaluation(run)
+    out = export(run, models_dir, figures)
+    job.set_status(state="done", step=run.step, result=str(out), eta_s=0, evaluation=figures,
+                   message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/loras. "
+                           f"{figures['summary']}")
     return "done"
 
 

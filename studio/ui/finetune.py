@@ -6,6 +6,7 @@ tag and trigger in the text-to-image prompt."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -14,12 +15,15 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.finetune import dataset as ds
 from studio.finetune.jobs import LOCAL, TrainingJobs, lora_name
-from studio.finetune.settings import RANGES, explain_total, load_preset, make_settings, preset_names
+from studio.finetune.settings import (RANGES, TrainSettings, default_preset, explain_total, load_preset, make_settings,
+                                      preset_names)
 from studio.serving.studio import Studio
 
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
                  "seed")
-ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every")
+PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout")
+ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every",
+            *PRIOR_FIELDS)
 LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
           "text_encoder_lr": "Text encoder learning rate (0: not trained)", "steps": "Steps (0: from epochs)",
           "epochs": "Epochs", "repeats": "Repeats (0: the folder's N_)", "batch": "Batch",
@@ -27,8 +31,13 @@ LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learni
           "warmup": "Warm-up (share of steps)", "min_snr_gamma": "Min-SNR gamma (0: off)",
           "noise_offset": "Noise offset", "flip": "Also mirrored pictures",
           "sample_every": "Sample pictures every N steps (0: four in the run)",
-          "save_every": "Checkpoint every N steps (0: with the samples)"}
+          "save_every": "Checkpoint every N steps (0: with the samples)",
+          "prior_weight": "Keep what the model knows: weight of its own pictures (0: off)",
+          "class_pictures": "How many of its pictures (0: as many as yours)",
+          "caption_dropout": "Caption dropout (share of pictures trained without their caption)"}
 SMOOTH = 0.9
+# a field a preset leaves out: the settings' own default
+PLAIN = {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.default is not dataclasses.MISSING}
 
 
 def owner(request: gr.Request | None) -> str:
@@ -47,7 +56,8 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
     the page-load function that re-attaches the user's jobs and lists their datasets, and what it
     fills (the job list, which "Try it" reads first, and the dataset list)."""
     c: dict[str, Any] = {}
-    D = make_settings({"name": "x", "dataset": "x", "preset": "subject"})    # the fields start as the preset
+    first, reason = _default_preset(studio)
+    D = make_settings({"name": "x", "dataset": "x", "preset": first})    # the fields start as the preset
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("#### 1. Pictures and captions")
@@ -68,11 +78,15 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
             with gr.Row():
                 c["name"] = gr.Textbox("", label="LoRA name (models/loras/NAME.safetensors)", elem_id="train-name")
                 c["trigger"] = gr.Textbox("", label="Trigger word (put before every caption)", elem_id="train-trigger")
-                c["preset"] = gr.Dropdown(preset_names(), value="subject", label="Preset",
+                c["preset"] = gr.Dropdown(preset_names(), value=first, label="Preset",
                                           elem_id="train-preset")
-            why = gr.Markdown(_why("subject"), elem_id="train-why")
+            why = gr.Markdown(f"*{reason}*", elem_id="train-why")
             with gr.Row():
                 for key in NUMBER_FIELDS:
+                    c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
+                                       maximum=RANGES[key][1], min_width=110, elem_id=f"train-{key.replace('_', '-')}")
+            with gr.Row():       # prior preservation (studio/finetune/prior.py): the model's own pictures beside
+                for key in PRIOR_FIELDS:
                     c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
                                        maximum=RANGES[key][1], min_width=110, elem_id=f"train-{key.replace('_', '-')}")
             with gr.Accordion("Advanced", open=False):
@@ -105,6 +119,14 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
 def _dataset_names(jobs: TrainingJobs | None, who: str) -> list[str]:
     """`who`'s datasets (a login's own folder when the studio has logins)."""
     return ds.dataset_names(jobs.datasets_of(who)) if jobs else []
+
+
+def _default_preset(studio: Studio) -> tuple[str, str]:
+    """The preset made for the studio's model (the tab opens on it), and why."""
+    try:
+        return default_preset(studio.model_info())
+    except StudioError:
+        return "subject", ""
 
 
 def _why(preset: str) -> str:
@@ -190,7 +212,7 @@ def _wire_settings(jobs, c, why, total) -> None:
             values = load_preset(preset)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
-        return [values.get(k, gr.skip()) if k in (*NUMBER_FIELDS, *ADVANCED) else gr.skip() for k in keys] + [
+        return [values.get(k, PLAIN[k]) if k in (*NUMBER_FIELDS, *ADVANCED) else gr.skip() for k in keys] + [
             _why(preset)]
 
     count = _plain_event(lambda raw, request: total_text(jobs, raw, owner(request)), keys,
