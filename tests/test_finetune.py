@@ -413,3 +413,18 @@ def test_the_first_preset_is_the_one_made_for_the_model_and_says_why():
     assert default_preset(SimpleNamespace(name="sd2", family="SD 2.x"))[0] == "subject"
     fallback, why = default_preset(SimpleNamespace(name="x", family="SDXL"))
     assert fallback == "subject" and "SDXL" in why
+
+
+def test_the_total_says_the_time_from_the_last_run_like_it(tmp_path):
+    """Before Train: the one total of steps, and the minutes a run like it took a step on this
+    machine (the same model, batch, resolution, text encoder and prior); before any, it says so."""
+    from studio.ui.finetune import total_text
+    datasets = tmp_path / "datasets"
+    concept_dataset(datasets / "azure", 6)
+    jobs = TrainingJobs(tmp_path / "jobs", tmp_path / "models", datasets)
+    raw = {"name": "azure", "dataset": "azure", "preset": "quick", "repeats": 10, "batch": 6, "epochs": 2}
+    assert "**20 steps**" in total_text(jobs, raw) and "no run like it" in total_text(jobs, raw)
+    done = create_job(jobs.root, make_settings(raw), owner=LOCAL, models_dir=jobs.models_dir, datasets=datasets)
+    done.set_status(state="done", s_per_step=1.5)
+    assert "about 1 min of steps on this machine (1.50 s a step" in total_text(jobs, raw)
+    assert "no run like it" in total_text(jobs, {**raw, "batch": 2})          # another batch: not like it

@@ -114,6 +114,20 @@ class TrainingJobs:
         mine = [p for p in self.root.iterdir() if JobFolder(p).job().get("owner") == owner]
         return [p.name for p in sorted(mine, key=lambda p: JobFolder(p).job().get("created", 0), reverse=True)]
 
+    def seconds_a_step(self, settings: TrainSettings) -> float | None:
+        """What a step took in the latest run like `settings` on this machine (the same model,
+        batch, resolution, text encoder trained or not, prior preservation or not); None before any."""
+        def like(s: dict) -> tuple:
+            return (s.get("model"), s.get("batch"), s.get("resolution"), (s.get("text_encoder_lr") or 0) > 0,
+                    (s.get("prior_weight") or 0) > 0)
+        wanted, best = like(settings.to_json()), (0.0, None)
+        for p in self.root.iterdir() if self.root.is_dir() else ():
+            job = JobFolder(p)
+            status = job.status() if job.job() else {}
+            if status.get("s_per_step") and like(job.settings_json()) == wanted:
+                best = max(best, (status.get("updated", 0.0), float(status["s_per_step"])))
+        return best[1]
+
     def running(self) -> str | None:
         if not self.root.is_dir():
             return None

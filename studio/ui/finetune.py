@@ -16,7 +16,7 @@ from studio.errors import StudioError
 from studio.finetune import dataset as ds
 from studio.finetune.jobs import LOCAL, TrainingJobs, lora_name
 from studio.finetune.settings import (RANGES, TrainSettings, default_preset, explain_total, load_preset, make_settings,
-                                      preset_names)
+                                      preset_names, total_steps)
 from studio.serving.studio import Studio
 
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
@@ -201,7 +201,13 @@ def total_text(jobs: TrainingJobs | None, raw: dict, who: str = LOCAL) -> str:
                                settings.trigger, settings.repeats)
     except StudioError as exc:
         return f"*{exc}*"
-    return explain_total(settings, len(data.items), data.with_repeats)
+    total = explain_total(settings, len(data.items), data.with_repeats)
+    seconds = _jobs(jobs).seconds_a_step(settings)
+    if seconds is None:
+        return total + " — the time is known after the first steps (no run like it on this machine yet)"
+    steps = total_steps(settings, data.with_repeats)
+    return total + (f" — about {max(1, round(seconds * steps / 60))} min of steps on this machine "
+                    f"({seconds:.2f} s a step in your last run like it; samples and class pictures come on top)")
 
 
 def _wire_settings(jobs, c, why, total) -> None:
