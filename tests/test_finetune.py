@@ -336,6 +336,9 @@ def test_the_new_words_are_the_trigger_and_what_the_model_never_saw():
     assert class_captions(captions, ["teal"], 3) == ["a circle on a white background",
                                                      "a large square in the top left corner",
                                                      "a circle on a white background"]
+    assert class_captions(captions, ["teal"], 3, ["red", "blue"]) == ["a red circle on a white background",
+                                                                      "a large blue square in the top left corner",
+                                                                      "a red circle on a white background"]
 
 
 def test_class_pictures_are_made_once_and_made_again_only_when_asked_differently(tmp_path):

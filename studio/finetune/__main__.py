@@ -4,7 +4,7 @@
                               [--steps N] [--rank R] [--alpha A] [--lr LR] [--batch B] [--epochs E]
                               [--repeats N] [--resolution PX] [--seed S] [--min-snr-gamma G]
                               [--sample-every N] [--prior-weight W] [--class-pictures N]
-                              [--caption-dropout P] [--model SOURCE]
+                              [--caption-dropout P] [--class-words WORDS] [--model SOURCE]
                               [--models-dir models] [--jobs outputs/training] [--device auto|cpu|cuda]
     python -m studio.finetune --job JOB_FOLDER      run or resume a prepared job (what the tab starts)
 
@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     for key, kind in NUMBERS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=kind)
     p.add_argument("--text-encoder-lr", type=float, help="train the text encoder too (0: not)")
+    p.add_argument("--class-words", help="with --prior-weight: what the new thing is a kind of (\"dog\"; "
+                                          "\"red, blue\"), drawn in its place in the class pictures")
     p.add_argument("--model", default="", help="a model source as app.py's --model (default: the embedded model)")
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")
     p.add_argument("--jobs", type=Path, default=ROOT / "outputs" / "training")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 from studio.models.sources import describe
                 args.preset, why = default_preset(describe(args.model))
                 print(f"preset {args.preset}: {why}", flush=True)
-            raw = {k: getattr(args, k) for k in (*NUMBERS, "trigger", "preset", "text_encoder_lr", "model")}
+            raw = {k: getattr(args, k) for k in (*NUMBERS, "trigger", "preset", "text_encoder_lr", "model",
+                                                 "class_words")}
             settings = make_settings({**raw, "name": args.name, "dataset": folder.name})
             models_dir, datasets, device = args.models_dir, folder.parent, args.device
             job = create_job(args.jobs, settings, owner=LOCAL, models_dir=models_dir, datasets=datasets,

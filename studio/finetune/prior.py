@@ -1,9 +1,10 @@
 """Prior preservation without homework (DreamBooth's class images, Ruiz et al. 2023): when a run
 asks for it (`prior_weight` > 0), the trainer makes pictures of what the model already draws for
 the dataset's captions with the new words taken out — the trigger, and the words a small model's
-vocabulary does not know — from the base model itself at fixed seeds, caches them in the job
-folder (reused on resume and when nothing changed), and trains on them beside the user's pictures
-with the loss weighted by `prior_weight`: the LoRA learns the new thing against the model's own
+vocabulary does not know — or with the words the user names in their place (the class the new
+thing is a kind of), from the base model itself at fixed seeds; caches them in the job folder
+(reused on resume and when nothing changed), and trains on them beside the user's pictures with
+the loss weighted by `prior_weight`: the LoRA learns the new thing against the model's own
 pictures instead of pulling every prompt towards it."""
 
 from __future__ import annotations
@@ -44,10 +45,19 @@ def without_words(caption: str, words: list[str]) -> str:
     return re.sub(r"\s+", " ", caption).strip(" ,")
 
 
-def class_captions(captions: list[str], words: list[str], count: int) -> list[str]:
-    """`count` captions of what the model knows: the dataset's, in turn, without the new words."""
-    plain = [without_words(c, words) or "a picture" for c in captions]
-    return [plain[i % len(plain)] for i in range(count)]
+def class_captions(captions: list[str], words: list[str], count: int, instead: list[str] = ()) -> list[str]:
+    """`count` captions of what the model knows: the dataset's, in turn, with the new words
+    replaced by the words `instead` (the class the new thing is a kind of: "dog", or "red, blue,
+    green" for a new colour), one after another, or dropped when there are none."""
+    out = []
+    for i in range(count):
+        caption = captions[i % len(captions)]
+        if instead:
+            word = instead[i % len(instead)]
+            for new in words:
+                caption = re.sub(r"(?<![\w-])" + re.escape(new) + r"(?![\w-])", word, caption, flags=re.IGNORECASE)
+        out.append(without_words(caption, words) or "a picture")
+    return out
 
 
 def class_pictures(folder: Path, captions: list[str], seed: int, resolution: int, model: str,

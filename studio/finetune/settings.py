@@ -52,6 +52,7 @@ class TrainSettings:
     flip: bool = False              # also train on mirrored pictures
     prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
     class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
+    class_words: str = ""           # what the new thing is a kind of ("dog"; "red, blue"): in its place there
     caption_dropout: float = 0.0    # share of the steps' pictures trained with an empty caption
     sample_every: int = 0           # 0: about four times in the run
     save_every: int = 0             # 0: with the samples
@@ -112,7 +113,7 @@ def make_settings(raw: dict[str, Any], folder: Path = PRESETS_DIR) -> TrainSetti
 
 
 def _checked(key: str, value: Any) -> Any:
-    if key in ("name", "dataset", "trigger", "preset", "schedule", "model"):
+    if key in ("name", "dataset", "trigger", "preset", "schedule", "model", "class_words"):
         text = str(value).strip()
         if len(text) > 200 or any(ord(c) < 32 for c in text):
             raise InvalidRequest(f"{key}: at most 200 printable characters.")

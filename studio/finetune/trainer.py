@@ -107,7 +107,8 @@ def make_class_pictures(run: Run, info) -> list[ClassPicture]:
     """The model's own pictures of the dataset's captions without the new words (cached)."""
     s, captions = run.settings, [i.caption for i in run.dataset.items]
     words = new_words(captions, s.trigger, info.vocabulary)
-    wanted = class_captions(captions, words, s.class_pictures or len(run.dataset.items))
+    instead = [w.strip() for w in s.class_words.split(",") if w.strip()]
+    wanted = class_captions(captions, words, s.class_pictures or len(run.dataset.items), instead)
     run.job.set_status(state="starting", message=f"making {len(wanted)} class pictures (the model without "
                                                   f"{', '.join(words) or 'the new words'})")
 

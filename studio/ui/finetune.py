@@ -23,7 +23,7 @@ NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "r
                  "seed")
 PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout")
 ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every",
-            *PRIOR_FIELDS)
+            *PRIOR_FIELDS, "class_words")
 LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
           "text_encoder_lr": "Text encoder learning rate (0: not trained)", "steps": "Steps (0: from epochs)",
           "epochs": "Epochs", "repeats": "Repeats (0: the folder's N_)", "batch": "Batch",
@@ -34,7 +34,8 @@ LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learni
           "save_every": "Checkpoint every N steps (0: with the samples)",
           "prior_weight": "Keep what the model knows: weight of its own pictures (0: off)",
           "class_pictures": "How many of its pictures (0: as many as yours)",
-          "caption_dropout": "Caption dropout (share of pictures trained without their caption)"}
+          "caption_dropout": "Caption dropout (share of pictures trained without their caption)",
+          "class_words": "What it is a kind of (drawn in its place in the model's pictures: dog; red, blue)"}
 SMOOTH = 0.9
 # a field a preset leaves out: the settings' own default
 PLAIN = {f.name: f.default for f in dataclasses.fields(TrainSettings) if f.default is not dataclasses.MISSING}
@@ -89,6 +90,7 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
                 for key in PRIOR_FIELDS:
                     c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
                                        maximum=RANGES[key][1], min_width=110, elem_id=f"train-{key.replace('_', '-')}")
+                c["class_words"] = gr.Textbox(D.class_words, label=LABELS["class_words"], elem_id="train-class-words")
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
                     c["schedule"] = gr.Dropdown(["cosine", "constant", "linear"], value=D.schedule,
