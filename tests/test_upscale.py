@@ -3,7 +3,6 @@ model: both passes saved, A1111's hires keys, PNG Info sending the whole generat
 
 from __future__ import annotations
 
-import importlib
 
 import numpy as np
 import pytest
