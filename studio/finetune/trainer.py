@@ -112,11 +112,8 @@ def make_class_pictures(run: Run, info) -> list[ClassPicture]:
     run.job.set_status(state="starting", message=f"making {len(wanted)} class pictures (the model without "
                                                   f"{', '.join(words) or 'the new words'})")
 
-    def draw(prompt: str, seed: int):
-        request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
-                                          height=run.resolution)
-        return run.studio.submit(request, user="trainer", save=False).result().images[0].image
-    return class_pictures(run.job.path / CLASS_FOLDER, wanted, s.seed, run.resolution, s.model, draw)
+    return class_pictures(run.job.path / CLASS_FOLDER, wanted, s.seed, run.resolution, s.model,
+                          lambda prompt, seed: draw(run, prompt, seed).image)
 
 
 def _picture(path: Path, size: int) -> torch.Tensor:
@@ -356,22 +353,32 @@ def sample_prompts(settings: TrainSettings, dataset: Dataset) -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
+PREVIEW = "preview.safetensors"      # the LoRA as it is now, in the job's own models/loras
+
+
+def write_preview(run: Run) -> None:
+    write_lora(run.job.path / "models" / "loras" / PREVIEW, lora_tensors(run), {"ss_output_name": "preview"})
+    run.studio.names("loras", rescan=True)
+
+
+def draw(run: Run, prompt: str, seed: int, weight: float = 0.0):
+    """One picture as txt2img makes it, through the run's own Studio: the model with the preview
+    LoRA at `weight` (0: the model without it) — the samples, class pictures and evaluation."""
+    request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
+                                      height=run.resolution, loras=[(PREVIEW, weight)] if weight else [])
+    return run.studio.submit(request, user="trainer", save=False).result().images[0]
+
+
 def samples(run: Run) -> list[Path]:
     """Pictures from fixed seeds with the LoRA as it is now (step 0: the model without it)."""
     from studio.outputs.folder import save_as
 
     run.job.set_status(state="sampling", step=run.step)
-    loras = []
     if run.step:
-        write_lora(run.job.path / "models" / "loras" / "preview.safetensors", lora_tensors(run),
-                   {"ss_output_name": "preview"})
-        run.studio.names("loras", rescan=True)
-        loras = [("preview.safetensors", 1.0)]
+        write_preview(run)
     made = []
     for k, prompt in enumerate(sample_prompts(run.settings, run.dataset)):
-        request = run.studio.make_request("txt2img", prompt=prompt, seed=run.settings.seed + k, loras=loras,
-                                          width=run.resolution, height=run.resolution)
-        picture = run.studio.submit(request, user="trainer", save=False).result().images[0]
+        picture = draw(run, prompt, run.settings.seed + k, 1.0 if run.step else 0.0)
         name = f"step_{run.step:05d}_{k}.png"
         made.append(save_as(run.job.path / "samples" / name, picture.image, picture.parameters, picture.data))
         run.job.add_sample({"step": run.step, "k": k, "prompt": prompt, "seed": picture.seed, "file": name})
@@ -387,18 +394,12 @@ def evaluation(run: Run) -> dict:
     from studio.finetune.evaluate import evaluate
 
     run.job.set_status(state="evaluating", step=run.step)
-    write_lora(run.job.path / "models" / "loras" / "preview.safetensors", lora_tensors(run),
-               {"ss_output_name": "preview"})
-    run.studio.names("loras", rescan=True)
-
-    def draw(prompt: str, seed: int, weight: float):
-        request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
-                                          height=run.resolution,
-                                          loras=[("preview.safetensors", weight)] if weight else [])
-        return np.asarray(run.studio.submit(request, user="trainer", save=False).result().images[0].image)
+    write_preview(run)
     captions = [i.caption for i in run.dataset.items]
     words = new_words(captions, run.settings.trigger, run.studio.model_info().vocabulary)
-    figures = evaluate(captions, words, run.settings.seed, draw, text_encoder=run.text_encoder is not None)
+    figures = evaluate(captions, words, run.settings.seed,
+                       lambda prompt, seed, weight: np.asarray(draw(run, prompt, seed, weight).image),
+                       text_encoder=run.text_encoder is not None)
     run.job.file("evaluation.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
     return figures
 
