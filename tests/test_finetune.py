@@ -414,8 +414,10 @@ def test_the_first_preset_is_the_one_made_for_the_model_and_says_why():
     assert preset == "quick" and "embedded-shapes" in why
     assert default_preset(SimpleNamespace(name="dreamshaper_8", family="SD 1.x"))[0] == "subject"
     assert default_preset(SimpleNamespace(name="sd2", family="SD 2.x"))[0] == "subject"
-    fallback, why = default_preset(SimpleNamespace(name="x", family="SDXL"))
-    assert fallback == "subject" and "SDXL" in why
+    xl, why = default_preset(SimpleNamespace(name="x", family="SDXL"))
+    assert xl == "sdxl" and "gradient checkpointing" in why
+    fallback, why = default_preset(SimpleNamespace(name="x", family="Flux.1 dev"))
+    assert fallback == "subject" and "Flux.1 dev" in why
 
 
 def test_the_total_says_the_time_from_the_last_run_like_it(tmp_path):

@@ -23,6 +23,7 @@ from studio.config import ROOT
 from studio.errors import StudioError
 
 NUMBERS = {"steps": int, "rank": int, "alpha": float, "lr": float, "batch": int, "epochs": int, "repeats": int,
+           "embedding_lr": float,
            "resolution": int, "seed": int, "min_snr_gamma": float, "sample_every": int, "prior_weight": float,
            "class_pictures": int, "caption_dropout": float}
 
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder-lr", type=float, help="train the text encoder too (0: not)")
     p.add_argument("--class-words", help="with --prior-weight: what the new thing is a kind of (\"dog\"; "
                                           "\"red, blue\"), drawn in its place in the class pictures")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="less memory for slower steps (SDXL on a 12-16 GB GPU)")
     p.add_argument("--model", default="", help="a model source as app.py's --model (default: the embedded model)")
     p.add_argument("--models-dir", type=Path, default=ROOT / "models")
     p.add_argument("--jobs", type=Path, default=ROOT / "outputs" / "training")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.preset, why = default_preset(describe(args.model))
                 print(f"preset {args.preset}: {why}", flush=True)
             raw = {k: getattr(args, k) for k in (*NUMBERS, "trigger", "preset", "text_encoder_lr", "model",
-                                                 "class_words")}
+                                                 "class_words", "gradient_checkpointing")}
             settings = make_settings({**raw, "name": args.name, "dataset": folder.name})
             models_dir, datasets, device = args.models_dir, folder.parent, args.device
             job = create_job(args.jobs, settings, owner=LOCAL, models_dir=models_dir, datasets=datasets,

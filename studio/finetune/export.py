@@ -4,6 +4,10 @@ Keys are `lora_unet_<module path with . -> _>` and `lora_te_text_model_<...>` wi
 `.lora_down.weight` (PEFT's lora_A), `.lora_up.weight` (lora_B) and `.alpha`, the alpha actually
 used (the scale is alpha / rank in kohya, AUTOMATIC1111, ComfyUI and diffusers). diffusers' own
 kohya converter writes alpha = rank and SD1 text encoders as `lora_te1_`, so it is not used.
+SDXL's are kohya's SDXL layout: the UNet's modules under their original (SGM) names
+(`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`), CLIP-L as `lora_te1_`, OpenCLIP
+bigG as `lora_te2_`. A new word's learned vectors (pivotal tuning, words.py) ride along as
+AUTOMATIC1111's bundled embeddings, `bundle_emb.<word>.string_to_param.*` (SDXL: `.clip_l`, `.clip_g`).
 Tensors are fp16 and contiguous; the header carries kohya's `ss_*` training metadata (all strings),
 `modelspec.*` and `sshs_model_hash` (sha256 of the bytes after the header, which AUTOMATIC1111
 shows as the LoRA's hash). The file is written to a temporary name and renamed, so a reader never
@@ -20,19 +24,38 @@ from pathlib import Path
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-KEY_RULE = re.compile(r"^lora_(unet|te)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
+KEY_RULE = re.compile(r"^lora_(unet|te|te1|te2)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$"
+                      r"|^bundle_emb\.[^.]+\.(string_to_param\.\*|clip_l|clip_g)$")   # a new word's vectors
 BASE_VERSIONS = {"SD 1.x": "sd_v1", "SD 2.x": "sd_v2", "SDXL": "sdxl_base_v1-0"}
 ARCHITECTURES = {"sd_v1": "stable-diffusion-v1/lora", "sd_v2": "stable-diffusion-v2-512/lora",
                  "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora"}
 
 
 def kohya_name(prefix: str, module: str) -> str:
-    """`lora_unet_` / `lora_te_` + the module path with dots as underscores. The text encoder's
-    path is written under `text_model_` (transformers 5 dropped that level from CLIPTextModel; the
-    readers match `lora_te_text_model_encoder_layers_N_...`)."""
-    if prefix == "te" and not module.startswith("text_model."):
+    """`lora_unet_` / `lora_te_` (SDXL: `lora_te1_`, `lora_te2_`) + the module path with dots as
+    underscores. The text encoders' paths are written under `text_model_` (transformers 5 dropped
+    that level from CLIPTextModel; the readers match `lora_te_text_model_encoder_layers_N_...`)."""
+    if prefix.startswith("te") and not module.startswith("text_model."):
         module = "text_model." + module
     return f"lora_{prefix}_" + module.replace(".", "_")
+
+
+SGM_BLOCKS = [(re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$"), "input_blocks.{n}.1.{rest}", 1),
+              (re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$"), "output_blocks.{n}.1.{rest}", 0)]
+
+
+def sgm_module(module: str, layers_per_block: int) -> str:
+    """A UNet attention module's path in the original (SGM) layout kohya's SDXL LoRAs use:
+    down level i's attention j is input block 1 + i(l+1) + j, up level i's is output block
+    i(l+1) + j (l layers a level, plus the down- or upsampler); the middle one is middle_block.1."""
+    if module.startswith("mid_block.attentions.0."):
+        return "middle_block.1." + module[len("mid_block.attentions.0."):]
+    for rule, form, first in SGM_BLOCKS:
+        match = rule.match(module)
+        if match:
+            level, layer, rest = int(match[1]), int(match[2]), match[3]
+            return form.format(n=first + level * (layers_per_block + 1) + layer, rest=rest)
+    raise ValueError(f"no SGM name for {module}")
 
 
 def lora_state(model) -> dict:
@@ -40,9 +63,10 @@ def lora_state(model) -> dict:
     return {name: p for name, p in model.named_parameters() if ".lora_A." in name or ".lora_B." in name}
 
 
-def kohya_tensors(peft_state: dict, prefix: str, alpha: float) -> dict:
+def kohya_tensors(peft_state: dict, prefix: str, alpha: float, sgm_blocks: int | None = None) -> dict:
     """One model's LoRA weights (`lora_state`, or PEFT's `get_peft_model_state_dict`) as kohya
-    tensors: fp16, contiguous, one `.alpha` per module."""
+    tensors: fp16, contiguous, one `.alpha` per module; `sgm_blocks` (the UNet's layers a level):
+    the UNet's modules under their SGM names, as kohya writes SDXL's."""
     import torch
 
     out = {}
@@ -51,7 +75,7 @@ def kohya_tensors(peft_state: dict, prefix: str, alpha: float) -> dict:
         if not match:
             raise ValueError(f"not a LoRA weight: {key}")
         module, which = match.groups()
-        name = kohya_name(prefix, module)
+        name = kohya_name(prefix, sgm_module(module, sgm_blocks) if sgm_blocks else module)
         out[f"{name}.{'lora_down' if which == 'A' else 'lora_up'}.weight"] = (
             tensor.detach().to("cpu", torch.float16).contiguous())
         out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float16)
@@ -87,6 +111,29 @@ def write_lora(path: Path, tensors: dict, metadata: dict) -> Path:
     return path
 
 
+def embedding_files(bundle: dict, name: str) -> dict[str, dict]:
+    """Textual-inversion files from a run's bundled words (`bundle_emb.<word>.<part>`): one per
+    word, named `name` (`name-word` when there are several), in the layout A1111 reads:
+    `emb_params` (SD 1.x/2.x), `clip_l` and `clip_g` (SDXL)."""
+    words: dict[str, dict] = {}
+    for key, tensor in bundle.items():
+        _, word, part = key.split(".", 2)
+        words.setdefault(word, {})["emb_params" if part.startswith("string_to_param") else part] = tensor
+    return {(name if len(words) == 1 else f"{name}-{word}"): tensors for word, tensors in words.items()}
+
+
+def write_embedding(path: Path, tensors: dict, metadata: dict) -> Path:
+    """An embedding file, atomically, with the run's metadata."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+              {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    os.replace(tmp, path)
+    return path
+
+
 def training_metadata(settings, *, family: str, model_name: str, model_hash: str, dataset_dirs: dict,
                       tag_frequency: dict, images: int, step: int, epoch: int, total: int,
                       started: float, finished: float, resolution: int) -> dict[str, str]:
@@ -96,6 +143,7 @@ def training_metadata(settings, *, family: str, model_name: str, model_hash: str
         "ss_output_name": settings.name, "ss_network_module": "networks.lora",
         "ss_network_dim": settings.rank, "ss_network_alpha": settings.alpha,
         "ss_network_args": {"text_encoder": settings.text_encoder_lr > 0},
+        "ss_embedding_lr": settings.embedding_lr,
         "ss_base_model_version": version, "ss_v2": version == "sd_v2",
         "ss_sd_model_name": model_name, "ss_new_sd_model_hash": model_hash,
         "ss_resolution": f"({resolution}, {resolution})", "ss_seed": settings.seed,

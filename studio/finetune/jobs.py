@@ -114,18 +114,19 @@ class TrainingJobs:
         mine = [p for p in self.root.iterdir() if JobFolder(p).job().get("owner") == owner]
         return [p.name for p in sorted(mine, key=lambda p: JobFolder(p).job().get("created", 0), reverse=True)]
 
-    def seconds_a_step(self, settings: TrainSettings) -> float | None:
-        """What a step took in the latest run like `settings` on this machine (the same model,
-        batch, resolution, text encoder trained or not, prior preservation or not); None before any."""
+    def last_like(self, settings: TrainSettings) -> dict | None:
+        """The status of the latest run like `settings` on this machine (the same model, batch,
+        resolution, text encoder trained or not, prior preservation or not, gradient checkpointing
+        or not) that made steps: its `s_per_step` and `peak_mb`; None before any."""
         def like(s: dict) -> tuple:
             return (s.get("model"), s.get("batch"), s.get("resolution"), (s.get("text_encoder_lr") or 0) > 0,
-                    (s.get("prior_weight") or 0) > 0)
+                    (s.get("prior_weight") or 0) > 0, bool(s.get("gradient_checkpointing")))
         wanted, best = like(settings.to_json()), (0.0, None)
         for p in self.root.iterdir() if self.root.is_dir() else ():
             job = JobFolder(p)
             status = job.status() if job.job() else {}
             if status.get("s_per_step") and like(job.settings_json()) == wanted:
-                best = max(best, (status.get("updated", 0.0), float(status["s_per_step"])))
+                best = max(best, (status.get("updated", 0.0), status), key=lambda b: b[0])
         return best[1]
 
     def running(self) -> str | None:

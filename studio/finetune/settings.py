@@ -19,11 +19,11 @@ SCHEDULES = ("cosine", "constant", "linear")
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # (low, high) for every number a user sets; checked once, at the boundary.
 RANGES: dict[str, tuple[float, float]] = {
-    "rank": (1, 128), "alpha": (0.01, 256), "lr": (1e-7, 1.0), "text_encoder_lr": (0.0, 1.0),
+    "rank": (1, 128), "alpha": (0.01, 256), "lr": (0.0, 1.0), "text_encoder_lr": (0.0, 1.0),
     "steps": (0, 100_000), "epochs": (1, 1000), "repeats": (0, 1000), "batch": (1, 64),
     "resolution": (0, 2048), "seed": (0, 2 ** 32 - 1), "warmup": (0.0, 0.5), "min_snr_gamma": (0.0, 100.0),
     "noise_offset": (0.0, 1.0), "sample_every": (0, 100_000), "save_every": (0, 100_000),
-    "prior_weight": (0.0, 10.0), "class_pictures": (0, 2000), "caption_dropout": (0.0, 0.9),
+    "embedding_lr": (0.0, 1.0), "prior_weight": (0.0, 10.0), "class_pictures": (0, 2000), "caption_dropout": (0.0, 0.9),
 }
 INTEGER = {"rank", "steps", "epochs", "repeats", "batch", "resolution", "seed", "sample_every", "save_every",
            "class_pictures"}
@@ -39,6 +39,7 @@ class TrainSettings:
     alpha: float = 4.0              # the scale is alpha / rank (written as such in the file)
     lr: float = 1e-4                # UNet
     text_encoder_lr: float = 0.0    # 0: the text encoder is not trained
+    embedding_lr: float = 0.0       # > 0: the new words' own vectors learned too (pivotal tuning, words.py)
     steps: int = 0                  # 0: from epochs x repeats x pictures / batch
     epochs: int = 8
     repeats: int = 0                # 0: the folder's `N_` prefix, else 1
@@ -50,6 +51,7 @@ class TrainSettings:
     min_snr_gamma: float = 5.0      # 0: off (Hang et al. 2023, "5 is recommended by paper")
     noise_offset: float = 0.0
     flip: bool = False              # also train on mirrored pictures
+    gradient_checkpointing: bool = False   # less memory for about a third more time a step (SDXL on 12-16 GB)
     prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
     class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
     class_words: str = ""           # what the new thing is a kind of ("dog"; "red, blue"): in its place there
@@ -107,6 +109,8 @@ def make_settings(raw: dict[str, Any], folder: Path = PRESETS_DIR) -> TrainSetti
     if not NAME_RULE.match(values["name"]):
         raise InvalidRequest(f"LoRA name {values['name']!r}: letters, digits, '_', '-' and '.', up to 64, "
                              "starting with a letter or digit.")
+    if not has_layers(TrainSettings(**values)) and not values.get("embedding_lr"):
+        raise InvalidRequest("Nothing to train: every learning rate is 0 (UNet, text encoder, the new words).")
     if values.get("schedule", "cosine") not in SCHEDULES:
         raise InvalidRequest(f"Learning-rate schedule {values['schedule']!r}: one of {', '.join(SCHEDULES)}.")
     return TrainSettings(**values)
@@ -118,7 +122,7 @@ def _checked(key: str, value: Any) -> Any:
         if len(text) > 200 or any(ord(c) < 32 for c in text):
             raise InvalidRequest(f"{key}: at most 200 printable characters.")
         return text
-    if key == "flip":
+    if key in ("flip", "gradient_checkpointing"):
         return bool(value)
     if key == "sample_prompts":
         prompts = [str(p).strip() for p in (value or []) if str(p).strip()]
@@ -126,6 +130,12 @@ def _checked(key: str, value: Any) -> Any:
             raise InvalidRequest("sample_prompts: at most 8 prompts of at most 500 characters.")
         return prompts
     return bounded(key, value, *RANGES[key], integer=key in INTEGER)
+
+
+def has_layers(settings: TrainSettings) -> bool:
+    """The run makes LoRA layers (a UNet or text-encoder rate); without, only the new words'
+    vectors are learned: textual inversion, written as embedding files."""
+    return settings.lr > 0 or settings.text_encoder_lr > 0
 
 
 def total_steps(settings: TrainSettings, pictures_with_repeats: int) -> int:

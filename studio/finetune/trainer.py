@@ -28,13 +28,16 @@ from pathlib import Path
 import torch
 
 from studio.finetune.dataset import Dataset, read_dataset, with_trigger
-from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, kohya_tensors, lora_state, sidecar,
-                                    training_metadata, write_lora)
+from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, embedding_files, kohya_tensors, lora_state,
+                                    sidecar, training_metadata, write_embedding, write_lora)
 from studio.finetune.folder import JobFolder
 from studio.finetune.jobs import LOCAL, lora_name
 from studio.finetune.prior import (FOLDER as CLASS_FOLDER, ClassPicture, class_captions, class_pictures, new_words,
                                    without_words)
-from studio.finetune.settings import TrainSettings, sample_interval, total_steps
+from studio.finetune.settings import TrainSettings, has_layers, sample_interval, total_steps
+from studio.finetune import text as txt
+from studio.finetune.text import FAMILIES, TextSide, side_of, token_ids
+from studio.finetune.words import bundle_tensors, learn_words
 
 SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
              "linear": lambda p: 1.0 - p}
@@ -58,8 +61,11 @@ class Run:
     total: int
     data: dict = field(default_factory=dict)   # latents, ids or embeddings, per picture
     prior: list = field(default_factory=list)  # the class pictures (studio/finetune/prior.py)
+    words: list[str] = field(default_factory=list)   # the new words (prior.new_words)
+    learned: list = field(default_factory=list)   # [(bundle part, [(word, token ids)], WordRows)] (words.py)
+    side: TextSide = FAMILIES["sd"]            # how the family reads captions (text.py)
     unet: torch.nn.Module | None = None
-    text_encoder: torch.nn.Module | None = None
+    text_encoders: list = field(default_factory=list)   # trained copies (LoRA layers or the words' rows)
     params: list = field(default_factory=list)
     opt: torch.optim.Optimizer | None = None
     gen: torch.Generator | None = None
@@ -92,11 +98,13 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
     dataset = read_dataset(datasets / settings.dataset, settings.trigger, settings.repeats)
     studio = sample_studio(job, settings, device)
     info = studio.model_info()
-    if info.family.startswith("SDXL"):
-        raise TrainingFailed("Training SDXL LoRAs is not in this version of the studio (SD 1.x and 2.x are).")
+    if info.arch != "sd":
+        raise TrainingFailed(f"Training LoRAs for {info.family} is not in this version of the studio "
+                             "(SD 1.x, 2.x and SDXL are).")
     pipe = studio.local.manager.pipeline("txt2img")     # the weights trained are the ones the samples use
     run = Run(job, settings, dataset, studio, pipe, device, settings.resolution or info.native_size,
-              total_steps(settings, dataset.with_repeats))
+              total_steps(settings, dataset.with_repeats), side=side_of(info.family))
+    run.words = new_words([i.caption for i in dataset.items], settings.trigger, info.vocabulary)
     if settings.prior_weight > 0:
         run.prior = make_class_pictures(run, info)
     run.data = encode(run)
@@ -105,15 +113,18 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
 
 def make_class_pictures(run: Run, info) -> list[ClassPicture]:
     """The model's own pictures of the dataset's captions without the new words (cached)."""
-    s, captions = run.settings, [i.caption for i in run.dataset.items]
-    words = new_words(captions, s.trigger, info.vocabulary)
-    instead = [w.strip() for w in s.class_words.split(",") if w.strip()]
+    s, captions, words = run.settings, [i.caption for i in run.dataset.items], run.words
+    instead = class_words(s)
     wanted = class_captions(captions, words, s.class_pictures or len(run.dataset.items), instead)
     run.job.set_status(state="starting", message=f"making {len(wanted)} class pictures (the model without "
                                                   f"{', '.join(words) or 'the new words'})")
 
     return class_pictures(run.job.path / CLASS_FOLDER, wanted, s.seed, run.resolution, s.model,
                           lambda prompt, seed: draw(run, prompt, seed).image)
+
+
+def class_words(settings: TrainSettings) -> list[str]:
+    return [w.strip() for w in settings.class_words.split(",") if w.strip()]
 
 
 def _picture(path: Path, size: int) -> torch.Tensor:
@@ -128,22 +139,19 @@ def _picture(path: Path, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode(run: Run) -> dict:
-    """Latents of every picture (and its mirror image with `flip`), token ids of every caption,
-    and, when the text encoder is not trained, their embeddings: made once, before step 1. The
-    class pictures (prior preservation) and the empty caption (caption dropout) likewise."""
+    """Latents of every picture (and its mirror image with `flip`) and every caption's text
+    (text.py: token ids, or, when no text encoder is trained, what the encoders make of them):
+    made once, before step 1. The class pictures (prior preservation) and the empty caption
+    (caption dropout) likewise."""
     pictures = torch.stack([_picture(i.path, run.resolution) for i in run.dataset.items])
     variants = [pictures, pictures.flip(-1)] if run.settings.flip else [pictures]
     data = {"latents": torch.stack([_latents(run, v) for v in variants], 1),     # pictures x variants x C x h x w
-            "ids": _ids(run, [i.caption for i in run.dataset.items])}
+            "text": _text(run, [i.caption for i in run.dataset.items])}
     if run.prior:
         data["class_latents"] = _latents(run, torch.stack([_picture(c.path, run.resolution) for c in run.prior]))
-        data["class_ids"] = _ids(run, [c.caption for c in run.prior])
+        data["class_text"] = _text(run, [c.caption for c in run.prior])
     if run.settings.caption_dropout > 0:
-        data["empty_ids"] = _ids(run, [""])
-    if run.settings.text_encoder_lr <= 0:
-        for key in [k for k in data if k.endswith("ids")]:
-            data[key.replace("ids", "embeds")] = torch.cat([run.pipe.text_encoder(data[key][i:i + 32].to(run.device))[0]
-                                                            .float() for i in range(0, len(data[key]), 32)])
+        data["empty_text"] = _text(run, [""])
     return data
 
 
@@ -154,10 +162,13 @@ def _latents(run: Run, pictures: torch.Tensor) -> torch.Tensor:
     return out.float() * vae.config.scaling_factor
 
 
-def _ids(run: Run, captions: list[str]) -> torch.Tensor:
-    tokenizer = run.pipe.tokenizer
-    return tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                     return_tensors="pt").input_ids
+def _text(run: Run, captions: list[str]) -> dict:
+    ids = token_ids(run.pipe, run.side, captions)
+    if _text_encoder_trained(run.settings):
+        return {"ids": ids}
+    encoders = [getattr(run.pipe, n) for n in run.side.encoders]
+    parts = [txt.encode(run.side, encoders, ids[i:i + 32]) for i in range(0, len(ids), 32)]
+    return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
 
 
 # -- stage 2: the LoRA layers ---------------------------------------------------------------------------
@@ -170,29 +181,49 @@ def add_lora(run: Run) -> None:
     s = run.settings
     torch.manual_seed(s.seed)                 # PEFT's gaussian init of lora_A
     run.unet = copy.deepcopy(run.pipe.unet).to(run.device, torch.float32).requires_grad_(False)
-    run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
-                                    target_modules=list(UNET_TARGETS)))
-    groups = [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}]
-    if s.text_encoder_lr > 0:
-        run.text_encoder = copy.deepcopy(run.pipe.text_encoder).to(run.device, torch.float32).requires_grad_(False)
-        # peft directly: transformers' own add_adapter wants a newer peft than diffusers does
-        inject_adapter_in_model(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
-                                           target_modules=list(TEXT_TARGETS)), run.text_encoder)
-        run.text_encoder.requires_grad_(False)
-        for name, p in run.text_encoder.named_parameters():
-            p.requires_grad_("lora_" in name)
-        groups.append({"params": [p for p in run.text_encoder.parameters() if p.requires_grad],
-                       "lr": s.text_encoder_lr, "base": s.text_encoder_lr})
+    if s.lr > 0:
+        run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                        target_modules=list(UNET_TARGETS)))
+    if s.gradient_checkpointing:            # activations made again in the backward pass: less memory, ~30% slower
+        run.unet.enable_gradient_checkpointing()
+    groups = [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}] if s.lr else []
+    if _text_encoder_trained(s):
+        run.text_encoders = [copy.deepcopy(getattr(run.pipe, n)).to(run.device, torch.float32).requires_grad_(False)
+                             for n in run.side.encoders]
+    for encoder, tokenizer, part in zip(run.text_encoders, run.side.tokenizers, run.side.bundle_parts):
+        if s.text_encoder_lr > 0:
+            # peft directly: transformers' own add_adapter wants a newer peft than diffusers does
+            inject_adapter_in_model(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                               target_modules=list(TEXT_TARGETS)), encoder)
+            encoder.requires_grad_(False)
+            for name, p in encoder.named_parameters():
+                p.requires_grad_("lora_" in name)
+            groups.append({"params": [p for p in encoder.parameters() if p.requires_grad],
+                           "lr": s.text_encoder_lr, "base": s.text_encoder_lr})
+        if s.embedding_lr > 0:
+            if not run.words:
+                raise TrainingFailed("Learning the new words' vectors needs a new word: give a trigger word "
+                                     "(or set the words' learning rate to 0).")
+            spans, rows = learn_words(encoder, getattr(run.pipe, tokenizer), run.words, class_words(s))
+            run.learned.append((part, spans, rows))
+            groups.append({"params": [rows.rows], "lr": s.embedding_lr, "base": s.embedding_lr, "weight_decay": 0.0})
     run.params = [p for g in groups for p in g["params"]]
     run.opt = torch.optim.AdamW(groups, weight_decay=1e-2)
     run.gen = torch.Generator().manual_seed(s.seed)
 
 
 def lora_tensors(run: Run) -> dict:
-    tensors = kohya_tensors(lora_state(run.unet), "unet", run.settings.alpha)
-    if run.text_encoder is not None:
-        tensors |= kohya_tensors(lora_state(run.text_encoder), "te", run.settings.alpha)
-    return tensors
+    blocks = run.unet.config.layers_per_block if run.side.pooled_from is not None else None   # SDXL: SGM names
+    tensors = kohya_tensors(lora_state(run.unet), "unet", run.settings.alpha, sgm_blocks=blocks) if run.settings.lr else {}
+    if run.settings.text_encoder_lr > 0:
+        for encoder, prefix in zip(run.text_encoders, run.side.prefixes):
+            tensors |= kohya_tensors(lora_state(encoder), prefix, run.settings.alpha)
+    return tensors | bundle_tensors(run.learned)
+
+
+def _text_encoder_trained(s: TrainSettings) -> bool:
+    """Its LoRA layers or the new words' vectors (pivotal tuning) are learned."""
+    return s.text_encoder_lr > 0 or s.embedding_lr > 0
 
 
 # -- stage 3: the steps ---------------------------------------------------------------------------------
@@ -226,14 +257,13 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
     s, data = run.settings, run.data
     idx = next_batch(run)
     variant = torch.randint(data["latents"].shape[1], (len(idx),), generator=run.gen)
-    x0, words = data["latents"][idx, variant], "ids" if run.text_encoder is not None else "embeds"
-    text = data[words][idx]
+    x0, text = data["latents"][idx, variant], txt.take(data["text"], idx)
     if s.caption_dropout > 0:
         dropped = torch.rand(len(idx), generator=run.gen) < s.caption_dropout
-        text = torch.where(dropped.view(-1, *[1] * (text.dim() - 1)), data[f"empty_{words}"], text)
+        text = txt.replace(text, dropped, data["empty_text"])
     if run.prior:
         pick = torch.randint(len(run.prior), (len(idx),), generator=run.gen)
-        x0, text = torch.cat([x0, data["class_latents"][pick]]), torch.cat([text, data[f"class_{words}"][pick]])
+        x0, text = torch.cat([x0, data["class_latents"][pick]]), txt.join(text, txt.take(data["class_text"], pick))
     noise = torch.randn(x0.shape, generator=run.gen)
     if s.noise_offset:
         noise = noise + s.noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=run.gen)
@@ -242,10 +272,12 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
     noisy = noise_scheduler.add_noise(x0, noise, t)
     v_pred = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
-    cond = run.text_encoder(text.to(run.device))[0] if run.text_encoder is not None else text.to(run.device)
+    text = txt.to(text, run.device)
+    if "ids" in text:
+        text = txt.encode(run.side, run.text_encoders, text["ids"])
     from studio.models.precision import autocast
     with autocast(run.device, run.device.startswith("cuda")):
-        pred = run.unet(noisy, t, encoder_hidden_states=cond).sample
+        pred = run.unet(noisy, t, **txt.denoiser_inputs(run.side, text, run.resolution)).sample
     per_sample = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     if s.min_snr_gamma:
         snr = compute_snr(noise_scheduler, t)
@@ -299,9 +331,18 @@ def _account(run: Run, loss: float, seconds: float) -> None:
         print(f"step {run.step}/{run.total}  loss {run.smooth:.5f}  {run.s_per_step:.3f} s a step  "
               f"about {run.s_per_step * (run.total - run.step):.0f} s left", flush=True)
     if run.step % 5 == 0 or run.step == run.total:
+        peak, memory = peak_memory(run.device)
         run.job.set_status(state="running", step=run.step, total=run.total, loss=round(loss, 6),
                            smooth=round(run.smooth, 6), s_per_step=round(run.s_per_step, 4),
-                           eta_s=round(run.s_per_step * (run.total - run.step), 1))
+                           eta_s=round(run.s_per_step * (run.total - run.step), 1), peak_mb=round(peak), memory=memory)
+
+
+def peak_memory(device: str) -> tuple[float, str]:
+    """The run's peak so far in MB: GPU memory allocated by torch, or the process's resident RAM."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 20, "GPU memory"
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "RAM"
 
 
 # -- checkpoints and resume ----------------------------------------------------------------------------
@@ -396,10 +437,9 @@ def evaluation(run: Run) -> dict:
     run.job.set_status(state="evaluating", step=run.step)
     write_preview(run)
     captions = [i.caption for i in run.dataset.items]
-    words = new_words(captions, run.settings.trigger, run.studio.model_info().vocabulary)
-    figures = evaluate(captions, words, run.settings.seed,
+    figures = evaluate(captions, run.words, run.settings.seed,
                        lambda prompt, seed, weight: np.asarray(draw(run, prompt, seed, weight).image),
-                       text_encoder=run.text_encoder is not None)
+                       text_encoder=run.settings.text_encoder_lr > 0)
     run.job.file("evaluation.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
     return figures
 
@@ -407,7 +447,8 @@ def evaluation(run: Run) -> dict:
 # -- the whole run --------------------------------------------------------------------------------------
 
 def export(run: Run, models_dir: Path, figures: dict | None = None) -> Path:
-    """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview."""
+    """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview (a
+    run that learns only the words' vectors: their embedding files into models/embeddings)."""
     import shutil
 
     s, info = run.settings, run.studio.model_info()
@@ -418,8 +459,13 @@ def export(run: Run, models_dir: Path, figures: dict | None = None) -> Path:
                              images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
                              total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)
     name = lora_name(s.name, run.job.job().get("owner", LOCAL))       # a login's own folder
-    (models_dir / "loras" / name).parent.mkdir(parents=True, exist_ok=True)
-    out = write_lora(models_dir / "loras" / f"{name}.safetensors", lora_tensors(run), meta)
+    if not has_layers(s):                   # textual inversion: the words' vectors alone, as embedding files
+        files = embedding_files(bundle_tensors(run.learned), name)
+        outs = [write_embedding(models_dir / "embeddings" / f"{stem}.safetensors", tensors, meta)
+                for stem, tensors in files.items()]
+        out = outs[0]
+    else:
+        out = write_lora(models_dir / "loras" / f"{name}.safetensors", lora_tensors(run), meta)
     description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps." + (
         f" {figures['summary']}" if figures else "")
     (out.with_suffix(".json")).write_text(json.dumps(sidecar(s, info.family, description), indent=1),

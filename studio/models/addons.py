@@ -26,6 +26,8 @@ class AddonState:
     adapters: dict[str, str] = field(default_factory=dict)     # lora name -> adapter id
     adapter_files: dict[str, str] = field(default_factory=dict)  # lora name -> sha256 when loaded
     embeddings: dict[str, str] = field(default_factory=dict)   # token -> embedding file hash
+    rows: dict[tuple[str, int], object] = field(default_factory=dict)  # (text encoder, token id) -> its own row
+    bundles: dict[str, tuple] = field(default_factory=dict)    # LoRA file hash -> its words' vectors, has layers
     vae: str | None = None                                     # name of the swapped-in VAE
     own_vae: object = None                                     # the model's own VAE module
 
@@ -38,7 +40,9 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
                 arch: str = "sd") -> list[dict]:
     """Make exactly `loras` active with their weights; returns their metadata records. `family`
     names the loaded model, `arch` is its family's key (studio/families)."""
-    records = []
+    records = [{"name": name, "weight": weight, "sha256": lora_hash(path)} for name, path, weight in loras]
+    apply_words(pipe, state, loras)
+    loras = [lora for lora in loras if _bundles(lora[1], state)[1]]       # those with layers (not words alone)
     if not loras:
         if state.adapters:
             pipe.disable_lora()
@@ -65,8 +69,6 @@ def apply_loras(pipe, state: AddonState, loras: list[tuple[str, Path, float]], f
         state.adapters[name], state.adapter_files[name] = adapter, digest
     pipe.enable_lora()
     pipe.set_adapters([state.adapters[n] for n, _, _ in loras], [w for _, _, w in loras])
-    for name, path, weight in loras:
-        records.append({"name": name, "weight": weight, "sha256": lora_hash(path)})
     return records
 
 
@@ -84,14 +86,99 @@ def _lora_weights(pipe, name: str, path: Path, family: str, arch: str):
     if made_for and made_for != arch:
         raise InvalidRequest(f"LoRA {name!r} was made for {FAMILY_LABELS[made_for]} models; the loaded model is "
                              f"{family}.")
-    if arch not in MODULES:
-        return str(path)
     from safetensors.torch import load_file
+    if arch not in MODULES:
+        if any(k.startswith("bundle_emb.") for k in keys):     # its words' vectors: apply_words
+            return {k: v for k, v in load_file(str(path)).items() if not k.startswith("bundle_emb.")}
+        return str(path)
     encoders = {n: getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")}
     try:
         return lora_to_diffusers(load_file(str(path)), arch, dict(pipe.transformer.config), encoders)
     except ValueError as exc:
         raise InvalidRequest(f"LoRA {name!r} does not fit this {family} model: {exc}.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A LoRA's own words (pivotal tuning: studio/finetune/words.py)
+
+BUNDLE_KEY = re.compile(r"^bundle_emb\.([^.]+)\.(string_to_param\.\*|clip_l|clip_g)$")
+ENCODERS = {"clip": ("text_encoder", "tokenizer"), "clip_l": ("text_encoder", "tokenizer"),
+            "clip_g": ("text_encoder_2", "tokenizer_2")}
+
+
+def apply_words(pipe, state: AddonState, loras: list[tuple[str, Path, float]]) -> None:
+    """The word vectors bundled in the request's LoRAs (A1111's `bundle_emb.<word>.*`) into the
+    words' own token rows, moved from the model's row by the LoRA's weight; rows no request LoRA
+    sets any more are put back. A word written with another number of tokens than it has vectors
+    (made by another trainer for a made-up token) becomes a textual-inversion token, as in A1111."""
+    import torch
+
+    wanted: dict[tuple[str, int], torch.Tensor] = {}
+    for name, path, weight in loras:
+        for word, parts in _bundles(path, state)[0].items():
+            for part, vectors in parts.items():
+                encoder, tokenizer = (getattr(pipe, n, None) for n in ENCODERS[part])
+                if encoder is None:
+                    continue
+                ids = tokenizer(word, add_special_tokens=False).input_ids
+                if len(ids) != len(vectors):
+                    _as_token(pipe, state, word, part, vectors, name)
+                    continue
+                table = encoder.get_input_embeddings().weight
+                for i, vector in zip(ids, vectors):
+                    key = (ENCODERS[part][0], int(i))
+                    own = state.rows.get(key, table[i]).detach().float().cpu()
+                    wanted[key] = wanted.get(key, own) + weight * (vector.float() - own)
+    with torch.no_grad():
+        for key in [k for k in state.rows if k not in wanted]:
+            _row(pipe, key).copy_(state.rows.pop(key))
+        for key, vector in wanted.items():
+            row = _row(pipe, key)
+            state.rows.setdefault(key, row.detach().clone())
+            row.copy_(vector.to(row.dtype))
+
+
+def _row(pipe, key: tuple[str, int]):
+    return getattr(pipe, key[0]).get_input_embeddings().weight.data[key[1]]
+
+
+def _bundles(path: Path, state: AddonState) -> tuple[dict, bool]:
+    """A LoRA file's bundled words (read_bundles) and whether it has layers besides them."""
+    digest = file_hash(path)
+    if digest not in state.bundles:
+        tensors, layers = {}, True
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("bundle_emb.")}
+                layers = len(tensors) < len(list(f.keys()))
+        state.bundles[digest] = (read_bundles(tensors), layers)
+    return state.bundles[digest]
+
+
+def read_bundles(tensors: dict) -> dict[str, dict[str, object]]:
+    """{word: {"clip": vectors} or {"clip_l": ..., "clip_g": ...}} from a LoRA file's tensors."""
+    out: dict[str, dict[str, object]] = {}
+    for key, value in tensors.items():
+        match = BUNDLE_KEY.match(key)
+        if match:
+            word, part = match.groups()
+            out.setdefault(word, {})["clip" if part.startswith("string") else part] = value.reshape(-1, value.shape[-1])
+    return out
+
+
+def _as_token(pipe, state: AddonState, word: str, part: str, vectors, lora: str) -> None:
+    key = f"{word}:{part}"
+    if key in state.embeddings:
+        return
+    encoder, tokenizer = ENCODERS[part]
+    try:
+        pipe.load_textual_inversion({word: vectors}, token=word, text_encoder=getattr(pipe, encoder),
+                                    tokenizer=getattr(pipe, tokenizer))
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidRequest(f"LoRA {lora!r}: its word {word!r} could not be loaded "
+                             f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+    state.embeddings[key] = lora
 
 
 def _drop_adapter(pipe, adapter: str) -> None:

@@ -21,8 +21,9 @@ from studio.serving.studio import Studio
 
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
                  "seed")
-PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout")
-ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "sample_every", "save_every",
+PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout", "embedding_lr")
+ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "gradient_checkpointing", "sample_every",
+            "save_every",
             *PRIOR_FIELDS, "class_words")
 LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
           "text_encoder_lr": "Text encoder learning rate (0: not trained)", "steps": "Steps (0: from epochs)",
@@ -30,11 +31,13 @@ LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learni
           "resolution": "Resolution (0: the model's)", "seed": "Seed", "schedule": "Learning-rate schedule",
           "warmup": "Warm-up (share of steps)", "min_snr_gamma": "Min-SNR gamma (0: off)",
           "noise_offset": "Noise offset", "flip": "Also mirrored pictures",
+          "gradient_checkpointing": "Gradient checkpointing (less memory, slower steps)",
           "sample_every": "Sample pictures every N steps (0: four in the run)",
           "save_every": "Checkpoint every N steps (0: with the samples)",
           "prior_weight": "Keep what the model knows: weight of its own pictures (0: off)",
           "class_pictures": "How many of its pictures (0: as many as yours)",
           "caption_dropout": "Caption dropout (share of pictures trained without their caption)",
+          "embedding_lr": "Learning rate of the new words' own vectors (0: not learned)",
           "class_words": "What it is a kind of (drawn in its place in the model's pictures: dog; red, blue)"}
 SMOOTH = 0.9
 # a field a preset leaves out: the settings' own default
@@ -99,6 +102,8 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
                         c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
                                            maximum=RANGES[key][1], min_width=110)
                     c["flip"] = gr.Checkbox(D.flip, label=LABELS["flip"])
+                    c["gradient_checkpointing"] = gr.Checkbox(D.gradient_checkpointing,
+                                                              label=LABELS["gradient_checkpointing"])
             total = gr.Markdown("", elem_id="train-total")
             with gr.Row():
                 go = gr.Button("Train", variant="primary", elem_id="train-go")
@@ -204,12 +209,14 @@ def total_text(jobs: TrainingJobs | None, raw: dict, who: str = LOCAL) -> str:
     except StudioError as exc:
         return f"*{exc}*"
     total = explain_total(settings, len(data.items), data.with_repeats)
-    seconds = _jobs(jobs).seconds_a_step(settings)
-    if seconds is None:
-        return total + " — the time is known after the first steps (no run like it on this machine yet)"
-    steps = total_steps(settings, data.with_repeats)
+    last = _jobs(jobs).last_like(settings)
+    if last is None:
+        return total + (" — the time and memory are known after the first steps (no run like it on this "
+                        "machine yet)")
+    seconds, steps = float(last["s_per_step"]), total_steps(settings, data.with_repeats)
+    peak = f"; it peaked at {last['peak_mb'] / 1024:.1f} GB of {last.get('memory', 'memory')}" if last.get("peak_mb") else ""
     return total + (f" — about {max(1, round(seconds * steps / 60))} min of steps on this machine "
-                    f"({seconds:.2f} s a step in your last run like it; samples and class pictures come on top)")
+                    f"({seconds:.2f} s a step in your last run like it{peak}; samples and class pictures come on top)")
 
 
 def _wire_settings(jobs, c, why, total) -> None:
