@@ -164,7 +164,7 @@ def _latents(run: Run, pictures: torch.Tensor) -> torch.Tensor:
 
 def _text(run: Run, captions: list[str]) -> dict:
     ids = token_ids(run.pipe, run.side, captions)
-    if _text_encoder_trained(run.settings):
+    if _text_encoder_trained(run):
         return {"ids": ids}
     encoders = [getattr(run.pipe, n) for n in run.side.encoders]
     parts = [txt.encode(run.side, encoders, ids[i:i + 32]) for i in range(0, len(ids), 32)]
@@ -174,42 +174,57 @@ def _text(run: Run, captions: list[str]) -> dict:
 # -- stage 2: the LoRA layers ---------------------------------------------------------------------------
 
 def add_lora(run: Run) -> None:
-    """PEFT LoRA layers on copies of the UNet (and text encoder) in fp32; the pipeline's own
-    modules stay as they are (they make the samples, with the exported file)."""
-    from peft import LoraConfig, inject_adapter_in_model
-
+    """PEFT LoRA layers on copies of the UNet (and text encoders) in fp32, and the new words'
+    rows; the pipeline's own modules stay as they are (they make the samples, with the exported file)."""
     s = run.settings
     torch.manual_seed(s.seed)                 # PEFT's gaussian init of lora_A
+    groups = _unet_layers(run) + _text_layers(run)
+    if not groups:
+        raise TrainingFailed("Learning the new words' vectors alone needs a new word: give a trigger word, or "
+                             "a UNet learning rate to train a LoRA.")
+    run.params = [p for g in groups for p in g["params"]]
+    run.opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    run.gen = torch.Generator().manual_seed(s.seed)
+
+
+def _unet_layers(run: Run) -> list[dict]:
+    """The UNet copy (frozen), with LoRA layers when its rate is set; their optimiser group."""
+    from peft import LoraConfig
+
+    s = run.settings
     run.unet = copy.deepcopy(run.pipe.unet).to(run.device, torch.float32).requires_grad_(False)
-    if s.lr > 0:
-        run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
-                                        target_modules=list(UNET_TARGETS)))
     if s.gradient_checkpointing:            # activations made again in the backward pass: less memory, ~30% slower
         run.unet.enable_gradient_checkpointing()
-    groups = [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}] if s.lr else []
-    if _text_encoder_trained(s):
-        run.text_encoders = [copy.deepcopy(getattr(run.pipe, n)).to(run.device, torch.float32).requires_grad_(False)
-                             for n in run.side.encoders]
+    if not s.lr:
+        return []
+    run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                    target_modules=list(UNET_TARGETS)))
+    return [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}]
+
+
+def _text_layers(run: Run) -> list[dict]:
+    """Copies of the text encoders with LoRA layers and/or the new words' rows (words.py) learned."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    s, groups = run.settings, []
+    if not _text_encoder_trained(run):
+        return groups
+    run.text_encoders = [copy.deepcopy(getattr(run.pipe, n)).to(run.device, torch.float32).requires_grad_(False)
+                         for n in run.side.encoders]
     for encoder, tokenizer, part in zip(run.text_encoders, run.side.tokenizers, run.side.bundle_parts):
         if s.text_encoder_lr > 0:
             # peft directly: transformers' own add_adapter wants a newer peft than diffusers does
             inject_adapter_in_model(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
                                                target_modules=list(TEXT_TARGETS)), encoder)
-            encoder.requires_grad_(False)
             for name, p in encoder.named_parameters():
                 p.requires_grad_("lora_" in name)
             groups.append({"params": [p for p in encoder.parameters() if p.requires_grad],
                            "lr": s.text_encoder_lr, "base": s.text_encoder_lr})
         if s.embedding_lr > 0:
-            if not run.words:
-                raise TrainingFailed("Learning the new words' vectors needs a new word: give a trigger word "
-                                     "(or set the words' learning rate to 0).")
             spans, rows = learn_words(encoder, getattr(run.pipe, tokenizer), run.words, class_words(s))
             run.learned.append((part, spans, rows))
             groups.append({"params": [rows.rows], "lr": s.embedding_lr, "base": s.embedding_lr, "weight_decay": 0.0})
-    run.params = [p for g in groups for p in g["params"]]
-    run.opt = torch.optim.AdamW(groups, weight_decay=1e-2)
-    run.gen = torch.Generator().manual_seed(s.seed)
+    return groups
 
 
 def lora_tensors(run: Run) -> dict:
@@ -221,9 +236,9 @@ def lora_tensors(run: Run) -> dict:
     return tensors | bundle_tensors(run.learned)
 
 
-def _text_encoder_trained(s: TrainSettings) -> bool:
-    """Its LoRA layers or the new words' vectors (pivotal tuning) are learned."""
-    return s.text_encoder_lr > 0 or s.embedding_lr > 0
+def _text_encoder_trained(run: Run) -> bool:
+    """Its LoRA layers or the new words' vectors (pivotal tuning: when there are new words) are learned."""
+    return run.settings.text_encoder_lr > 0 or (run.settings.embedding_lr > 0 and bool(run.words))
 
 
 # -- stage 3: the steps ---------------------------------------------------------------------------------
