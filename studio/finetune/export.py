@@ -26,9 +26,9 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 KEY_RULE = re.compile(r"^lora_(unet|te|te1|te2)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$"
                       r"|^bundle_emb\.[^.]+\.(string_to_param\.\*|clip_l|clip_g)$")   # a new word's vectors
-BASE_VERSIONS = {"SD 1.x": "sd_v1", "SD 2.x": "sd_v2", "SDXL": "sdxl_base_v1-0"}
+BASE_VERSIONS = {"SD 1.x": "sd_v1", "SD 2.x": "sd_v2", "SDXL": "sdxl_base_v1-0", "Flux.1": "flux1"}
 ARCHITECTURES = {"sd_v1": "stable-diffusion-v1/lora", "sd_v2": "stable-diffusion-v2-512/lora",
-                 "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora"}
+                 "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora", "flux1": "flux-1-dev/lora"}
 
 
 def kohya_name(prefix: str, module: str) -> str:
@@ -70,15 +70,52 @@ def kohya_tensors(peft_state: dict, prefix: str, alpha: float, sgm_blocks: int |
     import torch
 
     out = {}
+    for module, pair in _peft_modules(peft_state).items():
+        name = kohya_name(prefix, sgm_module(module, sgm_blocks) if sgm_blocks else module)
+        for which, part in (("A", "lora_down"), ("B", "lora_up")):
+            if which in pair:
+                out[f"{name}.{part}.weight"] = pair[which].to(torch.float16).contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float16)
+    return out
+
+
+def _peft_modules(peft_state: dict) -> dict[str, dict]:
+    """module -> {"A": lora_A, "B": lora_B} of a PEFT state (fp32, on the CPU)."""
+    import torch
+
+    out: dict[str, dict] = {}
     for key, tensor in peft_state.items():
         match = re.match(r"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
         if not match:
             raise ValueError(f"not a LoRA weight: {key}")
-        module, which = match.groups()
-        name = kohya_name(prefix, sgm_module(module, sgm_blocks) if sgm_blocks else module)
-        out[f"{name}.{'lora_down' if which == 'A' else 'lora_up'}.weight"] = (
-            tensor.detach().to("cpu", torch.float16).contiguous())
-        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float16)
+        out.setdefault(match[1], {})[match[2]] = tensor.detach().to("cpu", torch.float32)
+    return out
+
+
+def flux_kohya_tensors(peft_state: dict, config: dict, alpha: float) -> dict:
+    """A Flux transformer's LoRA in kohya's Flux layout (`lora_unet_double_blocks_0_img_attn_qkv`,
+    Black Forest Labs' module names, the ones the studio, ComfyUI, Forge and A1111-Forge read).
+    Where BFL fuses what diffusers keeps apart (q, k, v; a single block's q, k, v and MLP in),
+    the parts' LoRAs become one, exactly: their downs stacked, their ups block-diagonal, alpha
+    times the number of parts so alpha / rank stays the same."""
+    import torch
+
+    from studio.families.loras import MODULES
+
+    parts = _peft_modules(peft_state)
+    out = {}
+    for bfl, modules in MODULES["flux"](config)[0].items():
+        if not all(m in parts for m in modules):
+            continue
+        downs = [parts[m]["A"] for m in modules]
+        up = torch.block_diag(*[parts[m]["B"] for m in modules])
+        name = "lora_unet_" + bfl.replace(".", "_")
+        out[f"{name}.lora_down.weight"] = torch.cat(downs).to(torch.float16).contiguous()
+        out[f"{name}.lora_up.weight"] = up.to(torch.float16).contiguous()
+        out[f"{name}.alpha"] = torch.tensor(float(alpha) * len(modules), dtype=torch.float16)
+    missing = set(parts) - {m for ms in MODULES["flux"](config)[0].values() for m in ms}
+    if missing:
+        raise ValueError(f"no Flux name for {sorted(missing)[:3]}")
     return out
 
 
@@ -170,6 +207,7 @@ def sidecar(settings, family: str, description: str) -> dict:
     """AUTOMATIC1111's user metadata beside a LoRA (`NAME.json`): shown on its card, the
     activation text added to the prompt with the LoRA."""
     version = next((v for k, v in BASE_VERSIONS.items() if family.startswith(k)), "sd_v1")
-    return {"description": description, "sd version": {"sd_v1": "SD1", "sd_v2": "SD2"}.get(version, "SDXL"),
+    return {"description": description,
+            "sd version": {"sd_v1": "SD1", "sd_v2": "SD2", "sdxl_base_v1-0": "SDXL"}.get(version, "Unknown"),
             "activation text": settings.trigger, "preferred weight": 1.0, "negative text": "",
             "notes": f"Trained in sd-studio: rank {settings.rank}, alpha {settings.alpha}."}

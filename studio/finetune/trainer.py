@@ -1,12 +1,15 @@
-"""The training run: a LoRA on the model's UNet (and, when asked, its text encoder), in its own
-process, writing everything to the job folder (studio/finetune/folder.py).
+"""The training run: a LoRA on the model's UNet or transformer (and, when asked, its text
+encoders and the new words' own vectors), in its own process, writing everything to the job folder
+(studio/finetune/folder.py). SD 1.x, 2.x, SDXL and Flux.1: what differs between them is in tables
+(text.py: how captions are read; objectives.py: what the denoiser learns and the file's layout).
 
 Stages: load the model (the studio's ModelManager, as the server loads it) -> with prior
 preservation, the model's own class pictures (prior.py) -> cache the pictures' latents and the
-captions' embeddings -> add PEFT LoRA layers to a copy of the UNet -> steps (noise at a random
-timestep, the model's own target: noise or v; min-SNR weights, Hang et al. 2023; captions dropped
-at a rate; the class pictures' loss weighted beside; AdamW; warm-up then cosine/linear/constant) -> every N steps a checkpoint (the kohya
-file and the full state) and sample pictures -> export to models/loras/NAME.safetensors.
+captions' text -> add PEFT LoRA layers to a copy of the denoiser (and the text encoders; the new
+words' rows, words.py) -> steps (the family's objective; captions dropped at a rate; the class
+pictures' loss weighted beside; AdamW; warm-up then cosine/linear/constant) -> every N steps a
+checkpoint (the kohya file and the full state) and sample pictures -> an evaluation -> export to
+models/loras/NAME.safetensors (textual inversion: models/embeddings/).
 
 Resume restores the LoRA weights, the optimiser, the data order, the random generator and the
 step, so N steps + resume + N steps equals 2N steps straight (tested). Sample pictures are
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 
 from studio.finetune.dataset import Dataset, read_dataset, with_trigger
-from studio.finetune.export import (TEXT_TARGETS, UNET_TARGETS, embedding_files, kohya_tensors, lora_state,
+from studio.finetune.export import (TEXT_TARGETS, embedding_files, kohya_tensors, lora_state,
                                     sidecar, training_metadata, write_embedding, write_lora)
 from studio.finetune.folder import JobFolder
 from studio.finetune.jobs import LOCAL, lora_name
@@ -36,7 +39,8 @@ from studio.finetune.prior import (FOLDER as CLASS_FOLDER, ClassPicture, class_c
                                    without_words)
 from studio.finetune.settings import TrainSettings, has_layers, sample_interval, total_steps
 from studio.finetune import text as txt
-from studio.finetune.text import FAMILIES, TextSide, side_of, token_ids
+from studio.finetune.objectives import OBJECTIVES
+from studio.finetune.text import FAMILIES, TextSide, side_of
 from studio.finetune.words import bundle_tensors, learn_words
 
 SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
@@ -64,7 +68,8 @@ class Run:
     words: list[str] = field(default_factory=list)   # the new words (prior.new_words)
     learned: list = field(default_factory=list)   # [(bundle part, [(word, token ids)], WordRows)] (words.py)
     side: TextSide = FAMILIES["sd"]            # how the family reads captions (text.py)
-    unet: torch.nn.Module | None = None
+    objective: object = None                    # what its denoiser learns (objectives.py)
+    denoiser: torch.nn.Module | None = None     # the trained copy of the UNet or transformer
     text_encoders: list = field(default_factory=list)   # trained copies (LoRA layers or the words' rows)
     params: list = field(default_factory=list)
     opt: torch.optim.Optimizer | None = None
@@ -98,17 +103,29 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
     dataset = read_dataset(datasets / settings.dataset, settings.trigger, settings.repeats)
     studio = sample_studio(job, settings, device)
     info = studio.model_info()
-    if info.arch != "sd":
-        raise TrainingFailed(f"Training LoRAs for {info.family} is not in this version of the studio "
-                             "(SD 1.x, 2.x and SDXL are).")
+    check_family(info, settings)
     pipe = studio.local.manager.pipeline("txt2img")     # the weights trained are the ones the samples use
     run = Run(job, settings, dataset, studio, pipe, device, settings.resolution or info.native_size,
-              total_steps(settings, dataset.with_repeats), side=side_of(info.family))
+              total_steps(settings, dataset.with_repeats), side=side_of(info.family),
+              objective=OBJECTIVES[info.arch](pipe))
     run.words = new_words([i.caption for i in dataset.items], settings.trigger, info.vocabulary)
     if settings.prior_weight > 0:
         run.prior = make_class_pictures(run, info)
     run.data = encode(run)
     return run
+
+
+def check_family(info, settings: TrainSettings) -> None:
+    """What this version trains for the model's family, said before anything is made."""
+    if info.arch not in OBJECTIVES:
+        raise TrainingFailed(f"Training LoRAs for {info.family} is not in this version of the studio "
+                             "(SD 1.x, 2.x, SDXL and Flux.1 are).")
+    if not OBJECTIVES[info.arch].text_trainable and (settings.text_encoder_lr or settings.embedding_lr):
+        raise TrainingFailed(f"{info.family}: its text encoders are not trained here; set the text encoder's and "
+                             "the new words' learning rates to 0.")
+    size = settings.resolution or info.native_size
+    if size % 16:
+        raise TrainingFailed(f"Resolution {size}: a multiple of 16 px.")
 
 
 def make_class_pictures(run: Run, info) -> list[ClassPicture]:
@@ -157,18 +174,12 @@ def encode(run: Run) -> dict:
 
 def _latents(run: Run, pictures: torch.Tensor) -> torch.Tensor:
     vae = run.pipe.vae
-    out = torch.cat([vae.encode(pictures[i:i + 8].to(run.device, vae.dtype)).latent_dist.mean
-                     for i in range(0, len(pictures), 8)])
-    return out.float() * vae.config.scaling_factor
+    return torch.cat([run.objective.latents(vae, pictures[i:i + 8].to(run.device, vae.dtype)).cpu()
+                      for i in range(0, len(pictures), 8)])
 
 
 def _text(run: Run, captions: list[str]) -> dict:
-    ids = token_ids(run.pipe, run.side, captions)
-    if _text_encoder_trained(run):
-        return {"ids": ids}
-    encoders = [getattr(run.pipe, n) for n in run.side.encoders]
-    parts = [txt.encode(run.side, encoders, ids[i:i + 32]) for i in range(0, len(ids), 32)]
-    return {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+    return run.objective.text(run, captions, _text_encoder_trained(run))
 
 
 # -- stage 2: the LoRA layers ---------------------------------------------------------------------------
@@ -178,7 +189,7 @@ def add_lora(run: Run) -> None:
     rows; the pipeline's own modules stay as they are (they make the samples, with the exported file)."""
     s = run.settings
     torch.manual_seed(s.seed)                 # PEFT's gaussian init of lora_A
-    groups = _unet_layers(run) + _text_layers(run)
+    groups = _denoiser_layers(run) + _text_layers(run)
     if not groups:
         raise TrainingFailed("Learning the new words' vectors alone needs a new word: give a trigger word, or "
                              "a UNet learning rate to train a LoRA.")
@@ -187,19 +198,21 @@ def add_lora(run: Run) -> None:
     run.gen = torch.Generator().manual_seed(s.seed)
 
 
-def _unet_layers(run: Run) -> list[dict]:
-    """The UNet copy (frozen), with LoRA layers when its rate is set; their optimiser group."""
+def _denoiser_layers(run: Run) -> list[dict]:
+    """The UNet's or transformer's copy (frozen), with LoRA layers when its rate is set; their
+    optimiser group."""
     from peft import LoraConfig
 
     s = run.settings
-    run.unet = copy.deepcopy(run.pipe.unet).to(run.device, torch.float32).requires_grad_(False)
+    run.denoiser = copy.deepcopy(getattr(run.pipe, run.objective.denoiser)).to(run.device, torch.float32)
+    run.denoiser.requires_grad_(False)
     if s.gradient_checkpointing:            # activations made again in the backward pass: less memory, ~30% slower
-        run.unet.enable_gradient_checkpointing()
+        run.denoiser.enable_gradient_checkpointing()
     if not s.lr:
         return []
-    run.unet.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
-                                    target_modules=list(UNET_TARGETS)))
-    return [{"params": [p for p in run.unet.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}]
+    run.denoiser.add_adapter(LoraConfig(r=s.rank, lora_alpha=s.alpha, init_lora_weights="gaussian",
+                                        target_modules=run.objective.targets))
+    return [{"params": [p for p in run.denoiser.parameters() if p.requires_grad], "lr": s.lr, "base": s.lr}]
 
 
 def _text_layers(run: Run) -> list[dict]:
@@ -228,8 +241,7 @@ def _text_layers(run: Run) -> list[dict]:
 
 
 def lora_tensors(run: Run) -> dict:
-    blocks = run.unet.config.layers_per_block if run.side.pooled_from is not None else None   # SDXL: SGM names
-    tensors = kohya_tensors(lora_state(run.unet), "unet", run.settings.alpha, sgm_blocks=blocks) if run.settings.lr else {}
+    tensors = run.objective.tensors(run) if run.settings.lr else {}
     if run.settings.text_encoder_lr > 0:
         for encoder, prefix in zip(run.text_encoders, run.side.prefixes):
             tensors |= kohya_tensors(lora_state(encoder), prefix, run.settings.alpha)
@@ -263,12 +275,11 @@ def next_batch(run: Run) -> torch.Tensor:
     return torch.tensor(picked)
 
 
-def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
+def loss_of(run: Run) -> torch.Tensor:
     """One step's loss: the batch's pictures (each caption dropped with `caption_dropout`), and
     with prior preservation as many class pictures beside them, their loss weighted by
-    `prior_weight` (DreamBooth's prior-preservation loss)."""
-    from diffusers.training_utils import compute_snr
-
+    `prior_weight` (DreamBooth's prior-preservation loss); each picture's as the family learns
+    (objectives.py)."""
     s, data = run.settings, run.data
     idx = next_batch(run)
     variant = torch.randint(data["latents"].shape[1], (len(idx),), generator=run.gen)
@@ -279,25 +290,7 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
     if run.prior:
         pick = torch.randint(len(run.prior), (len(idx),), generator=run.gen)
         x0, text = torch.cat([x0, data["class_latents"][pick]]), txt.join(text, txt.take(data["class_text"], pick))
-    noise = torch.randn(x0.shape, generator=run.gen)
-    if s.noise_offset:
-        noise = noise + s.noise_offset * torch.randn((*x0.shape[:2], 1, 1), generator=run.gen)
-    t = torch.randint(noise_scheduler.config.num_train_timesteps, (len(x0),), generator=run.gen)
-    x0, noise, t = x0.to(run.device), noise.to(run.device), t.to(run.device)
-    noisy = noise_scheduler.add_noise(x0, noise, t)
-    v_pred = noise_scheduler.config.prediction_type == "v_prediction"
-    target = noise_scheduler.get_velocity(x0, noise, t) if v_pred else noise
-    text = txt.to(text, run.device)
-    if "ids" in text:
-        text = txt.encode(run.side, run.text_encoders, text["ids"])
-    from studio.models.precision import autocast
-    with autocast(run.device, run.device.startswith("cuda")):
-        pred = run.unet(noisy, t, **txt.denoiser_inputs(run.side, text, run.resolution)).sample
-    per_sample = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
-    if s.min_snr_gamma:
-        snr = compute_snr(noise_scheduler, t)
-        weight = snr.clamp(max=s.min_snr_gamma) / (snr + 1 if v_pred else snr)
-        per_sample = per_sample * weight
+    per_sample = run.objective.per_sample(run, x0, txt.to(text, run.device))
     if run.prior:
         return per_sample[:len(idx)].mean() + s.prior_weight * per_sample[len(idx):].mean()
     return per_sample.mean()
@@ -305,10 +298,7 @@ def loss_of(run: Run, noise_scheduler) -> torch.Tensor:
 
 def train_steps(run: Run) -> str:
     """Steps until the total, Stop, or a bad loss; returns the state the run ended in."""
-    from diffusers import DDPMScheduler
-
     s, job = run.settings, run.job
-    noise_scheduler = DDPMScheduler.from_config(run.pipe.scheduler.config)
     every, save_every = sample_interval(s, run.total), s.save_every or sample_interval(s, run.total)
     while run.step < run.total:
         if job.stop_requested():
@@ -317,7 +307,7 @@ def train_steps(run: Run) -> str:
         began = time.perf_counter()
         for group in run.opt.param_groups:
             group["lr"] = group["base"] * lr_factor(run.step, run.total, s.warmup, s.schedule)
-        loss = loss_of(run, noise_scheduler)
+        loss = loss_of(run)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingFailed(f"The loss became {value} at step {run.step + 1}: the LoRA is broken from here, "
