@@ -221,6 +221,7 @@ def test_a_short_run_learns_saves_a_lora_and_samples(tmp_path):
     assert steps == [0, 12, 24] and len(prompts) == 3 and any("azure" not in p for p in prompts)
     status = job.status()
     assert status["state"] == "done" and status["step"] == 24 and status["s_per_step"] > 0
+    assert status["peak_mb"] > 100 and status["memory"] == "RAM"        # the process's peak, for the next estimate
     figures = json.loads(job.file("evaluation.json").read_text())          # the truth after training
     assert figures["prompts"] == 6 and figures["new_words"] == ["azure"]
     assert figures["captions_moved"] > 0 and figures["without_new_words_moved"] is not None
@@ -416,13 +417,15 @@ def test_the_first_preset_is_the_one_made_for_the_model_and_says_why():
     assert default_preset(SimpleNamespace(name="sd2", family="SD 2.x"))[0] == "subject"
     xl, why = default_preset(SimpleNamespace(name="x", family="SDXL"))
     assert xl == "sdxl" and "gradient checkpointing" in why
-    fallback, why = default_preset(SimpleNamespace(name="x", family="Flux.1 dev"))
-    assert fallback == "subject" and "Flux.1 dev" in why
+    assert default_preset(SimpleNamespace(name="x", family="Flux.1 dev"))[0] == "flux"
+    fallback, why = default_preset(SimpleNamespace(name="x", family="SD 3.5 large"))
+    assert fallback == "subject" and "SD 3.5 large" in why
 
 
-def test_the_total_says_the_time_from_the_last_run_like_it(tmp_path):
+def test_the_total_says_the_time_and_memory_from_the_last_run_like_it(tmp_path):
     """Before Train: the one total of steps, and the minutes a run like it took a step on this
-    machine (the same model, batch, resolution, text encoder and prior); before any, it says so."""
+    machine and its peak memory (the same model, batch, resolution, text encoder, prior and
+    gradient checkpointing); before any, it says so."""
     from studio.ui.finetune import total_text
     datasets = tmp_path / "datasets"
     concept_dataset(datasets / "azure", 6)
@@ -430,6 +433,8 @@ def test_the_total_says_the_time_from_the_last_run_like_it(tmp_path):
     raw = {"name": "azure", "dataset": "azure", "preset": "quick", "repeats": 10, "batch": 6, "epochs": 2}
     assert "**20 steps**" in total_text(jobs, raw) and "no run like it" in total_text(jobs, raw)
     done = create_job(jobs.root, make_settings(raw), owner=LOCAL, models_dir=jobs.models_dir, datasets=datasets)
-    done.set_status(state="done", s_per_step=1.5)
+    done.set_status(state="done", s_per_step=1.5, peak_mb=3 * 1024, memory="GPU memory")
     assert "about 1 min of steps on this machine (1.50 s a step" in total_text(jobs, raw)
+    assert "peaked at 3.0 GB of GPU memory" in total_text(jobs, raw)
+    assert "no run like it" in total_text(jobs, {**raw, "gradient_checkpointing": True})
     assert "no run like it" in total_text(jobs, {**raw, "batch": 2})          # another batch: not like it

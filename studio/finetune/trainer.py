@@ -117,9 +117,9 @@ def prepare(job: JobFolder, settings: TrainSettings, datasets: Path, device: str
 
 def check_family(info, settings: TrainSettings) -> None:
     """What this version trains for the model's family, said before anything is made."""
-    if info.arch not in OBJECTIVES:
+    if info.arch not in OBJECTIVES or info.own_modes or "Kontext" in info.family:
         raise TrainingFailed(f"Training LoRAs for {info.family} is not in this version of the studio "
-                             "(SD 1.x, 2.x, SDXL and Flux.1 are).")
+                             "(SD 1.x, 2.x, SDXL and Flux.1 dev and schnell are).")
     if not OBJECTIVES[info.arch].text_trainable and (settings.text_encoder_lr or settings.embedding_lr):
         raise TrainingFailed(f"{info.family}: its text encoders are not trained here; set the text encoder's and "
                              "the new words' learning rates to 0.")
