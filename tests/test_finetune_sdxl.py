@@ -5,6 +5,7 @@ one layer a level, so the block numbering is not the real model's by accident)."
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -119,3 +120,47 @@ def test_a_short_sdxl_run_trains_both_encoders_and_the_words_and_the_studio_load
     from safetensors import safe_open
     with safe_open(str(out), framework="pt") as f:
         assert f.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"
+
+
+def test_buckets_keep_each_pictures_shape_at_about_the_same_area():
+    import torch as t
+
+    from studio.finetune.buckets import bucket_of, epoch_batches, sizes
+    xl = sizes(1024)
+    assert (1024, 1024) in xl and (832, 1216) in xl and (1216, 832) in xl          # SDXL's own portrait/landscape
+    assert all(w % 64 == 0 and h % 64 == 0 and w * h <= 1024 ** 2 and max(w, h) <= 2 * min(w, h) for w, h in xl)
+    assert bucket_of(3000, 4000, xl) == (896, 1152) and bucket_of(500, 500, xl) == (1024, 1024)
+    assert sizes(64) == [(64, 64)]                                   # the embedded model: the square only
+    groups = {(64, 128): [0, 0, 1], (128, 64): [2, 3, 4, 5, 6]}
+    batches = epoch_batches(groups, 2, t.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == [0, 0, 1, 2, 3, 4, 5, 6]
+    size_of = {i: size for size, members in groups.items() for i in members}
+    assert all(len({size_of[i] for i in b}) == 1 for b in batches)             # one size a batch
+    assert max(map(len, batches)) == 2 and len(batches) == 2 + 3
+
+
+def test_an_sdxl_run_with_buckets_trains_portraits_and_landscapes_at_their_shape(tmp_path, xl):
+    from PIL import Image
+    from safetensors import safe_open
+
+    from studio.finetune.jobs import LOCAL, create_job
+    from studio.finetune.settings import make_settings
+    from studio.finetune.trainer import train
+    model = tmp_path / "tiny-xl"
+    xl.save_pretrained(model)
+    folder = tmp_path / "datasets" / "shapes"
+    folder.mkdir(parents=True)
+    for i, size in enumerate([(300, 500), (310, 520), (500, 300), (400, 400)]):
+        Image.new("RGB", size, (40 * i, 100, 200)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("a blue picture")
+    settings = make_settings({"name": "xl-b", "dataset": "shapes", "preset": "sdxl", "model": str(model),
+                              "resolution": 256, "steps": 3, "batch": 2, "sample_every": 100, "prior_weight": 0,
+                              "repeats": 1, "gradient_checkpointing": True})
+    assert settings.buckets                                   # the SDXL preset keeps shapes
+    job = create_job(tmp_path / "jobs", settings, owner=LOCAL, models_dir=tmp_path / "models",
+                     datasets=tmp_path / "datasets")
+    assert train(job, tmp_path / "models", tmp_path / "datasets", "cpu") == "done", job.status()
+    with safe_open(str(tmp_path / "models" / "loras" / "xl-b.safetensors"), framework="pt") as f:
+        info = json.loads(f.metadata()["ss_bucket_info"])["buckets"].values()
+    assert sorted((tuple(b["resolution"]), b["count"]) for b in info) == [((192, 320), 2), ((256, 256), 1),
+                                                                          ((320, 192), 1)]

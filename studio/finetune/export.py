@@ -173,8 +173,10 @@ def write_embedding(path: Path, tensors: dict, metadata: dict) -> Path:
 
 def training_metadata(settings, *, family: str, model_name: str, model_hash: str, dataset_dirs: dict,
                       tag_frequency: dict, images: int, step: int, epoch: int, total: int,
-                      started: float, finished: float, resolution: int) -> dict[str, str]:
-    """kohya's `ss_*` keys (and modelspec's) for a run with these settings."""
+                      started: float, finished: float, resolution: int,
+                      sizes: list | None = None) -> dict[str, str]:
+    """kohya's `ss_*` keys (and modelspec's) for a run with these settings (`sizes`: each
+    picture's (width, height), for `ss_bucket_info`)."""
     version = next((v for k, v in BASE_VERSIONS.items() if family.startswith(k)), "sd_v1")
     meta = {
         "ss_output_name": settings.name, "ss_network_module": "networks.lora",
@@ -188,7 +190,7 @@ def training_metadata(settings, *, family: str, model_name: str, model_hash: str
         "ss_lr_scheduler": settings.schedule, "ss_lr_warmup_steps": round(settings.warmup * total),
         "ss_optimizer": "torch.optim.AdamW", "ss_min_snr_gamma": settings.min_snr_gamma,
         "ss_noise_offset": settings.noise_offset, "ss_cache_latents": True, "ss_flip_aug": settings.flip,
-        "ss_enable_bucket": False, "ss_batch_size_per_device": settings.batch,
+        "ss_enable_bucket": settings.buckets, "ss_batch_size_per_device": settings.batch,
         "ss_num_train_images": images, "ss_num_reg_images": 0, "ss_steps": step, "ss_epoch": epoch,
         "ss_max_train_steps": total, "ss_num_epochs": settings.epochs,
         "ss_dataset_dirs": dataset_dirs, "ss_tag_frequency": tag_frequency,
@@ -200,6 +202,10 @@ def training_metadata(settings, *, family: str, model_name: str, model_hash: str
     }
     if settings.trigger:
         meta["modelspec.trigger_phrase"] = settings.trigger
+    if settings.buckets and sizes:
+        counts = {size: sizes.count(size) for size in sorted(set(sizes))}
+        meta["ss_bucket_info"] = {"buckets": {str(i): {"resolution": list(size), "count": n}
+                                              for i, (size, n) in enumerate(counts.items())}}
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 

@@ -61,7 +61,8 @@ class Diffusion:
         if "ids" in text:
             text = txt.encode(run.side, run.text_encoders, text["ids"])
         with autocast(run.device, run.device.startswith("cuda")):
-            pred = run.denoiser(noisy, t, **txt.denoiser_inputs(run.side, text, run.resolution)).sample
+            size = (x0.shape[-2] * run.pipe.vae_scale_factor, x0.shape[-1] * run.pipe.vae_scale_factor)
+            pred = run.denoiser(noisy, t, **txt.denoiser_inputs(run.side, text, size)).sample
         per_sample = ((pred.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
         if s.min_snr_gamma:
             snr = compute_snr(sched, t)

@@ -52,6 +52,7 @@ class TrainSettings:
     noise_offset: float = 0.0
     flip: bool = False              # also train on mirrored pictures
     gradient_checkpointing: bool = False   # less memory for about a third more time a step (SDXL on 12-16 GB)
+    buckets: bool = False           # each picture at its own aspect ratio (buckets.py), not cut to a square
     prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
     class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
     class_words: str = ""           # what the new thing is a kind of ("dog"; "red, blue"): in its place there
@@ -122,7 +123,7 @@ def _checked(key: str, value: Any) -> Any:
         if len(text) > 200 or any(ord(c) < 32 for c in text):
             raise InvalidRequest(f"{key}: at most 200 printable characters.")
         return text
-    if key in ("flip", "gradient_checkpointing"):
+    if key in ("flip", "gradient_checkpointing", "buckets"):
         return bool(value)
     if key == "sample_prompts":
         prompts = [str(p).strip() for p in (value or []) if str(p).strip()]

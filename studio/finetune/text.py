@@ -62,12 +62,12 @@ def encode(side: TextSide, encoders: list, ids: torch.Tensor) -> dict:
     return text
 
 
-def denoiser_inputs(side: TextSide, text: dict, resolution: int) -> dict:
-    """The keyword arguments of the UNet's call for this text."""
+def denoiser_inputs(side: TextSide, text: dict, size: tuple[int, int]) -> dict:
+    """The keyword arguments of the UNet's call for this text and pictures of `size` (height, width)."""
     kwargs = {"encoder_hidden_states": text["embeds"]}
     if side.pooled_from is not None:
-        n, size = len(text["embeds"]), float(resolution)
-        times = torch.tensor([size, size, 0.0, 0.0, size, size], device=text["embeds"].device).repeat(n, 1)
+        n, (h, w) = len(text["embeds"]), map(float, size)
+        times = torch.tensor([h, w, 0.0, 0.0, h, w], device=text["embeds"].device).repeat(n, 1)
         kwargs["added_cond_kwargs"] = {"text_embeds": text["pooled"], "time_ids": times}
     return kwargs
 

@@ -38,7 +38,7 @@ from studio.finetune.jobs import LOCAL, lora_name
 from studio.finetune.prior import (FOLDER as CLASS_FOLDER, ClassPicture, class_captions, class_pictures, new_words,
                                    without_words)
 from studio.finetune.settings import TrainSettings, has_layers, sample_interval, total_steps
-from studio.finetune import text as txt
+from studio.finetune import buckets, text as txt
 from studio.finetune.objectives import OBJECTIVES
 from studio.finetune.text import FAMILIES, TextSide, side_of
 from studio.finetune.words import bundle_tensors, learn_words
@@ -75,7 +75,8 @@ class Run:
     opt: torch.optim.Optimizer | None = None
     gen: torch.Generator | None = None
     step: int = 0
-    order: list[int] = field(default_factory=list)   # this epoch's picture order (with repeats)
+    sizes: list = field(default_factory=list)        # each picture's (width, height): buckets.py
+    order: list[list[int]] = field(default_factory=list)   # this epoch's batches (with repeats)
     position: int = 0
     s_per_step: float = 0.0
     smooth: float | None = None
@@ -144,14 +145,29 @@ def class_words(settings: TrainSettings) -> list[str]:
     return [w.strip() for w in settings.class_words.split(",") if w.strip()]
 
 
-def _picture(path: Path, size: int) -> torch.Tensor:
-    """A picture as a 3 x size x size tensor in [-1, 1]: shorter side to `size`, centre crop."""
+def _picture(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A picture as a 3 x height x width tensor in [-1, 1]: scaled to cover (width, height), centre crop."""
     import numpy as np
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
-        img = ImageOps.fit(img.convert("RGB"), (size, size), Image.Resampling.LANCZOS)
+        img = ImageOps.fit(img.convert("RGB"), size, Image.Resampling.LANCZOS)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def picture_sizes(run: Run) -> list[tuple[int, int]]:
+    """Each picture's (width, height): its aspect-ratio bucket (buckets.py), or the square."""
+    from PIL import Image
+
+    square = (run.resolution, run.resolution)
+    if not run.settings.buckets:
+        return [square] * len(run.dataset.items)
+    options = buckets.sizes(run.resolution)
+    out = []
+    for item in run.dataset.items:
+        with Image.open(item.path) as img:
+            out.append(buckets.bucket_of(*img.size, options))
+    return out
 
 
 @torch.no_grad()
@@ -160,12 +176,15 @@ def encode(run: Run) -> dict:
     (text.py: token ids, or, when no text encoder is trained, what the encoders make of them):
     made once, before step 1. The class pictures (prior preservation) and the empty caption
     (caption dropout) likewise."""
-    pictures = torch.stack([_picture(i.path, run.resolution) for i in run.dataset.items])
-    variants = [pictures, pictures.flip(-1)] if run.settings.flip else [pictures]
-    data = {"latents": torch.stack([_latents(run, v) for v in variants], 1),     # pictures x variants x C x h x w
-            "text": _text(run, [i.caption for i in run.dataset.items])}
+    run.sizes = picture_sizes(run)
+    latents = []                    # per picture: variants x C x h x w (its bucket's size)
+    for item, size in zip(run.dataset.items, run.sizes):
+        picture = _picture(item.path, size)[None]
+        latents.append(_latents(run, torch.cat([picture, picture.flip(-1)]) if run.settings.flip else picture))
+    data = {"latents": latents, "text": _text(run, [i.caption for i in run.dataset.items])}
+    square = (run.resolution, run.resolution)
     if run.prior:
-        data["class_latents"] = _latents(run, torch.stack([_picture(c.path, run.resolution) for c in run.prior]))
+        data["class_latents"] = _latents(run, torch.stack([_picture(c.path, square) for c in run.prior]))
         data["class_text"] = _text(run, [c.caption for c in run.prior])
     if run.settings.caption_dropout > 0:
         data["empty_text"] = _text(run, [""])
@@ -263,16 +282,14 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
 
 
 def next_batch(run: Run) -> torch.Tensor:
-    """The next `batch` pictures of the epoch's order (repeats included); a new order each epoch."""
-    picked = []
-    while len(picked) < run.settings.batch:
-        if run.position >= len(run.order):
-            pool = torch.tensor([i for i, item in enumerate(run.dataset.items) for _ in range(item.repeats)])
-            run.order = pool[torch.randperm(len(pool), generator=run.gen)].tolist()
-            run.position = 0
-        picked.append(run.order[run.position])
-        run.position += 1
-    return torch.tensor(picked)
+    """The next batch of the epoch's (pictures of one size, repeats included); a new order each epoch."""
+    if run.position >= len(run.order):
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (item, size) in enumerate(zip(run.dataset.items, run.sizes)):
+            groups.setdefault(size, []).extend([i] * item.repeats)
+        run.order, run.position = buckets.epoch_batches(groups, run.settings.batch, run.gen), 0
+    run.position += 1
+    return torch.tensor(run.order[run.position - 1])
 
 
 def loss_of(run: Run) -> torch.Tensor:
@@ -282,18 +299,18 @@ def loss_of(run: Run) -> torch.Tensor:
     (objectives.py)."""
     s, data = run.settings, run.data
     idx = next_batch(run)
-    variant = torch.randint(data["latents"].shape[1], (len(idx),), generator=run.gen)
-    x0, text = data["latents"][idx, variant], txt.take(data["text"], idx)
+    variant = torch.randint(len(data["latents"][0]), (len(idx),), generator=run.gen)
+    x0 = torch.stack([data["latents"][i][v] for i, v in zip(idx.tolist(), variant.tolist())])
+    text = txt.take(data["text"], idx)
     if s.caption_dropout > 0:
         dropped = torch.rand(len(idx), generator=run.gen) < s.caption_dropout
         text = txt.replace(text, dropped, data["empty_text"])
-    if run.prior:
+    loss = run.objective.per_sample(run, x0, txt.to(text, run.device)).mean()
+    if run.prior:                   # the class pictures: the square, a batch of their own
         pick = torch.randint(len(run.prior), (len(idx),), generator=run.gen)
-        x0, text = torch.cat([x0, data["class_latents"][pick]]), txt.join(text, txt.take(data["class_text"], pick))
-    per_sample = run.objective.per_sample(run, x0, txt.to(text, run.device))
-    if run.prior:
-        return per_sample[:len(idx)].mean() + s.prior_weight * per_sample[len(idx):].mean()
-    return per_sample.mean()
+        kept = txt.to(txt.take(data["class_text"], pick), run.device)
+        loss = loss + s.prior_weight * run.objective.per_sample(run, data["class_latents"][pick], kept).mean()
+    return loss
 
 
 def train_steps(run: Run) -> str:
@@ -462,7 +479,8 @@ def export(run: Run, models_dir: Path, figures: dict | None = None) -> Path:
     meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=model_hash,
                              dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
                              images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
-                             total=run.total, started=run.started, finished=time.time(), resolution=run.resolution)
+                             total=run.total, started=run.started, finished=time.time(), resolution=run.resolution,
+                             sizes=run.sizes)
     name = lora_name(s.name, run.job.job().get("owner", LOCAL))       # a login's own folder
     if not has_layers(s):                   # textual inversion: the words' vectors alone, as embedding files
         files = embedding_files(bundle_tensors(run.learned), name)

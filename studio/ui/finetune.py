@@ -22,7 +22,7 @@ from studio.serving.studio import Studio
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
                  "seed")
 PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout", "embedding_lr")
-ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "gradient_checkpointing", "sample_every",
+ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "gradient_checkpointing", "buckets", "sample_every",
             "save_every",
             *PRIOR_FIELDS, "class_words")
 LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
@@ -32,6 +32,7 @@ LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learni
           "warmup": "Warm-up (share of steps)", "min_snr_gamma": "Min-SNR gamma (0: off)",
           "noise_offset": "Noise offset", "flip": "Also mirrored pictures",
           "gradient_checkpointing": "Gradient checkpointing (less memory, slower steps)",
+          "buckets": "Keep each picture's shape (aspect-ratio buckets) instead of a square crop",
           "sample_every": "Sample pictures every N steps (0: four in the run)",
           "save_every": "Checkpoint every N steps (0: with the samples)",
           "prior_weight": "Keep what the model knows: weight of its own pictures (0: off)",
@@ -104,6 +105,7 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
                     c["flip"] = gr.Checkbox(D.flip, label=LABELS["flip"])
                     c["gradient_checkpointing"] = gr.Checkbox(D.gradient_checkpointing,
                                                               label=LABELS["gradient_checkpointing"])
+                    c["buckets"] = gr.Checkbox(D.buckets, label=LABELS["buckets"])
             total = gr.Markdown("", elem_id="train-total")
             with gr.Row():
                 go = gr.Button("Train", variant="primary", elem_id="train-go")
