@@ -29,8 +29,9 @@ give speed a call of its own: --stages environment speed; docs/performance.md ha
   animation    frames a second of a prompt travel and a 2D zoom at SD1.5 512 px
   profile      where one SD1.5 UNet step's time goes (attention, convolution, matmul, the rest,
                and the gap between kernels) on the studio's eager fast path
-  finetune     a LoRA trained on random-weight SD1.5 at 512 px for 50 steps through the
-               trainer (studio/finetune/): steps a second and peak memory
+  finetune     LoRAs trained through the trainer (studio/finetune/) on random weights: SD1.5 at
+               512 px for 50 steps (subject preset), SDXL at 1024 px for 100 steps (sdxl preset:
+               gradient checkpointing, buckets); steps a second and peak memory
   families     bench/families.py --gpu: random weights of Flux.1's architecture (12B) at 1024 px, 4 and
                28 steps, in memory modes none / fp8 / fp8-cpu-text / offload / group (peak GiB, s/image),
                SD 3.5 Medium's at 1024
@@ -77,12 +78,13 @@ def plan(dry: bool) -> dict:
                 "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
                                "--variants", "plain", "studio"],
                 "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64),
-                "finetune": ("embedded", 64, 4), "workers": ("embedded", 64, 3, [1])}
+                "finetune": [("embedded", 64, 4, "subject")], "workers": ("embedded", 64, 3, [1])}
     return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
             "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
                                                 "studio", "studio, warm cache", "studio, no compile"],
             "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512),
-            "finetune": ("sd15", 512, 50), "workers": ("sd15", 512, 20, [1, 2])}
+            "finetune": [("sd15", 512, 50, "subject"), ("sdxl", 1024, 100, "sdxl")],
+            "workers": ("sd15", 512, 20, [1, 2])}
 
 
 STAGES = {   # name: share of the budget
@@ -318,16 +320,19 @@ def stage_animation(p: dict, out: Path) -> dict:
 
 
 def stage_finetune(p: dict, out: Path) -> dict:
-    """A LoRA (rank 8, batch 1, UNet only) on world pictures rendered at the model's size."""
+    """LoRAs (the model's preset, batch 1, no class pictures) on world pictures rendered at the model's size."""
+    return {name: finetune_run(name, size, steps, preset, out) for name, size, steps, preset in p["finetune"]}
+
+
+def finetune_run(name: str, size: int, steps: int, preset: str, out: Path) -> dict:
     from studio.finetune.jobs import create_job
     from embedded.finetune_measure import concept_dataset
     from studio.finetune.settings import make_settings
     from studio.finetune.trainer import train
-    name, size, steps = p["finetune"]
-    concept_dataset(out / "datasets" / "azure", 8, size=size)
-    settings = make_settings({"name": "gpu-check", "dataset": "azure", "preset": "subject", "steps": steps,
-                              "resolution": size, "model": model_folder(name), "sample_every": 10 * steps,
-                              "sample_prompts": ["azure"]})
+    concept_dataset(out / "datasets" / f"azure-{size}", 8, size=size)
+    settings = make_settings({"name": f"gpu-check-{name}", "dataset": f"azure-{size}", "preset": preset,
+                              "steps": steps, "resolution": size, "model": model_folder(name), "prior_weight": 0,
+                              "sample_every": 10 * steps, "sample_prompts": ["azure"]})
     job = create_job(out / "jobs", settings, owner="gpu-check", models_dir=out / "models", datasets=out / "datasets",
                      device=device())
     peak_gib(reset=True)

@@ -34,7 +34,7 @@ A1111_PATTERNS = [r"lora_unet_down_blocks_(\d+)_attentions_(\d+)_(.+)", r"lora_u
 
 def test_settings_come_from_a_preset_and_every_field_is_checked():
     s = make_settings({"name": "my-lora", "dataset": "cats", "preset": "quick", "steps": None})
-    assert (s.rank, s.batch, s.lr) == (8, 8, 2e-3)                 # presets/train/quick.toml
+    assert (s.rank, s.batch, s.lr, s.embedding_lr) == (8, 8, 1e-4, 1e-2)     # presets/train/quick.toml
     assert total_steps(s, 20 * 20) == 8 * 50                        # epochs x ceil(400 / 8)
     assert total_steps(make_settings({"name": "a", "dataset": "b", "steps": 7}), 400) == 7
     for bad, words in [({"name": "../x"}, "LoRA name"), ({"rank": 0}, "rank"), ({"lr": float("nan")}, "lr"),
@@ -244,6 +244,15 @@ def test_stop_then_resume_equals_a_straight_run(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
     assert [s for s, _ in parts.losses()] == list(range(1, 9))       # the loss curve has no gap nor repeat
+
+
+def test_the_8_bit_optimiser_is_refused_by_name_where_it_cannot_run(tmp_path):
+    """bitsandbytes' AdamW8bit needs a CUDA GPU: on this machine the run fails before any step, saying so."""
+    with pytest.raises(InvalidRequest, match="Optimizer"):
+        make_settings({"name": "a", "dataset": "b", "optimizer": "lion"})
+    job, datasets = _job(tmp_path, n_pictures=2, steps=2, optimizer="adamw8bit")
+    assert _train(job, tmp_path, datasets) == "failed"
+    assert "CUDA GPU" in job.status()["message"] and not job.losses()
 
 
 def test_a_loss_that_is_not_finite_stops_with_a_message_and_no_file(tmp_path):

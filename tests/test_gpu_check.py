@@ -54,7 +54,7 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
 
     profile = stages["profile"]
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
-    finetune = stages["finetune"]
+    finetune = stages["finetune"]["embedded"]
     assert finetune["state"] == "done" and finetune["steps"] == 4 and finetune["steps_per_s"] > 0
     families = stages["families"]["rows"]         # Flux in fp8 with T5 on the CPU, and SD 3.5, tiny widths
     assert [(r["family"], r["mode"]) for r in families] == [("flux", "fp8-cpu-text"), ("sd3", "none")]

@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
                                           "\"red, blue\"), drawn in its place in the class pictures")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="less memory for slower steps (SDXL on a 12-16 GB GPU)")
+    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], help="adamw8bit: bitsandbytes' 8-bit AdamW (CUDA)")
     p.add_argument("--buckets", action="store_true", default=None,
                    help="each picture at its own aspect ratio instead of cut to a square")
     p.add_argument("--model", default="", help="a model source as app.py's --model (default: the embedded model)")
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.preset, why = default_preset(describe(args.model))
                 print(f"preset {args.preset}: {why}", flush=True)
             raw = {k: getattr(args, k) for k in (*NUMBERS, "trigger", "preset", "text_encoder_lr", "model",
-                                                 "class_words", "gradient_checkpointing", "buckets")}
+                                                 "class_words", "gradient_checkpointing", "buckets",
+                                                 "optimizer")}
             settings = make_settings({**raw, "name": args.name, "dataset": folder.name})
             models_dir, datasets, device = args.models_dir, folder.parent, args.device
             job = create_job(args.jobs, settings, owner=LOCAL, models_dir=models_dir, datasets=datasets,

@@ -188,7 +188,7 @@ def training_metadata(settings, *, family: str, model_name: str, model_hash: str
         "ss_resolution": f"({resolution}, {resolution})", "ss_seed": settings.seed,
         "ss_learning_rate": settings.lr, "ss_unet_lr": settings.lr, "ss_text_encoder_lr": settings.text_encoder_lr,
         "ss_lr_scheduler": settings.schedule, "ss_lr_warmup_steps": round(settings.warmup * total),
-        "ss_optimizer": "torch.optim.AdamW", "ss_min_snr_gamma": settings.min_snr_gamma,
+        "ss_optimizer": {"adamw8bit": "bitsandbytes.optim.AdamW8bit"}.get(settings.optimizer, "torch.optim.AdamW"), "ss_min_snr_gamma": settings.min_snr_gamma,
         "ss_noise_offset": settings.noise_offset, "ss_cache_latents": True, "ss_flip_aug": settings.flip,
         "ss_enable_bucket": settings.buckets, "ss_batch_size_per_device": settings.batch,
         "ss_num_train_images": images, "ss_num_reg_images": 0, "ss_steps": step, "ss_epoch": epoch,

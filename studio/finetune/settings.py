@@ -16,6 +16,7 @@ from studio.errors import InvalidRequest
 from studio.fields import bounded
 
 SCHEDULES = ("cosine", "constant", "linear")
+OPTIMIZERS = ("adamw", "adamw8bit")      # adamw8bit: bitsandbytes' 8-bit states, on a CUDA GPU
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # (low, high) for every number a user sets; checked once, at the boundary.
 RANGES: dict[str, tuple[float, float]] = {
@@ -53,6 +54,7 @@ class TrainSettings:
     flip: bool = False              # also train on mirrored pictures
     gradient_checkpointing: bool = False   # less memory for about a third more time a step (SDXL on 12-16 GB)
     buckets: bool = False           # each picture at its own aspect ratio (buckets.py), not cut to a square
+    optimizer: str = "adamw"        # adamw8bit: a quarter of AdamW's state memory (bitsandbytes, CUDA)
     prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
     class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
     class_words: str = ""           # what the new thing is a kind of ("dog"; "red, blue"): in its place there
@@ -112,13 +114,15 @@ def make_settings(raw: dict[str, Any], folder: Path = PRESETS_DIR) -> TrainSetti
                              "starting with a letter or digit.")
     if not has_layers(TrainSettings(**values)) and not values.get("embedding_lr"):
         raise InvalidRequest("Nothing to train: every learning rate is 0 (UNet, text encoder, the new words).")
+    if values.get("optimizer", "adamw") not in OPTIMIZERS:
+        raise InvalidRequest(f"Optimizer {values['optimizer']!r}: one of {', '.join(OPTIMIZERS)}.")
     if values.get("schedule", "cosine") not in SCHEDULES:
         raise InvalidRequest(f"Learning-rate schedule {values['schedule']!r}: one of {', '.join(SCHEDULES)}.")
     return TrainSettings(**values)
 
 
 def _checked(key: str, value: Any) -> Any:
-    if key in ("name", "dataset", "trigger", "preset", "schedule", "model", "class_words"):
+    if key in ("name", "dataset", "trigger", "preset", "schedule", "model", "class_words", "optimizer"):
         text = str(value).strip()
         if len(text) > 200 or any(ord(c) < 32 for c in text):
             raise InvalidRequest(f"{key}: at most 200 printable characters.")

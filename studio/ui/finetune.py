@@ -15,14 +15,14 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.finetune import dataset as ds
 from studio.finetune.jobs import LOCAL, TrainingJobs, lora_name
-from studio.finetune.settings import (RANGES, TrainSettings, default_preset, explain_total, load_preset, make_settings,
-                                      preset_names, total_steps)
+from studio.finetune.settings import (OPTIMIZERS, RANGES, TrainSettings, default_preset, explain_total, load_preset,
+                                      make_settings, preset_names, total_steps)
 from studio.serving.studio import Studio
 
 NUMBER_FIELDS = ("rank", "alpha", "lr", "text_encoder_lr", "steps", "epochs", "repeats", "batch", "resolution",
                  "seed")
 PRIOR_FIELDS = ("prior_weight", "class_pictures", "caption_dropout", "embedding_lr")
-ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "gradient_checkpointing", "buckets", "sample_every",
+ADVANCED = ("schedule", "warmup", "min_snr_gamma", "noise_offset", "flip", "gradient_checkpointing", "buckets", "optimizer", "sample_every",
             "save_every",
             *PRIOR_FIELDS, "class_words")
 LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learning rate (UNet)",
@@ -32,6 +32,7 @@ LABELS = {"rank": "Rank", "alpha": "Alpha (scale = alpha / rank)", "lr": "Learni
           "warmup": "Warm-up (share of steps)", "min_snr_gamma": "Min-SNR gamma (0: off)",
           "noise_offset": "Noise offset", "flip": "Also mirrored pictures",
           "gradient_checkpointing": "Gradient checkpointing (less memory, slower steps)",
+          "optimizer": "Optimiser (adamw8bit: less GPU memory, needs bitsandbytes)",
           "buckets": "Keep each picture's shape (aspect-ratio buckets) instead of a square crop",
           "sample_every": "Sample pictures every N steps (0: four in the run)",
           "save_every": "Checkpoint every N steps (0: with the samples)",
@@ -99,6 +100,7 @@ def build(studio: Studio, jobs: TrainingJobs | None) -> tuple[gr.Button, Any, li
                 with gr.Row():
                     c["schedule"] = gr.Dropdown(["cosine", "constant", "linear"], value=D.schedule,
                                                 label=LABELS["schedule"])
+                    c["optimizer"] = gr.Dropdown(list(OPTIMIZERS), value=D.optimizer, label=LABELS["optimizer"])
                     for key in ("warmup", "min_snr_gamma", "noise_offset", "sample_every", "save_every"):
                         c[key] = gr.Number(getattr(D, key), label=LABELS[key], minimum=RANGES[key][0],
                                            maximum=RANGES[key][1], min_width=110)
