@@ -1,15 +1,15 @@
 """Does fine-tuning teach the embedded model something it does not know? Measured, not eyeballed:
 
-    python -m embedded.finetune_measure [--pictures 20] [--seeds 50] [--work .cache/finetune-measure]
+    python -m embedded.finetune_measure [--pictures 20] [--seeds 50] [--references 0] [--set KEY=VALUE ...]
 
 A 13th colour, azure (128, 192, 224), that the model has never seen: 20 pictures of azure shapes
 rendered by the world generator with captions in the world's own phrasing, two (azure, shape)
-pairs held out of them, and 20 reference pictures of the world's own colours (a `10_world`
-folder: DreamBooth's class images in small). The colour is one the embedded model's VAE can draw:
+pairs held out of them, and no reference pictures of the world's own colours unless asked
+(`--references N`: a `10_world` folder, DreamBooth's class images in small) — a new user has none. The colour is one the embedded model's VAE can draw:
 magenta (255, 0, 255), farthest from the twelve, comes back from the VAE as (237, 104, 205), which
 is pink, so no LoRA could ever make it; azure comes back as (158, 183, 233), still 107 from the
 nearest of the twelve (a scan of the RGB cube through the VAE: the widest margin).
-A LoRA is trained with the `quick` preset through the command line's code (`python -m
+A LoRA is trained with the `quick` preset (or `--preset`, with `--set` over it) through the command line's code (`python -m
 studio.finetune`), then the pixel checker (its palette given the 13th colour) reads, on fixed seeds:
 - the concept's hit rate (azure read as the object's colour) at LoRA weights 0, 0.5 and 1;
 - on the held-out pairs: colour, shape, background and position, without and with the LoRA;
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=Path(".cache/finetune-measure"))
     p.add_argument("--picture", type=Path, help="also write the before/after picture (docs/images/finetune-azure.png)")
     p.add_argument("--preset", default="quick")
-    p.add_argument("--references", type=int, default=20, help="reference pictures of the world's own colours "
+    p.add_argument("--references", type=int, default=0, help="reference pictures of the world's own colours "
                                                                "in the dataset (0: none, as a new user has)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="training settings over the preset's (prior_weight=1 text_encoder_lr=0 ...)")
