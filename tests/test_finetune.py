@@ -225,6 +225,11 @@ def test_a_short_run_learns_saves_a_lora_and_samples(tmp_path):
     figures = json.loads(job.file("evaluation.json").read_text())          # the truth after training
     assert figures["prompts"] == 6 and figures["new_words"] == ["azure"]
     assert figures["captions_moved"] > 0 and figures["without_new_words_moved"] is not None
+    checker = figures["checker"]                       # the embedded model's own reading (its entry point)
+    assert np.abs(np.array(checker["new_colour_rgb"]) - (128, 192, 224)).max() <= 8     # azure, from the pictures
+    assert checker["concept_prompts"] >= 4 and checker["hit_without"] == 0 and 0 <= checker["hit_with"] <= 100
+    assert set(checker["plain_with"]) == {"colour", "background", "position", "shape", "all"}
+    assert "pixel checker" in figures["summary"]
     assert figures["summary"] in status["message"]
     assert figures["summary"] in json.loads(out.with_suffix(".json").read_text())["description"]
 

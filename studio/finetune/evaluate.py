@@ -19,26 +19,32 @@ LEAK_NOTE = 8.0                # mean levels a prompt without the new words may 
 
 
 def evaluate(captions: list[str], words: list[str], seed: int,
-             draw: Callable[[str, int, float], np.ndarray], text_encoder: bool = False) -> dict:
+             draw: Callable[[str, int, float], np.ndarray], text_encoder: bool = False,
+             check: Callable | None = None) -> dict:
     """Figures of the LoRA on `captions` (`draw(prompt, seed, weight)` -> RGB array; `text_encoder`:
-    the LoRA has text-encoder layers)."""
+    the LoRA has text-encoder layers; `check(drawn, draw)`: the model's own reading of the
+    pictures, where it has one — the embedded model's pixel checker — whose `summary` is added)."""
     chosen = list(dict.fromkeys(captions))[:PROMPTS]
-    with_words, without = [], []
+    with_words, without, drawn = [], [], []
     for i, caption in enumerate(chosen):
         s = seed + SEED_OFFSET + i
-        with_words.append(_moved(draw, caption, s))
+        drawn.append((caption, draw(caption, s, 1.0), draw(caption, s, 0.0)))
+        with_words.append(_moved(*drawn[-1][1:]))
         control = without_words(caption, words)
         if control and control != caption:
-            without.append(_moved(draw, control, s))
+            without.append(_moved(draw(control, s, 1.0), draw(control, s, 0.0)))
     out = {"prompts": len(chosen), "new_words": words,
            "captions_moved": round(float(np.mean(with_words)), 2),
            "without_new_words_moved": round(float(np.mean(without)), 2) if without else None}
     out["summary"] = summary(out, text_encoder)
+    if check is not None:
+        out["checker"] = check(drawn, draw)
+        out["summary"] += " " + out["checker"]["summary"]
     return out
 
 
-def _moved(draw, prompt: str, seed: int) -> float:
-    return float(np.abs(draw(prompt, seed, 1.0).astype(np.int16) - draw(prompt, seed, 0.0).astype(np.int16)).mean())
+def _moved(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 def summary(figures: dict, text_encoder: bool = False) -> str:

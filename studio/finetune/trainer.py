@@ -463,6 +463,15 @@ def samples(run: Run) -> list[Path]:
     return made
 
 
+def lora_check(model_name: str):
+    """A model's own reading of a LoRA's pictures, where its package plugs one in (the entry
+    point group `sd_studio.lora_checks`, keyed by the model's name: the embedded model's pixel checker)."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="sd_studio.lora_checks") if ep.name == model_name]
+    return found[0].load() if found else None
+
+
 def evaluation(run: Run) -> dict:
     """The finished LoRA on the dataset's own captions against the model without it
     (studio/finetune/evaluate.py), written to the job folder."""
@@ -473,9 +482,12 @@ def evaluation(run: Run) -> dict:
     run.job.set_status(state="evaluating", step=run.step)
     write_preview(run)
     captions = [i.caption for i in run.dataset.items]
-    figures = evaluate(captions, run.words, run.settings.seed,
-                       lambda prompt, seed, weight: np.asarray(draw(run, prompt, seed, weight).image),
-                       text_encoder=run.settings.text_encoder_lr > 0)
+    pixels = lambda prompt, seed, weight: np.asarray(draw(run, prompt, seed, weight).image)  # noqa: E731
+    reader = lora_check(run.studio.model_info().name)
+    check = (lambda drawn, draw_: reader(drawn, run.words, [i.path for i in run.dataset.items], draw_,
+                                         run.settings.seed + 300_000)) if reader else None
+    figures = evaluate(captions, run.words, run.settings.seed, pixels, text_encoder=run.settings.text_encoder_lr > 0,
+                       check=check)
     run.job.file("evaluation.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
     return figures
 
