@@ -31,7 +31,9 @@ give speed a call of its own: --stages environment speed; docs/performance.md ha
                and the gap between kernels) on the studio's eager fast path
   finetune     LoRAs trained through the trainer (studio/finetune/) on random weights: SD1.5 at
                512 px for 50 steps (subject preset), SDXL at 1024 px for 100 steps (sdxl preset:
-               gradient checkpointing, buckets); steps a second and peak memory
+               gradient checkpointing, buckets), again with bitsandbytes' 8-bit AdamW (where the
+               image has bitsandbytes: else the run's refusal is the finding); steps a second and
+               peak memory
   families     bench/families.py --gpu: random weights of Flux.1's architecture (12B) at 1024 px, 4 and
                28 steps, in memory modes none / fp8 / fp8-cpu-text / offload / group (peak GiB, s/image),
                SD 3.5 Medium's at 1024
@@ -78,12 +80,13 @@ def plan(dry: bool) -> dict:
                 "speed_args": ["--cases", "embedded", "--steps", "2", "--repeats", "1", "--no-compile",
                                "--variants", "plain", "studio"],
                 "compile_tabs": ("txt2img",), "compile": False, "live_rounds": 1, "animation": ("embedded", 64, 4), "profile_model": ("embedded", 64),
-                "finetune": [("embedded", 64, 4, "subject")], "workers": ("embedded", 64, 3, [1])}
+                "finetune": [("embedded", 64, 4, "subject", {})], "workers": ("embedded", 64, 3, [1])}
     return {"models": [("embedded", 64), ("sd15", 512)], "memory_models": [("sd15", 512), ("sdxl", 1024)],
             "steps": 8, "speed_args": ["--cases", "sd15", "sdxl", "--repeats", "2", "--variants", "plain",
                                                 "studio", "studio, warm cache", "studio, no compile"],
             "compile_tabs": TABS, "compile": True, "live_rounds": 10, "animation": ("sd15", 512, 12), "profile_model": ("sd15", 512),
-            "finetune": [("sd15", 512, 50, "subject"), ("sdxl", 1024, 100, "sdxl")],
+            "finetune": [("sd15", 512, 50, "subject", {}), ("sdxl", 1024, 100, "sdxl", {}),
+                         ("sdxl", 1024, 100, "sdxl", {"optimizer": "adamw8bit"})],
             "workers": ("sd15", 512, 20, [1, 2])}
 
 
@@ -321,18 +324,20 @@ def stage_animation(p: dict, out: Path) -> dict:
 
 def stage_finetune(p: dict, out: Path) -> dict:
     """LoRAs (the model's preset, batch 1, no class pictures) on world pictures rendered at the model's size."""
-    return {name: finetune_run(name, size, steps, preset, out) for name, size, steps, preset in p["finetune"]}
+    return {name + "".join(f" {v}" for v in extra.values()): finetune_run(name, size, steps, preset, extra, out)
+            for name, size, steps, preset, extra in p["finetune"]}
 
 
-def finetune_run(name: str, size: int, steps: int, preset: str, out: Path) -> dict:
+def finetune_run(name: str, size: int, steps: int, preset: str, extra: dict, out: Path) -> dict:
     from studio.finetune.jobs import create_job
     from embedded.finetune_measure import concept_dataset
     from studio.finetune.settings import make_settings
     from studio.finetune.trainer import train
     concept_dataset(out / "datasets" / f"azure-{size}", 8, size=size)
-    settings = make_settings({"name": f"gpu-check-{name}", "dataset": f"azure-{size}", "preset": preset,
+    tag = "".join(f"-{v}" for v in extra.values())
+    settings = make_settings({"name": f"gpu-check-{name}{tag}", "dataset": f"azure-{size}", "preset": preset,
                               "steps": steps, "resolution": size, "model": model_folder(name), "prior_weight": 0,
-                              "sample_every": 10 * steps, "sample_prompts": ["azure"]})
+                              "sample_every": 10 * steps, "sample_prompts": ["azure"], "evaluate": False, **extra})
     job = create_job(out / "jobs", settings, owner="gpu-check", models_dir=out / "models", datasets=out / "datasets",
                      device=device())
     peak_gib(reset=True)

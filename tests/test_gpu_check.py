@@ -56,6 +56,7 @@ def test_dry_run_takes_every_stage_through_and_reports_sound_pictures(tmp_path):
     assert 0.3 < sum(profile["shares"].values()) <= 1.05 and profile["shares"]["convolution"] > 0
     finetune = stages["finetune"]["embedded"]
     assert finetune["state"] == "done" and finetune["steps"] == 4 and finetune["steps_per_s"] > 0
+    assert "pixel checker" not in finetune["message"]          # steps measured without the evaluation
     families = stages["families"]["rows"]         # Flux in fp8 with T5 on the CPU, and SD 3.5, tiny widths
     assert [(r["family"], r["mode"]) for r in families] == [("flux", "fp8-cpu-text"), ("sd3", "none")]
     assert all(r["s_per_image"] > 0 and "error" not in r for r in families)

@@ -55,6 +55,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False   # less memory for about a third more time a step (SDXL on 12-16 GB)
     buckets: bool = False           # each picture at its own aspect ratio (buckets.py), not cut to a square
     optimizer: str = "adamw"        # adamw8bit: a quarter of AdamW's state memory (bitsandbytes, CUDA)
+    evaluate: bool = True           # the check after training (evaluate.py); off: benchmarks of the steps alone
     prior_weight: float = 0.0       # > 0: the model's own pictures trained beside (studio/finetune/prior.py)
     class_pictures: int = 0         # how many of them (0: as many as the dataset's pictures)
     class_words: str = ""           # what the new thing is a kind of ("dog"; "red, blue"): in its place there
@@ -127,7 +128,7 @@ def _checked(key: str, value: Any) -> Any:
         if len(text) > 200 or any(ord(c) < 32 for c in text):
             raise InvalidRequest(f"{key}: at most 200 printable characters.")
         return text
-    if key in ("flip", "gradient_checkpointing", "buckets"):
+    if key in ("flip", "gradient_checkpointing", "buckets", "evaluate"):
         return bool(value)
     if key == "sample_prompts":
         prompts = [str(p).strip() for p in (value or []) if str(p).strip()]

@@ -547,11 +547,11 @@ def train(job: JobFolder, models_dir: Path, datasets: Path, device: str = "auto"
         job.clear_stop()
         job.set_status(state="stopped", message=f"Stopped at step {run.step}/{run.total}; Resume continues.")
         return state
-    figures = evaluation(run)
+    figures = evaluation(run) if settings.evaluate else None
     out = export(run, models_dir, figures)
     job.set_status(state="done", step=run.step, result=str(out), eta_s=0, evaluation=figures,
-                   message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/loras. "
-                           f"{figures['summary']}")
+                   message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/{'loras' if has_layers(settings) else 'embeddings'}. "
+                           + (figures["summary"] if figures else ""))
     return "done"
 
 
