@@ -8,11 +8,14 @@ stay gentle and prompts without the word are not touched at all by this part.
 The vectors travel inside the LoRA file as AUTOMATIC1111's bundled embeddings
 (`bundle_emb.<word>.string_to_param.*`), which A1111 and Forge load with the LoRA; the studio
 puts them in the word's own token rows while the LoRA is in the prompt (studio/models/addons.py).
+A made-up word written with several tokens learns those tokens' rows, which other words written
+with the same pieces share while the LoRA is in use: a trigger of one token ("sks") is the clean case.
 """
 
 from __future__ import annotations
 
 import torch
+
 
 def word_ids(tokenizer, word: str) -> list[int]:
     """The token ids `word` is written with (no start/end tokens)."""
@@ -46,9 +49,9 @@ def learn_words(text_encoder, tokenizer, words: list[str], like: list[str] = ())
     base = text_encoder.get_input_embeddings()
     spans, ids = [], []
     for word in words:
-        own = [i for i in word_ids(tokenizer, word) if i not in ids]
-        spans.append((word, word_ids(tokenizer, word)))
-        ids += own
+        tokens = word_ids(tokenizer, word)
+        spans.append((word, tokens))
+        ids += [i for i in tokens if i not in ids]
     start = base.weight[ids].detach().float().clone()
     if like:
         start[:] = base.weight[[word_ids(tokenizer, w)[0] for w in like]].detach().float().mean(0)
