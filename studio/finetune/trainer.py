@@ -21,66 +21,28 @@ txt2img. A loss that is not finite stops the run with a message and writes no Lo
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from studio.finetune.dataset import Dataset, read_dataset, with_trigger
-from studio.finetune.export import (TEXT_TARGETS, embedding_files, kohya_tensors, lora_state,
-                                    sidecar, training_metadata, write_embedding, write_lora)
-from studio.finetune.folder import JobFolder
-from studio.finetune.jobs import LOCAL, lora_name
-from studio.finetune.prior import (FOLDER as CLASS_FOLDER, ClassPicture, class_captions, class_pictures, new_words,
-                                   without_words)
-from studio.finetune.settings import TrainSettings, has_layers, sample_interval, total_steps
 from studio.finetune import buckets, text as txt
+from studio.finetune.dataset import read_dataset
+from studio.finetune.export import TEXT_TARGETS, write_lora
+from studio.finetune.folder import JobFolder
 from studio.finetune.objectives import OBJECTIVES
-from studio.finetune.text import FAMILIES, TextSide, side_of
-from studio.finetune.words import bundle_tensors, learn_words
+from studio.finetune.prior import FOLDER as CLASS_FOLDER, ClassPicture, class_captions, class_pictures, new_words
+from studio.finetune.results import draw, evaluation, export, lora_tensors, samples
+from studio.finetune.run import Run, TrainingFailed
+from studio.finetune.settings import TrainSettings, has_layers, sample_interval, total_steps
+from studio.finetune.text import side_of
+from studio.finetune.words import learn_words
 
 SCHEDULES = {"constant": lambda p: 1.0, "cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)),
              "linear": lambda p: 1.0 - p}
 SMOOTHING = 0.9           # the smoothed loss and the seconds a step: exponential moving averages
-
-
-class TrainingFailed(Exception):
-    """The run cannot go on (a non-finite loss, a model it cannot train); the message is the user's."""
-
-
-@dataclass
-class Run:
-    """What the stages share."""
-    job: JobFolder
-    settings: TrainSettings
-    dataset: Dataset
-    studio: object                      # the in-process Studio that makes the sample pictures
-    pipe: object
-    device: str
-    resolution: int
-    total: int
-    data: dict = field(default_factory=dict)   # latents, ids or embeddings, per picture
-    prior: list = field(default_factory=list)  # the class pictures (studio/finetune/prior.py)
-    words: list[str] = field(default_factory=list)   # the new words (prior.new_words)
-    learned: list = field(default_factory=list)   # [(bundle part, [(word, token ids)], WordRows)] (words.py)
-    side: TextSide = FAMILIES["sd"]            # how the family reads captions (text.py)
-    objective: object = None                    # what its denoiser learns (objectives.py)
-    denoiser: torch.nn.Module | None = None     # the trained copy of the UNet or transformer
-    text_encoders: list = field(default_factory=list)   # trained copies (LoRA layers or the words' rows)
-    params: list = field(default_factory=list)
-    opt: torch.optim.Optimizer | None = None
-    gen: torch.Generator | None = None
-    step: int = 0
-    sizes: list = field(default_factory=list)        # each picture's (width, height): buckets.py
-    order: list[list[int]] = field(default_factory=list)   # this epoch's batches (with repeats)
-    position: int = 0
-    s_per_step: float = 0.0
-    smooth: float | None = None
-    started: float = field(default_factory=time.time)
 
 
 # -- stage 1: the model and the data ----------------------------------------------------------------
@@ -273,14 +235,6 @@ def _text_layers(run: Run) -> list[dict]:
     return groups
 
 
-def lora_tensors(run: Run) -> dict:
-    tensors = run.objective.tensors(run) if run.settings.lr else {}
-    if run.settings.text_encoder_lr > 0:
-        for encoder, prefix in zip(run.text_encoders, run.side.prefixes):
-            tensors |= kohya_tensors(lora_state(encoder), prefix, run.settings.alpha)
-    return tensors | bundle_tensors(run.learned)
-
-
 def _text_encoder_trained(run: Run) -> bool:
     """Its LoRA layers or the new words' vectors (pivotal tuning: when there are new words) are learned."""
     return run.settings.text_encoder_lr > 0 or (run.settings.embedding_lr > 0 and bool(run.words))
@@ -415,116 +369,6 @@ def resume(run: Run) -> bool:
     return True
 
 
-# -- samples --------------------------------------------------------------------------------------------
-
-def sample_prompts(settings: TrainSettings, dataset: Dataset) -> list[str]:
-    """The trigger (or the first caption), a caption from the pictures, and the same caption
-    without the trigger: a control that shows whether the LoRA leaks into other prompts."""
-    if settings.sample_prompts:
-        return [with_trigger(p, settings.trigger) for p in settings.sample_prompts]
-    caption = dataset.items[settings.seed % len(dataset.items)].caption
-    first = settings.trigger or dataset.items[0].caption
-    prompts = [first, caption]
-    if settings.trigger:
-        prompts.append(without_words(caption, [settings.trigger]) or "a picture")
-    return list(dict.fromkeys(prompts))
-
-
-PREVIEW = "preview.safetensors"      # the LoRA as it is now, in the job's own models/loras
-
-
-def write_preview(run: Run) -> None:
-    write_lora(run.job.path / "models" / "loras" / PREVIEW, lora_tensors(run), {"ss_output_name": "preview"})
-    run.studio.names("loras", rescan=True)
-
-
-def draw(run: Run, prompt: str, seed: int, weight: float = 0.0):
-    """One picture as txt2img makes it, through the run's own Studio: the model with the preview
-    LoRA at `weight` (0: the model without it) — the samples, class pictures and evaluation."""
-    request = run.studio.make_request("txt2img", prompt=prompt, seed=seed, width=run.resolution,
-                                      height=run.resolution, loras=[(PREVIEW, weight)] if weight else [])
-    return run.studio.submit(request, user="trainer", save=False).result().images[0]
-
-
-def samples(run: Run) -> list[Path]:
-    """Pictures from fixed seeds with the LoRA as it is now (step 0: the model without it)."""
-    from studio.outputs.folder import save_as
-
-    run.job.set_status(state="sampling", step=run.step)
-    if run.step:
-        write_preview(run)
-    made = []
-    for k, prompt in enumerate(sample_prompts(run.settings, run.dataset)):
-        picture = draw(run, prompt, run.settings.seed + k, 1.0 if run.step else 0.0)
-        name = f"step_{run.step:05d}_{k}.png"
-        made.append(save_as(run.job.path / "samples" / name, picture.image, picture.parameters, picture.data))
-        run.job.add_sample({"step": run.step, "k": k, "prompt": prompt, "seed": picture.seed, "file": name})
-    run.job.set_status(state="running")
-    return made
-
-
-def lora_check(model_name: str):
-    """A model's own reading of a LoRA's pictures, where its package plugs one in (the entry
-    point group `sd_studio.lora_checks`, keyed by the model's name: the embedded model's pixel checker)."""
-    from importlib.metadata import entry_points
-
-    found = [ep for ep in entry_points(group="sd_studio.lora_checks") if ep.name == model_name]
-    return found[0].load() if found else None
-
-
-def evaluation(run: Run) -> dict:
-    """The finished LoRA on the dataset's own captions against the model without it
-    (studio/finetune/evaluate.py), written to the job folder."""
-    import numpy as np
-
-    from studio.finetune.evaluate import evaluate
-
-    run.job.set_status(state="evaluating", step=run.step)
-    write_preview(run)
-    captions = [i.caption for i in run.dataset.items]
-    pixels = lambda prompt, seed, weight: np.asarray(draw(run, prompt, seed, weight).image)  # noqa: E731
-    reader = lora_check(run.studio.model_info().name)
-    check = (lambda drawn, draw_: reader(drawn, run.words, [i.path for i in run.dataset.items], draw_,
-                                         run.settings.seed + 300_000)) if reader else None
-    figures = evaluate(captions, run.words, run.settings.seed, pixels, text_encoder=run.settings.text_encoder_lr > 0,
-                       check=check)
-    run.job.file("evaluation.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
-    return figures
-
-
-# -- the whole run --------------------------------------------------------------------------------------
-
-def export(run: Run, models_dir: Path, figures: dict | None = None) -> Path:
-    """The final LoRA into models/loras with its metadata, A1111's sidecar and a preview (a
-    run that learns only the words' vectors: their embedding files into models/embeddings)."""
-    import shutil
-
-    s, info = run.settings, run.studio.model_info()
-    per_epoch = math.ceil(run.dataset.with_repeats / s.batch)
-    model_hash = run.studio.local.manager.model_hash()
-    meta = training_metadata(s, family=info.family, model_name=info.name, model_hash=model_hash,
-                             dataset_dirs=run.dataset.dataset_dirs(), tag_frequency=run.dataset.tag_frequency(),
-                             images=run.dataset.with_repeats, step=run.step, epoch=math.ceil(run.step / per_epoch),
-                             total=run.total, started=run.started, finished=time.time(), resolution=run.resolution,
-                             sizes=run.sizes)
-    name = lora_name(s.name, run.job.job().get("owner", LOCAL))       # a login's own folder
-    if not has_layers(s):                   # textual inversion: the words' vectors alone, as embedding files
-        files = embedding_files(bundle_tensors(run.learned), name)
-        outs = [write_embedding(models_dir / "embeddings" / f"{stem}.safetensors", tensors, meta)
-                for stem, tensors in files.items()]
-        out = outs[0]
-    else:
-        out = write_lora(models_dir / "loras" / f"{name}.safetensors", lora_tensors(run), meta)
-    description = f"Trained on {len(run.dataset.items)} pictures of {s.dataset!r} for {run.step} steps." + (
-        f" {figures['summary']}" if figures else "")
-    (out.with_suffix(".json")).write_text(json.dumps(sidecar(s, info.family, description), indent=1),
-                                          encoding="utf-8")
-    last = [r for r in run.job.samples() if r["step"] == run.step and r["k"] == 0]
-    if last:
-        shutil.copyfile(run.job.path / "samples" / last[0]["file"], out.with_suffix(".preview.png"))
-    return out
-
-
 def train(job: JobFolder, models_dir: Path, datasets: Path, device: str = "auto") -> str:
     """Run (or resume) the job in this process; returns its final state."""
     settings = TrainSettings(**job.settings_json())
@@ -548,7 +392,7 @@ def train(job: JobFolder, models_dir: Path, datasets: Path, device: str = "auto"
         job.set_status(state="stopped", message=f"Stopped at step {run.step}/{run.total}; Resume continues.")
         return state
     figures = evaluation(run) if settings.evaluate else None
-    out = export(run, models_dir, figures)
+    out = export(run, models_dir, run.studio.local.manager.model_hash(), figures)
     job.set_status(state="done", step=run.step, result=str(out), eta_s=0, evaluation=figures,
                    message=f"Saved {out.name} ({out.stat().st_size / 1024:.0f} KB) in models/{'loras' if has_layers(settings) else 'embeddings'}. "
                            + (figures["summary"] if figures else ""))
