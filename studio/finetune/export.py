@@ -131,19 +131,24 @@ def data_hash(tensors: dict, metadata: dict[str, str]) -> str:
 
 def write_lora(path: Path, tensors: dict, metadata: dict) -> Path:
     """Write `tensors` with `metadata` (values made strings) and the hashes, atomically."""
-    from safetensors.torch import save_file
-
     bad = [k for k in tensors if not KEY_RULE.match(k)]
     if bad:
         raise ValueError(f"not kohya LoRA keys: {bad[:3]}")
+    return _save(path, tensors, {**metadata, "sshs_model_hash": data_hash(tensors, {})})
+
+
+def _save(path: Path, tensors: dict, metadata: dict) -> Path:
+    """A safetensors file written to a temporary name and renamed (a reader never sees half a
+    file), readable like any saved file; metadata values made strings."""
+    from safetensors.torch import save_file
+
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    meta["sshs_model_hash"] = data_hash(tensors, {})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), meta)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), meta)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)          # readable like any saved file (safetensors makes it 0600)
+    os.chmod(tmp, 0o666 & ~umask)          # (safetensors makes it 0600)
     os.replace(tmp, path)
     return path
 
@@ -161,14 +166,7 @@ def embedding_files(bundle: dict, name: str) -> dict[str, dict]:
 
 def write_embedding(path: Path, tensors: dict, metadata: dict) -> Path:
     """An embedding file, atomically, with the run's metadata."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
-    return path
+    return _save(path, tensors, metadata)
 
 
 def training_metadata(settings, *, family: str, model_name: str, model_hash: str, dataset_dirs: dict,
